@@ -1,0 +1,37 @@
+# The README's contract: `make run` sets everything up and starts Cove; `make test` sets up and tests.
+SHELL := /bin/bash
+VENV := .venv
+COVE := $(VENV)/bin/cove
+PYTHON ?= python3
+APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates
+export COVE_DATA_DIR ?= /var/lib/cove
+
+.PHONY: setup image run test bench lint clean-venv
+
+setup: $(VENV)/.synced
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	uv sync --frozen --python $(PYTHON)
+	@touch $@
+
+image: setup
+	$(COVE) image build default
+
+run: setup image
+	$(COVE) serve --host 127.0.0.1 --port 8080
+
+test: setup image
+	$(VENV)/bin/pytest
+
+bench: setup image
+	$(VENV)/bin/python bench/containers.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy

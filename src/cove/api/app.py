@@ -1,0 +1,55 @@
+"""The application factory: wires settings, store, sandbox engine and routers together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cove import __version__
+from cove.api import container_files, containers, errors
+from cove.config import Settings
+from cove.sandbox.images.store import ImageStore
+from cove.sandbox.linux.engine import LinuxEngine
+from cove.service.containers import ContainerService
+from cove.service.files import FileService
+from cove.store.db import Database
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        db = Database(settings.db_url)
+        await db.migrate()
+        engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
+        await engine.start()
+        service = ContainerService(db, engine, settings)
+        app.state.settings = settings
+        app.state.containers = service
+        app.state.files = FileService(service)
+        service.start_expiry()
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await service.stop_expiry()
+            await engine.close()
+            await db.close()
+
+    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.ready = False
+    errors.install(app)
+    app.include_router(containers.router)
+    app.include_router(container_files.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok" if app.state.ready else "starting"}
+
+    return app

@@ -1,0 +1,28 @@
+"""API keys to projects. Every object belongs to the project of the key that made it."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from cove.errors import AuthenticationError
+
+OPEN_PROJECT = "default"
+
+
+def project_of(request: Request) -> str:
+    """FastAPI dependency: the caller's project, from ``Authorization: Bearer <key>``."""
+    keys: dict[str, str] = request.app.state.settings.keys
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not keys:
+        # Only possible on a loopback bind (checked at start-up): any key, one project.
+        return OPEN_PROJECT
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError("You didn't provide an API key. Use 'Authorization: Bearer <key>'.",
+                                  code="missing_api_key")
+    for key, project in keys.items():
+        if hmac.compare_digest(key.encode(), token.strip().encode()):
+            return project
+    raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")

@@ -1,0 +1,157 @@
+"""``/v1/containers``: OpenAI's Containers API, plus ``image``, ``cpu_limit`` and ``/exec``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from cove.api import sse
+from cove.api.auth import project_of
+from cove.errors import CoveError, InvalidRequest, NotFound
+from cove.sandbox.base import Command, CommandOutput
+from cove.service.containers import ContainerService
+from cove.service.pagination import Page
+from cove.store.models import ContainerRow
+
+router = APIRouter(prefix="/v1/containers", tags=["containers"])
+Project = Annotated[str, Depends(project_of)]
+
+DEFAULT_TIMEOUT_MS = 60_000
+DEFAULT_MAX_OUTPUT = 1_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExpiresAfter(_Strict):
+    anchor: Literal["last_active_at"]
+    minutes: int
+
+
+class NetworkPolicy(_Strict):
+    type: Literal["disabled", "allowlist"]
+    allowed_domains: list[str] | None = None
+    domain_secrets: list[dict[str, Any]] | None = None
+
+
+class ContainerCreate(_Strict):
+    name: str = Field(min_length=1, max_length=256)
+    expires_after: ExpiresAfter | None = None
+    file_ids: list[str] | None = None
+    memory_limit: Literal["1g", "4g", "16g", "64g"] = "1g"
+    network_policy: NetworkPolicy | None = None
+    skills: list[dict[str, Any]] | None = None
+    image: str | None = Field(default=None, description="Cove extension: the image to start from.")
+    cpu_limit: float | None = Field(default=None, description="Cove extension: CPUs it may use.")
+
+
+class ExecRequest(_Strict):
+    commands: list[str] = Field(min_length=1)
+    timeout_ms: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=3_600_000)
+    max_output_length: int = Field(default=DEFAULT_MAX_OUTPUT, ge=1, le=10_000_000)
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    stream: bool = False
+
+
+def container_object(row: ContainerRow) -> dict[str, Any]:
+    return {
+        "id": row.id, "object": "container", "name": row.name, "created_at": row.created_at,
+        "status": row.status, "expires_after": {"anchor": "last_active_at", "minutes": row.expires_minutes},
+        "last_active_at": row.last_active_at, "memory_limit": row.memory_limit,
+        "network_policy": row.network_policy, "image": row.image, "cpu_limit": row.cpu_limit,
+    }
+
+
+def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+
+
+def _service(request: Request) -> ContainerService:
+    service: ContainerService = request.app.state.containers
+    return service
+
+
+@router.post("")
+async def create_container(body: ContainerCreate, request: Request, project: Project) -> dict[str, Any]:
+    if body.skills:
+        raise InvalidRequest("Skills are not supported by this server.", param="skills")
+    if body.file_ids:
+        raise NotFound(f"No file found with id '{body.file_ids[0]}'.", param="file_ids", code="file_not_found")
+    row = await _service(request).create(
+        project, name=body.name, image=body.image, memory_limit=body.memory_limit, cpu_limit=body.cpu_limit,
+        expires_minutes=body.expires_after.minutes if body.expires_after else None,
+        network_policy=body.network_policy.model_dump(exclude_none=True) if body.network_policy else {})
+    return container_object(row)
+
+
+@router.get("")
+async def list_containers(
+    request: Request, project: Project, after: str | None = None,
+    limit: Annotated[int, Query()] = 20, order: Literal["asc", "desc"] = "desc", name: str | None = None,
+) -> dict[str, Any]:
+    rows, has_more = await _service(request).list(project, Page(after, limit, order), name)
+    return list_object([container_object(row) for row in rows], has_more)
+
+
+@router.get("/{container_id}")
+async def get_container(container_id: str, request: Request, project: Project) -> dict[str, Any]:
+    return container_object(await _service(request).get(project, container_id))
+
+
+@router.delete("/{container_id}")
+async def delete_container(container_id: str, request: Request, project: Project) -> dict[str, Any]:
+    await _service(request).delete(project, container_id)
+    return {"id": container_id, "object": "container.deleted", "deleted": True}
+
+
+def _exec_object(container_id: str, outputs: list[CommandOutput]) -> dict[str, Any]:
+    return {"object": "container.exec", "container_id": container_id,
+            "output": [output.model_dump() for output in outputs]}
+
+
+@router.post("/{container_id}/exec", response_model=None)
+async def exec_commands(container_id: str, body: ExecRequest, request: Request,
+                        project: Project) -> dict[str, Any] | Any:
+    service = _service(request)
+    commands = [Command(command=text, timeout_ms=body.timeout_ms, max_output_length=body.max_output_length,
+                        env=body.env, workdir=body.workdir) for text in body.commands]
+    if not body.stream:
+        return _exec_object(container_id, await service.exec(project, container_id, commands))
+    await service.get(project, container_id)  # unknown ids fail as JSON, before the stream starts
+    return sse.stream(_exec_events(service, project, container_id, commands))
+
+
+async def _exec_events(service: ContainerService, project: str, container_id: str,
+                       commands: list[Command]) -> AsyncIterator[dict[str, Any]]:
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def on_output(index: int, stream: str, text: str) -> None:
+        queue.put_nowait({"type": "container.exec.output.delta", "command_index": index,
+                          "delta": {stream: text}})
+
+    def on_done(index: int, output: CommandOutput) -> None:
+        queue.put_nowait({"type": "container.exec.command.done", "command_index": index,
+                          "output": output.model_dump()})
+
+    task = asyncio.create_task(service.exec(project, container_id, commands, on_output, on_done))
+    # The commands finish even if the client goes away; their result is then only logged.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception() or True)
+    task.add_done_callback(lambda _t: queue.put_nowait({"type": "_end"}))
+    yield {"type": "container.exec.started", "container_id": container_id, "commands": len(commands)}
+    while (event := await queue.get())["type"] != "_end":
+        yield event
+    try:
+        outputs = task.result()
+    except CoveError as exc:
+        yield {"type": "error", **exc.to_dict()["error"]}
+        return
+    yield {"type": "container.exec.completed", "exec": _exec_object(container_id, outputs)}
+
+

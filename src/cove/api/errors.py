@@ -1,0 +1,69 @@
+"""Every failure leaves the server as OpenAI-style JSON: ``{"error": {message, type, param, code}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from cove.errors import CoveError
+
+log = logging.getLogger(__name__)
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def _param(loc: tuple[object, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+async def _cove_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CoveError)
+    if exc.status_code >= 500:
+        log.error("request failed: %s", exc.message)
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "Invalid request.", "type": ""}
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        message = "We could not parse the JSON body of your request: it is not valid JSON."
+        return JSONResponse(error_body(message, "invalid_request_error"), status_code=400)
+    param = _param(loc)
+    if first.get("type") == "extra_forbidden":
+        message = f"Unknown parameter: '{param}'."
+        code = "unknown_parameter"
+    elif first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+        code = "missing_required_parameter"
+    else:
+        message = f"Invalid value for '{param}': {first.get('msg')}."
+        code = "invalid_value"
+    return JSONResponse(error_body(message, "invalid_request_error", param, code), status_code=400)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(error_body("The server had an error while processing your request.", "server_error"),
+                        status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(CoveError, _cove_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,94 @@
+"""Settings, read once from the environment (``COVE_*``) so every layer sees the same values."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/cove")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cove"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COVE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """All state: database, images, container layers, runtime state."""
+
+    images_dir: Path | None = None
+    """Where images live; default ``data_dir/images``. Several data dirs may share one."""
+
+    api_keys: str = ""
+    """Comma-separated ``key`` or ``key=project``. Empty: any key, loopback only."""
+
+    database_url: str | None = None
+    """SQLAlchemy async URL; default is SQLite (WAL) inside ``data_dir``."""
+
+    default_image: str = "default"
+    """Image used when a container is created without ``image``."""
+
+    container_idle_minutes: int = 20
+    """Idle expiry when a create request gives no ``expires_after``."""
+
+    pids_limit: int = 1024
+    """Process cap per container: a fork bomb stops here."""
+
+    nofile_limit: int = 4096
+    """Open-file cap per container process."""
+
+    default_cpu_limit: float = 1.0
+    """CPUs a container may use when the request gives no ``cpu_limit``."""
+
+    max_cpu_limit: float = Field(default_factory=lambda: float(os.cpu_count() or 1))
+
+    max_containers: int = 1000
+    """Running containers per server; creates beyond it are refused with 429."""
+
+    subuid_base: int = 100000
+    """Host uid that container root maps to; container uids 0-65535 map onto base+0-65535."""
+
+    expiry_check_seconds: float = 30.0
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @cached_property
+    def keys(self) -> dict[str, str]:
+        """API key -> project id."""
+        result: dict[str, str] = {}
+        for raw in self.api_keys.split(","):
+            entry = raw.strip()
+            if not entry:
+                continue
+            key, _, project = entry.partition("=")
+            result[key.strip()] = project.strip() or "default"
+        return result
+
+    @property
+    def image_root(self) -> Path:
+        return self.images_dir or self.data_dir / "images"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'cove.db'}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when binding ``host`` exposes the server only to this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,194 @@
+"""File access inside a container's root from the host, immune to ``..`` and symlink escapes.
+
+Every lookup goes through ``openat2(2)`` with ``RESOLVE_IN_ROOT``: the kernel resolves ``..`` and
+symlinks (absolute ones too) as if the container root were ``/``, so nothing a hostile container
+plants can make Cove open a host file. Final components are created or removed relative to an
+already resolved parent directory with no-follow semantics.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from cove.errors import Conflict, InvalidRequest, NotFound
+
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_XDEV = 0x01
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_RESOLVE = _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS | _RESOLVE_NO_XDEV
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _openat2(dirfd: int, path: str, flags: int, mode: int = 0) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, _RESOLVE)
+    fd = int(_libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+def normalize(path: str) -> PurePosixPath:
+    """An absolute, lexically clean container path; refuses what no sane client sends."""
+    if not path or "\x00" in path or len(path) > 4096:
+        raise InvalidRequest("Invalid path.", param="path")
+    clean = PurePosixPath("/", path)
+    if any(part in ("..", ".") for part in clean.parts):
+        raise InvalidRequest(f"Path {path!r} may not contain '..' or '.' components.", param="path")
+    return clean
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    size: int
+    is_dir: bool
+    mtime: float
+
+
+class ContainerFS:
+    """Reads and writes files under ``root`` (the container's merged root) on behalf of the API."""
+
+    def __init__(self, root: str, uid: int, gid: int) -> None:
+        self.root = root
+        self.uid = uid
+        self.gid = gid
+
+    @contextmanager
+    def _rootfd(self) -> Iterator[int]:
+        fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _open(self, path: PurePosixPath, flags: int) -> Iterator[int]:
+        with self._rootfd() as rootfd:
+            try:
+                fd = _openat2(rootfd, str(path), flags)
+            except OSError as exc:
+                raise _translate(exc, path) from exc
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _makedirs(self, path: PurePosixPath) -> None:
+        current = PurePosixPath("/")
+        for part in path.parts[1:]:
+            with self._open(current, os.O_PATH | os.O_DIRECTORY) as parent:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=parent)
+                    os.chown(part, self.uid, self.gid, dir_fd=parent, follow_symlinks=False)
+                except FileExistsError:
+                    pass
+            current = current / part
+
+    def write(self, path: str, chunks: Iterator[bytes]) -> int:
+        """Atomically writes a file (temp name, then rename); returns its size."""
+        target = normalize(path)
+        if target == PurePosixPath("/"):
+            raise InvalidRequest("Cannot write to '/'.", param="path")
+        self._makedirs(target.parent)
+        tmp_name = f".cove-upload-{os.urandom(6).hex()}"
+        size = 0
+        with self._open(target.parent, os.O_PATH | os.O_DIRECTORY) as parent:
+            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=parent)
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as handle:
+                    for chunk in chunks:
+                        handle.write(chunk)
+                        size += len(chunk)
+                os.fchown(fd, self.uid, self.gid)
+            except BaseException:
+                os.close(fd)
+                os.unlink(tmp_name, dir_fd=parent)
+                raise
+            os.close(fd)
+            try:
+                os.rename(tmp_name, target.name, src_dir_fd=parent, dst_dir_fd=parent)
+            except OSError as exc:
+                os.unlink(tmp_name, dir_fd=parent)
+                raise _translate(exc, target) from exc
+        return size
+
+    @contextmanager
+    def open_read(self, path: str) -> Iterator[tuple[int, int]]:
+        """Yields (fd, size) of a regular file."""
+        with self._open(normalize(path), os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK) as fd:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise InvalidRequest(f"{path!r} is not a regular file.", param="path")
+            yield fd, info.st_size
+
+    def stat(self, path: str) -> Entry | None:
+        target = normalize(path)
+        try:
+            with self._open(target, os.O_PATH) as fd:
+                info = os.fstat(fd)
+        except NotFound:
+            return None
+        return Entry(str(target), info.st_size, stat.S_ISDIR(info.st_mode), info.st_mtime)
+
+    def delete(self, path: str) -> None:
+        target = normalize(path)
+        with self._open(target.parent, os.O_PATH | os.O_DIRECTORY) as parent:
+            try:
+                os.unlink(target.name, dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError as exc:
+                raise Conflict(f"{path!r} is a directory.", param="path") from exc
+
+    def walk_files(self, path: str, limit: int = 10_000) -> list[Entry]:
+        """Regular files under ``path`` (recursively, not following symlinks), at most ``limit``."""
+        found: list[Entry] = []
+        pending = [normalize(path)]
+        while pending and len(found) < limit:
+            current = pending.pop()
+            try:
+                with self._open(current, os.O_RDONLY | os.O_DIRECTORY) as fd:
+                    entries = list(os.scandir(fd))
+            except (NotFound, InvalidRequest):
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(current / entry.name)
+                elif entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    found.append(Entry(str(current / entry.name), info.st_size, False, info.st_mtime))
+        return found[:limit]
+
+
+def _translate(exc: OSError, path: PurePosixPath) -> Exception:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return NotFound(f"No such file in the container: {str(path)!r}.", param="path", code="file_not_found")
+    if exc.errno in (errno.EXDEV, errno.ELOOP):
+        return InvalidRequest(f"Path {str(path)!r} leaves the container's filesystem.", param="path")
+    if exc.errno == errno.EISDIR:
+        return Conflict(f"{str(path)!r} is a directory.", param="path")
+    return exc
+
+
+async def read_chunks(fs: ContainerFS, path: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """Streams a file without holding it in memory."""
+    with fs.open_read(path) as (fd, _size):
+        while True:
+            chunk = os.read(fd, chunk_size)
+            if not chunk:
+                return
+            yield chunk

@@ -1,0 +1,194 @@
+"""Run one build step: a command inside an image's layers, capturing its changes as a new layer.
+
+The layers become a kernel overlay with a fresh upper dir (the new layer) and runc runs the
+command in the foreground with the same isolation as a workload container, except that it shares
+the host's network so that apt and pip can download.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import importlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cove.errors import ImageError
+from cove.sandbox.images.store import ImageStore, lookup
+from cove.sandbox.linux.spec import ContainerSpec, ResourceLimits, build_spec
+
+Progress = Callable[[str], None]
+"""Receives build output one line at a time."""
+
+BUSYBOX = Path("/bin/busybox")
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+# Mount points runc needs in the rootfs: it cannot create them itself, because from inside the
+# user namespace it may not mkdir in directories that the overlay shows as owned by others.
+_MOUNT_POINTS = ((".cove", True), ("proc", True), ("dev", True), ("sys", True),
+                 ("etc/resolv.conf", False), ("etc/hosts", False))
+_MAX_MOUNT_DATA = 4000  # mount(2) copies at most one page of options
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def mount_overlay(layers: Sequence[Path], upper: Path, work: Path, target: Path) -> None:
+    """Mount ``layers`` (bottom→top) under ``upper`` at ``target``; ``work`` must be an empty dir
+    on the same filesystem as ``upper``."""
+    paths = [str(p) for p in (*reversed(layers), upper, work)]
+    if any(c in p for p in paths for c in ",:\\"):
+        raise ImageError("Layer paths must not contain ',', ':' or '\\'")
+    data = (f"lowerdir={':'.join(paths[:-2])},upperdir={upper},workdir={work},"
+            "index=off,metacopy=off,redirect_dir=off")
+    if len(data) > _MAX_MOUNT_DATA:
+        raise ImageError(f"Too many layers to mount ({len(layers)}); squash the image")
+    if _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, data.encode()) != 0:
+        err = ctypes.get_errno()
+        raise ImageError(f"Could not mount overlay at {target}: {os.strerror(err)}")
+
+
+def unmount(target: Path) -> None:
+    if _libc.umount2(str(target).encode(), 0) != 0:
+        err = ctypes.get_errno()
+        # Busy (a straggling process): detach now, the kernel frees it when the last user leaves.
+        if _libc.umount2(str(target).encode(), 2) != 0:  # MNT_DETACH
+            raise ImageError(f"Could not unmount {target}: {os.strerror(err)}")
+
+
+def ensure_libexec(data_dir: Path) -> Path:
+    """``<data_dir>/libexec`` holding busybox: bind-mounted read-only at ``/.cove``."""
+    libexec = data_dir / "libexec"
+    try:
+        initbin = importlib.import_module("cove.sandbox.linux.initbin")
+    except ImportError:
+        initbin = None
+    if initbin is not None and hasattr(initbin, "ensure_busybox"):
+        initbin.ensure_busybox(libexec)
+        return libexec
+    libexec.mkdir(parents=True, exist_ok=True)
+    dest = libexec / "busybox"
+    if not dest.exists() or dest.stat().st_size != BUSYBOX.stat().st_size:
+        tmp = libexec / f".busybox-{uuid.uuid4().hex}"
+        shutil.copyfile(BUSYBOX, tmp)
+        tmp.chmod(0o755)
+        os.rename(tmp, dest)
+    return libexec
+
+
+def run_step(store: ImageStore, data_dir: Path, layers: Sequence[Path], upper: Path, *,
+             args: list[str], env: Sequence[str], cwd: str, progress: Progress) -> None:
+    """Run ``args`` over ``layers`` with ``upper`` as the writable layer; raise ImageError with the
+    output's tail if it fails. ``upper`` is left holding exactly the command's changes."""
+    scratch = store.new_tmp("run-")
+    rootfs, work, bundle = scratch / "rootfs", scratch / "work", scratch / "bundle"
+    for directory in (rootfs, work, bundle):
+        directory.mkdir(mode=0o755)
+    (bundle / "hosts").write_text(HOSTS)
+    (bundle / "hosts").chmod(0o644)
+    added = _add_mount_points(layers, upper, store.uid_base)
+    mounted = False
+    try:
+        mount_overlay(layers, upper, work, rootfs)
+        mounted = True
+        cid = f"cove-build-{uuid.uuid4().hex[:16]}"
+        config = build_spec(ContainerSpec(
+            rootfs=rootfs, hostname="cove-build", libexec_dir=ensure_libexec(data_dir),
+            limits=_build_limits(), cgroup_path=f"/cove-build/{cid}", uid_base=store.uid_base,
+            args=args, env=list(env), hosts_file=bundle / "hosts", host_network=True,
+            resolv_conf=Path("/etc/resolv.conf")))
+        config["process"]["cwd"] = cwd or "/"
+        (bundle / "config.json").write_text(json.dumps(config))
+        _run_runc(data_dir / "runc-build", bundle, cid, progress)
+    finally:
+        if mounted:
+            unmount(rootfs)
+        _remove_mount_points(upper, added)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_runc(state_dir: Path, bundle: Path, cid: str, progress: Progress) -> None:
+    runc = shutil.which("runc") or "/usr/sbin/runc"
+    base = [runc, "--root", str(state_dir)]
+    tail: collections.deque[str] = collections.deque(maxlen=50)
+    proc = subprocess.Popen([*base, "run", "--bundle", str(bundle), cid], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1]
+            tail.append(line)
+            progress(line)
+        code = proc.wait()
+    except BaseException:
+        subprocess.run([*base, "kill", cid, "KILL"], capture_output=True, check=False)
+        proc.wait()
+        raise
+    finally:
+        subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
+    if code != 0:
+        output = "\n".join(tail)
+        raise ImageError(f"Build step failed with exit status {code}:\n{output}")
+
+
+def _build_limits() -> ResourceLimits:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return ResourceLimits(memory_bytes=memory, cpus=float(os.cpu_count() or 1), pids=4096,
+                          nofile=4096)
+
+
+_Added = list[tuple[Path, tuple[int, ...]]]
+
+
+def _add_mount_points(layers: Sequence[Path], upper: Path, uid_base: int) -> _Added:
+    """Create missing mount points in ``upper`` (and their parents, with the attributes the lower
+    layers give them); returns what was made, to be undone by ``_remove_mount_points``."""
+    added: _Added = []
+    top = layers[-1].lstat()
+    os.chown(upper, top.st_uid, top.st_gid)
+    os.chmod(upper, stat.S_IMODE(top.st_mode))
+    for rel, is_dir in _MOUNT_POINTS:
+        st = lookup(layers, rel)
+        if st is not None and (stat.S_ISDIR if is_dir else stat.S_ISREG)(st.st_mode):
+            continue
+        parent = rel.rpartition("/")[0]
+        if parent and not (upper / parent).exists():
+            pst = lookup(layers, parent)
+            if pst is not None and not stat.S_ISDIR(pst.st_mode):
+                raise ImageError(f"/{parent} in this image is not a directory")
+            (upper / parent).mkdir()
+            owner = (pst.st_uid, pst.st_gid) if pst else (uid_base, uid_base)
+            os.chown(upper / parent, *owner)
+            os.chmod(upper / parent, stat.S_IMODE(pst.st_mode) if pst else 0o755)
+            added.append((upper / parent, _ident(upper / parent)))
+        path = upper / rel
+        if is_dir:
+            path.mkdir(mode=0o755)
+        else:
+            path.touch(mode=0o644)
+        os.chown(path, uid_base, uid_base)
+        added.append((path, _ident(path)))
+    return added
+
+
+def _remove_mount_points(upper: Path, added: _Added) -> None:
+    """Undo ``_add_mount_points`` where the step left things as they were."""
+    for path, ident in reversed(added):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if _ident(path)[:4] == ident[:4] and not any(path.iterdir()):
+                path.rmdir()
+        elif _ident(path) == ident and st.st_size == 0:
+            path.unlink()
+
+
+def _ident(path: Path) -> tuple[int, ...]:
+    st = path.lstat()
+    return st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns

@@ -1,0 +1,289 @@
+"""The image store: content-addressed layer directories plus one small manifest per image name.
+
+Layout under ``root``::
+
+    layers/<key>/         one overlayfs "upper dir" format tree per layer, uid-shifted
+    manifests/<name>.json layer keys bottom→top, env, workdir, source, size
+    tmp/                  work in progress; emptied whenever a store is opened
+
+Layers and manifests only ever appear by ``os.rename`` from ``tmp/``, so a crash leaves at most
+litter in ``tmp/``, never a half layer under a real key. Layers are shared between images and
+between recipe builds (their keys are the recipe cache keys).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cove.errors import ImageError, InvalidRequest, NotFound
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    layers: tuple[Path, ...]
+    """Layer directories, bottom→top (reverse them for overlayfs ``lowerdir``)."""
+    env: tuple[str, ...]
+    """``K=V`` entries for every process started in the image."""
+    workdir: str
+    created_at: int
+    source: str
+    """``debian``, ``recipe`` or ``import``."""
+    size_bytes: int
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise InvalidRequest(f"Invalid image name {name!r}: use 1-64 of a-z 0-9 . _ - (not first)",
+                             param="image", code="invalid_image_name")
+    return name
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def is_opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def lookup(layers: Sequence[Path], relpath: str) -> os.stat_result | None:
+    """``lstat`` of ``relpath`` in the merged view of ``layers`` (bottom→top), without mounting.
+
+    Honours whiteouts, opaque directories and non-directories hiding lower trees; does not follow
+    symlinks (``resolve`` does).
+    """
+    parts = [p for p in relpath.split("/") if p]
+    if not parts:
+        return layers[-1].lstat() if layers else None
+    for layer in reversed(layers):
+        node, opaque = layer, False
+        for i, part in enumerate(parts):
+            node = node / part
+            try:
+                st = node.lstat()
+            except OSError:
+                if opaque:
+                    return None  # an opaque directory above hides the lower layers
+                break
+            if is_whiteout(st):
+                return None
+            if i == len(parts) - 1:
+                return st
+            if not stat.S_ISDIR(st.st_mode):
+                return None
+            opaque = opaque or is_opaque(node)
+    return None
+
+
+def resolve(layers: Sequence[Path], path: str) -> str | None:
+    """Canonical absolute path of ``path`` inside the image, symlinks followed as the container
+    would see them (``/`` is the image root); None when it does not exist."""
+    pending = [p for p in path.split("/") if p]
+    done: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        st = lookup(layers, "/".join([*done, part]))
+        if st is None:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                return None
+            target = _readlink(layers, "/".join([*done, part]))
+            if target.startswith("/"):
+                done = []
+            pending = [p for p in target.split("/") if p] + pending
+            continue
+        done.append(part)
+    return "/" + "/".join(done)
+
+
+def _readlink(layers: Sequence[Path], relpath: str) -> str:
+    for layer in reversed(layers):
+        if (layer / relpath).is_symlink():
+            return os.readlink(layer / relpath)
+    return ""
+
+
+def tree_size(path: Path) -> int:
+    """Bytes on disk, each inode counted once."""
+    seen: set[int] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for entry in (*dirnames, *filenames, ""):
+            st = os.lstat(os.path.join(dirpath, entry)) if entry else os.lstat(dirpath)
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512
+    return total
+
+
+class ImageStore:
+    def __init__(self, root: Path, uid_base: int) -> None:
+        self.root = root
+        self.uid_base = uid_base
+        self.layers_dir = root / "layers"
+        self.manifests_dir = root / "manifests"
+        self.tmp_dir = root / "tmp"
+        for directory in (self.layers_dir, self.manifests_dir, self.tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        for directory in (root, self.tmp_dir):  # runc's init must traverse these (see new_tmp)
+            directory.chmod(0o711)
+        with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB) as locked:
+            if locked:  # no build is running in another process: everything in tmp/ is stale
+                for entry in self.tmp_dir.iterdir():
+                    _remove(entry)
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def get(self, name: str) -> Image:
+        try:
+            data = json.loads((self.manifests_dir / f"{validate_name(name)}.json").read_text())
+        except FileNotFoundError:
+            raise NotFound(f"No image named {name!r}", param="image", code="image_not_found") from None
+        return Image(name=name, layers=tuple(self.layer_path(k) for k in data["layers"]),
+                     env=tuple(data["env"]), workdir=data["workdir"], created_at=data["created_at"],
+                     source=data["source"], size_bytes=data["size_bytes"])
+
+    def list(self) -> builtins.list[Image]:
+        return [self.get(p.stem) for p in sorted(self.manifests_dir.glob("*.json"))
+                if NAME_RE.match(p.stem)]
+
+    def exists(self, name: str) -> bool:
+        return (self.manifests_dir / f"{validate_name(name)}.json").exists()
+
+    def save(self, name: str, layers: Sequence[str], env: Sequence[str], workdir: str,
+             source: str) -> Image:
+        """Point ``name`` at committed layers (keys, bottom→top), replacing any earlier image."""
+        validate_name(name)
+        missing = [k for k in layers if not self.has_layer(k)]
+        if missing or not layers:
+            raise ImageError(f"Image {name!r} needs layers that are not in the store: {missing}")
+        doc: dict[str, Any] = {
+            "layers": list(layers), "env": list(env), "workdir": workdir or "/",
+            "created_at": int(time.time()), "source": source,
+            "size_bytes": sum(tree_size(self.layer_path(k)) for k in dict.fromkeys(layers)),
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="manifest-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, self.manifests_dir / f"{name}.json")
+        return self.get(name)
+
+    def delete(self, name: str) -> None:
+        """Remove the image, then the layers no image uses (unless a build is running)."""
+        try:
+            (self.manifests_dir / f"{validate_name(name)}.json").unlink()
+        except FileNotFoundError:
+            raise NotFound(f"No image named {name!r}", param="image", code="image_not_found") from None
+        self.prune()
+
+    def prune(self) -> int:
+        """Delete unreferenced layers (recipe cache included); skipped while any build runs."""
+        with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB) as locked:
+            if not locked:
+                return 0
+            used = {k for img in self.list() for k in (p.name for p in img.layers)}
+            unused = [p for p in self.layers_dir.iterdir() if p.name not in used]
+            for layer in unused:
+                _remove(layer, via=self.tmp_dir)
+            return len(unused)
+
+    # -- layers ---------------------------------------------------------------------------------
+
+    def layer_path(self, key: str) -> Path:
+        if not KEY_RE.match(key):
+            raise ImageError(f"Invalid layer key {key!r}")
+        return self.layers_dir / key
+
+    def has_layer(self, key: str) -> bool:
+        return self.layer_path(key).is_dir()
+
+    def new_tmp(self, prefix: str) -> Path:
+        """A fresh directory under ``tmp/`` (same filesystem as the layers). Mode 0711: runc's
+        init, inside the user namespace, must be able to traverse it to reach a rootfs."""
+        path = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix=prefix))
+        path.chmod(0o711)
+        return path
+
+    def new_layer_dir(self, parent: Path) -> Path:
+        """An empty layer root under ``parent``: 0755 and owned by container root, because the
+        topmost layer's root directory becomes the container's ``/``."""
+        path = parent / "layer"
+        path.mkdir(mode=0o755)
+        os.chown(path, self.uid_base, self.uid_base)
+        return path
+
+    def commit_layer(self, src: Path, key: str) -> Path:
+        """Move a finished tree from ``tmp/`` to ``layers/<key>``; if another build got there
+        first, keep theirs (same key, same content) and drop ours."""
+        dest = self.layer_path(key)
+        try:
+            os.rename(src, dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            _remove(src)
+        return dest
+
+    @contextlib.contextmanager
+    def building(self) -> Iterator[None]:
+        """Held by every build so that ``prune`` and tmp cleanup leave its work alone."""
+        with self._lock(fcntl.LOCK_SH) as locked:
+            assert locked
+            yield
+
+    @contextlib.contextmanager
+    def _lock(self, flags: int) -> Iterator[bool]:
+        with open(self.root / ".lock", "a") as f:
+            try:
+                fcntl.flock(f, flags)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _remove(path: Path, via: Path | None = None) -> None:
+    """Delete a tree; with ``via``, first rename it there so a crash never leaves it half gone."""
+    if via is not None:
+        moved = Path(tempfile.mkdtemp(dir=via, prefix="rm-")) / "x"
+        os.rename(path, moved)
+        path = moved.parent
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

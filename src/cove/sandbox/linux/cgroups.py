@@ -1,0 +1,51 @@
+"""Reading what the kernel's cgroups say about a container (runc creates and limits them)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+_ROOT = Path("/sys/fs/cgroup")
+
+
+def is_unified() -> bool:
+    """cgroup v2 only (as opposed to v1 or hybrid)."""
+    return (_ROOT / "cgroup.controllers").exists()
+
+
+def _memory_dir(cgroup_path: str) -> Path:
+    rel = cgroup_path.lstrip("/")
+    return _ROOT / rel if is_unified() else _ROOT / "memory" / rel
+
+
+def oom_kills(cgroup_path: str) -> int:
+    """How many processes the OOM killer ended in this container so far."""
+    directory = _memory_dir(cgroup_path)
+    name = "memory.events" if is_unified() else "memory.oom_control"
+    with contextlib.suppress(OSError):
+        for line in (directory / name).read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    return 0
+
+
+def memory_usage(cgroup_path: str) -> int:
+    directory = _memory_dir(cgroup_path)
+    name = "memory.current" if is_unified() else "memory.usage_in_bytes"
+    with contextlib.suppress(OSError, ValueError):
+        return int((directory / name).read_text())
+    return 0
+
+
+def remove_leftovers(parent: str) -> None:
+    """Removes empty container cgroups under ``parent`` that a crash left behind."""
+    rel = parent.lstrip("/")
+    bases = [_ROOT / rel] if is_unified() else [d / rel for d in _ROOT.iterdir() if d.is_dir()]
+    for base in bases:
+        if not base.is_dir():
+            continue
+        for child in base.iterdir():
+            if child.is_dir():
+                with contextlib.suppress(OSError):
+                    child.rmdir()

@@ -1,0 +1,225 @@
+"""One Linux container: an overlay root, a runc-started init, and commands run through that init.
+
+The writable layer lives on disk, so a container survives a server restart with its files; its
+processes do not (the init exits when Cove's end of the control socket closes), and it starts
+again on next use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cove.errors import InvalidRequest, SandboxError
+from cove.sandbox.base import Command, CommandOutput, ExitOutcome, Limits, OutputCallback, Sandbox
+from cove.sandbox.fs import ContainerFS
+from cove.sandbox.images.store import Image
+from cove.sandbox.linux import cgroups
+from cove.sandbox.linux.agent import InitAgent
+from cove.sandbox.linux.overlay import mount_overlay, unmount
+from cove.sandbox.linux.process import OutputSinks, ProcessRequest, run_process
+from cove.sandbox.linux.spec import COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
+
+if TYPE_CHECKING:
+    from cove.sandbox.linux.engine import LinuxEngine
+
+_SCAFFOLD_DIRS = ("proc", "dev", "sys", "tmp", "mnt/data", COVE_DIR.lstrip("/"))
+_SCAFFOLD_FILES = ("etc/hosts",)
+_SHELLS = ("/bin/bash", "/bin/sh")
+
+
+class LinuxSandbox(Sandbox):
+    def __init__(self, engine: LinuxEngine, container_id: str, image: Image, limits: Limits) -> None:
+        self.id = container_id
+        self.engine = engine
+        self.image = image
+        self.limits = limits
+        self.dir = engine.containers_dir / container_id
+        self.upper = self.dir / "upper"
+        self.work = self.dir / "work"
+        self.rootfs = self.dir / "rootfs"
+        self.cgroup_path = f"/cove/{container_id}"
+        self._agent: InitAgent | None = None
+        self._init_pid = 0
+        self._shell = ""
+        self._sinks = OutputSinks()
+        self._lock = asyncio.Lock()
+        self._image_env = dict(entry.split("=", 1) for entry in image.env if "=" in entry)
+
+    # -- layout ---------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Creates the writable layer, with the mount points runc needs already in it."""
+        uid = self.engine.uid_base
+        for path in (self.upper, self.work, self.rootfs):
+            path.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o711)
+        os.chown(self.upper, uid, uid)
+        for rel in _SCAFFOLD_DIRS:
+            if not self._in_image(rel):
+                self._make_owned(rel, is_dir=True)
+        for rel in _SCAFFOLD_FILES:
+            if not self._in_image(rel):
+                self._make_owned(rel, is_dir=False)
+        hostname = self.id[:63]
+        (self.dir / "hosts").write_text(
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
+
+    def _make_owned(self, rel: str, *, is_dir: bool) -> None:
+        current = self.upper
+        parts = Path(rel).parts
+        for index, part in enumerate(parts):
+            current = current / part
+            if index == len(parts) - 1 and not is_dir:
+                current.touch(exist_ok=True)
+            else:
+                current.mkdir(exist_ok=True)
+            os.lchown(current, self.engine.uid_base, self.engine.uid_base)
+
+    def _in_image(self, rel: str) -> bool:
+        return any(os.path.lexists(layer / rel) for layer in self.image.layers)
+
+    def _mounted(self) -> bool:
+        return os.path.ismount(self.rootfs)
+
+    def _ensure_mounted(self) -> None:
+        if not self.dir.is_dir():
+            raise SandboxError(f"Container {self.id} has no files on disk.")
+        if not self._mounted():
+            mount_overlay(self.image.layers, self.upper, self.work, self.rootfs)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._agent is not None and not self._agent.closed
+
+    async def files(self) -> ContainerFS:
+        async with self._lock:
+            self._ensure_mounted()
+        uid = self.engine.uid_base
+        return ContainerFS(str(self.rootfs), uid, uid)
+
+    async def exec_ready(self) -> None:
+        """Starts the container now rather than on its first command."""
+        await self._ensure_started()
+
+    async def _ensure_started(self) -> InitAgent:
+        agent = self._agent
+        if agent is not None and not agent.closed:
+            return agent
+        async with self._lock:
+            if self._agent is not None and not self._agent.closed:
+                return self._agent
+            await self._cleanup_runtime()
+            self._ensure_mounted()
+            async with self.engine.start_slots:
+                self._agent = await self._start()
+            return self._agent
+
+    async def _start(self) -> InitAgent:
+        engine = self.engine
+        memory = engine.memory_bytes(self.limits.memory)
+        spec = ContainerSpec(
+            rootfs=self.rootfs, hostname=self.id[:63], libexec_dir=engine.libexec,
+            limits=ResourceLimits(memory_bytes=memory, cpus=self.limits.cpus, pids=engine.pids_limit,
+                                  nofile=engine.nofile_limit),
+            cgroup_path=self.cgroup_path, uid_base=engine.uid_base,
+            args=[f"{COVE_DIR}/{engine.init_binary.name}", "0"],
+            env=[f"PATH={DEFAULT_PATH}"], hosts_file=self.dir / "hosts")
+        (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._init_pid = await engine.runc.run_detached(self.id, self.dir, child_end, self.dir / "init.log")
+        except BaseException:
+            host_end.close()
+            raise
+        finally:
+            child_end.close()
+        host_end.setblocking(False)
+        self._shell = self._find_shell()
+        return InitAgent(host_end)
+
+    def _find_shell(self) -> str:
+        fs = ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
+        for candidate in _SHELLS:
+            entry = fs.stat(candidate)
+            if entry is not None and not entry.is_dir:
+                return candidate
+        return f"{COVE_DIR}/busybox"
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self._cleanup_runtime()
+            unmount(self.rootfs)
+
+    async def _cleanup_runtime(self) -> None:
+        """Ends the init (and with it every process), reaps it and removes runc's state."""
+        agent, self._agent = self._agent, None
+        if agent is not None:
+            agent.close()
+        self._sinks.close()
+        if self._init_pid:
+            await _wait_exit(self._init_pid, timeout=5.0)
+            self._init_pid = 0
+        await self.engine.runc.delete(self.id)
+
+    # -- commands -------------------------------------------------------------------------------
+    async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
+        env = self._environment(command.env)
+        agent = await self._ensure_started()
+        fs = ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
+        cwd = command.workdir or self.image.workdir or "/"
+        entry = fs.stat(cwd)
+        if entry is None or not entry.is_dir:
+            message = f"cove: working directory {cwd!r} does not exist\n"
+            return CommandOutput(stdout="", stderr=message, outcome=ExitOutcome(exit_code=1))
+        argv = [self._shell, "sh", "-c", command.command] if self._shell.endswith("busybox") else [
+            self._shell, "-c", command.command]
+        oom_before = cgroups.oom_kills(self.cgroup_path)
+
+        def explain_kill() -> str | None:
+            if cgroups.oom_kills(self.cgroup_path) > oom_before:
+                return f"\ncove: killed: out of memory (container limit {self.limits.memory})\n"
+            return None
+
+        request = ProcessRequest(argv=argv, env=env, cwd=cwd, timeout_s=command.timeout_ms / 1000,
+                                 max_output_length=command.max_output_length)
+        try:
+            return await run_process(agent, request, self._sinks, on_output, explain_kill)
+        except SandboxError:
+            if agent.closed:
+                note = explain_kill() or "\ncove: the container stopped while the command ran\n"
+                return CommandOutput(stdout="", stderr=note, outcome=ExitOutcome(exit_code=137))
+            raise
+
+    def _environment(self, extra: dict[str, str]) -> dict[str, str]:
+        env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
+               "HOSTNAME": self.id[:63]}
+        env.update(self._image_env)
+        for key, value in extra.items():
+            if not key or "=" in key or "\x00" in key or "\x00" in value:
+                raise InvalidRequest(f"Invalid environment variable {key!r}.", param="env")
+            env[key] = value
+        return env
+
+
+async def _wait_exit(pid: int, timeout: float) -> None:
+    """Waits for ``pid`` to end and reaps it if it is our child (Cove is a child subreaper)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            if not Path(f"/proc/{pid}").exists():
+                return
+            done = 0
+        if done:
+            return
+        await asyncio.sleep(0.005)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 9)

@@ -1,0 +1,376 @@
+/*
+ * cove-init: PID 1 of every Cove container.
+ *
+ *     cove-init FD
+ *
+ * FD is this end of an AF_UNIX SOCK_SEQPACKET socketpair; the host holds the other end.  Init reaps
+ * every process (it is PID 1, or at least a child subreaper) and spawns commands on request.  Output
+ * never crosses the control socket: each SPAWN carries three fds (SCM_RIGHTS) that become the
+ * command's stdin, stdout and stderr, and the host reads the pipes itself.
+ *
+ * Messages (one seqpacket each, integers little-endian):
+ *   host -> init  SPAWN         u8 op=1, u8 pad[3], u32 id, u32 argc, u32 envc, then NUL-terminated
+ *                               cwd, argv[0..argc), env[0..envc); exactly 3 fds attached
+ *                 SIGNAL        u8 op=2, u8 pad[3], u32 id, u32 signo
+ *   init -> host  STARTED       u8 op=1, u8 pad[3], u32 id, i32 pid
+ *                 SPAWN_FAILED  u8 op=2, u8 pad[3], u32 id, i32 errno
+ *                 EXITED        u8 op=3, u8 pad[3], u32 id, i32 wait_status
+ *
+ * It must not depend on anything in the image, so it is built with `cc -static` and uses only libc.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { OP_SPAWN = 1, OP_SIGNAL = 2 };
+enum { OP_STARTED = 1, OP_SPAWN_FAILED = 2, OP_EXITED = 3 };
+
+#define MAX_JOBS 4096
+#define MAX_MSG (256 * 1024)
+/* Room for more fds than a SPAWN may carry, so that extra ones arrive (and get closed) and the
+ * message is rejected, instead of being silently truncated to a plausible-looking 3. */
+#define MAX_FDS 16
+
+struct job {
+    uint32_t id;
+    pid_t pid; /* 0: free slot */
+};
+
+struct proc {
+    pid_t pid, ppid, sid;
+    char state;
+};
+
+static struct job jobs[MAX_JOBS];
+static int ctl;
+static unsigned char msg[MAX_MSG];
+
+static uint32_t get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* A failed send means the host is gone; the next recvmsg sees EOF and shuts down. */
+static void reply(unsigned char op, uint32_t id, int32_t value) {
+    unsigned char b[12] = {op};
+    put_u32(b + 4, id);
+    put_u32(b + 8, (uint32_t)value);
+    while (send(ctl, b, sizeof b, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+    }
+}
+
+static struct job *find_job(uint32_t id, pid_t pid) {
+    for (int i = 0; i < MAX_JOBS; i++)
+        if (jobs[i].pid && (pid ? jobs[i].pid == pid : jobs[i].id == id)) return &jobs[i];
+    return NULL;
+}
+
+static int by_pid(const void *a, const void *b) {
+    pid_t x = ((const struct proc *)a)->pid, y = ((const struct proc *)b)->pid;
+    return (x > y) - (x < y);
+}
+
+/* Snapshot of /proc (pid, ppid, session, state), sorted by pid; *out is malloc'd. An image without
+ * /proc mounted just gives an empty list. */
+static size_t snapshot(struct proc **out) {
+    size_t n = 0, cap = 0;
+    struct proc *ps = NULL;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char *end, path[64], buf[512];
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0) continue;
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ssize_t r = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (r <= 0) continue;
+        buf[r] = 0;
+        /* "pid (comm) state ppid pgrp session ...": comm may hold spaces and ')', so parse from the
+         * last ')'. */
+        struct proc p = {.pid = (pid_t)pid};
+        char *c = strrchr(buf, ')');
+        if (!c || sscanf(c + 1, " %c %d %*d %d", &p.state, &p.ppid, &p.sid) != 3) continue;
+        if (n == cap) {
+            struct proc *grown = realloc(ps, (cap = cap ? 2 * cap : 256) * sizeof *ps);
+            if (!grown) break;
+            ps = grown;
+        }
+        ps[n++] = p;
+    }
+    if (d) closedir(d);
+    if (n) qsort(ps, n, sizeof *ps, by_pid);
+    *out = ps;
+    return n;
+}
+
+/* A job called setsid(), so its pid is its process group and its session.  Killing the group gets
+ * the usual pipelines and background jobs; scanning sessions also gets children that moved to
+ * another group (job-control shells) but stayed in the session.  A process that calls setsid()
+ * itself escapes both; only the shutdown sweep (or the namespace ending) catches it. */
+static void kill_job(pid_t pid, int signo) {
+    struct proc *ps;
+    size_t n = snapshot(&ps);
+    kill(-pid, signo);
+    for (size_t i = 0; i < n; i++)
+        if (ps[i].sid == pid && ps[i].pid != pid) kill(ps[i].pid, signo);
+    free(ps);
+}
+
+/* Reaps every exited child; only jobs are reported, orphans we inherited are just collected. */
+static void reap(void) {
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        struct job *j = find_job(0, pid);
+        if (j) {
+            reply(OP_EXITED, j->id, status);
+            j->pid = 0;
+        }
+    }
+}
+
+static int descends_from_me(const struct proc *ps, size_t n, pid_t pid) {
+    pid_t me = getpid();
+    for (size_t depth = 0; pid > 1 && depth <= n; depth++) {
+        if (pid == me) return 1;
+        struct proc key = {.pid = pid}, *p = bsearch(&key, ps, n, sizeof *ps, by_pid);
+        if (!p) return 0;
+        pid = p->ppid;
+    }
+    return 0;
+}
+
+/* The host is gone.  As PID 1, kill(-1) takes everything in the namespace (and our exit would
+ * anyway).  Otherwise (tests, development) kill(-1) would hit every process of our user, so kill our
+ * descendants instead: being a subreaper, everything we ever spawned is still below us.  Repeat
+ * while some are alive, since a process may fork between the scan and the kill. */
+static void kill_everything(void) {
+    if (getpid() == 1) {
+        kill(-1, SIGKILL);
+        return;
+    }
+    for (int round = 0; round < 50; round++) {
+        struct proc *ps;
+        size_t n = snapshot(&ps), alive = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (ps[i].state != 'Z' && descends_from_me(ps, n, ps[i].ppid)) {
+                kill(ps[i].pid, SIGKILL);
+                alive++;
+            }
+        }
+        free(ps);
+        reap();
+        if (!alive) break;
+        nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
+    }
+}
+
+/* Runs in the forked child: becomes the command or reports errno on errfd and exits 127. */
+static _Noreturn void child(const int *fds, int errfd, const char *cwd, char **argv, char **envp) {
+    /* Ignored dispositions and the blocked mask survive execve; the command must not inherit ours. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setsid();
+    /* Received fds are >= 3 (main keeps 0-2 occupied), so these dup2s cannot clobber each other. */
+    for (int i = 0; i < 3; i++)
+        if (dup2(fds[i], i) < 0) goto fail;
+    /* Close everything else but errfd, which is CLOEXEC and so closes itself on a successful exec. */
+#ifdef SYS_close_range
+    if ((errfd > 3 && syscall(SYS_close_range, 3U, (unsigned)errfd - 1, 0U) < 0) ||
+        syscall(SYS_close_range, (unsigned)errfd + 1, ~0U, 0U) < 0)
+#endif
+    {
+        long max = sysconf(_SC_OPEN_MAX);
+        for (long fd = 3; fd < (max > 0 ? max : 65536); fd++)
+            if (fd != errfd) close((int)fd);
+    }
+    /* Init may run with a low OOM score so the kernel spares it; commands must not inherit that.
+     * Raising the score needs no privilege, and failure (no /proc) is harmless. */
+    int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (oom >= 0) {
+        if (write(oom, "0", 1) < 0) {
+        }
+        close(oom);
+    }
+    if (chdir(cwd) == 0) execve(argv[0], argv, envp);
+fail:;
+    int err = errno;
+    if (write(errfd, &err, sizeof err) < 0) {
+    }
+    _exit(127);
+}
+
+/* Starts the job a SPAWN message describes; returns 0 (STARTED sent) or the errno to report. */
+static int spawn(uint32_t id, size_t len, const int *fds, int nfds) {
+    if (len < 16 || nfds != 3) return EINVAL;
+    uint32_t argc = get_u32(msg + 8), envc = get_u32(msg + 12);
+    /* Every string takes at least its NUL byte: this bounds the counts, in 64 bits so no overflow. */
+    if (argc == 0 || (uint64_t)argc + envc + 1 > len - 16 || find_job(id, 0)) return EINVAL;
+    struct job *slot = NULL;
+    for (int i = 0; i < MAX_JOBS && !slot; i++)
+        if (!jobs[i].pid) slot = &jobs[i];
+    if (!slot) return EAGAIN;
+
+    /* strs = cwd, argv[0..argc), NULL, env[0..envc), NULL: argv and envp point into it. */
+    size_t nstr = 1 + (size_t)argc + envc;
+    char **strs = malloc((nstr + 2) * sizeof *strs);
+    if (!strs) return ENOMEM;
+    char *p = (char *)msg + 16, *end = (char *)msg + len;
+    size_t k = 0;
+    for (; k < nstr; k++) {
+        char *nul = memchr(p, 0, (size_t)(end - p));
+        if (!nul) break;
+        strs[k <= argc ? k : k + 1] = p;
+        p = nul + 1;
+    }
+    if (k != nstr || p != end) { /* an unterminated string, or bytes trailing the last one */
+        free(strs);
+        return EINVAL;
+    }
+    strs[argc + 1] = NULL;
+    strs[nstr + 1] = NULL;
+
+    /* The child reports chdir/execve failure through this CLOEXEC pipe: EOF means exec succeeded.
+     * Reading it before replying guarantees exactly one of STARTED or SPAWN_FAILED per SPAWN. */
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        int err = errno;
+        free(strs);
+        return err;
+    }
+    pid_t pid = fork();
+    if (pid == 0) child(fds, pfd[1], strs[0], strs + 1, strs + argc + 2);
+    int err = errno;
+    close(pfd[1]);
+    free(strs);
+    if (pid < 0) {
+        close(pfd[0]);
+        return err;
+    }
+    ssize_t r;
+    while ((r = read(pfd[0], &err, sizeof err)) < 0 && errno == EINTR) {
+    }
+    close(pfd[0]);
+    if (r == sizeof err) return err ? err : EINVAL; /* the child _exits; reap() collects it silently */
+    slot->id = id;
+    slot->pid = pid;
+    reply(OP_STARTED, id, pid);
+    return 0;
+}
+
+/* Handles one message; returns 0 once the host is gone (EOF or error). */
+static int handle_control(void) {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+    } cbuf;
+    struct iovec iov = {msg, sizeof msg};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+                        .msg_controllen = sizeof cbuf.buf};
+    /* CLOEXEC so received fds never leak into children forked for other jobs. */
+    ssize_t n = recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0) return errno == EINTR || errno == EAGAIN;
+    int fds[MAX_FDS], nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k && nfds < MAX_FDS; i++)
+            memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+    /* The host never sends empty messages, so 0 bytes means EOF. */
+    int alive = n > 0;
+    int truncated = (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
+    if (alive && msg[0] == OP_SPAWN) {
+        uint32_t id = n >= 8 ? get_u32(msg + 4) : 0;
+        int err = truncated ? EINVAL : spawn(id, (size_t)n, fds, nfds);
+        if (err) reply(OP_SPAWN_FAILED, id, err);
+    } else if (alive && msg[0] == OP_SIGNAL && n == 12 && !truncated) {
+        struct job *j = find_job(get_u32(msg + 4), 0);
+        if (j) kill_job(j->pid, (int)get_u32(msg + 8));
+    } /* anything else is garbage: ignored */
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+    return alive;
+}
+
+int main(int argc, char **argv) {
+    char *end = NULL;
+    long fd = argc == 2 ? strtol(argv[1], &end, 10) : -1;
+    int type = 0;
+    socklen_t tlen = sizeof type;
+    if (argc != 2 || *end || end == argv[1] || fd < 0 || fd > INT_MAX ||
+        getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 || type != SOCK_SEQPACKET) {
+        fprintf(stderr, "usage: cove-init FD  (FD: a SOCK_SEQPACKET control socket)\n");
+        return 2;
+    }
+    ctl = (int)fd;
+    fcntl(ctl, F_SETFD, FD_CLOEXEC);
+
+    /* Keep 0-2 occupied so that received fds are always >= 3 (see child()). */
+    for (;;) {
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null < 0) null = fcntl(ctl, F_DUPFD_CLOEXEC, 0); /* images may lack /dev/null */
+        if (null < 0) break;
+        if (null > 2) {
+            close(null);
+            break;
+        }
+    }
+
+    /* Orphans reparent to us even when we are not PID 1 (tests), so we can reap and kill them. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    /* As PID 1 the kernel already shields us from signals we don't handle; outside a namespace we
+     * must not die from a stray terminal or shell signal either. */
+    int ignored[] = {SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};
+    for (size_t i = 0; i < sizeof ignored / sizeof *ignored; i++) signal(ignored[i], SIG_IGN);
+
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sfd < 0) {
+        perror("cove-init: signalfd");
+        return 1;
+    }
+
+    struct pollfd pfds[2] = {{.fd = ctl, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+    for (;;) {
+        if (poll(pfds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (pfds[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0) {
+            }
+            reap();
+        }
+        if (pfds[0].revents && !handle_control()) break;
+    }
+    kill_everything();
+    return 0;
+}

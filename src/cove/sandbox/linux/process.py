@@ -1,0 +1,173 @@
+"""Running one command through a container's init: pipes, streaming, caps, timeout, tree kill.
+
+Output never passes through the control socket: Cove makes the pipes, hands their write ends to
+the init (SCM_RIGHTS) and reads the other ends here, so output streams as it is produced and a
+flood is cut to its head and tail without ever being held whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from cove.sandbox.base import CommandOutput, ExitOutcome, OutputCallback, TimeoutOutcome
+from cove.sandbox.linux.agent import InitAgent, SpawnError
+from cove.sandbox.output import CappedText, split_budget
+
+Stream = Literal["stdout", "stderr"]
+_READ_SIZE = 65536
+_DRAIN_GRACE = 0.05
+"""After the command exits, how long output from its background children is still collected."""
+
+
+class _PipeReader:
+    """Reads one pipe into a capped buffer, forwarding text to the streaming callback."""
+
+    def __init__(self, fd: int, name: Stream, limit: int, on_output: OutputCallback | None) -> None:
+        self.fd = fd
+        self.name = name
+        self.text = CappedText(limit)
+        self.eof = asyncio.Event()
+        self._on_output = on_output
+        self._streamed = 0
+        self._loop = asyncio.get_running_loop()
+        os.set_blocking(fd, False)
+        self._loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.text.feed(b"", final=True)
+            self._loop.remove_reader(self.fd)
+            self.eof.set()
+            return
+        text = self.text.feed(data)
+        # Stream only the head: the tail arrives in the final output, after the cut marker.
+        if self._on_output is not None and text and self._streamed < self.text.limit:
+            piece = text[: self.text.limit - self._streamed]
+            self._streamed += len(piece)
+            self._on_output(self.name, piece)
+
+    def detach(self) -> int:
+        """Stops reading; returns the fd for the caller to close or hand to a sink."""
+        if not self.eof.is_set():
+            self._loop.remove_reader(self.fd)
+        return self.fd
+
+
+class OutputSinks:
+    """Keeps reading (and discarding) pipes still held by background processes.
+
+    ``python3 -m http.server &`` inherits the command's stdout; closing our end would make its
+    next write fail with EPIPE. A sink drains such pipes until they close or the container stops.
+    """
+
+    def __init__(self, max_open: int = 256) -> None:
+        self._fds: set[int] = set()
+        self._max_open = max_open
+
+    def adopt(self, fd: int) -> None:
+        if len(self._fds) >= self._max_open:
+            os.close(fd)
+            return
+        loop = asyncio.get_running_loop()
+        self._fds.add(fd)
+        loop.add_reader(fd, self._drain, fd)
+
+    def _drain(self, fd: int) -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._release(fd)
+
+    def _release(self, fd: int) -> None:
+        asyncio.get_running_loop().remove_reader(fd)
+        self._fds.discard(fd)
+        os.close(fd)
+
+    def close(self) -> None:
+        for fd in list(self._fds):
+            self._release(fd)
+
+
+@dataclass
+class ProcessRequest:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    timeout_s: float
+    max_output_length: int
+
+
+def exit_code(status: int) -> int:
+    """Shell convention: a death by signal N reads as 128 + N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+async def run_process(
+    agent: InitAgent,
+    request: ProcessRequest,
+    sinks: OutputSinks,
+    on_output: OutputCallback | None = None,
+    explain_kill: Callable[[], str | None] | None = None,
+) -> CommandOutput:
+    """Runs ``request`` in the container behind ``agent`` and returns its bounded output."""
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        job = await agent.spawn(request.argv, request.env, request.cwd, devnull, out_w, err_w)
+    except SpawnError as exc:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        message = f"cove: cannot run {request.argv[0]}: {os.strerror(exc.errno)}\n"
+        return CommandOutput(stdout="", stderr=message, outcome=ExitOutcome(exit_code=127))
+    finally:
+        for fd in (devnull, out_w, err_w):
+            os.close(fd)
+
+    limit = request.max_output_length
+    readers = [_PipeReader(out_r, "stdout", limit, on_output), _PipeReader(err_r, "stderr", limit, on_output)]
+    timed_out = False
+    try:
+        status = await asyncio.wait_for(asyncio.shield(job.wait()), request.timeout_s)
+    except TimeoutError:
+        timed_out = True
+        await job.signal(signal.SIGKILL)
+        status = await job.wait()
+    finally:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_GRACE):
+                await asyncio.gather(*(reader.eof.wait() for reader in readers))
+        for reader in readers:
+            fd = reader.detach()
+            if reader.eof.is_set():
+                os.close(fd)
+            else:
+                sinks.adopt(fd)
+
+    stdout, stderr = readers[0].text, readers[1].text
+    out_budget, err_budget = split_budget((stdout.total, stderr.total), limit)
+    err_text = stderr.render(err_budget)
+    if not timed_out and explain_kill is not None and os.WIFSIGNALED(status):
+        note = explain_kill()
+        if note:
+            err_text += note
+    outcome: ExitOutcome | TimeoutOutcome = (
+        TimeoutOutcome() if timed_out else ExitOutcome(exit_code=exit_code(status)))
+    return CommandOutput(stdout=stdout.render(out_budget), stderr=err_text, outcome=outcome)

@@ -1,0 +1,69 @@
+"""The few runc invocations Cove needs, each one short-lived: runc keeps no daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+from pathlib import Path
+
+from cove.errors import SandboxError
+
+
+class Runc:
+    def __init__(self, state_root: Path, binary: str | None = None) -> None:
+        found = binary or shutil.which("runc") or "/usr/sbin/runc"
+        if not Path(found).exists():
+            raise SandboxError("runc is not installed (run `make setup`).")
+        self.binary = found
+        self.state_root = state_root
+        state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def _call(self, *args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, "--root", str(self.state_root), *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def run_detached(self, container_id: str, bundle: Path, control: socket.socket, log: Path) -> int:
+        """Starts the container; its init gets ``control`` as stdin. Returns the init's host pid."""
+        pid_file = bundle / "init.pid"
+        pid_file.unlink(missing_ok=True)
+        with log.open("ab") as log_handle:
+            proc = await asyncio.create_subprocess_exec(
+                self.binary, "--root", str(self.state_root), "--log", str(bundle / "runc.log"),
+                "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file), container_id,
+                stdin=control.fileno(), stdout=log_handle, stderr=log_handle)
+            await proc.wait()
+        if proc.returncode != 0:
+            raise SandboxError(f"Starting the container failed: {_last_error(bundle / 'runc.log')}")
+        return int(pid_file.read_text().strip())
+
+    async def delete(self, container_id: str) -> None:
+        """Kills whatever is left and removes the runtime state and cgroups; absent is fine."""
+        code, _out, err = await self._call("delete", "--force", container_id)
+        if code != 0 and "does not exist" not in err and "not exist" not in err:
+            raise SandboxError(f"Removing container state failed: {err.strip()}")
+
+    async def list_ids(self) -> list[str]:
+        code, out, err = await self._call("list", "--format", "json")
+        if code != 0:
+            raise SandboxError(f"Listing containers failed: {err.strip()}")
+        return [entry["id"] for entry in json.loads(out or "null") or []]
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return line
+        if entry.get("level") in ("error", "fatal"):
+            return str(entry.get("msg", line))
+    return lines[-1] if lines else "no log"

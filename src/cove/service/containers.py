@@ -1,0 +1,181 @@
+"""Containers as the API sees them: rows in the store joined to sandboxes in the engine.
+
+Every method takes the caller's project; another project's ids behave as if they did not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from cove.config import Settings
+from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
+from cove.ids import new_id
+from cove.sandbox.base import Command, CommandOutput, Limits, OutputCallback, Sandbox, SandboxEngine
+from cove.service.pagination import Page, paginate
+from cove.store.db import Database
+from cove.store.models import ContainerRow
+
+log = logging.getLogger(__name__)
+
+MAX_COMMANDS = 64
+MAX_COMMAND_CHARS = 1 << 20
+
+
+class ContainerService:
+    def __init__(self, db: Database, engine: SandboxEngine, settings: Settings) -> None:
+        self.db = db
+        self.engine = engine
+        self.settings = settings
+        self._expiry_task: asyncio.Task[None] | None = None
+        self._busy: Counter[str] = Counter()
+        """In-flight uses per container: a container never expires under a running command."""
+
+    # -- create / read / delete -------------------------------------------------------------------
+    async def create(self, project: str, *, name: str, image: str | None, memory_limit: str,
+                     cpu_limit: float | None, expires_minutes: int | None,
+                     network_policy: dict[str, Any]) -> ContainerRow:
+        cpus = self.settings.default_cpu_limit if cpu_limit is None else cpu_limit
+        if not 0.01 <= cpus <= self.settings.max_cpu_limit:
+            raise InvalidRequest(f"cpu_limit must be between 0.01 and {self.settings.max_cpu_limit:g}.",
+                                 param="cpu_limit")
+        minutes = self.settings.container_idle_minutes if expires_minutes is None else expires_minutes
+        if not 1 <= minutes <= 7 * 24 * 60:
+            raise InvalidRequest("expires_after.minutes must be between 1 and 10080.",
+                                 param="expires_after.minutes")
+        if network_policy.get("type", "disabled") != "disabled":
+            raise InvalidRequest("Only network_policy {'type': 'disabled'} is available on this server.",
+                                 param="network_policy")
+        image_name = image or self.settings.default_image
+        now = int(time.time())
+        row = ContainerRow(id=new_id("cntr"), project=project, name=name, image=image_name,
+                           status="running", memory_limit=memory_limit, cpu_limit=cpus,
+                           expires_minutes=minutes, network_policy={"type": "disabled"},
+                           created_at=now, last_active_at=now)
+        async with self.db.begin() as session:
+            running = await session.scalar(
+                select(ContainerRow.seq).where(ContainerRow.status == "running")
+                .offset(self.settings.max_containers - 1).limit(1))
+            if running is not None:
+                raise TooManyRequests(f"This server runs at most {self.settings.max_containers} containers.")
+            session.add(row)
+        try:
+            await self.engine.create(row.id, image_name, Limits(memory=memory_limit, cpus=cpus))
+        except BaseException:
+            async with self.db.begin() as session:
+                await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
+            raise
+        return row
+
+    async def get(self, project: str, container_id: str) -> ContainerRow:
+        async with self.db.begin() as session:
+            row = await session.scalar(select(ContainerRow).where(
+                ContainerRow.id == container_id, ContainerRow.project == project))
+        if row is None:
+            raise NotFound(f"No container found with id '{container_id}'.", param="container_id",
+                           code="container_not_found")
+        return row
+
+    async def list(self, project: str, page: Page, name: str | None) -> tuple[list[ContainerRow], bool]:
+        query = select(ContainerRow).where(ContainerRow.project == project)
+        if name is not None:
+            query = query.where(ContainerRow.name == name)
+        async with self.db.begin() as session:
+            return await paginate(session, query, ContainerRow, page)
+
+    async def delete(self, project: str, container_id: str) -> None:
+        row = await self.get(project, container_id)
+        await self.engine.destroy(row.id)
+        async with self.db.begin() as session:
+            await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
+
+    # -- use ----------------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def use(self, project: str, container_id: str) -> AsyncIterator[Sandbox]:
+        """The live sandbox of an active container, kept from expiring while in use."""
+        row = await self.get(project, container_id)
+        if row.status != "running":
+            raise Conflict(f"Container '{container_id}' has {row.status} and cannot be used.",
+                           param="container_id", code=f"container_{row.status}")
+        self._busy[row.id] += 1
+        try:
+            await self._touch(row)
+            yield await self.engine.get(row.id, row.image, Limits(memory=row.memory_limit, cpus=row.cpu_limit))
+        finally:
+            self._busy[row.id] -= 1
+            if not self._busy[row.id]:
+                del self._busy[row.id]
+            await self._touch(row)
+
+    async def _touch(self, row: ContainerRow) -> None:
+        now = int(time.time())
+        if now <= row.last_active_at:
+            return
+        row.last_active_at = now
+        async with self.db.begin() as session:
+            await session.execute(update(ContainerRow).where(ContainerRow.id == row.id)
+                                  .values(last_active_at=now))
+
+    async def exec(self, project: str, container_id: str, commands: list[Command],
+                   on_output: Any | None = None, on_done: Any | None = None) -> list[CommandOutput]:
+        """Runs ``commands`` in order.
+
+        ``on_output(index, stream, text)`` receives output as it is produced and
+        ``on_done(index, output)`` each command's result as it finishes.
+        """
+        if not commands or len(commands) > MAX_COMMANDS:
+            raise InvalidRequest(f"commands must hold 1 to {MAX_COMMANDS} commands.", param="commands")
+        if sum(len(c.command) for c in commands) > MAX_COMMAND_CHARS:
+            raise InvalidRequest("commands are too long (1 MiB at most).", param="commands")
+        results = []
+        async with self.use(project, container_id) as sandbox:
+            for index, command in enumerate(commands):
+                callback: OutputCallback | None = None
+                if on_output is not None:
+                    def callback(stream: Any, text: str, _index: int = index) -> None:
+                        on_output(_index, stream, text)
+                results.append(await sandbox.exec(command, callback))
+                if on_done is not None:
+                    on_done(index, results[-1])
+        return results
+
+    # -- expiry -------------------------------------------------------------------------------------
+    def start_expiry(self) -> None:
+        self._expiry_task = asyncio.create_task(self._expiry_loop())
+
+    async def stop_expiry(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            try:
+                await self.expire_idle()
+            except Exception:
+                log.exception("container expiry pass failed")
+            await asyncio.sleep(self.settings.expiry_check_seconds)
+
+    async def expire_idle(self) -> list[str]:
+        """Expires containers idle past their ``expires_after``: processes, mounts and disk go."""
+        now = int(time.time())
+        async with self.db.begin() as session:
+            rows = list(await session.scalars(select(ContainerRow).where(ContainerRow.status == "running")))
+        expired = [row.id for row in rows
+                   if row.last_active_at + row.expires_minutes * 60 <= now and row.id not in self._busy]
+        for container_id in expired:
+            async with self.db.begin() as session:
+                await session.execute(update(ContainerRow).where(ContainerRow.id == container_id)
+                                      .values(status="expired"))
+            await self.engine.destroy(container_id)
+            log.info("container %s expired", container_id)
+        return expired

@@ -1,0 +1,102 @@
+"""Container files: uploads, the files a container writes under /mnt/data, and their content.
+
+The disk is the truth for what exists; the store gives each file a stable id. Listing reconciles
+the two, so files made by commands inside the container appear with ``source: "assistant"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import PurePosixPath
+
+from sqlalchemy import delete, select
+
+from cove.errors import NotFound
+from cove.ids import new_id
+from cove.sandbox.fs import normalize, read_chunks
+from cove.service.containers import ContainerService
+from cove.service.pagination import Page, paginate
+from cove.store.models import ContainerFileRow
+
+DATA_DIR = "/mnt/data"
+
+
+class FileService:
+    def __init__(self, containers: ContainerService) -> None:
+        self.containers = containers
+        self.db = containers.db
+
+    async def upload(self, project: str, container_id: str, filename: str, path: str | None,
+                     chunks: Iterator[bytes]) -> ContainerFileRow:
+        target = str(normalize(path if path else f"{DATA_DIR}/{PurePosixPath(filename).name or 'upload'}"))
+        async with self.containers.use(project, container_id) as sandbox:
+            fs = await sandbox.files()
+            size = await asyncio.to_thread(fs.write, target, chunks)
+        return await self._record(container_id, target, size, "user")
+
+    async def _record(self, container_id: str, path: str, size: int, source: str) -> ContainerFileRow:
+        async with self.db.begin() as session:
+            row = await session.scalar(select(ContainerFileRow).where(
+                ContainerFileRow.container_id == container_id, ContainerFileRow.path == path))
+            if row is None:
+                row = ContainerFileRow(id=new_id("cfile"), container_id=container_id, path=path, bytes=size,
+                                       source=source, created_at=int(time.time()))
+                session.add(row)
+            else:
+                row.bytes = size
+        return row
+
+    async def sync(self, project: str, container_id: str) -> None:
+        """Registers files that appeared under /mnt/data and forgets records of vanished files."""
+        async with self.containers.use(project, container_id) as sandbox:
+            fs = await sandbox.files()
+            on_disk = {entry.path: entry.size for entry in fs.walk_files(DATA_DIR)}
+            async with self.db.begin() as session:
+                rows = list(await session.scalars(select(ContainerFileRow).where(
+                    ContainerFileRow.container_id == container_id)))
+                known = {row.path: row for row in rows}
+                for row in rows:
+                    size = on_disk.get(row.path)
+                    if size is None and fs.stat(row.path) is None:
+                        await session.delete(row)
+                    elif size is not None:
+                        row.bytes = size
+                now = int(time.time())
+                session.add_all(
+                    ContainerFileRow(id=new_id("cfile"), container_id=container_id, path=path, bytes=size,
+                                     source="assistant", created_at=now)
+                    for path, size in on_disk.items() if path not in known)
+
+    async def list(self, project: str, container_id: str, page: Page) -> tuple[list[ContainerFileRow], bool]:
+        await self.sync(project, container_id)
+        query = select(ContainerFileRow).where(ContainerFileRow.container_id == container_id)
+        async with self.db.begin() as session:
+            return await paginate(session, query, ContainerFileRow, page)
+
+    async def get(self, project: str, container_id: str, file_id: str) -> ContainerFileRow:
+        await self.containers.get(project, container_id)
+        async with self.db.begin() as session:
+            row = await session.scalar(select(ContainerFileRow).where(
+                ContainerFileRow.container_id == container_id, ContainerFileRow.id == file_id))
+        if row is None:
+            raise NotFound(f"No file found with id '{file_id}' in container '{container_id}'.",
+                           param="file_id", code="file_not_found")
+        return row
+
+    async def delete(self, project: str, container_id: str, file_id: str) -> None:
+        row = await self.get(project, container_id, file_id)
+        async with self.containers.use(project, container_id) as sandbox:
+            (await sandbox.files()).delete(row.path)
+        async with self.db.begin() as session:
+            await session.execute(delete(ContainerFileRow).where(ContainerFileRow.id == row.id))
+
+    async def content(self, project: str, container_id: str, file_id: str) -> tuple[int, AsyncIterator[bytes]]:
+        """The file's size and a stream of its bytes, opened now (so a missing file fails early)."""
+        row = await self.get(project, container_id, file_id)
+        async with self.containers.use(project, container_id) as sandbox:
+            fs = await sandbox.files()
+            with fs.open_read(row.path) as (_fd, size):
+                pass
+        return size, read_chunks(fs, row.path)

@@ -1,0 +1,72 @@
+"""The database: one async engine, migrated by Alembic at start-up.
+
+SQLite (WAL, in the data dir) by default; PostgreSQL through ``COVE_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: AsyncEngine = create_async_engine(url)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+        self.session = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def migrate(self) -> None:
+        """Brings the schema to the newest revision."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(self._upgrade)
+
+    @staticmethod
+    def _upgrade(connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    def begin(self) -> Any:
+        """A session inside a transaction: ``async with db.begin() as session``."""
+        return _Transaction(self.session)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+class _Transaction:
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._session = factory()
+        self._ctx = self._session.begin()
+
+    async def __aenter__(self) -> AsyncSession:
+        await self._ctx.__aenter__()
+        return self._session
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self._ctx.__aexit__(*exc)  # type: ignore[arg-type]
+        finally:
+            await self._session.close()

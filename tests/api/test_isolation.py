@@ -1,0 +1,125 @@
+"""Hostile code inside a container stays inside: files, processes, network, privileges, limits."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import Server
+from tests.helpers import run
+
+
+@pytest.fixture(scope="module")
+def cid(client: openai.OpenAI) -> str:
+    return client.containers.create(name="isolation").id
+
+
+@pytest.fixture
+def host_secret(tmp_path: Path) -> Iterator[Path]:
+    secret = Path("/root") / f"cove-host-secret-{secrets.token_hex(4)}"
+    secret.write_text("host-only-secret\n")
+    yield secret
+    secret.unlink()
+
+
+def test_host_files_are_out_of_reach(http: httpx.Client, cid: str, host_secret: Path) -> None:
+    out = run(http, cid, f"cat {host_secret}; ls /root; cat /proc/1/root{host_secret}; "
+                         f"find / -xdev -name {host_secret.name} 2>/dev/null | head")
+    assert "host-only-secret" not in str(out[0]["stdout"]) + str(out[0]["stderr"])
+
+
+def test_container_root_is_not_host_root(http: httpx.Client, cid: str, server: Server) -> None:
+    out = run(http, cid, "id -u; cat /proc/self/uid_map; touch /mnt/data/owned; "
+                         "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status")[0]
+    lines = str(out["stdout"]).split("\n")
+    assert lines[0] == "0"
+    assert lines[1].split() == ["0", "100000", "65536"]
+    status = dict(line.split(":\t") for line in lines[2:5])
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+    caps = int(status["CapEff"], 16)
+    assert not caps & (1 << 21), "CAP_SYS_ADMIN must be dropped"
+    assert not caps & (1 << 13), "CAP_NET_RAW must be dropped"
+    owned = server.data_dir / "containers" / cid / "upper" / "mnt" / "data" / "owned"
+    assert owned.stat().st_uid == 100000
+
+
+def test_privileged_operations_fail(http: httpx.Client, cid: str) -> None:
+    attempts = {
+        "mount": "mount -t tmpfs none /mnt",
+        "unshare": "unshare -U -r true",
+        "raw socket": "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)'",
+        "module": "python3 -c 'import ctypes; assert ctypes.CDLL(None).init_module(0, 0, b\"\") == 0'",
+        "kcore": "head -c 1 /proc/kcore",
+        "sysrq": "echo b > /proc/sysrq-trigger",
+        "mknod": "mknod /tmp/sda b 8 0",
+    }
+    outputs = run(http, cid, *attempts.values())
+    for (name, _), output in zip(attempts.items(), outputs, strict=True):
+        assert output["outcome"] != {"type": "exit", "exit_code": 0}, name
+
+
+def test_host_processes_are_invisible(http: httpx.Client, cid: str) -> None:
+    out = run(http, cid, "ps -eo pid,args --no-headers")[0]
+    processes = str(out["stdout"]).strip().splitlines()
+    assert len(processes) <= 4, processes
+    assert processes[0].split()[0] == "1"
+    assert f"{os.getpid()}" not in [p.split()[0] for p in processes[1:]]
+
+
+def test_other_containers_files_are_invisible(client: openai.OpenAI, http: httpx.Client, cid: str) -> None:
+    other = client.containers.create(name="neighbour").id
+    marker = secrets.token_hex(8)
+    run(http, other, f"echo {marker} > /tmp/neighbour-{marker}")
+    out = run(http, cid, f"cat /tmp/neighbour-{marker}; grep -rs {marker} /tmp /mnt /root | head -1")[0]
+    assert marker not in str(out["stdout"])
+    assert run(http, other, f"cat /tmp/neighbour-{marker}")[0]["stdout"] == f"{marker}\n"
+
+
+def test_host_loopback_services_are_unreachable(http: httpx.Client, cid: str, server: Server) -> None:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"host-service")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    try:
+        port = host.server_address[1]
+        out = run(http, cid, f"curl -sS -m 2 http://127.0.0.1:{port}/; curl -sS -m 2 {server.url}/healthz; "
+                             "ip -o link | cut -d: -f2")[0]
+        assert "host-service" not in str(out["stdout"])
+        assert "status" not in str(out["stdout"])
+        assert str(out["stdout"]).split() == ["lo"]
+    finally:
+        host.shutdown()
+
+
+def test_memory_hog_ends_with_clear_outcome(http: httpx.Client, cid: str) -> None:
+    out = run(http, cid, "python3 -c 'a = bytearray(3 * 1024 ** 3)'; echo after", timeout_ms=60_000)[0]
+    assert "out of memory" in str(out["stderr"])
+    assert out["stdout"] == "after\n"
+    ok = run(http, cid, "echo alive")[0]
+    assert ok["stdout"] == "alive\n"
+
+
+def test_fork_bomb_is_contained(client: openai.OpenAI, http: httpx.Client, server: Server) -> None:
+    bomb = client.containers.create(name="bomb").id
+    out = run(http, bomb, "bomb() { bomb | bomb & }; bomb", timeout_ms=3000)[0]
+    assert out["outcome"]["type"] in ("timeout", "exit")  # type: ignore[index]
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    neighbour = client.containers.create(name="bomb-neighbour").id
+    assert run(http, neighbour, "echo fine")[0]["stdout"] == "fine\n"
+    run(http, bomb, "kill -9 -1 2>/dev/null; true", timeout_ms=5000)
+    assert run(http, bomb, "echo recovered", timeout_ms=20_000)[0]["stdout"] == "recovered\n"

@@ -1,0 +1,100 @@
+"""Persistence across calls and restarts, crash recovery, and idle expiry."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.conftest import Server
+from tests.helpers import run
+
+
+def _wheel(name: str, version: str) -> tuple[str, bytes]:
+    """A minimal pure-Python wheel, so ``pip install`` works with no network."""
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VALUE = {version!r}\n".encode(),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: cove-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist}/RECORD,,")
+    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return f"{name}-{version}-py3-none-any.whl", buf.getvalue()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Server:
+    srv = Server(tmp_path)
+    srv.start()
+    yield srv  # type: ignore[misc]
+    srv.stop()
+
+
+def test_packages_and_files_survive_calls_and_restarts(own_server: Server) -> None:
+    client = own_server.client()
+    cid = client.containers.create(name="persist").id
+    filename, wheel = _wheel("covepkg", "1.2.3")
+    client.containers.files.create(cid, file=(filename, wheel))
+    with own_server.http() as http:
+        out = run(http, cid, f"pip install --no-index /mnt/data/{filename}", timeout_ms=120_000)[0]
+        assert out["outcome"] == {"type": "exit", "exit_code": 0}, out
+        assert run(http, cid, "python3 -c 'import covepkg; print(covepkg.VALUE)'")[0]["stdout"] == "1.2.3\n"
+    own_server.stop()
+    own_server.start()
+    with own_server.http() as http:
+        assert run(http, cid, "python3 -c 'import covepkg; print(covepkg.VALUE)'")[0]["stdout"] == "1.2.3\n"
+    assert client.containers.retrieve(cid).status == "running"
+
+
+def test_crash_leaves_nothing_behind(own_server: Server) -> None:
+    client = own_server.client()
+    cid = client.containers.create(name="crash").id
+    with own_server.http() as http:
+        run(http, cid, "echo kept > /root/state; sleep 777777 > /dev/null 2>&1 &")
+    own_server.stop(signal.SIGKILL)
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert "sleep 777777" not in ps, "processes of a crashed server's containers must end"
+    own_server.start()
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert f"{own_server.data_dir}/containers/{cid}/rootfs" not in mounts
+    with own_server.http() as http:
+        out = run(http, cid, "cat /root/state; pgrep -c -f 'sleep 777777' || true")[0]
+        assert out["stdout"] == "kept\n0\n"
+
+
+def test_idle_containers_expire(own_server: Server) -> None:
+    client = own_server.client()
+    container = client.containers.create(name="expire", expires_after={"anchor": "last_active_at", "minutes": 1})
+    keep = client.containers.create(name="keep")
+    upper = own_server.data_dir / "containers" / container.id
+    assert upper.exists()
+    deadline = time.monotonic() + 100
+    while client.containers.retrieve(container.id).status != "expired":
+        assert time.monotonic() < deadline, "container did not expire"
+        time.sleep(1)
+    assert not upper.exists()
+    with own_server.http() as http:
+        response = http.post(f"/v1/containers/{container.id}/exec", json={"commands": ["true"]})
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "container_expired"
+    assert client.containers.retrieve(keep.id).status == "running"
+    with pytest.raises(openai.NotFoundError):
+        client.containers.files.content.retrieve("cfile_x", container_id=container.id)

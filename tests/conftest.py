@@ -1,0 +1,89 @@
+"""A real Cove server on 127.0.0.1 for the whole session, driven through HTTP like a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+IMAGES_DIR = Path(os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images"))
+KEYS = {"alpha": "test-key-alpha", "beta": "test-key-beta"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """One ``cove serve`` process; restartable (gracefully or with SIGKILL) on the same data dir."""
+
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "COVE_DATA_DIR": str(data_dir), "COVE_IMAGES_DIR": str(IMAGES_DIR),
+                    "COVE_API_KEYS": ",".join(f"{key}={project}" for project, key in KEYS.items()),
+                    "COVE_EXPIRY_CHECK_SECONDS": "1", **(extra_env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "server.log"
+
+    def start(self) -> None:
+        cove = Path(sys.executable).parent / "cove"
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([str(cove), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cove serve exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("cove serve did not become ready")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+        self.proc = None
+
+    def client(self, project: str = "alpha") -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=KEYS[project], max_retries=0, timeout=120)
+
+    def http(self, project: str = "alpha") -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {KEYS[project]}"}, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if not (IMAGES_DIR / "manifests" / "default.json").exists():
+        pytest.fail(f"the default image is missing in {IMAGES_DIR}: run `make image`")
+    srv = Server(tmp_path_factory.mktemp("cove-data"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> openai.OpenAI:
+    return server.client()
+
+
+@pytest.fixture(scope="session")
+def http(server: Server) -> Iterator[httpx.Client]:
+    with server.http() as c:
+        yield c
