@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +38,7 @@ class Server:
                     "COVE_API_KEYS": ",".join(f"{key}={project}" for project, key in KEYS.items()),
                     "COVE_EXPIRY_CHECK_SECONDS": "1", **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "server.log"
+        self.log = data_dir.with_name(data_dir.name + ".log")
 
     def start(self) -> None:
         cove = Path(sys.executable).parent / "cove"
@@ -68,14 +70,34 @@ class Server:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {KEYS[project]}"}, timeout=120)
 
 
+def data_dir(name: str) -> Path:
+    """A data dir whose ancestors container root (an unprivileged host uid) can traverse."""
+    base = Path("/var/tmp/cove-tests")
+    base.mkdir(mode=0o711, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+    path.chmod(0o711)
+    return path
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server() -> Iterator[Server]:
     if not (IMAGES_DIR / "manifests" / "default.json").exists():
         pytest.fail(f"the default image is missing in {IMAGES_DIR}: run `make image`")
-    srv = Server(tmp_path_factory.mktemp("cove-data"))
+    srv = Server(data_dir("cove-data"))
     srv.start()
     yield srv
     srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_server() -> Iterator[Server]:
+    """A server of the test's own, for restarts and crashes."""
+    srv = Server(data_dir("cove-own"))
+    srv.start()
+    yield srv
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -181,3 +181,27 @@ def test_many_containers_with_concurrent_execs(client: openai.OpenAI, server: Se
     assert outputs == [f"{cid}-{n}\n" for cid, n in jobs]
     with ThreadPoolExecutor(20) as pool:
         list(pool.map(client.containers.delete, ids))
+
+
+def test_delete_frees_processes_mounts_cgroups_and_disk(client: openai.OpenAI, server: Server) -> None:
+    import subprocess
+    from pathlib import Path
+
+    cid = client.containers.create(name="free").id
+    with server.http() as http:
+        run(http, cid, "sleep 424242 >/dev/null 2>&1 &")
+    directory = server.data_dir / "containers" / cid
+    cgroups = [p / "cove" / cid for p in Path("/sys/fs/cgroup").iterdir() if (p / "cove" / cid).exists()]
+    assert directory.exists() and cgroups
+    client.containers.delete(cid)
+    assert not directory.exists()
+    assert str(directory) not in Path("/proc/self/mountinfo").read_text()
+    assert not [p for p in cgroups if p.exists()]
+    assert "sleep 424242" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+def test_pid1_reaps_orphans(client: openai.OpenAI, http: httpx.Client) -> None:
+    cid = client.containers.create(name="reaper").id
+    run(http, cid, "for i in $(seq 20); do (sleep 0.1 &) ; done; sleep 0.5")
+    out = run(http, cid, "ps -eo stat --no-headers | grep -c '^Z' || true")[0]
+    assert out["stdout"] == "0\n"

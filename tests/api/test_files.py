@@ -60,7 +60,7 @@ def test_traversal_and_symlink_escapes(client: openai.OpenAI, http: httpx.Client
     secret.write_text("host-secret\n")
     target_dir = Path("/tmp") / f"cove-escape-dir-{secrets.token_hex(4)}"
     try:
-        for path in ("/mnt/data/../../etc/evil", "../../../etc/evil", "/mnt/./data/x"):
+        for path in ("/mnt/data/../../etc/evil", "../../../etc/evil", "/mnt/data/a/.."):
             response = http.post(f"/v1/containers/{cid}/files", files={"file": ("f", b"x")}, data={"path": path})
             assert response.status_code == 400, path
             assert response.json()["error"]["param"] == "path"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import secrets
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -84,7 +84,7 @@ def test_other_containers_files_are_invisible(client: openai.OpenAI, http: httpx
 
 
 def test_host_loopback_services_are_unreachable(http: httpx.Client, cid: str, server: Server) -> None:
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.end_headers()
@@ -93,7 +93,7 @@ def test_host_loopback_services_are_unreachable(http: httpx.Client, cid: str, se
         def log_message(self, *args: object) -> None:
             pass
 
-    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    host = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=host.serve_forever, daemon=True).start()
     try:
         port = host.server_address[1]
@@ -104,6 +104,7 @@ def test_host_loopback_services_are_unreachable(http: httpx.Client, cid: str, se
         assert str(out["stdout"]).split() == ["lo"]
     finally:
         host.shutdown()
+        host.server_close()
 
 
 def test_memory_hog_ends_with_clear_outcome(http: httpx.Client, cid: str) -> None:

@@ -39,14 +39,6 @@ def _wheel(name: str, version: str) -> tuple[str, bytes]:
     return f"{name}-{version}-py3-none-any.whl", buf.getvalue()
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Server:
-    srv = Server(tmp_path)
-    srv.start()
-    yield srv  # type: ignore[misc]
-    srv.stop()
-
-
 def test_packages_and_files_survive_calls_and_restarts(own_server: Server) -> None:
     client = own_server.client()
     cid = client.containers.create(name="persist").id
@@ -76,7 +68,7 @@ def test_crash_leaves_nothing_behind(own_server: Server) -> None:
     mounts = Path("/proc/self/mountinfo").read_text()
     assert f"{own_server.data_dir}/containers/{cid}/rootfs" not in mounts
     with own_server.http() as http:
-        out = run(http, cid, "cat /root/state; pgrep -c -f 'sleep 777777' || true")[0]
+        out = run(http, cid, "cat /root/state; ps -eo args | grep -c '^sleep 777777' || true")[0]
         assert out["stdout"] == "kept\n0\n"
 
 

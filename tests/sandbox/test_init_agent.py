@@ -405,7 +405,7 @@ def test_closing_the_agent_kills_every_job_and_init_exits(init_binary: Path) -> 
             with pytest.raises(SandboxError, match="container stopped"):
                 await sleeper.wait()
             with pytest.raises(SandboxError, match="container stopped"):
-                await pipes.spawn(agent, ["/bin/true"])
+                await run(agent, ["/bin/true"])
             await sleeper.signal(signal.SIGKILL)  # no-op once stopped
         finally:
             pipes.close()
@@ -431,7 +431,7 @@ def test_init_dying_releases_waiters(init_binary: Path) -> None:
             with pytest.raises(SandboxError, match="container stopped"):
                 await waiter
             with pytest.raises(SandboxError, match="container stopped"):
-                await pipes.spawn(agent, ["/bin/true"])
+                await run(agent, ["/bin/true"])
             os.killpg(job.pid, signal.SIGKILL)  # orphaned by the SIGKILLed init
         finally:
             pipes.close()
@@ -443,6 +443,7 @@ def test_init_dying_releases_waiters(init_binary: Path) -> None:
 
 def test_init_survives_termination_signals(init_binary: Path) -> None:
     async def body(agent: InitAgent, proc: subprocess.Popen[bytes]) -> None:
+        assert await run(agent, ["/bin/true"]) == (0, b"", b"")  # init is past its setup
         for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             proc.send_signal(signo)
         await asyncio.sleep(0.1)
@@ -477,6 +478,15 @@ def spawn_message(job_id: int, argv: list[bytes], argc: int | None = None) -> by
     return struct.pack("<B3xIII", 1, job_id, len(argv) if argc is None else argc, 0) + strings
 
 
+def truncates_to_valid_spawn() -> bytes:
+    message = spawn_message(0, [b"/bin/true"])
+    filler = [b"f" * 999] * ((256 * 1024 - len(message)) // 1000)
+    filler.append(b"g" * (256 * 1024 - len(message) - 1000 * len(filler) - 1))
+    message = spawn_message(0, [b"/bin/true", *filler])
+    assert len(message) == 256 * 1024
+    return message + b"trailing string beyond the cap\0"
+
+
 def reply(sock: socket.socket) -> tuple[int, int, int]:
     data = sock.recv(64)
     assert len(data) == 12, data
@@ -490,8 +500,10 @@ def test_malformed_messages_get_einval_and_never_crash_init(init_binary: Path) -
     null = os.open(os.devnull, os.O_RDWR)
     three = [null, null, null]
     try:
-        fds_before = len(os.listdir(f"/proc/{proc.pid}/fd"))
         good = spawn_message(0, [b"/bin/true"])
+        socket.send_fds(host, [good], three)
+        assert reply(host)[:2] == (1, 0) and reply(host)[:3] == (3, 0, 0)
+        fds_before = sorted(os.listdir(f"/proc/{proc.pid}/fd"))
         cases: list[tuple[bytes, list[int], int]] = [
             (good[:16], three, 1),  # no strings at all
             (good[:-1], three, 2),  # last string unterminated
@@ -502,6 +514,9 @@ def test_malformed_messages_get_einval_and_never_crash_init(init_binary: Path) -
             (spawn_message(7, [b"/bin/true"]), [null, null], 7),
             (spawn_message(8, [b"/bin/true"]), [null] * 4, 8),
             (spawn_message(9, [b"/bin/true", b"x" * (300 * 1024)]), three, 9),  # above the 256 KiB cap
+            # Above the cap too, but cut at 256 KiB it would parse as a valid SPAWN of /bin/true:
+            # only the kernel's MSG_TRUNC flag tells.
+            (truncates_to_valid_spawn(), three, 10),
         ]
         for message, fds, job_id in cases:
             message = message[:4] + struct.pack("<I", job_id) + message[8:]
@@ -530,7 +545,7 @@ def test_malformed_messages_get_einval_and_never_crash_init(init_binary: Path) -
         assert (op, job_id, os.waitstatus_to_exitcode(status)) == (3, 42, -signal.SIGKILL)
 
         assert proc.poll() is None
-        assert len(os.listdir(f"/proc/{proc.pid}/fd")) == fds_before  # every received fd was closed
+        assert sorted(os.listdir(f"/proc/{proc.pid}/fd")) == fds_before  # every received fd was closed
         socket.send_fds(host, [spawn_message(43, [b"/bin/true"])], three)
         assert reply(host)[:2] == (1, 43)
         assert reply(host)[:3] == (3, 43, 0)

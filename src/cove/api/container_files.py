@@ -51,7 +51,7 @@ async def upload_file(container_id: str, request: Request, project: Project,
 @router.get("")
 async def list_files(container_id: str, request: Request, project: Project, after: str | None = None,
                      limit: int = 20, order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
-    rows, has_more = await _service(request).list(project, container_id, Page(after, limit, order))
+    rows, has_more = await _service(request).list_page(project, container_id, Page(after, limit, order))
     return list_object([file_object(row) for row in rows], has_more)
 
 

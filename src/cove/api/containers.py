@@ -96,7 +96,7 @@ async def list_containers(
     request: Request, project: Project, after: str | None = None,
     limit: Annotated[int, Query()] = 20, order: Literal["asc", "desc"] = "desc", name: str | None = None,
 ) -> dict[str, Any]:
-    rows, has_more = await _service(request).list(project, Page(after, limit, order), name)
+    rows, has_more = await _service(request).list_page(project, Page(after, limit, order), name)
     return list_object([container_object(row) for row in rows], has_more)
 
 

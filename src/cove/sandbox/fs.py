@@ -162,15 +162,14 @@ class ContainerFS:
             current = pending.pop()
             try:
                 with self._open(current, os.O_RDONLY | os.O_DIRECTORY) as fd:
-                    entries = list(os.scandir(fd))
+                    for entry in os.scandir(fd):
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(current / entry.name)
+                        elif entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            found.append(Entry(str(current / entry.name), info.st_size, False, info.st_mtime))
             except (NotFound, InvalidRequest):
                 continue
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(current / entry.name)
-                elif entry.is_file(follow_symlinks=False):
-                    info = entry.stat(follow_symlinks=False)
-                    found.append(Entry(str(current / entry.name), info.st_size, False, info.st_mtime))
         return found[:limit]
 
 

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, select, update
 
@@ -82,9 +82,9 @@ class ContainerService:
         if row is None:
             raise NotFound(f"No container found with id '{container_id}'.", param="container_id",
                            code="container_not_found")
-        return row
+        return cast(ContainerRow, row)
 
-    async def list(self, project: str, page: Page, name: str | None) -> tuple[list[ContainerRow], bool]:
+    async def list_page(self, project: str, page: Page, name: str | None) -> tuple[list[ContainerRow], bool]:
         query = select(ContainerRow).where(ContainerRow.project == project)
         if name is not None:
             query = query.where(ContainerRow.name == name)

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePosixPath
+from typing import cast
 
 from sqlalchemy import delete, select
 
@@ -46,7 +47,7 @@ class FileService:
                 session.add(row)
             else:
                 row.bytes = size
-        return row
+        return cast(ContainerFileRow, row)
 
     async def sync(self, project: str, container_id: str) -> None:
         """Registers files that appeared under /mnt/data and forgets records of vanished files."""
@@ -69,7 +70,7 @@ class FileService:
                                      source="assistant", created_at=now)
                     for path, size in on_disk.items() if path not in known)
 
-    async def list(self, project: str, container_id: str, page: Page) -> tuple[list[ContainerFileRow], bool]:
+    async def list_page(self, project: str, container_id: str, page: Page) -> tuple[list[ContainerFileRow], bool]:
         await self.sync(project, container_id)
         query = select(ContainerFileRow).where(ContainerFileRow.container_id == container_id)
         async with self.db.begin() as session:
@@ -83,7 +84,7 @@ class FileService:
         if row is None:
             raise NotFound(f"No file found with id '{file_id}' in container '{container_id}'.",
                            param="file_id", code="file_not_found")
-        return row
+        return cast(ContainerFileRow, row)
 
     async def delete(self, project: str, container_id: str, file_id: str) -> None:
         row = await self.get(project, container_id, file_id)

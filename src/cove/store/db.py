@@ -67,6 +67,6 @@ class _Transaction:
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            await self._ctx.__aexit__(*exc)  # type: ignore[arg-type]
+            await self._ctx.__aexit__(*exc)
         finally:
             await self._session.close()

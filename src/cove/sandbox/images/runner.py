@@ -8,8 +8,6 @@ the host's network so that apt and pip can download.
 from __future__ import annotations
 
 import collections
-import ctypes
-import importlib
 import json
 import os
 import shutil
@@ -19,64 +17,26 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from cove.errors import ImageError
-from cove.sandbox.images.store import ImageStore, lookup
+from cove.errors import ImageError, SandboxError
+from cove.sandbox.images.store import ImageStore, lookup, remove_tree
+from cove.sandbox.linux.initbin import ensure_busybox
+from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.spec import ContainerSpec, ResourceLimits, build_spec
 
 Progress = Callable[[str], None]
 """Receives build output one line at a time."""
 
-BUSYBOX = Path("/bin/busybox")
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 # Mount points runc needs in the rootfs: it cannot create them itself, because from inside the
 # user namespace it may not mkdir in directories that the overlay shows as owned by others.
 _MOUNT_POINTS = ((".cove", True), ("proc", True), ("dev", True), ("sys", True),
                  ("etc/resolv.conf", False), ("etc/hosts", False))
-_MAX_MOUNT_DATA = 4000  # mount(2) copies at most one page of options
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def mount_overlay(layers: Sequence[Path], upper: Path, work: Path, target: Path) -> None:
-    """Mount ``layers`` (bottom→top) under ``upper`` at ``target``; ``work`` must be an empty dir
-    on the same filesystem as ``upper``."""
-    paths = [str(p) for p in (*reversed(layers), upper, work)]
-    if any(c in p for p in paths for c in ",:\\"):
-        raise ImageError("Layer paths must not contain ',', ':' or '\\'")
-    data = (f"lowerdir={':'.join(paths[:-2])},upperdir={upper},workdir={work},"
-            "index=off,metacopy=off,redirect_dir=off")
-    if len(data) > _MAX_MOUNT_DATA:
-        raise ImageError(f"Too many layers to mount ({len(layers)}); squash the image")
-    if _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, data.encode()) != 0:
-        err = ctypes.get_errno()
-        raise ImageError(f"Could not mount overlay at {target}: {os.strerror(err)}")
-
-
-def unmount(target: Path) -> None:
-    if _libc.umount2(str(target).encode(), 0) != 0:
-        err = ctypes.get_errno()
-        # Busy (a straggling process): detach now, the kernel frees it when the last user leaves.
-        if _libc.umount2(str(target).encode(), 2) != 0:  # MNT_DETACH
-            raise ImageError(f"Could not unmount {target}: {os.strerror(err)}")
 
 
 def ensure_libexec(data_dir: Path) -> Path:
     """``<data_dir>/libexec`` holding busybox: bind-mounted read-only at ``/.cove``."""
     libexec = data_dir / "libexec"
-    try:
-        initbin = importlib.import_module("cove.sandbox.linux.initbin")
-    except ImportError:
-        initbin = None
-    if initbin is not None and hasattr(initbin, "ensure_busybox"):
-        initbin.ensure_busybox(libexec)
-        return libexec
-    libexec.mkdir(parents=True, exist_ok=True)
-    dest = libexec / "busybox"
-    if not dest.exists() or dest.stat().st_size != BUSYBOX.stat().st_size:
-        tmp = libexec / f".busybox-{uuid.uuid4().hex}"
-        shutil.copyfile(BUSYBOX, tmp)
-        tmp.chmod(0o755)
-        os.rename(tmp, dest)
+    ensure_busybox(libexec)
     return libexec
 
 
@@ -93,7 +53,10 @@ def run_step(store: ImageStore, data_dir: Path, layers: Sequence[Path], upper: P
     added = _add_mount_points(layers, upper, store.uid_base)
     mounted = False
     try:
-        mount_overlay(layers, upper, work, rootfs)
+        try:
+            mount_overlay(layers, upper, work, rootfs)
+        except SandboxError as exc:
+            raise ImageError(f"Cannot mount the image for a build step: {exc}") from exc
         mounted = True
         cid = f"cove-build-{uuid.uuid4().hex[:16]}"
         config = build_spec(ContainerSpec(
@@ -105,10 +68,12 @@ def run_step(store: ImageStore, data_dir: Path, layers: Sequence[Path], upper: P
         (bundle / "config.json").write_text(json.dumps(config))
         _run_runc(data_dir / "runc-build", bundle, cid, progress)
     finally:
-        if mounted:
-            unmount(rootfs)
+        try:
+            if mounted:
+                unmount(rootfs)
+        finally:
+            remove_tree(scratch)
         _remove_mount_points(upper, added)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run_runc(state_dir: Path, bundle: Path, cid: str, progress: Progress) -> None:
@@ -141,6 +106,13 @@ def _build_limits() -> ResourceLimits:
                           nofile=4096)
 
 
+def match_root(layers: Sequence[Path], upper: Path) -> None:
+    """Give a new layer's root the attributes of the image's ``/`` (the upper's root wins)."""
+    top = layers[-1].lstat()
+    os.chown(upper, top.st_uid, top.st_gid)
+    os.chmod(upper, stat.S_IMODE(top.st_mode))
+
+
 _Added = list[tuple[Path, tuple[int, ...]]]
 
 
@@ -148,9 +120,7 @@ def _add_mount_points(layers: Sequence[Path], upper: Path, uid_base: int) -> _Ad
     """Create missing mount points in ``upper`` (and their parents, with the attributes the lower
     layers give them); returns what was made, to be undone by ``_remove_mount_points``."""
     added: _Added = []
-    top = layers[-1].lstat()
-    os.chown(upper, top.st_uid, top.st_gid)
-    os.chmod(upper, stat.S_IMODE(top.st_mode))
+    match_root(layers, upper)
     for rel, is_dir in _MOUNT_POINTS:
         st = lookup(layers, rel)
         if st is not None and (stat.S_ISDIR if is_dir else stat.S_ISREG)(st.st_mode):

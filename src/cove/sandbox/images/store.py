@@ -4,6 +4,7 @@ Layout under ``root``::
 
     layers/<key>/         one overlayfs "upper dir" format tree per layer, uid-shifted
     manifests/<name>.json layer keys bottom→top, env, workdir, source, size
+    cache/<step key>      the layer key a recipe step produced (see ``recipe.py``)
     tmp/                  work in progress; emptied whenever a store is opened
 
 Layers and manifests only ever appear by ``os.rename`` from ``tmp/``, so a crash leaves at most
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cove.errors import ImageError, InvalidRequest, NotFound
+from cove.sandbox.linux.overlay import mounts_under, unmount
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -153,7 +155,8 @@ class ImageStore:
         self.layers_dir = root / "layers"
         self.manifests_dir = root / "manifests"
         self.tmp_dir = root / "tmp"
-        for directory in (self.layers_dir, self.manifests_dir, self.tmp_dir):
+        self.cache_dir = root / "cache"
+        for directory in (self.layers_dir, self.manifests_dir, self.tmp_dir, self.cache_dir):
             directory.mkdir(parents=True, exist_ok=True)
         for directory in (root, self.tmp_dir):  # runc's init must traverse these (see new_tmp)
             directory.chmod(0o711)
@@ -217,6 +220,9 @@ class ImageStore:
             unused = [p for p in self.layers_dir.iterdir() if p.name not in used]
             for layer in unused:
                 _remove(layer, via=self.tmp_dir)
+            for entry in self.cache_dir.iterdir():
+                if entry.read_text().strip() not in used:
+                    entry.unlink()
             return len(unused)
 
     # -- layers ---------------------------------------------------------------------------------
@@ -228,6 +234,21 @@ class ImageStore:
 
     def has_layer(self, key: str) -> bool:
         return self.layer_path(key).is_dir()
+
+    def cached_layer(self, step_key: str) -> str | None:
+        """The layer a build step with this cache key made, if it is still in the store."""
+        try:
+            key = (self.cache_dir / self.layer_path(step_key).name).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return key if KEY_RE.match(key) and self.has_layer(key) else None
+
+    def cache_layer(self, step_key: str, layer_key: str) -> None:
+        self.layer_path(step_key)  # validates the key
+        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="cache-")
+        with os.fdopen(fd, "w") as f:
+            f.write(layer_key)
+        os.rename(tmp, self.cache_dir / step_key)
 
     def new_tmp(self, prefix: str) -> Path:
         """A fresh directory under ``tmp/`` (same filesystem as the layers). Mode 0711: runc's
@@ -277,13 +298,22 @@ class ImageStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _remove(path: Path, via: Path | None = None) -> None:
-    """Delete a tree; with ``via``, first rename it there so a crash never leaves it half gone."""
-    if via is not None:
-        moved = Path(tempfile.mkdtemp(dir=via, prefix="rm-")) / "x"
-        os.rename(path, moved)
-        path = moved.parent
+def remove_tree(path: Path) -> None:
+    """Delete a file or tree, first detaching anything mounted below it (a crashed build may
+    leave an overlay or mmdebstrap's /proc there; rmtree must never descend into those)."""
+    for target in mounts_under(path):
+        unmount(target)
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def _remove(path: Path, via: Path | None = None) -> None:
+    """``remove_tree``; with ``via``, first rename the tree there so that a crash never leaves
+    it half gone under its real name."""
+    if via is not None:
+        moved = Path(tempfile.mkdtemp(dir=via, prefix="rm-")) / "x"
+        os.rename(path, moved)
+        path = moved.parent
+    remove_tree(path)

@@ -11,18 +11,27 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cove.errors import InvalidRequest, SandboxError
-from cove.sandbox.base import Command, CommandOutput, ExitOutcome, Limits, OutputCallback, Sandbox
+from cove.sandbox.base import (
+    Command,
+    CommandOutput,
+    ExitOutcome,
+    Limits,
+    OutputCallback,
+    Sandbox,
+    TimeoutOutcome,
+)
 from cove.sandbox.fs import ContainerFS
 from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.agent import InitAgent
 from cove.sandbox.linux.overlay import mount_overlay, unmount
-from cove.sandbox.linux.process import OutputSinks, ProcessRequest, run_process
+from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
 from cove.sandbox.linux.spec import COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
 
 if TYPE_CHECKING:
@@ -163,7 +172,7 @@ class LinuxSandbox(Sandbox):
             agent.close()
         self._sinks.close()
         if self._init_pid:
-            await _wait_exit(self._init_pid, timeout=5.0)
+            await _wait_exit(self._init_pid, grace=5.0)
             self._init_pid = 0
         await self.engine.runc.delete(self.id)
 
@@ -181,7 +190,7 @@ class LinuxSandbox(Sandbox):
             self._shell, "-c", command.command]
         oom_before = cgroups.oom_kills(self.cgroup_path)
 
-        def explain_kill() -> str | None:
+        def oom_note() -> str | None:
             if cgroups.oom_kills(self.cgroup_path) > oom_before:
                 return f"\ncove: killed: out of memory (container limit {self.limits.memory})\n"
             return None
@@ -189,10 +198,14 @@ class LinuxSandbox(Sandbox):
         request = ProcessRequest(argv=argv, env=env, cwd=cwd, timeout_s=command.timeout_ms / 1000,
                                  max_output_length=command.max_output_length)
         try:
-            return await run_process(agent, request, self._sinks, on_output, explain_kill)
+            return await run_process(agent, request, self._sinks, on_output, oom_note)
+        except InitUnresponsive:
+            await self.stop()
+            note = "\ncove: the container stopped answering and was restarted\n"
+            return CommandOutput(stdout="", stderr=note, outcome=TimeoutOutcome())
         except SandboxError:
             if agent.closed:
-                note = explain_kill() or "\ncove: the container stopped while the command ran\n"
+                note = oom_note() or "\ncove: the container stopped while the command ran\n"
                 return CommandOutput(stdout="", stderr=note, outcome=ExitOutcome(exit_code=137))
             raise
 
@@ -207,19 +220,25 @@ class LinuxSandbox(Sandbox):
         return env
 
 
-async def _wait_exit(pid: int, timeout: float) -> None:
-    """Waits for ``pid`` to end and reaps it if it is our child (Cove is a child subreaper)."""
+async def _wait_exit(pid: int, grace: float) -> None:
+    """Waits for ``pid`` to end, then reaps it if it is our child (Cove is a child subreaper)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
+    exited = asyncio.Event()
+    loop.add_reader(pidfd, exited.set)
+    try:
         try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            if not Path(f"/proc/{pid}").exists():
-                return
-            done = 0
-        if done:
-            return
-        await asyncio.sleep(0.005)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, 9)
+            async with asyncio.timeout(grace):
+                await exited.wait()
+        except TimeoutError:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            async with asyncio.timeout(grace):
+                await exited.wait()
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks

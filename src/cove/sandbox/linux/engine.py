@@ -7,9 +7,11 @@ import contextlib
 import ctypes
 import logging
 import shutil
+import stat
+from pathlib import Path
 
 from cove.config import Settings
-from cove.errors import InvalidRequest, NotFound
+from cove.errors import InvalidRequest, NotFound, SandboxError
 from cove.sandbox.base import MEMORY_TIERS, Limits, SandboxEngine
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux import cgroups
@@ -20,6 +22,15 @@ from cove.sandbox.linux.runc import Runc
 
 log = logging.getLogger(__name__)
 _PR_SET_CHILD_SUBREAPER = 36
+
+
+def _check_traversable(path: Path) -> None:
+    """Container root is an unprivileged host uid: it must be able to pass through to its rootfs."""
+    for directory in (path, *path.parents):
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            raise SandboxError(f"{directory} is not searchable by others (mode o+x), so containers under "
+                               f"{path} cannot reach their root filesystem: use another COVE_DATA_DIR or "
+                               f"chmod o+x {directory}.")
 
 
 class LinuxEngine(SandboxEngine):
@@ -50,6 +61,7 @@ class LinuxEngine(SandboxEngine):
         # Container inits outlive runc: as a subreaper Cove becomes their parent and can reap them.
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         self.containers_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        _check_traversable(self.containers_dir)
         self.libexec.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.init_binary = ensure_init_binary(self.libexec)
         ensure_busybox(self.libexec)

@@ -15,14 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from cove.errors import SandboxError
 from cove.sandbox.base import CommandOutput, ExitOutcome, OutputCallback, TimeoutOutcome
 from cove.sandbox.linux.agent import InitAgent, SpawnError
 from cove.sandbox.output import CappedText, split_budget
 
 Stream = Literal["stdout", "stderr"]
 _READ_SIZE = 65536
+_KILL_GRACE = 5.0
+"""How long a killed command may take to be reported dead before the container is stopped."""
 _DRAIN_GRACE = 0.05
 """After the command exits, how long output from its background children is still collected."""
+
+
+class InitUnresponsive(SandboxError):
+    """The container's init stopped answering; the container must be stopped."""
 
 
 class _PipeReader:
@@ -124,7 +131,7 @@ async def run_process(
     request: ProcessRequest,
     sinks: OutputSinks,
     on_output: OutputCallback | None = None,
-    explain_kill: Callable[[], str | None] | None = None,
+    oom_note: Callable[[], str | None] | None = None,
 ) -> CommandOutput:
     """Runs ``request`` in the container behind ``agent`` and returns its bounded output."""
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -149,7 +156,11 @@ async def run_process(
     except TimeoutError:
         timed_out = True
         await job.signal(signal.SIGKILL)
-        status = await job.wait()
+        try:
+            status = await asyncio.wait_for(job.wait(), _KILL_GRACE)
+        except TimeoutError:
+            # The init did not report the kill: it is wedged or subverted. Only a stop is sure now.
+            raise InitUnresponsive("The container did not end a timed-out command.") from None
     finally:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_DRAIN_GRACE):
@@ -164,8 +175,8 @@ async def run_process(
     stdout, stderr = readers[0].text, readers[1].text
     out_budget, err_budget = split_budget((stdout.total, stderr.total), limit)
     err_text = stderr.render(err_budget)
-    if not timed_out and explain_kill is not None and os.WIFSIGNALED(status):
-        note = explain_kill()
+    if oom_note is not None:
+        note = oom_note()
         if note:
             err_text += note
     outcome: ExitOutcome | TimeoutOutcome = (

@@ -1,0 +1,112 @@
+"""``cove image``: build, list, import and remove the images containers start from."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cove.config import Settings
+from cove.errors import CoveError
+from cove.sandbox.images.store import ImageStore
+
+image_app = typer.Typer(no_args_is_help=True, help="Build, list, import and remove images.")
+console = Console()
+
+
+def _store() -> tuple[ImageStore, Settings]:
+    settings = Settings()
+    return ImageStore(settings.data_dir / "images", settings.subuid_base), settings
+
+
+@contextmanager
+def _progress(title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the latest line, plus the streamed output scrolling above it."""
+    started = time.monotonic()
+    with console.status(title) as status:
+        def show(line: str) -> None:
+            console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
+            status.update(f"{title} [dim]({time.monotonic() - started:.0f} s)[/dim]")
+
+        try:
+            yield show
+        except CoveError as exc:
+            console.print(f"[red]Error:[/red] {escape(exc.message)}")
+            raise typer.Exit(1) from None
+    console.print(f"[green]Done[/green] in {time.monotonic() - started:.1f} s")
+
+
+@image_app.command()
+def build(
+    name: Annotated[str, typer.Argument(help="Image name.")] = "default",
+    recipe: Annotated[Path | None, typer.Option("--from", help="A TOML recipe; without it, build "
+                                                "the default Debian image.")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build again, ignoring the existing "
+                                          "image and cached steps.")] = False,
+) -> None:
+    """Build the default Debian image, or a custom image from a recipe."""
+    store, settings = _store()
+    with _progress(f"Building image {name!r}") as progress:
+        if recipe is None:
+            from cove.sandbox.images.debian import build_default_image
+
+            image = build_default_image(store, progress, name=name, rebuild=rebuild)
+        else:
+            from cove.sandbox.images.recipe import build_recipe
+
+            image = build_recipe(store, name, recipe, data_dir=settings.data_dir, progress=progress,
+                                 rebuild=rebuild)
+    console.print(f"Image {image.name!r}: {len(image.layers)} layers, {_size(image.size_bytes)}")
+
+
+@image_app.command("import")
+def import_(name: Annotated[str, typer.Argument(help="Image name.")],
+            tarball: Annotated[Path, typer.Argument(help="A docker save tar or an OCI layout tar.")]) -> None:
+    """Import an image from a docker save archive or an OCI image layout."""
+    from cove.sandbox.images.oci import import_archive
+
+    store, _ = _store()
+    with _progress(f"Importing {tarball.name} as {name!r}") as progress:
+        image = import_archive(store, name, tarball, progress)
+    console.print(f"Image {image.name!r}: {len(image.layers)} layers, {_size(image.size_bytes)}")
+
+
+@image_app.command("ls")
+def list_images() -> None:
+    """List images."""
+    store, _ = _store()
+    table = Table("NAME", "SOURCE", "LAYERS", "SIZE", "CREATED", box=None)
+    for image in store.list():
+        created = datetime.fromtimestamp(image.created_at).strftime("%Y-%m-%d %H:%M")
+        table.add_row(image.name, image.source, str(len(image.layers)), _size(image.size_bytes),
+                      created)
+    console.print(table)
+
+
+@image_app.command("rm")
+def remove(name: Annotated[str, typer.Argument(help="Image name.")]) -> None:
+    """Remove an image (and the layers no other image uses)."""
+    store, _ = _store()
+    try:
+        store.delete(name)
+    except CoveError as exc:
+        console.print(f"[red]Error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from None
+    console.print(f"Removed {name!r}")
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
