@@ -93,13 +93,9 @@ class Pipes:
         self.out_r, self.out_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.err_r, self.err_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    async def spawn(
-        self, agent: InitAgent, argv: list[str], env: dict[str, str] | None = None, cwd: str = "/"
-    ) -> Job:
+    async def spawn(self, agent: InitAgent, argv: list[str], env: dict[str, str] | None = None, cwd: str = "/") -> Job:
         try:
-            return await agent.spawn(
-                argv, ENV if env is None else env, cwd, self.stdin, self.out_w, self.err_w
-            )
+            return await agent.spawn(argv, ENV if env is None else env, cwd, self.stdin, self.out_w, self.err_w)
         finally:
             for fd in (self.stdin, self.out_w, self.err_w):
                 os.close(fd)
@@ -167,9 +163,7 @@ def test_init_binary_is_static_cached_and_named_by_source_hash(init_binary: Path
 
 def test_concurrent_builds_agree_and_leave_no_temp_files(tmp_path: Path) -> None:
     results: list[Path] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(ensure_init_binary(tmp_path))) for _ in range(4)
-    ]
+    threads = [threading.Thread(target=lambda: results.append(ensure_init_binary(tmp_path))) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -282,6 +276,11 @@ def test_missing_binary_and_missing_cwd_fail_with_errno(init_binary: Path, tmp_p
         with pytest.raises(SpawnError) as info:
             await run(agent, [])
         assert info.value.errno == errno.EINVAL
+        closed_fd = os.open(os.devnull, os.O_RDONLY)
+        os.close(closed_fd)
+        with pytest.raises(SpawnError) as info:
+            await agent.spawn(["/bin/true"], ENV, "/", closed_fd, closed_fd, closed_fd)
+        assert info.value.errno == errno.EBADF
         assert await run(agent, ["/bin/true"]) == (0, b"", b"")  # and init is fine
 
     with_agent(init_binary, body)
@@ -289,9 +288,7 @@ def test_missing_binary_and_missing_cwd_fail_with_errno(init_binary: Path, tmp_p
 
 def test_fifty_concurrent_spawns(init_binary: Path) -> None:
     async def body(agent: InitAgent, _: Any) -> None:
-        results = await asyncio.gather(
-            *(run(agent, [SH, "-c", "sleep 0.1; echo $0", str(i)]) for i in range(50))
-        )
+        results = await asyncio.gather(*(run(agent, [SH, "-c", "sleep 0.1; echo $0", str(i)]) for i in range(50)))
         assert results == [(0, f"{i}\n".encode(), b"") for i in range(50)]
 
     with_agent(init_binary, body)
@@ -310,6 +307,16 @@ def test_long_command_lines_up_to_the_message_cap(init_binary: Path) -> None:
             await run(agent, ["/bin/true", "x" * MAX_MESSAGE])
         assert info.value.errno == errno.E2BIG
         assert await run(agent, ["/bin/true"]) == (0, b"", b"")
+
+    with_agent(init_binary, body)
+
+
+def test_spawns_wait_for_room_in_a_full_socket_buffer(init_binary: Path) -> None:
+    async def body(agent: InitAgent, _: Any) -> None:
+        # 40 x 100 KB is ten times the send buffer: most sends first hit EAGAIN and must wait their turn.
+        big = "z" * 100_000
+        runs = (run(agent, [SH, "-c", "echo $0 ${#1}", str(i), big]) for i in range(40))
+        assert await asyncio.gather(*runs) == [(0, f"{i} 100000\n".encode(), b"") for i in range(40)]
 
     with_agent(init_binary, body)
 
@@ -453,19 +460,21 @@ def test_init_survives_termination_signals(init_binary: Path) -> None:
     with_agent(init_binary, body)
 
 
-def test_cancelled_spawn_does_not_leak_the_process(init_binary: Path) -> None:
-    async def body(agent: InitAgent, proc: subprocess.Popen[bytes]) -> None:
+def test_cancelled_spawn_does_not_leak_the_process(init_binary: Path, tmp_path: Path) -> None:
+    async def body(agent: InitAgent, _: Any) -> None:
+        pid_file = tmp_path / "pid"
         pipes = Pipes()
         try:
-            task = asyncio.ensure_future(pipes.spawn(agent, ["/bin/sleep", "100"]))
-            await asyncio.sleep(0)  # the SPAWN is sent, STARTED not yet read
+            task = asyncio.ensure_future(pipes.spawn(agent, [SH, "-c", f"echo $$ > {pid_file}; exec sleep 100"]))
+            await asyncio.sleep(0)  # the SPAWN is sent, its STARTED not read yet
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-
-            assert await eventually(lambda: "S" not in children_of(proc.pid).values())
         finally:
             pipes.close()
+        assert await run(agent, ["/bin/true"]) == (0, b"", b"")  # init got to the first SPAWN: it started
+        assert await eventually(lambda: pid_file.exists() and pid_file.read_text().endswith("\n"))
+        assert await eventually(lambda: not running(int(pid_file.read_text())))
 
     with_agent(init_binary, body)
 

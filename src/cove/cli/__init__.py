@@ -1,12 +1,15 @@
-"""The ``cove`` command line: ``cove serve`` and ``cove image ...``."""
-
-from __future__ import annotations
+"""The ``cove`` command."""
 
 import typer
 
 from cove.cli.image import image_app
 from cove.cli.serve import serve
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, help="Cove: a self-hosted agent runtime.")
 app.command()(serve)
 app.add_typer(image_app, name="image")
+
+
+@app.callback()
+def main() -> None:
+    """Cove: a self-hosted agent runtime (OpenAI-compatible Responses and Containers APIs)."""

@@ -24,7 +24,7 @@ console = Console()
 
 def _store() -> tuple[ImageStore, Settings]:
     settings = Settings()
-    return ImageStore(settings.data_dir / "images", settings.subuid_base), settings
+    return ImageStore(settings.image_root, settings.subuid_base), settings
 
 
 @contextmanager

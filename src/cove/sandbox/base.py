@@ -95,8 +95,8 @@ class SandboxEngine(abc.ABC):
         """Makes a new container (its writable layer and runtime config) and starts it."""
 
     @abc.abstractmethod
-    async def get(self, container_id: str, image: str, limits: Limits) -> Sandbox:
-        """The handle of an existing container, recovered from disk if needed."""
+    async def get(self, container_id: str, limits: Limits) -> Sandbox:
+        """The handle of an existing container (with the image it was created from), from disk if needed."""
 
     @abc.abstractmethod
     async def destroy(self, container_id: str) -> None:

@@ -108,7 +108,7 @@ class ContainerService:
         self._busy[row.id] += 1
         try:
             await self._touch(row)
-            yield await self.engine.get(row.id, row.image, Limits(memory=row.memory_limit, cpus=row.cpu_limit))
+            yield await self.engine.get(row.id, Limits(memory=row.memory_limit, cpus=row.cpu_limit))
         finally:
             self._busy[row.id] -= 1
             if not self._busy[row.id]:

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from cove.errors import ImageError
-from cove.sandbox.images.runner import Progress
+from cove.sandbox.images.runner import Progress, stream_lines
 from cove.sandbox.images.shift import shift_tree
 from cove.sandbox.images.store import Image, ImageStore, remove_tree, validate_name
 from cove.sandbox.linux.spec import DEFAULT_PATH
@@ -80,19 +80,13 @@ def _mmdebstrap(rootfs: Path, sources: Path, progress: Progress) -> None:
            str(rootfs), str(sources)]
     progress(" ".join(cmd))
     tail: collections.deque[str] = collections.deque(maxlen=50)
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1]
-            tail.append(line)
-            progress(line)
-        code = proc.wait()
-    except BaseException:
-        proc.terminate()  # mmdebstrap unmounts what it mounted in the chroot on SIGTERM
-        proc.wait()
-        raise
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as proc:
+        try:
+            code = stream_lines(proc, tail, progress)
+        except BaseException:
+            proc.terminate()  # mmdebstrap unmounts what it mounted in the chroot on SIGTERM
+            raise
     if code != 0:
         output = "\n".join(tail)
         raise ImageError(f"mmdebstrap failed with exit status {code}:\n{output}")

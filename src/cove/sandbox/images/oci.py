@@ -47,15 +47,16 @@ def import_archive(store: ImageStore, name: str, tarball: Path, progress: Progre
         with outer:
             try:
                 layers, config = _read_archive(outer)
+                cfg = config.get("config") or {}
+                env = [e for e in cfg.get("Env") or [] if isinstance(e, str) and "=" in e]
+                workdir = str(cfg.get("WorkingDir") or "/")
             except (KeyError, TypeError, AttributeError, IndexError) as exc:
                 raise ImageError(f"Malformed image metadata in {tarball.name}: {exc!r}") from exc
             keys = []
             for i, layer in enumerate(layers, 1):
                 progress(f"layer {i}/{len(layers)}: {layer[0]}")
                 keys.append(_import_layer(store, outer, layer))
-    cfg = config.get("config") or {}
-    env = [e for e in cfg.get("Env") or [] if isinstance(e, str) and "=" in e]
-    return store.save(name, keys, env, str(cfg.get("WorkingDir") or "/"), "import")
+        return store.save(name, keys, env, workdir, "import")
 
 
 def _read_archive(outer: tarfile.TarFile) -> tuple[list[Layer], dict[str, Any]]:
@@ -212,6 +213,8 @@ class _Extractor:
         if base.startswith(".wh."):
             if base == ".wh..wh..opq":
                 self.opaque.append(parts[:-1])
+            elif base[4:] in ("", ".", ".."):
+                raise ImageError(f"Refusing {member.name!r}: whiteout of nothing")
             else:
                 self.whiteouts.append([*parts[:-1], base[4:]])
             return None
@@ -221,20 +224,13 @@ class _Extractor:
         if not parts and not member.isdir():
             raise ImageError(f"Refusing {member.name!r}: not a directory")
         self._parents(parts, create=True)
+        if member.islnk():
+            self._link(parts, member)
+            return None
         changes: dict[str, Any] = {"name": "/".join(parts) or ".", "uname": "", "gname": "",
                                    "uid": shift_id(member.uid, self.uid_base),
                                    "gid": shift_id(member.gid, self.uid_base),
                                    "mode": stat.S_IMODE(member.mode)}
-        if member.islnk():
-            link = self._clean(member.linkname, member)
-            self._parents(link, create=False)
-            try:
-                target = os.lstat(self.dest.joinpath(*link))
-            except OSError:
-                raise ImageError(f"Refusing hard link {member.name!r}: no target in the layer") from None
-            if not stat.S_ISREG(target.st_mode):
-                raise ImageError(f"Refusing hard link {member.name!r}: target is not a regular file")
-            changes["linkname"] = "/".join(link)
         if parts:
             self._clear(self.dest.joinpath(*parts), member)
         checked = tarfile.tar_filter(member.replace(name=changes["name"], deep=False), dest_path)
@@ -254,13 +250,27 @@ class _Extractor:
                 os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
                 os.chown(path, self.uid_base, self.uid_base)
 
+    def _link(self, parts: list[str], member: tarfile.TarInfo) -> None:
+        """Hard links are made here, not by tarfile: it would re-own the shared inode (and a
+        chown clears setuid bits), and it follows a symlink given as the target."""
+        link = self._clean(member.linkname, member)
+        self._parents(link, create=False)
+        try:
+            target = os.lstat(self.dest.joinpath(*link))
+        except OSError:
+            raise ImageError(f"Refusing hard link {member.name!r}: no target in the layer") from None
+        if not stat.S_ISREG(target.st_mode):
+            raise ImageError(f"Refusing hard link {member.name!r}: target is not a regular file")
+        self._clear(self.dest.joinpath(*parts), member)
+        os.link(self.dest.joinpath(*link), self.dest.joinpath(*parts), follow_symlinks=False)
+
     @staticmethod
     def _clean(name: str, member: tarfile.TarInfo) -> list[str]:
         if name.startswith("/"):
-            raise ImageError(f"Refusing {member.name!r}: absolute path")
+            raise ImageError(f"Refusing {member.name!r}: absolute path {name!r}")
         parts = [p for p in name.split("/") if p not in ("", ".")]
         if ".." in parts:
-            raise ImageError(f"Refusing {member.name!r}: '..' in path")
+            raise ImageError(f"Refusing {member.name!r}: '..' in {name!r}")
         return parts
 
     def _parents(self, parts: list[str], *, create: bool) -> None:
@@ -277,7 +287,8 @@ class _Extractor:
                 os.chown(path, self.uid_base, self.uid_base)
                 continue
             if not stat.S_ISDIR(st.st_mode):
-                raise ImageError(f"Refusing {'/'.join(parts)!r}: goes through a non-directory")
+                kind = "symlink" if stat.S_ISLNK(st.st_mode) else "non-directory"
+                raise ImageError(f"Refusing {'/'.join(parts)!r}: goes through a {kind}")
 
     @staticmethod
     def _clear(path: Path, member: tarfile.TarInfo) -> None:

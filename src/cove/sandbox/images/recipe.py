@@ -122,6 +122,9 @@ def build_recipe(store: ImageStore, name: str, recipe_path: Path, *, data_dir: P
     """Build ``name`` from the recipe, reusing cached step layers unless ``rebuild``."""
     validate_name(name)
     recipe = load_recipe(recipe_path)
+    if recipe.base == name:
+        raise InvalidRequest(f"A recipe cannot replace its own base image {name!r}: choose another name",
+                             param="image")
     folder = recipe_path.resolve().parent
     base = store.get(recipe.base)
     env = _merge_env(base.env, recipe.env)
@@ -210,7 +213,6 @@ def _shell(layers: list[Path]) -> list[str]:
     return ["/.cove/busybox", "sh", "-c"]
 
 
-
 def content_hash(src: Path) -> str:
     """Hash of what a copy step copies: names, types, modes, file bytes and link targets."""
     sha = hashlib.sha256()
@@ -269,6 +271,8 @@ def copy_into(layers: list[Path], upper: Path, src: Path, dest: str, uid_base: i
         else:
             progress(f"skipping {source}: not a file, folder or symlink")
             continue
+        if path == upper:
+            continue  # a folder copied to / leaves the image root as it is
         os.chown(path, uid_base, uid_base, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
             os.chmod(path, stat.S_IMODE(st.st_mode))  # after chown, which clears setuid

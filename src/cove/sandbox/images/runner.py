@@ -31,6 +31,7 @@ HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 # user namespace it may not mkdir in directories that the overlay shows as owned by others.
 _MOUNT_POINTS = ((".cove", True), ("proc", True), ("dev", True), ("sys", True),
                  ("etc/resolv.conf", False), ("etc/hosts", False))
+_Added = list[tuple[Path, tuple[int, ...]]]
 
 
 def ensure_libexec(data_dir: Path) -> Path:
@@ -45,14 +46,20 @@ def run_step(store: ImageStore, data_dir: Path, layers: Sequence[Path], upper: P
     """Run ``args`` over ``layers`` with ``upper`` as the writable layer; raise ImageError with the
     output's tail if it fails. ``upper`` is left holding exactly the command's changes."""
     scratch = store.new_tmp("run-")
+    for directory in scratch.parents:
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            remove_tree(scratch)
+            raise ImageError(f"{directory} is not searchable by others (o+x): container root cannot "
+                             f"reach a rootfs under {store.root}; chmod o+x it or move the image store")
     rootfs, work, bundle = scratch / "rootfs", scratch / "work", scratch / "bundle"
     for directory in (rootfs, work, bundle):
         directory.mkdir(mode=0o755)
     (bundle / "hosts").write_text(HOSTS)
     (bundle / "hosts").chmod(0o644)
-    added = _add_mount_points(layers, upper, store.uid_base)
+    added: _Added = []
     mounted = False
     try:
+        added = _add_mount_points(layers, upper, store.uid_base)
         try:
             mount_overlay(layers, upper, work, rootfs)
         except SandboxError as exc:
@@ -80,24 +87,33 @@ def _run_runc(state_dir: Path, bundle: Path, cid: str, progress: Progress) -> No
     runc = shutil.which("runc") or "/usr/sbin/runc"
     base = [runc, "--root", str(state_dir)]
     tail: collections.deque[str] = collections.deque(maxlen=50)
-    proc = subprocess.Popen([*base, "run", "--bundle", str(bundle), cid], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1]
-            tail.append(line)
-            progress(line)
-        code = proc.wait()
-    except BaseException:
-        subprocess.run([*base, "kill", cid, "KILL"], capture_output=True, check=False)
-        proc.wait()
-        raise
-    finally:
-        subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
+    # --no-new-keyring: a session keyring per run would count against the kernel's key quota of
+    # the container root uid (200 keys), shared by every container; builds need none, and the
+    # seccomp profile denies the keyring syscalls anyway.
+    command = [*base, "run", "--no-new-keyring", "--bundle", str(bundle), cid]
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as proc:
+        try:
+            code = stream_lines(proc, tail, progress)
+        except BaseException:
+            subprocess.run([*base, "kill", cid, "KILL"], capture_output=True, check=False)
+            raise
+        finally:
+            subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
     if code != 0:
-        output = "\n".join(tail)
+        output = "\n".join(tail) or "(no output)"
         raise ImageError(f"Build step failed with exit status {code}:\n{output}")
+
+
+def stream_lines(proc: subprocess.Popen[bytes], tail: collections.deque[str], progress: Progress) -> int:
+    """Feed a process's output to ``progress`` line by line (keeping the last ones in ``tail``);
+    returns its exit status."""
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1]
+        tail.append(line)
+        progress(line)
+    return proc.wait()
 
 
 def _build_limits() -> ResourceLimits:
@@ -111,9 +127,6 @@ def match_root(layers: Sequence[Path], upper: Path) -> None:
     top = layers[-1].lstat()
     os.chown(upper, top.st_uid, top.st_gid)
     os.chmod(upper, stat.S_IMODE(top.st_mode))
-
-
-_Added = list[tuple[Path, tuple[int, ...]]]
 
 
 def _add_mount_points(layers: Sequence[Path], upper: Path, uid_base: int) -> _Added:

@@ -8,8 +8,9 @@ Layout under ``root``::
     tmp/                  work in progress; emptied whenever a store is opened
 
 Layers and manifests only ever appear by ``os.rename`` from ``tmp/``, so a crash leaves at most
-litter in ``tmp/``, never a half layer under a real key. Layers are shared between images and
-between recipe builds (their keys are the recipe cache keys).
+litter in ``tmp/``, never a half layer under a real key. Layers are shared between images, and
+deleting an image prunes the layers no image references: a runtime must not keep using the
+layers of a deleted image.
 """
 
 from __future__ import annotations
@@ -70,14 +71,20 @@ def is_opaque(path: Path) -> bool:
 
 
 def lookup(layers: Sequence[Path], relpath: str) -> os.stat_result | None:
-    """``lstat`` of ``relpath`` in the merged view of ``layers`` (bottom→top), without mounting.
+    """``lstat`` of ``relpath`` in the merged view of ``layers`` (bottom→top), without mounting."""
+    found = find(layers, relpath)
+    return found.lstat() if found else None
 
-    Honours whiteouts, opaque directories and non-directories hiding lower trees; does not follow
-    symlinks (``resolve`` does).
+
+def find(layers: Sequence[Path], relpath: str) -> Path | None:
+    """The host path of the entry the merged view shows at ``relpath``, if any.
+
+    Honours whiteouts, opaque directories and non-directories hiding lower trees, and never
+    follows a symlink (``resolve`` does that, inside the image).
     """
     parts = [p for p in relpath.split("/") if p]
     if not parts:
-        return layers[-1].lstat() if layers else None
+        return layers[-1] if layers else None
     for layer in reversed(layers):
         node, opaque = layer, False
         for i, part in enumerate(parts):
@@ -91,7 +98,7 @@ def lookup(layers: Sequence[Path], relpath: str) -> os.stat_result | None:
             if is_whiteout(st):
                 return None
             if i == len(parts) - 1:
-                return st
+                return node
             if not stat.S_ISDIR(st.st_mode):
                 return None
             opaque = opaque or is_opaque(node)
@@ -100,39 +107,30 @@ def lookup(layers: Sequence[Path], relpath: str) -> os.stat_result | None:
 
 def resolve(layers: Sequence[Path], path: str) -> str | None:
     """Canonical absolute path of ``path`` inside the image, symlinks followed as the container
-    would see them (``/`` is the image root); None when it does not exist."""
+    would follow them (``/`` is the image root); None when it does not exist."""
     pending = [p for p in path.split("/") if p]
     done: list[str] = []
     hops = 0
     while pending:
         part = pending.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
+        if part in (".", ".."):
+            if part == ".." and done:
                 done.pop()
             continue
-        st = lookup(layers, "/".join([*done, part]))
-        if st is None:
+        node = find(layers, "/".join([*done, part]))
+        if node is None:
             return None
-        if stat.S_ISLNK(st.st_mode):
+        if node.is_symlink():
             hops += 1
             if hops > 40:
                 return None
-            target = _readlink(layers, "/".join([*done, part]))
+            target = os.readlink(node)
             if target.startswith("/"):
                 done = []
             pending = [p for p in target.split("/") if p] + pending
             continue
         done.append(part)
     return "/" + "/".join(done)
-
-
-def _readlink(layers: Sequence[Path], relpath: str) -> str:
-    for layer in reversed(layers):
-        if (layer / relpath).is_symlink():
-            return os.readlink(layer / relpath)
-    return ""
 
 
 def tree_size(path: Path) -> int:
@@ -156,7 +154,8 @@ class ImageStore:
         self.manifests_dir = root / "manifests"
         self.tmp_dir = root / "tmp"
         self.cache_dir = root / "cache"
-        for directory in (self.layers_dir, self.manifests_dir, self.tmp_dir, self.cache_dir):
+        self.pins_dir = root / "pins"
+        for directory in (self.layers_dir, self.manifests_dir, self.tmp_dir, self.cache_dir, self.pins_dir):
             directory.mkdir(parents=True, exist_ok=True)
         for directory in (root, self.tmp_dir):  # runc's init must traverse these (see new_tmp)
             directory.chmod(0o711)
@@ -172,9 +171,31 @@ class ImageStore:
             data = json.loads((self.manifests_dir / f"{validate_name(name)}.json").read_text())
         except FileNotFoundError:
             raise NotFound(f"No image named {name!r}", param="image", code="image_not_found") from None
+        return self._image(name, data)
+
+    def _image(self, name: str, data: dict[str, Any]) -> Image:
         return Image(name=name, layers=tuple(self.layer_path(k) for k in data["layers"]),
                      env=tuple(data["env"]), workdir=data["workdir"], created_at=data["created_at"],
                      source=data["source"], size_bytes=data["size_bytes"])
+
+    # -- pins: what a container was created from, kept whatever happens to the image name ----------
+
+    def pin(self, owner: str, image: Image) -> None:
+        """Records ``image`` for ``owner`` (a container id); its layers survive rebuilds and deletes."""
+        doc = {"name": image.name, "layers": [layer.name for layer in image.layers], "env": list(image.env),
+               "workdir": image.workdir, "created_at": image.created_at, "source": image.source,
+               "size_bytes": image.size_bytes}
+        self._write(self.pins_dir / f"{owner}.json", json.dumps(doc))
+
+    def pinned(self, owner: str) -> Image:
+        try:
+            data = json.loads((self.pins_dir / f"{owner}.json").read_text())
+        except FileNotFoundError:
+            raise NotFound(f"No image is recorded for {owner}.", code="image_not_found") from None
+        return self._image(data["name"], data)
+
+    def unpin(self, owner: str) -> None:
+        (self.pins_dir / f"{owner}.json").unlink(missing_ok=True)
 
     def list(self) -> builtins.list[Image]:
         return [self.get(p.stem) for p in sorted(self.manifests_dir.glob("*.json"))
@@ -195,12 +216,7 @@ class ImageStore:
             "created_at": int(time.time()), "source": source,
             "size_bytes": sum(tree_size(self.layer_path(k)) for k in dict.fromkeys(layers)),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="manifest-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.manifests_dir / f"{name}.json")
+        self._write(self.manifests_dir / f"{name}.json", json.dumps(doc, indent=1))
         return self.get(name)
 
     def delete(self, name: str) -> None:
@@ -217,6 +233,8 @@ class ImageStore:
             if not locked:
                 return 0
             used = {k for img in self.list() for k in (p.name for p in img.layers)}
+            for pin in self.pins_dir.glob("*.json"):
+                used.update(json.loads(pin.read_text())["layers"])
             unused = [p for p in self.layers_dir.iterdir() if p.name not in used]
             for layer in unused:
                 _remove(layer, via=self.tmp_dir)
@@ -244,11 +262,17 @@ class ImageStore:
         return key if KEY_RE.match(key) and self.has_layer(key) else None
 
     def cache_layer(self, step_key: str, layer_key: str) -> None:
-        self.layer_path(step_key)  # validates the key
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="cache-")
-        with os.fdopen(fd, "w") as f:
-            f.write(layer_key)
-        os.rename(tmp, self.cache_dir / step_key)
+        self._write(self.cache_dir / self.layer_path(step_key).name, layer_key)
+
+    def _write(self, dest: Path, text: str) -> None:
+        """Atomically, via tmp/ (under the build lock, so that no store opening clears it)."""
+        with self.building():
+            fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="write-")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, dest)
 
     def new_tmp(self, prefix: str) -> Path:
         """A fresh directory under ``tmp/`` (same filesystem as the layers). Mode 0711: runc's

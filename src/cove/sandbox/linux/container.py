@@ -27,7 +27,7 @@ from cove.sandbox.base import (
     TimeoutOutcome,
 )
 from cove.sandbox.fs import ContainerFS
-from cove.sandbox.images.store import Image
+from cove.sandbox.images.store import Image, lookup
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.agent import InitAgent
 from cove.sandbox.linux.overlay import mount_overlay, unmount
@@ -90,7 +90,7 @@ class LinuxSandbox(Sandbox):
             os.lchown(current, self.engine.uid_base, self.engine.uid_base)
 
     def _in_image(self, rel: str) -> bool:
-        return any(os.path.lexists(layer / rel) for layer in self.image.layers)
+        return lookup(self.image.layers, rel) is not None
 
     def _mounted(self) -> bool:
         return os.path.ismount(self.rootfs)

@@ -76,16 +76,18 @@ class LinuxEngine(SandboxEngine):
             unmount(point)
         cgroups.remove_leftovers("/cove")
 
-    def _sandbox(self, container_id: str, image: str, limits: Limits) -> LinuxSandbox:
+    def _sandbox(self, container_id: str, limits: Limits) -> LinuxSandbox:
         sandbox = self._live.get(container_id)
         if sandbox is None:
-            sandbox = LinuxSandbox(self, container_id, self.images.get(image), limits)
+            sandbox = LinuxSandbox(self, container_id, self.images.pinned(container_id), limits)
             self._live[container_id] = sandbox
         return sandbox
 
     async def create(self, container_id: str, image: str, limits: Limits) -> LinuxSandbox:
         self.memory_bytes(limits.memory)
-        sandbox = self._sandbox(container_id, image, limits)
+        # The container keeps the layers it started from, even if the image is rebuilt or removed.
+        self.images.pin(container_id, self.images.get(image))
+        sandbox = self._sandbox(container_id, limits)
         sandbox.prepare()
         try:
             await sandbox.exec_ready()
@@ -94,10 +96,10 @@ class LinuxEngine(SandboxEngine):
             raise
         return sandbox
 
-    async def get(self, container_id: str, image: str, limits: Limits) -> LinuxSandbox:
+    async def get(self, container_id: str, limits: Limits) -> LinuxSandbox:
         if container_id not in self._live and not (self.containers_dir / container_id).is_dir():
             raise NotFound(f"Container {container_id} has no files on disk.", code="container_not_found")
-        return self._sandbox(container_id, image, limits)
+        return self._sandbox(container_id, limits)
 
     async def destroy(self, container_id: str) -> None:
         sandbox = self._live.pop(container_id, None)
@@ -109,6 +111,7 @@ class LinuxEngine(SandboxEngine):
         directory = self.containers_dir / container_id
         # rmtree never follows symlinks, so links planted inside cannot redirect the delete.
         await asyncio.to_thread(shutil.rmtree, directory, True)
+        self.images.unpin(container_id)
 
     async def stop_idle(self, container_id: str) -> None:
         sandbox = self._live.get(container_id)

@@ -34,7 +34,9 @@ class Runc:
         with log.open("ab") as log_handle:
             proc = await asyncio.create_subprocess_exec(
                 self.binary, "--root", str(self.state_root), "--log", str(bundle / "runc.log"),
-                "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file), container_id,
+                # No session keyring: the kernel caps keys per uid (200), which would cap containers.
+                "run", "--detach", "--no-new-keyring", "--bundle", str(bundle), "--pid-file", str(pid_file),
+                container_id,
                 stdin=control.fileno(), stdout=log_handle, stderr=log_handle)
             await proc.wait()
         if proc.returncode != 0:

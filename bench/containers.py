@@ -1,0 +1,483 @@
+"""``make bench``: Cove's container latency, burst and idle-memory numbers, beside Docker's from the same run.
+
+It starts a private Cove server on a fresh data dir, measures through HTTP with one keep-alive
+client (connection set-up is never timed), prints medians/p95 and PASS/MISS per target, and writes
+the raw samples to ``bench/results/``. Targets are reported, not asserted: the exit code is 0
+unless something fails. See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import docker_baseline
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+IMAGE = "default"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+MIB = 1 << 20
+KEEPALIVE_S = 3.0
+"""Below uvicorn's 5 s keep-alive, so a pooled connection is never reused just as the server
+closes it (that race shows up as an httpx.ReadError in the burst)."""
+
+N_FIRST, WARM_FIRST = 30, 3
+N_EXEC, WARM_EXEC = 200, 20
+N_BURST, BURST_ROUNDS = 100, 3
+N_IDLE, IDLE_SETTLE_S = 200, 2.0
+N_DOCKER_RUN, N_DOCKER_EXEC, WARM_DOCKER = 20, 50, 2
+
+TARGET_FIRST_MS = 40.0
+TARGET_EXEC_MS = 5.0
+TARGET_BURST_S = 3.0
+TARGET_IDLE_MIB = 10.0
+TARGET_RUN_RATIO = 5.0
+TARGET_EXEC_RATIO = 10.0
+
+KERNEL_FIELDS = ("AnonPages", "Shmem", "SUnreclaim", "KernelStack", "PageTables", "Percpu")
+"""/proc/meminfo fields printed for (d): where the host-side memory went."""
+
+console = Console()
+T = TypeVar("T")
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    """p50 is the median; p95 interpolates between ranks (``statistics.quantiles``, inclusive)."""
+    return {"n": len(samples), "p50": statistics.median(samples),
+            "p95": statistics.quantiles(samples, n=100, method="inclusive")[94] if len(samples) > 1 else samples[0],
+            "min": min(samples), "max": max(samples)}
+
+
+# -- the server under test --------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = f"{path}/"
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [point for point in points if point == str(path) or point.startswith(prefix)]
+
+
+class CoveServer:
+    """``cove serve`` on a fresh data dir and free port; stopped and removed on exit."""
+
+    def __init__(self, images_dir: Path) -> None:
+        self.images_dir = images_dir
+        self.data_dir = Path(tempfile.mkdtemp(prefix="cove-bench-", dir="/var/tmp"))
+        self.data_dir.chmod(0o711)  # container root (an unprivileged host uid) must pass through
+        for directory in self.data_dir.parents:
+            if not directory.stat().st_mode & 0o001:
+                raise RuntimeError(f"{directory} is not o+x, so containers under it cannot reach their rootfs")
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.data_dir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cove = ROOT / ".venv" / "bin" / "cove"
+        env = {**os.environ, "COVE_DATA_DIR": str(self.data_dir), "COVE_IMAGES_DIR": str(self.images_dir),
+               "COVE_API_KEYS": ""}
+        with self.log_path.open("wb") as log:
+            # Own session: a Ctrl-C reaches the bench only, which then cleans up in order.
+            self.proc = subprocess.Popen(
+                [str(cove if cove.exists() else "cove"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cove serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cove serve did not become healthy in 60 s:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory, for the idle-memory breakdown."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.returncode not in (0, -signal.SIGTERM):
+            console.print(f"[yellow]cove serve exited with {self.proc.returncode}:[/]\n{self.log_tail()}")
+        leftover = _mounts_under(self.data_dir)
+        if leftover:  # never rmtree through a mount
+            console.print(f"[red]mounts left under {self.data_dir}, not removing it:[/] {leftover}")
+            return
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+# -- measurements -----------------------------------------------------------------------------------
+
+@dataclass
+class Bench:
+    """Everything that talks to the server; every container made is remembered so it can be deleted."""
+
+    server: CoveServer
+    client: httpx.Client
+    created: set[str]
+
+    def create(self, name: str) -> str:
+        response = self.client.post("/v1/containers", json={"name": name, "image": IMAGE})
+        response.raise_for_status()
+        container_id: str = response.json()["id"]
+        self.created.add(container_id)
+        return container_id
+
+    def exec(self, container_id: str, command: str) -> dict[str, Any]:
+        response = self.client.post(f"/v1/containers/{container_id}/exec",
+                                    json={"commands": [command], "timeout_ms": 10_000})
+        response.raise_for_status()
+        output: dict[str, Any] = response.json()["output"][0]
+        return output
+
+    def delete(self, container_id: str) -> None:
+        self.client.delete(f"/v1/containers/{container_id}").raise_for_status()
+        self.created.discard(container_id)
+
+    def first_output(self) -> dict[str, Any]:
+        """(a) POST /v1/containers, then exec ``echo hi``: wall time until the output is back."""
+        total, create_ms = [], []
+        for i in range(WARM_FIRST + N_FIRST):
+            started = time.perf_counter()
+            response = self.client.post("/v1/containers", json={"name": f"bench-a-{i}", "image": IMAGE})
+            created = time.perf_counter()
+            response.raise_for_status()
+            container_id = response.json()["id"]
+            self.created.add(container_id)
+            output = self.client.post(f"/v1/containers/{container_id}/exec",
+                                      json={"commands": ["echo hi"], "timeout_ms": 10_000})
+            done = time.perf_counter()
+            output.raise_for_status()
+            stdout = output.json()["output"][0]["stdout"]
+            if stdout != "hi\n":
+                raise RuntimeError(f"echo hi printed {stdout!r}")
+            self.delete(container_id)
+            if i >= WARM_FIRST:
+                total.append((done - started) * 1000)
+                create_ms.append((created - started) * 1000)
+        return {"total_ms": total, "create_ms": create_ms,
+                "first_exec_ms": [t - c for t, c in zip(total, create_ms, strict=True)]}
+
+    def warm_exec(self) -> dict[str, Any]:
+        """(b) exec ``true`` in a running container, after a warm-up."""
+        container_id = self.create("bench-b")
+        samples = []
+        for i in range(WARM_EXEC + N_EXEC):
+            started = time.perf_counter()
+            output = self.exec(container_id, "true")
+            elapsed = (time.perf_counter() - started) * 1000
+            if output["outcome"] != {"type": "exit", "exit_code": 0}:
+                raise RuntimeError(f"true ended with {output['outcome']}")
+            if i >= WARM_EXEC:
+                samples.append(elapsed)
+        self.delete(container_id)
+        return {"exec_ms": samples}
+
+    async def burst(self) -> dict[str, Any]:
+        """(c) 100 creates at once over 100 pooled connections, opened before the clock starts."""
+        rounds = []
+        limits = httpx.Limits(max_connections=N_BURST, max_keepalive_connections=N_BURST,
+                              keepalive_expiry=KEEPALIVE_S)
+        async with httpx.AsyncClient(base_url=self.server.url, limits=limits, timeout=120) as client:
+            for round_no in range(BURST_ROUNDS):
+                # Opens the pool's connections right before the clock starts, so none is set up in it.
+                await asyncio.gather(*(client.get("/healthz") for _ in range(N_BURST)))
+                latencies: list[float] = []
+
+                async def one(i: int, round_no: int = round_no, latencies: list[float] = latencies) -> httpx.Response:
+                    sent = time.perf_counter()
+                    response = await client.post("/v1/containers", json={"name": f"bench-c{round_no}-{i}",
+                                                                         "image": IMAGE})
+                    latencies.append((time.perf_counter() - sent) * 1000)
+                    if response.status_code == 200:
+                        self.created.add(response.json()["id"])
+                    return response
+
+                started = time.perf_counter()
+                responses = await asyncio.gather(*(one(i) for i in range(N_BURST)))
+                wall = time.perf_counter() - started
+                failed = [r for r in responses if r.status_code != 200]
+                await self.delete_all(client)
+                if failed:
+                    raise RuntimeError(f"{len(failed)} of {N_BURST} parallel creates failed, e.g. "
+                                       f"{failed[0].status_code} {failed[0].text[:300]}")
+                rounds.append({"wall_s": wall, "latency_ms": latencies})
+        return {"rounds": rounds}
+
+    async def idle_memory(self) -> dict[str, Any]:
+        """(d) what 200 started, idle containers add: their cgroups' usage, and the whole host's
+        (MemAvailable), which also holds kernel memory for namespaces and mounts and server growth."""
+        await asyncio.sleep(IDLE_SETTLE_S)
+        before = await _meminfo()
+        rss_before = self.server.rss_bytes()
+        limits = httpx.Limits(max_connections=16, max_keepalive_connections=16, keepalive_expiry=KEEPALIVE_S)
+        async with httpx.AsyncClient(base_url=self.server.url, limits=limits, timeout=120) as client:
+            async def start(i: int) -> str:
+                response = await client.post("/v1/containers", json={"name": f"bench-d-{i}", "image": IMAGE})
+                response.raise_for_status()
+                container_id: str = response.json()["id"]
+                self.created.add(container_id)
+                run = await client.post(f"/v1/containers/{container_id}/exec",
+                                        json={"commands": ["true"], "timeout_ms": 10_000})
+                run.raise_for_status()
+                return container_id
+
+            ids = await _bounded(16, [functools.partial(start, i) for i in range(N_IDLE)])
+            await asyncio.sleep(IDLE_SETTLE_S)
+            after = await _meminfo()
+            rss_after = self.server.rss_bytes()
+            usages = [_cgroup_usage(container_id) for container_id in ids]
+            await self.delete_all(client)
+        missing = sum(usage is None for usage in usages)
+        if missing:
+            raise RuntimeError(f"{missing} of {N_IDLE} containers have no memory cgroup")
+        cgroup_total = sum(usage or 0 for usage in usages)
+        return {"containers": N_IDLE, "cgroup_sum_bytes": cgroup_total,
+                "mem_available_before": before["MemAvailable"], "mem_available_after": after["MemAvailable"],
+                "mem_available_delta_bytes": before["MemAvailable"] - after["MemAvailable"],
+                "meminfo_delta_bytes": {key: after[key] - before[key] for key in before if key in after},
+                "server_rss_before": rss_before, "server_rss_after": rss_after}
+
+    async def delete_all(self, client: httpx.AsyncClient) -> None:
+        async def delete(container_id: str) -> None:
+            (await client.delete(f"/v1/containers/{container_id}")).raise_for_status()
+            self.created.discard(container_id)
+
+        await _bounded(16, [functools.partial(delete, c) for c in list(self.created)])
+
+
+async def _bounded(limit: int, jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:
+    gate = asyncio.Semaphore(limit)
+
+    async def run(job: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await job()
+
+    return await asyncio.gather(*(run(job) for job in jobs))
+
+
+async def _meminfo() -> dict[str, int]:
+    """/proc/meminfo in bytes, each field the median of a few samples: MemAvailable wobbles by a
+    few hundred KiB from one read to the next."""
+    samples: list[dict[str, int]] = []
+    for _ in range(5):
+        fields = {}
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            number, *unit = value.split()
+            fields[key] = int(number) * (1024 if unit else 1)
+        samples.append(fields)
+        await asyncio.sleep(0.2)
+    return {key: int(statistics.median(sample[key] for sample in samples)) for key in samples[0]}
+
+
+def _cgroup_usage(container_id: str) -> int | None:
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        path = CGROUP_ROOT / "cove" / container_id / "memory.current"
+    else:
+        path = CGROUP_ROOT / "memory" / "cove" / container_id / "memory.usage_in_bytes"
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+def _verdict(ok: bool | None) -> str:
+    return "[dim]n/a[/]" if ok is None else "[green]PASS[/]" if ok else "[red]MISS[/]"
+
+
+def report(results: dict[str, Any]) -> None:
+    table = Table(title="Cove containers vs Docker", title_justify="left")
+    for column in ("measure", "n", "p50", "p95", "target", "result"):
+        table.add_column(column, justify="left" if column in ("measure", "target") else "right")
+    first, warm = stats(results["a"]["total_ms"]), stats(results["b"]["exec_ms"])
+    table.add_row("(a) create + first `echo hi` (HTTP)", str(first["n"]), f"{first['p50']:.1f} ms",
+                  f"{first['p95']:.1f} ms", f"p50 <= {TARGET_FIRST_MS:g} ms", _verdict(first["p50"] <= TARGET_FIRST_MS))
+    table.add_row("(b) warm exec `true` (HTTP)", str(warm["n"]), f"{warm['p50']:.2f} ms", f"{warm['p95']:.2f} ms",
+                  f"p50 <= {TARGET_EXEC_MS:g} ms", _verdict(warm["p50"] <= TARGET_EXEC_MS))
+    walls = [r["wall_s"] for r in results["c"]["rounds"]]
+    burst = statistics.median(walls)
+    table.add_row(f"(c) {N_BURST} parallel creates, wall", f"{len(walls)} rounds", f"{burst:.2f} s",
+                  f"max {max(walls):.2f} s", f"median <= {TARGET_BURST_S:g} s", _verdict(burst <= TARGET_BURST_S))
+    idle = results["d"]
+    per_host = idle["mem_available_delta_bytes"] / idle["containers"] / MIB
+    per_cgroup = idle["cgroup_sum_bytes"] / idle["containers"] / MIB
+    table.add_row(f"(d) idle memory / container, host ({idle['containers']})", "1", f"{per_host:.2f} MiB", "",
+                  f"<= {TARGET_IDLE_MIB:g} MiB", _verdict(per_host <= TARGET_IDLE_MIB))
+    table.add_row("    same, sum of container cgroups", "1", f"{per_cgroup:.2f} MiB", "", "(info)", "")
+    docker = results.get("docker")
+    if docker is not None:
+        run, dexec = stats(docker["run_ms"]), stats(docker["exec_ms"])
+        run_ratio, exec_ratio = run["p50"] / first["p50"], dexec["p50"] / warm["p50"]
+        table.add_row("(a') docker run --rm … echo hi", str(run["n"]), f"{run['p50']:.1f} ms",
+                      f"{run['p95']:.1f} ms", "", "")
+        table.add_row("(b') docker exec … true", str(dexec["n"]), f"{dexec['p50']:.1f} ms",
+                      f"{dexec['p95']:.1f} ms", "", "")
+        table.add_row("ratio (a') / (a)", "", f"{run_ratio:.1f}x", "", f">= {TARGET_RUN_RATIO:g}x",
+                      _verdict(run_ratio >= TARGET_RUN_RATIO))
+        table.add_row("ratio (b') / (b)", "", f"{exec_ratio:.1f}x", "", f">= {TARGET_EXEC_RATIO:g}x",
+                      _verdict(exec_ratio >= TARGET_EXEC_RATIO))
+        results["summary"]["ratio_run"], results["summary"]["ratio_exec"] = run_ratio, exec_ratio
+    console.print(table)
+    a_create, a_exec = stats(results["a"]["create_ms"]), stats(results["a"]["first_exec_ms"])
+    console.print(f"(a) split, p50: POST /v1/containers {a_create['p50']:.1f} ms, then first exec "
+                  f"{a_exec['p50']:.1f} ms")
+    latencies = [latency for r in results["c"]["rounds"] for latency in r["latency_ms"]]
+    console.print(f"(c) rounds {', '.join(f'{w:.2f}' for w in walls)} s; per-request p50 "
+                  f"{statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms")
+    kernel = ", ".join(f"{key} {idle['meminfo_delta_bytes'].get(key, 0) / MIB:+.0f}" for key in KERNEL_FIELDS)
+    console.print(f"(d) for {idle['containers']}: MemAvailable {-idle['mem_available_delta_bytes'] / MIB:+.0f} MiB, "
+                  f"cgroups {idle['cgroup_sum_bytes'] / MIB:.0f} MiB (page cache included), server RSS "
+                  f"{(idle['server_rss_after'] - idle['server_rss_before']) / MIB:+.0f} MiB; meminfo MiB: {kernel}")
+    if docker is None:
+        console.print(f"docker: {results['docker_skipped']}")
+    else:
+        imported = f", image imported in {docker['import_s']:.1f} s" if docker["import_s"] is not None else ""
+        console.print(f"docker: {docker['origin']}, server {docker['version']}{imported}; times include the "
+                      "docker CLI's own start-up")
+    results["summary"].update({"a_p50_ms": first["p50"], "a_p95_ms": first["p95"], "b_p50_ms": warm["p50"],
+                               "b_p95_ms": warm["p95"], "c_median_wall_s": burst, "d_host_mib": per_host,
+                               "d_cgroup_mib": per_cgroup})
+
+
+def _warn_if_busy() -> None:
+    """Other work on the machine skews every number here; say so rather than hide it."""
+    load = os.getloadavg()[0]
+    if load > 0.5 * (os.cpu_count() or 1):
+        console.print(f"[yellow]load average {load:.1f} before the run: other work is running, "
+                      "numbers will be noisy[/]")
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{rev}{'+dirty' if dirty else ''}"
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+def _terminate_as_exit(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # a SIGTERM still runs every cleanup
+
+
+@contextlib.contextmanager
+def cove_server(images_dir: Path) -> Iterator[Bench]:
+    server = CoveServer(images_dir)
+    try:
+        server.start()
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
+        with httpx.Client(base_url=server.url, timeout=120, limits=limits) as client:
+            bench = Bench(server, client, set())
+            try:
+                yield bench
+            finally:
+                for container_id in list(bench.created):
+                    with contextlib.suppress(httpx.HTTPError):
+                        bench.delete(container_id)
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--no-docker", action="store_true", help="skip the Docker comparison")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _terminate_as_exit)
+    images_dir = Path(os.environ.get("COVE_IMAGES_DIR") or "/var/lib/cove/images")
+    if not (images_dir / "manifests" / f"{IMAGE}.json").exists():
+        console.print(f"[red]no image {IMAGE!r} in {images_dir}: run `make image` first[/]")
+        return 1
+    results: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": _git_revision(), "images_dir": str(images_dir),
+        "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                 "cgroup": "v2" if (CGROUP_ROOT / "cgroup.controllers").exists() else "v1",
+                 "loadavg_start": os.getloadavg()},
+        "summary": {}}
+    console.print(f"cove bench: kernel {platform.release()}, {os.cpu_count()} CPUs, cgroup "
+                  f"{results['host']['cgroup']}, image {IMAGE!r} from {images_dir}, git {results['git']}")
+    _warn_if_busy()
+    with cove_server(images_dir) as bench:
+        console.print("(a) create + first output …")
+        results["a"] = bench.first_output()
+        console.print("(b) warm exec …")
+        results["b"] = bench.warm_exec()
+        # (d) before (c): the server's own growth for 200 containers then counts in full.
+        console.print(f"(d) {N_IDLE} idle containers …")
+        results["d"] = asyncio.run(bench.idle_memory())
+        console.print(f"(c) {N_BURST} parallel creates × {BURST_ROUNDS} …")
+        results["c"] = asyncio.run(bench.burst())
+    if args.no_docker:
+        results["docker_skipped"] = "skipped (--no-docker)"
+    else:
+        with docker_baseline.docker_daemon() as docker:
+            if docker is None:
+                results["docker_skipped"] = "not available on this machine"
+            else:
+                console.print(f"docker ({docker.origin}): importing image, then (a') and (b') …")
+                docker_baseline.import_image(docker, images_dir, IMAGE)
+                results["docker"] = {
+                    "origin": docker.origin, "version": docker.version, "import_s": docker.import_s,
+                    "run_ms": docker_baseline.time_run(docker, N_DOCKER_RUN, WARM_DOCKER),
+                    "exec_ms": docker_baseline.time_exec(docker, N_DOCKER_EXEC, WARM_DOCKER)}
+    results["host"]["loadavg_end"] = os.getloadavg()
+    report(results)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"containers-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    console.print(f"raw numbers: {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

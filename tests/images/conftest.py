@@ -1,0 +1,46 @@
+"""A private image store per session (under /var/tmp: runc's init must traverse its parents)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cove.sandbox.images.oci import import_archive
+from cove.sandbox.images.store import Image, ImageStore, remove_tree
+from tests.images.archives import busybox_layers, docker_save
+
+UID_BASE = 100000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_root_and_runc() -> None:
+    if os.geteuid() != 0 or shutil.which("runc") is None or not Path("/bin/busybox").exists():
+        pytest.skip("image tests need root, runc and /bin/busybox")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    base = Path("/var/tmp/cove-tests")
+    base.mkdir(mode=0o711, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="images-", dir=base))
+    path.chmod(0o711)
+    yield path
+    remove_tree(path)
+
+
+@pytest.fixture(scope="session")
+def store(data_dir: Path) -> ImageStore:
+    return ImageStore(data_dir / "images", UID_BASE)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(store: ImageStore, tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """A three-layer busybox image, imported from a ``docker save`` archive."""
+    tarball = docker_save(tmp_path_factory.mktemp("bb") / "bb.tar", busybox_layers(),
+                          env=["PATH=/bin:/usr/bin", "GREETING=hi"], workdir="/")
+    return import_archive(store, "bb", tarball, lambda line: None)
