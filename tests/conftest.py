@@ -38,6 +38,7 @@ class Server:
                     "COVE_API_KEYS": ",".join(f"{key}={project}" for project, key in KEYS.items()),
                     "COVE_EXPIRY_CHECK_SECONDS": "1", **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self._clients: list[openai.OpenAI] = []
         self.log = data_dir.with_name(data_dir.name + ".log")
 
     def start(self) -> None:
@@ -58,13 +59,17 @@ class Server:
         raise RuntimeError("cove serve did not become ready")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        for client in self._clients:
+            client.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=60)
         self.proc = None
 
     def client(self, project: str = "alpha") -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=KEYS[project], max_retries=0, timeout=120)
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=KEYS[project], max_retries=0, timeout=120)
+        self._clients.append(client)
+        return client
 
     def http(self, project: str = "alpha") -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {KEYS[project]}"}, timeout=120)

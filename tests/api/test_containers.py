@@ -159,8 +159,8 @@ def test_projects_are_isolated(server: Server) -> None:
         assert http.post(f"/v1/containers/{cid}/exec", json={"commands": ["true"]}).status_code == 404
         assert http.get(f"/v1/containers/{cid}/files").status_code == 404
     assert alpha.containers.retrieve(cid).id == cid
-    bad = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0) as bad, \
+            pytest.raises(openai.AuthenticationError):
         bad.containers.list()
 
 

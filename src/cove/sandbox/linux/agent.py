@@ -107,9 +107,7 @@ class InitAgent:
         """Closes the socket; init sees EOF and kills every process of the container."""
         self._shutdown()
 
-    async def spawn(
-        self, argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: int, stderr: int
-    ) -> Job:
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: int, stderr: int) -> Job:
         """Starts ``argv`` (argv[0] an absolute path, no PATH search) with exactly ``env``.
 
         The three fds are duplicated into init; the caller still owns and must close its copies.

@@ -209,7 +209,7 @@ static _Noreturn void child(const int *fds, int errfd, const char *cwd, char **a
             if (fd != errfd) close((int)fd);
     }
     /* Init may run with a low OOM score so the kernel spares it; commands must not inherit that.
-     * Raising the score needs no privilege, and failure (no /proc) is harmless. */
+     * Going back up to 0 needs no privilege, and failure (no /proc) is harmless. */
     int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (oom >= 0) {
         if (write(oom, "0", 1) < 0) {
