@@ -124,3 +124,9 @@ def test_fork_bomb_is_contained(client: openai.OpenAI, http: httpx.Client, serve
     assert run(http, neighbour, "echo fine")[0]["stdout"] == "fine\n"
     run(http, bomb, "kill -9 -1 2>/dev/null; true", timeout_ms=5000)
     assert run(http, bomb, "echo recovered", timeout_ms=20_000)[0]["stdout"] == "recovered\n"
+
+
+def test_init_cannot_be_ptraced(http: httpx.Client, cid: str) -> None:
+    out = run(http, cid, "python3 -c \"import ctypes; libc = ctypes.CDLL(None); "
+                         "print(libc.ptrace(16, 1, 0, 0))\"; cat /proc/1/environ >/dev/null 2>&1 || echo no-environ")[0]
+    assert out["stdout"] == "-1\nno-environ\n"

@@ -342,6 +342,9 @@ int main(int argc, char **argv) {
 
     /* Orphans reparent to us even when we are not PID 1 (tests), so we can reap and kill them. */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    /* Commands run as the same uid as us: without this they could ptrace us and speak to Cove in
+     * our name. Children are dumpable again after their execve. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     /* As PID 1 the kernel already shields us from signals we don't handle; outside a namespace we
      * must not die from a stray terminal or shell signal either. */
     int ignored[] = {SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};

@@ -1,0 +1,124 @@
+"""The model protocol: what the agent loop asks of any upstream, and the events it gets back.
+
+The loop speaks Responses API items (input) and receives a small stream of model events
+(output). Each provider translates: Chat Completions upstreams (``chat.py``), Responses API
+upstreams (``responses.py``) and the embedded offline model (``local.py``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cove.errors import CoveError
+
+
+@dataclass
+class ModelRequest:
+    model: str
+    """The upstream's own model name (aliases already resolved)."""
+    input: list[dict[str, Any]]
+    """Responses API input items in order: messages (roles system/developer/user/assistant),
+    ``function_call``, ``function_call_output``, ``reasoning`` ... as plain dicts."""
+    instructions: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    """Responses API tool definitions; the loop has already turned hosted tools into functions
+    for upstreams that cannot run them natively."""
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    text_format: dict[str, Any] | None = None
+    """Responses ``text.format``: ``{"type": "text"}``, ``json_object`` or ``json_schema``."""
+    reasoning: dict[str, Any] | None = None
+    user: str | None = None
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass
+class TextDelta:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass
+class ReasoningDelta:
+    text: str
+    type: Literal["reasoning"] = "reasoning"
+
+
+@dataclass
+class ToolCallStart:
+    """A function call begins. ``index`` orders calls within one model turn."""
+
+    index: int
+    call_id: str
+    name: str
+    type: Literal["tool_call_start"] = "tool_call_start"
+
+
+@dataclass
+class ToolCallDelta:
+    index: int
+    arguments: str
+    type: Literal["tool_call_delta"] = "tool_call_delta"
+
+
+@dataclass
+class NativeItem:
+    """A complete output item a Responses upstream produced natively (e.g. a ``shell_call``)."""
+
+    item: dict[str, Any]
+    type: Literal["native_item"] = "native_item"
+
+
+@dataclass
+class Finish:
+    reason: Literal["stop", "length", "tool_calls", "content_filter"]
+    usage: Usage
+    type: Literal["finish"] = "finish"
+
+
+ModelEvent = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | NativeItem | Finish
+
+
+class UpstreamError(CoveError):
+    """The model upstream failed; the message says how (shown in ``response.failed``)."""
+
+    status_code = 502
+    error_type = "server_error"
+
+
+class ContextWindowExceeded(CoveError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class Model(abc.ABC):
+    """One upstream model."""
+
+    context_window: int = 8192
+
+    @abc.abstractmethod
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        """Runs one model turn, yielding events as they arrive; the last one is ``Finish``."""
+
+    def count_tokens(self, request: ModelRequest) -> int:
+        """An estimate of the prompt's size in tokens (for truncation and ``input_tokens``)."""
+        import json
+
+        text = (request.instructions or "") + json.dumps(request.input) + json.dumps(request.tools)
+        return len(text) // 3 + 1
+
+    async def aclose(self) -> None:  # noqa: B027 - most models hold nothing to release
+        """Releases connections or loaded weights."""
