@@ -56,7 +56,8 @@ TARGET_IDLE_MIB = 10.0
 TARGET_RUN_RATIO = 5.0
 TARGET_EXEC_RATIO = 10.0
 
-KERNEL_FIELDS = ("AnonPages", "Shmem", "SUnreclaim", "KernelStack", "PageTables", "Percpu")
+KERNEL_ONLY_FIELDS = ("SUnreclaim", "KernelStack", "PageTables", "Percpu")
+KERNEL_FIELDS = ("AnonPages", "Shmem", *KERNEL_ONLY_FIELDS)
 """/proc/meminfo fields printed for (d): where the host-side memory went."""
 
 console = Console(width=None if sys.stdout.isatty() else 110)
@@ -270,16 +271,20 @@ class Bench:
             await asyncio.sleep(IDLE_SETTLE_S)
             after = await _meminfo()
             rss_after = self.server.rss_bytes()
-            usages = [_cgroup_usage(container_id) for container_id in ids]
+            readings = [_cgroup_memory(container_id) for container_id in ids]
             await self.delete_all(client)
-        missing = sum(usage is None for usage in usages)
-        if missing:
-            raise RuntimeError(f"{missing} of {N_IDLE} containers have no memory cgroup")
-        cgroup_total = sum(usage or 0 for usage in usages)
-        return {"containers": N_IDLE, "cgroup_sum_bytes": cgroup_total,
+        usages = [reading for reading in readings if reading is not None]
+        if len(usages) != N_IDLE:
+            raise RuntimeError(f"{N_IDLE - len(usages)} of {N_IDLE} containers have no memory cgroup")
+        meminfo_delta = {key: after[key] - before[key] for key in before if key in after}
+        anon = sum(a for _u, a in usages)
+        return {"containers": N_IDLE, "cgroup_sum_bytes": sum(u for u, _a in usages), "cgroup_anon_sum_bytes": anon,
+                # Blind to other processes' user memory, unlike MemAvailable: a cross-check on a busy machine.
+                "accounted_bytes": anon + sum(meminfo_delta.get(key, 0) for key in KERNEL_ONLY_FIELDS)
+                + rss_after - rss_before,
                 "mem_available_before": before["MemAvailable"], "mem_available_after": after["MemAvailable"],
                 "mem_available_delta_bytes": before["MemAvailable"] - after["MemAvailable"],
-                "meminfo_delta_bytes": {key: after[key] - before[key] for key in before if key in after},
+                "meminfo_delta_bytes": meminfo_delta,
                 "server_rss_before": rss_before, "server_rss_after": rss_after}
 
     async def delete_all(self, client: httpx.AsyncClient) -> None:
@@ -315,15 +320,18 @@ async def _meminfo() -> dict[str, int]:
     return {key: int(statistics.median(sample[key] for sample in samples)) for key in samples[0]}
 
 
-def _cgroup_usage(container_id: str) -> int | None:
+def _cgroup_memory(container_id: str) -> tuple[int, int] | None:
+    """(usage, anonymous) bytes of a container's memory cgroup; usage includes its page cache."""
     if (CGROUP_ROOT / "cgroup.controllers").exists():
-        path = CGROUP_ROOT / "cove" / container_id / "memory.current"
+        directory, usage_file, anon_key = CGROUP_ROOT / "cove" / container_id, "memory.current", "anon"
     else:
-        path = CGROUP_ROOT / "memory" / "cove" / container_id / "memory.usage_in_bytes"
+        directory, usage_file, anon_key = CGROUP_ROOT / "memory" / "cove" / container_id, "memory.usage_in_bytes", "rss"
     try:
-        return int(path.read_text())
+        usage = int((directory / usage_file).read_text())
+        stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
     except (OSError, ValueError):
         return None
+    return usage, int(stat.get(anon_key, 0))
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -336,7 +344,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "a_ms": first, "b_ms": warm, "c_median_wall_s": burst,
         "d_host_mib": idle["mem_available_delta_bytes"] / idle["containers"] / MIB,
-        "d_cgroup_mib": idle["cgroup_sum_bytes"] / idle["containers"] / MIB}
+        "d_cgroup_mib": idle["cgroup_sum_bytes"] / idle["containers"] / MIB,
+        "d_accounted_mib": idle["accounted_bytes"] / idle["containers"] / MIB}
     passed = {"a": first["p50"] <= TARGET_FIRST_MS, "b": warm["p50"] <= TARGET_EXEC_MS,
               "c": burst <= TARGET_BURST_S, "d": summary["d_host_mib"] <= TARGET_IDLE_MIB}
     docker = results.get("docker")
@@ -372,6 +381,8 @@ def report(results: dict[str, Any]) -> None:
                   f"<= {TARGET_IDLE_MIB:g} MiB", _verdict(passed["d"]))
     table.add_row("(d) idle, cgroup / container", str(idle["containers"]), f"{summary['d_cgroup_mib']:.2f} MiB",
                   "", "(info)", "")
+    table.add_row("(d) idle, kernel+anon / container", str(idle["containers"]),
+                  f"{summary['d_accounted_mib']:.2f} MiB", "", "(cross-check)", "")
     docker = results.get("docker")
     if docker is not None:
         run, dexec = summary["docker_run_ms"], summary["docker_exec_ms"]
@@ -392,7 +403,8 @@ def report(results: dict[str, Any]) -> None:
                   f"{statistics.median(latencies):.0f} ms, max {max(latencies):.0f} ms")
     kernel = ", ".join(f"{key} {idle['meminfo_delta_bytes'].get(key, 0) / MIB:+.0f}" for key in KERNEL_FIELDS)
     console.print(f"(d) for {idle['containers']}: MemAvailable {-idle['mem_available_delta_bytes'] / MIB:+.0f} MiB, "
-                  f"cgroups {idle['cgroup_sum_bytes'] / MIB:.0f} MiB (page cache included), server RSS "
+                  f"cgroups {idle['cgroup_sum_bytes'] / MIB:.0f} MiB (anon {idle['cgroup_anon_sum_bytes'] / MIB:.0f}), "
+                  "server RSS "
                   f"{(idle['server_rss_after'] - idle['server_rss_before']) / MIB:+.0f} MiB; meminfo MiB: {kernel}")
     if docker is None:
         console.print(f"docker: {results['docker_skipped']}")
@@ -480,7 +492,7 @@ def main() -> int:
             if docker is None:
                 results["docker_skipped"] = "not available on this machine"
             else:
-                console.print(f"docker ({docker.origin}): importing image, then (a') and (b') …")
+                console.print(f"docker ({docker.origin}): image, then (a') and (b') …")
                 docker_baseline.import_image(docker, images_dir, IMAGE)
                 results["docker"] = {
                     "origin": docker.origin, "version": docker.version, "import_s": docker.import_s,

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
 
     expiry_check_seconds: float = 30.0
 
+    background_workers: int = 8
+    """Background responses generated at once; more wait in the queue (in the store)."""
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

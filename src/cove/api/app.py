@@ -8,11 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cove import __version__
-from cove.api import container_files, containers, errors
+from cove.api import container_files, containers, conversations, errors, models, responses
 from cove.config import Settings
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
+from cove.providers.registry import ModelRegistry
 from cove.service.containers import ContainerService
+from cove.service.conversations import ConversationService
+from cove.service.responses import ResponseService
 from cove.service.files import FileService
 from cove.store.db import Database
 
@@ -28,17 +31,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
         await engine.start()
         service = ContainerService(db, engine, settings)
+        registry = ModelRegistry(settings)
+        response_service = ResponseService(db, registry, settings)
         app.state.settings = settings
         app.state.containers = service
         app.state.files = FileService(service)
+        app.state.models = registry
+        app.state.responses = response_service
+        app.state.conversations = ConversationService(db)
+        await response_service.start()
         service.start_expiry()
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            await response_service.stop()
             await service.stop_expiry()
             await engine.close()
+            await registry.aclose()
             await db.close()
 
     app = FastAPI(title="Cove", version=__version__, lifespan=lifespan)
@@ -47,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(containers.router)
     app.include_router(container_files.router)
+    app.include_router(responses.router)
+    app.include_router(conversations.router)
+    app.include_router(models.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -125,7 +125,7 @@ async def exec_commands(container_id: str, body: ExecRequest, request: Request,
     if not body.stream:
         return _exec_object(container_id, await service.exec(project, container_id, commands))
     await service.get(project, container_id)  # unknown ids fail as JSON, before the stream starts
-    return sse.stream(_exec_events(service, project, container_id, commands))
+    return sse.stream(sse.numbered(_exec_events(service, project, container_id, commands)))
 
 
 async def _exec_events(service: ContainerService, project: str, container_id: str,

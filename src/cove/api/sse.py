@@ -13,12 +13,18 @@ def encode(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
 
+async def numbered(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """Adds increasing ``sequence_number``s to events that do not carry their own."""
+    sequence = 0
+    async for event in events:
+        event["sequence_number"] = sequence
+        sequence += 1
+        yield event
+
+
 def stream(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
-        sequence = 0
         async for event in events:
-            event["sequence_number"] = sequence
-            sequence += 1
             yield encode(event)
         yield b"data: [DONE]\n\n"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.errors import InvalidRequest
@@ -24,10 +24,17 @@ class Page:
             raise InvalidRequest("order must be 'asc' or 'desc'.", param="order")
 
 
-async def paginate(session: AsyncSession, query: Select[Any], model: Any, page: Page) -> tuple[list[Any], bool]:
-    """Rows after the cursor in ``seq`` order, and whether more follow."""
+async def paginate(session: AsyncSession, query: Select[Any], model: Any, page: Page,
+                   scope: ColumnElement[bool] | None = None) -> tuple[list[Any], bool]:
+    """Rows after the cursor in ``seq`` order, and whether more follow.
+
+    ``scope`` narrows the cursor lookup where ids are unique only within a parent.
+    """
     if page.after is not None:
-        cursor = (await session.execute(select(model.seq).where(model.id == page.after))).scalar()
+        cursor_query = select(model.seq).where(model.id == page.after)
+        if scope is not None:
+            cursor_query = cursor_query.where(scope)
+        cursor = (await session.execute(cursor_query.limit(1))).scalar()
         if cursor is None:
             raise InvalidRequest(f"No object found with id {page.after!r} to list after.", param="after")
         query = query.where(model.seq > cursor if page.order == "asc" else model.seq < cursor)

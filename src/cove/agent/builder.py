@@ -1,0 +1,155 @@
+"""Builds a response object and the stream events that describe each change to it.
+
+The event grammar follows the ``openai`` SDK exactly: lifecycle events carry the whole response;
+every output item is ``added`` once and ``done`` once, with its content parts and deltas between.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cove.ids import new_id
+from cove.providers.base import Usage
+
+Emit = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def usage_object(usage: Usage) -> dict[str, Any]:
+    return {"input_tokens": usage.input_tokens,
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "output_tokens": usage.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+            "total_tokens": usage.input_tokens + usage.output_tokens}
+
+
+class ResponseBuilder:
+    def __init__(self, response: dict[str, Any], emit: Emit) -> None:
+        self.response = response
+        self.output: list[dict[str, Any]] = response["output"]
+        self._emit = emit
+        self._open: dict[str, Any] | None = None
+        """The output item being streamed (message, reasoning or function call)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self.response)
+
+    async def lifecycle(self, kind: str, status: str | None = None) -> None:
+        if status is not None:
+            self.response["status"] = status
+        await self._emit({"type": f"response.{kind}", "response": self.snapshot()})
+
+    # -- streamed items ----------------------------------------------------------------------------
+    async def _add(self, item: dict[str, Any]) -> int:
+        self.output.append(item)
+        index = len(self.output) - 1
+        await self._emit({"type": "response.output_item.added", "output_index": index,
+                          "item": copy.deepcopy(item)})
+        return index
+
+    async def _done(self, item: dict[str, Any]) -> None:
+        await self._emit({"type": "response.output_item.done", "output_index": self.output.index(item),
+                          "item": copy.deepcopy(item)})
+
+    async def text(self, delta: str) -> None:
+        item = self._open
+        if item is None or item["type"] != "message":
+            await self.close_open()
+            item = {"id": new_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
+                    "content": []}
+            index = await self._add(item)
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            item["content"].append(part)
+            await self._emit({"type": "response.content_part.added", "item_id": item["id"],
+                              "output_index": index, "content_index": 0, "part": dict(part)})
+            self._open = item
+        part = item["content"][0]
+        part["text"] += delta
+        await self._emit({"type": "response.output_text.delta", "item_id": item["id"],
+                          "output_index": self.output.index(item), "content_index": 0, "delta": delta,
+                          "logprobs": []})
+
+    async def reasoning(self, delta: str) -> None:
+        item = self._open
+        if item is None or item["type"] != "reasoning":
+            await self.close_open()
+            item = {"id": new_id("rs"), "type": "reasoning", "summary": [],
+                    "content": [{"type": "reasoning_text", "text": ""}], "status": "in_progress"}
+            await self._add(item)
+            self._open = item
+        item["content"][0]["text"] += delta
+        await self._emit({"type": "response.reasoning_text.delta", "item_id": item["id"],
+                          "output_index": self.output.index(item), "content_index": 0, "delta": delta})
+
+    async def function_call(self, call_id: str, name: str) -> None:
+        await self.close_open()
+        item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": call_id,
+                "name": name, "arguments": ""}
+        await self._add(item)
+        self._open = item
+
+    async def arguments(self, delta: str) -> None:
+        item = self._open
+        if item is None or item["type"] != "function_call":
+            return
+        item["arguments"] += delta
+        await self._emit({"type": "response.function_call_arguments.delta", "item_id": item["id"],
+                          "output_index": self.output.index(item), "delta": delta})
+
+    async def close_open(self, status: str = "completed") -> None:
+        """Finishes the item being streamed, emitting its closing events."""
+        item, self._open = self._open, None
+        if item is None:
+            return
+        index = self.output.index(item)
+        item["status"] = status
+        if item["type"] == "message":
+            part = item["content"][0]
+            await self._emit({"type": "response.output_text.done", "item_id": item["id"], "output_index": index,
+                              "content_index": 0, "text": part["text"], "logprobs": []})
+            await self._emit({"type": "response.content_part.done", "item_id": item["id"],
+                              "output_index": index, "content_index": 0, "part": dict(part)})
+        elif item["type"] == "reasoning":
+            await self._emit({"type": "response.reasoning_text.done", "item_id": item["id"],
+                              "output_index": index, "content_index": 0, "text": item["content"][0]["text"]})
+        elif item["type"] == "function_call":
+            await self._emit({"type": "response.function_call_arguments.done", "item_id": item["id"],
+                              "output_index": index, "name": item["name"], "arguments": item["arguments"]})
+        await self._done(item)
+
+    async def item(self, item: dict[str, Any]) -> None:
+        """A complete item (native upstream items, tool outputs): added and done at once."""
+        await self.close_open()
+        item.setdefault("id", new_id("item"))
+        await self._add(item)
+        await self._done(item)
+
+    # -- endings -----------------------------------------------------------------------------------
+    def _finish(self, status: str, usage: Usage | None) -> None:
+        self.response["status"] = status
+        self.response["completed_at"] = time.time() if status == "completed" else None
+        if usage is not None:
+            self.response["usage"] = usage_object(usage)
+
+    async def complete(self, usage: Usage) -> None:
+        await self.close_open()
+        self._finish("completed", usage)
+        await self.lifecycle("completed")
+
+    async def incomplete(self, reason: str, usage: Usage | None) -> None:
+        await self.close_open("incomplete")
+        self._finish("incomplete", usage)
+        self.response["incomplete_details"] = {"reason": reason}
+        await self.lifecycle("incomplete")
+
+    async def fail(self, code: str, message: str) -> None:
+        await self.close_open("incomplete")
+        self._finish("failed", None)
+        self.response["error"] = {"code": code, "message": message}
+        await self.lifecycle("failed")
+
+    async def cancel(self) -> None:
+        await self.close_open("incomplete")
+        self._finish("cancelled", None)

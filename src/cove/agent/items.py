@@ -1,0 +1,97 @@
+"""Input items: validated against the ``openai`` SDK's own types and normalized.
+
+Clients send the SDK's input shapes (a bare string, easy messages without ``type``, items copied
+from an earlier output). Cove stores one canonical form: every item has a ``type`` and an ``id``.
+"""
+
+from __future__ import annotations
+
+import typing
+from functools import cache
+from typing import Any
+
+from openai.types.responses import ResponseInputItemParam
+from pydantic import TypeAdapter, ValidationError
+
+from cove.errors import InvalidRequest
+from cove.ids import new_id
+
+MESSAGE_ROLES = ("user", "assistant", "system", "developer")
+MESSAGE_PART_TYPES = ("input_text", "input_image", "input_file", "input_audio", "output_text", "refusal")
+ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+def _literals(annotation: Any) -> list[Any]:
+    """The values of every ``Literal`` inside ``annotation`` (through Required, Optional ...)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [value for arg in typing.get_args(annotation) for value in _literals(arg)]
+
+
+@cache
+def _adapters() -> dict[str, TypeAdapter[Any]]:
+    """One validator per item ``type``, taken from the SDK's input item union."""
+    adapters: dict[str, TypeAdapter[Any]] = {}
+    for member in typing.get_args(ResponseInputItemParam):
+        for kind in _literals(typing.get_type_hints(member).get("type")):
+            if kind != "message":
+                adapters.setdefault(kind, TypeAdapter(member))
+    return adapters
+
+
+def _check_message(item: dict[str, Any], where: str) -> None:
+    if item.get("role") not in MESSAGE_ROLES:
+        raise InvalidRequest(f"Invalid value for '{where}.role': expected one of {', '.join(MESSAGE_ROLES)}.",
+                             param=f"{where}.role", code="invalid_value")
+    content = item.get("content")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise InvalidRequest(f"Invalid type for '{where}.content': expected a string or an array of parts.",
+                             param=f"{where}.content", code="invalid_type")
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in MESSAGE_PART_TYPES:
+            raise InvalidRequest(f"Invalid content part at '{where}.content[{index}]'.",
+                                 param=f"{where}.content[{index}]", code="invalid_value")
+
+
+def normalize_input(raw: str | list[Any], param: str = "input") -> list[dict[str, Any]]:
+    """Validated, canonical copies of the input items (each with ``type`` and ``id``)."""
+    if isinstance(raw, str):
+        raw = [{"role": "user", "content": raw}]
+    items: list[dict[str, Any]] = []
+    for index, original in enumerate(raw):
+        where = f"{param}[{index}]"
+        if not isinstance(original, dict):
+            raise InvalidRequest(f"Invalid type for '{where}': expected an object.", param=where,
+                                 code="invalid_type")
+        item = dict(original)
+        kind = item.setdefault("type", "message")
+        if kind == "message":
+            _check_message(item, where)
+        else:
+            adapter = _adapters().get(kind)
+            if adapter is None:
+                raise InvalidRequest(f"Invalid value for '{where}.type': unknown item type {kind!r}.",
+                                     param=f"{where}.type", code="invalid_value")
+            try:
+                adapter.validate_python(item)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(p) for p in first["loc"] if p != kind)
+                name = f"{where}.{field}" if field else where
+                raise InvalidRequest(f"Invalid value for '{name}': {first['msg']}.", param=name,
+                                     code="invalid_value") from None
+        item.setdefault("id", new_id(ID_PREFIX.get(kind, "item")))
+        items.append(item)
+    return items
+
+
+def text_of(item: dict[str, Any]) -> str:
+    """The plain text of a message item (for token estimates and simple upstreams)."""
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""

@@ -1,0 +1,145 @@
+"""``POST /v1/responses`` parameters: validated once, then turned into the response object."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cove.errors import InvalidRequest
+
+INCLUDABLE = {
+    "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+    "message.input_image.image_url", "computer_call_output.output.image_url", "code_interpreter_call.outputs",
+    "reasoning.encrypted_content", "message.output_text.logprobs",
+}
+_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+class CreateParams(BaseModel):
+    """Every field the SDK's ``ResponseCreateParams`` declares; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    input: str | list[Any] = Field(default_factory=list)
+    instructions: str | None = None
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    store: bool | None = True
+    background: bool | None = False
+    stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
+    include: list[str] | None = None
+    truncation: Literal["auto", "disabled"] | None = "disabled"
+    metadata: dict[str, str] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    user: str | None = None
+    safety_identifier: str | None = Field(default=None, max_length=128)
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    service_tier: str | None = None
+    prompt: dict[str, Any] | None = None
+    background_options: dict[str, Any] | None = None
+    context_management: list[dict[str, Any]] | None = None
+    access_programs: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+    moderation: dict[str, Any] | None = None
+
+    @property
+    def conversation_id(self) -> str | None:
+        if isinstance(self.conversation, dict):
+            value = self.conversation.get("id")
+            return str(value) if value else None
+        return self.conversation
+
+    def check(self) -> None:
+        """Rules across fields, each failure naming its ``param``."""
+        if self.previous_response_id and self.conversation is not None:
+            raise InvalidRequest("previous_response_id cannot be used together with conversation.",
+                                 param="previous_response_id", code="invalid_request")
+        if self.background and self.store is False:
+            raise InvalidRequest("Background responses must be stored: store cannot be false.",
+                                 param="store")
+        if self.prompt is not None:
+            raise InvalidRequest("Prompt templates are not supported by this server.", param="prompt")
+        for value in self.include or []:
+            if value not in INCLUDABLE:
+                raise InvalidRequest(f"Invalid value for 'include': {value!r} is not supported.",
+                                     param="include", code="invalid_value")
+        check_metadata(self.metadata)
+        self._check_tools()
+        fmt = (self.text or {}).get("format")
+        if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") not in
+                                ("text", "json_object", "json_schema")):
+            raise InvalidRequest("text.format.type must be text, json_object or json_schema.",
+                                 param="text.format.type", code="invalid_value")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not isinstance(fmt.get("schema"), dict):
+            raise InvalidRequest("text.format.schema is required for json_schema.", param="text.format.schema")
+
+    def _check_tools(self) -> None:
+        names = set()
+        for index, tool in enumerate(self.tools):
+            kind = tool.get("type")
+            if kind != "function":
+                raise InvalidRequest(f"Tool type {kind!r} is not supported by this server.",
+                                     param=f"tools[{index}].type", code="invalid_value")
+            name = tool.get("name")
+            if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+                raise InvalidRequest("Function names must be 1-64 characters of a-z, A-Z, 0-9, _ and -.",
+                                     param=f"tools[{index}].name", code="invalid_value")
+            names.add(name)
+        choice = self.tool_choice
+        if isinstance(choice, str) and choice not in ("none", "auto", "required"):
+            raise InvalidRequest("tool_choice must be none, auto, required or a tool.", param="tool_choice",
+                                 code="invalid_value")
+        if choice == "required" and not self.tools:
+            raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")
+        if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name") not in names:
+            raise InvalidRequest(f"tool_choice names a function that is not in tools: {choice.get('name')!r}.",
+                                 param="tool_choice", code="invalid_value")
+
+
+def check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > 16:
+        raise InvalidRequest("metadata may hold at most 16 pairs.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > 64 or len(value) > 512:
+            raise InvalidRequest("metadata keys are at most 64 characters and values at most 512.",
+                                 param="metadata")
+
+
+def new_response(response_id: str, params: CreateParams) -> dict[str, Any]:
+    """The response object at creation: every field the SDK's ``Response`` declares."""
+    return {
+        "id": response_id, "object": "response", "created_at": time.time(), "status": "in_progress",
+        "background": bool(params.background), "completed_at": None, "error": None,
+        "incomplete_details": None, "instructions": params.instructions, "metadata": params.metadata or {},
+        "model": params.model, "output": [], "parallel_tool_calls": params.parallel_tool_calls is not False,
+        "temperature": params.temperature, "tool_choice": params.tool_choice or "auto", "tools": params.tools,
+        "top_p": params.top_p, "max_output_tokens": params.max_output_tokens,
+        "max_tool_calls": params.max_tool_calls, "previous_response_id": params.previous_response_id,
+        "conversation": {"id": params.conversation_id} if params.conversation_id else None,
+        "reasoning": params.reasoning or {"effort": None, "summary": None},
+        "text": params.text or {"format": {"type": "text"}}, "truncation": params.truncation or "disabled",
+        "usage": None, "user": params.user, "safety_identifier": params.safety_identifier,
+        "prompt_cache_key": params.prompt_cache_key, "prompt_cache_retention": params.prompt_cache_retention,
+        "prompt_cache_options": params.prompt_cache_options, "service_tier": params.service_tier or "default",
+        "store": params.store is not False, "top_logprobs": params.top_logprobs, "prompt": None,
+        "access_programs": params.access_programs, "image": params.image, "moderation": params.moderation,
+        "input_transformations": None, "prompt_cache_diagnostics": None, "tool_usage": None,
+    }

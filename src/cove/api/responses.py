@@ -1,0 +1,80 @@
+"""``/v1/responses``: create (plain, streamed, background), retrieve, stream again, delete, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from cove.api import sse
+from cove.api.auth import project_of
+from cove.api.containers import list_object
+from cove.agent.request import CreateParams
+from cove.service.pagination import Page
+from cove.service.responses import ResponseService, drain
+from cove.service.runs import Run
+
+router = APIRouter(prefix="/v1/responses", tags=["responses"])
+Project = Annotated[str, Depends(project_of)]
+
+
+def _service(request: Request) -> ResponseService:
+    service: ResponseService = request.app.state.responses
+    return service
+
+
+async def _follow(run: Run) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for event in run.log.follow():
+            yield event
+    finally:
+        if not run.done.is_set():
+            await drain(run)
+
+
+@router.post("", response_model=None)
+async def create_response(params: CreateParams, request: Request, project: Project) -> Any:
+    service = _service(request)
+    run = await service.create(project, params)
+    if params.stream:
+        return sse.stream(_follow(run))
+    if params.background:
+        return run.builder.snapshot()
+    return await service.wait(run)
+
+
+@router.post("/input_tokens")
+async def input_tokens(params: CreateParams, request: Request, project: Project) -> dict[str, Any]:
+    count = await _service(request).count_input_tokens(project, params)
+    return {"object": "response.input_tokens", "input_tokens": count}
+
+
+@router.get("/{response_id}", response_model=None)
+async def get_response(response_id: str, request: Request, project: Project, stream: bool = False,
+                       starting_after: int = -1,
+                       include: Annotated[list[str] | None, Query(alias="include[]")] = None) -> Any:
+    service = _service(request)
+    if stream:
+        return sse.stream(await service.events(project, response_id, starting_after))
+    return await service.get(project, response_id)
+
+
+@router.delete("/{response_id}")
+async def delete_response(response_id: str, request: Request, project: Project) -> dict[str, Any]:
+    await _service(request).delete(project, response_id)
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+@router.post("/{response_id}/cancel")
+async def cancel_response(response_id: str, request: Request, project: Project) -> dict[str, Any]:
+    return await _service(request).cancel(project, response_id)
+
+
+@router.get("/{response_id}/input_items")
+async def list_input_items(response_id: str, request: Request, project: Project, after: str | None = None,
+                           limit: int = 20, order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+    items, has_more = await _service(request).input_items(project, response_id, Page(after, limit, order))
+    return list_object(items, has_more)
+
+

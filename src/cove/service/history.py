@@ -1,0 +1,63 @@
+"""What a new response remembers: its chain of previous responses, or its conversation.
+
+``previous_response_id`` means: the previous response's context, then its input, then its
+output. The chain is walked with one recursive query, never one query per link.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cove.errors import InvalidRequest, NotFound
+from cove.store.models import ConversationItemRow, ConversationRow, ResponseItemRow, ResponseRow
+
+
+async def chain_items(session: AsyncSession, project: str, previous_response_id: str) -> list[dict[str, Any]]:
+    """Every item of the chain ending at ``previous_response_id``, oldest first."""
+    head = await session.scalar(select(ResponseRow).where(
+        ResponseRow.id == previous_response_id, ResponseRow.project == project, ResponseRow.stored.is_(True)))
+    if head is None:
+        raise NotFound(f"Previous response with id '{previous_response_id}' not found.",
+                       param="previous_response_id", code="previous_response_not_found")
+    if head.status in ("queued", "in_progress"):
+        raise InvalidRequest(f"Previous response '{previous_response_id}' has not finished yet.",
+                             param="previous_response_id")
+    link = select(ResponseRow.id, ResponseRow.previous_response_id, ResponseRow.seq).where(
+        ResponseRow.id == previous_response_id).cte("chain", recursive=True)
+    link = link.union_all(select(ResponseRow.id, ResponseRow.previous_response_id, ResponseRow.seq).where(
+        ResponseRow.id == link.c.previous_response_id, ResponseRow.project == project))
+    rows = await session.execute(
+        select(ResponseItemRow.data).join(link, ResponseItemRow.response_id == link.c.id)
+        .order_by(link.c.seq, ResponseItemRow.role, ResponseItemRow.position))  # "input" < "output"
+    return [row for (row,) in rows]
+
+
+async def conversation_items(session: AsyncSession, project: str, conversation_id: str) -> list[dict[str, Any]]:
+    conversation = await session.scalar(select(ConversationRow).where(
+        ConversationRow.id == conversation_id, ConversationRow.project == project))
+    if conversation is None:
+        raise NotFound(f"Conversation with id '{conversation_id}' not found.", param="conversation",
+                       code="conversation_not_found")
+    rows = await session.scalars(select(ConversationItemRow.data).where(
+        ConversationItemRow.conversation_id == conversation_id).order_by(ConversationItemRow.seq))
+    return list(rows)
+
+
+async def resolve_references(session: AsyncSession, project: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replaces ``item_reference`` inputs by the stored items they name."""
+    resolved = []
+    for index, item in enumerate(items):
+        if item.get("type") != "item_reference":
+            resolved.append(item)
+            continue
+        data = await session.scalar(
+            select(ResponseItemRow.data).join(ResponseRow, ResponseRow.id == ResponseItemRow.response_id)
+            .where(ResponseItemRow.id == item["id"], ResponseRow.project == project).limit(1))
+        if data is None:
+            raise NotFound(f"Item with id '{item['id']}' not found.", param=f"input[{index}].id",
+                           code="item_not_found")
+        resolved.append(data)
+    return resolved

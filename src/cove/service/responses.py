@@ -1,0 +1,315 @@
+"""Responses: create (plain, streamed, background), read, delete, cancel, and their input items.
+
+Every response runs as a ``Run`` task. Stored responses are written to the store when created
+(with their input) and when they end (with their output), so a finished response is readable
+at once and a crash can leave nothing half-written but a status, which start-up repairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cove.agent.events import EventLog
+from cove.agent.items import normalize_input
+from cove.agent.loop import Turn, fit_context, model_request, run_turn
+from cove.agent.request import CreateParams, new_response
+from cove.config import Settings
+from cove.errors import CoveError, InvalidRequest, NotFound
+from cove.ids import new_id
+from cove.providers.base import ContextWindowExceeded, UpstreamError
+from cove.providers.registry import ModelRegistry
+from cove.service import history
+from cove.service.pagination import Page, paginate
+from cove.service.runs import Run
+from cove.store.db import Database
+from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
+
+log = logging.getLogger(__name__)
+TERMINAL = ("completed", "failed", "incomplete", "cancelled")
+
+
+class ResponseService:
+    def __init__(self, db: Database, models: ModelRegistry, settings: Settings) -> None:
+        self.db = db
+        self.models = models
+        self.settings = settings
+        self.runs: dict[str, Run] = {}
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+
+    # -- start-up and shutdown -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Repairs what a stop left: runs that were going are failed, queued ones are queued again."""
+        async with self.db.begin() as session:
+            stale = list(await session.scalars(select(ResponseRow).where(ResponseRow.status == "in_progress")))
+            for row in stale:
+                body = dict(row.body)
+                body.update(status="failed", error={
+                    "code": "server_error",
+                    "message": "The server restarted while this response was being generated; run it again."})
+                row.status, row.body = "failed", body
+            queued = list(await session.scalars(select(ResponseRow.id).where(ResponseRow.status == "queued")
+                                                .order_by(ResponseRow.seq)))
+        for response_id in queued:
+            self._queue.put_nowait(response_id)
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.background_workers)]
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        for run in list(self.runs.values()):
+            if run.task is not None:
+                run.task.cancel()
+        await asyncio.gather(*self._workers, *(r.task for r in self.runs.values() if r.task),
+                             return_exceptions=True)
+
+    # -- create -----------------------------------------------------------------------------------
+    async def create(self, project: str, params: CreateParams) -> Run:
+        """Validates, stores and starts (or queues) a response; returns its run."""
+        params.check()
+        turn, run = await self._prepare(project, params)
+        fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
+        if run.stored:
+            await self._insert(run, params)
+        if params.background:
+            run.keep_events(self.db)
+            self.runs[run.id] = run
+            await run.builder.lifecycle("queued", "queued")
+            self._queue.put_nowait(run.id)
+        else:
+            self._launch(run, turn)
+        return run
+
+    async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
+        new_items = normalize_input(params.input)
+        async with self.db.begin() as session:
+            new_items = await history.resolve_references(session, project, new_items)
+            earlier = await self._history(session, project, params)
+        model, upstream_model = self.models.resolve(params.model)
+        response_id = new_id("resp")
+        run = Run(id=response_id, project=project, response=new_response(response_id, params),
+                  stored=params.store is not False, background=bool(params.background),
+                  conversation_id=params.conversation_id, input_items=new_items)
+        return Turn(model, upstream_model, params, [*earlier, *new_items]), run
+
+    async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:
+        if params.previous_response_id:
+            return await history.chain_items(session, project, params.previous_response_id)
+        if params.conversation_id:
+            return await history.conversation_items(session, project, params.conversation_id)
+        return []
+
+    async def count_input_tokens(self, project: str, params: CreateParams) -> int:
+        turn, _run = await self._prepare(project, params)
+        request = fit_context(turn) if params.truncation == "auto" else model_request(turn)
+        return turn.model.count_tokens(request)
+
+    async def _insert(self, run: Run, params: CreateParams) -> None:
+        body = {k: v for k, v in run.response.items() if k != "output"}
+        async with self.db.begin() as session:
+            session.add(ResponseRow(
+                id=run.id, project=run.project, status="queued" if run.background else "in_progress",
+                background=run.background, stored=True, previous_response_id=params.previous_response_id,
+                conversation_id=run.conversation_id, created_at=run.response["created_at"], body=body,
+                request=params.model_dump(exclude_none=True)))
+            session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="input", position=i, data=item)
+                            for i, item in enumerate(run.input_items))
+
+    # -- running ----------------------------------------------------------------------------------
+    def _launch(self, run: Run, turn: Turn) -> None:
+        self.runs[run.id] = run
+        run.task = asyncio.create_task(self._execute(run, turn))
+
+    async def _worker(self) -> None:
+        while True:
+            response_id = await self._queue.get()
+            try:
+                await self._run_queued(response_id)
+            except Exception:
+                log.exception("background response %s could not run", response_id)
+
+    async def _run_queued(self, response_id: str) -> None:
+        async with self.db.begin() as session:
+            row = await session.scalar(select(ResponseRow).where(ResponseRow.id == response_id))
+            if row is None or row.status != "queued":
+                return
+            run = self.runs.get(response_id) or await self._rebuild(session, row)
+            params = CreateParams.model_validate(row.request)
+            try:
+                earlier = await self._history(session, run.project, params)
+                model, upstream_model = self.models.resolve(params.model)
+            except CoveError as exc:
+                await self._fail_early(run, exc)
+                return
+        run.task = asyncio.create_task(self._execute(run, Turn(model, upstream_model, params,
+                                                               [*earlier, *run.input_items])))
+        await asyncio.wait([run.task])
+
+    async def _rebuild(self, session: AsyncSession, row: ResponseRow) -> Run:
+        """A run for a response queued before a restart, continuing its stored event numbering."""
+        items = list(await session.scalars(select(ResponseItemRow.data).where(
+            ResponseItemRow.response_id == row.id, ResponseItemRow.role == "input")
+            .order_by(ResponseItemRow.position)))
+        last = await session.scalar(select(ResponseEventRow.sequence_number).where(
+            ResponseEventRow.response_id == row.id).order_by(ResponseEventRow.sequence_number.desc()).limit(1))
+        run = Run(id=row.id, project=row.project, response={**row.body, "output": []}, stored=True,
+                  background=True, conversation_id=row.conversation_id, input_items=items,
+                  log=EventLog(first_sequence=0 if last is None else last + 1))
+        run.keep_events(self.db)
+        self.runs[run.id] = run
+        return run
+
+    async def _fail_early(self, run: Run, exc: CoveError) -> None:
+        await run.builder.fail(exc.code or "server_error", exc.message)
+        await self._finish(run)
+
+    async def _execute(self, run: Run, turn: Turn) -> None:
+        builder = run.builder
+        try:
+            if run.stored:
+                await self._set_status(run.id, "in_progress")
+            if not run.background:
+                await builder.lifecycle("created")
+            await builder.lifecycle("in_progress", "in_progress")
+            await run_turn(turn, fit_context(turn), builder)
+        except asyncio.CancelledError:
+            await builder.cancel()
+        except (UpstreamError, ContextWindowExceeded) as exc:
+            await builder.fail(exc.code or ("context_length_exceeded" if isinstance(exc, ContextWindowExceeded)
+                                            else "server_error"), exc.message)
+        except Exception as exc:
+            log.exception("response %s failed", run.id)
+            await builder.fail("server_error", f"The response failed: {exc}")
+        await self._finish(run)
+
+    async def _finish(self, run: Run) -> None:
+        try:
+            if run.stored:
+                await run.flush()
+                await self._save_result(run)
+        finally:
+            run.done.set()
+            await run.log.close()
+            self.runs.pop(run.id, None)
+
+    async def _save_result(self, run: Run) -> None:
+        output = run.response["output"]
+        body = {k: v for k, v in run.response.items() if k != "output"}
+        async with self.db.begin() as session:
+            await session.execute(update(ResponseRow).where(ResponseRow.id == run.id)
+                                  .values(status=run.response["status"], body=body))
+            session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="output", position=i, data=item)
+                            for i, item in enumerate(output))
+            if run.conversation_id and run.response["status"] in ("completed", "incomplete"):
+                await self._append_to_conversation(session, run.conversation_id, [*run.input_items, *output])
+
+    @staticmethod
+    async def _append_to_conversation(session: AsyncSession, conversation_id: str,
+                                      items: list[dict[str, Any]]) -> None:
+        known = set(await session.scalars(select(ConversationItemRow.id).where(
+            ConversationItemRow.conversation_id == conversation_id,
+            ConversationItemRow.id.in_([item["id"] for item in items]))))
+        now = int(time.time())
+        session.add_all(ConversationItemRow(id=item["id"], conversation_id=conversation_id, data=item, created_at=now)
+                        for item in items if item["id"] not in known)
+
+    async def _set_status(self, response_id: str, status: str) -> None:
+        async with self.db.begin() as session:
+            await session.execute(update(ResponseRow).where(ResponseRow.id == response_id).values(status=status))
+
+    # -- read, delete, cancel ---------------------------------------------------------------------
+    async def _row(self, project: str, response_id: str) -> ResponseRow:
+        async with self.db.begin() as session:
+            row = await session.scalar(select(ResponseRow).where(
+                ResponseRow.id == response_id, ResponseRow.project == project))
+        if row is None:
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id",
+                           code="response_not_found")
+        return cast(ResponseRow, row)
+
+    async def get(self, project: str, response_id: str) -> dict[str, Any]:
+        run = self.runs.get(response_id)
+        if run is not None and run.project == project and run.stored:
+            return run.builder.snapshot()
+        row = await self._row(project, response_id)
+        async with self.db.begin() as session:
+            output = list(await session.scalars(select(ResponseItemRow.data).where(
+                ResponseItemRow.response_id == response_id, ResponseItemRow.role == "output")
+                .order_by(ResponseItemRow.position)))
+        return {**copy.deepcopy(row.body), "output": output}
+
+    async def events(self, project: str, response_id: str, starting_after: int) -> AsyncIterator[dict[str, Any]]:
+        """The stream of a background response from ``starting_after``: stored, then live."""
+        row = await self._row(project, response_id)
+        if not row.background:
+            raise InvalidRequest("Only background responses can be streamed again.", param="stream")
+        run = self.runs.get(response_id)
+        return self._replay(response_id, starting_after, run)
+
+    async def _replay(self, response_id: str, starting_after: int, run: Run | None) -> AsyncIterator[dict[str, Any]]:
+        async with self.db.begin() as session:
+            stored = list(await session.scalars(select(ResponseEventRow.data).where(
+                ResponseEventRow.response_id == response_id,
+                ResponseEventRow.sequence_number > starting_after).order_by(ResponseEventRow.sequence_number)))
+        last = starting_after
+        for event in stored:
+            last = event["sequence_number"]
+            yield event
+        if run is not None:
+            async for event in run.log.follow(last):
+                yield event
+
+    async def delete(self, project: str, response_id: str) -> None:
+        await self._row(project, response_id)
+        run = self.runs.get(response_id)
+        if run is not None and run.task is not None:
+            run.task.cancel()
+            await run.done.wait()
+        async with self.db.begin() as session:
+            await session.execute(delete(ResponseRow).where(ResponseRow.id == response_id))
+
+    async def cancel(self, project: str, response_id: str) -> dict[str, Any]:
+        row = await self._row(project, response_id)
+        if not row.background:
+            raise InvalidRequest("Only background responses can be cancelled.", param="response_id")
+        run = self.runs.get(response_id)
+        if run is not None and run.task is not None:
+            run.task.cancel()
+            await run.done.wait()
+        elif row.status == "queued":
+            if run is None:
+                async with self.db.begin() as session:
+                    run = await self._rebuild(session, row)
+            await run.builder.cancel()
+            await self._finish(run)
+        return await self.get(project, response_id)
+
+    async def input_items(self, project: str, response_id: str, page: Page) -> tuple[list[dict[str, Any]], bool]:
+        await self._row(project, response_id)
+        query = select(ResponseItemRow).where(ResponseItemRow.response_id == response_id,
+                                              ResponseItemRow.role == "input")
+        async with self.db.begin() as session:
+            rows, has_more = await paginate(session, query, ResponseItemRow, page,
+                                            scope=ResponseItemRow.response_id == response_id)
+        return [row.data for row in rows], has_more
+
+    async def wait(self, run: Run) -> dict[str, Any]:
+        await run.done.wait()
+        return run.builder.snapshot()
+
+
+async def drain(run: Run) -> None:
+    """Lets a non-stored streamed run stop when nobody is left to read it."""
+    if not run.stored and run.task is not None:
+        run.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run.task

@@ -1,0 +1,64 @@
+"""A response being generated: its task, its event log, and how its events reach the store.
+
+Runs are decoupled from HTTP connections: a client that disconnects stops reading, the run goes
+on and its result is stored. Background runs also keep their events in the store, so a client
+can resume a stream by sequence number, even from another server process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert
+
+from cove.agent.builder import ResponseBuilder
+from cove.agent.events import EventLog
+from cove.store.db import Database
+from cove.store.models import ResponseEventRow
+
+_FLUSH_EVERY = 0.2
+"""Seconds between writes of a background run's events: deltas are batched, not written one by one."""
+
+
+@dataclass
+class Run:
+    id: str
+    project: str
+    response: dict[str, Any]
+    stored: bool
+    background: bool
+    conversation_id: str | None
+    input_items: list[dict[str, Any]]
+    log: EventLog = field(default_factory=EventLog)
+    task: asyncio.Task[None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    builder: ResponseBuilder = field(init=False)
+    _pending: list[dict[str, Any]] = field(default_factory=list)
+    _flushed_at: float = 0.0
+    _db: Database | None = None
+
+    def __post_init__(self) -> None:
+        self.builder = ResponseBuilder(self.response, self.emit)
+
+    def keep_events(self, db: Database) -> None:
+        self._db = db
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        await self.log.append(event)
+        if self._db is None:
+            return
+        self._pending.append(event)
+        if time.monotonic() - self._flushed_at >= _FLUSH_EVERY or not event["type"].endswith(".delta"):
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._db is None or not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
+        async with self._db.begin() as session:
+            await session.execute(insert(ResponseEventRow), [
+                {"response_id": self.id, "sequence_number": e["sequence_number"], "data": e} for e in pending])
