@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 COVE := $(VENV)/bin/cove
 PYTHON ?= python3
-APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates
+APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates postgresql
 export COVE_DATA_DIR ?= /var/lib/cove
 
 .PHONY: setup image run test bench lint clean-venv
@@ -26,8 +26,10 @@ image: setup
 run: setup image
 	$(COVE) serve --host 127.0.0.1 --port 8080
 
+# The whole suite on SQLite, then the store-facing suites again on a real PostgreSQL server.
 test: setup image
 	$(VENV)/bin/pytest
+	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/api/test_containers.py
 
 bench: setup image
 	$(VENV)/bin/python bench/containers.py

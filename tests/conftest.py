@@ -17,6 +17,9 @@ import httpx
 import openai
 import pytest
 
+from tests.postgres import PostgresServer
+from tests.upstream import ScriptedUpstream
+
 IMAGES_DIR = Path(os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images"))
 KEYS = {"alpha": "test-key-alpha", "beta": "test-key-beta"}
 
@@ -85,10 +88,36 @@ def data_dir(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[Server]:
+def upstream() -> Iterator[ScriptedUpstream]:
+    """The model: a scripted OpenAI-compatible server over real HTTP on 127.0.0.1."""
+    scripted = ScriptedUpstream().start()
+    yield scripted
+    scripted.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer | None]:
+    """With ``COVE_TEST_DB=postgres`` every server of the session stores into PostgreSQL."""
+    if os.environ.get("COVE_TEST_DB", "sqlite") != "postgres":
+        yield None
+        return
+    pg = PostgresServer().start()
+    yield pg
+    pg.stop()
+
+
+def _server_env(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> dict[str, str]:
+    env = {"COVE_UPSTREAM_URL": upstream.url}
+    if postgres is not None:
+        env["COVE_DATABASE_URL"] = postgres.new_database()
+    return env
+
+
+@pytest.fixture(scope="session")
+def server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     if not (IMAGES_DIR / "manifests" / "default.json").exists():
         pytest.fail(f"the default image is missing in {IMAGES_DIR}: run `make image`")
-    srv = Server(data_dir("cove-data"))
+    srv = Server(data_dir("cove-data"), _server_env(upstream, postgres))
     srv.start()
     yield srv
     srv.stop()
@@ -96,9 +125,9 @@ def server() -> Iterator[Server]:
 
 
 @pytest.fixture
-def own_server() -> Iterator[Server]:
+def own_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     """A server of the test's own, for restarts and crashes."""
-    srv = Server(data_dir("cove-own"))
+    srv = Server(data_dir("cove-own"), _server_env(upstream, postgres))
     srv.start()
     yield srv
     srv.stop()

@@ -69,6 +69,8 @@ class Reply:
     truncate: bool = False
     """Drop the stream after the text, with no finish and no ``[DONE]``."""
     omit_call_ids: bool = False
+    calls_at_index_zero: bool = False
+    """Stream every tool call at index 0 (told apart by id only), as some upstreams do."""
     delay: float = 0.0
     """Seconds before the answer starts."""
     chunk_delay: float = 0.0
@@ -93,11 +95,13 @@ class ScriptedUpstream:
     request fields answered with a 400 the way strict upstreams do (``stream_options``, ``max_tokens``)."""
 
     def __init__(self, *, api_key: str | None = None, models: Iterable[str] = ("scripted-model",)) -> None:
-        self.api_key = api_key
+        self.api_key = self._api_key = api_key
         self.models = list(models)
         self.reject_params: set[str] = set()
         self.reject_stream_with_tools = False
         self.requests: list[dict[str, Any]] = []
+        self.abandoned = 0
+        """Streams the client hung up on before their end."""
         self.received: list[Received] = []
         self._turns: collections.deque[Turn] = collections.deque()
         self._lock = threading.Lock()
@@ -126,6 +130,17 @@ class ScriptedUpstream:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
+
+    def reset(self) -> None:
+        """Forgets the script, the recorded requests and any quirks, as a fresh server would."""
+        with self._lock:
+            self._turns.clear()
+        self.requests.clear()
+        self.received.clear()
+        self.abandoned = 0
+        self.reject_params.clear()
+        self.reject_stream_with_tools = False
+        self.api_key = self._api_key
 
     def script(self, turns: Iterable[Turn]) -> None:
         """Queues turns, answered in order by the next requests to either endpoint."""
@@ -182,15 +197,22 @@ class ScriptedUpstream:
             return JSONResponse(whole(reply, body), headers=reply.headers)
 
         async def sse() -> AsyncIterator[bytes]:
-            for event in chunks(reply, body):
-                if event is None:  # Reply(truncate=True): the connection just ends
-                    return
-                name = event.get("type") if "/responses" in request.url.path else None
-                yield (f"event: {name}\n" if name else "").encode() + f"data: {json.dumps(event)}\n\n".encode()
-                if reply.chunk_delay:
-                    await asyncio.sleep(reply.chunk_delay)
-            if "/chat/" in request.url.path:
-                yield b"data: [DONE]\n\n"
+            finished = False
+            try:
+                for event in chunks(reply, body):
+                    if event is None:  # Reply(truncate=True): the connection just ends
+                        break
+                    name = event.get("type") if "/responses" in request.url.path else None
+                    yield (f"event: {name}\n" if name else "").encode() + f"data: {json.dumps(event)}\n\n".encode()
+                    if reply.chunk_delay:
+                        await asyncio.sleep(reply.chunk_delay)
+                else:
+                    if "/chat/" in request.url.path:
+                        yield b"data: [DONE]\n\n"
+                finished = True
+            finally:
+                if not finished:
+                    self.abandoned += 1
 
         return StreamingResponse(sse(), media_type="text/event-stream", headers=reply.headers)
 
@@ -296,7 +318,8 @@ def chat_chunks(reply: Reply, body: dict[str, Any]) -> Iterator[dict[str, Any] |
     if reply.truncate:
         yield None
         return
-    for index, (call, call_id) in enumerate(zip(reply.tool_calls, _call_ids(reply), strict=True)):
+    for position, (call, call_id) in enumerate(zip(reply.tool_calls, _call_ids(reply), strict=True)):
+        index = 0 if reply.calls_at_index_zero else position
         head: dict[str, Any] = {"index": index, "type": "function", "function": {"name": call.name, "arguments": ""}}
         if call_id is not None:
             head["id"] = call_id

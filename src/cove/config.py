@@ -6,6 +6,7 @@ import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,21 @@ class Settings(BaseSettings):
     """Host uid that container root maps to; container uids 0-65535 map onto base+0-65535."""
 
     expiry_check_seconds: float = 30.0
+
+    upstream_url: str | None = None
+    """OpenAI-compatible base URL ending in /v1; model names not in ``models_file`` go here unchanged."""
+
+    upstream_api_key: str | None = None
+    """Bearer token for ``upstream_url``; keyless local servers need none."""
+
+    upstream_api: Literal["chat", "responses"] = "chat"
+    """What ``upstream_url`` speaks: Chat Completions (every server) or the Responses API."""
+
+    models_file: Path | None = None
+    """TOML naming more upstreams and model aliases (format in ``cove/providers/registry.py``)."""
+
+    context_window: int = 8192
+    """Tokens a model holds when the models file does not say; input beyond it is truncated or refused."""
 
     background_workers: int = 8
     """Background responses generated at once; more wait in the queue (in the store)."""

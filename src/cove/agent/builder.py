@@ -19,7 +19,7 @@ Emit = Callable[[dict[str, Any]], Awaitable[Any]]
 
 def usage_object(usage: Usage) -> dict[str, Any]:
     return {"input_tokens": usage.input_tokens,
-            "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
             "output_tokens": usage.output_tokens,
             "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
             "total_tokens": usage.input_tokens + usage.output_tokens}

@@ -29,13 +29,19 @@ def _literals(annotation: Any) -> list[Any]:
 
 
 @cache
-def _adapters() -> dict[str, TypeAdapter[Any]]:
-    """One validator per item ``type``, taken from the SDK's input item union."""
-    adapters: dict[str, TypeAdapter[Any]] = {}
+def _adapters() -> dict[str, tuple[TypeAdapter[Any], frozenset[str]]]:
+    """One validator per item ``type`` from the SDK's input item union, with its required keys.
+
+    The SDK's TypedDicts are declared under ``from __future__ import annotations``, which hides
+    ``Required[...]`` from ``__required_keys__`` on Python 3.11; the raw annotations still say it.
+    """
+    adapters: dict[str, tuple[TypeAdapter[Any], frozenset[str]]] = {}
     for member in typing.get_args(ResponseInputItemParam):
+        required = frozenset(key for key, note in member.__annotations__.items()
+                             if getattr(note, "__forward_arg__", str(note)).startswith("Required["))
         for kind in _literals(typing.get_type_hints(member).get("type")):
             if kind != "message":
-                adapters.setdefault(kind, TypeAdapter(member))
+                adapters.setdefault(kind, (TypeAdapter(member), required))
     return adapters
 
 
@@ -69,11 +75,19 @@ def normalize_input(raw: str | list[Any], param: str = "input") -> list[dict[str
         kind = item.setdefault("type", "message")
         if kind == "message":
             _check_message(item, where)
+            if isinstance(item["content"], str):  # stored, and listed back, in the SDK's full form
+                part = "output_text" if item["role"] == "assistant" else "input_text"
+                item["content"] = [{"type": part, "text": item["content"]}]
         else:
-            adapter = _adapters().get(kind)
-            if adapter is None:
+            known = _adapters().get(kind)
+            if known is None:
                 raise InvalidRequest(f"Invalid value for '{where}.type': unknown item type {kind!r}.",
                                      param=f"{where}.type", code="invalid_value")
+            adapter, required = known
+            missing = sorted(required - item.keys())
+            if missing:
+                raise InvalidRequest(f"Missing required parameter: '{where}.{missing[0]}'.",
+                                     param=f"{where}.{missing[0]}", code="missing_required_parameter")
             try:
                 adapter.validate_python(item)
             except ValidationError as exc:

@@ -10,13 +10,13 @@ from fastapi import FastAPI
 from cove import __version__
 from cove.api import container_files, containers, conversations, errors, models, responses
 from cove.config import Settings
+from cove.providers.registry import ModelRegistry
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
-from cove.providers.registry import ModelRegistry
 from cove.service.containers import ContainerService
 from cove.service.conversations import ConversationService
-from cove.service.responses import ResponseService
 from cove.service.files import FileService
+from cove.service.responses import ResponseService
 from cove.store.db import Database
 
 

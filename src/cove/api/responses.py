@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from cove.agent.request import CreateParams
 from cove.api import sse
 from cove.api.auth import project_of
 from cove.api.containers import list_object
-from cove.agent.request import CreateParams
 from cove.service.pagination import Page
 from cove.service.responses import ResponseService, drain
 from cove.service.runs import Run

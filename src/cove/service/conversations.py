@@ -62,9 +62,9 @@ class ConversationService:
         check_metadata(metadata)
         row = await self.get(project, conversation_id)
         async with self.db.begin() as session:
-            row = await session.merge(row)
-            row.metadata_ = metadata
-        return row
+            merged: ConversationRow = await session.merge(row)
+            merged.metadata_ = metadata
+        return merged
 
     async def delete(self, project: str, conversation_id: str) -> None:
         await self.get(project, conversation_id)

@@ -121,6 +121,7 @@ class ResponseService:
                 background=run.background, stored=True, previous_response_id=params.previous_response_id,
                 conversation_id=run.conversation_id, created_at=run.response["created_at"], body=body,
                 request=params.model_dump(exclude_none=True)))
+            await session.flush()  # the items refer to it
             session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="input", position=i, data=item)
                             for i, item in enumerate(run.input_items))
 

@@ -1,0 +1,102 @@
+"""A small typed seam around llama-cpp-python: the only module that imports it.
+
+Imported lazily (by ``local.py`` on first use), so Cove starts without loading native code when an
+upstream is configured. The binding's annotations are partial, so untyped calls stay in here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import LlamaGrammar
+from llama_cpp.llama_grammar import SchemaConverter as _SchemaConverter
+
+_CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] "
+           "+ '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+           "{% endif %}")
+"""Used only if a GGUF carries no chat template of its own."""
+
+
+class Loaded:
+    """One loaded GGUF with its chat template. Not thread-safe: the caller serializes use."""
+
+    def __init__(self, path: Path, *, n_ctx: int, n_threads: int) -> None:
+        self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                          verbose=False)
+        model: Any = self._llm._model  # the vocab handle has no public accessor
+        self._vocab = model.vocab
+        eos, bos = self._llm.token_eos(), self._llm.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=self._llm.metadata.get("tokenizer.chat_template") or _CHATML,
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
+            add_generation_prompt=True)
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The conversation rendered by the model's own chat template (GGUF metadata), tokenized."""
+        rendered = self._formatter(messages=messages)  # type: ignore[arg-type]
+        return self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
+                                  special=True)
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """How many leading prompt tokens are still in the KV cache from the previous turn."""
+        cached = self._llm.input_ids[: self._llm.n_tokens].tolist()
+        n = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n - 1 if n == len(tokens) and n > 0 else n
+
+    def generate(self, tokens: list[int], *, temperature: float, top_p: float, grammar: str | None,
+                 repeat_penalty: float) -> Iterator[int]:
+        """Sampled tokens, endlessly: the caller stops at end-of-generation or its limit."""
+        compiled = None
+        if grammar is not None:
+            self._check_grammar(grammar)
+            compiled = LlamaGrammar.from_string(grammar)
+        return self._llm.generate(tokens, temp=temperature, top_p=top_p, repeat_penalty=repeat_penalty,
+                                  grammar=compiled)
+
+    def _check_grammar(self, grammar: str) -> None:
+        # llama.cpp answers a grammar it cannot parse with a NULL sampler, which the binding would
+        # add to its chain unchecked (a crash later): parse it once here and fail cleanly instead.
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise ValueError("llama.cpp rejected the generated grammar")
+        llama_cpp.llama_sampler_free(sampler)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._llm.detokenize([token])
+
+    def close(self) -> None:
+        self._llm.close()
+
+
+class SchemaConverter:
+    """llama.cpp's JSON-schema-to-GBNF converter, typed; rules from several visits share one grammar."""
+
+    def __init__(self) -> None:
+        self._converter: Any = _SchemaConverter(  # type: ignore[no-untyped-call]
+            prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+
+    def resolve_refs(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``schema`` with local ``$ref``s resolved (the request's own dict is left alone)."""
+        resolved: dict[str, Any] = self._converter.resolve_refs(copy.deepcopy(schema), "input")
+        return resolved
+
+    def visit(self, schema: dict[str, Any], name: str) -> str:
+        """Adds rules for ``schema`` and returns the rule name that matches it (``""`` is ``root``)."""
+        return str(self._converter.visit(schema, name))
+
+    def format(self) -> str:
+        return str(self._converter.format_grammar())

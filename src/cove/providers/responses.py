@@ -1,0 +1,136 @@
+"""Upstreams that speak the Responses API themselves (OpenAI, and servers that copy it).
+
+Items pass through nearly unchanged; the stream's events are folded into model events. Output items
+the loop has no event for (``shell_call``, ``apply_patch_call``, ``web_search_call`` ...) arrive
+whole as ``NativeItem`` once the upstream has finished them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from openai import AsyncOpenAI
+
+from cove.providers.base import (
+    Finish,
+    Model,
+    ModelEvent,
+    ModelRequest,
+    NativeItem,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    UpstreamError,
+    Usage,
+)
+from cove.providers.chat import FinishReason, make_client, upstream_errors
+
+_TEXT_EVENTS = {"response.output_text.delta", "response.refusal.delta"}
+_REASONING_EVENTS = {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}
+_FOLDED_ITEMS = {"message", "function_call", "reasoning"}  # these arrive as deltas instead
+
+
+class ResponsesApiModel(Model):
+    def __init__(self, base_url: str, api_key: str | None = None, *, client: AsyncOpenAI | None = None,
+                 context_window: int = 8192, max_retries: int = 3, timeout: float = 300.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.context_window = context_window
+        self._owns_client = client is None
+        self.client = client or make_client(self.base_url, api_key, max_retries=max_retries, timeout=timeout)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        fold = _Fold(self.base_url)
+        with upstream_errors(self.base_url):
+            events = await self.client.responses.create(stream=True, **to_responses_params(request))
+            async with events:  # a consumer that stops early closes the upstream's stream too
+                async for event in events:
+                    for model_event in fold.on(event):
+                        yield model_event
+        if fold.response is None:
+            raise UpstreamError(f"The model upstream at {self.base_url} ended the answer before it finished")
+        yield self._finish(fold.response, request, bool(fold.calls))
+
+    def _finish(self, response: Any, request: ModelRequest, called: bool) -> Finish:
+        reason: FinishReason = "tool_calls" if called else "stop"
+        if response.status == "incomplete":
+            why = response.incomplete_details.reason if response.incomplete_details else None
+            reason = "content_filter" if why == "content_filter" else "length"
+        usage = response.usage
+        if usage is None:
+            return Finish(reason, Usage(input_tokens=self.count_tokens(request)))
+        cached = getattr(usage.input_tokens_details, "cached_tokens", None) or 0
+        reasoning = getattr(usage.output_tokens_details, "reasoning_tokens", None) or 0
+        return Finish(reason, Usage(usage.input_tokens or 0, usage.output_tokens or 0, cached, reasoning))
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.close()
+
+
+class _Fold:
+    """Folds one stream's events into model events, numbering function calls as they start."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.calls: dict[int, tuple[int, str]] = {}  # output_index -> (ToolCallStart.index, arguments so far)
+        self.response: Any = None  # the final response, once completed or incomplete
+
+    def on(self, event: Any) -> Iterator[ModelEvent]:
+        kind = event.type
+        if kind in _TEXT_EVENTS:
+            yield TextDelta(event.delta)
+        elif kind in _REASONING_EVENTS:
+            yield ReasoningDelta(event.delta)
+        elif kind == "response.output_item.added" and event.item.type == "function_call":
+            self.calls[event.output_index] = (len(self.calls), "")
+            yield ToolCallStart(len(self.calls) - 1, event.item.call_id, event.item.name)
+        elif kind == "response.function_call_arguments.delta" and event.output_index in self.calls:
+            index, so_far = self.calls[event.output_index]
+            self.calls[event.output_index] = (index, so_far + event.delta)
+            yield ToolCallDelta(index, event.delta)
+        elif kind == "response.output_item.done":
+            yield from self._done(event.output_index, event.item)
+        elif kind in ("response.completed", "response.incomplete"):
+            self.response = event.response
+        elif kind == "response.failed":
+            error = event.response.error
+            raise UpstreamError(f"The model upstream at {self.base_url} failed: "
+                                f"{error.message if error else 'no reason given'}")
+        elif kind == "error":
+            raise UpstreamError(f"The model upstream at {self.base_url} failed: {event.message}")
+
+    def _done(self, output_index: int, item: Any) -> Iterator[ModelEvent]:
+        if item.type == "function_call" and output_index in self.calls:
+            index, so_far = self.calls[output_index]
+            if not so_far and item.arguments:  # an upstream that streams no argument deltas
+                yield ToolCallDelta(index, item.arguments)
+        elif item.type not in _FOLDED_ITEMS:
+            yield NativeItem(item.to_dict())
+
+
+def to_responses_params(request: ModelRequest) -> dict[str, Any]:
+    """The request body, with ``store=False``: Cove keeps the history and sends it whole each turn."""
+    params: dict[str, Any] = {"model": request.model, "input": [_clean(item) for item in request.input
+                                                                 if _sendable(item)], "store": False}
+    if request.tools:
+        params.update(tools=request.tools, tool_choice=request.tool_choice,
+                      parallel_tool_calls=request.parallel_tool_calls)
+    params.update(instructions=request.instructions, max_output_tokens=request.max_output_tokens,
+                  temperature=request.temperature, top_p=request.top_p, reasoning=request.reasoning,
+                  user=request.user, text={"format": request.text_format} if request.text_format else None)
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def _sendable(item: dict[str, Any]) -> bool:
+    # With store=False an upstream can only use a reasoning item it can decrypt; others it would
+    # look up by id and fail.
+    return item.get("type") != "reasoning" or bool(item.get("encrypted_content"))
+
+
+def _clean(item: dict[str, Any]) -> dict[str, Any]:
+    """Drops what the upstream never issued: Cove's item ids and output statuses. Encrypted reasoning
+    keeps its id, which the upstream gave it and requires."""
+    keep_id = item.get("type") == "reasoning"
+    return {key: value for key, value in item.items() if key != "status" and (key != "id" or keep_id)}

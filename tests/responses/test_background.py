@@ -1,0 +1,98 @@
+"""Background responses: queued in the store, cancellable, resumable, and durable across restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import openai
+
+from tests.conftest import Server
+from tests.upstream import Reply, ScriptedUpstream
+
+MODEL = "scripted-model"
+
+
+def _wait(client: openai.OpenAI, response_id: str, *statuses: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while (status := client.responses.retrieve(response_id).status) not in statuses:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    return str(status)
+
+
+def test_background_completes_and_polls(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="done in the background", delay=0.5)])
+    response = client.responses.create(model=MODEL, input="work", background=True)
+    assert response.status == "queued" and response.background
+    assert _wait(client, response.id, "completed") == "completed"
+    assert client.responses.retrieve(response.id).output_text == "done in the background"
+
+
+def test_cancel(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="never finished " * 100, chunk_delay=0.05)])
+    response = client.responses.create(model=MODEL, input="work", background=True)
+    _wait(client, response.id, "in_progress")
+    cancelled = client.responses.cancel(response.id)
+    assert cancelled.status == "cancelled"
+    assert client.responses.retrieve(response.id).status == "cancelled"
+    plain = client.responses.create(model=MODEL, input="not background")
+    try:
+        client.responses.cancel(plain.id)
+        raise AssertionError("cancelling a foreground response must fail")
+    except openai.BadRequestError as exc:
+        assert exc.body["param"] == "response_id"  # type: ignore[index]
+
+
+def test_stream_resumes_by_sequence_number(client: openai.OpenAI, server: Server, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="resumable words " * 10, chunk_delay=0.02)])
+    first = []
+    with server.http() as http, http.stream("POST", "/v1/responses", json={
+            "model": MODEL, "input": "hi", "stream": True, "background": True}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                first.append(json.loads(line[6:]))
+                if len(first) == 6:
+                    break
+    assert first[0]["type"] == "response.queued"
+    response_id = first[0]["response"]["id"]
+    cut = first[-1]["sequence_number"]
+    rest = []
+    with server.http() as http, http.stream(
+            "GET", f"/v1/responses/{response_id}", params={"stream": "true", "starting_after": cut}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                rest.append(json.loads(line[6:]))
+    assert rest[0]["sequence_number"] == cut + 1
+    assert [e["sequence_number"] for e in rest] == list(range(cut + 1, cut + 1 + len(rest)))
+    assert rest[-1]["type"] == "response.completed"
+    text = "".join(e["delta"] for e in first + rest if e["type"] == "response.output_text.delta")
+    assert text == "resumable words " * 10
+    # And the whole stream again, from the store, after it finished.
+    replay = []
+    with server.http() as http, http.stream("GET", f"/v1/responses/{response_id}", params={"stream": "true"}) as r:
+        replay = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert [e["sequence_number"] for e in replay] == list(range(len(replay)))
+
+
+def test_restart_never_loses_or_strands_a_background_response(own_server: Server, upstream: ScriptedUpstream) -> None:
+    own_server.stop()
+    own_server.env["COVE_BACKGROUND_WORKERS"] = "1"
+    own_server.start()
+    client = own_server.client()
+    upstream.script([Reply(text="slow " * 200, chunk_delay=0.05), Reply(text="second one")])
+    running = client.responses.create(model=MODEL, input="first", background=True)
+    waiting = client.responses.create(model=MODEL, input="second", background=True)
+    _wait(client, running.id, "in_progress")
+    assert client.responses.retrieve(waiting.id).status == "queued"
+    own_server.stop(signal.SIGKILL)
+    own_server.start()
+    client = own_server.client()
+    failed = client.responses.retrieve(running.id)
+    assert failed.status == "failed"
+    assert failed.error is not None and "restarted" in failed.error.message
+    upstream.reset()
+    upstream.script([Reply(text="second one")])
+    assert _wait(client, waiting.id, "completed") == "completed"
+    assert client.responses.retrieve(waiting.id).output_text == "second one"
