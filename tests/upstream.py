@@ -10,6 +10,12 @@ It serves ``POST /v1/chat/completions``, ``POST /v1/responses`` (both streaming 
 Each request takes the next turn from one shared queue; with the queue empty it answers
 ``"echo: <last user text>"`` so an unscripted call never hangs. Every request body is kept in
 ``upstream.requests`` (and with path and headers in ``upstream.received``).
+
+Quirks of real servers can be switched on: ``api_key`` (401 without it), ``reject_params`` (a 400
+naming the field, e.g. ``stream_options``), ``reject_stream_with_tools``; per reply: errors with
+headers (``retry-after-ms`` makes SDK retries quick), delays, failures mid-stream, truncated
+streams, missing usage or call ids. ``abandoned`` counts streams the client hung up on; ``reset()``
+returns to a fresh state (for a session-wide server).
 """
 
 from __future__ import annotations

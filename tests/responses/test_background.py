@@ -22,6 +22,13 @@ def _wait(client: openai.OpenAI, response_id: str, *statuses: str, timeout: floa
     return str(status)
 
 
+def test_background_stream_through_the_sdk_helper(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="background, streamed")])
+    with client.responses.stream(model=MODEL, input="hi", background=True) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "background, streamed" and final.background
+
+
 def test_background_completes_and_polls(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
     upstream.script([Reply(text="done in the background", delay=0.5)])
     response = client.responses.create(model=MODEL, input="work", background=True)
@@ -53,9 +60,10 @@ def test_stream_resumes_by_sequence_number(client: openai.OpenAI, server: Server
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 first.append(json.loads(line[6:]))
-                if len(first) == 6:
+                if len(first) == 7:
                     break
-    assert first[0]["type"] == "response.queued"
+    assert [e["type"] for e in first[:2]] == ["response.created", "response.queued"]
+    assert first[0]["response"]["status"] == "queued"
     response_id = first[0]["response"]["id"]
     cut = first[-1]["sequence_number"]
     rest = []

@@ -24,5 +24,7 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from cove.api.app import create_app
 
+    # Plain asyncio, not uvloop: uvloop starts child processes with fork(), asyncio with vfork(),
+    # and every container start runs runc from this (large) process. Measured: creates 20-40% faster.
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, loop="asyncio")

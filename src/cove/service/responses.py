@@ -83,7 +83,8 @@ class ResponseService:
         if params.background:
             run.keep_events(self.db)
             self.runs[run.id] = run
-            await run.builder.lifecycle("queued", "queued")
+            await run.builder.lifecycle("created", "queued")  # stream clients expect "created" first
+            await run.builder.lifecycle("queued")
             self._queue.put_nowait(run.id)
         else:
             self._launch(run, turn)

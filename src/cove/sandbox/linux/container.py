@@ -174,7 +174,8 @@ class LinuxSandbox(Sandbox):
         if self._init_pid:
             await _wait_exit(self._init_pid, grace=5.0)
             self._init_pid = 0
-        await self.engine.runc.delete(self.id)
+        if self.engine.runc.has_state(self.id):
+            await self.engine.runc.delete(self.id)
 
     # -- commands -------------------------------------------------------------------------------
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:

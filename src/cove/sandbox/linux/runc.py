@@ -43,6 +43,10 @@ class Runc:
             raise SandboxError(f"Starting the container failed: {_last_error(bundle / 'runc.log')}")
         return int(pid_file.read_text().strip())
 
+    def has_state(self, container_id: str) -> bool:
+        """Whether runc knows this container (saves a runc call for containers never started)."""
+        return (self.state_root / container_id).exists()
+
     async def delete(self, container_id: str) -> None:
         """Kills whatever is left and removes the runtime state and cgroups; absent is fine."""
         code, _out, err = await self._call("delete", "--force", container_id)
