@@ -63,7 +63,8 @@ class Server:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         for client in self._clients:
-            client.close()
+            client.close()  # clients made before a stop are done; ask for new ones after a restart
+        self._clients.clear()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=60)

@@ -52,7 +52,7 @@ def test_packages_and_files_survive_calls_and_restarts(own_server: Server) -> No
     own_server.start()
     with own_server.http() as http:
         assert run(http, cid, "python3 -c 'import covepkg; print(covepkg.VALUE)'")[0]["stdout"] == "1.2.3\n"
-    assert client.containers.retrieve(cid).status == "running"
+    assert own_server.client().containers.retrieve(cid).status == "running"
 
 
 def test_crash_leaves_nothing_behind(own_server: Server) -> None:

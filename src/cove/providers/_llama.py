@@ -26,9 +26,9 @@ _CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\
 class Loaded:
     """One loaded GGUF with its chat template. Not thread-safe: the caller serializes use."""
 
-    def __init__(self, path: Path, *, n_ctx: int, n_threads: int) -> None:
-        self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                          verbose=False)
+    def __init__(self, path: Path, *, n_ctx: int, n_threads: int, n_threads_batch: int) -> None:
+        self._llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
+                          n_threads_batch=n_threads_batch, verbose=False)
         model: Any = self._llm._model  # the vocab handle has no public accessor
         self._vocab = model.vocab
         eos, bos = self._llm.token_eos(), self._llm.token_bos()

@@ -1,0 +1,37 @@
+"""The ``openai-agents`` SDK runs unchanged against Cove, with only ``base_url`` set."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+
+from tests.conftest import KEYS, Server
+from tests.upstream import Reply, ScriptedUpstream, ToolCall
+
+
+def test_agent_with_function_tool(server: Server, upstream: ScriptedUpstream) -> None:
+    set_tracing_disabled(True)  # the SDK would otherwise export traces to a remote service
+    calls: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        calls.append(city)
+        return f"{city}: 21C and sunny"
+
+    upstream.script([Reply(tool_calls=[ToolCall(name="get_weather", arguments='{"city": "Lyon"}')]),
+                     Reply(text="Lyon is sunny at 21C.")])
+
+    async def main() -> str:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEYS["alpha"]) as client:
+            agent = Agent(name="weather", instructions="Answer with the weather.", tools=[get_weather],
+                          model=OpenAIResponsesModel(model="scripted-model", openai_client=client))
+            result = await Runner.run(agent, "What is the weather in Lyon?")
+            return str(result.final_output)
+
+    assert asyncio.run(main()) == "Lyon is sunny at 21C."
+    assert calls == ["Lyon"]
+    tool_message = upstream.requests[-1]["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["content"] == "Lyon: 21C and sunny"
