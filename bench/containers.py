@@ -89,8 +89,9 @@ def _mounts_under(path: Path) -> list[str]:
 class CoveServer:
     """``cove serve`` on a fresh data dir and free port; stopped and removed on exit."""
 
-    def __init__(self, images_dir: Path) -> None:
+    def __init__(self, images_dir: Path, env: dict[str, str] | None = None) -> None:
         self.images_dir = images_dir
+        self.extra_env = env or {}
         self.data_dir = Path(tempfile.mkdtemp(prefix="cove-bench-", dir="/var/tmp"))
         self.data_dir.chmod(0o711)  # container root (an unprivileged host uid) must pass through
         for directory in self.data_dir.parents:
@@ -104,7 +105,7 @@ class CoveServer:
     def start(self) -> None:
         cove = ROOT / ".venv" / "bin" / "cove"
         env = {**os.environ, "COVE_DATA_DIR": str(self.data_dir), "COVE_IMAGES_DIR": str(self.images_dir),
-               "COVE_API_KEYS": ""}
+               "COVE_API_KEYS": "", **self.extra_env}
         with self.log_path.open("wb") as log:
             # Own session: a Ctrl-C reaches the bench only, which then cleans up in order.
             self.proc = subprocess.Popen(
@@ -120,6 +121,10 @@ class CoveServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cove serve did not become healthy in 60 s:\n{self.log_tail()}")
             time.sleep(0.1)
+
+    def runtime_id(self, container_id: str) -> str:
+        """The name runc and the cgroups know: a warm-pool container keeps its pool name."""
+        return (self.data_dir / "containers" / container_id).resolve().name
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
@@ -271,7 +276,7 @@ class Bench:
             await asyncio.sleep(IDLE_SETTLE_S)
             after = await _meminfo()
             rss_after = self.server.rss_bytes()
-            readings = [_cgroup_memory(container_id) for container_id in ids]
+            readings = [_cgroup_memory(self.server.runtime_id(container_id)) for container_id in ids]
             await self.delete_all(client)
         usages = [reading for reading in readings if reading is not None]
         if len(usages) != N_IDLE:
@@ -371,6 +376,9 @@ def report(results: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column in ("measure", "target") else "right")
     table.add_row("(a) create + first `echo hi`", str(first["n"]), f"{first['p50']:.1f} ms", f"{first['p95']:.1f} ms",
                   f"p50 <= {TARGET_FIRST_MS:g} ms", _verdict(passed["a"]))
+    cold = stats(results["a_cold"]["total_ms"])
+    table.add_row("(a) … with the warm pool off", str(cold["n"]), f"{cold['p50']:.1f} ms", f"{cold['p95']:.1f} ms",
+                  "(info)", "")
     table.add_row("(b) warm exec `true`", str(warm["n"]), f"{warm['p50']:.2f} ms", f"{warm['p95']:.2f} ms",
                   f"p50 <= {TARGET_EXEC_MS:g} ms", _verdict(passed["b"]))
     walls = [r["wall_s"] for r in results["c"]["rounds"]]
@@ -441,8 +449,8 @@ def _terminate_as_exit(signum: int, _frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def cove_server(images_dir: Path) -> Iterator[Bench]:
-    server = CoveServer(images_dir)
+def cove_server(images_dir: Path, env: dict[str, str] | None = None) -> Iterator[Bench]:
+    server = CoveServer(images_dir, env)
     try:
         server.start()
         limits = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
@@ -485,6 +493,9 @@ def main() -> int:
         results["d"] = asyncio.run(bench.idle_memory())
         console.print(f"(c) {N_BURST} parallel creates × {BURST_ROUNDS} …")
         results["c"] = asyncio.run(bench.burst())
+    with cove_server(images_dir, {"COVE_WARM_POOL": "0"}) as cold:
+        console.print("(a) again with the warm pool off …")
+        results["a_cold"] = cold.first_output()
     if args.no_docker:
         results["docker_skipped"] = "skipped (--no-docker)"
     else:

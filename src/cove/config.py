@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     context_window: int = 8192
     """Tokens a model holds when the models file does not say; input beyond it is truncated or refused."""
 
+    warm_pool: int = 4
+    """Containers kept started for creates with the default image and limits (0 turns it off)."""
+
     background_workers: int = 8
     """Background responses generated at once; more wait in the queue (in the store)."""
 

@@ -64,9 +64,10 @@ def test_crash_leaves_nothing_behind(own_server: Server) -> None:
     time.sleep(0.5)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert "sleep 777777" not in ps, "processes of a crashed server's containers must end"
+    runtime_dir = (own_server.data_dir / "containers" / cid).resolve()
     own_server.start()
     mounts = Path("/proc/self/mountinfo").read_text()
-    assert f"{own_server.data_dir}/containers/{cid}/rootfs" not in mounts
+    assert f"{runtime_dir}/rootfs" not in mounts, "a crash's mounts are cleaned at start"
     with own_server.http() as http:
         out = run(http, cid, "cat /root/state; ps -eo args | grep -c '^sleep 777777' || true")[0]
         assert out["stdout"] == "kept\n0\n"

@@ -254,8 +254,12 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def put(self, item: object) -> None:
-        if not self.cancelled.is_set():
+        if self.cancelled.is_set():
+            return
+        try:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
+            self.cancelled.set()
 
 
 class LocalModel(Model):

@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
+import re
+import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -21,6 +24,7 @@ from cove.sandbox.linux.overlay import mounts_under, unmount
 from cove.sandbox.linux.runc import Runc
 
 log = logging.getLogger(__name__)
+_POOL_ID = re.compile(r"pool_[0-9a-f]{48}")
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -46,7 +50,14 @@ class LinuxEngine(SandboxEngine):
         self.start_slots = asyncio.Semaphore(8)
         """Bounds concurrent runc starts so a burst of creates cannot starve the machine."""
         self._live: dict[str, LinuxSandbox] = {}
+        """Sandboxes by container (API) id."""
         self.init_binary = self.libexec / "cove-init"
+        self.pool_size = settings.warm_pool
+        self.pool_image = settings.default_image
+        self.pool_limits = Limits(memory="1g", cpus=settings.default_cpu_limit)
+        self._pool: list[LinuxSandbox] = []
+        self._refill_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def memory_bytes(tier: str) -> int:
@@ -66,6 +77,8 @@ class LinuxEngine(SandboxEngine):
         self.init_binary = ensure_init_binary(self.libexec)
         ensure_busybox(self.libexec)
         await self._clean_crash_leftovers()
+        self._remove_unadopted_pool_dirs()
+        self._schedule_refill()
 
     async def _clean_crash_leftovers(self) -> None:
         """A crashed Cove leaves runc state, mounts and cgroups; none of it may linger."""
@@ -76,49 +89,114 @@ class LinuxEngine(SandboxEngine):
             unmount(point)
         cgroups.remove_leftovers("/cove")
 
-    def _sandbox(self, container_id: str, limits: Limits) -> LinuxSandbox:
-        sandbox = self._live.get(container_id)
-        if sandbox is None:
-            sandbox = LinuxSandbox(self, container_id, self.images.pinned(container_id), limits)
-            self._live[container_id] = sandbox
-        return sandbox
+    # -- ids: a container's API id names its directory, or a symlink to a pooled one's ------------
+    def _runtime_id(self, container_id: str) -> str:
+        link = self.containers_dir / container_id
+        if link.is_symlink():
+            target = os.readlink(link)
+            if _POOL_ID.fullmatch(target):
+                return target
+        return container_id
 
     async def create(self, container_id: str, image: str, limits: Limits) -> LinuxSandbox:
         self.memory_bytes(limits.memory)
+        pooled = self._take_pooled(image, limits)
+        if pooled is not None:
+            (self.containers_dir / container_id).symlink_to(pooled.id)
+            self._live[container_id] = pooled
+            self._schedule_refill()
+            return pooled
+        return await self._start_new(container_id, image, limits, live_as=container_id)
+
+    async def _start_new(self, runtime_id: str, image: str, limits: Limits, live_as: str | None) -> LinuxSandbox:
         # The container keeps the layers it started from, even if the image is rebuilt or removed.
-        self.images.pin(container_id, self.images.get(image))
-        sandbox = self._sandbox(container_id, limits)
+        self.images.pin(runtime_id, self.images.get(image))
+        sandbox = LinuxSandbox(self, runtime_id, self.images.pinned(runtime_id), limits)
+        if live_as is not None:
+            self._live[live_as] = sandbox
         sandbox.prepare()
         try:
             await sandbox.exec_ready()
         except BaseException:
-            await self.destroy(container_id)
+            await self._remove(sandbox.id, sandbox)
+            if live_as is not None:
+                self._live.pop(live_as, None)
             raise
         return sandbox
 
     async def get(self, container_id: str, limits: Limits) -> LinuxSandbox:
-        if container_id not in self._live and not (self.containers_dir / container_id).is_dir():
-            raise NotFound(f"Container {container_id} has no files on disk.", code="container_not_found")
-        return self._sandbox(container_id, limits)
+        sandbox = self._live.get(container_id)
+        if sandbox is None:
+            runtime_id = self._runtime_id(container_id)
+            if not (self.containers_dir / runtime_id).is_dir():
+                raise NotFound(f"Container {container_id} has no files on disk.", code="container_not_found")
+            sandbox = LinuxSandbox(self, runtime_id, self.images.pinned(runtime_id), limits)
+            self._live[container_id] = sandbox
+        return sandbox
 
     async def destroy(self, container_id: str) -> None:
         sandbox = self._live.pop(container_id, None)
+        runtime_id = sandbox.id if sandbox is not None else self._runtime_id(container_id)
+        await self._remove(runtime_id, sandbox)
+        if runtime_id != container_id:
+            (self.containers_dir / container_id).unlink(missing_ok=True)
+
+    async def _remove(self, runtime_id: str, sandbox: LinuxSandbox | None) -> None:
         if sandbox is not None:
             await sandbox.stop()
         else:
-            await self.runc.delete(container_id)
-            unmount(self.containers_dir / container_id / "rootfs")
-        directory = self.containers_dir / container_id
+            if self.runc.has_state(runtime_id):
+                await self.runc.delete(runtime_id)
+            unmount(self.containers_dir / runtime_id / "rootfs")
         # rmtree never follows symlinks, so links planted inside cannot redirect the delete.
-        await asyncio.to_thread(shutil.rmtree, directory, True)
-        self.images.unpin(container_id)
+        await asyncio.to_thread(shutil.rmtree, self.containers_dir / runtime_id, True)
+        self.images.unpin(runtime_id)
 
-    async def stop_idle(self, container_id: str) -> None:
-        sandbox = self._live.get(container_id)
-        if sandbox is not None:
-            await sandbox.stop()
+    # -- the warm pool: started containers waiting for creates with the default image and limits --
+    def _take_pooled(self, image: str, limits: Limits) -> LinuxSandbox | None:
+        if image != self.pool_image or limits != self.pool_limits:
+            return None
+        layers = self.images.get(image).layers
+        while self._pool:
+            sandbox = self._pool.pop(0)
+            if sandbox.running and sandbox.image.layers == layers:
+                return sandbox
+            task = asyncio.create_task(self._remove(sandbox.id, sandbox))  # stale: the image was rebuilt
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return None
+
+    def _schedule_refill(self) -> None:
+        if self.pool_size and (self._refill_task is None or self._refill_task.done()):
+            self._refill_task = asyncio.create_task(self._refill())
+
+    async def _refill(self) -> None:
+        while len(self._pool) < self.pool_size:
+            runtime_id = f"pool_{secrets.token_hex(24)}"
+            try:
+                sandbox = await self._start_new(runtime_id, self.pool_image, self.pool_limits, live_as=None)
+            except Exception as exc:
+                log.warning("warm pool: could not start a container (%s); creates start their own", exc)
+                return
+            self._pool.append(sandbox)
+
+    def _remove_unadopted_pool_dirs(self) -> None:
+        adopted = {os.readlink(p) for p in self.containers_dir.iterdir() if p.is_symlink()}
+        for directory in self.containers_dir.iterdir():
+            if _POOL_ID.fullmatch(directory.name) and directory.name not in adopted:
+                shutil.rmtree(directory, ignore_errors=True)
+                self.images.unpin(directory.name)
 
     async def close(self) -> None:
+        if self._refill_task is not None:
+            self._refill_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refill_task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pool, self._pool = self._pool, []
+        for sandbox in pool:
+            with contextlib.suppress(Exception):
+                await self._remove(sandbox.id, sandbox)
         live, self._live = self._live, {}
         for sandbox in live.values():
             with contextlib.suppress(Exception):
