@@ -223,14 +223,16 @@ def test_responses_items_become_chat_messages() -> None:
         {"role": "system", "content": "Be brief."},
         {"role": "system", "content": "Use metric units."},
         {"role": "user", "content": "Weather in Oslo?"},
-        {"role": "assistant",
-         "content": '{"type": "function_call", "name": "get_weather", "arguments": {"location": "Oslo"}}'},
+        {"role": "assistant", "content": 'I called get_weather with {"location": "Oslo"}.'},
         {"role": "user", "content": "Result of get_weather:\n3 C"},
         {"role": "assistant", "content": "It is 3 C."},
     ]
+    # With tools on, the system prompt lists them and past calls read as the JSON asked for.
     with_tools = chat_messages(request, [WEATHER])
     assert with_tools[0]["content"].startswith("Be brief.\n\nYou can call functions.")
     assert '"name": "get_weather"' in with_tools[0]["content"]
+    assert with_tools[3]["content"] == \
+        '{"type": "function_call", "name": "get_weather", "arguments": {"location": "Oslo"}}'
 
 
 def test_grammars_are_built_from_schemas() -> None:

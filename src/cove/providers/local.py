@@ -22,7 +22,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cove.providers import _llama
 from cove.providers.base import (
@@ -52,6 +52,7 @@ DEFAULT_TEMPERATURE = 0.2
 """Used when a request sets none: a 135M model rambles at the API's default of 1.0."""
 
 _MESSAGE_PREFIX = '{"type": "message", "content": "'
+_Reason = Literal["stop", "length", "tool_calls"]
 _END = object()
 
 
@@ -92,12 +93,15 @@ def _content_text(content: Any) -> str:
     return _part_text(content) if content is not None else ""
 
 
-def _call_json(name: str, arguments: Any) -> str:
-    """A call written the way the model is asked to write one, so history shows it the format."""
+def _call_text(name: str, arguments: Any, envelope: bool) -> str:
+    """A past call as the assistant's turn: in the JSON the model is asked to write when tools are
+    on (so history shows it the format), else as prose (so it does not copy JSON into its answer)."""
     if isinstance(arguments, str):
         with contextlib.suppress(ValueError):
             arguments = json.loads(arguments)
-    return json.dumps({"type": "function_call", "name": name, "arguments": arguments}, ensure_ascii=False)
+    if envelope:
+        return json.dumps({"type": "function_call", "name": name, "arguments": arguments}, ensure_ascii=False)
+    return f"I called {name} with {json.dumps(arguments, ensure_ascii=False)}."
 
 
 def chat_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -117,7 +121,7 @@ def chat_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[di
             name = str(item.get("name") or "")
             names[str(item.get("call_id"))] = name
             args = item.get("arguments") if kind == "function_call" else {"input": item.get("input")}
-            messages.append({"role": "assistant", "content": _call_json(name, args)})
+            messages.append({"role": "assistant", "content": _call_text(name, args, bool(tools))})
         elif kind in ("function_call_output", "custom_tool_call_output"):
             name = names.get(str(item.get("call_id")), "the function")
             output = item.get("output")
@@ -372,7 +376,7 @@ class LocalModel(Model):
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         usage = Usage(input_tokens=len(prompt), cached_tokens=llm.cached_prefix(prompt))
         raw = ""
-        reason: Any = "stop"
+        reason: _Reason = "stop"
         # With tools the output is a JSON envelope: a message's content is streamed as it is
         # decoded; a call is emitted whole once its JSON is complete.
         envelope = bool(tools)
@@ -406,7 +410,7 @@ class LocalModel(Model):
         job.put(Finish(reason, usage))
 
     @staticmethod
-    def _finish_envelope(job: _Job, raw: str, reason: Any, streamed: bool) -> Any:
+    def _finish_envelope(job: _Job, raw: str, reason: _Reason, streamed: bool) -> _Reason:
         """Emits what a tool-mode answer ends with: a call, or the message not streamed yet."""
         try:
             out = json.loads(raw, strict=False)
