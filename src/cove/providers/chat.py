@@ -8,8 +8,6 @@ from the upstream's name.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -17,12 +15,10 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 import openai
-from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
 from cove.errors import InvalidRequest
 from cove.providers.base import (
-    ContextWindowExceeded,
     Finish,
     Model,
     ModelEvent,
@@ -34,58 +30,15 @@ from cove.providers.base import (
     UpstreamError,
     Usage,
 )
+from cove.providers.client import ClientModel, upstream_errors, upstream_message
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
                                     "function_call": "tool_calls", "content_filter": "content_filter"}
-_CONTEXT_ERROR = re.compile(r"context[ _](length|size|window)|maximum context|too many tokens|prompt is too long"
-                            r"|exceeds? the (available )?context", re.IGNORECASE)
 _TEXT_PARTS = {"input_text", "output_text", "text"}
 
 
-def make_client(base_url: str, api_key: str | None, *, max_retries: int = 3, timeout: float = 300.0) -> AsyncOpenAI:
-    """One client per upstream. The SDK retries 408/409/429/5xx and failed connections with backoff.
-    The timeout bounds each read, so a long generation that keeps streaming never times out."""
-    # The SDK refuses an empty key; keyless local servers ignore whatever bearer token they get.
-    return AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=max_retries,
-                       timeout=openai.Timeout(timeout, connect=10.0))
-
-
-def upstream_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])
-    return exc.message
-
-
-@contextlib.contextmanager
-def upstream_errors(base_url: str) -> Iterator[None]:
-    """Turns SDK errors into Cove's: unreachable, refused (in the upstream's own words), or too long."""
-    try:
-        yield
-    except openai.APIConnectionError as exc:  # includes timeouts
-        raise UpstreamError(f"The model upstream at {base_url} could not be reached: {exc.__cause__ or exc}") from exc
-    except openai.APIStatusError as exc:
-        message = upstream_message(exc)
-        if exc.status_code in (400, 413, 422) and (
-                exc.code == "context_length_exceeded" or _CONTEXT_ERROR.search(message)):
-            raise ContextWindowExceeded(f"The input is too long for the model: {message}", param="input",
-                                        code="context_length_exceeded") from exc
-        raise UpstreamError(f"The model upstream at {base_url} answered {exc.status_code}: {message}") from exc
-    except openai.APIError as exc:  # an error event inside a stream
-        raise UpstreamError(f"The model upstream at {base_url} failed: {exc.message}") from exc
-    except json.JSONDecodeError as exc:
-        raise UpstreamError(f"The model upstream at {base_url} sent an event that is not JSON: {exc}") from exc
-
-
-class ChatCompletionsModel(Model):
-    def __init__(self, base_url: str, api_key: str | None = None, *, client: AsyncOpenAI | None = None,
-                 context_window: int = 8192, max_retries: int = 3, timeout: float = 300.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.context_window = context_window
-        self._owns_client = client is None
-        self.client = client or make_client(self.base_url, api_key, max_retries=max_retries, timeout=timeout)
-
+class ChatCompletionsModel(ClientModel):
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         turn = _Turn(self, request)
         with upstream_errors(self.base_url):
@@ -114,10 +67,6 @@ class ChatCompletionsModel(Model):
                     raise
                 tried.add(fix[0])
                 params = fix[1]
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self.client.close()
 
 
 def _compat_fix(params: dict[str, Any], exc: openai.APIStatusError) -> tuple[str, dict[str, Any]] | None:

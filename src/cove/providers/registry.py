@@ -33,7 +33,8 @@ from openai import AsyncOpenAI
 
 from cove.config import Settings
 from cove.providers.base import Model, UpstreamError
-from cove.providers.chat import ChatCompletionsModel, make_client
+from cove.providers.chat import ChatCompletionsModel
+from cove.providers.client import make_client
 from cove.providers.responses import ResponsesApiModel
 
 DEFAULT, LOCAL = "default", "local"

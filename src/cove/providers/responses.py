@@ -10,11 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from openai import AsyncOpenAI
-
 from cove.providers.base import (
     Finish,
-    Model,
     ModelEvent,
     ModelRequest,
     NativeItem,
@@ -25,21 +22,15 @@ from cove.providers.base import (
     UpstreamError,
     Usage,
 )
-from cove.providers.chat import FinishReason, make_client, upstream_errors
+from cove.providers.chat import FinishReason
+from cove.providers.client import ClientModel, upstream_errors
 
 _TEXT_EVENTS = {"response.output_text.delta", "response.refusal.delta"}
 _REASONING_EVENTS = {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}
 _FOLDED_ITEMS = {"message", "function_call", "reasoning"}  # these arrive as deltas instead
 
 
-class ResponsesApiModel(Model):
-    def __init__(self, base_url: str, api_key: str | None = None, *, client: AsyncOpenAI | None = None,
-                 context_window: int = 8192, max_retries: int = 3, timeout: float = 300.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.context_window = context_window
-        self._owns_client = client is None
-        self.client = client or make_client(self.base_url, api_key, max_retries=max_retries, timeout=timeout)
-
+class ResponsesApiModel(ClientModel):
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         fold = _Fold(self.base_url)
         with upstream_errors(self.base_url):
@@ -63,10 +54,6 @@ class ResponsesApiModel(Model):
         cached = getattr(usage.input_tokens_details, "cached_tokens", None) or 0
         reasoning = getattr(usage.output_tokens_details, "reasoning_tokens", None) or 0
         return Finish(reason, Usage(usage.input_tokens or 0, usage.output_tokens or 0, cached, reasoning))
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self.client.close()
 
 
 class _Fold:

@@ -1,0 +1,66 @@
+"""What every HTTP upstream shares: one ``openai`` client per upstream and one error mapping."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+
+import openai
+from openai import AsyncOpenAI
+
+from cove.providers.base import ContextWindowExceeded, Model, UpstreamError
+
+_CONTEXT_ERROR = re.compile(r"context[ _](length|size|window)|maximum context|too many tokens|prompt is too long"
+                            r"|exceeds? the (available )?context", re.IGNORECASE)
+
+
+def make_client(base_url: str, api_key: str | None, *, max_retries: int = 3, timeout: float = 300.0) -> AsyncOpenAI:
+    """One client per upstream. The SDK retries 408/409/429/5xx and failed connections with backoff.
+    The timeout bounds each read, so a long generation that keeps streaming never times out."""
+    # The SDK refuses an empty key; keyless local servers ignore whatever bearer token they get.
+    return AsyncOpenAI(base_url=base_url, api_key=api_key or "none", max_retries=max_retries,
+                       timeout=openai.Timeout(timeout, connect=10.0))
+
+
+def upstream_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return exc.message
+
+
+@contextlib.contextmanager
+def upstream_errors(base_url: str) -> Iterator[None]:
+    """Turns SDK errors into Cove's: unreachable, refused (in the upstream's own words), or too long."""
+    try:
+        yield
+    except openai.APIConnectionError as exc:  # includes timeouts
+        raise UpstreamError(f"The model upstream at {base_url} could not be reached: {exc.__cause__ or exc}") from exc
+    except openai.APIStatusError as exc:
+        message = upstream_message(exc)
+        if exc.status_code in (400, 413, 422) and (
+                exc.code == "context_length_exceeded" or _CONTEXT_ERROR.search(message)):
+            raise ContextWindowExceeded(f"The input is too long for the model: {message}", param="input",
+                                        code="context_length_exceeded") from exc
+        raise UpstreamError(f"The model upstream at {base_url} answered {exc.status_code}: {message}") from exc
+    except openai.APIError as exc:  # an error event inside a stream
+        raise UpstreamError(f"The model upstream at {base_url} failed: {exc.message}") from exc
+    except json.JSONDecodeError as exc:
+        raise UpstreamError(f"The model upstream at {base_url} sent an event that is not JSON: {exc}") from exc
+
+
+class ClientModel(Model):
+    """A model behind an OpenAI-compatible HTTP API."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, *, client: AsyncOpenAI | None = None,
+                 context_window: int = 8192, max_retries: int = 3, timeout: float = 300.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.context_window = context_window
+        self._owns_client = client is None
+        self.client = client or make_client(self.base_url, api_key, max_retries=max_retries, timeout=timeout)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.close()
