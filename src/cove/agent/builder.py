@@ -33,6 +33,9 @@ class ResponseBuilder:
         self._open: dict[str, Any] | None = None
         """The output item being streamed (message, reasoning or function call)."""
 
+    async def emit(self, event: dict[str, Any]) -> None:
+        await self._emit(event)
+
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.response)
 
@@ -42,14 +45,14 @@ class ResponseBuilder:
         await self._emit({"type": f"response.{kind}", "response": self.snapshot()})
 
     # -- streamed items ----------------------------------------------------------------------------
-    async def _add(self, item: dict[str, Any]) -> int:
+    async def add_item(self, item: dict[str, Any]) -> int:
         self.output.append(item)
         index = len(self.output) - 1
         await self._emit({"type": "response.output_item.added", "output_index": index,
                           "item": copy.deepcopy(item)})
         return index
 
-    async def _done(self, item: dict[str, Any]) -> None:
+    async def done_item(self, item: dict[str, Any]) -> None:
         await self._emit({"type": "response.output_item.done", "output_index": self.output.index(item),
                           "item": copy.deepcopy(item)})
 
@@ -59,7 +62,7 @@ class ResponseBuilder:
             await self.close_open()
             item = {"id": new_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
                     "content": []}
-            index = await self._add(item)
+            index = await self.add_item(item)
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             item["content"].append(part)
             await self._emit({"type": "response.content_part.added", "item_id": item["id"],
@@ -77,7 +80,7 @@ class ResponseBuilder:
             await self.close_open()
             item = {"id": new_id("rs"), "type": "reasoning", "summary": [],
                     "content": [{"type": "reasoning_text", "text": ""}], "status": "in_progress"}
-            await self._add(item)
+            await self.add_item(item)
             self._open = item
         item["content"][0]["text"] += delta
         await self._emit({"type": "response.reasoning_text.delta", "item_id": item["id"],
@@ -87,7 +90,7 @@ class ResponseBuilder:
         await self.close_open()
         item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": call_id,
                 "name": name, "arguments": ""}
-        await self._add(item)
+        await self.add_item(item)
         self._open = item
 
     async def arguments(self, delta: str) -> None:
@@ -117,14 +120,14 @@ class ResponseBuilder:
         elif item["type"] == "function_call":
             await self._emit({"type": "response.function_call_arguments.done", "item_id": item["id"],
                               "output_index": index, "name": item["name"], "arguments": item["arguments"]})
-        await self._done(item)
+        await self.done_item(item)
 
     async def item(self, item: dict[str, Any]) -> None:
         """A complete item (native upstream items, tool outputs): added and done at once."""
         await self.close_open()
         item.setdefault("id", new_id("item"))
-        await self._add(item)
-        await self._done(item)
+        await self.add_item(item)
+        await self.done_item(item)
 
     # -- endings -----------------------------------------------------------------------------------
     def _finish(self, status: str, usage: Usage | None) -> None:

@@ -1,20 +1,28 @@
-"""The agent loop: build the model request, stream the model's turn into the response.
+"""The agent loop: model turn, hosted tools, model turn again ... until the model answers.
 
-Function tools run on the client: their calls end the response, and the client's
-``function_call_output`` items continue the chain in the next response.
+Hosted tools run here, several calls of one turn at once, and their calls and outputs join the
+context of the next turn. Function tools (and tools in the client's environment) run on the
+client: their calls end the response, and the client's outputs continue the chain.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from cove.agent.builder import ResponseBuilder
 from cove.agent.request import CreateParams
 from cove.providers.base import ContextWindowExceeded, Finish, Model, ModelRequest, Usage
+from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
+from cove.tools.toolbox import Toolbox
+from cove.tools.workspace import Workspace
 
 _OUTPUT_RESERVE = 1024
 """Tokens kept free for the answer when ``max_output_tokens`` is not given."""
+MAX_STEPS = 50
+"""Model turns per response: a runaway agent ends ``incomplete`` here."""
 
 
 @dataclass
@@ -24,17 +32,26 @@ class Turn:
     params: CreateParams
     context: list[dict[str, Any]]
     """Every item the model sees, oldest first (history, then this response's input)."""
+    toolbox: Toolbox = field(default_factory=lambda: Toolbox([]))
+    workspace: Workspace | None = None
 
 
 def model_request(turn: Turn) -> ModelRequest:
     params = turn.params
     fmt = (params.text or {}).get("format")
     return ModelRequest(
-        model=turn.upstream_model, input=turn.context, instructions=params.instructions, tools=params.tools,
-        tool_choice=params.tool_choice, parallel_tool_calls=params.parallel_tool_calls,
-        max_output_tokens=params.max_output_tokens, temperature=params.temperature, top_p=params.top_p,
-        text_format=fmt if isinstance(fmt, dict) else None, reasoning=params.reasoning,
-        user=params.safety_identifier or params.user)
+        model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context),
+        instructions=params.instructions, tools=turn.toolbox.model_tools(), tool_choice=_tool_choice(params),
+        parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=params.max_output_tokens,
+        temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
+        reasoning=params.reasoning, user=params.safety_identifier or params.user)
+
+
+def _tool_choice(params: CreateParams) -> str | dict[str, Any] | None:
+    choice = params.tool_choice
+    if isinstance(choice, dict) and choice.get("type") in ("shell", "local_shell", "apply_patch"):
+        return {"type": "function", "name": choice["type"]}  # hosted tools are functions upstream
+    return choice
 
 
 def fit_context(turn: Turn) -> ModelRequest:
@@ -67,9 +84,45 @@ def _is_user_message(item: dict[str, Any]) -> bool:
     return item.get("type") == "message" and item.get("role") == "user"
 
 
-async def run_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilder) -> None:
-    """Streams one model turn into ``builder`` and ends the response accordingly."""
+@dataclass
+class _Step:
+    finish: Finish
+    hosted: list[tuple[HostedTool, dict[str, Any], str, str]] = field(default_factory=list)
+    """Server-side calls of this turn: (tool, its config, call_id, arguments)."""
+    client_calls: bool = False
+    """Whether the turn also called tools the client runs: then the response ends after this turn."""
+
+
+async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
+    """Model turns and hosted tool calls until the model answers, then ends the response."""
+    usage = Usage()
+    tool_calls = 0
+    for _ in range(MAX_STEPS):
+        step = await _model_turn(turn, fit_context(turn), builder)
+        _add_usage(usage, step.finish.usage)
+        if step.finish.reason in ("length", "content_filter"):
+            reason = "max_output_tokens" if step.finish.reason == "length" else "content_filter"
+            await builder.incomplete(reason, usage)
+            return
+        if not step.hosted:
+            await builder.complete(usage)
+            return
+        limit = turn.params.max_tool_calls
+        if limit is not None and tool_calls + len(step.hosted) > limit:
+            await builder.incomplete("max_messages", usage)  # the SDK's nearest reason for "too many steps"
+            return
+        tool_calls += len(step.hosted)
+        await _run_hosted(turn, step, builder)
+        if step.client_calls:  # the client owes outputs for its calls before the model can go on
+            await builder.complete(usage)
+            return
+    await builder.incomplete("max_messages", usage)
+
+
+async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilder) -> _Step:
+    """Streams one model turn into ``builder``; hosted calls are collected, not streamed as functions."""
     calls: dict[int, dict[str, Any]] = {}
+    hosted: dict[int, list[Any]] = {}
     finish = Finish("stop", Usage())
     async for event in turn.model.stream(request):
         if event.type == "text":
@@ -77,9 +130,16 @@ async def run_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilder) 
         elif event.type == "reasoning":
             await builder.reasoning(event.text)
         elif event.type == "tool_call_start":
-            await builder.function_call(event.call_id, event.name)
-            calls[event.index] = builder.output[-1]
+            server_side = turn.toolbox.hosted(event.name)
+            if server_side is not None:
+                hosted[event.index] = [*server_side, event.call_id, ""]
+            else:
+                await builder.function_call(event.call_id, event.name)
+                calls[event.index] = builder.output[-1]
         elif event.type == "tool_call_delta":
+            if event.index in hosted:
+                hosted[event.index][3] += event.arguments
+                continue
             call = calls.get(event.index)
             if call is not None and call is builder.output[-1] and call["status"] == "in_progress":
                 await builder.arguments(event.arguments)
@@ -89,9 +149,53 @@ async def run_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilder) 
             await builder.item(event.item)
         elif event.type == "finish":
             finish = event
-    if finish.reason == "length":
-        await builder.incomplete("max_output_tokens", finish.usage)
-    elif finish.reason == "content_filter":
-        await builder.incomplete("content_filter", finish.usage)
-    else:
-        await builder.complete(finish.usage)
+    await builder.close_open()
+    await _to_client_items(turn, builder, calls)
+    return _Step(finish, [(entry[0], entry[1], entry[2], entry[3]) for _, entry in sorted(hosted.items())],
+                 client_calls=bool(calls))
+
+
+async def _to_client_items(turn: Turn, builder: ResponseBuilder, calls: dict[int, dict[str, Any]]) -> None:
+    """Client-run hosted tools (local shell) take their own item shape instead of ``function_call``."""
+    for call in calls.values():
+        item = turn.toolbox.client_item(call["call_id"], call["name"], call["arguments"])
+        if item is not None:
+            builder.output[builder.output.index(call)] = item
+
+
+async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None:
+    assert turn.workspace is not None, "a request with hosted tools has a workspace"
+    items: list[tuple[HostedTool, dict[str, Any], dict[str, Any]]] = []
+    for tool, config, call_id, arguments in step.hosted:
+        try:
+            parsed = json.loads(arguments or "{}")
+            if not isinstance(parsed, dict):
+                raise ToolArgumentsError("The arguments must be a JSON object.")
+            call = await tool.call_item(call_id, parsed, turn.workspace)
+        except (ValueError, ToolArgumentsError) as exc:
+            await _refuse(turn, builder, tool, call_id, arguments, str(exc))
+            continue
+        await tool.emit_call(call, ToolRun(turn.workspace, builder, config))
+        items.append((tool, config, call))
+    outputs = await asyncio.gather(*(tool.run(call, ToolRun(turn.workspace, builder, config))
+                                     for tool, config, call in items))
+    for (_tool, _config, call), output in zip(items, outputs, strict=True):
+        turn.context.extend([call, output])
+
+
+async def _refuse(turn: Turn, builder: ResponseBuilder, tool: HostedTool, call_id: str, arguments: str,
+                  message: str) -> None:
+    """Arguments that do not fit the tool: the model sees why, as a function result, and can retry."""
+    call = {"type": "function_call", "call_id": call_id, "name": tool.function_name, "arguments": arguments,
+            "status": "completed"}
+    output = {"type": "function_call_output", "call_id": call_id, "output": f"Error: {message}"}
+    await builder.item(call)
+    await builder.item(output)
+    turn.context.extend([call, output])
+
+
+def _add_usage(total: Usage, more: Usage) -> None:
+    total.input_tokens += more.input_tokens
+    total.output_tokens += more.output_tokens
+    total.cached_tokens += more.cached_tokens
+    total.reasoning_tokens += more.reasoning_tokens

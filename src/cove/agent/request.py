@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cove.errors import InvalidRequest
+from cove.errors import InvalidRequest, NotFound
 
 INCLUDABLE = {
     "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
@@ -57,6 +57,8 @@ class CreateParams(BaseModel):
     access_programs: dict[str, Any] | None = None
     image: dict[str, Any] | None = None
     moderation: dict[str, Any] | None = None
+    container_id: str | None = None
+    """Cove extension (as in OpenAI's article): the container hosted tools run in."""
 
     @property
     def conversation_id(self) -> str | None:
@@ -93,6 +95,11 @@ class CreateParams(BaseModel):
         names = set()
         for index, tool in enumerate(self.tools):
             kind = tool.get("type")
+            if kind == "shell":
+                _check_environment(tool.get("environment"), f"tools[{index}].environment")
+                continue
+            if kind == "local_shell":
+                continue
             if kind != "function":
                 raise InvalidRequest(f"Tool type {kind!r} is not supported by this server.",
                                      param=f"tools[{index}].type", code="invalid_value")
@@ -110,6 +117,24 @@ class CreateParams(BaseModel):
         if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name") not in names:
             raise InvalidRequest(f"tool_choice names a function that is not in tools: {choice.get('name')!r}.",
                                  param="tool_choice", code="invalid_value")
+
+
+def _check_environment(environment: Any, param: str) -> None:
+    if environment is None:
+        return
+    kind = environment.get("type") if isinstance(environment, dict) else None
+    if kind not in ("container_auto", "container_reference", "local"):
+        raise InvalidRequest("environment.type must be container_auto, container_reference or local.",
+                             param=f"{param}.type", code="invalid_value")
+    if kind == "container_reference" and not environment.get("container_id"):
+        raise InvalidRequest("container_reference needs container_id.", param=f"{param}.container_id")
+    if kind == "container_auto" and environment.get("file_ids"):
+        raise NotFound(f"No file found with id '{environment['file_ids'][0]}'.",
+                             param=f"{param}.file_ids", code="file_not_found")
+    memory = environment.get("memory_limit")
+    if memory is not None and memory not in ("1g", "4g", "16g", "64g"):
+        raise InvalidRequest("memory_limit must be 1g, 4g, 16g or 64g.", param=f"{param}.memory_limit",
+                             code="invalid_value")
 
 
 def check_metadata(metadata: dict[str, str] | None) -> None:
@@ -142,4 +167,5 @@ def new_response(response_id: str, params: CreateParams) -> dict[str, Any]:
         "store": params.store is not False, "top_logprobs": params.top_logprobs, "prompt": None,
         "access_programs": params.access_programs, "image": params.image, "moderation": params.moderation,
         "input_transformations": None, "prompt_cache_diagnostics": None, "tool_usage": None,
+        "container_id": params.container_id,
     }

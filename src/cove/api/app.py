@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await engine.start()
         service = ContainerService(db, engine, settings)
         registry = ModelRegistry(settings)
-        response_service = ResponseService(db, registry, settings)
+        response_service = ResponseService(db, registry, service, settings)
         app.state.settings = settings
         app.state.containers = service
         app.state.files = FileService(service)

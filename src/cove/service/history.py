@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CTE, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.errors import InvalidRequest, NotFound
 from cove.store.models import ConversationItemRow, ConversationRow, ResponseItemRow, ResponseRow
+
+
+def _chain(project: str, response_id: str) -> CTE:
+    """The responses of a chain, from ``response_id`` back to its first (one recursive query)."""
+    link = select(ResponseRow.id, ResponseRow.previous_response_id, ResponseRow.seq).where(
+        ResponseRow.id == response_id, ResponseRow.project == project).cte("chain", recursive=True)
+    return link.union_all(select(ResponseRow.id, ResponseRow.previous_response_id, ResponseRow.seq).where(
+        ResponseRow.id == link.c.previous_response_id, ResponseRow.project == project))
 
 
 async def chain_items(session: AsyncSession, project: str, previous_response_id: str) -> list[dict[str, Any]]:
@@ -25,10 +33,7 @@ async def chain_items(session: AsyncSession, project: str, previous_response_id:
     if head.status in ("queued", "in_progress"):
         raise InvalidRequest(f"Previous response '{previous_response_id}' has not finished yet.",
                              param="previous_response_id")
-    link = select(ResponseRow.id, ResponseRow.previous_response_id, ResponseRow.seq).where(
-        ResponseRow.id == previous_response_id).cte("chain", recursive=True)
-    link = link.union_all(select(ResponseRow.id, ResponseRow.previous_response_id, ResponseRow.seq).where(
-        ResponseRow.id == link.c.previous_response_id, ResponseRow.project == project))
+    link = _chain(project, previous_response_id)
     rows = await session.execute(
         select(ResponseItemRow.data).join(link, ResponseItemRow.response_id == link.c.id)
         .order_by(link.c.seq, ResponseItemRow.role, ResponseItemRow.position))  # "input" < "output"
@@ -61,3 +66,19 @@ async def resolve_references(session: AsyncSession, project: str, items: list[di
                            code="item_not_found")
         resolved.append(data)
     return resolved
+
+
+async def last_container(session: AsyncSession, project: str, params: Any) -> str | None:
+    """The container the chain or conversation used last (``container_auto`` follows it)."""
+    query = select(ResponseRow.body).where(ResponseRow.project == project)
+    if params.previous_response_id:
+        link = _chain(project, params.previous_response_id)
+        query = query.join(link, ResponseRow.id == link.c.id)
+    elif params.conversation_id:
+        query = query.where(ResponseRow.conversation_id == params.conversation_id)
+    else:
+        return None
+    for body in await session.scalars(query.order_by(ResponseRow.seq.desc())):
+        if body.get("container_id"):
+            return str(body["container_id"])
+    return None

@@ -20,26 +20,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
-from cove.agent.loop import Turn, fit_context, model_request, run_turn
+from cove.agent.loop import Turn, fit_context, model_request, run_response
 from cove.agent.request import CreateParams, new_response
 from cove.config import Settings
-from cove.errors import CoveError, InvalidRequest, NotFound
+from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
 from cove.providers.base import ContextWindowExceeded, UpstreamError
 from cove.providers.registry import ModelRegistry
 from cove.service import history
+from cove.service.containers import ContainerService
 from cove.service.pagination import Page, paginate
 from cove.service.runs import Run
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
+from cove.tools.toolbox import Toolbox
+from cove.tools.workspace import Workspace
 
 log = logging.getLogger(__name__)
 TERMINAL = ("completed", "failed", "incomplete", "cancelled")
 
 
 class ResponseService:
-    def __init__(self, db: Database, models: ModelRegistry, settings: Settings) -> None:
+    def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService,
+                 settings: Settings) -> None:
         self.db = db
+        self.containers = containers
         self.models = models
         self.settings = settings
         self.runs: dict[str, Run] = {}
@@ -92,15 +97,44 @@ class ResponseService:
 
     async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
         new_items = normalize_input(params.input)
+        response_id = new_id("resp")
         async with self.db.begin() as session:
             new_items = await history.resolve_references(session, project, new_items)
-            earlier = await self._history(session, project, params)
+            run = Run(id=response_id, project=project, response=new_response(response_id, params),
+                      stored=params.store is not False, background=bool(params.background),
+                      conversation_id=params.conversation_id, input_items=new_items)
+            return await self._turn(session, run, params), run
+
+    async def _turn(self, session: AsyncSession, run: Run, params: CreateParams) -> Turn:
+        """Everything the loop needs: history, the model, the tools and the container they use."""
+        earlier = await self._history(session, run.project, params)
         model, upstream_model = self.models.resolve(params.model)
-        response_id = new_id("resp")
-        run = Run(id=response_id, project=project, response=new_response(response_id, params),
-                  stored=params.store is not False, background=bool(params.background),
-                  conversation_id=params.conversation_id, input_items=new_items)
-        return Turn(model, upstream_model, params, [*earlier, *new_items]), run
+        toolbox = Toolbox(params.tools)
+        workspace = None
+        if toolbox.needs_container:
+            workspace = await self._workspace(session, run, params, toolbox)
+        return Turn(model, upstream_model, params, [*earlier, *run.input_items], toolbox, workspace)
+
+    async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams, toolbox: Toolbox) -> Workspace:
+        """The container: named by the request, else the chain's or conversation's, else made on first use."""
+        environment = toolbox.environment()
+        named = params.container_id or (environment.get("container_id")
+                                        if environment.get("type") == "container_reference" else None)
+        followed = None if named else await history.last_container(session, run.project, params)
+        container_id = named or followed
+        if container_id is not None:
+            row = await self.containers.get(run.project, container_id)
+            if row.status != "running":
+                raise Conflict(f"Container '{container_id}' has {row.status}; start a new chain or name a "
+                               "running container.", param="container_id", code=f"container_{row.status}")
+            run.response["container_id"] = container_id
+
+        def record(new_id_: str) -> None:
+            run.response["container_id"] = new_id_
+
+        return Workspace(self.containers, run.project, name=f"auto-{run.id}", container_id=container_id,
+                         auto=environment if environment.get("type") == "container_auto" else {},
+                         on_container=record)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:
         if params.previous_response_id:
@@ -147,13 +181,11 @@ class ResponseService:
             run = self.runs.get(response_id) or await self._rebuild(session, row)
             params = CreateParams.model_validate(row.request)
             try:
-                earlier = await self._history(session, run.project, params)
-                model, upstream_model = self.models.resolve(params.model)
+                turn = await self._turn(session, run, params)
             except CoveError as exc:
                 await self._fail_early(run, exc)
                 return
-        run.task = asyncio.create_task(self._execute(run, Turn(model, upstream_model, params,
-                                                               [*earlier, *run.input_items])))
+        run.task = asyncio.create_task(self._execute(run, turn))
         await asyncio.wait([run.task])
 
     async def _rebuild(self, session: AsyncSession, row: ResponseRow) -> Run:
@@ -182,7 +214,7 @@ class ResponseService:
             if not run.background:
                 await builder.lifecycle("created")
             await builder.lifecycle("in_progress", "in_progress")
-            await run_turn(turn, fit_context(turn), builder)
+            await run_response(turn, builder)
         except asyncio.CancelledError:
             await builder.cancel()
         except (UpstreamError, ContextWindowExceeded) as exc:

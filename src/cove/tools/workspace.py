@@ -1,0 +1,51 @@
+"""The container a response's hosted tools run in.
+
+Named explicitly (``container_reference``, a top-level ``container_id``), followed from the chain
+or conversation (``container_auto``), or made on first use with the ``container_auto`` options.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from cove.sandbox.base import Sandbox
+from cove.service.containers import ContainerService
+
+
+@dataclass
+class Workspace:
+    containers: ContainerService
+    project: str
+    name: str
+    container_id: str | None = None
+    auto: dict[str, Any] = field(default_factory=dict)
+    """``container_auto`` options (memory_limit, network_policy) for a container made on first use."""
+    on_container: Callable[[str], None] | None = None
+    """Told the container id once one is known (the response reports it)."""
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def _ensure(self) -> str:
+        async with self._lock:
+            if self.container_id is None:
+                row = await self.containers.create(
+                    self.project, name=self.name, image=None, memory_limit=self.auto.get("memory_limit") or "1g",
+                    cpu_limit=None, expires_minutes=None, network_policy=self.auto.get("network_policy") or {})
+                self.container_id = row.id
+                if self.on_container is not None:
+                    self.on_container(row.id)
+            return self.container_id
+
+    async def container_id_now(self) -> str:
+        """The container's id, making the container if this response has none yet."""
+        return await self._ensure()
+
+    @asynccontextmanager
+    async def sandbox(self) -> AsyncIterator[Sandbox]:
+        """The container, kept from expiring while a tool uses it."""
+        container_id = await self._ensure()
+        async with self.containers.use(self.project, container_id) as sandbox:
+            yield sandbox
