@@ -172,6 +172,31 @@ class ContainerFS:
                 continue
         return found[:limit]
 
+    def list_dir(self, path: str, depth: int = 1, limit: int = 10_000) -> list[Entry]:
+        """Entries of the directory ``path`` down to ``depth`` levels, each directory followed by its
+        contents, by name (the order ``find`` would print them in, made deterministic). Symlinks are
+        listed but never followed; unreadable subdirectories are skipped."""
+        found: list[Entry] = []
+
+        def visit(directory: PurePosixPath, level: int, top: bool) -> None:
+            try:
+                with self._open(directory, os.O_RDONLY | os.O_DIRECTORY) as fd:
+                    children = [(entry.name, entry.is_dir(follow_symlinks=False), entry.stat(follow_symlinks=False))
+                                for entry in os.scandir(fd)]
+            except (NotFound, InvalidRequest, PermissionError):
+                if top:
+                    raise
+                return
+            for name, is_dir, info in sorted(children, key=lambda child: child[0]):
+                if len(found) >= limit:
+                    return
+                found.append(Entry(str(directory / name), info.st_size, is_dir, info.st_mtime))
+                if is_dir and level < depth:
+                    visit(directory / name, level + 1, False)
+
+        visit(normalize(path), 1, True)
+        return found
+
 
 def _translate(exc: OSError, path: PurePosixPath) -> Exception:
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):

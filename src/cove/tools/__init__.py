@@ -1,0 +1,1 @@
+"""Hosted tools Cove runs server-side, inside a session's container."""
