@@ -35,3 +35,25 @@ def test_agent_with_function_tool(server: Server, upstream: ScriptedUpstream) ->
     assert calls == ["Lyon"]
     tool_message = upstream.requests[-1]["messages"][-1]
     assert tool_message["role"] == "tool" and tool_message["content"] == "Lyon: 21C and sunny"
+
+
+def test_hosted_shell_tool_in_a_container(server: Server, upstream: ScriptedUpstream) -> None:
+    from agents import ShellTool
+
+    set_tracing_disabled(True)
+    upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": ["echo $((20 + 22))"]}')]),
+                     Reply(text="The shell says 42.")])
+
+    async def main() -> tuple[str, list[str]]:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEYS["alpha"]) as client:
+            agent = Agent(name="shell", instructions="Use the shell.",
+                          tools=[ShellTool(environment={"type": "container_auto"})],
+                          model=OpenAIResponsesModel(model="scripted-model", openai_client=client))
+            result = await Runner.run(agent, "What is 20 + 22?")
+            kinds = [item.type for item in result.new_items]
+            return str(result.final_output), kinds
+
+    final, kinds = asyncio.run(main())
+    assert final == "The shell says 42."
+    assert "42" in upstream.requests[-1]["messages"][-1]["content"]
+    assert kinds[-1] == "message_output_item", kinds
