@@ -33,6 +33,7 @@ test: setup image
 
 bench: setup image
 	$(VENV)/bin/python bench/containers.py
+	$(VENV)/bin/python bench/tool_turns.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
