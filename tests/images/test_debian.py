@@ -10,7 +10,7 @@ import pytest
 
 from cove.config import Settings
 from cove.errors import ImageError
-from cove.sandbox.images.debian import CA_BUNDLE, HOST_CA_BUNDLE, apt_sources, build_default_image
+from cove.sandbox.images.debian import CA_BUNDLE, HOST_CA_BUNDLE, apt_sources, build_default_image, recipe_source
 from cove.sandbox.images.store import Image, ImageStore
 from cove.sandbox.linux.overlay import mount_overlay, mounts_under
 from tests.images.conftest import UID_BASE
@@ -18,7 +18,7 @@ from tests.images.conftest import UID_BASE
 
 def test_existing_image_is_kept_unless_rebuilt(store: ImageStore, busybox_image: Image,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    store.save("deb-test", [p.name for p in busybox_image.layers], [], "/", "debian")
+    store.save("deb-test", [p.name for p in busybox_image.layers], [], "/", recipe_source())
     lines: list[str] = []
     assert build_default_image(store, lines.append, name="deb-test") == store.get("deb-test")
     assert "already exists" in lines[0]
@@ -27,6 +27,11 @@ def test_existing_image_is_kept_unless_rebuilt(store: ImageStore, busybox_image:
     with pytest.raises(ImageError, match="No apt sources file"):
         build_default_image(store, lines.append, name="deb-test", rebuild=True)
     assert store.get("deb-test").layers == busybox_image.layers
+    # Built from an older package list: a plain build builds it again (and here fails trying).
+    store.save("deb-test", [p.name for p in busybox_image.layers], [], "/", "debian:000000000000")
+    with pytest.raises(ImageError, match="No apt sources file"):
+        build_default_image(store, lines.append, name="deb-test")
+    assert "another package list" in lines[-1]
 
 
 def test_crashed_build_leaves_nothing_behind(busybox_image: Image, data_dir: Path) -> None:
@@ -48,7 +53,7 @@ def test_the_built_default_image() -> None:
     if not images.exists("default"):
         pytest.skip(f"no default image in {images.root}")
     image = images.get("default")
-    assert image.source == "debian" and len(image.layers) == 1
+    assert image.source == recipe_source() and len(image.layers) == 1
     env = dict(e.split("=", 1) for e in image.env)
     assert env["SSL_CERT_FILE"] == env["NODE_EXTRA_CA_CERTS"] == CA_BUNDLE and env["LANG"] == "C.UTF-8"
     [layer] = image.layers

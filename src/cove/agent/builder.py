@@ -129,6 +129,20 @@ class ResponseBuilder:
         await self.add_item(item)
         await self.done_item(item)
 
+    async def annotate(self, annotations: list[dict[str, Any]]) -> None:
+        """Cites files in the last message of the answer (at its end)."""
+        message = next((item for item in reversed(self.output) if item["type"] == "message"), None)
+        if message is None:
+            return
+        part = message["content"][0]
+        index = self.output.index(message)
+        for annotation in annotations:
+            placed = {**annotation, "start_index": len(part["text"]), "end_index": len(part["text"])}
+            part["annotations"].append(placed)
+            await self._emit({"type": "response.output_text.annotation.added", "item_id": message["id"],
+                              "output_index": index, "content_index": 0,
+                              "annotation_index": len(part["annotations"]) - 1, "annotation": placed})
+
     # -- endings -----------------------------------------------------------------------------------
     def _finish(self, status: str, usage: Usage | None) -> None:
         self.response["status"] = status

@@ -49,7 +49,7 @@ def model_request(turn: Turn) -> ModelRequest:
 
 def _tool_choice(params: CreateParams) -> str | dict[str, Any] | None:
     choice = params.tool_choice
-    if isinstance(choice, dict) and choice.get("type") in ("shell", "local_shell", "apply_patch"):
+    if isinstance(choice, dict) and choice.get("type") in ("shell", "local_shell", "apply_patch", "code_interpreter"):
         return {"type": "function", "name": choice["type"]}  # hosted tools are functions upstream
     return choice
 
@@ -105,6 +105,8 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
             await builder.incomplete(reason, usage)
             return
         if not step.hosted:
+            if turn.workspace is not None and turn.workspace.citations:
+                await builder.annotate(turn.workspace.citations)
             await builder.complete(usage)
             return
         limit = turn.params.max_tool_calls
@@ -180,7 +182,7 @@ async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None
     outputs = await asyncio.gather(*(tool.run(call, ToolRun(turn.workspace, builder, config))
                                      for tool, config, call in items))
     for (_tool, _config, call), output in zip(items, outputs, strict=True):
-        turn.context.extend([call, output])
+        turn.context.extend([call] if output is call else [call, output])
 
 
 async def _refuse(turn: Turn, builder: ResponseBuilder, tool: HostedTool, call_id: str, arguments: str,

@@ -100,6 +100,9 @@ class CreateParams(BaseModel):
                 continue
             if kind == "local_shell":
                 continue
+            if kind == "code_interpreter":
+                _check_interpreter_container(tool.get("container", "auto"), f"tools[{index}].container")
+                continue
             if kind != "function":
                 raise InvalidRequest(f"Tool type {kind!r} is not supported by this server.",
                                      param=f"tools[{index}].type", code="invalid_value")
@@ -135,6 +138,15 @@ def _check_environment(environment: Any, param: str) -> None:
     if memory is not None and memory not in ("1g", "4g", "16g", "64g"):
         raise InvalidRequest("memory_limit must be 1g, 4g, 16g or 64g.", param=f"{param}.memory_limit",
                              code="invalid_value")
+
+
+def _check_interpreter_container(container: Any, param: str) -> None:
+    if isinstance(container, str):
+        return  # "auto" or a container id (checked when the response starts)
+    if not isinstance(container, dict) or container.get("type") != "auto":
+        raise InvalidRequest("container must be 'auto', a container id or {'type': 'auto', ...}.", param=param,
+                             code="invalid_value")
+    _check_environment({**container, "type": "container_auto"}, param)
 
 
 def check_metadata(metadata: dict[str, str] | None) -> None:

@@ -76,6 +76,14 @@ class FileService:
         async with self.db.begin() as session:
             return await paginate(session, query, ContainerFileRow, page)
 
+    async def rows_for(self, project: str, container_id: str, paths: list[str]) -> list[ContainerFileRow]:
+        """The records of these paths (after registering new files), in the order given."""
+        await self.sync(project, container_id)
+        async with self.db.begin() as session:
+            rows = {row.path: row for row in await session.scalars(select(ContainerFileRow).where(
+                ContainerFileRow.container_id == container_id, ContainerFileRow.path.in_(paths)))}
+        return [rows[path] for path in paths if path in rows]
+
     async def get(self, project: str, container_id: str, file_id: str) -> ContainerFileRow:
         await self.containers.get(project, container_id)
         async with self.db.begin() as session:

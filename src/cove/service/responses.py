@@ -29,6 +29,7 @@ from cove.providers.base import ContextWindowExceeded, UpstreamError
 from cove.providers.registry import ModelRegistry
 from cove.service import history
 from cove.service.containers import ContainerService
+from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
 from cove.service.runs import Run
 from cove.store.db import Database
@@ -45,6 +46,7 @@ class ResponseService:
                  settings: Settings) -> None:
         self.db = db
         self.containers = containers
+        self.files = FileService(containers)
         self.models = models
         self.settings = settings
         self.runs: dict[str, Run] = {}
@@ -134,7 +136,7 @@ class ResponseService:
 
         return Workspace(self.containers, run.project, name=f"auto-{run.id}", container_id=container_id,
                          auto=environment if environment.get("type") == "container_auto" else {},
-                         on_container=record)
+                         on_container=record, files=self.files)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:
         if params.previous_response_id:

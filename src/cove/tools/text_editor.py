@@ -8,12 +8,14 @@ include the empty "line" after a trailing newline, and ``create`` refuses to ove
 Where we differ, it is on purpose: files are reached only through ``ContainerFS`` (symlinks resolve
 inside the container), a file with CRLF line endings keeps them when edited (the reference reads in
 universal-newline mode and writes LF), ``create`` makes missing parent directories, files over
-10 MiB are refused, and a relative path gets a useful suggestion (``/`` + path).
+10 MiB are refused, and a relative path gets a useful suggestion (``/`` + path). Files are replaced
+atomically (keeping their mode), so a symlink at the edited path is replaced, never written through.
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 
 from cove.errors import CoveError
@@ -39,7 +41,7 @@ class EditorError(Exception):
         self.message = message
 
 
-def run_command(fs: ContainerFS, command: dict[str, object]) -> str:
+def run_command(fs: ContainerFS, command: Mapping[str, object]) -> str:
     """Runs one tool call's input (``command``, ``path``, ...) and returns the result text."""
     name, raw = command.get("command"), command.get("path")
     if not isinstance(raw, str) or not raw:

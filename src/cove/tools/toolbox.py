@@ -7,10 +7,10 @@ from typing import Any
 
 from cove.ids import new_id
 from cove.tools.base import HostedTool
+from cove.tools.code_interpreter import CodeInterpreterTool
 from cove.tools.shell import ShellTool
 
-_SHELL = ShellTool()
-HOSTED: dict[str, HostedTool] = {_SHELL.tool_type: _SHELL}
+HOSTED: dict[str, HostedTool] = {tool.tool_type: tool for tool in (ShellTool(), CodeInterpreterTool())}
 """Hosted tools by their ``type`` in the request."""
 
 _LOCAL_SHELL_FUNCTION = {
@@ -48,8 +48,11 @@ class Toolbox:
         """The first server-side tool's ``environment`` (``container_auto`` when none is given)."""
         for _tool, config in self.server.values():
             environment = config.get("environment") or config.get("container")
+            if isinstance(environment, str):  # code_interpreter: "auto" or a container id
+                return ({"type": "container_auto"} if environment == "auto" else
+                        {"type": "container_reference", "container_id": environment})
             if isinstance(environment, dict):
-                return environment
+                return {**environment, "type": "container_auto"} if environment.get("type") == "auto" else environment
         return {"type": "container_auto"}
 
     def model_tools(self) -> list[dict[str, Any]]:
@@ -94,6 +97,8 @@ class Toolbox:
             tool = next((t for t in HOSTED.values() if kind == t.call_type), None)
             if tool is not None:
                 result.append(tool.as_function_call(item))
+                if tool.output_type == tool.call_type:  # one item holds the call and its outputs
+                    result.append(tool.as_function_output(item))
                 continue
             tool = next((t for t in HOSTED.values() if kind == t.output_type), None)
             if tool is not None:

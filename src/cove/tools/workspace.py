@@ -14,6 +14,7 @@ from typing import Any
 
 from cove.sandbox.base import Sandbox
 from cove.service.containers import ContainerService
+from cove.service.files import FileService
 
 
 @dataclass
@@ -26,6 +27,9 @@ class Workspace:
     """``container_auto`` options (memory_limit, network_policy) for a container made on first use."""
     on_container: Callable[[str], None] | None = None
     """Told the container id once one is known (the response reports it)."""
+    files: FileService | None = None
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    """``container_file_citation`` annotations for files the tools wrote, for the final answer."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def _ensure(self) -> str:
@@ -42,6 +46,16 @@ class Workspace:
     async def container_id_now(self) -> str:
         """The container's id, making the container if this response has none yet."""
         return await self._ensure()
+
+    async def cite(self, paths: list[str]) -> None:
+        """Registers files the tools wrote as container files, to cite them in the answer."""
+        if self.files is None or self.container_id is None:
+            return
+        rows = await self.files.rows_for(self.project, self.container_id, paths)
+        known = {c["file_id"] for c in self.citations}
+        self.citations.extend({"type": "container_file_citation", "container_id": self.container_id,
+                               "file_id": row.id, "filename": row.path.rsplit("/", 1)[-1],
+                               "start_index": 0, "end_index": 0} for row in rows if row.id not in known)
 
     @asynccontextmanager
     async def sandbox(self) -> AsyncIterator[Sandbox]:

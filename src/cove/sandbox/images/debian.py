@@ -23,7 +23,9 @@ from cove.sandbox.images.store import Image, ImageStore, remove_tree, validate_n
 from cove.sandbox.linux.spec import DEFAULT_PATH
 
 PACKAGES = ("python3", "python3-pip", "python3-venv", "nodejs", "npm", "git", "curl", "wget", "jq",
-            "unzip", "build-essential", "procps", "iproute2", "ca-certificates")
+            "unzip", "build-essential", "procps", "iproute2", "ca-certificates",
+            # What the code interpreter is expected to have, as OpenAI's containers do.
+            "python3-numpy", "python3-matplotlib", "python3-pandas")
 SUITE = "bookworm"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -48,13 +50,26 @@ def image_env() -> list[str]:
             "PIP_DISABLE_PIP_VERSION_CHECK=1", *certs]
 
 
+def recipe_source() -> str:
+    """``debian:<digest of what goes in>``: an image built from an older package list is outdated."""
+    recipe = "\0".join([SUITE, *PACKAGES, *image_env()])
+    return f"debian:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
 def build_default_image(store: ImageStore, progress: Progress, *, name: str = "default",
                         rebuild: bool = False) -> Image:
-    """Build the image (40 s to a few minutes); a no-op if it exists, unless ``rebuild``."""
+    """Build the image (40 s to a few minutes); a no-op if it exists and is current, unless ``rebuild``.
+
+    An existing Debian image built from another package list is rebuilt (containers keep the
+    layers they were made from).
+    """
     validate_name(name)
     if store.exists(name) and not rebuild:
-        progress(f"Image {name!r} already exists (rebuild to replace it)")
-        return store.get(name)
+        existing = store.get(name)
+        if existing.source == recipe_source() or not existing.source.startswith("debian"):
+            progress(f"Image {name!r} already exists (rebuild to replace it)")
+            return existing
+        progress(f"Image {name!r} was built from another package list: building it again")
     sources = apt_sources()
     if not sources.is_file():
         raise ImageError(f"No apt sources file at {sources} (set COVE_APT_SOURCES)")
@@ -72,7 +87,7 @@ def build_default_image(store: ImageStore, progress: Progress, *, name: str = "d
             store.commit_layer(rootfs, key)
         finally:
             remove_tree(work)
-        return store.save(name, [key], image_env(), "/", "debian")
+        return store.save(name, [key], image_env(), "/", recipe_source())
 
 
 def _mmdebstrap(rootfs: Path, sources: Path, progress: Progress) -> None:
