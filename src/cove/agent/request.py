@@ -98,7 +98,7 @@ class CreateParams(BaseModel):
             if kind == "shell":
                 _check_environment(tool.get("environment"), f"tools[{index}].environment")
                 continue
-            if kind == "local_shell":
+            if kind in ("local_shell", "apply_patch", "text_editor_20250429"):
                 continue
             if kind == "code_interpreter":
                 _check_interpreter_container(tool.get("container", "auto"), f"tools[{index}].container")

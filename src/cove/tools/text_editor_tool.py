@@ -1,0 +1,66 @@
+"""The hosted text editor (``{"type": "text_editor_20250429"}``), with Anthropic's semantics.
+
+OpenAI's SDK has no item type for it, so its calls and results appear in ``output`` as the SDK's
+custom tool items: a ``custom_tool_call`` named ``str_replace_based_edit_tool`` whose ``input`` is
+the command as JSON, then a ``custom_tool_call_output`` holding the editor's answer (errors start
+with ``Error:``). In a chained request the client sends them back unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from cove.ids import new_id
+from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
+from cove.tools.text_editor import EditorError, run_command
+from cove.tools.workspace import Workspace
+
+NAME = "str_replace_based_edit_tool"
+_DESCRIPTION = (
+    "View and edit files in the Linux container. Commands: view (a file with line numbers, or a "
+    "directory; optional view_range [start, end]), create (path, file_text), str_replace (path, "
+    "old_str that occurs exactly once, new_str), insert (path, insert_line, new_str).")
+
+
+class TextEditorTool(HostedTool):
+    tool_type = "text_editor_20250429"
+    function_name = NAME
+    call_type = "custom_tool_call"
+    output_type = "custom_tool_call_output"
+
+    def function(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "function", "name": self.function_name, "description": _DESCRIPTION, "parameters": {
+            "type": "object", "properties": {
+                "command": {"type": "string", "enum": ["view", "create", "str_replace", "insert"]},
+                "path": {"type": "string"}, "file_text": {"type": "string"}, "old_str": {"type": "string"},
+                "new_str": {"type": "string"}, "insert_line": {"type": "integer"},
+                "view_range": {"type": "array", "items": {"type": "integer"}}},
+            "required": ["command", "path"]}}
+
+    async def call_item(self, call_id: str, arguments: dict[str, Any], workspace: Workspace) -> dict[str, Any]:
+        if not isinstance(arguments.get("command"), str) or not isinstance(arguments.get("path"), str):
+            raise ToolArgumentsError("`command` and `path` are required strings.")
+        await workspace.container_id_now()
+        return {"id": new_id("ctc"), "type": self.call_type, "call_id": call_id, "name": NAME,
+                "input": json.dumps(arguments), "status": "completed"}
+
+    async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
+        async with run.workspace.sandbox() as sandbox:
+            fs = await sandbox.files()
+            try:
+                text = await asyncio.to_thread(run_command, fs, json.loads(call["input"]))
+            except EditorError as exc:
+                text = f"Error: {exc}"
+        output = {"id": new_id("cto"), "type": self.output_type, "call_id": call["call_id"], "output": text,
+                  "status": "completed"}
+        await run.builder.item(output)
+        return output
+
+    def function_arguments(self, call: dict[str, Any]) -> dict[str, Any]:
+        loaded = json.loads(call.get("input") or "{}")
+        return loaded if isinstance(loaded, dict) else {}
+
+    def output_text(self, output: dict[str, Any]) -> str:
+        return str(output.get("output") or "")
