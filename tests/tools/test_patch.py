@@ -75,6 +75,12 @@ def test_create_rejects_a_line_without_plus_and_writes_nothing(fs: ContainerFS, 
     assert not (root / "app/n.txt").exists()
 
 
+def test_create_with_unencodable_text_is_a_patch_error(fs: ContainerFS, root: Path) -> None:
+    with pytest.raises(PatchError, match=r"Cannot apply the create_file operation to /app/s.txt: .*surrogate"):
+        apply_operation(fs, {"type": "create_file", "path": "/app/s.txt", "diff": "+\ud800\n"})
+    assert not (root / "app/s.txt").exists()
+
+
 def test_parse_create_keeps_crlf_and_stops_at_end_patch() -> None:
     assert parse_create("+a\r\n+\r\n+b\r\n") == "a\r\n\r\nb\r\n"
     assert parse_create("+a\n*** End Patch\nignored") == "a\n"

@@ -226,6 +226,12 @@ def test_insert_after_the_last_line(fs: ContainerFS, root: Path) -> None:
     assert (root / "app/x.txt").read_text() == "1\n2\n3\n4\n5\n6\n7\n8\n"
 
 
+def test_insert_after_the_phantom_last_line_like_the_reference(fs: ContainerFS, root: Path) -> None:
+    (root / "app/x.txt").write_text("a\nb\nc\n")  # four "lines" to the reference: a, b, c, ""
+    run(fs, command="insert", path="/app/x.txt", insert_line=4, new_str="d")
+    assert (root / "app/x.txt").read_text() == "a\nb\nc\n\nd"
+
+
 @pytest.mark.parametrize("line", [-1, 5, "2"])
 def test_insert_line_out_of_range(fs: ContainerFS, root: Path, line: object) -> None:
     (root / "app/x.txt").write_text("a\nb\nc\n")

@@ -283,7 +283,7 @@ def apply_operation(fs: ContainerFS, operation: Mapping[str, object], workdir: s
         if not isinstance(diff, str):
             raise PatchError(f"The {kind} operation for {path} has no diff.")
         if kind == "create_file":
-            if False:
+            if fs.stat(path) is not None:
                 raise PatchError(f"Cannot create {path}: it already exists. "
                                  "Use an update_file operation to change an existing file.")
             write_bytes(fs, path, parse_create(diff).encode())
@@ -308,3 +308,5 @@ def apply_operation(fs: ContainerFS, operation: Mapping[str, object], workdir: s
         raise PatchError(f"Cannot apply the {kind} operation to {path}: {exc.message}") from exc
     except OSError as exc:
         raise PatchError(f"Cannot apply the {kind} operation to {path}: {exc.strerror or exc}.") from exc
+    except UnicodeError as exc:  # a diff holding lone surrogates cannot be written as UTF-8
+        raise PatchError(f"Cannot apply the {kind} operation to {path}: {exc}.") from exc

@@ -81,6 +81,8 @@ def _validate(fs: ContainerFS, command: str, raw: str) -> tuple[str, Entry | Non
         entry = fs.stat(path)
     except CoveError as exc:
         raise EditorError(exc.message) from exc
+    except OSError as exc:
+        raise EditorError(f"Ran into {exc} while trying to access {raw}") from exc
     if entry is None and command != "create":
         raise EditorError(f"The path {path} does not exist. Please provide a valid path.")
     if entry is not None and command == "create":
