@@ -167,3 +167,44 @@ def test_local_environment_returns_the_call(client: openai.OpenAI, upstream: Scr
     assert second.output_text == "your home has notes.txt"
     tool_message = upstream.requests[-1]["messages"][-1]
     assert tool_message["role"] == "tool" and "notes.txt" in tool_message["content"]
+
+
+def test_limits_and_bad_arguments(client: openai.OpenAI, upstream: ScriptedUpstream, http: httpx.Client) -> None:
+    upstream.script([shell("echo 1"), shell("echo 2"), shell("echo 3"), Reply(text="never")])
+    capped = client.responses.create(model=MODEL, input="loop", tools=[SHELL], max_tool_calls=2)  # type: ignore[list-item]
+    assert capped.status == "incomplete" and capped.incomplete_details is not None
+    assert [entry["stdout"] for entry in outputs(capped)] == ["1\n", "2\n"]
+    upstream.reset()
+    upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": 5}')]), Reply(text="sorry")])
+    fixed = client.responses.create(model=MODEL, input="bad", tools=[SHELL])  # type: ignore[list-item]
+    assert fixed.status == "completed" and fixed.output_text == "sorry"
+    error = next(item for item in fixed.output if item.type == "function_call_output")
+    assert "commands" in str(error.output)  # type: ignore[union-attr]
+    sized = {"type": "shell", "environment": {"type": "container_auto", "memory_limit": "4g"}}
+    upstream.script([shell("true"), Reply(text="ok")])
+    response = client.responses.create(model=MODEL, input="go", tools=[sized])  # type: ignore[list-item]
+    container = client.containers.retrieve(response.model_extra["container_id"])  # type: ignore[index]
+    assert container.memory_limit == "4g"
+    bad = http.post("/v1/responses", json={"model": MODEL, "input": "x", "tools": [
+        {"type": "shell", "environment": {"type": "container_auto",
+                                          "network_policy": {"type": "allowlist", "allowed_domains": ["a.b"]}}}]})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tools[0].environment.network_policy"
+
+
+def test_responses_upstream_gets_native_tools(own_server: Server, upstream: ScriptedUpstream) -> None:
+    own_server.stop()
+    own_server.env["COVE_UPSTREAM_API"] = "responses"
+    own_server.start()
+    client = own_server.client()
+    native_call = {"type": "shell_call", "id": "sh_up", "call_id": "call_native", "status": "completed",
+                   "action": {"commands": ["echo native"]}, "environment": {"type": "local"}}
+    upstream.script([Reply(native_items=[native_call]), Reply(text="ran natively")])
+    response = client.responses.create(model=MODEL, input="go", tools=[SHELL])  # type: ignore[list-item]
+    assert response.output_text == "ran natively"
+    assert upstream.requests[0]["tools"] == [{"type": "shell", "environment": {"type": "local"}}]
+    assert outputs(response)[0]["stdout"] == "native\n"
+    call = next(item.model_dump() for item in response.output if item.type == "shell_call")
+    assert call["environment"]["type"] == "container_reference"
+    sent = upstream.requests[-1]["input"]
+    assert [item["type"] for item in sent[-2:]] == ["shell_call", "shell_call_output"]
+    assert sent[-2]["environment"] == {"type": "local"}

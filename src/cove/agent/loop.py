@@ -39,9 +39,11 @@ class Turn:
 def model_request(turn: Turn) -> ModelRequest:
     params = turn.params
     fmt = (params.text or {}).get("format")
+    native = turn.model.native_tools
     return ModelRequest(
-        model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context),
-        instructions=params.instructions, tools=turn.toolbox.model_tools(), tool_choice=_tool_choice(params),
+        model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context, native),
+        instructions=params.instructions, tools=turn.toolbox.model_tools(native),
+        tool_choice=params.tool_choice if native else _tool_choice(params),
         parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=params.max_output_tokens,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
         reasoning=params.reasoning, user=params.safety_identifier or params.user)
@@ -125,6 +127,7 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
     """Streams one model turn into ``builder``; hosted calls are collected, not streamed as functions."""
     calls: dict[int, dict[str, Any]] = {}
     hosted: dict[int, list[Any]] = {}
+    native_calls: list[tuple[HostedTool, dict[str, Any], str, str]] = []
     finish = Finish("stop", Usage())
     async for event in turn.model.stream(request):
         if event.type == "text":
@@ -148,13 +151,19 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
             elif call is not None:
                 call["arguments"] += event.arguments  # interleaved (rare): the final response carries it
         elif event.type == "native_item":
-            await builder.item(event.item)
+            native = turn.toolbox.native_call(event.item)
+            if native is not None:  # a hosted tool the upstream called in its own shape: run it here
+                tool, config = native
+                arguments = json.dumps(tool.function_arguments(event.item))
+                native_calls.append((tool, config, event.item.get("call_id") or "", arguments))
+            else:
+                await builder.item(event.item)
         elif event.type == "finish":
             finish = event
     await builder.close_open()
     await _to_client_items(turn, builder, calls)
-    return _Step(finish, [(entry[0], entry[1], entry[2], entry[3]) for _, entry in sorted(hosted.items())],
-                 client_calls=bool(calls))
+    ordered = [(entry[0], entry[1], entry[2], entry[3]) for _, entry in sorted(hosted.items())]
+    return _Step(finish, [*ordered, *native_calls], client_calls=bool(calls))
 
 
 async def _to_client_items(turn: Turn, builder: ResponseBuilder, calls: dict[int, dict[str, Any]]) -> None:

@@ -134,6 +134,10 @@ def _check_environment(environment: Any, param: str) -> None:
     if kind == "container_auto" and environment.get("file_ids"):
         raise NotFound(f"No file found with id '{environment['file_ids'][0]}'.",
                              param=f"{param}.file_ids", code="file_not_found")
+    policy = environment.get("network_policy")
+    if policy is not None and (not isinstance(policy, dict) or policy.get("type") != "disabled"):
+        raise InvalidRequest("Only network_policy {'type': 'disabled'} is available on this server.",
+                             param=f"{param}.network_policy", code="invalid_value")
     memory = environment.get("memory_limit")
     if memory is not None and memory not in ("1g", "4g", "16g", "64g"):
         raise InvalidRequest("memory_limit must be 1g, 4g, 16g or 64g.", param=f"{param}.memory_limit",

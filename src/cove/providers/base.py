@@ -108,6 +108,9 @@ class Model(abc.ABC):
     """One upstream model."""
 
     context_window: int = 8192
+    native_tools: bool = False
+    """Whether the upstream takes hosted tools natively (in their client-side form) and answers with
+    their own call items; otherwise the loop offers them as functions."""
 
     @abc.abstractmethod
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:

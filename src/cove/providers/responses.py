@@ -31,6 +31,8 @@ _FOLDED_ITEMS = {"message", "function_call", "reasoning"}  # these arrive as del
 
 
 class ResponsesApiModel(ClientModel):
+    native_tools = True
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         fold = _Fold(self.base_url)
         with upstream_errors(self.base_url):

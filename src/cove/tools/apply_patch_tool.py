@@ -7,7 +7,7 @@ which hunk or context did not match, so the model can retry.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 from cove.ids import new_id
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
@@ -26,6 +26,7 @@ class ApplyPatchTool(HostedTool):
     function_name = "apply_patch"
     call_type = "apply_patch_call"
     output_type = "apply_patch_call_output"
+    native_form: ClassVar[dict[str, Any] | None] = {"type": "apply_patch"}
 
     def function(self, config: dict[str, Any]) -> dict[str, Any]:
         return {"type": "function", "name": self.function_name, "description": _DESCRIPTION, "parameters": {

@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from cove.agent.builder import ResponseBuilder
 from cove.ids import new_id
@@ -58,6 +58,14 @@ class HostedTool(abc.ABC):
     """The function a chat upstream sees."""
     call_type: str
     output_type: str
+    native_form: ClassVar[dict[str, Any] | None] = None
+    """The tool as a Responses upstream runs it client-side (it returns the calls to Cove), if any."""
+
+    def as_native(self, item: dict[str, Any]) -> dict[str, Any]:
+        """An item for a Responses upstream: where the tool ran is Cove's business, not the model's."""
+        if item.get("type") == self.call_type and "environment" in item:
+            return {**item, "environment": {"type": "local"}}
+        return item
 
     @abc.abstractmethod
     def function(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ cut to ``max_output_length`` characters (head and tail kept) as the shell tool d
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from cove.agent.builder import ResponseBuilder
 from cove.ids import new_id
@@ -34,6 +34,7 @@ class ShellTool(HostedTool):
     function_name = "shell"
     call_type = "shell_call"
     output_type = "shell_call_output"
+    native_form: ClassVar[dict[str, Any] | None] = {"type": "shell", "environment": {"type": "local"}}
 
     def function(self, config: dict[str, Any]) -> dict[str, Any]:
         return {"type": "function", "name": self.function_name, "description": _DESCRIPTION, "parameters": {

@@ -58,12 +58,15 @@ class Toolbox:
                 return {**environment, "type": "container_auto"} if environment.get("type") == "auto" else environment
         return {"type": "container_auto"}
 
-    def model_tools(self) -> list[dict[str, Any]]:
-        """Tool definitions as functions, for upstreams that only know functions."""
+    def model_tools(self, native: bool = False) -> list[dict[str, Any]]:
+        """Tool definitions for the upstream: functions, or (``native``) the tools' client-side forms
+        for upstreams that speak the Responses API, which then answer with the tools' own call items."""
         result = []
         for tool in self.tools:
             hosted = HOSTED.get(str(tool.get("type")))
-            if hosted is not None:
+            if hosted is not None and native and hosted.native_form is not None:
+                result.append(hosted.native_form)
+            elif hosted is not None:
                 result.append(hosted.function(tool))
             elif tool.get("type") == "local_shell":
                 result.append(_LOCAL_SHELL_FUNCTION)
@@ -92,11 +95,24 @@ class Toolbox:
                     "environment": {"type": "local"}}
         return None
 
-    def as_model_context(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Hosted-tool items rewritten as the function calls and outputs a chat upstream understands."""
+    def native_call(self, item: dict[str, Any]) -> tuple[HostedTool, dict[str, Any]] | None:
+        """The server-side tool an upstream's native call item (e.g. ``shell_call``) is for."""
+        for tool, config in self.server.values():
+            if tool.native_form is not None and item.get("type") == tool.call_type:
+                return tool, config
+        return None
+
+    def as_model_context(self, items: list[dict[str, Any]], native: bool = False) -> list[dict[str, Any]]:
+        """Hosted-tool items rewritten as the function calls and outputs a chat upstream understands
+        (``native``: kept as they are where the upstream knows the tool, in its client-side form)."""
         result = []
         for item in items:
             kind = item.get("type")
+            native_tool = next((t for t in HOSTED.values() if t.native_form is not None
+                                and kind in (t.call_type, t.output_type)), None)
+            if native and native_tool is not None:
+                result.append(native_tool.as_native(item))
+                continue
             tool = next((t for t in HOSTED.values() if kind == t.call_type), None)
             if tool is not None:
                 result.append(tool.as_function_call(item))
