@@ -2,47 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import signal
 import subprocess
 import time
-import zipfile
 from pathlib import Path
 
 import openai
 import pytest
 
 from tests.conftest import Server
-from tests.helpers import run
-
-
-def _wheel(name: str, version: str) -> tuple[str, bytes]:
-    """A minimal pure-Python wheel, so ``pip install`` works with no network."""
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": f"VALUE = {version!r}\n".encode(),
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: cove-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-    return f"{name}-{version}-py3-none-any.whl", buf.getvalue()
+from tests.helpers import make_wheel, run
 
 
 def test_packages_and_files_survive_calls_and_restarts(own_server: Server) -> None:
     client = own_server.client()
     cid = client.containers.create(name="persist").id
-    filename, wheel = _wheel("covepkg", "1.2.3")
+    filename, wheel = make_wheel("covepkg", "1.2.3")
     client.containers.files.create(cid, file=(filename, wheel))
     with own_server.http() as http:
         out = run(http, cid, f"pip install --no-index /mnt/data/{filename}", timeout_ms=120_000)[0]

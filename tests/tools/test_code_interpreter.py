@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import openai
 
+from tests.helpers import stream_response
 from tests.upstream import Reply, ScriptedUpstream, ToolCall
 
 MODEL = "scripted-model"
@@ -66,12 +67,7 @@ def test_figure_becomes_an_image_and_files_are_cited(client: openai.OpenAI, upst
 
 def test_interpreter_events(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     upstream.script([python("print('hi')"), Reply(text="done")])
-    events = []
-    with http.stream("POST", "/v1/responses", json={"model": MODEL, "input": "go", "tools": [TOOL],
-                                                    "stream": True}) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: {"):
-                events.append(json.loads(line[6:]))
+    events = stream_response(http, {"model": MODEL, "input": "go", "tools": [TOOL]})
     types = [e["type"] for e in events]
     start = types.index("response.code_interpreter_call.in_progress")
     assert types[start - 1] == "response.output_item.added"

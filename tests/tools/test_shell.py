@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from tests.api.test_lifecycle import _wheel
 from tests.conftest import Server
+from tests.helpers import make_wheel, stream_response
 from tests.upstream import Reply, ScriptedUpstream, ToolCall
 
 MODEL = "scripted-model"
@@ -50,7 +50,7 @@ def test_multi_step_task(client: openai.OpenAI, upstream: ScriptedUpstream) -> N
 
 def test_packages_follow_the_chain_and_the_reference(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
     container = client.containers.create(name="tool-pip")
-    filename, wheel = _wheel("toolpkg", "4.5.6")
+    filename, wheel = make_wheel("toolpkg", "4.5.6")
     client.containers.files.create(container.id, file=(filename, wheel))
     reference = {"type": "shell", "environment": {"type": "container_reference", "container_id": container.id}}
     upstream.script([shell(f"pip install --no-index /mnt/data/{filename}", timeout_ms=120_000), Reply(text="ok")])
@@ -89,12 +89,7 @@ def test_timeout_and_truncation(client: openai.OpenAI, upstream: ScriptedUpstrea
 
 def test_shell_events_stream_in_order(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     upstream.script([shell("echo one; sleep 0.3; echo two"), Reply(text="fine")])
-    events = []
-    with http.stream("POST", "/v1/responses", json={"model": MODEL, "input": "go", "tools": [SHELL],
-                                                    "stream": True}) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: {"):
-                events.append(json.loads(line[6:]))
+    events = stream_response(http, {"model": MODEL, "input": "go", "tools": [SHELL]})
     types = [e["type"] for e in events]
     call_added = types.index("response.output_item.added")
     assert events[call_added]["item"]["type"] == "shell_call"
