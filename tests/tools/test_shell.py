@@ -203,3 +203,18 @@ def test_responses_upstream_gets_native_tools(own_server: Server, upstream: Scri
     sent = upstream.requests[-1]["input"]
     assert [item["type"] for item in sent[-2:]] == ["shell_call", "shell_call_output"]
     assert sent[-2]["environment"] == {"type": "local"}
+
+
+def test_local_shell_stays_client_side(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(tool_calls=[ToolCall(name="local_shell", arguments='{"command": ["uname", "-a"]}')]),
+                     Reply(text="It is Linux.")])
+    first = client.responses.create(model=MODEL, input="what os?", tools=[{"type": "local_shell"}])  # type: ignore[list-item]
+    call = first.output[0].model_dump()
+    assert call["type"] == "local_shell_call" and call["action"]["command"] == ["uname", "-a"]
+    second = client.responses.create(model=MODEL, previous_response_id=first.id, tools=[{"type": "local_shell"}],  # type: ignore[list-item]
+                                     input=[{"type": "local_shell_call_output", "id": call["call_id"],
+                                             "output": json.dumps({"stdout": "Linux box"})}])
+    assert second.output_text == "It is Linux."
+    tool_message = upstream.requests[-1]["messages"][-1]
+    assert tool_message["role"] == "tool" and "Linux box" in tool_message["content"]
+    assert tool_message["tool_call_id"] == call["call_id"]
