@@ -25,7 +25,6 @@ from cove.agent.request import CreateParams, new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
-from cove.providers.base import ContextWindowExceeded, UpstreamError
 from cove.providers.registry import ModelRegistry
 from cove.service import history
 from cove.service.containers import ContainerService
@@ -219,9 +218,8 @@ class ResponseService:
             await run_response(turn, builder)
         except asyncio.CancelledError:
             await builder.cancel()
-        except (UpstreamError, ContextWindowExceeded) as exc:
-            await builder.fail(exc.code or ("context_length_exceeded" if isinstance(exc, ContextWindowExceeded)
-                                            else "server_error"), exc.message)
+        except CoveError as exc:  # upstream failures, context overflow, a container that cannot start ...
+            await builder.fail(exc.code or exc.error_type, exc.message)
         except Exception as exc:
             log.exception("response %s failed", run.id)
             await builder.fail("server_error", f"The response failed: {exc}")
