@@ -188,9 +188,16 @@ static void kill_everything(void) {
 
 /* Runs in the forked child: becomes the command or reports errno on errfd and exits 127. */
 static _Noreturn void child(const int *fds, int errfd, const char *cwd, char **argv, char **envp) {
-    /* Ignored dispositions and the blocked mask survive execve; the command must not inherit ours. */
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
+    /* Ignored dispositions and the blocked mask survive execve; the command must not inherit ours,
+     * nor what Cove's own parent ignored. The raw syscall also resets the realtime signals glibc
+     * reserves (32, 33), which its sigaction() refuses to touch. */
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+    } dfl = {SIG_DFL, 0, NULL, 0};
+    for (int s = 1; s <= 64; s++) syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof dfl.mask);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
