@@ -99,13 +99,3 @@ def normalize_input(raw: str | list[Any], param: str = "input") -> list[dict[str
         item.setdefault("id", new_id(ID_PREFIX.get(kind, "item")))
         items.append(item)
     return items
-
-
-def text_of(item: dict[str, Any]) -> str:
-    """The plain text of a message item (for token estimates and simple upstreams)."""
-    content = item.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""

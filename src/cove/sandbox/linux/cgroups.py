@@ -30,14 +30,6 @@ def oom_kills(cgroup_path: str) -> int:
     return 0
 
 
-def memory_usage(cgroup_path: str) -> int:
-    directory = _memory_dir(cgroup_path)
-    name = "memory.current" if is_unified() else "memory.usage_in_bytes"
-    with contextlib.suppress(OSError, ValueError):
-        return int((directory / name).read_text())
-    return 0
-
-
 def remove_leftovers(parent: str) -> None:
     """Removes empty container cgroups under ``parent`` that a crash left behind."""
     rel = parent.lstrip("/")
