@@ -218,3 +218,11 @@ def test_local_shell_stays_client_side(client: openai.OpenAI, upstream: Scripted
     tool_message = upstream.requests[-1]["messages"][-1]
     assert tool_message["role"] == "tool" and "Linux box" in tool_message["content"]
     assert tool_message["tool_call_id"] == call["call_id"]
+
+
+def test_required_tool_choice_forces_only_the_first_turn(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.script([shell("echo once"), Reply(text="done after one call")])
+    response = client.responses.create(model=MODEL, input="go", tools=[SHELL], tool_choice="required")  # type: ignore[list-item]
+    assert response.status == "completed" and response.output_text == "done after one call"
+    assert upstream.requests[-2]["tool_choice"] == "required"
+    assert upstream.requests[-1]["tool_choice"] == "auto"

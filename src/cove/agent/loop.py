@@ -34,6 +34,8 @@ class Turn:
     """Every item the model sees, oldest first (history, then this response's input)."""
     toolbox: Toolbox = field(default_factory=lambda: Toolbox([]))
     workspace: Workspace | None = None
+    tools_ran: bool = False
+    """After a turn that ran tools, ``tool_choice`` no longer forces a call (else "required" loops)."""
 
 
 def model_request(turn: Turn) -> ModelRequest:
@@ -43,14 +45,18 @@ def model_request(turn: Turn) -> ModelRequest:
     return ModelRequest(
         model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context, native),
         instructions=params.instructions, tools=turn.toolbox.model_tools(native),
-        tool_choice=params.tool_choice if native else _tool_choice(params),
+        tool_choice=_tool_choice(params, native, turn.tools_ran),
         parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=params.max_output_tokens,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
         reasoning=params.reasoning, user=params.safety_identifier or params.user)
 
 
-def _tool_choice(params: CreateParams) -> str | dict[str, Any] | None:
+def _tool_choice(params: CreateParams, native: bool, tools_ran: bool) -> str | dict[str, Any] | None:
     choice = params.tool_choice
+    if tools_ran and choice is not None and choice != "none":
+        return "auto"
+    if native:
+        return choice
     if isinstance(choice, dict) and choice.get("type") in ("shell", "local_shell", "apply_patch", "code_interpreter"):
         return {"type": "function", "name": choice["type"]}  # hosted tools are functions upstream
     return choice
@@ -117,6 +123,7 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
             return
         tool_calls += len(step.hosted)
         await _run_hosted(turn, step, builder)
+        turn.tools_ran = True
         if step.client_calls:  # the client owes outputs for its calls before the model can go on
             await builder.complete(usage)
             return
