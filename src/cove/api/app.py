@@ -13,6 +13,7 @@ from cove.config import Settings
 from cove.providers.registry import ModelRegistry
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
+from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
 from cove.service.conversations import ConversationService
 from cove.service.files import FileService
@@ -30,7 +31,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await db.migrate()
         engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
         await engine.start()
-        service = ContainerService(db, engine, settings)
+        audit = AuditLog(db)
+        audit.start()
+        service = ContainerService(db, engine, settings, audit)
         registry = ModelRegistry(settings)
         response_service = ResponseService(db, registry, service, settings)
         app.state.settings = settings
@@ -39,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.models = registry
         app.state.responses = response_service
         app.state.conversations = ConversationService(db)
+        app.state.audit = audit
         await response_service.start()
         service.start_expiry()
         app.state.ready = True
@@ -49,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await response_service.stop()
             await service.stop_expiry()
             await engine.close()
+            await audit.stop()
             await registry.aclose()
             await db.close()
 

@@ -13,6 +13,7 @@ from cove.api import sse
 from cove.api.auth import project_of
 from cove.errors import CoveError, InvalidRequest, NotFound
 from cove.sandbox.base import Command, CommandOutput
+from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
 from cove.service.pagination import Page
 from cove.store.models import ContainerRow
@@ -109,6 +110,16 @@ async def get_container(container_id: str, request: Request, project: Project) -
 async def delete_container(container_id: str, request: Request, project: Project) -> dict[str, Any]:
     await _service(request).delete(project, container_id)
     return {"id": container_id, "object": "container.deleted", "deleted": True}
+
+
+@router.get("/{container_id}/audit")
+async def container_audit(container_id: str, request: Request, project: Project, after: str | None = None,
+                          limit: int = 20, order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+    """Cove extension: the commands run in this container (and its egress decisions), newest first."""
+    await _service(request).get(project, container_id)
+    audit: AuditLog = request.app.state.audit
+    events, has_more = await audit.events(project, container_id, Page(after, limit, order))
+    return list_object(events, has_more)
 
 
 def _exec_object(container_id: str, outputs: list[CommandOutput]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from cove.config import Settings
 from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
 from cove.sandbox.base import Command, CommandOutput, Limits, OutputCallback, Sandbox, SandboxEngine
+from cove.sandbox.fs import ContainerFS
+from cove.service.audit import AuditLog
 from cove.service.pagination import Page, paginate
 from cove.store.db import Database
 from cove.store.models import ContainerRow
@@ -31,10 +33,11 @@ MAX_COMMAND_CHARS = 1 << 20
 
 
 class ContainerService:
-    def __init__(self, db: Database, engine: SandboxEngine, settings: Settings) -> None:
+    def __init__(self, db: Database, engine: SandboxEngine, settings: Settings, audit: AuditLog | None = None) -> None:
         self.db = db
         self.engine = engine
         self.settings = settings
+        self.audit = audit
         self._expiry_task: asyncio.Task[None] | None = None
         self._busy: Counter[str] = Counter()
         """In-flight uses per container: a container never expires under a running command."""
@@ -99,8 +102,9 @@ class ContainerService:
 
     # -- use ----------------------------------------------------------------------------------------
     @asynccontextmanager
-    async def use(self, project: str, container_id: str) -> AsyncIterator[Sandbox]:
-        """The live sandbox of an active container, kept from expiring while in use."""
+    async def use(self, project: str, container_id: str, response_id: str | None = None) -> AsyncIterator[Sandbox]:
+        """The live sandbox of an active container, kept from expiring while in use; the commands
+        run through it go to the audit trail (with ``response_id`` when a response runs them)."""
         row = await self.get(project, container_id)
         if row.status != "running":
             raise Conflict(f"Container '{container_id}' has {row.status} and cannot be used.",
@@ -108,7 +112,8 @@ class ContainerService:
         self._busy[row.id] += 1
         try:
             await self._touch(row)
-            yield await self.engine.get(row.id, Limits(memory=row.memory_limit, cpus=row.cpu_limit))
+            sandbox = await self.engine.get(row.id, Limits(memory=row.memory_limit, cpus=row.cpu_limit))
+            yield sandbox if self.audit is None else AuditedSandbox(sandbox, self.audit, project, row.id, response_id)
         finally:
             self._busy[row.id] -= 1
             if not self._busy[row.id]:
@@ -179,3 +184,33 @@ class ContainerService:
             await self.engine.destroy(container_id)
             log.info("container %s expired", container_id)
         return expired
+
+
+class AuditedSandbox(Sandbox):
+    """A sandbox whose commands are written to the audit trail."""
+
+    def __init__(self, inner: Sandbox, audit: AuditLog, project: str, container_id: str,
+                 response_id: str | None) -> None:
+        self.id = container_id
+        self._inner = inner
+        self._audit = audit
+        self._project = project
+        self._response_id = response_id
+
+    async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
+        started = time.monotonic()
+        result = await self._inner.exec(command, on_output)
+        self._audit.record(self._project, self.id, "command", {
+            "command": command.command, "workdir": command.workdir, "outcome": result.outcome.model_dump(),
+            "duration_ms": round((time.monotonic() - started) * 1000, 1)}, self._response_id)
+        return result
+
+    async def files(self) -> ContainerFS:
+        return await self._inner.files()
+
+    async def stop(self) -> None:
+        await self._inner.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._inner.running

@@ -135,7 +135,7 @@ class ResponseService:
 
         return Workspace(self.containers, run.project, name=f"auto-{run.id}", container_id=container_id,
                          auto=environment if environment.get("type") == "container_auto" else {},
-                         on_container=record, files=self.files)
+                         on_container=record, files=self.files, response_id=run.id)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:
         if params.previous_response_id:

@@ -28,6 +28,8 @@ class Workspace:
     on_container: Callable[[str], None] | None = None
     """Told the container id once one is known (the response reports it)."""
     files: FileService | None = None
+    response_id: str | None = None
+    """The response whose tools run here (for the audit trail)."""
     citations: list[dict[str, Any]] = field(default_factory=list)
     """``container_file_citation`` annotations for files the tools wrote, for the final answer."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -61,5 +63,5 @@ class Workspace:
     async def sandbox(self) -> AsyncIterator[Sandbox]:
         """The container, kept from expiring while a tool uses it."""
         container_id = await self._ensure()
-        async with self.containers.use(self.project, container_id) as sandbox:
+        async with self.containers.use(self.project, container_id, self.response_id) as sandbox:
             yield sandbox
