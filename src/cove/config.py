@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     pids_limit: int = 1024
     """Process cap per container: a fork bomb stops here."""
 
+    disk_limit: str = "10g"
+    """Each container's writable layer is a filesystem of this size: writes past it fail with ENOSPC."""
+
     nofile_limit: int = 4096
     """Open-file cap per container process."""
 
@@ -104,6 +107,16 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'cove.db'}"
+
+
+def parse_size(text: str) -> int:
+    """``512m``, ``10g``, ``1t`` or plain bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    value = text.strip().lower().removesuffix("b")
+    try:
+        return int(float(value[:-1]) * units[value[-1]]) if value and value[-1] in units else int(value)
+    except ValueError:
+        raise ValueError(f"Not a size: {text!r} (use e.g. 512m or 10g)") from None
 
 
 def is_loopback_host(host: str) -> bool:

@@ -47,7 +47,7 @@ def test_container_root_is_not_host_root(http: httpx.Client, cid: str, server: S
     caps = int(status["CapEff"], 16)
     assert not caps & (1 << 21), "CAP_SYS_ADMIN must be dropped"
     assert not caps & (1 << 13), "CAP_NET_RAW must be dropped"
-    owned = server.data_dir / "containers" / cid / "upper" / "mnt" / "data" / "owned"
+    owned = server.data_dir / "containers" / cid / "disk" / "upper" / "mnt" / "data" / "owned"
     assert owned.stat().st_uid == 100000
 
 
@@ -130,3 +130,19 @@ def test_init_cannot_be_ptraced(http: httpx.Client, cid: str) -> None:
     out = run(http, cid, "python3 -c \"import ctypes; libc = ctypes.CDLL(None); "
                          "print(libc.ptrace(16, 1, 0, 0))\"; cat /proc/1/environ >/dev/null 2>&1 || echo no-environ")[0]
     assert out["stdout"] == "-1\nno-environ\n"
+
+
+def test_disk_quota_stops_a_disk_filler(own_server: Server) -> None:
+    own_server.stop()
+    own_server.env["COVE_DISK_LIMIT"] = "256m"
+    own_server.start()
+    client = own_server.client()
+    cid = client.containers.create(name="filler").id
+    with own_server.http() as http:
+        out = run(http, cid, "dd if=/dev/zero of=/root/fill bs=1M count=1024 2>&1; df -m / | tail -1",
+                  timeout_ms=60_000)[0]
+        assert "No space left on device" in str(out["stdout"])
+        assert run(http, cid, "rm /root/fill && echo freed && echo small > /root/ok && cat /root/ok")[0]["stdout"] == \
+            "freed\nsmall\n"
+    image = own_server.data_dir / "containers" / cid
+    assert (image.resolve() / "disk.img").stat().st_blocks * 512 < 300 * (1 << 20)

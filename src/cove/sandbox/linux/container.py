@@ -30,6 +30,7 @@ from cove.sandbox.fs import ContainerFS
 from cove.sandbox.images.store import Image, lookup
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.agent import InitAgent
+from cove.sandbox.linux.disk import create_disk, is_mounted, mount_disk
 from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
 from cove.sandbox.linux.spec import COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
@@ -49,8 +50,12 @@ class LinuxSandbox(Sandbox):
         self.image = image
         self.limits = limits
         self.dir = engine.containers_dir / container_id
-        self.upper = self.dir / "upper"
-        self.work = self.dir / "work"
+        self.disk_image = self.dir / "disk.img"
+        self.disk = self.dir / "disk"
+        # Containers made before disk quotas keep their writable layer directly in their directory.
+        base = self.dir if (self.dir / "upper").is_dir() and not self.disk_image.exists() else self.disk
+        self.upper = base / "upper"
+        self.work = base / "work"
         self.rootfs = self.dir / "rootfs"
         self.cgroup_path = f"/cove/{container_id}"
         self._agent: InitAgent | None = None
@@ -62,11 +67,14 @@ class LinuxSandbox(Sandbox):
 
     # -- layout ---------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Creates the writable layer, with the mount points runc needs already in it."""
+        """Creates the writable layer on its own disk, with the mount points runc needs in it."""
         uid = self.engine.uid_base
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o711)
+        create_disk(self.disk_image, self.engine.disk_bytes, uid)
+        mount_disk(self.disk_image, self.disk)
         for path in (self.upper, self.work, self.rootfs):
             path.mkdir(parents=True, exist_ok=True)
-        self.dir.chmod(0o711)
         os.chown(self.upper, uid, uid)
         for rel in _SCAFFOLD_DIRS:
             if not self._in_image(rel):
@@ -98,6 +106,8 @@ class LinuxSandbox(Sandbox):
     def _ensure_mounted(self) -> None:
         if not self.dir.is_dir():
             raise SandboxError(f"Container {self.id} has no files on disk.")
+        if self.disk_image.exists() and not is_mounted(self.disk):
+            mount_disk(self.disk_image, self.disk)
         if not self._mounted():
             mount_overlay(self.image.layers, self.upper, self.work, self.rootfs)
 
@@ -164,6 +174,7 @@ class LinuxSandbox(Sandbox):
         async with self._lock:
             await self._cleanup_runtime()
             unmount(self.rootfs)
+            unmount(self.disk)
 
     async def _cleanup_runtime(self) -> None:
         """Ends the init (and with it every process), reaps it and removes runc's state."""

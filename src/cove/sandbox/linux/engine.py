@@ -13,7 +13,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from cove.config import Settings
+from cove.config import Settings, parse_size
 from cove.errors import InvalidRequest, NotFound, SandboxError
 from cove.sandbox.base import MEMORY_TIERS, Limits, SandboxEngine
 from cove.sandbox.images.store import ImageStore
@@ -47,6 +47,7 @@ class LinuxEngine(SandboxEngine):
         self.uid_base = settings.subuid_base
         self.pids_limit = settings.pids_limit
         self.nofile_limit = settings.nofile_limit
+        self.disk_bytes = parse_size(settings.disk_limit)
         self.start_slots = asyncio.Semaphore(8)
         """Bounds concurrent runc starts so a burst of creates cannot starve the machine."""
         self._live: dict[str, LinuxSandbox] = {}
@@ -148,6 +149,7 @@ class LinuxEngine(SandboxEngine):
             if self.runc.has_state(runtime_id):
                 await self.runc.delete(runtime_id)
             unmount(self.containers_dir / runtime_id / "rootfs")
+            unmount(self.containers_dir / runtime_id / "disk")
         # rmtree never follows symlinks, so links planted inside cannot redirect the delete.
         await asyncio.to_thread(shutil.rmtree, self.containers_dir / runtime_id, True)
         self.images.unpin(runtime_id)
