@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     disk_limit: str = "10g"
     """Each container's writable layer is a filesystem of this size: writes past it fail with ENOSPC."""
 
+    max_upload: str = "1g"
+    """Largest container file upload (multipart body); larger ones are refused with 413."""
+
+    max_request: str = "64m"
+    """Largest JSON request body (a response's input, an exec's commands)."""
+
     nofile_limit: int = 4096
     """Open-file cap per container process."""
 

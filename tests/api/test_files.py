@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from tests.conftest import Server
 from tests.helpers import run
 
 
@@ -96,3 +98,23 @@ def test_unknown_files_404(client: openai.OpenAI, cid: str) -> None:
         client.containers.files.content.retrieve("cfile_nope", container_id=cid)
     with pytest.raises(openai.NotFoundError):
         client.containers.files.list("cntr_nope")
+
+
+def test_uploads_and_bodies_are_capped(own_server: Server) -> None:
+    own_server.stop()
+    own_server.env.update(COVE_MAX_UPLOAD="1m", COVE_MAX_REQUEST="64k")
+    own_server.start()
+    client = own_server.client()
+    cid = client.containers.create(name="capped").id
+    assert client.containers.files.create(cid, file=("ok.bin", b"x" * 1000)).bytes == 1000
+    with pytest.raises(openai.APIStatusError) as info:
+        client.containers.files.create(cid, file=("big.bin", b"x" * (2 << 20)))
+    assert info.value.status_code == 413
+    with own_server.http() as http:
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+            for _ in range(200):
+                yield b"y" * 1024
+        response = http.post("/v1/responses", content=chunks(), headers={"content-type": "application/json"})
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "request_too_large"
+        assert http.get(f"/v1/containers/{cid}").status_code == 200

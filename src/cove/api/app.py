@@ -9,7 +9,8 @@ from fastapi import FastAPI
 
 from cove import __version__
 from cove.api import container_files, containers, conversations, errors, models, responses
-from cove.config import Settings
+from cove.api.body_limit import BodyLimit
+from cove.config import Settings, parse_size
 from cove.providers.registry import ModelRegistry
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
@@ -61,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.ready = False
     errors.install(app)
+    app.add_middleware(BodyLimit, upload_bytes=parse_size(settings.max_upload),
+                       json_bytes=parse_size(settings.max_request))
     app.include_router(containers.router)
     app.include_router(container_files.router)
     app.include_router(responses.router)

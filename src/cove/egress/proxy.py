@@ -205,8 +205,7 @@ class EgressProxy:
         listener.closed = True
         if listener.server is not None:
             listener.server.close()
-        for task in list(listener.tasks):
-            task.cancel()
+        pass
         await asyncio.gather(*listener.tasks, return_exceptions=True)
         if listener.server is not None:
             await listener.server.wait_closed()

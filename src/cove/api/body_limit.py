@@ -1,0 +1,56 @@
+"""Caps request bodies before anything reads them: uploads are spooled to the host's disk by the
+multipart parser, so an unbounded upload could fill it."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, *, upload_bytes: int, json_bytes: int) -> None:
+        self.app = app
+        self.upload_bytes = upload_bytes
+        self.json_bytes = json_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        limit = self.upload_bytes if headers.get(b"content-type", b"").startswith(b"multipart/") else self.json_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _refuse(send, limit)
+            return
+        seen = 0
+        exceeded = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                # Frameworks turn errors raised here into their own 400s: end the body instead and
+                # answer 413 in place of whatever the app answers to the cut body.
+                exceeded = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await _refuse(send, limit)
+
+        await self.app(scope, counted_receive, guarded_send)
+
+
+async def _refuse(send: Send, limit: int) -> None:
+    body = json.dumps({"error": {"message": f"The request body is larger than this server accepts ({limit} bytes).",
+                                 "type": "invalid_request_error", "param": None,
+                                 "code": "request_too_large"}}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
