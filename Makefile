@@ -34,6 +34,7 @@ test: setup image
 bench: setup image
 	$(VENV)/bin/python bench/containers.py
 	$(VENV)/bin/python bench/tool_turns.py
+	$(VENV)/bin/python bench/neighbours.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
