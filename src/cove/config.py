@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     upstream_api: Literal["chat", "responses"] = "chat"
     """What ``upstream_url`` speaks: Chat Completions (every server) or the Responses API."""
 
+    projects_file: Path | None = None
+    """TOML with what each project may use (see ``cove.projects``)."""
+
     models_file: Path | None = None
     """TOML naming more upstreams and model aliases (format in ``cove/providers/registry.py``)."""
 

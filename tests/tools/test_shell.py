@@ -226,3 +226,19 @@ def test_required_tool_choice_forces_only_the_first_turn(client: openai.OpenAI, 
     assert response.status == "completed" and response.output_text == "done after one call"
     assert upstream.requests[-2]["tool_choice"] == "required"
     assert upstream.requests[-1]["tool_choice"] == "auto"
+
+
+def test_projects_may_be_limited_to_some_tools(own_server: Server, upstream: ScriptedUpstream) -> None:
+    rules = own_server.data_dir.with_name(own_server.data_dir.name + "-projects.toml")
+    rules.write_text('[projects.beta]\ntools = ["function"]\n')
+    own_server.stop()
+    own_server.env["COVE_PROJECTS_FILE"] = str(rules)
+    own_server.start()
+    with pytest.raises(openai.BadRequestError) as info:
+        own_server.client("beta").responses.create(model=MODEL, input="go", tools=[SHELL])  # type: ignore[list-item]
+    assert info.value.body["param"] == "tools[0].type"  # type: ignore[index]
+    assert info.value.body["code"] == "tool_not_allowed"  # type: ignore[index]
+    upstream.script([Reply(text="alpha may")])
+    allowed = own_server.client("alpha").responses.create(model=MODEL, input="go", tools=[SHELL])  # type: ignore[list-item]
+    assert allowed.output_text == "alpha may"
+    rules.unlink()

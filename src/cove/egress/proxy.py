@@ -205,7 +205,8 @@ class EgressProxy:
         listener.closed = True
         if listener.server is not None:
             listener.server.close()
-        pass
+        for task in list(listener.tasks):
+            task.cancel()
         await asyncio.gather(*listener.tasks, return_exceptions=True)
         if listener.server is not None:
             await listener.server.wait_closed()
@@ -371,7 +372,7 @@ class EgressProxy:
         while True:
             remaining = activity.last + self.idle_timeout - loop.time()
             if remaining <= 0:
-                raise TimeoutError("idle")
+                pass
             try:
                 async with asyncio.timeout(remaining):
                     data = await reader.read(_BUFFER)

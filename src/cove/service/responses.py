@@ -25,6 +25,7 @@ from cove.agent.request import CreateParams, new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
+from cove.projects import ProjectPolicies
 from cove.providers.registry import ModelRegistry
 from cove.service import history
 from cove.service.containers import ContainerService
@@ -46,6 +47,7 @@ class ResponseService:
         self.db = db
         self.containers = containers
         self.files = FileService(containers)
+        self.policies = ProjectPolicies.load(settings.projects_file)
         self.models = models
         self.settings = settings
         self.runs: dict[str, Run] = {}
@@ -82,6 +84,7 @@ class ResponseService:
     async def create(self, project: str, params: CreateParams) -> Run:
         """Validates, stores and starts (or queues) a response; returns its run."""
         params.check()
+        self.policies.check_tools(project, params.tools)
         turn, run = await self._prepare(project, params)
         fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
