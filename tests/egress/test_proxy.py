@@ -339,6 +339,24 @@ def test_idle_tunnels_are_closed() -> None:
     run(main)
 
 
+def test_tunnels_end_at_the_total_timeout_even_when_busy() -> None:
+    async def main() -> None:
+        async with environment(total_timeout=0.5) as env:
+            port = await env.listen("c1", "allowed.test")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"CONNECT allowed.test:{env.echo_port} HTTP/1.1\r\n\r\n".encode())
+            await reader.readuntil(b"\r\n\r\n")
+            started = asyncio.get_running_loop().time()
+            with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+                while True:
+                    writer.write(b"x")
+                    await reader.readexactly(1)
+                    await asyncio.sleep(0.05)
+            assert 0.3 < asyncio.get_running_loop().time() - started < 2
+            writer.close()
+    run(main)
+
+
 def test_unix_socket_listener() -> None:
     async def main() -> None:
         async with environment() as env:
@@ -391,11 +409,19 @@ def test_check_address_refuses_internal_addresses(ip: str) -> None:
     assert check_address(ip) is not None
 
 
+@pytest.mark.parametrize(("ip", "kind"), [
+    ("100.64.0.1", "carrier-grade NAT"), ("10.1.2.3", "private"), ("169.254.169.254", "link-local"),
+    ("::ffff:127.0.0.1", "loopback"), ("fd12:3456::1", "private"), ("0.0.0.0", "unspecified"),
+    ("240.0.0.1", "reserved"), ("ff02::1", "multicast")])
+def test_check_address_says_why(ip: str, kind: str) -> None:
+    assert kind in (check_address(ip) or "")
+
+
 def test_check_address_accepts_public_and_refuses_forbidden() -> None:
     public = ["203.0.114.7", "2a0b:4000::5", "::ffff:203.0.114.7"]
     for ip in public:
         assert check_address(ip) is None, ip
-    assert check_address("203.0.114.7", forbidden=["203.0.114.7"]) == "203.0.114.7 is one of Cove's own addresses"
+    assert check_address("203.0.114.7", forbidden=["203.0.114.7"]) == "203.0.114.7, a Cove's own address"
     assert check_address("::ffff:203.0.114.7", forbidden=["203.0.114.0/24"]) is not None
     assert check_address("not-an-ip") is not None
 

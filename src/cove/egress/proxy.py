@@ -253,6 +253,10 @@ class EgressProxy:
             await self._serve(listener, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
             log.debug("egress connection for %s ended: %r", listener.label, exc)
+        except Exception:
+            log.exception("egress connection for %s failed", listener.label)
+        except asyncio.CancelledError:
+            pass  # remove() or shutdown; the task ends here, and 3.11's streams log cancelled handlers as errors
         finally:
             listener.tasks.discard(task)
             writer.close()
@@ -372,7 +376,7 @@ class EgressProxy:
         while True:
             remaining = activity.last + self.idle_timeout - loop.time()
             if remaining <= 0:
-                pass
+                raise TimeoutError("idle")
             try:
                 async with asyncio.timeout(remaining):
                     data = await reader.read(_BUFFER)

@@ -46,28 +46,31 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
+def _kind(address: IPAddress, forbidden: Iterable[str]) -> str | None:
+    """What makes ``address`` internal, or None for a public address."""
+    if any(address in ipaddress.ip_network(entry, strict=False) for entry in forbidden):
+        return "Cove's own"
+    checks = [("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
+              ("link-local", address.is_link_local), ("multicast", address.is_multicast),
+              ("carrier-grade NAT", address in _CGNAT), ("reserved", address.is_reserved),
+              ("site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
+              ("private", address.is_private), ("non-public", not address.is_global)]
+    return next((kind for kind, hit in checks if hit), None)
+
+
 def check_address(ip: str, forbidden: Iterable[str] = ()) -> str | None:
     """Why ``ip`` may not be connected to, or None when it is a public address."""
     try:
         address: IPAddress = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
         return f"{ip!r} is not an IP address"
-    for entry in forbidden:
-        if address in ipaddress.ip_network(entry, strict=False):
-            return f"{address} is one of Cove's own addresses"
     if isinstance(address, ipaddress.IPv6Address) and (inner := _embedded_ipv4(address)) is not None:
-        reason = check_address(str(inner), forbidden)
-        return f"{address} embeds {reason}" if reason else None
-    checks = [("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
-              ("link-local", address.is_link_local), ("multicast", address.is_multicast),
-              ("carrier-grade NAT", address in _CGNAT),
-              ("site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
-              ("private", address.is_private), ("reserved", address.is_reserved),
-              ("non-public", not address.is_global)]
-    for kind, hit in checks:
-        if hit:
-            return f"{address} is a {kind} address"
-    return None
+        # Where it leads decides: ::ffff:10.0.0.1 is 10.0.0.1, and ::ffff:<public> is as public as <public>.
+        own = any(address in ipaddress.ip_network(entry, strict=False) for entry in forbidden)
+        kind = "Cove's own" if own else _kind(inner, forbidden)
+        return f"{address}, which leads to {inner}, a {kind} address" if kind else None
+    kind = _kind(address, forbidden)
+    return f"{address}, a {kind} address" if kind else None
 
 
 def parse_test_hosts(text: str) -> dict[str, str]:
