@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     disk_limit: str = "10g"
     """Each container's writable layer is a filesystem of this size: writes past it fail with ENOSPC."""
 
+    egress_ports: str = "80,443"
+    """Ports the egress proxy connects to."""
+
+    egress_test_hosts: str = ""
+    """FOR TESTS ONLY: ``name=ip,...`` answers the egress proxy trusts without its address checks."""
+
     max_upload: str = "1g"
     """Largest container file upload (multipart body); larger ones are refused with 413."""
 
@@ -108,6 +114,10 @@ class Settings(BaseSettings):
             key, _, project = entry.partition("=")
             result[key.strip()] = project.strip() or "default"
         return result
+
+    @property
+    def egress_port_list(self) -> list[int]:
+        return [int(port) for port in self.egress_ports.split(",") if port.strip()]
 
     @property
     def image_root(self) -> Path:

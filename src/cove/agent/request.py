@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cove.egress.policy import parse_network_policy
 from cove.errors import InvalidRequest, NotFound
 
 INCLUDABLE = {
@@ -135,9 +136,11 @@ def _check_environment(environment: Any, param: str) -> None:
         raise NotFound(f"No file found with id '{environment['file_ids'][0]}'.",
                              param=f"{param}.file_ids", code="file_not_found")
     policy = environment.get("network_policy")
-    if policy is not None and (not isinstance(policy, dict) or policy.get("type") != "disabled"):
-        raise InvalidRequest("Only network_policy {'type': 'disabled'} is available on this server.",
-                             param=f"{param}.network_policy", code="invalid_value")
+    if policy is not None:
+        parse_network_policy(policy, f"{param}.network_policy")
+        if isinstance(policy, dict) and policy.get("domain_secrets"):
+            raise InvalidRequest("domain_secrets are not supported by this server yet.",
+                                 param=f"{param}.network_policy.domain_secrets")
     memory = environment.get("memory_limit")
     if memory is not None and memory not in ("1g", "4g", "16g", "64g"):
         raise InvalidRequest("memory_limit must be 1g, 4g, 16g or 64g.", param=f"{param}.memory_limit",

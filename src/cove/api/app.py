@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit = AuditLog(db)
         audit.start()
         service = ContainerService(db, engine, settings, audit)
+        engine.egress.on_decision = service.record_egress
         registry = ModelRegistry(settings)
         response_service = ResponseService(db, registry, service, settings)
         app.state.settings = settings

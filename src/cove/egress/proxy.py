@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import re
+import socket
 import stat
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -184,6 +185,16 @@ class EgressProxy:
             raise
         name = listener.server.sockets[0].getsockname()
         return str(name[0]), int(name[1])
+
+    async def listen_socket(self, label: str, policy: EgressPolicy, sock: socket.socket) -> None:
+        """Accept connections on a listening socket made elsewhere (inside a container's network)."""
+        listener = self._add(label, policy)
+        try:
+            listener.server = await asyncio.start_server(functools.partial(self._handle, listener), sock=sock,
+                                                         limit=MAX_HEAD)
+        except BaseException:
+            del self._listeners[label]
+            raise
 
     async def listen_unix(self, label: str, policy: EgressPolicy, path: str) -> str:
         """Like ``listen`` on a Unix socket, which a container reaches through a bind mount, not a route."""

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from cove.egress.policy import EgressPolicy
 from cove.sandbox.fs import ContainerFS
 
 MEMORY_TIERS = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
@@ -60,6 +61,8 @@ OutputCallback = Callable[[Literal["stdout", "stderr"], str], None]
 class Limits:
     memory: str = "1g"
     cpus: float = 1.0
+    network: EgressPolicy | None = None
+    """None: loopback only. A policy: an egress proxy on the container's loopback, allowing its domains."""
 
 
 class Sandbox(abc.ABC):

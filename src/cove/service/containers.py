@@ -17,6 +17,8 @@ from typing import Any, cast
 from sqlalchemy import delete, select, update
 
 from cove.config import Settings
+from cove.egress.policy import EgressPolicy, parse_network_policy
+from cove.egress.proxy import Decision
 from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
 from cove.sandbox.base import Command, CommandOutput, Limits, OutputCallback, Sandbox, SandboxEngine
@@ -39,6 +41,8 @@ class ContainerService:
         self.settings = settings
         self.audit = audit
         self._expiry_task: asyncio.Task[None] | None = None
+        self._projects: dict[str, str] = {}
+        """Container id -> project, for labelling egress decisions in the audit trail."""
         self._busy: Counter[str] = Counter()
         """In-flight uses per container: a container never expires under a running command."""
 
@@ -54,14 +58,12 @@ class ContainerService:
         if not 1 <= minutes <= 7 * 24 * 60:
             raise InvalidRequest("expires_after.minutes must be between 1 and 10080.",
                                  param="expires_after.minutes")
-        if network_policy.get("type", "disabled") != "disabled":
-            raise InvalidRequest("Only network_policy {'type': 'disabled'} is available on this server.",
-                                 param="network_policy")
+        egress = network_limits(network_policy)
         image_name = image or self.settings.default_image
         now = int(time.time())
         row = ContainerRow(id=new_id("cntr"), project=project, name=name, image=image_name,
                            status="running", memory_limit=memory_limit, cpu_limit=cpus,
-                           expires_minutes=minutes, network_policy={"type": "disabled"},
+                           expires_minutes=minutes, network_policy=policy_object(egress),
                            created_at=now, last_active_at=now)
         async with self.db.begin() as session:
             running = await session.scalar(
@@ -71,7 +73,8 @@ class ContainerService:
                 raise TooManyRequests(f"This server runs at most {self.settings.max_containers} containers.")
             session.add(row)
         try:
-            await self.engine.create(row.id, image_name, Limits(memory=memory_limit, cpus=cpus))
+            self._projects[row.id] = project
+            await self.engine.create(row.id, image_name, Limits(memory=memory_limit, cpus=cpus, network=egress))
         except BaseException:
             async with self.db.begin() as session:
                 await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
@@ -112,7 +115,9 @@ class ContainerService:
         self._busy[row.id] += 1
         try:
             await self._touch(row)
-            sandbox = await self.engine.get(row.id, Limits(memory=row.memory_limit, cpus=row.cpu_limit))
+            self._projects[row.id] = project
+            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=network_limits(row.network_policy))
+            sandbox = await self.engine.get(row.id, limits)
             yield sandbox if self.audit is None else AuditedSandbox(sandbox, self.audit, project, row.id, response_id)
         finally:
             self._busy[row.id] -= 1
@@ -151,6 +156,13 @@ class ContainerService:
                 if on_done is not None:
                     on_done(index, results[-1])
         return results
+
+    def record_egress(self, decision: Decision) -> None:
+        """The egress proxy's decisions go to the audit trail of their container."""
+        if self.audit is not None:
+            self.audit.record(self._projects.get(decision.client, ""), decision.client, "egress", {
+                "method": decision.method, "host": decision.host, "port": decision.port,
+                "allowed": decision.allowed, "reason": decision.reason, "address": decision.address})
 
     # -- expiry -------------------------------------------------------------------------------------
     def start_expiry(self) -> None:
@@ -214,3 +226,18 @@ class AuditedSandbox(Sandbox):
     @property
     def running(self) -> bool:
         return self._inner.running
+
+
+def network_limits(policy: dict[str, Any] | None) -> EgressPolicy | None:
+    """The container's egress policy from OpenAI's ``network_policy`` shape (None: no network)."""
+    if policy and policy.get("domain_secrets"):
+        raise InvalidRequest("domain_secrets are not supported by this server yet.",
+                             param="network_policy.domain_secrets")
+    return parse_network_policy(policy or {"type": "disabled"})
+
+
+def policy_object(egress: EgressPolicy | None) -> dict[str, Any]:
+    """What the API shows (secrets are never echoed)."""
+    if egress is None:
+        return {"type": "disabled"}
+    return {"type": "allowlist", "allowed_domains": list(egress.allowed_domains)}

@@ -31,6 +31,7 @@ from cove.sandbox.images.store import Image, lookup
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.agent import InitAgent
 from cove.sandbox.linux.disk import create_disk, is_mounted, mount_disk
+from cove.sandbox.linux.netns import listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
 from cove.sandbox.linux.spec import COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 _SCAFFOLD_DIRS = ("proc", "dev", "sys", "tmp", "mnt/data", COVE_DIR.lstrip("/"))
 _SCAFFOLD_FILES = ("etc/hosts",)
 _SHELLS = ("/bin/bash", "/bin/sh")
+PROXY_PORT = 3128
+"""Where a container with a network policy finds the egress proxy, on its own loopback."""
 
 
 class LinuxSandbox(Sandbox):
@@ -160,7 +163,15 @@ class LinuxSandbox(Sandbox):
             child_end.close()
         host_end.setblocking(False)
         self._shell = self._find_shell()
-        return InitAgent(host_end)
+        agent = InitAgent(host_end)
+        if self.limits.network is not None:
+            try:
+                sock = await listen_in(self._init_pid, PROXY_PORT)
+                await engine.egress.listen_socket(self.id, self.limits.network, sock)
+            except BaseException:
+                agent.close()
+                raise
+        return agent
 
     def _find_shell(self) -> str:
         fs = ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
@@ -181,6 +192,8 @@ class LinuxSandbox(Sandbox):
         agent, self._agent = self._agent, None
         if agent is not None:
             agent.close()
+        if self.limits.network is not None:
+            await self.engine.egress.remove(self.id)
         self._sinks.close()
         if self._init_pid:
             await _wait_exit(self._init_pid, grace=5.0)
@@ -225,6 +238,10 @@ class LinuxSandbox(Sandbox):
         env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
                "HOSTNAME": self.id[:63]}
         env.update(self._image_env)
+        if self.limits.network is not None:
+            proxy = f"http://127.0.0.1:{PROXY_PORT}"
+            env.update({"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
+                        "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1"})
         for key, value in extra.items():
             if not key or "=" in key or "\x00" in key or "\x00" in value:
                 raise InvalidRequest(f"Invalid environment variable {key!r}.", param="env")

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import socket
 import stat
+import subprocess
 from pathlib import Path
 
 from cove.config import Settings, parse_size
+from cove.egress.proxy import EgressProxy
+from cove.egress.resolver import Resolver, parse_test_hosts
 from cove.errors import InvalidRequest, NotFound, SandboxError
 from cove.sandbox.base import MEMORY_TIERS, Limits, SandboxEngine
 from cove.sandbox.images.store import ImageStore
@@ -26,6 +31,18 @@ from cove.sandbox.linux.runc import Runc
 log = logging.getLogger(__name__)
 _POOL_ID = re.compile(r"pool_[0-9a-f]{48}")
 _PR_SET_CHILD_SUBREAPER = 36
+
+
+def host_addresses() -> list[str]:
+    """Every address of this host's interfaces: no name may lead the proxy back onto the host."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError, ValueError):
+        listing = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True, timeout=5).stdout
+        found.update(info["local"] for link in json.loads(listing) for info in link.get("addr_info", [])
+                     if "local" in info)
+    with contextlib.suppress(OSError):
+        found.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
+    return sorted(found)
 
 
 def _check_traversable(path: Path) -> None:
@@ -48,6 +65,9 @@ class LinuxEngine(SandboxEngine):
         self.pids_limit = settings.pids_limit
         self.nofile_limit = settings.nofile_limit
         self.disk_bytes = parse_size(settings.disk_limit)
+        self.egress = EgressProxy(
+            Resolver(hosts=parse_test_hosts(settings.egress_test_hosts), forbidden=host_addresses()),
+            allowed_ports=settings.egress_port_list)
         self.start_slots = asyncio.Semaphore(8)
         """Bounds concurrent runc starts so a burst of creates cannot starve the machine."""
         self._live: dict[str, LinuxSandbox] = {}
@@ -195,6 +215,7 @@ class LinuxEngine(SandboxEngine):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refill_task
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.egress.aclose()
         pool, self._pool = self._pool, []
         for sandbox in pool:
             with contextlib.suppress(Exception):
