@@ -2,8 +2,10 @@
 
     [projects.analysts]                     # the project of a key in COVE_API_KEYS (key=project)
     tools = ["function", "code_interpreter"]  # tool types it may use; absent: every tool
+    allowed_domains = ["*.internal.example"]  # the most a network_policy may allow; absent: no limit
 
-Requests naming a tool their project may not use are refused with 400 naming the tool.
+Requests naming a tool, or allowing a domain, beyond their project's rules are refused with 400
+naming the tool or the domain.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cove.egress.policy import EgressPolicy
 from cove.errors import InvalidRequest
 
 
@@ -20,6 +23,8 @@ from cove.errors import InvalidRequest
 class ProjectRules:
     tools: frozenset[str] | None = None
     """Tool types the project may use; None: all of them."""
+    allowed_domains: EgressPolicy | None = None
+    """The ceiling of what a network policy may allow (as a policy, for its matching); None: none set."""
 
 
 class ProjectPolicies:
@@ -34,13 +39,15 @@ class ProjectPolicies:
             document = tomllib.load(handle)
         rules = {}
         for project, table in (document.get("projects") or {}).items():
-            unknown = set(table) - {"tools"}
+            unknown = set(table) - {"tools", "allowed_domains"}
             if unknown:
                 raise ValueError(f"{path}: project {project!r} has unknown settings {sorted(unknown)}")
             tools = table.get("tools")
             if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, str) for t in tools)):
                 raise ValueError(f"{path}: projects.{project}.tools must be a list of tool types")
-            rules[project] = ProjectRules(frozenset(tools) if tools is not None else None)
+            ceiling = table.get("allowed_domains")
+            rules[project] = ProjectRules(frozenset(tools) if tools is not None else None,
+                                          EgressPolicy(tuple(ceiling)) if ceiling is not None else None)
         return cls(rules)
 
     def check_tools(self, project: str, tools: list[dict[str, Any]]) -> None:
@@ -51,3 +58,23 @@ class ProjectPolicies:
             if tool.get("type") not in allowed:
                 raise InvalidRequest(f"This project may not use the {tool.get('type')!r} tool.",
                                      param=f"tools[{index}].type", code="tool_not_allowed")
+
+    def check_network(self, project: str, policy: EgressPolicy | None, param: str) -> None:
+        """Every domain a policy allows must be within the project's ceiling."""
+        ceiling = self.rules.get(project, ProjectRules()).allowed_domains
+        if policy is None or ceiling is None:
+            return
+        for index, domain in enumerate(policy.allowed_domains):
+            if not _within(ceiling, domain):
+                raise InvalidRequest(f"This project may not allow {domain!r}: the operator allows at most "
+                                     f"{', '.join(ceiling.allowed_domains)}.",
+                                     param=f"{param}.allowed_domains[{index}]", code="domain_not_allowed")
+
+
+def _within(ceiling: EgressPolicy, domain: str) -> bool:
+    """A name is within the ceiling if the ceiling allows it; a wildcard, if a ceiling wildcard covers it."""
+    if not domain.startswith("*."):
+        return ceiling.allows(domain)
+    inner = domain[2:]
+    return any(entry.startswith("*.") and (inner == entry[2:] or inner.endswith("." + entry[2:]))
+               for entry in ceiling.allowed_domains)

@@ -68,3 +68,27 @@ def test_allowlist_through_the_proxy(own_server: Server, internet: int) -> None:
         events = http.get(f"/v1/containers/{container.id}/audit", params={"limit": 100}).json()["data"]
     egress = [(e["host"], e["allowed"]) for e in events if e["type"] == "egress"]
     assert ("allowed.test", True) in egress and ("blocked.test", False) in egress
+
+
+def test_operator_ceiling(own_server: Server) -> None:
+    rules = own_server.data_dir.with_name(own_server.data_dir.name + "-projects.toml")
+    rules.write_text('[projects.alpha]\nallowed_domains = ["*.corp.test", "docs.test"]\n')
+    own_server.stop()
+    own_server.env["COVE_PROJECTS_FILE"] = str(rules)
+    own_server.start()
+    with own_server.http() as http:
+        for domains, ok in ((["docs.test", "api.corp.test", "*.eu.corp.test"], True),
+                            (["docs.test", "other.test"], False), (["*.big.test"], False)):
+            response = http.post("/v1/containers", json={"name": "c", "network_policy": {
+                "type": "allowlist", "allowed_domains": domains}})
+            assert (response.status_code == 200) == ok, (domains, response.text)
+            if not ok:
+                error = response.json()["error"]
+                assert error["code"] == "domain_not_allowed"
+                assert error["param"].startswith("network_policy.allowed_domains[")
+        response = http.post("/v1/responses", json={"model": "scripted-model", "input": "x", "tools": [
+            {"type": "shell", "environment": {"type": "container_auto", "network_policy": {
+                "type": "allowlist", "allowed_domains": ["evil.test"]}}}]})
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "tools[0].environment.network_policy.allowed_domains[0]"
+    rules.unlink()

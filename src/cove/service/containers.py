@@ -21,6 +21,7 @@ from cove.egress.policy import EgressPolicy, parse_network_policy
 from cove.egress.proxy import Decision
 from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
+from cove.projects import ProjectPolicies
 from cove.sandbox.base import Command, CommandOutput, Limits, OutputCallback, Sandbox, SandboxEngine
 from cove.sandbox.fs import ContainerFS
 from cove.service.audit import AuditLog
@@ -37,6 +38,7 @@ MAX_COMMAND_CHARS = 1 << 20
 class ContainerService:
     def __init__(self, db: Database, engine: SandboxEngine, settings: Settings, audit: AuditLog | None = None) -> None:
         self.db = db
+        self.policies = ProjectPolicies.load(settings.projects_file)
         self.engine = engine
         self.settings = settings
         self.audit = audit
@@ -59,6 +61,7 @@ class ContainerService:
             raise InvalidRequest("expires_after.minutes must be between 1 and 10080.",
                                  param="expires_after.minutes")
         egress = network_limits(network_policy)
+        self.policies.check_network(project, egress, "network_policy")
         image_name = image or self.settings.default_image
         now = int(time.time())
         row = ContainerRow(id=new_id("cntr"), project=project, name=name, image=image_name,

@@ -25,10 +25,9 @@ from cove.agent.request import CreateParams, new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
-from cove.projects import ProjectPolicies
 from cove.providers.registry import ModelRegistry
 from cove.service import history
-from cove.service.containers import ContainerService
+from cove.service.containers import ContainerService, network_limits
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
 from cove.service.runs import Run
@@ -47,7 +46,7 @@ class ResponseService:
         self.db = db
         self.containers = containers
         self.files = FileService(containers)
-        self.policies = ProjectPolicies.load(settings.projects_file)
+        self.policies = containers.policies
         self.models = models
         self.settings = settings
         self.runs: dict[str, Run] = {}
@@ -85,6 +84,11 @@ class ResponseService:
         """Validates, stores and starts (or queues) a response; returns its run."""
         params.check()
         self.policies.check_tools(project, params.tools)
+        for index, tool in enumerate(params.tools):
+            environment = tool.get("environment") or tool.get("container")
+            if isinstance(environment, dict) and environment.get("network_policy"):
+                egress = network_limits(environment["network_policy"])
+                self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
         turn, run = await self._prepare(project, params)
         fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
