@@ -1,11 +1,15 @@
-"""Hosted-tool tests script the session's upstream; each starts with an empty script."""
+"""Hosted-tool tests script the session's upstream; each starts with an empty script. The pure
+tests of the tools' file logic use a plain directory as the container root (``root``, ``fs``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from cove.sandbox.fs import ContainerFS
 from tests.upstream import ScriptedUpstream
 
 
@@ -14,3 +18,14 @@ def fresh_script(upstream: ScriptedUpstream) -> Iterator[ScriptedUpstream]:
     upstream.reset()
     yield upstream
     upstream.reset()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "root" / "app").mkdir(parents=True)
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def fs(root: Path) -> ContainerFS:
+    return ContainerFS(str(root), os.getuid(), os.getgid())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import stat
 from pathlib import Path
@@ -18,15 +17,6 @@ def fresh_script() -> None:
     """Shadows the package conftest's autouse fixture: these tests need no server or upstream."""
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    (tmp_path / "root" / "app").mkdir(parents=True)
-    return tmp_path / "root"
-
-
-@pytest.fixture
-def fs(root: Path) -> ContainerFS:
-    return ContainerFS(str(root), os.getuid(), os.getgid())
 
 
 def update(fs: ContainerFS, path: str, diff: str) -> str:

@@ -5,7 +5,6 @@ Expected strings are written out by hand from Anthropic's reference implementati
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -24,15 +23,6 @@ def fresh_script() -> None:
     """Shadows the package conftest's autouse fixture: these tests need no server or upstream."""
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    (tmp_path / "root" / "app").mkdir(parents=True)
-    return tmp_path / "root"
-
-
-@pytest.fixture
-def fs(root: Path) -> ContainerFS:
-    return ContainerFS(str(root), os.getuid(), os.getgid())
 
 
 def run(fs: ContainerFS, **command: object) -> str:
