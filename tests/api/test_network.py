@@ -56,13 +56,20 @@ def test_allowlist_through_the_proxy(own_server: Server, internet: int) -> None:
                   f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://blocked.test:{internet}/",
                   f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{internet}/ --proxy ''",
                   f"curl -sS -m 10 -p {url}",
-                  "getent hosts allowed.test || echo no-dns")
+                  "getent hosts allowed.test || echo no-dns",
+                  f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{internet}/",
+                  f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://2130706433:{internet}/ --noproxy ''",
+                  f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://localhost:{internet}/ --noproxy ''",
+                  "python3 -c \"import socket; socket.create_connection(('192.0.2.1', 80), timeout=3)\"")
         assert out[0]["stdout"] == "hello from allowed.test\n"
         assert out[1]["stdout"] == "hello from api.wild.test\n"
         assert out[2]["stdout"] == "403"
         assert out[3]["outcome"] != {"type": "exit", "exit_code": 0}  # its own loopback: nothing there
         assert out[4]["stdout"] == "hello from allowed.test\n"  # through a CONNECT tunnel
         assert out[5]["stdout"] == "no-dns\n"
+        assert out[6]["stdout"] == "000"  # not proxied: the container's own loopback, where nothing listens
+        assert out[7]["stdout"] == out[8]["stdout"] == "403"  # a raw IP, a name for loopback: refused
+        assert "Network is unreachable" in str(out[9]["stderr"])  # no route anywhere: nothing leaves
         no_policy = run(http, closed, f"curl -sS -m 5 {url}")[0]
         assert no_policy["outcome"] != {"type": "exit", "exit_code": 0}
         events = http.get(f"/v1/containers/{container.id}/audit", params={"limit": 100}).json()["data"]
