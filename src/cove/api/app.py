@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -46,12 +47,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.conversations = ConversationService(db)
         app.state.audit = audit
         await response_service.start()
+        warm_up = registry.warm_up()
         service.start_expiry()
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            if warm_up is not None:
+                warm_up.cancel()
+                await asyncio.gather(warm_up, return_exceptions=True)
             await response_service.stop()
             await service.stop_expiry()
             await engine.close()

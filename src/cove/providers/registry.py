@@ -131,6 +131,18 @@ class ModelRegistry:
             self._local = local_class()
         return self._local
 
+    def warm_up(self) -> asyncio.Task[None] | None:
+        """Loads the embedded model in the background when it is the fallback, so the first request
+        does not wait for it."""
+        if self.default is not None:
+            return None
+        try:
+            model = self._local_model()
+        except UpstreamError:
+            return None
+        load = getattr(model, "load", None)
+        return asyncio.create_task(load()) if load is not None else None
+
     async def list_models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries: the aliases, the default upstream's own models (if it answers within
         2 s), and the local model when it is the fallback."""
