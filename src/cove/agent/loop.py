@@ -95,8 +95,8 @@ def _is_user_message(item: dict[str, Any]) -> bool:
 @dataclass
 class _Step:
     finish: Finish
-    hosted: list[tuple[HostedTool, dict[str, Any], str, str]] = field(default_factory=list)
-    """Server-side calls of this turn: (tool, its config, call_id, arguments)."""
+    hosted: list[tuple[HostedTool, str, str]] = field(default_factory=list)
+    """Server-side calls of this turn: (tool, call_id, arguments)."""
     client_calls: bool = False
     """Whether the turn also called tools the client runs: then the response ends after this turn."""
 
@@ -134,7 +134,7 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
     """Streams one model turn into ``builder``; hosted calls are collected, not streamed as functions."""
     calls: dict[int, dict[str, Any]] = {}
     hosted: dict[int, list[Any]] = {}
-    native_calls: list[tuple[HostedTool, dict[str, Any], str, str]] = []
+    native_calls: list[tuple[HostedTool, str, str]] = []
     finish = Finish("stop", Usage())
     async for event in turn.model.stream(request):
         if event.type == "text":
@@ -144,13 +144,13 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
         elif event.type == "tool_call_start":
             server_side = turn.toolbox.hosted(event.name)
             if server_side is not None:
-                hosted[event.index] = [*server_side, event.call_id, ""]
+                hosted[event.index] = [server_side, event.call_id, ""]
             else:
                 await builder.function_call(event.call_id, event.name)
                 calls[event.index] = builder.output[-1]
         elif event.type == "tool_call_delta":
             if event.index in hosted:
-                hosted[event.index][3] += event.arguments
+                hosted[event.index][2] += event.arguments
                 continue
             call = calls.get(event.index)
             if call is not None and call is builder.output[-1] and call["status"] == "in_progress":
@@ -158,18 +158,17 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
             elif call is not None:
                 call["arguments"] += event.arguments  # interleaved (rare): the final response carries it
         elif event.type == "native_item":
-            native = turn.toolbox.native_call(event.item)
-            if native is not None:  # a hosted tool the upstream called in its own shape: run it here
-                tool, config = native
+            tool = turn.toolbox.native_call(event.item)
+            if tool is not None:  # a hosted tool the upstream called in its own shape: run it here
                 arguments = json.dumps(tool.function_arguments(event.item))
-                native_calls.append((tool, config, event.item.get("call_id") or "", arguments))
+                native_calls.append((tool, event.item.get("call_id") or "", arguments))
             else:
                 await builder.item(event.item)
         elif event.type == "finish":
             finish = event
     await builder.close_open()
     await _to_client_items(turn, builder, calls)
-    ordered = [(entry[0], entry[1], entry[2], entry[3]) for _, entry in sorted(hosted.items())]
+    ordered = [(entry[0], entry[1], entry[2]) for _, entry in sorted(hosted.items())]
     return _Step(finish, [*ordered, *native_calls], client_calls=bool(calls))
 
 
@@ -183,8 +182,9 @@ async def _to_client_items(turn: Turn, builder: ResponseBuilder, calls: dict[int
 
 async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None:
     assert turn.workspace is not None, "a request with hosted tools has a workspace"
-    items: list[tuple[HostedTool, dict[str, Any], dict[str, Any]]] = []
-    for tool, config, call_id, arguments in step.hosted:
+    run = ToolRun(turn.workspace, builder)
+    items: list[tuple[HostedTool, dict[str, Any]]] = []
+    for tool, call_id, arguments in step.hosted:
         try:
             parsed = json.loads(arguments or "{}")
             if not isinstance(parsed, dict):
@@ -193,11 +193,10 @@ async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None
         except (ValueError, ToolArgumentsError) as exc:
             await _refuse(turn, builder, tool, call_id, arguments, str(exc))
             continue
-        await tool.emit_call(call, ToolRun(turn.workspace, builder, config))
-        items.append((tool, config, call))
-    outputs = await asyncio.gather(*(tool.run(call, ToolRun(turn.workspace, builder, config))
-                                     for tool, config, call in items))
-    for (_tool, _config, call), output in zip(items, outputs, strict=True):
+        await tool.emit_call(call, run)
+        items.append((tool, call))
+    outputs = await asyncio.gather(*(tool.run(call, run) for tool, call in items))
+    for (_tool, call), output in zip(items, outputs, strict=True):
         turn.context.extend([call] if output is call else [call, output])
 
 

@@ -11,7 +11,7 @@ import abc
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from cove.agent.builder import ResponseBuilder
@@ -47,8 +47,6 @@ class ToolRun:
 
     workspace: Workspace
     builder: ResponseBuilder
-    config: dict[str, Any] = field(default_factory=dict)
-    """The tool's entry in the request's ``tools``."""
 
 
 class HostedTool(abc.ABC):

@@ -74,8 +74,9 @@ class Toolbox:
                 result.append(tool)
         return result
 
-    def hosted(self, name: str) -> tuple[HostedTool, dict[str, Any]] | None:
-        return self.server.get(name)
+    def hosted(self, name: str) -> HostedTool | None:
+        entry = self.server.get(name)
+        return entry[0] if entry is not None else None
 
     def client_item(self, call_id: str, name: str, arguments: str) -> dict[str, Any] | None:
         """A client-run hosted call (local shell) in its own item shape, or None for plain functions."""
@@ -95,11 +96,11 @@ class Toolbox:
                     "environment": {"type": "local"}}
         return None
 
-    def native_call(self, item: dict[str, Any]) -> tuple[HostedTool, dict[str, Any]] | None:
+    def native_call(self, item: dict[str, Any]) -> HostedTool | None:
         """The server-side tool an upstream's native call item (e.g. ``shell_call``) is for."""
-        for tool, config in self.server.values():
+        for tool, _config in self.server.values():
             if tool.native_form is not None and item.get("type") == tool.call_type:
-                return tool, config
+                return tool
         return None
 
     def as_model_context(self, items: list[dict[str, Any]], native: bool = False) -> list[dict[str, Any]]:

@@ -34,7 +34,8 @@ class Workspace:
     """``container_file_citation`` annotations for files the tools wrote, for the final answer."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def _ensure(self) -> str:
+    async def container_id_now(self) -> str:
+        """The container's id, making the container if this response has none yet."""
         async with self._lock:
             if self.container_id is None:
                 row = await self.containers.create(
@@ -44,10 +45,6 @@ class Workspace:
                 if self.on_container is not None:
                     self.on_container(row.id)
             return self.container_id
-
-    async def container_id_now(self) -> str:
-        """The container's id, making the container if this response has none yet."""
-        return await self._ensure()
 
     async def cite(self, paths: list[str]) -> None:
         """Registers files the tools wrote as container files, to cite them in the answer."""
@@ -62,6 +59,6 @@ class Workspace:
     @asynccontextmanager
     async def sandbox(self) -> AsyncIterator[Sandbox]:
         """The container, kept from expiring while a tool uses it."""
-        container_id = await self._ensure()
+        container_id = await self.container_id_now()
         async with self.containers.use(self.project, container_id, self.response_id) as sandbox:
             yield sandbox

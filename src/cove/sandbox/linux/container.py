@@ -30,7 +30,7 @@ from cove.sandbox.fs import ContainerFS
 from cove.sandbox.images.store import Image, lookup
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.agent import InitAgent
-from cove.sandbox.linux.disk import create_disk, is_mounted, mount_disk
+from cove.sandbox.linux.disk import create_disk, mount_disk
 from cove.sandbox.linux.netns import listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
@@ -103,15 +103,12 @@ class LinuxSandbox(Sandbox):
     def _in_image(self, rel: str) -> bool:
         return lookup(self.image.layers, rel) is not None
 
-    def _mounted(self) -> bool:
-        return os.path.ismount(self.rootfs)
-
     def _ensure_mounted(self) -> None:
         if not self.dir.is_dir():
             raise SandboxError(f"Container {self.id} has no files on disk.")
-        if self.disk_image.exists() and not is_mounted(self.disk):
+        if self.disk_image.exists() and not os.path.ismount(self.disk):
             mount_disk(self.disk_image, self.disk)
-        if not self._mounted():
+        if not os.path.ismount(self.rootfs):
             mount_overlay(self.image.layers, self.upper, self.work, self.rootfs)
 
     # -- lifecycle ------------------------------------------------------------------------------

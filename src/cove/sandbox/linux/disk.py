@@ -7,7 +7,6 @@ written; making and mounting one takes about 10 ms here.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -33,6 +32,3 @@ def _run(argv: list[str]) -> None:
     if result.returncode != 0:
         raise SandboxError(f"{argv[0]} failed for a container disk: {result.stderr.strip() or result.returncode}")
 
-
-def is_mounted(path: Path) -> bool:
-    return os.path.ismount(path)
