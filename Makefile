@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 COVE := $(VENV)/bin/cove
 PYTHON ?= python3
-APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates postgresql
+APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates postgresql git
 export COVE_DATA_DIR ?= /var/lib/cove
 
 .PHONY: setup image run test bench lint clean-venv

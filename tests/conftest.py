@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from tests.internet import Internet
 from tests.postgres import PostgresServer
 from tests.upstream import ScriptedUpstream
 
@@ -94,6 +95,14 @@ def upstream() -> Iterator[ScriptedUpstream]:
     scripted = ScriptedUpstream().start()
     yield scripted
     scripted.stop()
+
+
+@pytest.fixture(scope="session")
+def internet() -> Iterator[Internet]:
+    """The stand-in internet: HTTP and HTTPS test hosts in a network namespace of this session."""
+    inet = Internet()
+    yield inet
+    inet.close()
 
 
 @pytest.fixture(scope="session")

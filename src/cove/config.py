@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     egress_ports: str = "80,443"
     """Ports the egress proxy connects to."""
 
+    egress_ca_file: Path | None = None
+    """More CA certificates the proxy trusts (beyond the host's) when it opens TLS for domain secrets."""
+
+    secrets_key_file: Path | None = None
+    """Key that seals domain secrets in the store; default ``data_dir/secrets.key``, made on first use.
+    Servers sharing one database must share this file."""
+
     egress_test_hosts: str = ""
     """FOR TESTS ONLY: ``name=ip,...`` answers the egress proxy trusts without its address checks."""
 
@@ -118,6 +125,10 @@ class Settings(BaseSettings):
     @property
     def egress_port_list(self) -> list[int]:
         return [int(port) for port in self.egress_ports.split(",") if port.strip()]
+
+    @property
+    def secrets_key_path(self) -> Path:
+        return self.secrets_key_file or self.data_dir / "secrets.key"
 
     @property
     def image_root(self) -> Path:

@@ -1,80 +1,94 @@
-"""Network policy: an allowlisted name works through Cove's egress proxy; nothing else gets out.
+"""Network policy: allowlisted names work through Cove's egress proxy with ordinary tools; nothing else gets out.
 
-The "internet" here is an HTTP server on the host's loopback, reached under test names that the
-proxy resolves through its test-only mapping; no other address is ever contacted.
+The "internet" is a host in a network namespace this session made (tests/internet.py), serving
+HTTP and HTTPS under test names; its CA is installed in the container the way a user would add a
+private CA, and then plain curl, pip and git commands work. No other address is ever contacted.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
+import json
 
 from tests.conftest import Server
 from tests.helpers import run
+from tests.internet import GIT_FILE, Internet
 
 
-class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"hello from {self.headers.get('Host', '').split(':')[0]}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def internet() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-def test_allowlist_through_the_proxy(own_server: Server, internet: int) -> None:
+def test_allowlist_with_curl_pip_and_git(own_server: Server, internet: Internet) -> None:
     own_server.stop()
-    own_server.env.update(COVE_EGRESS_TEST_HOSTS="allowed.test=127.0.0.1,api.wild.test=127.0.0.1,"
-                                                 "blocked.test=127.0.0.1",
-                          COVE_EGRESS_PORTS=f"80,443,{internet}")
+    own_server.env.update(internet.server_env())
     own_server.start()
     client = own_server.client()
-    policy = {"type": "allowlist", "allowed_domains": ["allowed.test", "*.wild.test"]}
+    policy = {"type": "allowlist", "allowed_domains": ["pypi.cove.test", "git.cove.test", "*.wild.cove.test"]}
     container = client.containers.create(name="net", network_policy=policy)  # type: ignore[arg-type]
     assert container.network_policy is not None and container.network_policy.type == "allowlist"
-    closed = client.containers.create(name="closed").id
-    url = f"http://allowed.test:{internet}/"
+    client.containers.files.create(container.id, file=("internet-ca.pem", internet.ca.read_bytes()))
+    before = len(internet.requests())
     with own_server.http() as http:
         out = run(http, container.id,
-                  f"curl -sS -m 10 {url}",
-                  f"curl -sS -m 10 http://api.wild.test:{internet}/",
-                  f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://blocked.test:{internet}/",
-                  f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{internet}/ --proxy ''",
-                  f"curl -sS -m 10 -p {url}",
-                  "getent hosts allowed.test || echo no-dns",
-                  f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{internet}/",
-                  f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://2130706433:{internet}/ --noproxy ''",
-                  f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://localhost:{internet}/ --noproxy ''",
-                  "python3 -c \"import socket; socket.create_connection(('192.0.2.1', 80), timeout=3)\"")
-        assert out[0]["stdout"] == "hello from allowed.test\n"
-        assert out[1]["stdout"] == "hello from api.wild.test\n"
-        assert out[2]["stdout"] == "403"
-        assert out[3]["outcome"] != {"type": "exit", "exit_code": 0}  # its own loopback: nothing there
-        assert out[4]["stdout"] == "hello from allowed.test\n"  # through a CONNECT tunnel
-        assert out[5]["stdout"] == "no-dns\n"
-        assert out[6]["stdout"] == "000"  # not proxied: the container's own loopback, where nothing listens
-        assert out[7]["stdout"] == out[8]["stdout"] == "403"  # a raw IP, a name for loopback: refused
-        assert "Network is unreachable" in str(out[9]["stderr"])  # no route anywhere: nothing leaves
-        no_policy = run(http, closed, f"curl -sS -m 5 {url}")[0]
+                  "cp /mnt/data/internet-ca.pem /usr/local/share/ca-certificates/internet.crt"
+                  " && update-ca-certificates >/dev/null",
+                  "curl -sS -m 10 http://pypi.cove.test/echo",
+                  "curl -sS -m 10 https://pypi.cove.test/simple/coveprobe/",
+                  "curl -sS -m 10 http://a.wild.cove.test/echo",
+                  "pip install -q --no-cache-dir --index-url https://pypi.cove.test/simple/ coveprobe"
+                  " && python3 -c 'import coveprobe; print(coveprobe.VALUE)'",
+                  "git clone -q https://git.cove.test/repo.git /tmp/repo && cat /tmp/repo/README",
+            timeout_ms=120_000)
+        for entry in out:
+            assert entry["outcome"] == {"type": "exit", "exit_code": 0}, entry["stderr"]
+        assert json.loads(str(out[1]["stdout"]))["path"] == "/echo"
+        assert "coveprobe-1.0-py3-none-any.whl" in str(out[2]["stdout"])
+        assert json.loads(str(out[3]["stdout"]))["headers"][0] == ["Host", "a.wild.cove.test"]
+        assert out[4]["stdout"] == "1.0\n"
+        assert out[5]["stdout"] == GIT_FILE
+        events = http.get(f"/v1/containers/{container.id}/audit", params={"limit": 100}).json()["data"]
+    arrived = internet.requests()[before:]
+    paths = {entry["path"].partition("?")[0] for entry in arrived}
+    assert paths >= {"/echo", "/simple/coveprobe/", "/repo.git/info/refs"}
+    egress = {(e["host"], e["method"], e["allowed"]) for e in events if e["type"] == "egress"}
+    assert {("pypi.cove.test", "GET", True), ("pypi.cove.test", "CONNECT", True),
+            ("git.cove.test", "CONNECT", True)} <= egress
+
+
+def test_everything_else_is_refused(own_server: Server, internet: Internet) -> None:
+    own_server.stop()
+    own_server.env.update(internet.server_env())
+    own_server.start()
+    client = own_server.client()
+    policy = {"type": "allowlist", "allowed_domains": ["pypi.cove.test"]}
+    container = client.containers.create(name="net", network_policy=policy)  # type: ignore[arg-type]
+    closed = client.containers.create(name="closed").id
+    code = "-o /dev/null -w '%{http_code}'"
+    before = len(internet.requests())
+    with own_server.http() as http:
+        out = run(http, container.id,
+                  f"curl -sS -m 10 {code} http://blocked.cove.test/echo",
+                  "curl -sS -m 10 -k https://blocked.cove.test/echo",
+                  f"curl -sS -m 10 {code} http://{internet.address}/echo",
+                  f"curl -sS -m 5 --noproxy '*' http://{internet.address}/echo",
+                  f"curl -sS -m 5 --noproxy '*' http://{internet.gateway}/",
+                  f"curl -sS -m 10 {code} http://localhost:{own_server.port}/healthz --noproxy ''",
+                  f"curl -sS -m 10 {code} http://pypi.cove.test:{own_server.port}/",
+                  "getent hosts pypi.cove.test || echo no-dns",
+                  "python3 -c \"import socket; socket.create_connection(('192.0.2.1', 80), timeout=3)\"",
+                  "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)\"")
+        assert out[0]["stdout"] == "403"  # a name that is not allowlisted
+        assert "CONNECT tunnel failed, response 403" in str(out[1]["stderr"])
+        assert out[2]["stdout"] == "403"  # the test host's raw address
+        for entry in out[3:5]:  # around the proxy: no route to the host or to this machine
+            assert "Couldn't connect" in str(entry["stderr"]) or "unreachable" in str(entry["stderr"]), entry
+        assert out[5]["stdout"] == "403"  # Cove's own API by a name for loopback
+        assert out[6]["stdout"] == "403"  # an allowlisted name on a port that is not allowed
+        assert out[7]["stdout"] == "no-dns\n"
+        assert "Network is unreachable" in str(out[8]["stderr"])
+        assert "PermissionError" in str(out[9]["stderr"])  # no raw sockets, even as container root
+        no_policy = run(http, closed, "curl -sS -m 5 http://pypi.cove.test/echo")[0]
         assert no_policy["outcome"] != {"type": "exit", "exit_code": 0}
         events = http.get(f"/v1/containers/{container.id}/audit", params={"limit": 100}).json()["data"]
-    egress = [(e["host"], e["allowed"]) for e in events if e["type"] == "egress"]
-    assert ("allowed.test", True) in egress and ("blocked.test", False) in egress
+    assert internet.requests()[before:] == []  # nothing refused ever reached the host
+    refused = {(e["host"], e["allowed"]) for e in events if e["type"] == "egress"}
+    assert {("blocked.cove.test", False), ("localhost", False)} <= refused
 
 
 def test_operator_ceiling(own_server: Server) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cove.egress.policy import DomainSecret, EgressPolicy, is_ip_literal, normalize_host, parse_network_policy
+from cove.egress.policy import EgressPolicy, is_ip_literal, normalize_host, parse_network_policy
 from cove.errors import InvalidRequest
 
 
@@ -95,6 +95,13 @@ def test_parse_disabled_and_allowlist() -> None:
      "network_policy.domain_secrets[0].value"),
     (allowlist(["ok.test"], domain_secrets=[{"domain": "ok.test", "name": "K"}]),
      "network_policy.domain_secrets[0]"),
+    (allowlist(["ok.test"], domain_secrets=[{"domain": "ok.test", "name": "K", "value": "a\r\nX-Forged: 1"}]),
+     "network_policy.domain_secrets[0].value"),
+    (allowlist(["ok.test"], domain_secrets=[{"domain": "ok.test", "name": "K", "value": "tab\there"}]),
+     "network_policy.domain_secrets[0].value"),
+    (allowlist(["ok.test"], domain_secrets=[{"domain": "ok.test", "name": "K", "value": "a"},
+                                            {"domain": "ok.test", "name": "K", "value": "b"}]),
+     "network_policy.domain_secrets[1].name"),
 ])
 def test_parse_rejects_bad_input_naming_the_param(data: Any, param: str) -> None:
     with pytest.raises(InvalidRequest) as info:
@@ -107,10 +114,27 @@ def test_domain_secrets_are_kept_but_never_printed() -> None:
     policy = parse_network_policy(allowlist(
         ["api.example.test", "*.example.test"],
         domain_secrets=[{"domain": "api.example.test", "name": "API_KEY", "value": "s3cr3t-value"},
-                        {"domain": "x.example.test", "name": "OTHER", "value": "0ther-s3cr3t"}]))
+                        {"domain": "*.example.test", "name": "OTHER", "value": "0ther-s3cr3t"}]))
     assert policy is not None
-    assert policy.domain_secrets == (DomainSecret("api.example.test", "API_KEY", "s3cr3t-value"),
-                                     DomainSecret("x.example.test", "OTHER", "0ther-s3cr3t"))
+    assert [(s.domain, s.name, s.value) for s in policy.domain_secrets] == [
+        ("api.example.test", "API_KEY", "s3cr3t-value"), ("*.example.test", "OTHER", "0ther-s3cr3t")]
+    placeholders = [s.placeholder for s in policy.domain_secrets]
+    assert all(p.startswith("cove_secret_") and len(p) == 52 for p in placeholders)
+    assert len(set(placeholders)) == 2
     for text in (repr(policy), str(policy), repr(policy.domain_secrets[0])):
-        assert "s3cr3t" not in text
+        assert "s3cr3t" not in text and "cove_secret_" not in text
         assert "API_KEY" in repr(policy)
+
+
+def test_secrets_apply_to_their_domain_only() -> None:
+    policy = parse_network_policy(allowlist(
+        ["api.example.test", "*.example.test"],
+        domain_secrets=[{"domain": "api.example.test", "name": "EXACT", "value": "1"},
+                        {"domain": "*.example.test", "name": "WILD", "value": "2"}]))
+    assert policy is not None
+    assert [s.name for s in policy.secrets_for("api.example.test")] == ["EXACT", "WILD"]
+    assert [s.name for s in policy.secrets_for("a.b.example.test")] == ["WILD"]
+    assert policy.secrets_for("example.test") == ()
+    assert policy.secrets_for("api.example.test.evil.test") == ()
+    assert [s.name for s in policy.secrets_for("xapi.example.test")] == ["WILD"]
+    assert policy.secrets_for("badexample.test") == ()

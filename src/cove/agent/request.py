@@ -138,9 +138,6 @@ def _check_environment(environment: Any, param: str) -> None:
     policy = environment.get("network_policy")
     if policy is not None:
         parse_network_policy(policy, f"{param}.network_policy")
-        if isinstance(policy, dict) and policy.get("domain_secrets"):
-            raise InvalidRequest("domain_secrets are not supported by this server yet.",
-                                 param=f"{param}.network_policy.domain_secrets")
     memory = environment.get("memory_limit")
     if memory is not None and memory not in ("1g", "4g", "16g", "64g"):
         raise InvalidRequest("memory_limit must be 1g, 4g, 16g or 64g.", param=f"{param}.memory_limit",

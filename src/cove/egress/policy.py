@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,13 +80,28 @@ def normalize_pattern(entry: str) -> str:
     return normalize_host(entry)
 
 
+def new_placeholder() -> str:
+    """An opaque stand-in for a secret: all the container and the model ever see of it."""
+    return f"cove_secret_{secrets.token_hex(20)}"
+
+
 @dataclass(frozen=True)
 class DomainSecret:
-    """A secret the proxy may later substitute into requests to ``domain``; the value never prints."""
+    """A secret the proxy substitutes for ``placeholder`` in HTTPS requests to ``domain``.
+
+    ``domain`` is an allowlist pattern (exact or ``*.``); neither value nor placeholder ever prints.
+    """
 
     domain: str
     name: str
     value: str = field(repr=False)
+    placeholder: str = field(default_factory=new_placeholder, repr=False)
+
+    def applies_to(self, host: str) -> bool:
+        """Whether a request to ``host`` (a normalized name) gets this secret."""
+        if self.domain.startswith("*."):
+            return host.endswith(self.domain[1:])
+        return host == self.domain
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,10 @@ class EgressPolicy:
             return False
         return name in self._exact or any(name.endswith(suffix) for suffix in self._suffixes)
 
+    def secrets_for(self, host: str) -> tuple[DomainSecret, ...]:
+        """The secrets for ``host`` (a normalized name): the proxy intercepts its TLS only if any."""
+        return tuple(secret for secret in self.domain_secrets if secret.applies_to(host))
+
 
 def parse_network_policy(data: Any, param: str = "network_policy") -> EgressPolicy | None:
     """Validate an OpenAI ``network_policy`` object: None means ``disabled`` (no network at all)."""
@@ -140,9 +160,14 @@ def parse_network_policy(data: Any, param: str = "network_policy") -> EgressPoli
             raise InvalidRequest(f"IP addresses are not allowed in allowed_domains: {domain!r}",
                                  param=f"{param}.allowed_domains[{index}]")
     policy = EgressPolicy(tuple(domains))
-    secrets = tuple(_parse_secret(item, policy, f"{param}.domain_secrets[{i}]")
-                    for i, item in enumerate(_secret_list(data.get("domain_secrets"), param)))
-    return EgressPolicy(policy.allowed_domains, secrets)
+    parsed: dict[str, DomainSecret] = {}
+    for index, item in enumerate(_secret_list(data.get("domain_secrets"), param)):
+        secret = _parse_secret(item, policy, f"{param}.domain_secrets[{index}]")
+        if secret.name in parsed:  # each becomes an environment variable of that name
+            raise InvalidRequest(f"two domain secrets are named {secret.name!r}",
+                                 param=f"{param}.domain_secrets[{index}].name")
+        parsed[secret.name] = secret
+    return EgressPolicy(policy.allowed_domains, tuple(parsed.values()))
 
 
 def _no_extra_keys(data: Mapping[str, Any], allowed: set[str], param: str) -> None:
@@ -177,4 +202,8 @@ def _parse_secret(item: Any, policy: EgressPolicy, param: str) -> DomainSecret:
                              param=f"{param}.name")
     if not value or len(value.encode()) > MAX_SECRET_BYTES:
         raise InvalidRequest(f"a secret value must be 1 to {MAX_SECRET_BYTES} bytes", param=f"{param}.value")
+    if any(not ch.isprintable() for ch in value):
+        # It goes into HTTP header lines: a line break would let it forge headers or requests.
+        raise InvalidRequest("a secret value may not contain control characters or line breaks",
+                             param=f"{param}.value")
     return DomainSecret(domain, name, value)

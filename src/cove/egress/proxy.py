@@ -7,6 +7,11 @@ one request per client connection. For each request it checks, in order: the req
 host is a name (raw IPs are refused), the name is allowlisted, the port is allowed, and every address
 the name resolves to is public (see ``resolver.py``); then it connects to a checked address. Each
 outcome is reported as a ``Decision``, which carries names, never paths, queries or header values.
+
+A tunnel to a name that has domain secrets is not passed through blindly: with ``secrets_tls`` set,
+the proxy ends the client's TLS with a certificate from Cove's CA (``tls.py``), opens its own
+verified TLS to the server, and forwards one request with each secret's placeholder replaced by its
+value. Plain-HTTP requests never get secrets: a secret does not travel unencrypted.
 """
 
 from __future__ import annotations
@@ -18,23 +23,22 @@ import logging
 import os
 import re
 import socket
+import ssl
 import stat
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cove.egress.policy import EgressPolicy, is_ip_literal, normalize_host
+from cove.egress.http1 import Reject, Request, parse_head, substitute_secrets, upstream_head
+from cove.egress.policy import DomainSecret, EgressPolicy, is_ip_literal, normalize_host
 from cove.egress.resolver import Refused, Resolver
+from cove.egress.tls import CertificateAuthority
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024
 _BUFFER = 64 * 1024
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-                         "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "host"})
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.%]+\]|[^\[\]:/?#@\s]+)(?::(\d{1,5}))?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
 _STATUS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
@@ -54,24 +58,6 @@ class Decision:
     address: str | None = None
 
 
-class _Reject(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-@dataclass
-class _Request:
-    method: str
-    host: str
-    port: int
-    target: str
-    headers: list[tuple[str, str]]
-    upstream_head: bytes = b""
-    body_length: int | None = 0
-
-
 @dataclass
 class _Listener:
     label: str
@@ -87,73 +73,24 @@ class _Activity:
     last: float
 
 
+@dataclass(frozen=True)
+class SecretsTLS:
+    """What interception needs: the CA that signs for secret domains, and how to trust real servers."""
+
+    authority: CertificateAuthority
+    upstream: ssl.SSLContext
+
+
 def _printable(text: str) -> str:
     return "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text)[:255]
 
 
-def _parse_head(head: bytes) -> _Request:
-    """Parse a request head (ending in CRLFCRLF) into a request for a host; _Reject(400) when malformed."""
-    lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _Reject(400, "malformed request line")
-    method, target, _ = parts
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name) or any(ch in value for ch in "\r\n\0"):
-            raise _Reject(400, "malformed header line")
-        headers.append((name, value.strip(" \t")))
-    if method == "CONNECT":
-        authority, path, default_port = target, "", None
-    elif target[:7].lower() == "http://":
-        rest = target[7:]
-        cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-        authority, path, default_port = rest[:cut], rest[cut:].partition("#")[0], 80
-        path = path if path.startswith("/") else "/" + path
-    elif target[:8].lower() == "https://":
-        raise _Reject(400, "use CONNECT for https:// URLs")
-    else:
-        raise _Reject(400, "this is a proxy: send CONNECT host:port or an absolute http:// URL")
-    if "@" in authority:
-        raise _Reject(400, "credentials in the URL are not allowed")
-    match = _AUTHORITY.fullmatch(authority)
-    if match is None or (match.group(2) is None and default_port is None):
-        raise _Reject(400, "invalid host or port")
-    port = int(match.group(2)) if match.group(2) is not None else default_port
-    if port is None or not 0 < port < 65536:
-        raise _Reject(400, "invalid port")
-    return _Request(method, match.group(1), port, path, headers)
-
-
-def _upstream_head(request: _Request) -> tuple[bytes, int | None]:
-    """The head to send upstream (origin-form, hop-by-hop headers dropped) and the body length (None: chunked)."""
-    named: set[str] = set()
-    lengths: set[str] = set()
-    codings: list[str] = []
-    for name, value in request.headers:
-        lower = name.lower()
-        if lower == "connection":
-            named.update(token.strip().lower() for token in value.split(","))
-        elif lower == "content-length":
-            lengths.add(value)
-        elif lower == "transfer-encoding":
-            codings += [token.strip().lower() for token in value.split(",") if token.strip()]
-    if codings and lengths:
-        raise _Reject(400, "both Content-Length and Transfer-Encoding")
-    if codings and codings != ["chunked"]:
-        raise _Reject(501, "only the chunked transfer-encoding is supported")
-    if len(lengths) > 1 or (lengths and not next(iter(lengths)).isdigit()):
-        raise _Reject(400, "invalid Content-Length")
-    length: int | None = int(next(iter(lengths))) if lengths else (None if codings else 0)
-    host = request.host
-    authority = host if request.port == 80 else f"{host}:{request.port}"
-    lines = [f"{request.method} {request.target} HTTP/1.1", f"Host: {authority}"]
-    lines += [f"{name}: {value}" for name, value in request.headers
-              if name.lower() not in _HOP_BY_HOP and name.lower() not in named and name.lower() != "content-length"]
-    lines.append("Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}")
-    lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), length
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return exc.verify_message or "certificate verification failed"
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or exc.__class__.__name__
+    return "timed out" if isinstance(exc, TimeoutError) else "connection lost"
 
 
 class EgressProxy:
@@ -162,8 +99,10 @@ class EgressProxy:
     def __init__(self, resolver: Resolver | None = None, *, on_decision: Callable[[Decision], None] | None = None,
                  allowed_ports: Iterable[int] = (80, 443), max_connections: int = 64,
                  connect_timeout: float = 10.0, header_timeout: float = 30.0,
-                 idle_timeout: float = 300.0, total_timeout: float = 3600.0) -> None:
+                 idle_timeout: float = 300.0, total_timeout: float = 3600.0,
+                 secrets_tls: SecretsTLS | None = None) -> None:
         self.resolver = resolver or Resolver()
+        self.secrets_tls = secrets_tls
         self.on_decision = on_decision
         self.allowed_ports = frozenset(allowed_ports)
         self.max_connections = max_connections
@@ -272,23 +211,29 @@ class EgressProxy:
             listener.tasks.discard(task)
             writer.close()
 
-    async def _serve(self, listener: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request: _Request | None = None
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The next request head, or None when the client left without sending one."""
         try:
-            try:
-                async with asyncio.timeout(self.header_timeout):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.LimitOverrunError as exc:
-                raise _Reject(431, f"request head larger than {MAX_HEAD} bytes") from exc
-            except asyncio.IncompleteReadError as exc:
-                if not exc.partial.strip():
-                    return  # connected and left without a request: nothing to decide
-                raise _Reject(400, "incomplete request head") from exc
-            except TimeoutError as exc:
-                raise _Reject(408, "request head not received in time") from exc
-            request = _parse_head(head)
+            async with asyncio.timeout(self.header_timeout):
+                return await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError as exc:
+            raise Reject(431, f"request head larger than {MAX_HEAD} bytes") from exc
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial.strip():
+                return None
+            raise Reject(400, "incomplete request head") from exc
+        except TimeoutError as exc:
+            raise Reject(408, "request head not received in time") from exc
+
+    async def _serve(self, listener: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request: Request | None = None
+        try:
+            head = await self._read_head(reader)
+            if head is None:
+                return  # connected and left without a request: nothing to decide
+            request = parse_head(head)
             upstream = await self._connect(listener, request)
-        except _Reject as exc:
+        except Reject as exc:
             method, host, port = (request.method, request.host, request.port) if request else ("", "", None)
             self._decide(listener, method, host, port, False, exc.reason)
             await self._refuse(reader, writer, exc.status, exc.reason)
@@ -299,38 +244,42 @@ class EgressProxy:
                 if request.method == "CONNECT":
                     writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                     await writer.drain()
-                    await self._tunnel(reader, writer, up_reader, up_writer)
+                    secrets = listener.policy.secrets_for(request.host)
+                    if secrets and self.secrets_tls is not None:
+                        await self._intercept(listener, request, secrets, reader, writer, up_reader, up_writer)
+                    else:
+                        await self._tunnel(reader, writer, up_reader, up_writer)
                 else:
                     await self._forward(request, reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
 
     async def _connect(self, listener: _Listener,
-                       request: _Request) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Check ``request`` against the policy and connect to a checked address; _Reject says why not."""
+                       request: Request) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Check ``request`` against the policy and connect to a checked address; Reject says why not."""
         if is_ip_literal(request.host):
-            raise _Reject(403, "raw IP addresses are not allowed")
+            raise Reject(403, "raw IP addresses are not allowed")
         try:
             request.host = normalize_host(request.host)
         except ValueError as exc:
-            raise _Reject(400, f"invalid host name: {exc}") from exc
+            raise Reject(400, f"invalid host name: {exc}") from exc
         if not listener.policy.allows(request.host):
-            raise _Reject(403, f"{request.host} is not in the allowlist")
+            raise Reject(403, f"{request.host} is not in the allowlist")
         if request.port not in self.allowed_ports:
-            raise _Reject(403, f"port {request.port} is not allowed")
+            raise Reject(403, f"port {request.port} is not allowed")
         if request.method != "CONNECT":
-            request.upstream_head, request.body_length = _upstream_head(request)
+            request.upstream_head, request.body_length = upstream_head(request)
         try:
             resolution = await self.resolver.resolve(request.host, request.port)
         except Refused as exc:
-            raise _Reject(exc.status, exc.reason) from exc
-        failure = _Reject(502, f"cannot connect to {request.host}:{request.port}")
+            raise Reject(exc.status, exc.reason) from exc
+        failure = Reject(502, f"cannot connect to {request.host}:{request.port}")
         for address in resolution.addresses:
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     streams = await asyncio.open_connection(address, request.port, limit=MAX_HEAD)
             except TimeoutError:
-                failure = _Reject(504, f"connecting to {request.host}:{request.port} timed out")
+                failure = Reject(504, f"connecting to {request.host}:{request.port} timed out")
                 continue
             except OSError:
                 continue
@@ -353,13 +302,47 @@ class EgressProxy:
                     if not await reader.read(_BUFFER):
                         break
 
+    async def _intercept(self, listener: _Listener, tunnel: Request, secrets: tuple[DomainSecret, ...],
+                         reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        """Serve one request inside the client's tunnel over TLS of our own, with the secrets put in."""
+        assert self.secrets_tls is not None
+        host, port = tunnel.host, tunnel.port
+        try:
+            async with asyncio.timeout(self.header_timeout):
+                await writer.start_tls(self.secrets_tls.authority.server_context(host))
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            self._decide(listener, "CONNECT", host, port, False,
+                         f"the client's TLS handshake failed (it must trust Cove's CA): {_ssl_reason(exc)}")
+            return
+        request: Request | None = None
+        try:
+            head = await self._read_head(reader)
+            if head is None:
+                return
+            request = parse_head(head, tunnel)
+            used = substitute_secrets(request, secrets)
+            request.upstream_head, request.body_length = upstream_head(request)
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await up_writer.start_tls(self.secrets_tls.upstream, server_hostname=host)
+            except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+                raise Reject(502, f"TLS to {host}:{port} failed: {_ssl_reason(exc)}") from exc
+        except Reject as exc:
+            self._decide(listener, request.method if request else "", host, port, False, exc.reason)
+            await self._refuse(reader, writer, exc.status, exc.reason)
+            return
+        reason = f"allowed with secrets {', '.join(used)}" if used else "allowed (decrypted for secrets; none used)"
+        self._decide(listener, request.method, host, port, True, reason)
+        await self._forward(request, reader, writer, up_reader, up_writer)
+
     async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
         activity = _Activity(asyncio.get_running_loop().time())
         await self._together(self._pipe(reader, up_writer, activity), self._pipe(up_reader, writer, activity),
                              first_ends=False)
 
-    async def _forward(self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    async def _forward(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
         up_writer.write(request.upstream_head)
         activity = _Activity(asyncio.get_running_loop().time())

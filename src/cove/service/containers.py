@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import json
 import logging
 import time
 from collections import Counter
@@ -17,7 +19,7 @@ from typing import Any, cast
 from sqlalchemy import delete, select, update
 
 from cove.config import Settings
-from cove.egress.policy import EgressPolicy, parse_network_policy
+from cove.egress.policy import DomainSecret, EgressPolicy, parse_network_policy
 from cove.egress.proxy import Decision
 from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
@@ -28,11 +30,14 @@ from cove.service.audit import AuditLog
 from cove.service.pagination import Page, paginate
 from cove.store.db import Database
 from cove.store.models import ContainerRow
+from cove.store.sealing import SEALED_PREFIX, Sealer, SealingError
 
 log = logging.getLogger(__name__)
 
 MAX_COMMANDS = 64
 MAX_COMMAND_CHARS = 1 << 20
+REDACTED = "[redacted]"
+"""What a stored response shows in place of a domain secret's value."""
 
 
 class ContainerService:
@@ -42,6 +47,7 @@ class ContainerService:
         self.engine = engine
         self.settings = settings
         self.audit = audit
+        self.sealer = Sealer(settings.secrets_key_path)
         self._expiry_task: asyncio.Task[None] | None = None
         self._projects: dict[str, str] = {}
         """Container id -> project, for labelling egress decisions in the audit trail."""
@@ -60,14 +66,14 @@ class ContainerService:
         if not 1 <= minutes <= 7 * 24 * 60:
             raise InvalidRequest("expires_after.minutes must be between 1 and 10080.",
                                  param="expires_after.minutes")
-        egress = network_limits(network_policy)
+        egress = network_limits(self.open_secrets(network_policy))
         self.policies.check_network(project, egress, "network_policy")
         image_name = image or self.settings.default_image
         now = int(time.time())
         row = ContainerRow(id=new_id("cntr"), project=project, name=name, image=image_name,
                            status="running", memory_limit=memory_limit, cpu_limit=cpus,
                            expires_minutes=minutes, network_policy=policy_object(egress),
-                           created_at=now, last_active_at=now)
+                           secrets=self._seal_secrets(egress), created_at=now, last_active_at=now)
         async with self.db.begin() as session:
             running = await session.scalar(
                 select(ContainerRow.seq).where(ContainerRow.status == "running")
@@ -119,7 +125,7 @@ class ContainerService:
         try:
             await self._touch(row)
             self._projects[row.id] = project
-            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=network_limits(row.network_policy))
+            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self._egress(row))
             sandbox = await self.engine.get(row.id, limits)
             yield sandbox if self.audit is None else AuditedSandbox(sandbox, self.audit, project, row.id, response_id)
         finally:
@@ -159,6 +165,47 @@ class ContainerService:
                 if on_done is not None:
                     on_done(index, results[-1])
         return results
+
+    # -- secrets --------------------------------------------------------------------------------------
+    def seal_request_secrets(self, policy: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A ``network_policy`` as a response keeps it (values sealed) and as it shows it (values redacted)."""
+        kept, shown = copy.deepcopy(policy), copy.deepcopy(policy)
+        for kept_secret, shown_secret in zip(kept.get("domain_secrets") or [], shown.get("domain_secrets") or [],
+                                             strict=True):
+            kept_secret["value"] = self.sealer.seal(kept_secret["value"])
+            shown_secret["value"] = REDACTED
+        return kept, shown
+
+    def open_secrets(self, policy: dict[str, Any]) -> dict[str, Any]:
+        """``policy`` with the values that ``seal_request_secrets`` sealed opened again."""
+        secrets = policy.get("domain_secrets")
+        if not isinstance(secrets, list):
+            return policy
+        opened = []
+        for index, secret in enumerate(secrets):
+            value = secret.get("value") if isinstance(secret, dict) else None
+            if isinstance(value, str) and value.startswith(SEALED_PREFIX):
+                try:
+                    secret = {**secret, "value": self.sealer.open(value)}
+                except SealingError as exc:
+                    raise InvalidRequest(str(exc), param=f"network_policy.domain_secrets[{index}].value") from exc
+            opened.append(secret)
+        return {**policy, "domain_secrets": opened}
+
+    def _seal_secrets(self, egress: EgressPolicy | None) -> str | None:
+        if egress is None or not egress.domain_secrets:
+            return None
+        return self.sealer.seal(json.dumps([
+            {"domain": s.domain, "name": s.name, "value": s.value, "placeholder": s.placeholder}
+            for s in egress.domain_secrets]))
+
+    def _egress(self, row: ContainerRow) -> EgressPolicy | None:
+        """The container's policy as the proxy enforces it, its secrets opened."""
+        egress = network_limits(row.network_policy)
+        if egress is None or row.secrets is None:
+            return egress
+        return EgressPolicy(egress.allowed_domains, tuple(
+            DomainSecret(**item) for item in json.loads(self.sealer.open(row.secrets))))
 
     def record_egress(self, decision: Decision) -> None:
         """The egress proxy's decisions go to the audit trail of their container."""
@@ -233,9 +280,6 @@ class AuditedSandbox(Sandbox):
 
 def network_limits(policy: dict[str, Any] | None) -> EgressPolicy | None:
     """The container's egress policy from OpenAI's ``network_policy`` shape (None: no network)."""
-    if policy and policy.get("domain_secrets"):
-        raise InvalidRequest("domain_secrets are not supported by this server yet.",
-                             param="network_policy.domain_secrets")
     return parse_network_policy(policy or {"type": "disabled"})
 
 

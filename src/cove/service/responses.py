@@ -89,7 +89,9 @@ class ResponseService:
             if isinstance(environment, dict) and environment.get("network_policy"):
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
+        shown_tools = self._seal_secrets(params)
         turn, run = await self._prepare(project, params)
+        run.response["tools"] = shown_tools
         fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
             await self._insert(run, params)
@@ -102,6 +104,20 @@ class ResponseService:
         else:
             self._launch(run, turn)
         return run
+
+    def _seal_secrets(self, params: CreateParams) -> list[dict[str, Any]]:
+        """Seal domain secret values in ``params`` (as the store keeps them); returns the tools as shown."""
+        shown = []
+        for tool in params.tools:
+            key = "environment" if isinstance(tool.get("environment"), dict) else "container"
+            environment = tool.get(key)
+            if not isinstance(environment, dict) or not isinstance(environment.get("network_policy"), dict):
+                shown.append(tool)
+                continue
+            kept_policy, shown_policy = self.containers.seal_request_secrets(environment["network_policy"])
+            tool[key] = {**environment, "network_policy": kept_policy}
+            shown.append({**tool, key: {**environment, "network_policy": shown_policy}})
+        return shown
 
     async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
         new_items = normalize_input(params.input)

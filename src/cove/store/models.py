@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -25,6 +25,8 @@ class ContainerRow(Base):
     cpu_limit: Mapped[float] = mapped_column(Float)
     expires_minutes: Mapped[int] = mapped_column(Integer)
     network_policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    secrets: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
+    """The domain secrets with their placeholders, as one sealed JSON list (``cove.store.sealing``)."""
     created_at: Mapped[int] = mapped_column(BigInteger)
     last_active_at: Mapped[int] = mapped_column(BigInteger)
 

@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cove.errors import InvalidRequest, SandboxError
+from cove.errors import CoveError, InvalidRequest, SandboxError
 from cove.sandbox.base import (
     Command,
     CommandOutput,
@@ -34,7 +34,7 @@ from cove.sandbox.linux.disk import create_disk, mount_disk
 from cove.sandbox.linux.netns import listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
-from cove.sandbox.linux.spec import COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
+from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
 
 if TYPE_CHECKING:
     from cove.sandbox.linux.engine import LinuxEngine
@@ -44,6 +44,11 @@ _SCAFFOLD_FILES = ("etc/hosts",)
 _SHELLS = ("/bin/bash", "/bin/sh")
 PROXY_PORT = 3128
 """Where a container with a network policy finds the egress proxy, on its own loopback."""
+_SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+_MAX_CA_BUNDLE = 8 << 20
+_TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO",
+                    "NODE_EXTRA_CA_CERTS", "npm_config_cafile")
+"""What OpenSSL, requests, curl, pip, git (GnuTLS), Node and npm read for the CAs they trust."""
 
 
 class LinuxSandbox(Sandbox):
@@ -148,7 +153,7 @@ class LinuxSandbox(Sandbox):
                                   nofile=engine.nofile_limit),
             cgroup_path=self.cgroup_path, uid_base=engine.uid_base,
             args=[f"{COVE_DIR}/{engine.init_binary.name}", "0"],
-            env=[f"PATH={DEFAULT_PATH}"], hosts_file=self.dir / "hosts")
+            env=[f"PATH={DEFAULT_PATH}"], hosts_file=self.dir / "hosts", ca_bundle=self._ca_bundle())
         (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -169,6 +174,22 @@ class LinuxSandbox(Sandbox):
                 agent.close()
                 raise
         return agent
+
+    def _ca_bundle(self) -> Path | None:
+        """For a container with domain secrets: its image's trusted CAs plus Cove's egress CA.
+
+        Only such containers trust the CA, so the proxy can stand in for no other container's servers.
+        """
+        if self.limits.network is None or not self.limits.network.domain_secrets:
+            return None
+        fs = ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
+        system = b""
+        with (contextlib.suppress(CoveError), fs.open_read(_SYSTEM_CA_BUNDLE) as (fd, _size),
+              os.fdopen(os.dup(fd), "rb") as source):
+            system = source.read(_MAX_CA_BUNDLE)
+        bundle = self.dir / "ca-certificates.crt"
+        bundle.write_bytes(system.rstrip(b"\n") + b"\n" + self.engine.egress_ca.cert_pem)
+        return bundle
 
     def _find_shell(self) -> str:
         fs = ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
@@ -239,6 +260,9 @@ class LinuxSandbox(Sandbox):
             proxy = f"http://127.0.0.1:{PROXY_PORT}"
             env.update({"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
                         "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1"})
+            if self.limits.network.domain_secrets:
+                env.update(dict.fromkeys(_TRUST_VARIABLES, CA_BUNDLE))
+                env.update({secret.name: secret.placeholder for secret in self.limits.network.domain_secrets})
         for key, value in extra.items():
             if not key or "=" in key or "\x00" in key or "\x00" in value:
                 raise InvalidRequest(f"Invalid environment variable {key!r}.", param="env")

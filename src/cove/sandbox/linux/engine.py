@@ -17,8 +17,9 @@ import subprocess
 from pathlib import Path
 
 from cove.config import Settings, parse_size
-from cove.egress.proxy import EgressProxy
+from cove.egress.proxy import EgressProxy, SecretsTLS
 from cove.egress.resolver import Resolver, parse_test_hosts
+from cove.egress.tls import CertificateAuthority, upstream_context
 from cove.errors import InvalidRequest, NotFound, SandboxError
 from cove.sandbox.base import MEMORY_TIERS, Limits, SandboxEngine
 from cove.sandbox.images.store import ImageStore
@@ -65,9 +66,12 @@ class LinuxEngine(SandboxEngine):
         self.pids_limit = settings.pids_limit
         self.nofile_limit = settings.nofile_limit
         self.disk_bytes = parse_size(settings.disk_limit)
+        self.egress_ca = CertificateAuthority(root / "egress-ca")
+        extra_ca = str(settings.egress_ca_file) if settings.egress_ca_file else None
         self.egress = EgressProxy(
             Resolver(hosts=parse_test_hosts(settings.egress_test_hosts), forbidden=host_addresses()),
-            allowed_ports=settings.egress_port_list)
+            allowed_ports=settings.egress_port_list,
+            secrets_tls=SecretsTLS(self.egress_ca, upstream_context(extra_ca)))
         self.start_slots = asyncio.Semaphore(8)
         """Bounds concurrent runc starts so a burst of creates cannot starve the machine."""
         self._live: dict[str, LinuxSandbox] = {}

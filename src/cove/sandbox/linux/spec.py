@@ -34,6 +34,8 @@ _CHAR_DEVICES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8
 
 COVE_DIR = "/.cove"
 """Where the host's init and busybox appear inside every container (read-only)."""
+CA_BUNDLE = "/etc/cove/ca-certificates.crt"
+"""Where a container with domain secrets finds the CAs it trusts (its image's and Cove's egress CA)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class ContainerSpec:
     args: list[str]
     env: list[str] = field(default_factory=list)
     hosts_file: Path | None = None
+    ca_bundle: Path | None = None
+    """Trusted CAs including Cove's egress CA, for containers with domain secrets only."""
     host_network: bool = False
     """Share the host's network (image builds only): containers for workloads never do."""
     resolv_conf: Path | None = None
@@ -84,7 +88,8 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     else:
         mounts[5] = {"destination": "/sys", "type": "bind", "source": "/sys",
                      "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
-    for target, source in (("/etc/hosts", spec.hosts_file), ("/etc/resolv.conf", spec.resolv_conf)):
+    for target, source in (("/etc/hosts", spec.hosts_file), ("/etc/resolv.conf", spec.resolv_conf),
+                           (CA_BUNDLE, spec.ca_bundle)):
         if source is not None:
             mounts.append({"destination": target, "type": "bind", "source": str(source),
                            "options": ["bind", "ro", "nosuid", "nodev", "noexec"]})

@@ -1,0 +1,161 @@
+"""Domain secrets: the test host gets the real value; the container, the model, the stored response,
+the audit trail, the server's log, the database and the container's files hold only the placeholder.
+
+The secret's host is api.cove.test on the session's test internet (tests/internet.py). The proxy
+intercepts TLS only for it, with a certificate from Cove's CA, which only this container trusts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Server
+from tests.helpers import run
+from tests.internet import Internet
+from tests.upstream import Reply, ScriptedUpstream, ToolCall
+
+CHECK = "https://api.cove.test/v1/check"
+CODE = "-o /dev/null -w '%{http_code}'"
+
+
+def _shell(*commands: str) -> Reply:
+    return Reply(tool_calls=[ToolCall(name="shell", arguments=json.dumps({"commands": list(commands)}))])
+
+
+def _files_holding(root: Path, needle: bytes) -> list[Path]:
+    """Files under ``root`` holding ``needle``. A container's writes all land in its ``upper``
+    directory, which is scanned; its ``rootfs`` (the image under them) and ``disk.img`` (the sparse
+    filesystem holding that same upper directory) are skipped."""
+    found = []
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = [name for name in dirs if name != "rootfs"]
+        for name in files:
+            path = Path(directory) / name
+            if name == "disk.img" or path.is_symlink() or not path.is_file():
+                continue
+            with path.open("rb") as source:
+                if needle in source.read():
+                    found.append(path)
+    return found
+
+
+def _authorizations(internet: Internet, since: int, host: str) -> list[tuple[str, str]]:
+    """(scheme, Authorization header) of each request ``host`` got after the first ``since``."""
+    result = []
+    for entry in internet.requests()[since:]:
+        headers = dict(entry["headers"])
+        if headers.get("Host") == host:
+            result.append((entry["scheme"], headers.get("Authorization", "")))
+    return result
+
+
+def test_secret_reaches_its_domain_and_nothing_else_sees_it(own_server: Server, internet: Internet,
+                                                            upstream: ScriptedUpstream) -> None:
+    own_server.stop()
+    own_server.env.update(internet.server_env())
+    own_server.start()
+    value = f"sk-test-{secrets.token_hex(16)}"
+    policy = {"type": "allowlist", "allowed_domains": ["api.cove.test", "other.cove.test"],
+              "domain_secrets": [{"domain": "api.cove.test", "name": "API_TOKEN", "value": value}]}
+    tool = {"type": "shell", "environment": {"type": "container_auto", "network_policy": policy}}
+    before = len(internet.requests())
+    upstream.script([_shell("printenv API_TOKEN",
+                            f"curl -sS -m 10 {CODE} -H \"Authorization: Bearer $API_TOKEN\" {CHECK}",
+                            "curl -sS -m 10 -k -o /dev/null -H \"Authorization: Bearer $API_TOKEN\" "
+                            "https://other.cove.test/",
+                            "curl -sS -m 10 -o /dev/null -H \"Authorization: Bearer $API_TOKEN\" "
+                            "http://api.cove.test/plain"),
+                     Reply(text="checked")])
+    with own_server.http() as http:
+        created = http.post("/v1/responses", json={"model": "scripted-model", "input": "check the API",
+                                                   "tools": [tool]})
+        assert created.status_code == 200, created.text
+        response = created.json()
+        out = [entry for item in response["output"] if item["type"] == "shell_call_output"
+               for entry in item["output"]]
+        placeholder = out[0]["stdout"].strip()
+        assert placeholder.startswith("cove_secret_") and value not in placeholder
+        assert out[1]["stdout"] == "404", out[1]  # it got there over TLS (the test host has no such page)
+        assert _authorizations(internet, before, "api.cove.test") == [
+            ("https", f"Bearer {value}"), ("http", f"Bearer {placeholder}")]  # never in the clear
+        assert _authorizations(internet, before, "other.cove.test") == [("https", f"Bearer {placeholder}")]
+
+        container_id = response["container_id"]
+        stored = http.get(f"/v1/responses/{response['id']}").text
+        items = http.get(f"/v1/responses/{response['id']}/input_items").text
+        audit = http.get(f"/v1/containers/{container_id}/audit", params={"limit": 100}).json()["data"]
+        container = http.get(f"/v1/containers/{container_id}").json()
+    shown = json.loads(stored)["tools"][0]["environment"]["network_policy"]["domain_secrets"][0]
+    assert shown == {"domain": "api.cove.test", "name": "API_TOKEN", "value": "[redacted]"}
+    assert container["network_policy"] == {"type": "allowlist",
+                                           "allowed_domains": ["api.cove.test", "other.cove.test"]}
+    assert any(e["type"] == "egress" and e["reason"] == "allowed with secrets API_TOKEN" for e in audit)
+    for text in (stored, items, json.dumps(audit), json.dumps(upstream.requests), own_server.log.read_text()):
+        assert value not in text
+    data_dir = own_server.data_dir
+    assert _files_holding(data_dir, value.encode()) == []  # the database, the container's files
+    assert (data_dir / "secrets.key").stat().st_mode & 0o077 == 0
+    assert (data_dir / "egress-ca" / "ca.key").stat().st_mode & 0o077 == 0
+
+    # The secret outlives a restart (sealed in the store), and the container still holds only the placeholder.
+    own_server.stop()
+    own_server.start()
+    before = len(internet.requests())
+    with own_server.http() as http:
+        again = run(http, container_id, f"curl -sS -m 10 {CODE} -H \"X-Key: $API_TOKEN\" {CHECK}",
+                    "printenv API_TOKEN", "printenv API_TOKEN | rev > /root/kept")
+    assert again[0]["stdout"] == "404" and again[1]["stdout"] == f"{placeholder}\n"
+    assert [dict(e["headers"]).get("X-Key") for e in internet.requests()[before:]] == [value]
+    # The scan above does see what a container writes:
+    assert _files_holding(data_dir, placeholder[::-1].encode())
+
+
+def test_only_containers_with_secrets_trust_coves_ca(own_server: Server, internet: Internet) -> None:
+    own_server.stop()
+    own_server.env.update(internet.server_env())
+    own_server.start()
+    client = own_server.client()
+    with_secret: dict[str, Any] = {"type": "allowlist", "allowed_domains": ["api.cove.test"], "domain_secrets": [
+        {"domain": "api.cove.test", "name": "TOKEN", "value": "v-" + secrets.token_hex(8)}]}
+    secret_box = client.containers.create(name="s", network_policy=with_secret)  # type: ignore[arg-type]
+    plain = client.containers.create(name="p", network_policy={
+        "type": "allowlist", "allowed_domains": ["api.cove.test"]})
+    with own_server.http() as http:
+        trusting = run(http, secret_box.id, "echo $SSL_CERT_FILE", "grep -c 'BEGIN CERT' $SSL_CERT_FILE",
+                       f"curl -sS -m 10 {CODE} {CHECK}")
+        other = run(http, plain.id, "ls /etc/cove 2>&1; echo ${SSL_CERT_FILE}",
+                    f"curl -sS -m 10 {CODE} {CHECK}")
+    assert trusting[0]["stdout"] == "/etc/cove/ca-certificates.crt\n"
+    assert int(str(trusting[1]["stdout"])) > 1  # the image's CAs and Cove's
+    assert trusting[2]["stdout"] == "404"
+    assert "No such file" in str(other[0]["stdout"])
+    # Without secrets the proxy only tunnels: the container sees the real certificate, from a CA it
+    # does not know here, and the test host's own certificate is never replaced.
+    assert other[1]["stdout"] == "000" and "certificate" in str(other[1]["stderr"])
+
+
+def test_bad_secrets_are_refused_without_echoing_them(http: Any) -> None:
+    value = "sk-" + secrets.token_hex(12)
+    cases = [
+        ({"domain": "elsewhere.test", "name": "K", "value": value}, "network_policy.domain_secrets[0].domain"),
+        ({"domain": "api.cove.test", "name": "1K", "value": value}, "network_policy.domain_secrets[0].name"),
+        ({"domain": "api.cove.test", "name": "K", "value": value + "\r\nX-Evil: 1"},
+         "network_policy.domain_secrets[0].value"),
+        ({"domain": "api.cove.test", "name": "K", "value": value, "extra": 1}, "network_policy.domain_secrets[0]"),
+    ]
+    for secret, param in cases:
+        body = {"name": "bad", "network_policy": {"type": "allowlist", "allowed_domains": ["api.cove.test"],
+                                                  "domain_secrets": [secret]}}
+        response = http.post("/v1/containers", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == param
+        assert value not in response.text
+        tool = {"type": "shell", "environment": {"type": "container_auto", "network_policy": body["network_policy"]}}
+        response = http.post("/v1/responses", json={"model": "scripted-model", "input": "x", "tools": [tool]})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == f"tools[0].environment.{param}"
+        assert value not in response.text

@@ -1,0 +1,171 @@
+"""TLS interception for domain secrets, against a real TLS origin server on 127.0.0.1.
+
+The origin presents a certificate from a test CA (tests/internet.py); the client trusts Cove's CA
+(or, where a test says so, only the test CA) and talks through a real ``EgressProxy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cove.egress.policy import DomainSecret, EgressPolicy
+from cove.egress.proxy import Decision, EgressProxy, SecretsTLS
+from cove.egress.resolver import Resolver
+from cove.egress.tls import CertificateAuthority, upstream_context
+from tests.egress.test_proxy import _http_handler, body_of, run, status_of
+from tests.internet import NAMES, make_certificates
+
+VALUE = "real-s3cr3t-value"
+PLACEHOLDER = "cove_secret_" + "ab" * 20
+
+
+@dataclass
+class Setup:
+    port: int
+    origin_port: int
+    authority: CertificateAuthority
+    test_ca: Path
+    decisions: list[Decision]
+
+    def client_context(self, trust_cove: bool = True) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if trust_cove:
+            context.load_verify_locations(cadata=self.authority.cert_pem.decode())
+        else:
+            context.load_verify_locations(cafile=self.test_ca)
+        return context
+
+    async def open(self, host: str, trust_cove: bool = True) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TLS connection to ``host`` through the proxy's CONNECT tunnel."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(f"CONNECT {host}:{self.origin_port} HTTP/1.1\r\n\r\n".encode())
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        await writer.start_tls(self.client_context(trust_cove), server_hostname=host)
+        return reader, writer
+
+    async def request(self, host: str, head: str, body: bytes = b"", trust_cove: bool = True) -> bytes:
+        reader, writer = await self.open(host, trust_cove)
+        try:
+            writer.write(head.encode() + body)
+            await writer.drain()
+            return await reader.read(-1)
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def setup(tmp_path: Path, value: str = VALUE, trust_origin: bool = True) -> AsyncIterator[Setup]:
+    test_ca, cert, key = make_certificates(tmp_path)
+    origin_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    origin_tls.load_cert_chain(cert, key)
+    origin = await asyncio.start_server(_http_handler, "127.0.0.1", 0, ssl=origin_tls)
+    origin_port = origin.sockets[0].getsockname()[1]
+    authority = CertificateAuthority(tmp_path / "cove-ca")
+    decisions: list[Decision] = []
+    proxy = EgressProxy(Resolver(hosts=dict.fromkeys(NAMES, "127.0.0.1")), on_decision=decisions.append,
+                        allowed_ports=(origin_port,),
+                        secrets_tls=SecretsTLS(authority, upstream_context(str(test_ca) if trust_origin else None)))
+    policy = EgressPolicy(("api.cove.test", "other.cove.test"),
+                          (DomainSecret("api.cove.test", "TOKEN", value, PLACEHOLDER),))
+    try:
+        port = (await proxy.listen("c1", policy))[1]
+        yield Setup(port, origin_port, authority, test_ca, decisions)
+    finally:
+        await proxy.aclose()
+        origin.close()
+        await origin.wait_closed()
+
+
+def test_placeholders_become_values_in_headers_and_target(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path) as env:
+            response = await env.request("api.cove.test", (
+                f"GET /v1/items?key={PLACEHOLDER} HTTP/1.1\r\nHost: spoofed.test\r\n"
+                f"Authorization: Bearer {PLACEHOLDER}\r\nX-Both: {PLACEHOLDER}-{PLACEHOLDER}\r\n\r\n"))
+            assert status_of(response) == 200
+            seen = body_of(response)
+            assert seen["request_line"] == f"GET /v1/items?key={VALUE} HTTP/1.1"
+            headers = dict(seen["headers"])
+            assert headers["Authorization"] == f"Bearer {VALUE}"
+            assert headers["X-Both"] == f"{VALUE}-{VALUE}"
+            assert headers["Host"] == f"api.cove.test:{env.origin_port}"  # the tunnel's host, not the header's
+            assert [(d.method, d.allowed, d.reason) for d in env.decisions] == [
+                ("CONNECT", True, "allowed"), ("GET", True, "allowed with secrets TOKEN")]
+            assert VALUE not in repr(env.decisions) and PLACEHOLDER not in repr(env.decisions)
+    run(main)
+
+
+def test_bodies_pass_through_unchanged(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path) as env:
+            chunked = await env.request("api.cove.test", (
+                f"POST /upload HTTP/1.1\r\nHost: api.cove.test\r\nX-Key: {PLACEHOLDER}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"), f"5\r\nhello\r\n{len(PLACEHOLDER):x}\r\n{PLACEHOLDER}\r\n"
+                                                      "0\r\n\r\n".encode())
+            seen = body_of(chunked)
+            assert dict(seen["headers"])["X-Key"] == VALUE
+            assert seen["body"] == "hello" + PLACEHOLDER  # only the head is rewritten
+    run(main)
+
+
+def test_names_without_secrets_are_tunnelled_untouched(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path) as env:
+            # Trusting only the real server's CA works: the proxy does not stand in for this name.
+            response = await env.request("other.cove.test", (
+                f"GET / HTTP/1.1\r\nHost: other.cove.test\r\nAuthorization: {PLACEHOLDER}\r\n\r\n"),
+                trust_cove=False)
+            assert dict(body_of(response)["headers"])["Authorization"] == PLACEHOLDER
+            with pytest.raises(ssl.SSLCertVerificationError):  # Cove's CA cannot stand in for this name
+                await env.open("other.cove.test", trust_cove=True)
+    run(main)
+
+
+def test_a_client_that_does_not_trust_coves_ca_gets_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path) as env:
+            with pytest.raises(ssl.SSLCertVerificationError):  # the proxy's certificate is not the server's
+                await env.open("api.cove.test", trust_cove=False)
+            for _ in range(50):
+                if len(env.decisions) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert not env.decisions[-1].allowed
+            assert "TLS handshake failed" in env.decisions[-1].reason
+    run(main)
+
+
+def test_an_origin_the_proxy_cannot_verify_gets_no_secret(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path, trust_origin=False) as env:
+            response = await env.request("api.cove.test", f"GET / HTTP/1.1\r\nX-Key: {PLACEHOLDER}\r\n\r\n")
+            assert status_of(response) == 502
+            assert b"certificate verify failed" in response or b"unable to get local issuer" in response
+            assert env.decisions[-1].allowed is False
+    run(main)
+
+
+def test_a_secret_that_cannot_go_into_a_url_is_refused_there(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path, value="has space") as env:
+            in_url = await env.request("api.cove.test", f"GET /?k={PLACEHOLDER} HTTP/1.1\r\n\r\n")
+            assert status_of(in_url) == 400 and b"send it in a header" in in_url
+            in_header = await env.request("api.cove.test", f"GET / HTTP/1.1\r\nX-Key: {PLACEHOLDER}\r\n\r\n")
+            assert dict(body_of(in_header)["headers"])["X-Key"] == "has space"
+    run(main)
+
+
+def test_the_ca_is_kept_private_and_reused(tmp_path: Path) -> None:
+    first = CertificateAuthority(tmp_path / "ca")
+    assert (tmp_path / "ca" / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "ca").stat().st_mode & 0o777 == 0o700
+    assert CertificateAuthority(tmp_path / "ca").cert_pem == first.cert_pem
+    assert first.server_context("a.test") is first.server_context("a.test")  # minted once, cached
+    assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == ["ca.key", "ca.pem"]  # no leaf keys left
