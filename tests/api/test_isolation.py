@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
@@ -66,6 +67,40 @@ def test_privileged_operations_fail(http: httpx.Client, cid: str) -> None:
         assert output["outcome"] != {"type": "exit", "exit_code": 0}, name
 
 
+SYSCALLS = {  # x86-64 numbers of what the seccomp profile denies; each must fail with EPERM
+    "mount": 165, "umount2": 166, "pivot_root": 155, "unshare": 272, "setns": 308, "init_module": 175,
+    "finit_module": 313, "delete_module": 176, "kexec_load": 246, "kexec_file_load": 320, "bpf": 321,
+    "perf_event_open": 298, "keyctl": 250, "add_key": 248, "userfaultfd": 323, "io_uring_setup": 425,
+    "open_by_handle_at": 304, "fsopen": 430, "open_tree": 428, "reboot": 169, "swapon": 167,
+    "settimeofday": 164, "syslog": 103,
+}
+
+
+def test_dangerous_syscalls_are_denied(http: httpx.Client, cid: str) -> None:
+    probe = ("import ctypes, json\nlibc = ctypes.CDLL(None, use_errno=True)\nout = {}\n"
+             f"for name, nr in {SYSCALLS!r}.items():\n"
+             "    ctypes.set_errno(0)\n    out[name] = (libc.syscall(nr, 0, 0, 0, 0, 0), ctypes.get_errno())\n"
+             "print(json.dumps(out))\n")
+    out = run(http, cid, f"python3 - <<'EOF'\n{probe}EOF")[0]
+    results = json.loads(str(out["stdout"]))
+    assert {name: tuple(result) for name, result in results.items()} == dict.fromkeys(SYSCALLS, (-1, 1))
+    # A namespace by clone(2) flags is refused too, and clone3 answers ENOSYS so libc falls back.
+    assert run(http, cid, "unshare -n true")[0]["outcome"] != {"type": "exit", "exit_code": 0}
+
+
+def test_only_the_usual_devices_exist_and_kernel_files_are_masked(http: httpx.Client, cid: str) -> None:
+    out = run(http, cid, "for f in /dev/* /dev/*/*; do [ ! -L $f ] && [ -c $f -o -b $f ] && echo $f; done; true",
+              "(cat /proc/keys /proc/timer_list /proc/sched_debug; head -c 1 /proc/kcore) 2>/dev/null | wc -c",
+              "echo 3 > /proc/sys/vm/drop_caches", "ls /sys/firmware | wc -l",
+              "head -c 1 /dev/mem || head -c 1 /dev/kmsg")
+    assert str(out[0]["stdout"]).split() == ["/dev/full", "/dev/null", "/dev/random", "/dev/tty", "/dev/urandom",
+                                             "/dev/zero", "/dev/pts/ptmx"]
+    assert out[1]["stdout"] == "0\n"
+    assert out[2]["outcome"] != {"type": "exit", "exit_code": 0}
+    assert out[3]["stdout"] == "0\n"
+    assert out[4]["outcome"] != {"type": "exit", "exit_code": 0}
+
+
 def test_host_processes_are_invisible(http: httpx.Client, cid: str) -> None:
     out = run(http, cid, "ps -eo pid,args --no-headers")[0]
     processes = str(out["stdout"]).strip().splitlines()
@@ -81,6 +116,15 @@ def test_other_containers_files_are_invisible(client: openai.OpenAI, http: httpx
     out = run(http, cid, f"cat /tmp/neighbour-{marker}; grep -rs {marker} /tmp /mnt /root | head -1")[0]
     assert marker not in str(out["stdout"])
     assert run(http, other, f"cat /tmp/neighbour-{marker}")[0]["stdout"] == f"{marker}\n"
+
+
+def test_other_containers_services_are_unreachable(client: openai.OpenAI, http: httpx.Client, cid: str) -> None:
+    other = client.containers.create(name="listener").id
+    serve = "nohup python3 -m http.server 7777 --bind 127.0.0.1 >/dev/null 2>&1 &"
+    probe = "curl -sS -m 3 -o /dev/null -w '%{http_code}' http://127.0.0.1:7777/"
+    ready = f"for i in $(seq 100); do {probe} -s >/dev/null && break; sleep 0.1; done; {probe}"
+    assert run(http, other, serve, ready)[1]["stdout"] == "200"  # it listens, in its own network
+    assert run(http, cid, probe)[0]["stdout"] == "000"
 
 
 def test_host_loopback_services_are_unreachable(http: httpx.Client, cid: str, server: Server) -> None:
