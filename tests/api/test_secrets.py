@@ -93,7 +93,8 @@ def test_secret_reaches_its_domain_and_nothing_else_sees_it(own_server: Server, 
     assert shown == {"domain": "api.cove.test", "name": "API_TOKEN", "value": "[redacted]"}
     assert container["network_policy"] == {"type": "allowlist",
                                            "allowed_domains": ["api.cove.test", "other.cove.test"]}
-    assert any(e["type"] == "egress" and e["reason"] == "allowed with secrets API_TOKEN" for e in audit)
+    assert any(e["type"] == "egress" and e["reason"] == "allowed with secrets API_TOKEN"
+               and e["response_id"] == response["id"] for e in audit)
     for text in (stored, items, json.dumps(audit), json.dumps(upstream.requests), own_server.log.read_text()):
         assert value not in text
     data_dir = own_server.data_dir

@@ -1,6 +1,8 @@
 """Egress control: containers reach the outside only through an HTTP proxy that allows listed domains.
 
-    policy.py    what a container may reach (OpenAI's ``network_policy``), validated once
+    policy.py    what a container may reach (OpenAI's ``network_policy``) and its domain secrets
     resolver.py  name resolution that refuses private, loopback and other internal addresses
+    http1.py     request heads: parsing, rewriting for upstream, putting secrets in place of placeholders
+    tls.py       Cove's CA, which signs for secret domains so the proxy can put secrets into HTTPS
     proxy.py     the asyncio HTTP/1.1 proxy (CONNECT and absolute-URI requests), one listener per client
 """

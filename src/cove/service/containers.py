@@ -53,6 +53,8 @@ class ContainerService:
         """Container id -> project, for labelling egress decisions in the audit trail."""
         self._busy: Counter[str] = Counter()
         """In-flight uses per container: a container never expires under a running command."""
+        self._responses: dict[str, list[str]] = {}
+        """Responses using each container now; the latest is credited with its egress in the audit trail."""
 
     # -- create / read / delete -------------------------------------------------------------------
     async def create(self, project: str, *, name: str, image: str | None, memory_limit: str,
@@ -122,6 +124,8 @@ class ContainerService:
             raise Conflict(f"Container '{container_id}' has {row.status} and cannot be used.",
                            param="container_id", code=f"container_{row.status}")
         self._busy[row.id] += 1
+        if response_id is not None:
+            self._responses.setdefault(row.id, []).append(response_id)
         try:
             await self._touch(row)
             self._projects[row.id] = project
@@ -132,6 +136,10 @@ class ContainerService:
             self._busy[row.id] -= 1
             if not self._busy[row.id]:
                 del self._busy[row.id]
+            if response_id is not None:
+                self._responses[row.id].remove(response_id)
+                if not self._responses[row.id]:
+                    del self._responses[row.id]
             await self._touch(row)
 
     async def _touch(self, row: ContainerRow) -> None:
@@ -210,9 +218,11 @@ class ContainerService:
     def record_egress(self, decision: Decision) -> None:
         """The egress proxy's decisions go to the audit trail of their container."""
         if self.audit is not None:
+            using = self._responses.get(decision.client)
             self.audit.record(self._projects.get(decision.client, ""), decision.client, "egress", {
                 "method": decision.method, "host": decision.host, "port": decision.port,
-                "allowed": decision.allowed, "reason": decision.reason, "address": decision.address})
+                "allowed": decision.allowed, "reason": decision.reason, "address": decision.address},
+                using[-1] if using else None)
 
     # -- expiry -------------------------------------------------------------------------------------
     def start_expiry(self) -> None:
