@@ -118,6 +118,16 @@ def test_other_containers_files_are_invisible(client: openai.OpenAI, http: httpx
     assert run(http, other, f"cat /tmp/neighbour-{marker}")[0]["stdout"] == f"{marker}\n"
 
 
+def test_image_layers_stay_unchanged(client: openai.OpenAI, http: httpx.Client, cid: str) -> None:
+    before = run(http, cid, "sha256sum /usr/bin/python3 /etc/os-release")[0]["stdout"]
+    vandal = client.containers.create(name="vandal").id
+    run(http, vandal, "echo tampered > /etc/os-release; cp /bin/true /usr/bin/python3; rm -rf /usr/lib/python3*")
+    assert run(http, vandal, "cat /etc/os-release")[0]["stdout"] == "tampered\n"  # its own copy
+    assert run(http, cid, "sha256sum /usr/bin/python3 /etc/os-release")[0]["stdout"] == before
+    fresh = client.containers.create(name="after-vandal").id
+    assert run(http, fresh, "sha256sum /usr/bin/python3 /etc/os-release")[0]["stdout"] == before
+
+
 def test_other_containers_services_are_unreachable(client: openai.OpenAI, http: httpx.Client, cid: str) -> None:
     other = client.containers.create(name="listener").id
     serve = "nohup python3 -m http.server 7777 --bind 127.0.0.1 >/dev/null 2>&1 &"
