@@ -7,6 +7,7 @@ intercepts TLS only for it, with a certificate from Cove's CA, which only this c
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -108,9 +109,12 @@ def test_secret_reaches_its_domain_and_nothing_else_sees_it(own_server: Server, 
     before = len(internet.requests())
     with own_server.http() as http:
         again = run(http, container_id, f"curl -sS -m 10 {CODE} -H \"X-Key: $API_TOKEN\" {CHECK}",
+                    f"curl -sS -m 10 {CODE} -u \"x-token:$API_TOKEN\" {CHECK}",
                     "printenv API_TOKEN", "printenv API_TOKEN | rev > /root/kept")
-    assert again[0]["stdout"] == "404" and again[1]["stdout"] == f"{placeholder}\n"
-    assert [dict(e["headers"]).get("X-Key") for e in internet.requests()[before:]] == [value]
+    assert again[0]["stdout"] == again[1]["stdout"] == "404" and again[2]["stdout"] == f"{placeholder}\n"
+    arrived = [dict(e["headers"]) for e in internet.requests()[before:]]
+    assert arrived[0]["X-Key"] == value
+    assert base64.b64decode(arrived[1]["Authorization"].removeprefix("Basic ")) == f"x-token:{value}".encode()
     # The scan above does see what a container writes:
     assert _files_holding(data_dir, placeholder[::-1].encode())
 

@@ -7,6 +7,7 @@ The origin presents a certificate from a test CA (tests/internet.py); the client
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -99,6 +100,18 @@ def test_placeholders_become_values_in_headers_and_target(tmp_path: Path) -> Non
             assert [(d.method, d.allowed, d.reason) for d in env.decisions] == [
                 ("CONNECT", True, "allowed"), ("GET", True, "allowed with secrets TOKEN")]
             assert VALUE not in repr(env.decisions) and PLACEHOLDER not in repr(env.decisions)
+    run(main)
+
+
+def test_placeholders_in_basic_credentials_are_replaced(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path) as env:
+            basic = base64.b64encode(f"x-token:{PLACEHOLDER}".encode()).decode()
+            other = base64.b64encode(b"user:password").decode()
+            for sent, expected in ((basic, base64.b64encode(f"x-token:{VALUE}".encode()).decode()),
+                                   (other, other), ("%%%", "%%%")):
+                response = await env.request("api.cove.test", f"GET / HTTP/1.1\r\nAuthorization: Basic {sent}\r\n\r\n")
+                assert dict(body_of(response)["headers"])["Authorization"] == f"Basic {expected}"
     run(main)
 
 

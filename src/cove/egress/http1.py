@@ -8,6 +8,7 @@ hop-by-hop headers dropped, one request per connection.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,9 +103,32 @@ def substitute_secrets(request: Request, secrets: Iterable[DomainSecret]) -> lis
             if secret.placeholder in header:
                 request.headers[index] = (name, header.replace(secret.placeholder, value))
                 found = True
+            elif name.lower() == "authorization" and (basic := _basic_with(header, secret)) is not None:
+                request.headers[index] = (name, basic)
+                found = True
         if found:
             used.append(secret.name)
     return used
+
+
+def _basic_with(header: str, secret: DomainSecret) -> str | None:
+    """``Basic`` credentials with the placeholder replaced, or None when it is not in them.
+
+    Clients encode ``user:password`` from a URL (``https://user:$TOKEN@host/``) as Basic auth,
+    so the placeholder arrives base64-encoded.
+    """
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        credentials = base64.b64decode(encoded.strip(), validate=True)
+    except ValueError:
+        return None
+    placeholder = secret.placeholder.encode()
+    if placeholder not in credentials:
+        return None
+    replaced = credentials.replace(placeholder, secret.value.encode())
+    return f"{scheme} {base64.b64encode(replaced).decode('ascii')}"
 
 
 def upstream_head(request: Request) -> tuple[bytes, int | None]:
