@@ -35,6 +35,7 @@ bench: setup image
 	$(VENV)/bin/python bench/containers.py
 	$(VENV)/bin/python bench/tool_turns.py
 	$(VENV)/bin/python bench/neighbours.py
+	$(VENV)/bin/python bench/egress.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
