@@ -164,3 +164,28 @@ def test_bad_secrets_are_refused_without_echoing_them(http: Any) -> None:
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == f"tools[0].environment.{param}"
         assert value not in response.text
+
+
+def test_a_lost_key_is_a_clear_error_and_loses_nothing(own_server: Server, internet: Internet) -> None:
+    own_server.stop()
+    own_server.env.update(internet.server_env())
+    own_server.start()
+    policy = {"type": "allowlist", "allowed_domains": ["api.cove.test"], "domain_secrets": [
+        {"domain": "api.cove.test", "name": "TOKEN", "value": "v-" + secrets.token_hex(8)}]}
+    with own_server.http() as http:
+        container_id = http.post("/v1/containers", json={"name": "keyed", "network_policy": policy}).json()["id"]
+    key = own_server.data_dir / "secrets.key"
+    kept = key.read_bytes()
+    own_server.stop()
+    key.unlink()  # the operator lost the key: the server makes a new one
+    own_server.start()
+    with own_server.http() as http:
+        failed = http.post(f"/v1/containers/{container_id}/exec", json={"commands": ["true"]})
+        assert failed.status_code == 500
+        assert "cannot open" in failed.json()["error"]["message"]
+        assert http.get(f"/v1/containers/{container_id}").status_code == 200
+    own_server.stop()
+    key.write_bytes(kept)
+    own_server.start()
+    with own_server.http() as http:
+        assert run(http, container_id, f"curl -sS -m 10 {CODE} {CHECK}")[0]["stdout"] == "404"

@@ -21,7 +21,7 @@ from sqlalchemy import delete, select, update
 from cove.config import Settings
 from cove.egress.policy import DomainSecret, EgressPolicy, parse_network_policy
 from cove.egress.proxy import Decision
-from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
+from cove.errors import Conflict, InvalidRequest, NotFound, SandboxError, TooManyRequests
 from cove.ids import new_id
 from cove.projects import ProjectPolicies
 from cove.sandbox.base import Command, CommandOutput, Limits, OutputCallback, Sandbox, SandboxEngine
@@ -212,8 +212,12 @@ class ContainerService:
         egress = network_limits(row.network_policy)
         if egress is None or row.secrets is None:
             return egress
-        return EgressPolicy(egress.allowed_domains, tuple(
-            DomainSecret(**item) for item in json.loads(self.sealer.open(row.secrets))))
+        try:
+            opened = json.loads(self.sealer.open(row.secrets))
+        except SealingError as exc:
+            raise SandboxError(f"Container '{row.id}' has domain secrets this server cannot open: {exc} "
+                               "(was COVE_SECRETS_KEY_FILE changed?).") from exc
+        return EgressPolicy(egress.allowed_domains, tuple(DomainSecret(**item) for item in opened))
 
     def record_egress(self, decision: Decision) -> None:
         """The egress proxy's decisions go to the audit trail of their container."""
