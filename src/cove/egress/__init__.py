@@ -5,4 +5,5 @@
     http1.py     request heads: parsing, rewriting for upstream, putting secrets in place of placeholders
     tls.py       Cove's CA, which signs for secret domains so the proxy can put secrets into HTTPS
     proxy.py     the asyncio HTTP/1.1 proxy (CONNECT and absolute-URI requests), one listener per client
+    relay.py     moving bytes once the proxy said yes: tunnels, and one request with its response
 """

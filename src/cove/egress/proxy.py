@@ -21,25 +21,23 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import socket
 import ssl
 import stat
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cove.egress.http1 import Reject, Request, parse_head, substitute_secrets, upstream_head
 from cove.egress.policy import DomainSecret, EgressPolicy, is_ip_literal, normalize_host
+from cove.egress.relay import BUFFER, Relay
 from cove.egress.resolver import Refused, Resolver
 from cove.egress.tls import CertificateAuthority
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024
-_BUFFER = 64 * 1024
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
 _STATUS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -66,11 +64,6 @@ class _Listener:
     unix_path: str | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     closed: bool = False
-
-
-@dataclass
-class _Activity:
-    last: float
 
 
 @dataclass(frozen=True)
@@ -108,7 +101,7 @@ class EgressProxy:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.header_timeout = header_timeout
-        self.idle_timeout = idle_timeout
+        self._relay = Relay(idle_timeout)
         self.total_timeout = total_timeout
         self._listeners: dict[str, _Listener] = {}
 
@@ -248,9 +241,9 @@ class EgressProxy:
                     if secrets and self.secrets_tls is not None:
                         await self._intercept(listener, request, secrets, reader, writer, up_reader, up_writer)
                     else:
-                        await self._tunnel(reader, writer, up_reader, up_writer)
+                        await self._relay.tunnel(reader, writer, up_reader, up_writer)
                 else:
-                    await self._forward(request, reader, writer, up_reader, up_writer)
+                    await self._relay.forward(request, reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
 
@@ -299,7 +292,7 @@ class EgressProxy:
                 writer.write_eof()
             async with asyncio.timeout(2):
                 for _ in range(64):
-                    if not await reader.read(_BUFFER):
+                    if not await reader.read(BUFFER):
                         break
 
     async def _intercept(self, listener: _Listener, tunnel: Request, secrets: tuple[DomainSecret, ...],
@@ -334,88 +327,4 @@ class EgressProxy:
             return
         reason = f"allowed with secrets {', '.join(used)}" if used else "allowed (decrypted for secrets; none used)"
         self._decide(listener, request.method, host, port, True, reason)
-        await self._forward(request, reader, writer, up_reader, up_writer)
-
-    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
-        activity = _Activity(asyncio.get_running_loop().time())
-        await self._together(self._pipe(reader, up_writer, activity), self._pipe(up_reader, writer, activity),
-                             first_ends=False)
-
-    async def _forward(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
-        up_writer.write(request.upstream_head)
-        activity = _Activity(asyncio.get_running_loop().time())
-        # The response is relayed while the body is still being sent, so "100 Continue" reaches the client.
-        await self._together(self._pipe(up_reader, writer, activity, half_close=False),
-                             self._send_body(reader, up_writer, request.body_length, activity), first_ends=True)
-
-    async def _together(self, first: Coroutine[Any, Any, None], second: Coroutine[Any, Any, None], *,
-                        first_ends: bool) -> None:
-        """Run both; stop at the first failure, or when ``first`` ends if ``first_ends``."""
-        tasks = (asyncio.create_task(first), asyncio.create_task(second))
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if not any(task.exception() for task in done) and not (first_ends and tasks[0] in done):
-                await asyncio.wait(tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: _Activity,
-                    half_close: bool = True) -> None:
-        """Copy until EOF (then half-close) or until neither direction moved for ``idle_timeout``."""
-        loop = asyncio.get_running_loop()
-        while True:
-            remaining = activity.last + self.idle_timeout - loop.time()
-            if remaining <= 0:
-                raise TimeoutError("idle")
-            try:
-                async with asyncio.timeout(remaining):
-                    data = await reader.read(_BUFFER)
-            except TimeoutError:
-                continue
-            if not data:
-                break
-            activity.last = loop.time()
-            writer.write(data)
-            await writer.drain()
-        if half_close and writer.can_write_eof():
-            writer.write_eof()
-
-    async def _send_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, length: int | None,
-                         activity: _Activity) -> None:
-        """Copy a request body of ``length`` bytes, or chunk by chunk when it is chunked (None)."""
-        loop = asyncio.get_running_loop()
-
-        async def copy(count: int) -> None:
-            while count > 0:
-                data = await reader.read(min(count, _BUFFER))
-                if not data:
-                    raise asyncio.IncompleteReadError(b"", count)
-                count -= len(data)
-                activity.last = loop.time()
-                writer.write(data)
-                await writer.drain()
-
-        if length is not None:
-            await copy(length)
-            return
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            match = _CHUNK_SIZE.fullmatch(line)
-            if match is None:
-                raise ValueError("malformed chunk size line")
-            writer.write(line)
-            size = int(match.group(1), 16)
-            if size == 0:
-                break
-            await copy(size)
-            if await reader.readexactly(2) != b"\r\n":
-                raise ValueError("malformed chunk")
-            writer.write(b"\r\n")
-        while (line := await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-            writer.write(line)
-        writer.write(b"\r\n")
-        await writer.drain()
+        await self._relay.forward(request, reader, writer, up_reader, up_writer)
