@@ -6,19 +6,23 @@ names below, with a certificate from a test CA. Cove's proxy finds the names thr
 mapping (``COVE_EGRESS_TEST_HOSTS``) and trusts the test CA through ``COVE_EGRESS_CA_FILE``. No
 traffic goes anywhere but this namespace and loopback.
 
-On the host: a PEP 503 package index with one wheel (``coveprobe``) under ``/simple/`` and a git
-repository served over git's HTTP protocol at ``/repo.git``.
+On the host: a PEP 503 package index with one wheel (``coveprobe``) under ``/simple/``, an npm
+registry with one package (``coveprobe``, packument at ``/npm/coveprobe``) and a git repository
+served over git's HTTP protocol at ``/repo.git``.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,8 +35,8 @@ from cryptography.x509.oid import NameOID
 from tests.helpers import make_wheel
 
 DOMAIN = "cove.test"
-NAMES = ("pypi.cove.test", "git.cove.test", "api.cove.test", "other.cove.test", "blocked.cove.test",
-         "a.wild.cove.test")
+NAMES = ("pypi.cove.test", "git.cove.test", "npm.cove.test", "api.cove.test", "other.cove.test",
+         "blocked.cove.test", "a.wild.cove.test")
 GIT_FILE = "hello from the test repository\n"
 
 
@@ -73,6 +77,7 @@ def _site(root: Path) -> None:
     (root / "simple" / "coveprobe").mkdir(parents=True)
     (root / "simple" / "coveprobe" / "index.html").write_text(
         f'<html><body><a href="../../packages/{filename}#sha256={digest}">{filename}</a></body></html>\n')
+    _npm_registry(root / "npm")
     work = root.parent / "repo-work"
     git = ["git", "-c", "user.name=Cove Tests", "-c", "user.email=tests@cove.test", "-c", "init.defaultBranch=main"]
     subprocess.run([*git, "init", "-q", str(work)], check=True)
@@ -81,6 +86,26 @@ def _site(root: Path) -> None:
     subprocess.run([*git, "-C", str(work), "commit", "-qm", "first"], check=True)
     subprocess.run([*git, "clone", "-q", "--bare", str(work), str(root / "repo.git")], check=True)
     subprocess.run(["git", "-C", str(root / "repo.git"), "update-server-info"], check=True)
+
+
+def _npm_registry(directory: Path) -> None:
+    """One package as npm's registry serves it: a packument naming a tarball with its integrity."""
+    package = {"name": "coveprobe", "version": "1.0.0", "main": "index.js"}
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for name, data in (("package/package.json", json.dumps(package).encode()),
+                           ("package/index.js", b"module.exports = 'npm ok';\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    tarball = archive.getvalue()
+    (directory / "tarballs").mkdir(parents=True)
+    (directory / "tarballs" / "coveprobe-1.0.0.tgz").write_bytes(tarball)
+    dist = {"tarball": "https://npm.cove.test/npm/tarballs/coveprobe-1.0.0.tgz",
+            "shasum": hashlib.sha1(tarball).hexdigest(),
+            "integrity": "sha512-" + base64.b64encode(hashlib.sha512(tarball).digest()).decode()}
+    (directory / "coveprobe").write_text(json.dumps({
+        "name": "coveprobe", "dist-tags": {"latest": "1.0.0"}, "versions": {"1.0.0": {**package, "dist": dist}}}))
 
 
 class Internet:

@@ -2,7 +2,7 @@
 
 The "internet" is a host in a network namespace this session made (tests/internet.py), serving
 HTTP and HTTPS under test names; its CA is installed in the container the way a user would add a
-private CA, and then plain curl, pip and git commands work. No other address is ever contacted.
+private CA, and then plain curl, pip, git and npm commands work. No other address is ever contacted.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from tests.helpers import run
 from tests.internet import GIT_FILE, Internet
 
 
-def test_allowlist_with_curl_pip_and_git(own_server: Server, internet: Internet) -> None:
+def test_allowlist_with_curl_pip_git_and_npm(own_server: Server, internet: Internet) -> None:
     own_server.stop()
     own_server.env.update(internet.server_env())
     own_server.start()
     client = own_server.client()
-    policy = {"type": "allowlist", "allowed_domains": ["pypi.cove.test", "git.cove.test", "*.wild.cove.test"]}
+    policy = {"type": "allowlist",
+              "allowed_domains": ["pypi.cove.test", "git.cove.test", "npm.cove.test", "*.wild.cove.test"]}
     container = client.containers.create(name="net", network_policy=policy)  # type: ignore[arg-type]
     assert container.network_policy is not None and container.network_policy.type == "allowlist"
     client.containers.files.create(container.id, file=("internet-ca.pem", internet.ca.read_bytes()))
@@ -34,6 +35,8 @@ def test_allowlist_with_curl_pip_and_git(own_server: Server, internet: Internet)
                   "pip install -q --no-cache-dir --index-url https://pypi.cove.test/simple/ coveprobe"
                   " && python3 -c 'import coveprobe; print(coveprobe.VALUE)'",
                   "git clone -q https://git.cove.test/repo.git /tmp/repo && cat /tmp/repo/README",
+                  "mkdir -p /tmp/app && cd /tmp/app && npm install -s --no-audit --no-fund --no-update-notifier"
+                  " --registry https://npm.cove.test/npm/ coveprobe && node -p 'require(\"coveprobe\")'",
             timeout_ms=120_000)
         for entry in out:
             assert entry["outcome"] == {"type": "exit", "exit_code": 0}, entry["stderr"]
@@ -42,10 +45,12 @@ def test_allowlist_with_curl_pip_and_git(own_server: Server, internet: Internet)
         assert json.loads(str(out[3]["stdout"]))["headers"][0] == ["Host", "a.wild.cove.test"]
         assert out[4]["stdout"] == "1.0\n"
         assert out[5]["stdout"] == GIT_FILE
+        assert str(out[6]["stdout"]).endswith("npm ok\n")
         events = http.get(f"/v1/containers/{container.id}/audit", params={"limit": 100}).json()["data"]
     arrived = internet.requests()[before:]
     paths = {entry["path"].partition("?")[0] for entry in arrived}
-    assert paths >= {"/echo", "/simple/coveprobe/", "/repo.git/info/refs"}
+    assert paths >= {"/echo", "/simple/coveprobe/", "/repo.git/info/refs", "/npm/coveprobe",
+                     "/npm/tarballs/coveprobe-1.0.0.tgz"}
     egress = {(e["host"], e["method"], e["allowed"]) for e in events if e["type"] == "egress"}
     assert {("pypi.cove.test", "GET", True), ("pypi.cove.test", "CONNECT", True),
             ("git.cove.test", "CONNECT", True)} <= egress
