@@ -189,3 +189,22 @@ def test_a_lost_key_is_a_clear_error_and_loses_nothing(own_server: Server, inter
     own_server.start()
     with own_server.http() as http:
         assert run(http, container_id, f"curl -sS -m 10 {CODE} {CHECK}")[0]["stdout"] == "404"
+
+
+def test_pip_with_a_token_in_the_index_url(own_server: Server, internet: Internet) -> None:
+    own_server.stop()
+    own_server.env.update(internet.server_env())
+    own_server.start()
+    value = "pypi-" + secrets.token_hex(12)
+    policy = {"type": "allowlist", "allowed_domains": ["pypi.cove.test"], "domain_secrets": [
+        {"domain": "pypi.cove.test", "name": "PYPI_TOKEN", "value": value}]}
+    before = len(internet.requests())
+    with own_server.http() as http:
+        container_id = http.post("/v1/containers", json={"name": "pip", "network_policy": policy}).json()["id"]
+        out = run(http, container_id, "pip install -q --no-cache-dir --index-url "
+                  "https://__token__:$PYPI_TOKEN@pypi.cove.test/simple/ coveprobe"
+                  " && python3 -c 'import coveprobe; print(coveprobe.VALUE)'", timeout_ms=120_000)[0]
+    assert out["stdout"] == "1.0\n", out["stderr"]
+    credentials = {base64.b64decode(dict(e["headers"])["Authorization"].removeprefix("Basic "))
+                   for e in internet.requests()[before:]}
+    assert credentials == {f"__token__:{value}".encode()}  # the index page and the wheel
