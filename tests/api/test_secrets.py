@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,26 @@ def test_pip_with_a_token_in_the_index_url(own_server: Server, internet: Interne
     credentials = {base64.b64decode(dict(e["headers"])["Authorization"].removeprefix("Basic "))
                    for e in internet.requests()[before:]}
     assert credentials == {f"__token__:{value}".encode()}  # the index page and the wheel
+
+
+def test_secrets_in_a_code_interpreter_container_are_redacted(server: Server, http: Any,
+                                                               upstream: ScriptedUpstream) -> None:
+    value = "ci-" + secrets.token_hex(12)
+    tool = {"type": "code_interpreter", "container": {"type": "auto", "network_policy": {
+        "type": "allowlist", "allowed_domains": ["api.cove.test"],
+        "domain_secrets": [{"domain": "api.cove.test", "name": "KEY", "value": value}]}}}
+    upstream.script([Reply(text="nothing to run")])
+    created = http.post("/v1/responses", json={"model": "scripted-model", "input": "hi", "tools": [tool],
+                                               "background": True})
+    assert created.status_code == 200 and value not in created.text
+    response_id = created.json()["id"]
+    for _ in range(200):
+        body = http.get(f"/v1/responses/{response_id}").json()
+        if body["status"] == "completed":
+            break
+        time.sleep(0.05)
+    assert body["status"] == "completed"
+    assert body["tools"][0]["container"]["network_policy"]["domain_secrets"][0]["value"] == "[redacted]"
+    assert value not in json.dumps(body) and value not in json.dumps(upstream.requests)
+    stored = b"".join(path.read_bytes() for path in server.data_dir.glob("cove.db*"))
+    assert value.encode() not in stored  # the queued request kept it sealed
