@@ -19,15 +19,9 @@ from typing import Any
 import pytest
 
 from cove.providers.base import Finish, ModelEvent, ModelRequest, TextDelta, ToolCallDelta, ToolCallStart
-from cove.providers.local import (
-    MODEL_NAME,
-    LocalModel,
-    _JsonStringStream,
-    chat_messages,
-    default_gguf_path,
-    schema_grammar,
-    tool_grammar,
-)
+from cove.providers.local import MODEL_NAME, LocalModel, default_gguf_path
+from cove.providers.local_grammar import JsonStringStream, schema_grammar, tool_grammar
+from cove.providers.local_prompt import chat_messages
 
 WEATHER = {
     "type": "function", "name": "get_weather", "description": "Current weather for a city.",
@@ -244,7 +238,7 @@ def test_grammars_are_built_from_schemas() -> None:
 
 
 def test_json_string_stream_decodes_across_chunks() -> None:
-    stream = _JsonStringStream()
+    stream = JsonStringStream()
     pieces = ["Hel", "lo\\", "n\\u00e", "9 \\ud83d", "\\ude00 \\\"x\\\"", '" trailing']
     assert "".join(stream.feed(p) for p in pieces) == 'Hello\né 😀 "x"'
     assert stream.done

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import importlib.metadata
 import json
 import os
@@ -37,6 +36,8 @@ from cove.providers.base import (
     UpstreamError,
     Usage,
 )
+from cove.providers.local_grammar import MESSAGE_PREFIX, JsonStringStream, format_schema, schema_grammar, tool_grammar
+from cove.providers.local_prompt import chat_messages, function_tools
 
 MODEL_NAME = "smollm2-135m-instruct"
 """The name the embedded model answers to (and reports in responses)."""
@@ -51,7 +52,6 @@ N_CTX = 8192
 DEFAULT_TEMPERATURE = 0.2
 """Used when a request sets none: a 135M model rambles at the API's default of 1.0."""
 
-_MESSAGE_PREFIX = '{"type": "message", "content": "'
 _Reason = Literal["stop", "length", "tool_calls"]
 _END = object()
 
@@ -64,186 +64,6 @@ def default_gguf_path() -> Path:
         raise UpstreamError(f"The embedded model is not installed (package {GGUF_DISTRIBUTION}); "
                             "run `make setup` or configure an upstream.") from exc
     return Path(str(dist.locate_file(GGUF_FILE)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Responses input -> chat messages
-
-
-def _part_text(part: Any) -> str:
-    if isinstance(part, str):
-        return part
-    if not isinstance(part, dict):
-        return ""
-    kind = part.get("type")
-    if kind in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
-        return str(part.get("text") or "")
-    if kind == "refusal":
-        return str(part.get("refusal") or "")
-    if kind == "input_image":
-        return "[image]"
-    if kind == "input_file":
-        return f"[file: {part.get('filename') or part.get('file_id') or 'attachment'}]"
-    return ""
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, list):
-        return "".join(_part_text(part) for part in content)
-    return _part_text(content) if content is not None else ""
-
-
-def _call_text(name: str, arguments: Any, envelope: bool) -> str:
-    """A past call as the assistant's turn: in the JSON the model is asked to write when tools are
-    on (so history shows it the format), else as prose (so it does not copy JSON into its answer)."""
-    if isinstance(arguments, str):
-        with contextlib.suppress(ValueError):
-            arguments = json.loads(arguments)
-    if envelope:
-        return json.dumps({"type": "function_call", "name": name, "arguments": arguments}, ensure_ascii=False)
-    return f"I called {name} with {json.dumps(arguments, ensure_ascii=False)}."
-
-
-def chat_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Responses input items as chat-template messages (role + text)."""
-    system = [request.instructions] if request.instructions else []
-    if tools:
-        system.append(_tool_prompt(tools))
-    messages = [{"role": "system", "content": "\n\n".join(system)}] if system else []
-    names: dict[str, str] = {}
-    for item in request.input:
-        kind = item.get("type", "message")
-        if kind == "message":
-            role = item.get("role", "user")
-            role = "system" if role == "developer" else role
-            messages.append({"role": role, "content": _content_text(item.get("content"))})
-        elif kind in ("function_call", "custom_tool_call"):
-            name = str(item.get("name") or "")
-            names[str(item.get("call_id"))] = name
-            args = item.get("arguments") if kind == "function_call" else {"input": item.get("input")}
-            messages.append({"role": "assistant", "content": _call_text(name, args, bool(tools))})
-        elif kind in ("function_call_output", "custom_tool_call_output"):
-            name = names.get(str(item.get("call_id")), "the function")
-            output = item.get("output")
-            text = output if isinstance(output, str) else _content_text(output)
-            messages.append({"role": "user", "content": f"Result of {name}:\n{text}"})
-    return messages
-
-
-def _tool_prompt(tools: list[dict[str, Any]]) -> str:
-    lines = ["You can call functions. To call one, answer with JSON "
-             '{"type": "function_call", "name": ..., "arguments": {...}}; '
-             'otherwise answer with {"type": "message", "content": "..."}. Functions:']
-    for tool in tools:
-        spec = {"name": tool["name"], "description": tool.get("description") or "",
-                "parameters": tool.get("parameters") or {}}
-        lines.append(json.dumps(spec, ensure_ascii=False))
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tools and formats -> grammar
-
-
-def _function_tools(request: ModelRequest) -> tuple[list[dict[str, Any]], bool]:
-    """The function tools the model may call now, and whether it must call one."""
-    choice = request.tool_choice
-    tools = [t for t in request.tools if t.get("type", "function") == "function" and t.get("name")]
-    if not tools or choice == "none":
-        return [], False
-    if isinstance(choice, dict):
-        kind = choice.get("type")
-        if kind == "function" and choice.get("name"):
-            return [t for t in tools if t["name"] == choice["name"]], True
-        if kind == "allowed_tools":
-            allowed = {t.get("name") for t in choice.get("tools", []) if isinstance(t, dict)}
-            tools = [t for t in tools if t["name"] in allowed]
-            return tools, bool(tools) and choice.get("mode") == "required"
-        return tools, False
-    return tools, choice == "required"
-
-
-def _gbnf_literal(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
-
-
-def _format_schema(text_format: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The JSON schema a ``text.format`` asks for, or None for free text."""
-    if not text_format:
-        return None
-    if text_format.get("type") == "json_schema":
-        schema = text_format.get("schema")
-        return schema if isinstance(schema, dict) else {"type": "object"}
-    if text_format.get("type") == "json_object":
-        return {"type": "object"}
-    return None
-
-
-def tool_grammar(tools: list[dict[str, Any]], required: bool, content_schema: dict[str, Any] | None) -> str:
-    """GBNF for one turn with tools: a message (unless a call is required) or a call of a named tool.
-
-    ``{"type": "message", "content": "..."}`` or ``{"type": "function_call", "name": "<tool>",
-    "arguments": {...}}``; each tool's arguments follow its own parameters schema.
-    """
-    converter = _llama.SchemaConverter()
-    alternatives = []
-    rules = []
-    if not required:
-        content = converter.visit(content_schema or {"type": "string"}, "cove-content")
-        rules.append(f'cove-message ::= {_gbnf_literal(_MESSAGE_PREFIX[:-1])} {content} "}}"')
-        alternatives.append("cove-message")
-    for i, tool in enumerate(tools):
-        params = tool.get("parameters") or {"type": "object"}
-        try:
-            args = converter.visit(converter.resolve_refs(params), f"cove-args-{i}")
-        except Exception:  # a schema the converter cannot express: allow any object
-            args = converter.visit({"type": "object"}, f"cove-args-{i}")
-        head = json.dumps({"type": "function_call", "name": tool["name"]})[:-1] + ', "arguments": '
-        rules.append(f'cove-call-{i} ::= {_gbnf_literal(head)} {args} "}}"')
-        alternatives.append(f"cove-call-{i}")
-    return "\n".join([f"root ::= {' | '.join(alternatives)}", *rules, converter.format()])
-
-
-def schema_grammar(schema: dict[str, Any]) -> str:
-    """GBNF for output that is JSON matching ``schema``."""
-    converter = _llama.SchemaConverter()
-    converter.visit(converter.resolve_refs(schema), "")
-    return converter.format()
-
-
-class _JsonStringStream:
-    """Decodes a JSON string body as it streams in: feeds raw chars, returns decoded text."""
-
-    def __init__(self) -> None:
-        self.pending = ""
-        self.done = False
-
-    def feed(self, raw: str) -> str:
-        out = []
-        text = self.pending + raw
-        i = 0
-        while i < len(text) and not self.done:
-            ch = text[i]
-            if ch == '"':
-                self.done = True
-                break
-            if ch != "\\":
-                out.append(ch)
-                i += 1
-                continue
-            size = 6 if text[i + 1:i + 2] == "u" else 2
-            if text[i + 1:i + 2] == "u" and "\\ud800" <= text[i:i + 6].lower() < "\\udc00":
-                size = 12  # a surrogate pair decodes as one character
-            if len(text) - i < size:
-                break
-            try:
-                out.append(json.loads(f'"{text[i:i + size]}"'))
-            except ValueError:
-                out.append(text[i:i + size])
-            i += size
-        self.pending = "" if self.done else text[i:]
-        return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +144,7 @@ class LocalModel(Model):
         llm = self._llm
         if llm is None:
             return super().count_tokens(request)
-        tools, _ = _function_tools(request)
+        tools, _ = function_tools(request)
         return len(llm.prompt_tokens(chat_messages(request, tools)))
 
     # -- generation
@@ -359,8 +179,8 @@ class LocalModel(Model):
     def _generate(self, job: _Job) -> None:
         request = job.request
         llm = self._load()
-        tools, required = _function_tools(request)
-        content_schema = _format_schema(request.text_format)
+        tools, required = function_tools(request)
+        content_schema = format_schema(request.text_format)
         prompt = llm.prompt_tokens(chat_messages(request, tools))
         room = N_CTX - len(prompt)
         if room <= 0:
@@ -380,7 +200,7 @@ class LocalModel(Model):
         # With tools the output is a JSON envelope: a message's content is streamed as it is
         # decoded; a call is emitted whole once its JSON is complete.
         envelope = bool(tools)
-        content = _JsonStringStream() if envelope and content_schema is None else None
+        content = JsonStringStream() if envelope and content_schema is None else None
         streamed = 0
         for token in llm.generate(prompt, temperature=temperature, top_p=top_p, grammar=grammar,
                                   repeat_penalty=1.0 if grammar else 1.1):
@@ -394,8 +214,8 @@ class LocalModel(Model):
                 raw += piece
                 if not envelope:
                     job.put(TextDelta(piece))
-                elif content is not None and raw.startswith(_MESSAGE_PREFIX):
-                    delta = content.feed(raw[max(len(_MESSAGE_PREFIX), streamed):])
+                elif content is not None and raw.startswith(MESSAGE_PREFIX):
+                    delta = content.feed(raw[max(len(MESSAGE_PREFIX), streamed):])
                     streamed = len(raw)
                     if delta:
                         job.put(TextDelta(delta))

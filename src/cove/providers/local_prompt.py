@@ -1,0 +1,102 @@
+"""What the embedded model is shown: Responses input as chat-template messages, and its tools.
+
+A model this small is told one JSON answer format for turns with tools (see ``local_grammar``) and
+sees past calls in that format, so history and grammar agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from cove.providers.base import ModelRequest
+
+
+def _part_text(part: Any) -> str:
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        return ""
+    kind = part.get("type")
+    if kind in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
+        return str(part.get("text") or "")
+    if kind == "refusal":
+        return str(part.get("refusal") or "")
+    if kind == "input_image":
+        return "[image]"
+    if kind == "input_file":
+        return f"[file: {part.get('filename') or part.get('file_id') or 'attachment'}]"
+    return ""
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(_part_text(part) for part in content)
+    return _part_text(content) if content is not None else ""
+
+
+def _call_text(name: str, arguments: Any, envelope: bool) -> str:
+    """A past call as the assistant's turn: in the JSON the model is asked to write when tools are
+    on (so history shows it the format), else as prose (so it does not copy JSON into its answer)."""
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(arguments)
+    if envelope:
+        return json.dumps({"type": "function_call", "name": name, "arguments": arguments}, ensure_ascii=False)
+    return f"I called {name} with {json.dumps(arguments, ensure_ascii=False)}."
+
+
+def chat_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Responses input items as chat-template messages (role + text)."""
+    system = [request.instructions] if request.instructions else []
+    if tools:
+        system.append(_tool_prompt(tools))
+    messages = [{"role": "system", "content": "\n\n".join(system)}] if system else []
+    names: dict[str, str] = {}
+    for item in request.input:
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role", "user")
+            role = "system" if role == "developer" else role
+            messages.append({"role": role, "content": _content_text(item.get("content"))})
+        elif kind in ("function_call", "custom_tool_call"):
+            name = str(item.get("name") or "")
+            names[str(item.get("call_id"))] = name
+            args = item.get("arguments") if kind == "function_call" else {"input": item.get("input")}
+            messages.append({"role": "assistant", "content": _call_text(name, args, bool(tools))})
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            name = names.get(str(item.get("call_id")), "the function")
+            output = item.get("output")
+            text = output if isinstance(output, str) else _content_text(output)
+            messages.append({"role": "user", "content": f"Result of {name}:\n{text}"})
+    return messages
+
+
+def _tool_prompt(tools: list[dict[str, Any]]) -> str:
+    lines = ["You can call functions. To call one, answer with JSON "
+             '{"type": "function_call", "name": ..., "arguments": {...}}; '
+             'otherwise answer with {"type": "message", "content": "..."}. Functions:']
+    for tool in tools:
+        spec = {"name": tool["name"], "description": tool.get("description") or "",
+                "parameters": tool.get("parameters") or {}}
+        lines.append(json.dumps(spec, ensure_ascii=False))
+    return "\n".join(lines)
+
+
+def function_tools(request: ModelRequest) -> tuple[list[dict[str, Any]], bool]:
+    """The function tools the model may call now, and whether it must call one."""
+    choice = request.tool_choice
+    tools = [t for t in request.tools if t.get("type", "function") == "function" and t.get("name")]
+    if not tools or choice == "none":
+        return [], False
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "function" and choice.get("name"):
+            return [t for t in tools if t["name"] == choice["name"]], True
+        if kind == "allowed_tools":
+            allowed = {t.get("name") for t in choice.get("tools", []) if isinstance(t, dict)}
+            tools = [t for t in tools if t["name"] in allowed]
+            return tools, bool(tools) and choice.get("mode") == "required"
+        return tools, False
+    return tools, choice == "required"
