@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from cove.cli import app
 from cove.errors import InvalidRequest, NotFound
+from cove.sandbox.images.layers import OPAQUE_XATTR, lookup, resolve
 from cove.sandbox.images.shift import CAP_XATTR, shift_tree
-from cove.sandbox.images.store import OPAQUE_XATTR, ImageStore, lookup, resolve
+from cove.sandbox.images.store import ImageStore
 from tests.images.archives import busybox_layers, docker_save
 from tests.images.conftest import UID_BASE
 

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from cove.errors import ImageError
+from cove.sandbox.images.layers import OPAQUE_XATTR
 from cove.sandbox.images.runner import Progress
 from cove.sandbox.images.shift import shift_id
-from cove.sandbox.images.store import OPAQUE_XATTR, Image, ImageStore, remove_tree, validate_name
+from cove.sandbox.images.store import Image, ImageStore, remove_tree, validate_name
 
 _MAX_JSON = 16 << 20
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",

@@ -22,8 +22,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cove.errors import ImageError, InvalidRequest
+from cove.sandbox.images.layers import lookup, resolve
 from cove.sandbox.images.runner import Progress, match_root, run_step
-from cove.sandbox.images.store import Image, ImageStore, lookup, remove_tree, resolve, validate_name
+from cove.sandbox.images.store import Image, ImageStore, remove_tree, validate_name
 
 _APT_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]*([=/][A-Za-z0-9.+~:-]+)?$")
 

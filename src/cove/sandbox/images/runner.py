@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cove.errors import ImageError, SandboxError
-from cove.sandbox.images.store import ImageStore, lookup, remove_tree
+from cove.sandbox.images.layers import lookup
+from cove.sandbox.images.store import ImageStore, remove_tree
 from cove.sandbox.linux.initbin import ensure_busybox
 from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.spec import ContainerSpec, ResourceLimits, build_spec

@@ -27,7 +27,8 @@ from cove.sandbox.base import (
     TimeoutOutcome,
 )
 from cove.sandbox.fs import ContainerFS
-from cove.sandbox.images.store import Image, lookup
+from cove.sandbox.images.layers import lookup
+from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.agent import InitAgent
 from cove.sandbox.linux.disk import create_disk, mount_disk
