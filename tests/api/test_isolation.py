@@ -180,6 +180,22 @@ def test_fork_bomb_is_contained(client: openai.OpenAI, http: httpx.Client, serve
     assert run(http, bomb, "echo recovered", timeout_ms=20_000)[0]["stdout"] == "recovered\n"
 
 
+def test_open_files_and_processes_are_capped(client: openai.OpenAI, http: httpx.Client) -> None:
+    box = client.containers.create(name="caps").id
+    files = ("import os\nn = 0\ntry:\n    while True:\n        os.open('/dev/null', os.O_RDONLY); n += 1\n"
+             "except OSError as e:\n    print(n, e.errno)\n")
+    forks = ("import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
+             "            time.sleep(30); os._exit(0)\n        n += 1\nexcept OSError as e:\n    print(n, e.errno)\n")
+    out = run(http, box, f"python3 - <<'EOF'\n{files}EOF", "ulimit -Hn 1000000",
+              f"python3 - <<'EOF'\n{forks}EOF", timeout_ms=60_000)
+    opened, errno = map(int, str(out[0]["stdout"]).split())
+    assert 4000 < opened < 4096 and errno == 24  # EMFILE at COVE_NOFILE_LIMIT (4096)
+    assert out[1]["outcome"] != {"type": "exit", "exit_code": 0}  # the hard limit cannot be raised
+    forked, errno = map(int, str(out[2]["stdout"]).split())
+    assert 900 < forked < 1024 and errno == 11  # EAGAIN at COVE_PIDS_LIMIT (1024)
+    client.containers.delete(box)
+
+
 def test_init_cannot_be_ptraced(http: httpx.Client, cid: str) -> None:
     out = run(http, cid, "python3 -c \"import ctypes; libc = ctypes.CDLL(None); "
                          "print(libc.ptrace(16, 1, 0, 0))\"; cat /proc/1/environ >/dev/null 2>&1 || echo no-environ")[0]
