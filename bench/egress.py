@@ -2,7 +2,8 @@
 
 Everything runs on 127.0.0.1 in this process: a TLS origin (its certificate from a throwaway "internet"
 CA), and Cove's ``EgressProxy`` with the test-name mapping. Each request opens a new connection, does
-the TLS handshake and one GET, as curl, pip and git do per connection:
+the TLS handshake and one GET, as curl does; then the same over one kept-alive connection, as
+pip, git and API clients do:
 
 * direct:      client -> origin
 * tunnel:      client -> CONNECT through the proxy -> origin (the proxy relays bytes)
@@ -35,26 +36,34 @@ WARMUP = 20
 HOST, SECRET_HOST = "plain.bench.test", "secret.bench.test"
 PLACEHOLDER = "cove_secret_" + "0" * 40
 console = Console()
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def _origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers "ok" to each request on a connection until one says ``Connection: close``."""
     try:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        await writer.drain()
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            close = b"Connection: close" in head
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + (b"Connection: close\r\n" if close else b"")
+                         + b"\r\nok")
+            await writer.drain()
+            if close:
+                break
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
     finally:
         writer.close()
 
 
-async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
-    writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n\r\n".encode())
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, close: bool) -> None:
+    writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {PLACEHOLDER}\r\n".encode()
+                 + (b"Connection: close\r\n\r\n" if close else b"\r\n"))
     await writer.drain()
-    response = await reader.read(-1)
-    writer.close()
-    if not response.endswith(b"ok"):
-        raise RuntimeError(f"unexpected response: {response[:200]!r}")
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200") or await reader.readexactly(2) != b"ok":
+        raise RuntimeError(f"unexpected response: {head[:200]!r}")
+    if close:
+        writer.close()
 
 
 async def _measure(label: str, once: Callable[[], Awaitable[None]]) -> list[float]:
@@ -85,33 +94,43 @@ async def main() -> None:
         trusts_internet = ssl.create_default_context(cafile=str(internet.directory / "ca.pem"))
         trusts_cove = ssl.create_default_context(cadata=cove_ca.cert_pem.decode())
 
-        async def direct() -> None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", ports[HOST], ssl=trusts_internet,
-                                                           server_hostname=HOST)
-            await _get(reader, writer, HOST)
+        async def direct() -> Streams:
+            return await asyncio.open_connection("127.0.0.1", ports[HOST], ssl=trusts_internet, server_hostname=HOST)
 
-        def through_proxy(host: str, context: ssl.SSLContext) -> Callable[[], Awaitable[None]]:
-            async def once() -> None:
+        def through_proxy(host: str, context: ssl.SSLContext) -> Callable[[], Awaitable[Streams]]:
+            async def connect() -> Streams:
                 reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
                 writer.write(f"CONNECT {host}:{ports[host]} HTTP/1.1\r\n\r\n".encode())
                 await reader.readuntil(b"\r\n\r\n")
                 await writer.start_tls(context, server_hostname=host)
-                await _get(reader, writer, host)
-            return once
+                return reader, writer
+            return connect
 
-        results = {"direct": await _measure("direct", direct),
-                   "tunnel": await _measure("tunnel", through_proxy(HOST, trusts_internet)),
-                   "intercepted": await _measure("intercepted", through_proxy(SECRET_HOST, trusts_cove))}
+        paths = {"direct": (direct, HOST), "tunnel": (through_proxy(HOST, trusts_internet), HOST),
+                 "intercepted": (through_proxy(SECRET_HOST, trusts_cove), SECRET_HOST)}
+        results: dict[str, list[float]] = {}
+        for name, (connect, host) in paths.items():
+            async def fresh(connect: Callable[[], Awaitable[Streams]] = connect, host: str = host) -> None:
+                await _get(*await connect(), host, close=True)
+            results[f"{name}, new connection"] = await _measure(f"{name}, new connection", fresh)
+        for name, (connect, host) in paths.items():
+            reader, writer = await connect()
+
+            async def again(reader: asyncio.StreamReader = reader, writer: asyncio.StreamWriter = writer,
+                            host: str = host) -> None:
+                await _get(reader, writer, host, close=False)
+            results[f"{name}, kept alive"] = await _measure(f"{name}, kept alive", again)
+            writer.close()
         await proxy.aclose()
         for server in (origin, secret_origin):
             server.close()
             await server.wait_closed()
 
-    base = statistics.median(results["direct"])
-    table = Table(title=f"HTTPS request on a new connection, {REQUESTS} sequential each (ms)")
+    table = Table(title=f"HTTPS GET, {REQUESTS} sequential each (ms)")
     for column in ("path", "p50", "p95", "p50 / direct"):
         table.add_column(column, justify="right" if column != "path" else "left")
     for name, samples in results.items():
+        base = statistics.median(results["direct, " + name.split(", ")[1]])
         p50, p95 = statistics.median(samples), statistics.quantiles(samples, n=20, method="inclusive")[18]
         table.add_row(name, f"{p50:.2f}", f"{p95:.2f}", f"{p50 / base:.2f}x")
     console.print(table)

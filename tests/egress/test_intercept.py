@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,12 +63,43 @@ class Setup:
             writer.close()
 
 
+async def _keep_alive_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers every request on the connection, numbering them, until the client says close."""
+    number = 0
+    try:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            number += 1
+            lines = head.decode("latin-1").split("\r\n")[:-2]
+            headers = {name.strip().lower(): value.strip() for name, value in
+                       (line.split(":", 1) for line in lines[1:])}
+            await reader.readexactly(int(headers.get("content-length", "0")))
+            close = headers.get("connection", "").lower() == "close"
+            body = json.dumps({"number": number, "request_line": lines[0], "headers": headers}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (
+                len(body), b"Connection: close\r\n" if close else b"") + body)
+            await writer.drain()
+            if close:
+                break
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> dict[str, Any]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    return dict(json.loads(await reader.readexactly(length)))
+
+
 @asynccontextmanager
-async def setup(tmp_path: Path, value: str = VALUE, trust_origin: bool = True) -> AsyncIterator[Setup]:
+async def setup(tmp_path: Path, value: str = VALUE, trust_origin: bool = True,
+                handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] = _http_handler,
+                ) -> AsyncIterator[Setup]:
     test_ca, cert, key = make_certificates(tmp_path)
     origin_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     origin_tls.load_cert_chain(cert, key)
-    origin = await asyncio.start_server(_http_handler, "127.0.0.1", 0, ssl=origin_tls)
+    origin = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=origin_tls)
     origin_port = origin.sockets[0].getsockname()[1]
     authority = CertificateAuthority(tmp_path / "cove-ca")
     decisions: list[Decision] = []
@@ -112,6 +145,26 @@ def test_placeholders_in_basic_credentials_are_replaced(tmp_path: Path) -> None:
                                    (other, other), ("%%%", "%%%")):
                 response = await env.request("api.cove.test", f"GET / HTTP/1.1\r\nAuthorization: Basic {sent}\r\n\r\n")
                 assert dict(body_of(response)["headers"])["Authorization"] == f"Basic {expected}"
+    run(main)
+
+
+def test_kept_alive_connections_get_secrets_in_every_request(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path, handler=_keep_alive_origin) as env:
+            reader, writer = await env.open("api.cove.test")
+            request = f"GET /n HTTP/1.1\r\nHost: api.cove.test\r\nX-Key: {PLACEHOLDER}\r\n"
+            writer.write((request + "\r\n").encode())
+            first = await _read_response(reader)
+            writer.write((request + "Content-Length: 4\r\n\r\nbody" + request + "\r\n").encode())  # pipelined
+            second, third = await _read_response(reader), await _read_response(reader)
+            writer.write((request + "Connection: close\r\n\r\n").encode())
+            last = await _read_response(reader)
+            assert await reader.read(-1) == b""  # the server closed, and so did the proxy
+            writer.close()
+            assert [r["number"] for r in (first, second, third, last)] == [1, 2, 3, 4]  # one upstream connection
+            assert all(r["headers"]["x-key"] == VALUE for r in (first, second, third, last))
+            assert "connection" not in first["headers"] and last["headers"]["connection"] == "close"
+            assert [d.reason for d in env.decisions] == ["allowed"] + ["allowed with secrets TOKEN"] * 4
     run(main)
 
 

@@ -3,7 +3,8 @@
 Three forms arrive: ``CONNECT host:port`` and absolute URIs (``GET http://host/path``) from a
 container, and, inside an intercepted tunnel, origin-form requests (``GET /path``) whose host the
 tunnel already fixed. What goes upstream is always origin-form with the checked host in ``Host``,
-hop-by-hop headers dropped, one request per connection.
+hop-by-hop headers dropped; one request per connection, except inside an intercepted tunnel, where
+the client's keep-alive is kept.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Request:
     headers: list[tuple[str, str]]
     tls: bool = False
     """Read inside an intercepted TLS tunnel (and so sent upstream over TLS)."""
+    keep_alive: bool = False
+    """More requests may follow on this connection (inside a tunnel only; otherwise one request each)."""
     upstream_head: bytes = b""
     body_length: int | None = 0
 
@@ -52,7 +55,7 @@ def parse_head(head: bytes, tunnel: Request | None = None) -> Request:
     parts = lines[0].split(" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
         raise Reject(400, "malformed request line")
-    method, target, _ = parts
+    method, target, version = parts
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, sep, value = line.partition(":")
@@ -62,7 +65,11 @@ def parse_head(head: bytes, tunnel: Request | None = None) -> Request:
     if tunnel is not None:
         if method == "CONNECT" or not target.startswith("/"):
             raise Reject(400, "inside a tunnel, send origin-form requests (GET /path)")
-        return Request(method, tunnel.host, tunnel.port, target.partition("#")[0], headers, tls=True)
+        tokens = {token.strip().lower() for name, value in headers if name.lower() == "connection"
+                  for token in value.split(",")}
+        keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+        return Request(method, tunnel.host, tunnel.port, target.partition("#")[0], headers, tls=True,
+                       keep_alive=keep_alive)
     if method == "CONNECT":
         authority, path, default_port = target, "", None
     elif target[:7].lower() == "http://":
@@ -157,5 +164,6 @@ def upstream_head(request: Request) -> tuple[bytes, int | None]:
     lines += [f"{name}: {value}" for name, value in request.headers
               if name.lower() not in _HOP_BY_HOP and name.lower() not in named and name.lower() != "content-length"]
     lines.append("Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}")
-    lines.append("Connection: close")
+    if not request.keep_alive:
+        lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), length

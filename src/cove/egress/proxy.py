@@ -10,8 +10,9 @@ outcome is reported as a ``Decision``, which carries names, never paths, queries
 
 A tunnel to a name that has domain secrets is not passed through blindly: with ``secrets_tls`` set,
 the proxy ends the client's TLS with a certificate from Cove's CA (``tls.py``), opens its own
-verified TLS to the server, and forwards one request with each secret's placeholder replaced by its
-value. Plain-HTTP requests never get secrets: a secret does not travel unencrypted.
+verified TLS to the server, and forwards the client's requests (kept alive as the client asks) with
+each secret's placeholder replaced by its value. Plain-HTTP requests never get secrets: a secret
+does not travel unencrypted.
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ class EgressProxy:
     async def _intercept(self, listener: _Listener, tunnel: Request, secrets: tuple[DomainSecret, ...],
                          reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
-        """Serve one request inside the client's tunnel over TLS of our own, with the secrets put in."""
+        """Serve the client's requests inside its tunnel over TLS of our own, with the secrets put in."""
         assert self.secrets_tls is not None
         host, port = tunnel.host, tunnel.port
         try:
@@ -313,9 +314,7 @@ class EgressProxy:
             head = await self._read_head(reader)
             if head is None:
                 return
-            request = parse_head(head, tunnel)
-            used = substitute_secrets(request, secrets)
-            request.upstream_head, request.body_length = upstream_head(request)
+            request, used = self._prepare(head, tunnel, secrets)
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     await up_writer.start_tls(self.secrets_tls.upstream, server_hostname=host)
@@ -325,6 +324,31 @@ class EgressProxy:
             self._decide(listener, request.method if request else "", host, port, False, exc.reason)
             await self._refuse(reader, writer, exc.status, exc.reason)
             return
+        self._allow_intercepted(listener, request, used)
+
+        async def following() -> Request | None:
+            try:
+                head = await self._read_head(reader)
+                if head is None:
+                    return None
+                next_request, used = self._prepare(head, tunnel, secrets)
+            except Reject as exc:
+                if exc.status != 408:  # an idle kept-alive connection is not a refusal
+                    self._decide(listener, "", host, port, False, exc.reason)
+                return None
+            self._allow_intercepted(listener, next_request, used)
+            return next_request
+
+        await self._relay.exchange(request, following, reader, writer, up_reader, up_writer)
+
+    @staticmethod
+    def _prepare(head: bytes, tunnel: Request, secrets: tuple[DomainSecret, ...]) -> tuple[Request, list[str]]:
+        """An intercepted request ready to go upstream, and the names of the secrets put into it."""
+        request = parse_head(head, tunnel)
+        used = substitute_secrets(request, secrets)
+        request.upstream_head, request.body_length = upstream_head(request)
+        return request, used
+
+    def _allow_intercepted(self, listener: _Listener, request: Request, used: list[str]) -> None:
         reason = f"allowed with secrets {', '.join(used)}" if used else "allowed (decrypted for secrets; none used)"
-        self._decide(listener, request.method, host, port, True, reason)
-        await self._relay.forward(request, reader, writer, up_reader, up_writer)
+        self._decide(listener, request.method, request.host, request.port, True, reason)

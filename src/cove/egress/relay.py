@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,28 @@ class Relay:
         # The response is relayed while the body is still being sent, so "100 Continue" reaches the client.
         await _together(self._pipe(up_reader, writer, activity, half_close=False),
                         self._send_body(reader, up_writer, request.body_length, activity), first_ends=True)
+
+    async def exchange(self, first: Request, following: Callable[[], Awaitable[Request | None]],
+                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        """Like ``forward``, for a kept-alive connection: after each request's body, the next request
+        (from ``following``; None ends the connection) goes to the same server while responses flow back
+        in order. Only the request side is parsed; the server's responses are relayed as bytes."""
+        activity = _Activity(asyncio.get_running_loop().time())
+
+        async def send() -> None:
+            request = first
+            while True:
+                up_writer.write(request.upstream_head)
+                await self._send_body(reader, up_writer, request.body_length, activity)
+                if not request.keep_alive:
+                    return  # the server closes after its answer, which ends the relay
+                next_request = await following()
+                if next_request is None:
+                    raise ConnectionResetError("the client is done")
+                request = next_request
+
+        await _together(self._pipe(up_reader, writer, activity, half_close=False), send(), first_ends=True)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: _Activity,
                     half_close: bool = True) -> None:
