@@ -98,7 +98,7 @@ def test_everything_else_is_refused(own_server: Server, internet: Internet) -> N
 
 def test_operator_ceiling(own_server: Server) -> None:
     rules = own_server.data_dir.with_name(own_server.data_dir.name + "-projects.toml")
-    rules.write_text('[projects.alpha]\nallowed_domains = ["*.corp.test", "docs.test"]\n')
+    rules.write_text('[projects.alpha]\nallowed_domains = ["*.corp.test", "docs.test"]\ndomain_secrets = false\n')
     own_server.stop()
     own_server.env["COVE_PROJECTS_FILE"] = str(rules)
     own_server.start()
@@ -117,4 +117,14 @@ def test_operator_ceiling(own_server: Server) -> None:
                 "type": "allowlist", "allowed_domains": ["evil.test"]}}}]})
         assert response.status_code == 400
         assert response.json()["error"]["param"] == "tools[0].environment.network_policy.allowed_domains[0]"
+        secret_policy = {"type": "allowlist", "allowed_domains": ["docs.test"],
+                         "domain_secrets": [{"domain": "docs.test", "name": "K", "value": "v"}]}
+        response = http.post("/v1/containers", json={"name": "c", "network_policy": secret_policy})
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "domain_secrets_not_allowed"
+        response = http.post("/v1/responses", json={"model": "scripted-model", "input": "x", "tools": [
+            {"type": "shell", "environment": {"type": "container_auto", "network_policy": secret_policy}}]})
+        assert response.json()["error"]["param"] == "tools[0].environment.network_policy.domain_secrets"
+    with own_server.http("beta") as http:  # no rules for this project: secrets are allowed
+        assert http.post("/v1/containers", json={"name": "c", "network_policy": secret_policy}).status_code == 200
     rules.unlink()
