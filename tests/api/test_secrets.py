@@ -70,7 +70,8 @@ def test_secret_reaches_its_domain_and_nothing_else_sees_it(own_server: Server, 
                             "curl -sS -m 10 -k -o /dev/null -H \"Authorization: Bearer $API_TOKEN\" "
                             "https://other.cove.test/",
                             "curl -sS -m 10 -o /dev/null -H \"Authorization: Bearer $API_TOKEN\" "
-                            "http://api.cove.test/plain"),
+                            "http://api.cove.test/plain",
+                            "curl -sS -m 10 -H \"Authorization: Bearer $API_TOKEN\" https://api.cove.test/echo"),
                      Reply(text="checked")])
     with own_server.http() as http:
         created = http.post("/v1/responses", json={"model": "scripted-model", "input": "check the API",
@@ -83,7 +84,10 @@ def test_secret_reaches_its_domain_and_nothing_else_sees_it(own_server: Server, 
         assert placeholder.startswith("cove_secret_") and value not in placeholder
         assert out[1]["stdout"] == "404", out[1]  # it got there over TLS (the test host has no such page)
         assert _authorizations(internet, before, "api.cove.test") == [
-            ("https", f"Bearer {value}"), ("http", f"Bearer {placeholder}")]  # never in the clear
+            ("https", f"Bearer {value}"), ("http", f"Bearer {placeholder}"),  # never in the clear
+            ("https", f"Bearer {value}")]
+        # The test host echoes what it got, secret included; the output shows the placeholder instead.
+        assert dict(json.loads(out[4]["stdout"])["headers"])["Authorization"] == f"Bearer {placeholder}"
         assert _authorizations(internet, before, "other.cove.test") == [("https", f"Bearer {placeholder}")]
 
         container_id = response["container_id"]

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from cove.sandbox.linux.netns import listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
 from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
+from cove.sandbox.redact import Redactor
 
 if TYPE_CHECKING:
     from cove.sandbox.linux.engine import LinuxEngine
@@ -241,6 +243,18 @@ class LinuxSandbox(Sandbox):
 
         request = ProcessRequest(argv=argv, env=env, cwd=cwd, timeout_s=command.timeout_ms / 1000,
                                  max_output_length=command.max_output_length)
+        secrets = self.limits.network.domain_secrets if self.limits.network is not None else ()
+        if secrets:
+            redactor = Redactor({secret.value: secret.placeholder for secret in secrets})
+            streamed = redactor.stream(on_output) if on_output is not None else None
+            result = await self._run(agent, request, streamed, oom_note)
+            if on_output is not None:
+                redactor.flush(on_output)
+            return redactor.output(result)
+        return await self._run(agent, request, on_output, oom_note)
+
+    async def _run(self, agent: InitAgent, request: ProcessRequest, on_output: OutputCallback | None,
+                   oom_note: Callable[[], str | None]) -> CommandOutput:
         try:
             return await run_process(agent, request, self._sinks, on_output, oom_note)
         except InitUnresponsive:

@@ -1,0 +1,52 @@
+"""Keeping known secret values out of what a command prints.
+
+A container holds only placeholders for its domain secrets, but a server it is allowed to call may
+echo a secret back (an API that reflects headers, a debug endpoint). Output goes to the model, the
+stored response and the client, so every literal occurrence of a value is replaced with its
+placeholder before it leaves the sandbox, in streamed chunks (a value split across chunks included)
+and in the final result. Encoded or transformed copies cannot be caught: the server a secret is for
+is trusted with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from cove.sandbox.base import CommandOutput, OutputCallback
+
+Stream = Literal["stdout", "stderr"]
+
+
+class Redactor:
+    """Replaces each value in ``replacements`` (value -> placeholder) in text, whole or streamed."""
+
+    def __init__(self, replacements: Mapping[str, str]) -> None:
+        self._replacements = {value: placeholder for value, placeholder in replacements.items() if value}
+        self._hold = max((len(value) for value in self._replacements), default=1) - 1
+        self._pending: dict[Stream, str] = {"stdout": "", "stderr": ""}
+
+    def text(self, text: str) -> str:
+        for value, placeholder in self._replacements.items():
+            text = text.replace(value, placeholder)
+        return text
+
+    def output(self, output: CommandOutput) -> CommandOutput:
+        return output.model_copy(update={"stdout": self.text(output.stdout), "stderr": self.text(output.stderr)})
+
+    def stream(self, on_output: OutputCallback) -> OutputCallback:
+        """A callback that redacts before calling ``on_output``; it holds back the last few characters
+        (which may begin a value) until more arrive or ``flush`` is called."""
+        def redacted(stream: Stream, chunk: str) -> None:
+            text = self.text(self._pending[stream] + chunk)
+            cut = max(len(text) - self._hold, 0)
+            self._pending[stream] = text[cut:]
+            if cut:
+                on_output(stream, text[:cut])
+        return redacted
+
+    def flush(self, on_output: OutputCallback) -> None:
+        for stream, text in self._pending.items():
+            if text:
+                on_output(stream, text)
+            self._pending[stream] = ""
