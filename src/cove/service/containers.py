@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import json
 import logging
 import time
 from collections import Counter
@@ -19,25 +17,23 @@ from typing import Any, cast
 from sqlalchemy import delete, select, update
 
 from cove.config import Settings
-from cove.egress.policy import DomainSecret, EgressPolicy, parse_network_policy
+from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
-from cove.errors import Conflict, InvalidRequest, NotFound, SandboxError, TooManyRequests
+from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
 from cove.projects import ProjectPolicies
 from cove.sandbox.base import Command, CommandOutput, Limits, OutputCallback, Sandbox, SandboxEngine
 from cove.sandbox.fs import ContainerFS
 from cove.service.audit import AuditLog
 from cove.service.pagination import Page, paginate
+from cove.service.secrets import SecretKeeper, network_limits
 from cove.store.db import Database
 from cove.store.models import ContainerRow
-from cove.store.sealing import SEALED_PREFIX, Sealer, SealingError
 
 log = logging.getLogger(__name__)
 
 MAX_COMMANDS = 64
 MAX_COMMAND_CHARS = 1 << 20
-REDACTED = "[redacted]"
-"""What a stored response shows in place of a domain secret's value."""
 
 
 class ContainerService:
@@ -47,7 +43,7 @@ class ContainerService:
         self.engine = engine
         self.settings = settings
         self.audit = audit
-        self.sealer = Sealer(settings.secrets_key_path)
+        self.secrets = SecretKeeper(settings.secrets_key_path)
         self._expiry_task: asyncio.Task[None] | None = None
         self._projects: dict[str, str] = {}
         """Container id -> project, for labelling egress decisions in the audit trail."""
@@ -68,14 +64,14 @@ class ContainerService:
         if not 1 <= minutes <= 7 * 24 * 60:
             raise InvalidRequest("expires_after.minutes must be between 1 and 10080.",
                                  param="expires_after.minutes")
-        egress = network_limits(self.open_secrets(network_policy))
+        egress = network_limits(self.secrets.open_policy(network_policy))
         self.policies.check_network(project, egress, "network_policy")
         image_name = image or self.settings.default_image
         now = int(time.time())
         row = ContainerRow(id=new_id("cntr"), project=project, name=name, image=image_name,
                            status="running", memory_limit=memory_limit, cpu_limit=cpus,
                            expires_minutes=minutes, network_policy=policy_object(egress),
-                           secrets=self._seal_secrets(egress), created_at=now, last_active_at=now)
+                           secrets=self.secrets.seal_container(egress), created_at=now, last_active_at=now)
         async with self.db.begin() as session:
             running = await session.scalar(
                 select(ContainerRow.seq).where(ContainerRow.status == "running")
@@ -129,7 +125,7 @@ class ContainerService:
         try:
             await self._touch(row)
             self._projects[row.id] = project
-            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self._egress(row))
+            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self.secrets.container_egress(row))
             sandbox = await self.engine.get(row.id, limits)
             yield sandbox if self.audit is None else AuditedSandbox(sandbox, self.audit, project, row.id, response_id)
         finally:
@@ -173,51 +169,6 @@ class ContainerService:
                 if on_done is not None:
                     on_done(index, results[-1])
         return results
-
-    # -- secrets --------------------------------------------------------------------------------------
-    def seal_request_secrets(self, policy: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A ``network_policy`` as a response keeps it (values sealed) and as it shows it (values redacted)."""
-        kept, shown = copy.deepcopy(policy), copy.deepcopy(policy)
-        for kept_secret, shown_secret in zip(kept.get("domain_secrets") or [], shown.get("domain_secrets") or [],
-                                             strict=True):
-            kept_secret["value"] = self.sealer.seal(kept_secret["value"])
-            shown_secret["value"] = REDACTED
-        return kept, shown
-
-    def open_secrets(self, policy: dict[str, Any]) -> dict[str, Any]:
-        """``policy`` with the values that ``seal_request_secrets`` sealed opened again."""
-        secrets = policy.get("domain_secrets")
-        if not isinstance(secrets, list):
-            return policy
-        opened = []
-        for index, secret in enumerate(secrets):
-            value = secret.get("value") if isinstance(secret, dict) else None
-            if isinstance(value, str) and value.startswith(SEALED_PREFIX):
-                try:
-                    secret = {**secret, "value": self.sealer.open(value)}
-                except SealingError as exc:
-                    raise InvalidRequest(str(exc), param=f"network_policy.domain_secrets[{index}].value") from exc
-            opened.append(secret)
-        return {**policy, "domain_secrets": opened}
-
-    def _seal_secrets(self, egress: EgressPolicy | None) -> str | None:
-        if egress is None or not egress.domain_secrets:
-            return None
-        return self.sealer.seal(json.dumps([
-            {"domain": s.domain, "name": s.name, "value": s.value, "placeholder": s.placeholder}
-            for s in egress.domain_secrets]))
-
-    def _egress(self, row: ContainerRow) -> EgressPolicy | None:
-        """The container's policy as the proxy enforces it, its secrets opened."""
-        egress = network_limits(row.network_policy)
-        if egress is None or row.secrets is None:
-            return egress
-        try:
-            opened = json.loads(self.sealer.open(row.secrets))
-        except SealingError as exc:
-            raise SandboxError(f"Container '{row.id}' has domain secrets this server cannot open: {exc} "
-                               "(was COVE_SECRETS_KEY_FILE changed?).") from exc
-        return EgressPolicy(egress.allowed_domains, tuple(DomainSecret(**item) for item in opened))
 
     def record_egress(self, decision: Decision) -> None:
         """The egress proxy's decisions go to the audit trail of their container."""
@@ -290,11 +241,6 @@ class AuditedSandbox(Sandbox):
     @property
     def running(self) -> bool:
         return self._inner.running
-
-
-def network_limits(policy: dict[str, Any] | None) -> EgressPolicy | None:
-    """The container's egress policy from OpenAI's ``network_policy`` shape (None: no network)."""
-    return parse_network_policy(policy or {"type": "disabled"})
 
 
 def policy_object(egress: EgressPolicy | None) -> dict[str, Any]:

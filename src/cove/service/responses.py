@@ -27,10 +27,11 @@ from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
 from cove.providers.registry import ModelRegistry
 from cove.service import history
-from cove.service.containers import ContainerService, network_limits
+from cove.service.containers import ContainerService
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
 from cove.service.runs import Run
+from cove.service.secrets import network_limits
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.tools.toolbox import Toolbox
@@ -89,7 +90,7 @@ class ResponseService:
             if isinstance(environment, dict) and environment.get("network_policy"):
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
-        shown_tools = self._seal_secrets(params)
+        shown_tools = self.containers.secrets.seal_tools(params.tools)
         turn, run = await self._prepare(project, params)
         run.response["tools"] = shown_tools
         fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
@@ -104,20 +105,6 @@ class ResponseService:
         else:
             self._launch(run, turn)
         return run
-
-    def _seal_secrets(self, params: CreateParams) -> list[dict[str, Any]]:
-        """Seal domain secret values in ``params`` (as the store keeps them); returns the tools as shown."""
-        shown = []
-        for tool in params.tools:
-            key = "environment" if isinstance(tool.get("environment"), dict) else "container"
-            environment = tool.get(key)
-            if not isinstance(environment, dict) or not isinstance(environment.get("network_policy"), dict):
-                shown.append(tool)
-                continue
-            kept_policy, shown_policy = self.containers.seal_request_secrets(environment["network_policy"])
-            tool[key] = {**environment, "network_policy": kept_policy}
-            shown.append({**tool, key: {**environment, "network_policy": shown_policy}})
-        return shown
 
     async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
         new_items = normalize_input(params.input)
