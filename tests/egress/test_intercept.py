@@ -86,6 +86,21 @@ async def _keep_alive_origin(reader: asyncio.StreamReader, writer: asyncio.Strea
         writer.close()
 
 
+async def _slow_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers each request with 10 chunks of a 100-byte body, 0.1 s apart."""
+    try:
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(10):
+                writer.write(b"x" * 100)
+                await writer.drain()
+                await asyncio.sleep(0.1)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
 async def _read_response(reader: asyncio.StreamReader) -> dict[str, Any]:
     head = await reader.readuntil(b"\r\n\r\n")
     length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
@@ -95,7 +110,7 @@ async def _read_response(reader: asyncio.StreamReader) -> dict[str, Any]:
 @asynccontextmanager
 async def setup(tmp_path: Path, value: str = VALUE, trust_origin: bool = True,
                 handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] = _http_handler,
-                ) -> AsyncIterator[Setup]:
+                header_timeout: float = 30.0) -> AsyncIterator[Setup]:
     test_ca, cert, key = make_certificates(tmp_path)
     origin_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     origin_tls.load_cert_chain(cert, key)
@@ -104,7 +119,7 @@ async def setup(tmp_path: Path, value: str = VALUE, trust_origin: bool = True,
     authority = CertificateAuthority(tmp_path / "cove-ca")
     decisions: list[Decision] = []
     proxy = EgressProxy(Resolver(hosts=dict.fromkeys(NAMES, "127.0.0.1")), on_decision=decisions.append,
-                        allowed_ports=(origin_port,),
+                        allowed_ports=(origin_port,), header_timeout=header_timeout,
                         secrets_tls=SecretsTLS(authority, upstream_context(str(test_ca) if trust_origin else None)))
     policy = EgressPolicy(("api.cove.test", "other.cove.test"),
                           (DomainSecret("api.cove.test", "TOKEN", value, PLACEHOLDER),))
@@ -165,6 +180,19 @@ def test_kept_alive_connections_get_secrets_in_every_request(tmp_path: Path) -> 
             assert all(r["headers"]["x-key"] == VALUE for r in (first, second, third, last))
             assert "connection" not in first["headers"] and last["headers"]["connection"] == "close"
             assert [d.reason for d in env.decisions] == ["allowed"] + ["allowed with secrets TOKEN"] * 4
+    run(main)
+
+
+def test_a_slow_answer_on_a_kept_alive_connection_is_not_cut(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path, handler=_slow_origin, header_timeout=0.3) as env:
+            reader, writer = await env.open("api.cove.test")
+            for _ in range(2):  # each answer takes 1 s, far past the 0.3 s a request head may take
+                writer.write(f"GET /big HTTP/1.1\r\nX-Key: {PLACEHOLDER}\r\n\r\n".encode())
+                await reader.readuntil(b"\r\n\r\n")
+                assert await reader.readexactly(1000) == b"x" * 1000
+            writer.close()
+            assert [d.allowed for d in env.decisions] == [True, True, True]
     run(main)
 
 

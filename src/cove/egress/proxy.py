@@ -328,13 +328,18 @@ class EgressProxy:
 
         async def following() -> Request | None:
             try:
-                head = await self._read_head(reader)
-                if head is None:
-                    return None
-                next_request, used = self._prepare(head, tunnel, secrets)
+                # The next request may come long after this one (a slow download is still flowing back):
+                # only the relay's idle timeout bounds the wait for its first byte.
+                first = await reader.readexactly(1)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return None
+            try:
+                rest = await self._read_head(reader)
+                if rest is None:
+                    raise Reject(400, "incomplete request head")
+                next_request, used = self._prepare(first + rest, tunnel, secrets)
             except Reject as exc:
-                if exc.status != 408:  # an idle kept-alive connection is not a refusal
-                    self._decide(listener, "", host, port, False, exc.reason)
+                self._decide(listener, "", host, port, False, exc.reason)
                 return None
             self._allow_intercepted(listener, next_request, used)
             return next_request
