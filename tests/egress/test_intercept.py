@@ -101,6 +101,23 @@ async def _slow_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         writer.close()
 
 
+async def _websocket_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Switches protocols when asked, says which credentials it got, then echoes bytes."""
+    try:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        headers = {n.strip().lower(): v.strip() for n, v in (line.split(":", 1) for line in head.split("\r\n")[1:-2])}
+        assert headers["upgrade"] == "websocket" and headers["connection"].lower() == "upgrade"
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                     + f"auth={headers['authorization']}\n".encode())
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
 async def _read_response(reader: asyncio.StreamReader) -> dict[str, Any]:
     head = await reader.readuntil(b"\r\n\r\n")
     length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
@@ -193,6 +210,21 @@ def test_a_slow_answer_on_a_kept_alive_connection_is_not_cut(tmp_path: Path) -> 
                 assert await reader.readexactly(1000) == b"x" * 1000
             writer.close()
             assert [d.allowed for d in env.decisions] == [True, True, True]
+    run(main)
+
+
+def test_an_upgraded_connection_gets_the_secret_in_its_handshake_then_relays_bytes(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path, handler=_websocket_origin) as env:
+            reader, writer = await env.open("api.cove.test")
+            writer.write(f"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Authorization: Bearer {PLACEHOLDER}\r\n\r\n".encode())
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+            assert await reader.readline() == f"auth=Bearer {VALUE}\n".encode()
+            frames = f"GET /not-http HTTP/1.1\r\n\r\n{PLACEHOLDER}\x00\xff".encode("latin-1")
+            writer.write(frames)
+            assert await reader.readexactly(len(frames)) == frames  # relayed as they are, never parsed
+            writer.close()
     run(main)
 
 

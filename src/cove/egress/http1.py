@@ -42,6 +42,8 @@ class Request:
     """Read inside an intercepted TLS tunnel (and so sent upstream over TLS)."""
     keep_alive: bool = False
     """More requests may follow on this connection (inside a tunnel only; otherwise one request each)."""
+    upgrade: str | None = None
+    """The protocol a request inside a tunnel asks to switch to (``websocket``); after it, bytes flow as they are."""
     upstream_head: bytes = b""
     body_length: int | None = 0
 
@@ -68,8 +70,9 @@ def parse_head(head: bytes, tunnel: Request | None = None) -> Request:
         tokens = {token.strip().lower() for name, value in headers if name.lower() == "connection"
                   for token in value.split(",")}
         keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+        upgrade = next((value for name, value in headers if name.lower() == "upgrade"), None)
         return Request(method, tunnel.host, tunnel.port, target.partition("#")[0], headers, tls=True,
-                       keep_alive=keep_alive)
+                       keep_alive=keep_alive, upgrade=upgrade if "upgrade" in tokens and upgrade else None)
     if method == "CONNECT":
         authority, path, default_port = target, "", None
     elif target[:7].lower() == "http://":
@@ -164,6 +167,8 @@ def upstream_head(request: Request) -> tuple[bytes, int | None]:
     lines += [f"{name}: {value}" for name, value in request.headers
               if name.lower() not in _HOP_BY_HOP and name.lower() not in named and name.lower() != "content-length"]
     lines.append("Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}")
-    if not request.keep_alive:
+    if request.upgrade is not None:
+        lines += [f"Upgrade: {request.upgrade}", "Connection: Upgrade"]
+    elif not request.keep_alive:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), length

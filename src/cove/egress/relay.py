@@ -60,7 +60,8 @@ class Relay:
                        up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
         """Like ``forward``, for a kept-alive connection: after each request's body, the next request
         (from ``following``; None ends the connection) goes to the same server while responses flow back
-        in order. Only the request side is parsed; the server's responses are relayed as bytes."""
+        in order. Only the request side is parsed; the server's responses are relayed as bytes. After a
+        request asking for an upgrade, the client's bytes are relayed as they are too."""
         activity = _Activity(asyncio.get_running_loop().time())
 
         async def send() -> None:
@@ -68,6 +69,9 @@ class Relay:
             while True:
                 up_writer.write(request.upstream_head)
                 await self._send_body(reader, up_writer, request.body_length, activity)
+                if request.upgrade is not None:  # a WebSocket (or other) upgrade: from here on, a tunnel
+                    await self._pipe(reader, up_writer, activity, half_close=False)
+                    raise ConnectionResetError("the client closed the upgraded connection")
                 if not request.keep_alive:
                     return  # the server closes after its answer, which ends the relay
                 next_request = await following()
