@@ -8,6 +8,9 @@ private CA, and then plain curl, pip, git and npm commands work. No other addres
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.conftest import Server
 from tests.helpers import run
@@ -94,6 +97,10 @@ def test_everything_else_is_refused(own_server: Server, internet: Internet) -> N
     assert internet.requests()[before:] == []  # nothing refused ever reached the host
     refused = {(e["host"], e["allowed"]) for e in events if e["type"] == "egress"}
     assert {("blocked.cove.test", False), ("localhost", False)} <= refused
+    cove = Path(sys.executable).parent / "cove"
+    table = subprocess.run([str(cove), "audit", container.id], env={**own_server.env, "COLUMNS": "250"},
+                           capture_output=True, text=True, check=True).stdout
+    assert "GET blocked.cove.test:80" in table and "refused: blocked.cove.test is not in the allowlist" in table
 
 
 def test_operator_ceiling(own_server: Server) -> None:

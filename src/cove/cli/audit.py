@@ -31,10 +31,19 @@ def audit(container_id: str, limit: int = typer.Option(100, help="How many of th
         table.add_column(column)
     for row in rows:
         when = datetime.datetime.fromtimestamp(row.created_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        outcome = row.data.get("outcome", {})
-        result = "timeout" if outcome.get("type") == "timeout" else f"exit {outcome.get('exit_code', '')}"
-        table.add_row(when, row.project, row.response_id or "", row.kind, str(row.data.get("command", "")), result)
+        table.add_row(when, row.project, row.response_id or "", row.kind, *_describe(row))
     Console().print(table)
+
+
+def _describe(row: AuditEventRow) -> tuple[str, str]:
+    """What happened and how it ended: a command and its exit, or an egress request and the decision."""
+    data = row.data
+    if row.kind == "egress":
+        verdict = "allowed" if data.get("allowed") else "refused"
+        return f"{data.get('method') or '-'} {data.get('host')}:{data.get('port')}", f"{verdict}: {data.get('reason')}"
+    outcome = data.get("outcome", {})
+    result = "timeout" if outcome.get("type") == "timeout" else f"exit {outcome.get('exit_code', '')}"
+    return str(data.get("command", "")), result
 
 
 async def _load(container_id: str, limit: int) -> list[AuditEventRow]:
