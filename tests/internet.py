@@ -108,8 +108,18 @@ def _npm_registry(directory: Path) -> None:
         "name": "coveprobe", "dist-tags": {"latest": "1.0.0"}, "versions": {"1.0.0": {**package, "dist": dist}}}))
 
 
+def _remove_stale_namespaces() -> None:
+    """Namespaces that earlier test sessions left behind (a crash skips their clean-up)."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if name.startswith("cove-inet-") and name[10:].isdigit() and not Path(f"/proc/{name[10:]}").exists():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 class Internet:
     def __init__(self) -> None:
+        _remove_stale_namespaces()
         pid = os.getpid()
         self.netns = f"cove-inet-{pid}"
         self.veth = f"cvi{pid % 100000}h"
