@@ -357,20 +357,6 @@ def test_tunnels_end_at_the_total_timeout_even_when_busy() -> None:
     run(main)
 
 
-def test_unix_socket_listener() -> None:
-    async def main() -> None:
-        async with environment() as env:
-            path = f"/tmp/cove-egress-test-{os.getpid()}.sock"
-            await env.proxy.listen_unix("c1", EgressPolicy(("allowed.test",)), path)
-            reader, writer = await asyncio.open_unix_connection(path)
-            writer.write(f"GET http://allowed.test:{env.http_port}/u HTTP/1.1\r\n\r\n".encode())
-            assert status_of(await reader.read(-1)) == 200
-            writer.close()
-            await env.proxy.remove("c1")
-            assert not os.path.exists(path)
-    run(main)
-
-
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_as_a_real_client() -> None:
     env_vars = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}

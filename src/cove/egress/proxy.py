@@ -21,10 +21,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import socket
 import ssl
-import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,7 +60,6 @@ class _Listener:
     label: str
     policy: EgressPolicy
     server: asyncio.Server | None = None
-    unix_path: str | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     closed: bool = False
 
@@ -129,18 +126,6 @@ class EgressProxy:
             del self._listeners[label]
             raise
 
-    async def listen_unix(self, label: str, policy: EgressPolicy, path: str) -> str:
-        """Like ``listen`` on a Unix socket, which a container reaches through a bind mount, not a route."""
-        listener = self._add(label, policy)
-        try:
-            listener.server = await asyncio.start_unix_server(functools.partial(self._handle, listener),
-                                                              path, limit=MAX_HEAD)
-        except BaseException:
-            del self._listeners[label]
-            raise
-        listener.unix_path = path
-        return path
-
     async def remove(self, label: str) -> None:
         """Stop listening for ``label`` and cut its open connections and tunnels."""
         listener = self._listeners.pop(label, None)
@@ -154,10 +139,6 @@ class EgressProxy:
         await asyncio.gather(*listener.tasks, return_exceptions=True)
         if listener.server is not None:
             await listener.server.wait_closed()
-        if listener.unix_path is not None:
-            with contextlib.suppress(OSError):
-                if stat.S_ISSOCK(os.lstat(listener.unix_path).st_mode):
-                    os.unlink(listener.unix_path)
 
     async def aclose(self) -> None:
         for label in list(self._listeners):
