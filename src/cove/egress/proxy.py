@@ -325,7 +325,7 @@ class EgressProxy:
             self._allow_intercepted(listener, next_request, used)
             return next_request
 
-        await self._relay.exchange(request, following, reader, writer, up_reader, up_writer)
+        await self._relay.forward(request, reader, writer, up_reader, up_writer, following)
 
     @staticmethod
     def _prepare(head: bytes, tunnel: Request, secrets: tuple[DomainSecret, ...]) -> tuple[Request, list[str]]:

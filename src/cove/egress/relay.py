@@ -46,22 +46,14 @@ class Relay:
         await _together(self._pipe(reader, up_writer, activity), self._pipe(up_reader, writer, activity),
                         first_ends=False)
 
-    async def forward(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
-        """Send ``request`` (its head already rewritten) with its body; relay the response until the server closes."""
-        up_writer.write(request.upstream_head)
-        activity = _Activity(asyncio.get_running_loop().time())
-        # The response is relayed while the body is still being sent, so "100 Continue" reaches the client.
-        await _together(self._pipe(up_reader, writer, activity, half_close=False),
-                        self._send_body(reader, up_writer, request.body_length, activity), first_ends=True)
-
-    async def exchange(self, first: Request, following: Callable[[], Awaitable[Request | None]],
-                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
-        """Like ``forward``, for a kept-alive connection: after each request's body, the next request
-        (from ``following``; None ends the connection) goes to the same server while responses flow back
-        in order. Only the request side is parsed; the server's responses are relayed as bytes. After a
-        request asking for an upgrade, the client's bytes are relayed as they are too."""
+    async def forward(self, first: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
+                      following: Callable[[], Awaitable[Request | None]] | None = None) -> None:
+        """Send ``first`` (its head already rewritten) with its body and relay the answer until the server
+        closes. On a kept-alive connection (``following`` given, None from it ends the connection), each
+        next request goes to the same server after the previous body while answers flow back in order.
+        Only the request side is parsed; answers are relayed as bytes, and so is everything the client
+        sends after a request asking for an upgrade."""
         activity = _Activity(asyncio.get_running_loop().time())
 
         async def send() -> None:
@@ -72,13 +64,14 @@ class Relay:
                 if request.upgrade is not None:  # a WebSocket (or other) upgrade: from here on, a tunnel
                     await self._pipe(reader, up_writer, activity, half_close=False)
                     raise ConnectionResetError("the client closed the upgraded connection")
-                if not request.keep_alive:
+                if not request.keep_alive or following is None:
                     return  # the server closes after its answer, which ends the relay
                 next_request = await following()
                 if next_request is None:
                     raise ConnectionResetError("the client is done")
                 request = next_request
 
+        # The answer is relayed while the body is still being sent, so "100 Continue" reaches the client.
         await _together(self._pipe(up_reader, writer, activity, half_close=False), send(), first_ends=True)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: _Activity,
