@@ -127,8 +127,11 @@ class LinuxSandbox(Sandbox):
     async def files(self) -> ContainerFS:
         async with self._lock:
             self._ensure_mounted()
-        uid = self.engine.uid_base
-        return ContainerFS(str(self.rootfs), uid, uid)
+        return self._fs()
+
+    def _fs(self) -> ContainerFS:
+        """The mounted root, as container root sees it (files made through it are owned by container root)."""
+        return ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
 
     async def exec_ready(self) -> None:
         """Starts the container now rather than on its first command."""
@@ -185,7 +188,7 @@ class LinuxSandbox(Sandbox):
         """
         if self.limits.network is None or not self.limits.network.domain_secrets:
             return None
-        fs = ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
+        fs = self._fs()
         system = b""
         with (contextlib.suppress(CoveError), fs.open_read(_SYSTEM_CA_BUNDLE) as (fd, _size),
               os.fdopen(os.dup(fd), "rb") as source):
@@ -195,7 +198,7 @@ class LinuxSandbox(Sandbox):
         return bundle
 
     def _find_shell(self) -> str:
-        fs = ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
+        fs = self._fs()
         for candidate in _SHELLS:
             entry = fs.stat(candidate)
             if entry is not None and not entry.is_dir:
@@ -226,7 +229,7 @@ class LinuxSandbox(Sandbox):
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
         env = self._environment(command.env)
         agent = await self._ensure_started()
-        fs = ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
+        fs = self._fs()
         cwd = command.workdir or self.image.workdir or "/"
         entry = fs.stat(cwd)
         if entry is None or not entry.is_dir:
