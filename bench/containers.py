@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import docker_baseline
 import httpx
+from percentiles import p50_p95
 from rich.console import Console
 from rich.table import Table
 
@@ -65,10 +66,8 @@ T = TypeVar("T")
 
 
 def stats(samples: list[float]) -> dict[str, float]:
-    """p50 is the median; p95 interpolates between ranks (``statistics.quantiles``, inclusive)."""
-    return {"n": len(samples), "p50": statistics.median(samples),
-            "p95": statistics.quantiles(samples, n=100, method="inclusive")[94] if len(samples) > 1 else samples[0],
-            "min": min(samples), "max": max(samples)}
+    p50, p95 = p50_p95(samples)
+    return {"n": len(samples), "p50": p50, "p95": p95, "min": min(samples), "max": max(samples)}
 
 
 # -- the server under test --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from percentiles import p50_p95
 from rich.console import Console
 from rich.table import Table
 
@@ -131,7 +132,7 @@ async def main() -> None:
         table.add_column(column, justify="right" if column != "path" else "left")
     for name, samples in results.items():
         base = statistics.median(results["direct, " + name.split(", ")[1]])
-        p50, p95 = statistics.median(samples), statistics.quantiles(samples, n=20, method="inclusive")[18]
+        p50, p95 = p50_p95(samples)
         table.add_row(name, f"{p50:.2f}", f"{p95:.2f}", f"{p50 / base:.2f}x")
     console.print(table)
 

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from percentiles import p50_p95
 from rich.console import Console
 
 from cove.config import Settings
@@ -52,10 +53,6 @@ def _host_true() -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def _p(values: list[float]) -> tuple[float, float]:
-    return statistics.median(values), statistics.quantiles(values, n=20, method="inclusive")[-1]
-
-
 async def main() -> int:
     data = Path(tempfile.mkdtemp(prefix="cove-bench-neighbours-", dir="/var/tmp"))
     data.chmod(0o711)
@@ -80,7 +77,7 @@ async def main() -> int:
         for container_id in ("cntr_neighbour", "cntr_attacker"):
             await engine.destroy(container_id)
         shutil.rmtree(data, ignore_errors=True)
-    (q50, q95), (n50, n95) = _p(quiet), _p(noisy)
+    (q50, q95), (n50, n95) = p50_p95(quiet), p50_p95(noisy)
     ratio = n50 / q50
     verdict = "[green]PASS[/]" if ratio <= TARGET_RATIO else "[red]MISS[/]"
     console.print(f"attacks in the other container: {', '.join(ATTACKS)}")

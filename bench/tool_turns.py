@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from percentiles import p50_p95
 from rich.console import Console
 
 from cove.agent.request import CreateParams
@@ -96,8 +97,7 @@ async def main() -> int:
         await engine.close()
         await db.close()
         shutil.rmtree(data, ignore_errors=True)
-    p50 = statistics.median(per_turn)
-    p95 = statistics.quantiles(per_turn, n=20, method="inclusive")[-1]
+    p50, p95 = p50_p95(per_turn)
     verdict = "[green]PASS[/]" if p50 <= TARGET_MS else "[red]MISS[/]"
     console.print(f"command `true` through the sandbox: p50 {command:.2f} ms (n=200)")
     console.print(f"Cove's time per hosted tool turn beyond model and command time ({RESPONSES} responses x "
