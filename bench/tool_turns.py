@@ -25,13 +25,13 @@ from rich.console import Console
 
 from cove.agent.request import CreateParams
 from cove.config import Settings
-from cove.providers.base import Finish, Model, ModelEvent, ModelRequest, TextDelta, ToolCallDelta, ToolCallStart, Usage
 from cove.sandbox.base import Command
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
 from cove.service.containers import ContainerService
 from cove.service.responses import ResponseService
 from cove.store.db import Database
+from cove.upstream.base import Finish, Model, ModelEvent, ModelRequest, TextDelta, ToolCallDelta, ToolCallStart, Usage
 
 TURNS = 20
 RESPONSES = 15

@@ -19,7 +19,7 @@ import pytest
 
 from tests.internet import Internet
 from tests.postgres import PostgresServer
-from tests.upstream import ScriptedUpstream
+from tests.scripted_upstream import ScriptedUpstream
 
 IMAGES_DIR = Path(os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images"))
 KEYS = {"alpha": "test-key-alpha", "beta": "test-key-beta"}

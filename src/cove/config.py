@@ -91,10 +91,10 @@ class Settings(BaseSettings):
     """What ``upstream_url`` speaks: Chat Completions (every server) or the Responses API."""
 
     projects_file: Path | None = None
-    """TOML with what each project may use (see ``cove.projects``)."""
+    """TOML with what each project may use (see ``cove.service.projects``)."""
 
     models_file: Path | None = None
-    """TOML naming more upstreams and model aliases (format in ``cove/providers/registry.py``)."""
+    """TOML naming more upstreams and model aliases (format in ``cove/upstream/registry.py``)."""
 
     context_window: int = 8192
     """Tokens a model holds when the models file does not say; input beyond it is truncated or refused."""

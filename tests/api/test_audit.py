@@ -12,7 +12,7 @@ import openai
 
 from tests.conftest import Server
 from tests.helpers import run
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 
 def test_commands_are_audited(client: openai.OpenAI, http: httpx.Client, server: Server,

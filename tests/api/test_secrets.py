@@ -18,7 +18,7 @@ from typing import Any
 from tests.conftest import Server
 from tests.helpers import run
 from tests.internet import Internet
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 CHECK = "https://api.cove.test/v1/check"
 CODE = "-o /dev/null -w '%{http_code}'"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.upstream import ScriptedUpstream
+from tests.scripted_upstream import ScriptedUpstream
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import openai
 from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 
 from tests.conftest import KEYS, Server
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 
 def test_agent_with_function_tool(server: Server, upstream: ScriptedUpstream) -> None:

@@ -9,7 +9,7 @@ import time
 import openai
 
 from tests.conftest import Server
-from tests.upstream import Reply, ScriptedUpstream
+from tests.scripted_upstream import Reply, ScriptedUpstream
 
 MODEL = "scripted-model"
 

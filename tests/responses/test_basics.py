@@ -11,7 +11,7 @@ import pytest
 from openai.types.responses import Response
 
 from tests.conftest import Server
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 MODEL = "scripted-model"
 

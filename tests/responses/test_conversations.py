@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.upstream import Reply, ScriptedUpstream
+from tests.scripted_upstream import Reply, ScriptedUpstream
 
 MODEL = "scripted-model"
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 
 from tests.conftest import Server
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 MODEL = "scripted-model"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cove.sandbox.fs import ContainerFS
-from tests.upstream import ScriptedUpstream
+from tests.scripted_upstream import ScriptedUpstream
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import httpx
 import openai
 
 from tests.helpers import stream_response
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 MODEL = "scripted-model"
 TOOL = {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "4g"}}

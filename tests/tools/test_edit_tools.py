@@ -9,7 +9,7 @@ import httpx
 import openai
 
 from tests.helpers import run
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 MODEL = "scripted-model"
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Server
 from tests.helpers import make_wheel, stream_response
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 MODEL = "scripted-model"
 SHELL = {"type": "shell", "environment": {"type": "container_auto"}}

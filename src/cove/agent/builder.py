@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cove.ids import new_id
-from cove.providers.base import Usage
+from cove.upstream.base import Usage
 
 Emit = Callable[[dict[str, Any]], Awaitable[Any]]
 

@@ -12,7 +12,6 @@ from cove import __version__
 from cove.api import container_files, containers, conversations, errors, models, responses
 from cove.api.body_limit import BodyLimit
 from cove.config import Settings, parse_size
-from cove.providers.registry import ModelRegistry
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
 from cove.service.audit import AuditLog
@@ -21,6 +20,7 @@ from cove.service.conversations import ConversationService
 from cove.service.files import FileService
 from cove.service.responses import ResponseService
 from cove.store.db import Database
+from cove.upstream.registry import ModelRegistry
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from cove.api.auth import project_of
 from cove.errors import NotFound
-from cove.providers.registry import ModelRegistry
+from cove.upstream.registry import ModelRegistry
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 Project = Annotated[str, Depends(project_of)]

@@ -31,6 +31,8 @@ class AuditLog:
         self.db = db
         self._pending: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
+        """Held while a batch is written, so a reader's flush waits for a batch already taken."""
 
     def record(self, project: str, container_id: str, kind: str, data: dict[str, Any],
                response_id: str | None = None) -> None:
@@ -59,15 +61,17 @@ class AuditLog:
                 log.exception("writing the audit trail failed; will retry")
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        try:
-            async with self.db.begin() as session:
-                await session.execute(insert(AuditEventRow), batch)
-        except BaseException:
-            self._pending[:0] = batch  # keep them for the next try
-            raise
+        """Writes what is pending; returns once everything recorded before the call is in the store."""
+        async with self._flushing:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            try:
+                async with self.db.begin() as session:
+                    await session.execute(insert(AuditEventRow), batch)
+            except BaseException:
+                self._pending[:0] = batch  # keep them for the next try
+                raise
 
     async def events(self, project: str, container_id: str, page: Page) -> tuple[list[dict[str, Any]], bool]:
         await self.flush()

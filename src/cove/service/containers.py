@@ -21,11 +21,11 @@ from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
 from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
-from cove.projects import ProjectPolicies
 from cove.sandbox.base import Command, CommandOutput, Limits, OutputCallback, Sandbox, SandboxEngine
 from cove.sandbox.fs import ContainerFS
 from cove.service.audit import AuditLog
 from cove.service.pagination import Page, paginate
+from cove.service.projects import ProjectPolicies
 from cove.service.secrets import SecretKeeper, network_limits
 from cove.store.db import Database
 from cove.store.models import ContainerRow

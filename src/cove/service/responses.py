@@ -25,7 +25,6 @@ from cove.agent.request import CreateParams, new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
-from cove.providers.registry import ModelRegistry
 from cove.service import history
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
@@ -36,6 +35,7 @@ from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.tools.toolbox import Toolbox
 from cove.tools.workspace import Workspace
+from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 TERMINAL = ("completed", "failed", "incomplete", "cancelled")

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from cove.ids import new_id
-from cove.tools.apply_patch_tool import ApplyPatchTool
+from cove.tools.apply_patch import ApplyPatchTool
 from cove.tools.base import HostedTool
 from cove.tools.code_interpreter import CodeInterpreterTool
 from cove.tools.shell import ShellTool
-from cove.tools.text_editor_tool import TextEditorTool
+from cove.tools.text_editor import TextEditorTool
 
 HOSTED: dict[str, HostedTool] = {
     tool.tool_type: tool for tool in (ShellTool(), CodeInterpreterTool(), ApplyPatchTool(), TextEditorTool())}

@@ -31,8 +31,8 @@ from cove.sandbox.fs import ContainerFS
 from cove.sandbox.images.layers import lookup
 from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
-from cove.sandbox.linux.agent import InitAgent
 from cove.sandbox.linux.disk import create_disk, mount_disk
+from cove.sandbox.linux.init_client import InitClient
 from cove.sandbox.linux.netns import listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
@@ -69,7 +69,7 @@ class LinuxSandbox(Sandbox):
         self.work = base / "work"
         self.rootfs = self.dir / "rootfs"
         self.cgroup_path = f"/cove/{container_id}"
-        self._agent: InitAgent | None = None
+        self._init: InitClient | None = None
         self._init_pid = 0
         self._shell = ""
         self._sinks = OutputSinks()
@@ -122,7 +122,7 @@ class LinuxSandbox(Sandbox):
     # -- lifecycle ------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._agent is not None and not self._agent.closed
+        return self._init is not None and not self._init.closed
 
     async def files(self) -> ContainerFS:
         async with self._lock:
@@ -137,20 +137,20 @@ class LinuxSandbox(Sandbox):
         """Starts the container now rather than on its first command."""
         await self._ensure_started()
 
-    async def _ensure_started(self) -> InitAgent:
-        agent = self._agent
-        if agent is not None and not agent.closed:
-            return agent
+    async def _ensure_started(self) -> InitClient:
+        init = self._init
+        if init is not None and not init.closed:
+            return init
         async with self._lock:
-            if self._agent is not None and not self._agent.closed:
-                return self._agent
+            if self._init is not None and not self._init.closed:
+                return self._init
             await self._cleanup_runtime()
             self._ensure_mounted()
             async with self.engine.start_slots:
-                self._agent = await self._start()
-            return self._agent
+                self._init = await self._start()
+            return self._init
 
-    async def _start(self) -> InitAgent:
+    async def _start(self) -> InitClient:
         engine = self.engine
         memory = engine.memory_bytes(self.limits.memory)
         spec = ContainerSpec(
@@ -171,15 +171,15 @@ class LinuxSandbox(Sandbox):
             child_end.close()
         host_end.setblocking(False)
         self._shell = self._find_shell()
-        agent = InitAgent(host_end)
+        init = InitClient(host_end)
         if self.limits.network is not None:
             try:
                 sock = await listen_in(self._init_pid, PROXY_PORT)
                 await engine.egress.listen_socket(self.id, self.limits.network, sock)
             except BaseException:
-                agent.close()
+                init.close()
                 raise
-        return agent
+        return init
 
     def _ca_bundle(self) -> Path | None:
         """For a container with domain secrets: its image's trusted CAs plus Cove's egress CA.
@@ -213,9 +213,9 @@ class LinuxSandbox(Sandbox):
 
     async def _cleanup_runtime(self) -> None:
         """Ends the init (and with it every process), reaps it and removes runc's state."""
-        agent, self._agent = self._agent, None
-        if agent is not None:
-            agent.close()
+        init, self._init = self._init, None
+        if init is not None:
+            init.close()
         if self.limits.network is not None:
             await self.engine.egress.remove(self.id)
         self._sinks.close()
@@ -228,7 +228,7 @@ class LinuxSandbox(Sandbox):
     # -- commands -------------------------------------------------------------------------------
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
         env = self._environment(command.env)
-        agent = await self._ensure_started()
+        init = await self._ensure_started()
         fs = self._fs()
         cwd = command.workdir or self.image.workdir or "/"
         entry = fs.stat(cwd)
@@ -250,22 +250,22 @@ class LinuxSandbox(Sandbox):
         if secrets:
             redactor = Redactor({secret.value: secret.placeholder for secret in secrets})
             streamed = redactor.stream(on_output) if on_output is not None else None
-            result = await self._run(agent, request, streamed, oom_note)
+            result = await self._run(init, request, streamed, oom_note)
             if on_output is not None:
                 redactor.flush(on_output)
             return redactor.output(result)
-        return await self._run(agent, request, on_output, oom_note)
+        return await self._run(init, request, on_output, oom_note)
 
-    async def _run(self, agent: InitAgent, request: ProcessRequest, on_output: OutputCallback | None,
+    async def _run(self, init: InitClient, request: ProcessRequest, on_output: OutputCallback | None,
                    oom_note: Callable[[], str | None]) -> CommandOutput:
         try:
-            return await run_process(agent, request, self._sinks, on_output, oom_note)
+            return await run_process(init, request, self._sinks, on_output, oom_note)
         except InitUnresponsive:
             await self.stop()
             note = "\ncove: the container stopped answering and was restarted\n"
             return CommandOutput(stdout="", stderr=note, outcome=TimeoutOutcome())
         except SandboxError:
-            if agent.closed:
+            if init.closed:
                 note = oom_note() or "\ncove: the container stopped while the command ran\n"
                 return CommandOutput(stdout="", stderr=note, outcome=ExitOutcome(exit_code=137))
             raise

@@ -17,7 +17,7 @@ from typing import Literal
 
 from cove.errors import SandboxError
 from cove.sandbox.base import CommandOutput, ExitOutcome, OutputCallback, TimeoutOutcome
-from cove.sandbox.linux.agent import InitAgent, SpawnError
+from cove.sandbox.linux.init_client import InitClient, SpawnError
 from cove.sandbox.output import CappedText, split_budget
 
 Stream = Literal["stdout", "stderr"]
@@ -153,18 +153,18 @@ def exit_code(status: int) -> int:
 
 
 async def run_process(
-    agent: InitAgent,
+    init: InitClient,
     request: ProcessRequest,
     sinks: OutputSinks,
     on_output: OutputCallback | None = None,
     oom_note: Callable[[], str | None] | None = None,
 ) -> CommandOutput:
-    """Runs ``request`` in the container behind ``agent`` and returns its bounded output."""
+    """Runs ``request`` in the container behind ``init`` and returns its bounded output."""
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        job = await agent.spawn(request.argv, request.env, request.cwd, devnull, out_w, err_w)
+        job = await init.spawn(request.argv, request.env, request.cwd, devnull, out_w, err_w)
     except SpawnError as exc:
         for fd in (out_r, err_r):
             os.close(fd)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from cove.providers.base import (
+from cove.upstream.base import (
     Finish,
     ModelEvent,
     ModelRequest,
@@ -22,8 +22,8 @@ from cove.providers.base import (
     UpstreamError,
     Usage,
 )
-from cove.providers.chat import FinishReason
-from cove.providers.client import ClientModel, upstream_errors
+from cove.upstream.chat import FinishReason
+from cove.upstream.client import ClientModel, upstream_errors
 
 _TEXT_EVENTS = {"response.output_text.delta", "response.refusal.delta"}
 _REASONING_EVENTS = {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cove.providers.base import (
+from cove.upstream.base import (
     ContextWindowExceeded,
     Finish,
     ModelRequest,
@@ -17,9 +17,9 @@ from cove.providers.base import (
     ToolCallStart,
     UpstreamError,
 )
-from cove.providers.responses import ResponsesApiModel
-from tests.providers.conftest import Collect
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from cove.upstream.responses import ResponsesApiModel
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+from tests.upstream.conftest import Collect
 
 SHELL_CALL = {"type": "shell_call", "id": "sh_1", "call_id": "call_sh", "status": "completed",
               "action": {"commands": ["ls -la", "pwd"], "timeout_ms": 10000}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cove.providers import _llama
+from cove.upstream import _llama
 
 MESSAGE_PREFIX = '{"type": "message", "content": "'
 """How a message answer starts when tools are on; its content streams out as a JSON string."""

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cove.providers import _llama
-from cove.providers.base import (
+from cove.upstream import _llama
+from cove.upstream.base import (
     ContextWindowExceeded,
     Finish,
     Model,
@@ -36,8 +36,8 @@ from cove.providers.base import (
     UpstreamError,
     Usage,
 )
-from cove.providers.local_grammar import MESSAGE_PREFIX, JsonStringStream, format_schema, schema_grammar, tool_grammar
-from cove.providers.local_prompt import chat_messages, function_tools
+from cove.upstream.local_grammar import MESSAGE_PREFIX, JsonStringStream, format_schema, schema_grammar, tool_grammar
+from cove.upstream.local_prompt import chat_messages, function_tools
 
 MODEL_NAME = "smollm2-135m-instruct"
 """The name the embedded model answers to (and reports in responses)."""

@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 import pytest
 
 from cove.config import Settings
-from cove.providers.base import ModelRequest, TextDelta, UpstreamError
-from cove.providers.chat import ChatCompletionsModel
-from cove.providers.registry import ModelRegistry
-from cove.providers.responses import ResponsesApiModel
-from tests.providers.conftest import events_of
-from tests.upstream import Reply, ScriptedUpstream
+from cove.upstream.base import ModelRequest, TextDelta, UpstreamError
+from cove.upstream.chat import ChatCompletionsModel
+from cove.upstream.registry import ModelRegistry
+from cove.upstream.responses import ResponsesApiModel
+from tests.scripted_upstream import Reply, ScriptedUpstream
+from tests.upstream.conftest import events_of
 
 T = TypeVar("T")
 
@@ -175,7 +175,7 @@ def test_default_upstream_named_in_the_file(tmp_path: Path, upstream: ScriptedUp
 def test_without_any_upstream_names_go_to_the_local_model() -> None:
     registry = ModelRegistry(settings())
     try:
-        local_class = importlib.import_module("cove.providers.local").LocalModel
+        local_class = importlib.import_module("cove.upstream.local").LocalModel
     except ImportError:  # the embedded model (or its runtime) is not installed
         with pytest.raises(UpstreamError, match="No model upstream is configured"):
             registry.resolve("gpt-4o-mini")

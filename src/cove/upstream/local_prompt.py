@@ -10,7 +10,7 @@ import contextlib
 import json
 from typing import Any
 
-from cove.providers.base import ModelRequest
+from cove.upstream.base import ModelRequest
 
 
 def _part_text(part: Any) -> str:

@@ -1,6 +1,6 @@
 """Host side of cove-init's control protocol (see ``cove-init.c`` for the wire format).
 
-One ``InitAgent`` per container talks to its init over a SOCK_SEQPACKET socket, entirely on the
+One ``InitClient`` per container talks to its init over a SOCK_SEQPACKET socket, entirely on the
 event loop: no threads, no blocking calls. Output never crosses this socket; the caller passes the
 fds a command gets as stdin, stdout and stderr, and reads the pipes itself.
 """
@@ -47,12 +47,12 @@ class SpawnError(SandboxError):
 class Job:
     """A command running under cove-init, identified by its job id (pid is as init sees it)."""
 
-    def __init__(self, agent: InitAgent, job_id: int, pid: int) -> None:
+    def __init__(self, init: InitClient, job_id: int, pid: int) -> None:
         self.id = job_id
         self.pid = pid
-        self._agent = agent
+        self._init = init
         # None: the container went away before the job's exit was reported.
-        self._exit: asyncio.Future[int | None] = agent._loop.create_future()
+        self._exit: asyncio.Future[int | None] = init._loop.create_future()
 
     async def wait(self) -> int:
         """Returns the raw wait status (decode with ``os.waitstatus_to_exitcode``)."""
@@ -63,13 +63,13 @@ class Job:
 
     async def signal(self, signo: int) -> None:
         """Signals the job's process group and session; a no-op once it has exited."""
-        await self._agent.signal(self.id, signo)
+        await self._init.signal(self.id, signo)
 
     def __repr__(self) -> str:
         return f"<Job id={self.id} pid={self.pid}>"
 
 
-class InitAgent:
+class InitClient:
     """Client of one container's cove-init over its control socket.
 
     Must be created inside the running event loop that will use it.

@@ -32,10 +32,10 @@ import openai
 from openai import AsyncOpenAI
 
 from cove.config import Settings
-from cove.providers.base import Model, UpstreamError
-from cove.providers.chat import ChatCompletionsModel
-from cove.providers.client import make_client
-from cove.providers.responses import ResponsesApiModel
+from cove.upstream.base import Model, UpstreamError
+from cove.upstream.chat import ChatCompletionsModel
+from cove.upstream.client import make_client
+from cove.upstream.responses import ResponsesApiModel
 
 DEFAULT, LOCAL = "default", "local"
 
@@ -177,6 +177,6 @@ class ModelRegistry:
 
 def _local_class() -> type[Model]:
     """The embedded model's class, imported only when needed (it may load heavy libraries)."""
-    module = importlib.import_module("cove.providers.local")
+    module = importlib.import_module("cove.upstream.local")
     local_class: type[Model] = module.LocalModel
     return local_class

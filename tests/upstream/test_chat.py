@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cove.errors import InvalidRequest
-from cove.providers.base import (
+from cove.upstream.base import (
     ContextWindowExceeded,
     Finish,
     ModelEvent,
@@ -23,10 +23,10 @@ from cove.providers.base import (
     ToolCallStart,
     UpstreamError,
 )
-from cove.providers.chat import ChatCompletionsModel
-from cove.providers.responses import ResponsesApiModel
-from tests.providers.conftest import Collect, events_of
-from tests.upstream import Reply, ScriptedUpstream, ToolCall
+from cove.upstream.chat import ChatCompletionsModel
+from cove.upstream.responses import ResponsesApiModel
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+from tests.upstream.conftest import Collect, events_of
 
 QUICK_RETRY = {"retry-after-ms": "10"}
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city",

@@ -1,5 +1,5 @@
 """cove-init and its asyncio client, for real: the init is compiled and run as a child process on the
-host (not in a container), connected to the agent by a real socketpair."""
+host (not in a container), connected to the client by a real socketpair."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 
 from cove.errors import SandboxError
 from cove.sandbox.linux import initbin
-from cove.sandbox.linux.agent import MAX_MESSAGE, InitAgent, Job, SpawnError
+from cove.sandbox.linux.init_client import MAX_MESSAGE, InitClient, Job, SpawnError
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
 
 ENV = {"PATH": "/usr/bin:/bin"}
@@ -43,16 +43,16 @@ def start_init(binary: Path) -> tuple[socket.socket, subprocess.Popen[bytes]]:
     return host, proc
 
 
-def with_agent(binary: Path, body: Callable[[InitAgent, subprocess.Popen[bytes]], Awaitable[Any]]) -> Any:
+def with_client(binary: Path, body: Callable[[InitClient, subprocess.Popen[bytes]], Awaitable[Any]]) -> Any:
     """Runs ``body`` against a fresh init; afterwards the init must exit cleanly."""
 
     async def main() -> Any:
         host, proc = start_init(binary)
-        agent = InitAgent(host)
+        client = InitClient(host)
         try:
-            return await asyncio.wait_for(body(agent, proc), 60)
+            return await asyncio.wait_for(body(client, proc), 60)
         finally:
-            agent.close()
+            client.close()
             assert await asyncio.to_thread(proc.wait, 10) == 0
 
     return asyncio.run(main())
@@ -86,16 +86,17 @@ async def read_lines(fd: int, count: int) -> list[bytes]:
 
 
 class Pipes:
-    """stdin from /dev/null, stdout and stderr pipes; the agent gets the child ends."""
+    """stdin from /dev/null, stdout and stderr pipes; the client gets the child ends."""
 
     def __init__(self) -> None:
         self.stdin = os.open(os.devnull, os.O_RDONLY)
         self.out_r, self.out_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.err_r, self.err_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    async def spawn(self, agent: InitAgent, argv: list[str], env: dict[str, str] | None = None, cwd: str = "/") -> Job:
+    async def spawn(self, client: InitClient, argv: list[str], env: dict[str, str] | None = None,
+                    cwd: str = "/") -> Job:
         try:
-            return await agent.spawn(argv, ENV if env is None else env, cwd, self.stdin, self.out_w, self.err_w)
+            return await client.spawn(argv, ENV if env is None else env, cwd, self.stdin, self.out_w, self.err_w)
         finally:
             for fd in (self.stdin, self.out_w, self.err_w):
                 os.close(fd)
@@ -106,12 +107,12 @@ class Pipes:
 
 
 async def run(
-    agent: InitAgent, argv: list[str], env: dict[str, str] | None = None, cwd: str = "/"
+    client: InitClient, argv: list[str], env: dict[str, str] | None = None, cwd: str = "/"
 ) -> tuple[int, bytes, bytes]:
     """Runs a command to completion: (exit code as os.waitstatus_to_exitcode gives it, stdout, stderr)."""
     pipes = Pipes()
     try:
-        job = await pipes.spawn(agent, argv, env, cwd)
+        job = await pipes.spawn(client, argv, env, cwd)
         status, out, err = await asyncio.gather(job.wait(), read_all(pipes.out_r), read_all(pipes.err_r))
     finally:
         pipes.close()
@@ -201,146 +202,146 @@ def test_init_refuses_a_non_socket_fd(init_binary: Path) -> None:
 
 
 def test_output_flows_through_the_pipes(init_binary: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
-        assert await run(agent, ["/bin/echo", "hello", "world"]) == (0, b"hello world\n", b"")
-        assert await run(agent, [SH, "-c", "echo out; echo err >&2"]) == (0, b"out\n", b"err\n")
+    async def body(client: InitClient, _: Any) -> None:
+        assert await run(client, ["/bin/echo", "hello", "world"]) == (0, b"hello world\n", b"")
+        assert await run(client, [SH, "-c", "echo out; echo err >&2"]) == (0, b"out\n", b"err\n")
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_exit_codes_and_signal_deaths(init_binary: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
-        assert (await run(agent, [SH, "-c", "exit 7"]))[0] == 7
+    async def body(client: InitClient, _: Any) -> None:
+        assert (await run(client, [SH, "-c", "exit 7"]))[0] == 7
         # Init ignores SIGTERM; a command inheriting that would survive this and exit 0.
-        assert (await run(agent, [SH, "-c", "kill -TERM $$"]))[0] == -signal.SIGTERM
-        assert (await run(agent, [SH, "-c", "kill -KILL $$"]))[0] == -signal.SIGKILL
+        assert (await run(client, [SH, "-c", "kill -TERM $$"]))[0] == -signal.SIGTERM
+        assert (await run(client, [SH, "-c", "kill -KILL $$"]))[0] == -signal.SIGKILL
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_env_is_exactly_the_given_one_and_cwd_is_applied(init_binary: Path, tmp_path: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
-        assert await run(agent, ["/usr/bin/env"], {"A": "1", "B": "two words"}) == (
+    async def body(client: InitClient, _: Any) -> None:
+        assert await run(client, ["/usr/bin/env"], {"A": "1", "B": "two words"}) == (
             0,
             b"A=1\nB=two words\n",
             b"",
         )
-        assert await run(agent, ["/usr/bin/env"], {}) == (0, b"", b"")
-        assert await run(agent, ["/bin/pwd"], cwd=str(tmp_path)) == (0, f"{tmp_path}\n".encode(), b"")
+        assert await run(client, ["/usr/bin/env"], {}) == (0, b"", b"")
+        assert await run(client, ["/bin/pwd"], cwd=str(tmp_path)) == (0, f"{tmp_path}\n".encode(), b"")
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_children_get_only_their_three_fds_and_clean_signal_state(init_binary: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
+    async def body(client: InitClient, _: Any) -> None:
         # ls opens fd 3 for the directory it lists; anything more leaked from init (e.g. the control socket).
-        assert await run(agent, ["/bin/ls", "/proc/self/fd"]) == (0, b"0\n1\n2\n3\n", b"")
-        code, out, _err = await run(agent, ["/bin/grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"])
+        assert await run(client, ["/bin/ls", "/proc/self/fd"]) == (0, b"0\n1\n2\n3\n", b"")
+        code, out, _err = await run(client, ["/bin/grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"])
         assert (code, out) == (0, b"SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n")
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_each_job_leads_its_own_session(init_binary: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
-        code, out, _err = await run(agent, [SH, "-c", "cat /proc/$$/stat; echo $$"])
+    async def body(client: InitClient, _: Any) -> None:
+        code, out, _err = await run(client, [SH, "-c", "cat /proc/$$/stat; echo $$"])
         stat_line, pid = out.decode().splitlines()
         fields = stat_line.rsplit(")", 1)[1].split()
         assert code == 0 and fields[2] == pid and fields[3] == pid  # pgrp and session
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_oom_score_adj_is_reset_for_commands(init_binary: Path) -> None:
-    async def body(agent: InitAgent, proc: subprocess.Popen[bytes]) -> None:
+    async def body(client: InitClient, proc: subprocess.Popen[bytes]) -> None:
         # Cove lowers init's score; lowering needs CAP_SYS_RESOURCE (not always there, e.g. in CI
         # sandboxes), so shift it the other way: either way commands must start from 0.
         Path(f"/proc/{proc.pid}/oom_score_adj").write_text("500")
-        assert await run(agent, ["/bin/cat", "/proc/self/oom_score_adj"]) == (0, b"0\n", b"")
+        assert await run(client, ["/bin/cat", "/proc/self/oom_score_adj"]) == (0, b"0\n", b"")
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_missing_binary_and_missing_cwd_fail_with_errno(init_binary: Path, tmp_path: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
+    async def body(client: InitClient, _: Any) -> None:
         with pytest.raises(SpawnError) as info:
-            await run(agent, ["/nonexistent/binary"])
+            await run(client, ["/nonexistent/binary"])
         assert info.value.errno == errno.ENOENT and "/nonexistent/binary" in info.value.message
         with pytest.raises(SpawnError) as info:
-            await run(agent, ["/bin/true"], cwd=str(tmp_path / "missing"))
+            await run(client, ["/bin/true"], cwd=str(tmp_path / "missing"))
         assert info.value.errno == errno.ENOENT
         (tmp_path / "script").write_text("#!/bin/sh\n")
         with pytest.raises(SpawnError) as info:
-            await run(agent, [str(tmp_path / "script")])  # not executable
+            await run(client, [str(tmp_path / "script")])  # not executable
         assert info.value.errno == errno.EACCES
         with pytest.raises(SpawnError) as info:
-            await run(agent, [])
+            await run(client, [])
         assert info.value.errno == errno.EINVAL
         closed_fd = os.open(os.devnull, os.O_RDONLY)
         os.close(closed_fd)
         with pytest.raises(SpawnError) as info:
-            await agent.spawn(["/bin/true"], ENV, "/", closed_fd, closed_fd, closed_fd)
+            await client.spawn(["/bin/true"], ENV, "/", closed_fd, closed_fd, closed_fd)
         assert info.value.errno == errno.EBADF
-        assert await run(agent, ["/bin/true"]) == (0, b"", b"")  # and init is fine
+        assert await run(client, ["/bin/true"]) == (0, b"", b"")  # and init is fine
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_fifty_concurrent_spawns(init_binary: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
-        results = await asyncio.gather(*(run(agent, [SH, "-c", "sleep 0.1; echo $0", str(i)]) for i in range(50)))
+    async def body(client: InitClient, _: Any) -> None:
+        results = await asyncio.gather(*(run(client, [SH, "-c", "sleep 0.1; echo $0", str(i)]) for i in range(50)))
         assert results == [(0, f"{i}\n".encode(), b"") for i in range(50)]
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_long_command_lines_up_to_the_message_cap(init_binary: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
+    async def body(client: InitClient, _: Any) -> None:
         # Above the default socket send buffer (208 KiB); a single string may not exceed 128 KiB (execve).
         args = ["a" * 100_000, "b" * 100_000, "c" * 30_000]
-        assert await run(agent, [SH, "-c", "echo ${#1} ${#2} ${#3}", "sh", *args]) == (
+        assert await run(client, [SH, "-c", "echo ${#1} ${#2} ${#3}", "sh", *args]) == (
             0,
             b"100000 100000 30000\n",
             b"",
         )
         with pytest.raises(SpawnError) as info:
-            await run(agent, ["/bin/true", "x" * MAX_MESSAGE])
+            await run(client, ["/bin/true", "x" * MAX_MESSAGE])
         assert info.value.errno == errno.E2BIG
-        assert await run(agent, ["/bin/true"]) == (0, b"", b"")
+        assert await run(client, ["/bin/true"]) == (0, b"", b"")
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_spawns_wait_for_room_in_a_full_socket_buffer(init_binary: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
+    async def body(client: InitClient, _: Any) -> None:
         # 40 x 100 KB is ten times the send buffer: most sends first hit EAGAIN and must wait their turn.
         big = "z" * 100_000
-        runs = (run(agent, [SH, "-c", "echo $0 ${#1}", str(i), big]) for i in range(40))
+        runs = (run(client, [SH, "-c", "echo $0 ${#1}", str(i), big]) for i in range(40))
         assert await asyncio.gather(*runs) == [(0, f"{i} 100000\n".encode(), b"") for i in range(40)]
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_busybox_runs_under_init(init_binary: Path, tmp_path: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
+    async def body(client: InitClient, _: Any) -> None:
         busybox = str(ensure_busybox(tmp_path))
-        assert await run(agent, [busybox, "sh", "-c", "echo $((6 * 7))"], {}) == (0, b"42\n", b"")
+        assert await run(client, [busybox, "sh", "-c", "echo $((6 * 7))"], {}) == (0, b"42\n", b"")
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 # --- signals, reaping, shutdown --------------------------------------------------------------------
 
 
 def test_signal_kills_the_whole_tree_including_other_process_groups(init_binary: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
+    async def body(client: InitClient, _: Any) -> None:
         # A background sleep (same process group) and a python that moves to its own process group
         # but stays in the session: a plain kill(-pgid) would miss the latter.
         mover = "import os, time; os.setpgid(0, 0); print(os.getpid(), flush=True); time.sleep(100)"
         pipes = Pipes()
         try:
             job = await pipes.spawn(
-                agent, [SH, "-c", 'sleep 100 & echo $!; "$0" -c "$1" & sleep 100', sys.executable, mover]
+                client, [SH, "-c", 'sleep 100 & echo $!; "$0" -c "$1" & sleep 100', sys.executable, mover]
             )
             sleeper, moved = (int(line) for line in await read_lines(pipes.out_r, 2))
             moved_stat = proc_stat(moved)
@@ -355,14 +356,14 @@ def test_signal_kills_the_whole_tree_including_other_process_groups(init_binary:
         finally:
             pipes.close()
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_orphans_reparent_to_init_and_are_reaped(init_binary: Path) -> None:
-    async def body(agent: InitAgent, proc: subprocess.Popen[bytes]) -> None:
+    async def body(client: InitClient, proc: subprocess.Popen[bytes]) -> None:
         pipes = Pipes()
         try:
-            job = await pipes.spawn(agent, [SH, "-c", "sleep 0.5 & echo $!; exit 0"])
+            job = await pipes.spawn(client, [SH, "-c", "sleep 0.5 & echo $!; exit 0"])
             (orphan,) = (int(line) for line in await read_lines(pipes.out_r, 1))
             assert os.waitstatus_to_exitcode(await asyncio.wait_for(job.wait(), 5)) == 0
             orphan_stat = proc_stat(orphan)
@@ -373,14 +374,14 @@ def test_orphans_reparent_to_init_and_are_reaped(init_binary: Path) -> None:
         finally:
             pipes.close()
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_background_process_holding_stdout_does_not_delay_exit(init_binary: Path) -> None:
-    async def body(agent: InitAgent, proc: subprocess.Popen[bytes]) -> int:
+    async def body(client: InitClient, proc: subprocess.Popen[bytes]) -> int:
         pipes = Pipes()
         try:
-            job = await pipes.spawn(agent, [SH, "-c", "sleep 100 & echo $!"])
+            job = await pipes.spawn(client, [SH, "-c", "sleep 100 & echo $!"])
             assert os.waitstatus_to_exitcode(await asyncio.wait_for(job.wait(), 5)) == 0
             (holder,) = (int(line) for line in await read_lines(pipes.out_r, 1))
             assert running(holder)
@@ -388,35 +389,35 @@ def test_background_process_holding_stdout_does_not_delay_exit(init_binary: Path
         finally:
             pipes.close()
 
-    holder = with_agent(init_binary, body)
+    holder = with_client(init_binary, body)
     assert not running(holder)  # and shutting init down killed the leftover
 
 
 def test_closing_the_agent_kills_every_job_and_init_exits(init_binary: Path) -> None:
     async def main() -> None:
         host, proc = start_init(init_binary)
-        agent = InitAgent(host)
+        client = InitClient(host)
         pipes = Pipes()
         try:
-            sleeper = await pipes.spawn(agent, ["/bin/sleep", "100"])
+            sleeper = await pipes.spawn(client, ["/bin/sleep", "100"])
             pipes2 = Pipes()
-            tree = await pipes2.spawn(agent, [SH, "-c", "setsid sleep 100 & echo $!; wait"])
+            tree = await pipes2.spawn(client, [SH, "-c", "setsid sleep 100 & echo $!; wait"])
             (escaped,) = (int(line) for line in await read_lines(pipes2.out_r, 1))
             pipes2.close()
             assert all(running(pid) for pid in (sleeper.pid, tree.pid, escaped))
-            agent.close()
-            assert agent.closed
-            await asyncio.wait_for(agent.wait_closed(), 1)
+            client.close()
+            assert client.closed
+            await asyncio.wait_for(client.wait_closed(), 1)
             assert await asyncio.to_thread(proc.wait, 5) == 0
             assert not any(running(pid) for pid in (sleeper.pid, tree.pid, escaped))
             with pytest.raises(SandboxError, match="container stopped"):
                 await sleeper.wait()
             with pytest.raises(SandboxError, match="container stopped"):
-                await run(agent, ["/bin/true"])
+                await run(client, ["/bin/true"])
             await sleeper.signal(signal.SIGKILL)  # no-op once stopped
         finally:
             pipes.close()
-            agent.close()
+            client.close()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -427,56 +428,56 @@ def test_closing_the_agent_kills_every_job_and_init_exits(init_binary: Path) -> 
 def test_init_dying_releases_waiters(init_binary: Path) -> None:
     async def main() -> None:
         host, proc = start_init(init_binary)
-        agent = InitAgent(host)
+        client = InitClient(host)
         pipes = Pipes()
         try:
-            job = await pipes.spawn(agent, ["/bin/sleep", "100"])
+            job = await pipes.spawn(client, ["/bin/sleep", "100"])
             waiter = asyncio.ensure_future(job.wait())
             proc.kill()
-            await asyncio.wait_for(agent.wait_closed(), 5)
-            assert agent.closed
+            await asyncio.wait_for(client.wait_closed(), 5)
+            assert client.closed
             with pytest.raises(SandboxError, match="container stopped"):
                 await waiter
             with pytest.raises(SandboxError, match="container stopped"):
-                await run(agent, ["/bin/true"])
+                await run(client, ["/bin/true"])
             os.killpg(job.pid, signal.SIGKILL)  # orphaned by the SIGKILLed init
         finally:
             pipes.close()
-            agent.close()
+            client.close()
             proc.wait()
 
     asyncio.run(main())
 
 
 def test_init_survives_termination_signals(init_binary: Path) -> None:
-    async def body(agent: InitAgent, proc: subprocess.Popen[bytes]) -> None:
-        assert await run(agent, ["/bin/true"]) == (0, b"", b"")  # init is past its setup
+    async def body(client: InitClient, proc: subprocess.Popen[bytes]) -> None:
+        assert await run(client, ["/bin/true"]) == (0, b"", b"")  # init is past its setup
         for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             proc.send_signal(signo)
         await asyncio.sleep(0.1)
         assert proc.poll() is None
-        assert await run(agent, ["/bin/true"]) == (0, b"", b"")
+        assert await run(client, ["/bin/true"]) == (0, b"", b"")
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 def test_cancelled_spawn_does_not_leak_the_process(init_binary: Path, tmp_path: Path) -> None:
-    async def body(agent: InitAgent, _: Any) -> None:
+    async def body(client: InitClient, _: Any) -> None:
         pid_file = tmp_path / "pid"
         pipes = Pipes()
         try:
-            task = asyncio.ensure_future(pipes.spawn(agent, [SH, "-c", f"echo $$ > {pid_file}; exec sleep 100"]))
+            task = asyncio.ensure_future(pipes.spawn(client, [SH, "-c", f"echo $$ > {pid_file}; exec sleep 100"]))
             await asyncio.sleep(0)  # the SPAWN is sent, its STARTED not read yet
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
         finally:
             pipes.close()
-        assert await run(agent, ["/bin/true"]) == (0, b"", b"")  # init got to the first SPAWN: it started
+        assert await run(client, ["/bin/true"]) == (0, b"", b"")  # init got to the first SPAWN: it started
         assert await eventually(lambda: pid_file.exists() and pid_file.read_text().endswith("\n"))
         assert await eventually(lambda: not running(int(pid_file.read_text())))
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)
 
 
 # --- the raw protocol: hostile and malformed messages ----------------------------------------------
@@ -565,14 +566,14 @@ def test_malformed_messages_get_einval_and_never_crash_init(init_binary: Path) -
 
 
 def test_agent_ignores_garbled_replies(init_binary: Path) -> None:
-    """A confused peer (here: a fake init we drive by hand) must not break the agent."""
+    """A confused peer (here: a fake init we drive by hand) must not break the client."""
 
     async def main() -> None:
         host, fake_init = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        agent = InitAgent(host)
+        client = InitClient(host)
         pipes = Pipes()
         try:
-            task = asyncio.ensure_future(pipes.spawn(agent, ["/bin/true"]))
+            task = asyncio.ensure_future(pipes.spawn(client, ["/bin/true"]))
             await asyncio.sleep(0.05)
             data, fds, _flags, _addr = socket.recv_fds(fake_init, 4096, 3)
             for fd in fds:
@@ -590,10 +591,10 @@ def test_agent_ignores_garbled_replies(init_binary: Path) -> None:
             assert (job.id, job.pid) == (job_id, 4242)
             fake_init.send(struct.pack("<B3xIi", 3, job_id, 3 << 8))
             assert os.waitstatus_to_exitcode(await asyncio.wait_for(job.wait(), 5)) == 3
-            assert not agent.closed
+            assert not client.closed
         finally:
             pipes.close()
-            agent.close()
+            client.close()
             fake_init.close()
 
     asyncio.run(main())
@@ -603,20 +604,20 @@ def test_agent_ignores_garbled_replies(init_binary: Path) -> None:
 def test_job_table_is_capped_at_4096(init_binary: Path, tmp_path: Path) -> None:
     busybox = str(ensure_busybox(tmp_path))
 
-    async def body(agent: InitAgent, _: Any) -> None:
+    async def body(client: InitClient, _: Any) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         try:
             jobs = await asyncio.gather(
-                *(agent.spawn([busybox, "sleep", "100"], {}, "/", null, null, null) for _ in range(4096))
+                *(client.spawn([busybox, "sleep", "100"], {}, "/", null, null, null) for _ in range(4096))
             )
             with pytest.raises(SpawnError) as info:
-                await agent.spawn([busybox, "true"], {}, "/", null, null, null)
+                await client.spawn([busybox, "true"], {}, "/", null, null, null)
             assert info.value.errno == errno.EAGAIN
             await jobs[0].signal(signal.SIGKILL)
             await jobs[0].wait()
-            job = await agent.spawn([busybox, "true"], {}, "/", null, null, null)  # a slot is free again
+            job = await client.spawn([busybox, "true"], {}, "/", null, null, null)  # a slot is free again
             assert await job.wait() == 0
         finally:
             os.close(null)
 
-    with_agent(init_binary, body)
+    with_client(init_binary, body)

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from cove.providers.base import Model, ModelEvent, ModelRequest
-from tests.upstream import ScriptedUpstream
+from cove.upstream.base import Model, ModelEvent, ModelRequest
+from tests.scripted_upstream import ScriptedUpstream
 
 Collect = Callable[[Model, ModelRequest], list[ModelEvent]]
 

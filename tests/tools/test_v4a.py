@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cove.sandbox.fs import ContainerFS
-from cove.tools.patch import PatchError, apply_operation, apply_update, parse_create
+from cove.tools.v4a import PatchError, apply_operation, apply_update, parse_create
 
 
 @pytest.fixture

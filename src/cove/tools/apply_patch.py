@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from cove.ids import new_id
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
-from cove.tools.patch import PatchError, apply_operation
+from cove.tools.v4a import PatchError, apply_operation
 from cove.tools.workspace import Workspace
 
 _OPERATIONS = ("create_file", "update_file", "delete_file")

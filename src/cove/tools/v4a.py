@@ -1,4 +1,4 @@
-"""The hosted ``apply_patch`` tool: OpenAI's V4A diffs applied to files inside a container.
+"""OpenAI's V4A diffs (what the ``apply_patch`` tool carries), applied to files inside a container.
 
 The matching rules follow ``agents/apply_diff.py`` (OpenAI's own client-side applier) so that a diff
 a model would get applied by the SDK applies here the same way; the error messages are ours and say

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from cove.providers.base import Finish, ModelEvent, ModelRequest, TextDelta, ToolCallDelta, ToolCallStart
-from cove.providers.local import MODEL_NAME, LocalModel, default_gguf_path
-from cove.providers.local_grammar import JsonStringStream, schema_grammar, tool_grammar
-from cove.providers.local_prompt import chat_messages
+from cove.upstream.base import Finish, ModelEvent, ModelRequest, TextDelta, ToolCallDelta, ToolCallStart
+from cove.upstream.local import MODEL_NAME, LocalModel, default_gguf_path
+from cove.upstream.local_grammar import JsonStringStream, schema_grammar, tool_grammar
+from cove.upstream.local_prompt import chat_messages
 
 WEATHER = {
     "type": "function", "name": "get_weather", "description": "Current weather for a city.",
@@ -188,7 +188,7 @@ def test_a_consumer_that_goes_away_stops_generation(model: LocalModel) -> None:
 
 def test_runs_with_no_network_at_all() -> None:
     """Loads and generates inside a network namespace with nothing but a down loopback."""
-    code = ("import asyncio; from cove.providers.local import LocalModel; from cove.providers.base import *\n"
+    code = ("import asyncio; from cove.upstream.local import LocalModel; from cove.upstream.base import *\n"
             "async def main():\n"
             "    m = LocalModel()\n"
             "    r = ModelRequest(model='x', input=[{'role': 'user', 'content': 'Hi'}], max_output_tokens=3)\n"

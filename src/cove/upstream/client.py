@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import openai
 from openai import AsyncOpenAI
 
-from cove.providers.base import ContextWindowExceeded, Model, UpstreamError
+from cove.upstream.base import ContextWindowExceeded, Model, UpstreamError
 
 _CONTEXT_ERROR = re.compile(r"context[ _](length|size|window)|maximum context|too many tokens|prompt is too long"
                             r"|exceeds? the (available )?context", re.IGNORECASE)

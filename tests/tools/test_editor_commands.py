@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cove.sandbox.fs import ContainerFS
-from cove.tools.text_editor import EditorError, run_command
+from cove.tools.editor_commands import EditorError, run_command
 
 REVIEW = "Review the changes and make sure they are as expected. Edit the file again if necessary."
 REVIEW_INSERT = ("Review the changes and make sure they are as expected (correct indentation, no duplicate lines, "

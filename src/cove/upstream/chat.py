@@ -18,7 +18,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from cove.errors import InvalidRequest
-from cove.providers.base import (
+from cove.upstream.base import (
     Finish,
     Model,
     ModelEvent,
@@ -30,7 +30,7 @@ from cove.providers.base import (
     UpstreamError,
     Usage,
 )
-from cove.providers.client import ClientModel, upstream_errors, upstream_message
+from cove.upstream.client import ClientModel, upstream_errors, upstream_message
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
