@@ -1,5 +1,6 @@
 """Hosted-tool tests script the session's upstream; each starts with an empty script. The pure
-tests of the tools' file logic use a plain directory as the container root (``root``, ``fs``)."""
+tests of the tools' file logic use a plain directory as the container root (``root``, ``fs``, and
+``workspace``: the tools' view of it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cove.sandbox.fs import ContainerFS
+from cove.sandbox.linux.fs import ContainerFS, HostFiles
+from cove.testing import MemorySandbox, MemoryWorkspace
 from tests.scripted_upstream import ScriptedUpstream
 
 
@@ -29,3 +31,9 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def fs(root: Path) -> ContainerFS:
     return ContainerFS(str(root), os.getuid(), os.getgid())
+
+
+@pytest.fixture
+def workspace(fs: ContainerFS) -> MemoryWorkspace:
+    """Hosted tools' view of the directory, as they see a container's files."""
+    return MemoryWorkspace(MemorySandbox(files=HostFiles(fs)))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import stat
 from pathlib import Path
 
 import pytest
 
-from cove.sandbox.fs import ContainerFS
 from cove.tools.v4a import PatchError, apply_operation, apply_update, parse_create
+from cove.tools.workspace import Workspace
 
 
 @pytest.fixture
@@ -19,8 +20,12 @@ def fresh_script() -> None:
 
 
 
-def update(fs: ContainerFS, path: str, diff: str) -> str:
-    return apply_operation(fs, {"type": "update_file", "path": path, "diff": diff})
+def apply(workspace: Workspace, operation: dict[str, object], workdir: str = "/") -> str:
+    return asyncio.run(apply_operation(workspace, operation, workdir))
+
+
+def update(workspace: Workspace, path: str, diff: str) -> str:
+    return apply(workspace, {"type": "update_file", "path": path, "diff": diff})
 
 
 SOURCE = """\
@@ -40,34 +45,34 @@ class B:
 
 # --- create_file ------------------------------------------------------------------------------
 
-def test_create_writes_the_plus_lines_with_a_final_newline_and_makes_parents(fs: ContainerFS, root: Path) -> None:
-    out = apply_operation(fs, {"type": "create_file", "path": "/app/pkg/new.py", "diff": "+def f():\n+    pass\n"})
+def test_create_writes_the_plus_lines_with_a_final_newline_and_makes_parents(workspace: Workspace, root: Path) -> None:
+    out = apply(workspace, {"type": "create_file", "path": "/app/pkg/new.py", "diff": "+def f():\n+    pass\n"})
     assert out == "Created /app/pkg/new.py"
     assert (root / "app/pkg/new.py").read_bytes() == b"def f():\n    pass\n"
 
 
-def test_create_resolves_relative_paths_against_the_workdir(fs: ContainerFS, root: Path) -> None:
+def test_create_resolves_relative_paths_against_the_workdir(workspace: Workspace, root: Path) -> None:
     op = {"type": "create_file", "path": "./src/../lib/a.txt", "diff": "+x"}
-    assert apply_operation(fs, op, workdir="/app") == "Created /app/lib/a.txt"
+    assert apply(workspace, op, workdir="/app") == "Created /app/lib/a.txt"
     assert (root / "app/lib/a.txt").read_text() == "x\n"
 
 
-def test_create_refuses_an_existing_file(fs: ContainerFS, root: Path) -> None:
+def test_create_refuses_an_existing_file(workspace: Workspace, root: Path) -> None:
     (root / "app/x.py").write_text("keep\n")
     with pytest.raises(PatchError, match=r"Cannot create /app/x.py: it already exists\. Use an update_file"):
-        apply_operation(fs, {"type": "create_file", "path": "/app/x.py", "diff": "+new\n"})
+        apply(workspace, {"type": "create_file", "path": "/app/x.py", "diff": "+new\n"})
     assert (root / "app/x.py").read_text() == "keep\n"
 
 
-def test_create_rejects_a_line_without_plus_and_writes_nothing(fs: ContainerFS, root: Path) -> None:
+def test_create_rejects_a_line_without_plus_and_writes_nothing(workspace: Workspace, root: Path) -> None:
     with pytest.raises(PatchError, match=r"Line 2 of the diff is not valid: 'oops'\. Every line .* start with '\+'"):
-        apply_operation(fs, {"type": "create_file", "path": "/app/n.txt", "diff": "+ok\noops\n"})
+        apply(workspace, {"type": "create_file", "path": "/app/n.txt", "diff": "+ok\noops\n"})
     assert not (root / "app/n.txt").exists()
 
 
-def test_create_with_unencodable_text_is_a_patch_error(fs: ContainerFS, root: Path) -> None:
+def test_create_with_unencodable_text_is_a_patch_error(workspace: Workspace, root: Path) -> None:
     with pytest.raises(PatchError, match=r"Cannot apply the create_file operation to /app/s.txt: .*surrogate"):
-        apply_operation(fs, {"type": "create_file", "path": "/app/s.txt", "diff": "+\ud800\n"})
+        apply(workspace, {"type": "create_file", "path": "/app/s.txt", "diff": "+\ud800\n"})
     assert not (root / "app/s.txt").exists()
 
 
@@ -79,37 +84,37 @@ def test_parse_create_keeps_crlf_and_stops_at_end_patch() -> None:
 
 # --- update_file ------------------------------------------------------------------------------
 
-def test_update_replaces_lines_and_reports(fs: ContainerFS, root: Path) -> None:
+def test_update_replaces_lines_and_reports(workspace: Workspace, root: Path) -> None:
     (root / "app/x.py").write_text("a\nb\nc\n")
-    assert update(fs, "/app/x.py", "@@\n a\n-b\n+B\n c\n") == "Updated /app/x.py"
+    assert update(workspace, "/app/x.py", "@@\n a\n-b\n+B\n c\n") == "Updated /app/x.py"
     assert (root / "app/x.py").read_text() == "a\nB\nc\n"
 
 
-def test_first_hunk_needs_no_header(fs: ContainerFS, root: Path) -> None:
+def test_first_hunk_needs_no_header(workspace: Workspace, root: Path) -> None:
     (root / "app/x.py").write_text("a\nb\n")
-    update(fs, "app/x.py", " a\n+inserted\n b\n")
+    update(workspace, "app/x.py", " a\n+inserted\n b\n")
     assert (root / "app/x.py").read_text() == "a\ninserted\nb\n"
 
 
-def test_multiple_hunks_apply_in_order(fs: ContainerFS, root: Path) -> None:
+def test_multiple_hunks_apply_in_order(workspace: Workspace, root: Path) -> None:
     (root / "app/x.py").write_text("".join(f"line {i}\n" for i in range(1, 21)))
     diff = "@@\n line 2\n-line 3\n+LINE 3\n line 4\n@@\n line 17\n+extra\n line 18\n"
-    update(fs, "/app/x.py", diff)
+    update(workspace, "/app/x.py", diff)
     lines = (root / "app/x.py").read_text().splitlines()
     assert lines[2] == "LINE 3" and lines[17] == "extra" and lines[18] == "line 18" and len(lines) == 21
 
 
-def test_stacked_anchors_pick_the_method_of_the_second_class(fs: ContainerFS, root: Path) -> None:
+def test_stacked_anchors_pick_the_method_of_the_second_class(workspace: Workspace, root: Path) -> None:
     (root / "app/x.py").write_text(SOURCE)
-    update(fs, "/app/x.py", "@@ class B:\n@@     def run(self):\n-        return 1\n+        return 2\n")
+    update(workspace, "/app/x.py", "@@ class B:\n@@     def run(self):\n-        return 1\n+        return 2\n")
     at = SOURCE.rindex("return 1")
     assert (root / "app/x.py").read_text() == SOURCE[:at] + "return 2" + SOURCE[at + len("return 1"):]
 
 
-def test_a_missing_stacked_anchor_is_an_error_naming_it(fs: ContainerFS, root: Path) -> None:
+def test_a_missing_stacked_anchor_is_an_error_naming_it(workspace: Workspace, root: Path) -> None:
     (root / "app/x.py").write_text(SOURCE)
     with pytest.raises(PatchError) as info:
-        update(fs, "/app/x.py", "@@ class C:\n@@     def run(self):\n-        return 1\n+        return 2\n")
+        update(workspace, "/app/x.py", "@@ class C:\n@@     def run(self):\n-        return 1\n+        return 2\n")
     assert "Hunk 1 (diff line 1): the '@@ class C:' line was not found in the file." in info.value.message
     assert "line 9 (lines marked '!' differ):\n!     9 | class B:" in info.value.message
     assert (root / "app/x.py").read_text() == SOURCE
@@ -119,9 +124,9 @@ def test_a_single_unknown_anchor_is_ignored_like_the_sdk_does() -> None:
     assert apply_update("a\nb\n", "@@ not in the file\n a\n-b\n+c\n") == "a\nc\n"
 
 
-def test_bare_header_and_anchor_with_trailing_spaces_match(fs: ContainerFS, root: Path) -> None:
+def test_bare_header_and_anchor_with_trailing_spaces_match(workspace: Workspace, root: Path) -> None:
     (root / "app/x.py").write_text(SOURCE)
-    update(fs, "/app/x.py", "@@ class B:   \n@@\n     def run(self):\n-        return 1\n+        return 3\n")
+    update(workspace, "/app/x.py", "@@ class B:   \n@@\n     def run(self):\n-        return 1\n+        return 3\n")
     assert (root / "app/x.py").read_text().endswith("class B:\n    def run(self):\n        return 3\n")
 
 
@@ -147,12 +152,12 @@ def test_exact_match_wins_over_an_earlier_fuzzy_one() -> None:
     assert apply_update("  a\nb\na\nc\n", "@@\n-a\n+A\n") == "  a\nb\nA\nc\n"
 
 
-def test_a_failing_hunk_names_itself_and_shows_the_closest_region(fs: ContainerFS, root: Path) -> None:
+def test_a_failing_hunk_names_itself_and_shows_the_closest_region(workspace: Workspace, root: Path) -> None:
     (root / "app/x.py").write_text(SOURCE)
     diff = ("@@ class A:\n     def run(self):\n-        return 1\n+        return 5\n"
             "@@ class B:\n     def run(self):\n-        return 10\n+        return 20\n")
     with pytest.raises(PatchError) as info:
-        update(fs, "/app/x.py", diff)
+        update(workspace, "/app/x.py", diff)
     message = info.value.message
     assert message.startswith("Could not update /app/x.py. Hunk 2 (diff line 5) did not apply")
     assert "found in the file after line 9:\n  |     def run(self):\n  |         return 10\n" in message
@@ -187,33 +192,33 @@ def test_malformed_diffs_name_the_diff_line(diff: str, pattern: str | None) -> N
         apply_update("a\nb\n", diff)
 
 
-def test_update_of_a_missing_file_fails(fs: ContainerFS) -> None:
+def test_update_of_a_missing_file_fails(workspace: Workspace) -> None:
     with pytest.raises(PatchError, match=r"Cannot update /app/nope.py: no such file\. Use a create_file"):
-        update(fs, "/app/nope.py", "@@\n+x\n")
+        update(workspace, "/app/nope.py", "@@\n+x\n")
 
 
-def test_update_of_a_directory_fails(fs: ContainerFS) -> None:
+def test_update_of_a_directory_fails(workspace: Workspace) -> None:
     with pytest.raises(PatchError, match=r"Cannot apply the update_file operation to /app: .*not a regular file"):
-        update(fs, "/app", "@@\n+x\n")
+        update(workspace, "/app", "@@\n+x\n")
 
 
-def test_crlf_files_stay_crlf(fs: ContainerFS, root: Path) -> None:
+def test_crlf_files_stay_crlf(workspace: Workspace, root: Path) -> None:
     (root / "app/w.txt").write_bytes(b"one\r\ntwo\r\nthree\r\n")
-    update(fs, "/app/w.txt", "@@\n one\n-two\n+2\n+2b\n three\n")
+    update(workspace, "/app/w.txt", "@@\n one\n-two\n+2\n+2b\n three\n")
     assert (root / "app/w.txt").read_bytes() == b"one\r\n2\r\n2b\r\nthree\r\n"
 
 
-def test_utf8_bom_is_kept_and_ignored_for_matching(fs: ContainerFS, root: Path) -> None:
+def test_utf8_bom_is_kept_and_ignored_for_matching(workspace: Workspace, root: Path) -> None:
     (root / "app/b.txt").write_bytes("\ufefffirst\nsecond\n".encode())
-    update(fs, "/app/b.txt", "@@\n-first\n+1st\n")
+    update(workspace, "/app/b.txt", "@@\n-first\n+1st\n")
     assert (root / "app/b.txt").read_bytes() == "\ufeff1st\nsecond\n".encode()
 
 
-def test_executable_bit_survives_an_update(fs: ContainerFS, root: Path) -> None:
+def test_executable_bit_survives_an_update(workspace: Workspace, root: Path) -> None:
     script = root / "app/run.sh"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(0o755)
-    update(fs, "/app/run.sh", "@@\n-echo hi\n+echo bye\n")
+    update(workspace, "/app/run.sh", "@@\n-echo hi\n+echo bye\n")
     assert stat.S_IMODE(script.stat().st_mode) == 0o755 and script.read_text().endswith("echo bye\n")
 
 
@@ -221,25 +226,25 @@ def test_executable_bit_survives_an_update(fs: ContainerFS, root: Path) -> None:
     (b"\x00\x01binary", r"it is a binary file"),
     (b"caf\xe9\n", r"it is not UTF-8 text"),
 ])
-def test_binary_and_non_utf8_files_are_refused(fs: ContainerFS, root: Path, content: bytes, pattern: str) -> None:
+def test_binary_and_non_utf8_files_are_refused(workspace: Workspace, root: Path, content: bytes, pattern: str) -> None:
     (root / "app/f").write_bytes(content)
     with pytest.raises(PatchError, match=pattern):
-        update(fs, "/app/f", "@@\n+x\n")
+        update(workspace, "/app/f", "@@\n+x\n")
     assert (root / "app/f").read_bytes() == content
 
 
-def test_huge_files_are_refused(fs: ContainerFS, root: Path) -> None:
+def test_huge_files_are_refused(workspace: Workspace, root: Path) -> None:
     with open(root / "app/big.log", "wb") as handle:
         handle.truncate(10 * 1024 * 1024 + 1)
     with pytest.raises(PatchError, match=r"the file is too large \(10485761 bytes; the limit is 10485760\)"):
-        update(fs, "/app/big.log", "@@\n+x\n")
+        update(workspace, "/app/big.log", "@@\n+x\n")
 
 
 # --- delete_file and the operation envelope ---------------------------------------------------
 
-def test_delete_removes_the_file(fs: ContainerFS, root: Path) -> None:
+def test_delete_removes_the_file(workspace: Workspace, root: Path) -> None:
     (root / "app/old.py").write_text("x\n")
-    assert apply_operation(fs, {"type": "delete_file", "path": "/app/old.py"}) == "Deleted /app/old.py"
+    assert apply(workspace, {"type": "delete_file", "path": "/app/old.py"}) == "Deleted /app/old.py"
     assert not (root / "app/old.py").exists()
 
 
@@ -247,9 +252,9 @@ def test_delete_removes_the_file(fs: ContainerFS, root: Path) -> None:
     ("/app/missing.py", "Cannot delete /app/missing.py: no such file."),
     ("/app", "Cannot delete /app: it is a directory."),
 ])
-def test_delete_of_a_missing_file_or_a_directory_fails(fs: ContainerFS, path: str, message: str) -> None:
+def test_delete_of_a_missing_file_or_a_directory_fails(workspace: Workspace, path: str, message: str) -> None:
     with pytest.raises(PatchError) as info:
-        apply_operation(fs, {"type": "delete_file", "path": path})
+        apply(workspace, {"type": "delete_file", "path": path})
     assert info.value.message == message
 
 
@@ -258,9 +263,9 @@ def test_delete_of_a_missing_file_or_a_directory_fails(fs: ContainerFS, path: st
     ({"type": "update_file", "path": "/app/x"}, r"The update_file operation for /app/x has no diff\."),
     ({"type": "create_file", "path": "", "diff": "+x"}, r"The operation has no path\."),
 ])
-def test_bad_operations_are_refused(fs: ContainerFS, operation: dict[str, object], pattern: str) -> None:
+def test_bad_operations_are_refused(workspace: Workspace, operation: dict[str, object], pattern: str) -> None:
     with pytest.raises(PatchError, match=pattern):
-        apply_operation(fs, operation)
+        apply(workspace, operation)
 
 
 # --- symlinks planted in the container cannot reach host files --------------------------------
@@ -273,40 +278,41 @@ def host_file(tmp_path: Path) -> Path:
     return secret
 
 
-def test_symlink_to_a_host_file_is_neither_read_nor_written(fs: ContainerFS, root: Path, host_file: Path) -> None:
+def test_symlink_to_a_host_file_is_neither_read_nor_written(workspace: Workspace, root: Path, host_file: Path) -> None:
     link = root / "app/evil.txt"
     link.symlink_to(host_file)  # absolute host path: resolves inside the root, where it does not exist
     with pytest.raises(PatchError, match="no such file"):
-        update(fs, "/app/evil.txt", "@@\n-host secret\n+pwned\n")
+        update(workspace, "/app/evil.txt", "@@\n-host secret\n+pwned\n")
     with pytest.raises(PatchError, match="no such file"):
-        apply_operation(fs, {"type": "delete_file", "path": "/app/evil.txt"})
-    apply_operation(fs, {"type": "create_file", "path": "/app/evil.txt", "diff": "+mine\n"})
+        apply(workspace, {"type": "delete_file", "path": "/app/evil.txt"})
+    apply(workspace, {"type": "create_file", "path": "/app/evil.txt", "diff": "+mine\n"})
     assert host_file.read_text() == "host secret\n"
     assert not link.is_symlink() and link.read_text() == "mine\n"
 
 
-def test_relative_symlink_climbing_out_stays_in_the_root(fs: ContainerFS, root: Path, host_file: Path) -> None:
+def test_relative_symlink_climbing_out_stays_in_the_root(workspace: Workspace, root: Path, host_file: Path) -> None:
     (root / "app/up.txt").symlink_to("../../../../../../../../" + str(host_file).lstrip("/"))
     with pytest.raises(PatchError, match="no such file"):
-        update(fs, "/app/up.txt", "@@\n-host secret\n+pwned\n")
+        update(workspace, "/app/up.txt", "@@\n-host secret\n+pwned\n")
     assert host_file.read_text() == "host secret\n"
 
 
-def test_symlinked_directory_to_the_host_cannot_receive_files(fs: ContainerFS, root: Path, host_file: Path) -> None:
+def test_symlinked_directory_to_the_host_cannot_receive_files(workspace: Workspace, root: Path,
+                                                              host_file: Path) -> None:
     (root / "app/hostdir").symlink_to(host_file.parent, target_is_directory=True)
     with pytest.raises(PatchError):
-        apply_operation(fs, {"type": "create_file", "path": "/app/hostdir/planted.txt", "diff": "+x\n"})
+        apply(workspace, {"type": "create_file", "path": "/app/hostdir/planted.txt", "diff": "+x\n"})
     with pytest.raises(PatchError):
-        update(fs, "/app/hostdir/secret.txt", "@@\n-host secret\n+pwned\n")
+        update(workspace, "/app/hostdir/secret.txt", "@@\n-host secret\n+pwned\n")
     assert sorted(p.name for p in host_file.parent.iterdir()) == ["secret.txt"]
     assert host_file.read_text() == "host secret\n"
 
 
-def test_symlink_inside_the_root_is_read_through(fs: ContainerFS, root: Path) -> None:
+def test_symlink_inside_the_root_is_read_through(workspace: Workspace, root: Path) -> None:
     (root / "etc").mkdir()
     (root / "etc/conf").write_text("a=1\n")
     (root / "app/conf").symlink_to("/etc/conf")  # absolute container path, resolved in the root
-    update(fs, "/app/conf", "@@\n-a=1\n+a=2\n")
+    update(workspace, "/app/conf", "@@\n-a=1\n+a=2\n")
     assert (root / "app/conf").read_text() == "a=2\n"
 
 

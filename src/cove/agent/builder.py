@@ -2,6 +2,7 @@
 
 The event grammar follows the ``openai`` SDK exactly: lifecycle events carry the whole response;
 every output item is ``added`` once and ``done`` once, with its content parts and deltas between.
+Hosted tools stream into it through ``cove.tools.events.EventSink``, which it implements.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class ResponseBuilder:
     async def done_item(self, item: dict[str, Any]) -> None:
         await self._emit({"type": "response.output_item.done", "output_index": self.output.index(item),
                           "item": copy.deepcopy(item)})
+
+    def index_of(self, item: dict[str, Any]) -> int:
+        return self.output.index(item)
 
     async def text(self, delta: str) -> None:
         item = self._open

@@ -45,21 +45,16 @@ def model_request(turn: Turn) -> ModelRequest:
     return ModelRequest(
         model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context, native),
         instructions=params.instructions, tools=turn.toolbox.model_tools(native),
-        tool_choice=_tool_choice(params, native, turn.tools_ran),
+        tool_choice=_tool_choice(params.tool_choice, native, turn.tools_ran),
         parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=params.max_output_tokens,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
         reasoning=params.reasoning, user=params.safety_identifier or params.user)
 
 
-def _tool_choice(params: CreateParams, native: bool, tools_ran: bool) -> str | dict[str, Any] | None:
-    choice = params.tool_choice
+def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: bool) -> str | dict[str, Any] | None:
     if tools_ran and choice is not None and choice != "none":
         return "auto"
-    if native:
-        return choice
-    if isinstance(choice, dict) and choice.get("type") in ("shell", "local_shell", "apply_patch", "code_interpreter"):
-        return {"type": "function", "name": choice["type"]}  # hosted tools are functions upstream
-    return choice
+    return Toolbox.choice(choice, native)
 
 
 def fit_context(turn: Turn) -> ModelRequest:
@@ -182,7 +177,7 @@ async def _to_client_items(turn: Turn, builder: ResponseBuilder, calls: dict[int
 
 async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None:
     assert turn.workspace is not None, "a request with hosted tools has a workspace"
-    run = ToolRun(turn.workspace, builder)
+    run = ToolRun(turn.workspace, builder)  # the builder is the tools' event sink
     items: list[tuple[HostedTool, dict[str, Any]]] = []
     for tool, call_id, arguments in step.hosted:
         try:
@@ -203,7 +198,7 @@ async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None
 async def _refuse(turn: Turn, builder: ResponseBuilder, tool: HostedTool, call_id: str, arguments: str,
                   message: str) -> None:
     """Arguments that do not fit the tool: the model sees why, as a function result, and can retry."""
-    call = {"type": "function_call", "call_id": call_id, "name": tool.function_name, "arguments": arguments,
+    call = {"type": "function_call", "call_id": call_id, "name": tool.name, "arguments": arguments,
             "status": "completed"}
     output = {"type": "function_call_output", "call_id": call_id, "output": f"Error: {message}"}
     await builder.item(call)

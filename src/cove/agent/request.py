@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import re
 import time
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cove.egress.policy import parse_network_policy
-from cove.errors import InvalidRequest, NotFound
+from cove.errors import InvalidRequest
+from cove.tools.toolbox import Toolbox
 
 INCLUDABLE = {
     "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
     "message.input_image.image_url", "computer_call_output.output.image_url", "code_interpreter_call.outputs",
     "reasoning.encrypted_content", "message.output_text.logprobs",
 }
-_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 class CreateParams(BaseModel):
@@ -92,65 +91,23 @@ class CreateParams(BaseModel):
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not isinstance(fmt.get("schema"), dict):
             raise InvalidRequest("text.format.schema is required for json_schema.", param="text.format.schema")
 
+    @cached_property
+    def toolbox(self) -> Toolbox:
+        """The request's tools, each parsed against its tool's schema (a 400 names the first bad one)."""
+        return Toolbox(self.tools)
+
     def _check_tools(self) -> None:
-        names = set()
-        for index, tool in enumerate(self.tools):
-            kind = tool.get("type")
-            if kind == "shell":
-                _check_environment(tool.get("environment"), f"tools[{index}].environment")
-                continue
-            if kind in ("local_shell", "apply_patch", "text_editor_20250429"):
-                continue
-            if kind == "code_interpreter":
-                _check_interpreter_container(tool.get("container", "auto"), f"tools[{index}].container")
-                continue
-            if kind != "function":
-                raise InvalidRequest(f"Tool type {kind!r} is not supported by this server.",
-                                     param=f"tools[{index}].type", code="invalid_value")
-            name = tool.get("name")
-            if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
-                raise InvalidRequest("Function names must be 1-64 characters of a-z, A-Z, 0-9, _ and -.",
-                                     param=f"tools[{index}].name", code="invalid_value")
-            names.add(name)
+        self.toolbox.check()
         choice = self.tool_choice
         if isinstance(choice, str) and choice not in ("none", "auto", "required"):
             raise InvalidRequest("tool_choice must be none, auto, required or a tool.", param="tool_choice",
                                  code="invalid_value")
         if choice == "required" and not self.tools:
             raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")
-        if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name") not in names:
+        if (isinstance(choice, dict) and choice.get("type") == "function"
+                and choice.get("name") not in self.toolbox.function_names):
             raise InvalidRequest(f"tool_choice names a function that is not in tools: {choice.get('name')!r}.",
                                  param="tool_choice", code="invalid_value")
-
-
-def _check_environment(environment: Any, param: str) -> None:
-    if environment is None:
-        return
-    kind = environment.get("type") if isinstance(environment, dict) else None
-    if kind not in ("container_auto", "container_reference", "local"):
-        raise InvalidRequest("environment.type must be container_auto, container_reference or local.",
-                             param=f"{param}.type", code="invalid_value")
-    if kind == "container_reference" and not environment.get("container_id"):
-        raise InvalidRequest("container_reference needs container_id.", param=f"{param}.container_id")
-    if kind == "container_auto" and environment.get("file_ids"):
-        raise NotFound(f"No file found with id '{environment['file_ids'][0]}'.",
-                             param=f"{param}.file_ids", code="file_not_found")
-    policy = environment.get("network_policy")
-    if policy is not None:
-        parse_network_policy(policy, f"{param}.network_policy")
-    memory = environment.get("memory_limit")
-    if memory is not None and memory not in ("1g", "4g", "16g", "64g"):
-        raise InvalidRequest("memory_limit must be 1g, 4g, 16g or 64g.", param=f"{param}.memory_limit",
-                             code="invalid_value")
-
-
-def _check_interpreter_container(container: Any, param: str) -> None:
-    if isinstance(container, str):
-        return  # "auto" or a container id (checked when the response starts)
-    if not isinstance(container, dict) or container.get("type") != "auto":
-        raise InvalidRequest("container must be 'auto', a container id or {'type': 'auto', ...}.", param=param,
-                             code="invalid_value")
-    _check_environment({**container, "type": "container_auto"}, param)
 
 
 def check_metadata(metadata: dict[str, str] | None) -> None:

@@ -1,24 +1,34 @@
 """The sandbox protocol: what the rest of Cove may ask of a container, and nothing about how.
 
 ``SandboxEngine`` owns where containers live (their layers, runtime state and limits); a
-``Sandbox`` is one container: run commands, reach its files, stop it. The Linux engine in
-``sandbox/linux`` is the implementation Cove ships.
+``Sandbox`` is one container: run commands, reach its files, stop it; ``Files`` are its files as
+the host reaches them. The Linux engine in ``sandbox/linux`` is the implementation Cove ships;
+``cove.testing`` has an in-memory one for tests of the layers above.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from cove.egress.policy import EgressPolicy
-from cove.sandbox.fs import ContainerFS
+from cove.errors import InvalidRequest
 
 MEMORY_TIERS = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
 """Memory limits as OpenAI names them."""
+
+
+def memory_bytes(tier: str) -> int:
+    try:
+        return MEMORY_TIERS[tier]
+    except KeyError:
+        raise InvalidRequest(f"Invalid memory_limit {tier!r}: expected one of {', '.join(MEMORY_TIERS)}.",
+                             param="memory_limit") from None
 
 
 class ExitOutcome(BaseModel):
@@ -65,6 +75,70 @@ class Limits:
     """None: loopback only. A policy: an egress proxy on the container's loopback, allowing its domains."""
 
 
+def normalize_path(path: str) -> PurePosixPath:
+    """An absolute, lexically clean container path; refuses what no sane client sends."""
+    if not path or "\x00" in path or len(path) > 4096:
+        raise InvalidRequest("Invalid path.", param="path")
+    clean = PurePosixPath("/", path)
+    if any(part in ("..", ".") for part in clean.parts):
+        raise InvalidRequest(f"Path {path!r} may not contain '..' or '.' components.", param="path")
+    return clean
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    size: int
+    is_dir: bool
+    mtime: float
+
+
+@dataclass(frozen=True)
+class FileContent:
+    data: bytes
+    mode: int
+    """Permission bits, so that a rewrite can keep them (an executable stays executable)."""
+
+
+class Files(abc.ABC):
+    """A container's files as the host reaches them, whether it runs or not.
+
+    Paths are container paths, resolved as if the container's root were ``/``: nothing planted
+    inside (``..``, symlinks) leads outside. Errors are Cove's: ``NotFound`` for a missing path,
+    ``InvalidRequest`` for a path that cannot be used, ``Conflict`` for a directory where a file
+    is expected.
+    """
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> Entry | None:
+        """The entry at ``path`` (symlinks followed inside the container), or None."""
+
+    @abc.abstractmethod
+    async def read(self, path: str, limit: int) -> FileContent:
+        """A regular file whole; one larger than ``limit`` bytes is refused (``InvalidRequest``)."""
+
+    @abc.abstractmethod
+    async def stream(self, path: str) -> tuple[int, AsyncIterator[bytes]]:
+        """A regular file's size and its bytes, opened now (so a missing file fails here)."""
+
+    @abc.abstractmethod
+    async def write(self, path: str, chunks: Iterable[bytes], mode: int | None = None) -> int:
+        """Atomically replaces ``path`` (parents made, owned by container root); returns its size."""
+
+    @abc.abstractmethod
+    async def delete(self, path: str) -> None:
+        """Removes a file; a missing one is fine, a directory is a ``Conflict``."""
+
+    @abc.abstractmethod
+    async def list_dir(self, path: str, depth: int = 1, limit: int = 10_000) -> list[Entry]:
+        """Entries under the directory ``path`` down to ``depth`` levels, each directory followed by its
+        contents, by name; symlinks listed, never followed."""
+
+    @abc.abstractmethod
+    async def walk_files(self, path: str, limit: int = 10_000) -> list[Entry]:
+        """Regular files under ``path`` at any depth (none if it is missing), at most ``limit``."""
+
+
 class Sandbox(abc.ABC):
     """One container. Safe to use from many tasks at once."""
 
@@ -75,8 +149,8 @@ class Sandbox(abc.ABC):
         """Runs one command, starting the container first if it is not running."""
 
     @abc.abstractmethod
-    async def files(self) -> ContainerFS:
-        """Host-side access to the container's files (works while it is stopped too)."""
+    async def files(self) -> Files:
+        """The container's files (reachable while it is stopped too)."""
 
     @abc.abstractmethod
     async def stop(self) -> None:

@@ -21,8 +21,7 @@ from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
 from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
-from cove.sandbox.base import Command, CommandOutput, Limits, OutputCallback, Sandbox, SandboxEngine
-from cove.sandbox.fs import ContainerFS
+from cove.sandbox.base import Command, CommandOutput, Files, Limits, OutputCallback, Sandbox, SandboxEngine
 from cove.service.audit import AuditLog
 from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
@@ -232,7 +231,7 @@ class AuditedSandbox(Sandbox):
             "duration_ms": round((time.monotonic() - started) * 1000, 1)}, self._response_id)
         return result
 
-    async def files(self) -> ContainerFS:
+    async def files(self) -> Files:
         return await self._inner.files()
 
     async def stop(self) -> None:

@@ -6,7 +6,6 @@ the two, so files made by commands inside the container appear with ``source: "a
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePosixPath
@@ -16,7 +15,7 @@ from sqlalchemy import delete, select
 
 from cove.errors import NotFound
 from cove.ids import new_id
-from cove.sandbox.fs import normalize, read_chunks
+from cove.sandbox.base import normalize_path
 from cove.service.containers import ContainerService
 from cove.service.pagination import Page, paginate
 from cove.store.models import ContainerFileRow
@@ -31,10 +30,9 @@ class FileService:
 
     async def upload(self, project: str, container_id: str, filename: str, path: str | None,
                      chunks: Iterator[bytes]) -> ContainerFileRow:
-        target = str(normalize(path if path else f"{DATA_DIR}/{PurePosixPath(filename).name or 'upload'}"))
+        target = str(normalize_path(path if path else f"{DATA_DIR}/{PurePosixPath(filename).name or 'upload'}"))
         async with self.containers.use(project, container_id) as sandbox:
-            fs = await sandbox.files()
-            size = await asyncio.to_thread(fs.write, target, chunks)
+            size = await (await sandbox.files()).write(target, chunks)
         return await self._record(container_id, target, size, "user")
 
     async def _record(self, container_id: str, path: str, size: int, source: str) -> ContainerFileRow:
@@ -53,14 +51,14 @@ class FileService:
         """Registers files that appeared under /mnt/data and forgets records of vanished files."""
         async with self.containers.use(project, container_id) as sandbox:
             fs = await sandbox.files()
-            on_disk = {entry.path: entry.size for entry in fs.walk_files(DATA_DIR)}
+            on_disk = {entry.path: entry.size for entry in await fs.walk_files(DATA_DIR)}
             async with self.db.begin() as session:
                 rows = list(await session.scalars(select(ContainerFileRow).where(
                     ContainerFileRow.container_id == container_id)))
                 known = {row.path: row for row in rows}
                 for row in rows:
                     size = on_disk.get(row.path)
-                    if size is None and fs.stat(row.path) is None:
+                    if size is None and await fs.stat(row.path) is None:
                         await session.delete(row)
                     elif size is not None:
                         row.bytes = size
@@ -97,7 +95,7 @@ class FileService:
     async def delete(self, project: str, container_id: str, file_id: str) -> None:
         row = await self.get(project, container_id, file_id)
         async with self.containers.use(project, container_id) as sandbox:
-            (await sandbox.files()).delete(row.path)
+            await (await sandbox.files()).delete(row.path)
         async with self.db.begin() as session:
             await session.execute(delete(ContainerFileRow).where(ContainerFileRow.id == row.id))
 
@@ -105,7 +103,4 @@ class FileService:
         """The file's size and a stream of its bytes, opened now (so a missing file fails early)."""
         row = await self.get(project, container_id, file_id)
         async with self.containers.use(project, container_id) as sandbox:
-            fs = await sandbox.files()
-            with fs.open_read(row.path) as (_fd, size):
-                pass
-        return size, read_chunks(fs, row.path)
+            return await (await sandbox.files()).stream(row.path)

@@ -31,10 +31,9 @@ from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
 from cove.service.runs import Run
 from cove.service.secrets import network_limits
+from cove.service.workspace import ContainerWorkspace
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
-from cove.tools.toolbox import Toolbox
-from cove.tools.workspace import Workspace
 from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -120,15 +119,15 @@ class ResponseService:
         """Everything the loop needs: history, the model, the tools and the container they use."""
         earlier = await self._history(session, run.project, params)
         model, upstream_model = self.models.resolve(params.model)
-        toolbox = Toolbox(params.tools)
+        toolbox = params.toolbox
         workspace = None
         if toolbox.needs_container:
-            workspace = await self._workspace(session, run, params, toolbox)
+            workspace = await self._workspace(session, run, params)
         return Turn(model, upstream_model, params, [*earlier, *run.input_items], toolbox, workspace)
 
-    async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams, toolbox: Toolbox) -> Workspace:
+    async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""
-        environment = toolbox.environment()
+        environment = params.toolbox.environment()
         named = params.container_id or (environment.get("container_id")
                                         if environment.get("type") == "container_reference" else None)
         followed = None if named else await history.last_container(session, run.project, params)
@@ -143,9 +142,10 @@ class ResponseService:
         def record(new_id_: str) -> None:
             run.response["container_id"] = new_id_
 
-        return Workspace(self.containers, run.project, name=f"auto-{run.id}", container_id=container_id,
-                         auto=environment if environment.get("type") == "container_auto" else {},
-                         on_container=record, files=self.files, response_id=run.id)
+        return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
+                                  container_id=container_id,
+                                  auto=environment if environment.get("type") == "container_auto" else {},
+                                  on_container=record)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:
         if params.previous_response_id:

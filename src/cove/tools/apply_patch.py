@@ -6,11 +6,12 @@ which hunk or context did not match, so the model can retry.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+from openai.types.responses import ApplyPatchToolParam
 
 from cove.ids import new_id
-from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
+from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun
 from cove.tools.v4a import PatchError, apply_operation
 from cove.tools.workspace import Workspace
 
@@ -21,15 +22,22 @@ _DESCRIPTION = (
     "starting with ' ' (context), '-' (remove) or '+' (add). delete_file: no diff.")
 
 
+class ApplyPatchConfig(ToolConfig):
+    type: Literal["apply_patch"]
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+
+
 class ApplyPatchTool(HostedTool):
-    tool_type = "apply_patch"
-    function_name = "apply_patch"
+    types = ("apply_patch",)
+    config = ApplyPatchConfig
+    sdk_type: ClassVar[type | None] = ApplyPatchToolParam
+    name = "apply_patch"
     call_type = "apply_patch_call"
     output_type = "apply_patch_call_output"
     native_form: ClassVar[dict[str, Any] | None] = {"type": "apply_patch"}
 
-    def function(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "function", "name": self.function_name, "description": _DESCRIPTION, "parameters": {
+    def function(self, config: ToolConfig) -> dict[str, Any]:
+        return {"type": "function", "name": self.name, "description": _DESCRIPTION, "parameters": {
             "type": "object", "properties": {
                 "type": {"type": "string", "enum": list(_OPERATIONS)},
                 "path": {"type": "string", "description": "Absolute path in the container."},
@@ -45,21 +53,19 @@ class ApplyPatchTool(HostedTool):
         if kind != "delete_file" and not isinstance(operation.get("diff"), str):
             raise ToolArgumentsError(f"{kind} needs a `diff`.")
         clean = {"type": kind, "path": path, **({"diff": operation["diff"]} if kind != "delete_file" else {})}
-        await workspace.container_id_now()
+        await workspace.container_id()
         return {"id": new_id("apc"), "type": self.call_type, "call_id": call_id, "operation": clean,
                 "status": "in_progress"}
 
     async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
-        async with run.workspace.sandbox() as sandbox:
-            fs = await sandbox.files()
-            try:
-                message = await asyncio.to_thread(apply_operation, fs, call["operation"])
-                status = "completed"
-            except PatchError as exc:
-                message, status = str(exc), "failed"
+        try:
+            message = await apply_operation(run.workspace, call["operation"])
+            status = "completed"
+        except PatchError as exc:
+            message, status = str(exc), "failed"
         output = {"id": new_id("apo"), "type": self.output_type, "call_id": call["call_id"], "status": status,
                   "output": message}
-        await run.builder.item(output)
+        await run.events.item(output)
         return output
 
     def output_text(self, output: dict[str, Any]) -> str:

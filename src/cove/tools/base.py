@@ -1,8 +1,13 @@
-"""The hosted-tool protocol: how a tool the server runs looks to the model, to the client and to the loop.
+"""What a tool is to Cove, declared once in the tool's own module and registered in ``registry.py``.
 
-A chat upstream only knows functions, so each hosted tool is offered as a function with a clear
-description; its call becomes the tool's own item (``shell_call`` ...) in the response, and in the
-next model turn's context it is a function call again.
+    Tool          a ``type`` a request's ``tools`` may name: its schema, how a Chat Completions
+    │             model sees it, whether it runs here or on the client, its item types
+    └── HostedTool  runs here, in the response's container: its call item, stream events and output
+
+A chat upstream only knows functions, so every tool is offered as a function with a clear
+description; a hosted call becomes the tool's own item (``shell_call`` ...) in the response, and in
+the next model turn's context it is a function call again. A Responses upstream that knows a tool
+(``native_form``) gets it in its own shape and answers with its own call items.
 """
 
 from __future__ import annotations
@@ -14,12 +19,123 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from cove.agent.builder import ResponseBuilder
+from pydantic import BaseModel, ConfigDict
+
 from cove.ids import new_id
+from cove.tools.events import EventSink
 from cove.tools.workspace import Workspace
 
 T = TypeVar("T")
 Q = TypeVar("Q")
+
+
+class ToolConfig(BaseModel):
+    """One entry of a request's ``tools``. A tool's schema lists every field the ``openai`` SDK's param
+    type declares for it (``sdk_type``), plus Cove's documented extensions; anything else is refused."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: str
+
+
+class ToolArgumentsError(ValueError):
+    """The model's arguments do not fit the tool; the message is shown to the model."""
+
+
+@dataclass
+class ToolRun:
+    """What a hosted call runs with: the container, and the response it streams into."""
+
+    workspace: Workspace
+    events: EventSink
+
+
+class Tool(abc.ABC):
+    types: ClassVar[tuple[str, ...]]
+    """The request ``type`` names it answers to (the first is its own; later ones are aliases)."""
+    config: ClassVar[type[ToolConfig]]
+    """Its request schema."""
+    sdk_type: ClassVar[type | None] = None
+    """The ``openai`` SDK param type its schema mirrors (a test keeps the two in step); None: Cove's own."""
+    name: ClassVar[str]
+    """The function a chat model calls (function tools: the name the request gives)."""
+    call_type: ClassVar[str]
+    """The item type of its calls in a response's ``output``."""
+    output_type: ClassVar[str]
+    """The item type of a call's result (the same as ``call_type`` when one item holds both)."""
+    native_form: ClassVar[dict[str, Any] | None] = None
+    """The tool as a Responses upstream runs it client-side (it answers with ``call_type`` items)."""
+
+    def function_name(self, config: ToolConfig) -> str:
+        return self.name
+
+    @abc.abstractmethod
+    def function(self, config: ToolConfig) -> dict[str, Any]:
+        """The function tool a Chat Completions model is offered."""
+
+    def check(self, config: ToolConfig, param: str) -> None:  # noqa: B027 - most schemas say it all
+        """Rules the schema cannot express; failures name ``param`` (``tools[i]``) plus the field."""
+
+    def hosted(self, config: ToolConfig) -> bool:
+        """Whether Cove runs its calls (else the response ends with the call, for the client to run)."""
+        return False
+
+    def choice(self, choice: dict[str, Any]) -> dict[str, Any]:
+        """A ``tool_choice`` naming this tool, as a chat model is told it (the function to call)."""
+        return {"type": "function", "name": self.name}
+
+    def client_item(self, call_id: str, arguments: str) -> dict[str, Any] | None:
+        """A call the client runs in the tool's own item shape; None keeps the streamed ``function_call``."""
+        return None
+
+    @abc.abstractmethod
+    def model_context(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """One of its items (``call_type`` or ``output_type``) as a chat model reads it back."""
+
+    def as_native(self, item: dict[str, Any]) -> dict[str, Any]:
+        """One of its items for a Responses upstream: where the tool ran is Cove's business, not the model's."""
+        if item.get("type") == self.call_type and "environment" in item:
+            return {**item, "environment": {"type": "local"}}
+        return item
+
+
+class HostedTool(Tool):
+    def hosted(self, config: ToolConfig) -> bool:
+        return True
+
+    def environment(self, config: ToolConfig) -> dict[str, Any] | None:
+        """The container it asks for (``container_auto`` options or a ``container_reference``); None: any."""
+        return None
+
+    @abc.abstractmethod
+    async def call_item(self, call_id: str, arguments: dict[str, Any], workspace: Workspace) -> dict[str, Any]:
+        """The response item for a call (raises ``ToolArgumentsError`` for arguments that do not fit)."""
+
+    async def emit_call(self, call: dict[str, Any], run: ToolRun) -> None:
+        """Puts the call in the response (added, then done)."""
+        call["status"] = "completed"
+        await run.events.item(call)
+
+    @abc.abstractmethod
+    async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
+        """Runs the call in the container and returns its output item (already emitted)."""
+
+    def function_arguments(self, call: dict[str, Any]) -> dict[str, Any]:
+        """The call item's arguments as the model wrote them (for the next turn's context)."""
+        return dict(call.get("action") or call.get("operation") or {})
+
+    def output_text(self, output: dict[str, Any]) -> str:
+        """The output item as the text a model reads back."""
+        return json.dumps(output.get("output"), ensure_ascii=False)
+
+    def model_context(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        context = []
+        if item.get("type") == self.call_type:
+            context.append({"type": "function_call", "id": item.get("id", new_id("fc")), "call_id": item["call_id"],
+                            "name": self.name, "arguments": json.dumps(self.function_arguments(item))})
+        if item.get("type") == self.output_type:  # one item may hold the call and its outputs
+            context.append({"type": "function_call_output", "id": item.get("id", new_id("fco")),
+                            "call_id": item["call_id"], "output": self.output_text(item)})
+        return context
 
 
 async def relay(work: Awaitable[T], queue: asyncio.Queue[Q], emit: Callable[[Q], Awaitable[None]]) -> T:
@@ -37,63 +153,10 @@ async def relay(work: Awaitable[T], queue: asyncio.Queue[Q], emit: Callable[[Q],
         return task.result()
 
 
-class ToolArgumentsError(ValueError):
-    """The model's arguments do not fit the tool; the message is shown to the model."""
-
-
-@dataclass
-class ToolRun:
-    """What a tool call runs with: the container and the response being built."""
-
-    workspace: Workspace
-    builder: ResponseBuilder
-
-
-class HostedTool(abc.ABC):
-    tool_type: str
-    """The ``type`` in the request's ``tools``."""
-    function_name: str
-    """The function a chat upstream sees."""
-    call_type: str
-    output_type: str
-    native_form: ClassVar[dict[str, Any] | None] = None
-    """The tool as a Responses upstream runs it client-side (it returns the calls to Cove), if any."""
-
-    def as_native(self, item: dict[str, Any]) -> dict[str, Any]:
-        """An item for a Responses upstream: where the tool ran is Cove's business, not the model's."""
-        if item.get("type") == self.call_type and "environment" in item:
-            return {**item, "environment": {"type": "local"}}
-        return item
-
-    @abc.abstractmethod
-    def function(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The function tool definition offered to upstreams that cannot run this tool natively."""
-
-    @abc.abstractmethod
-    async def call_item(self, call_id: str, arguments: dict[str, Any], workspace: Workspace) -> dict[str, Any]:
-        """The response item for a call (raises ``ToolArgumentsError`` for arguments that do not fit)."""
-
-    async def emit_call(self, call: dict[str, Any], run: ToolRun) -> None:
-        """Puts the call in the response (added, then done)."""
-        call["status"] = "completed"
-        await run.builder.item(call)
-
-    @abc.abstractmethod
-    async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
-        """Runs the call in the container and returns its output item (already emitted)."""
-
-    def function_arguments(self, call: dict[str, Any]) -> dict[str, Any]:
-        """The call item's arguments as the model wrote them (for the next turn's context)."""
-        return dict(call.get("action") or call.get("operation") or {})
-
-    def output_text(self, output: dict[str, Any]) -> str:
-        """The output item as the text a model reads back."""
-        return json.dumps(output.get("output"), ensure_ascii=False)
-
-    def as_function_call(self, call: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "function_call", "id": call.get("id", new_id("fc")), "call_id": call["call_id"],
-                "name": self.function_name, "arguments": json.dumps(self.function_arguments(call))}
-
-    def as_function_output(self, output: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "function_call_output", "id": output.get("id", new_id("fco")), "call_id": output["call_id"],
-                "output": self.output_text(output)}
+def parse_arguments(arguments: str) -> dict[str, Any]:
+    """A call's JSON arguments as an object; anything else as no arguments."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
+from openai.types.responses.tool_param import CodeInterpreter
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag
+
+from cove.errors import CoveError
 from cove.ids import new_id
-from cove.sandbox.base import Command, Sandbox
-from cove.sandbox.fs import ContainerFS
-from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
+from cove.sandbox.base import Command
+from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun
+from cove.tools.environment import ContainerAuto, MemoryLimit, auto_options, check_environment
 from cove.tools.workspace import Workspace
 
 KERNEL_DIR = "/root/.cove-kernel"
@@ -33,14 +36,53 @@ _DESCRIPTION = (
     "draw are returned as images. Save files for the user under /mnt/data (the working directory).")
 
 
+class InterpreterAuto(BaseModel):
+    """``{"type": "auto", ...}``: the ``container_auto`` options in the code interpreter's own spelling."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["auto"]
+    file_ids: list[str] | None = None
+    memory_limit: MemoryLimit | None = None
+    network_policy: dict[str, Any] | None = None
+
+
+class CodeInterpreterConfig(ToolConfig):
+    type: Literal["code_interpreter"]
+    container: Annotated[Annotated[str, Tag("id")] | Annotated[InterpreterAuto, Tag("auto")],
+                         Discriminator(lambda value: "id" if isinstance(value, str) else "auto")] = "auto"
+    """``"auto"``, a container id, or ``{"type": "auto", ...}`` with options for a new container."""
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+
+
 class CodeInterpreterTool(HostedTool):
-    tool_type = "code_interpreter"
-    function_name = "code_interpreter"
+    types = ("code_interpreter",)
+    config = CodeInterpreterConfig
+    sdk_type: ClassVar[type | None] = CodeInterpreter
+    name = "code_interpreter"
     call_type = "code_interpreter_call"
     output_type = "code_interpreter_call"
 
-    def function(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "function", "name": self.function_name, "description": _DESCRIPTION, "parameters": {
+    def environment(self, config: ToolConfig) -> dict[str, Any] | None:
+        auto = self._auto(config)
+        if auto is not None:
+            return auto_options(auto)
+        assert isinstance(config, CodeInterpreterConfig) and isinstance(config.container, str)
+        return {"type": "container_reference", "container_id": config.container}
+
+    @staticmethod
+    def _auto(config: ToolConfig) -> ContainerAuto | None:
+        """The container options as ``container_auto``; None when the request names a container."""
+        assert isinstance(config, CodeInterpreterConfig)
+        container = config.container
+        if isinstance(container, str):
+            return ContainerAuto(type="container_auto") if container == "auto" else None
+        return ContainerAuto.model_validate({**container.model_dump(exclude_none=True), "type": "container_auto"})
+
+    def check(self, config: ToolConfig, param: str) -> None:
+        check_environment(self._auto(config), f"{param}.container")
+
+    def function(self, config: ToolConfig) -> dict[str, Any]:
+        return {"type": "function", "name": self.name, "description": _DESCRIPTION, "parameters": {
             "type": "object", "properties": {"code": {"type": "string", "description": "Python code to run."}},
             "required": ["code"]}}
 
@@ -49,44 +91,42 @@ class CodeInterpreterTool(HostedTool):
         if not isinstance(code, str) or not code.strip():
             raise ToolArgumentsError("`code` must be a non-empty string of Python.")
         return {"id": new_id("ci"), "type": self.call_type, "call_id": call_id, "code": code,
-                "container_id": await workspace.container_id_now(), "outputs": None, "status": "in_progress"}
+                "container_id": await workspace.container_id(), "outputs": None, "status": "in_progress"}
 
     async def emit_call(self, call: dict[str, Any], run: ToolRun) -> None:
-        builder = run.builder
-        index = await builder.add_item(call)
+        events = run.events
+        index = await events.add_item(call)
         base = {"item_id": call["id"], "output_index": index}
-        await builder.emit({"type": "response.code_interpreter_call.in_progress", **base})
-        await builder.emit({"type": "response.code_interpreter_call_code.delta", **base, "delta": call["code"]})
-        await builder.emit({"type": "response.code_interpreter_call_code.done", **base, "code": call["code"]})
+        await events.emit({"type": "response.code_interpreter_call.in_progress", **base})
+        await events.emit({"type": "response.code_interpreter_call_code.delta", **base, "delta": call["code"]})
+        await events.emit({"type": "response.code_interpreter_call_code.done", **base, "code": call["code"]})
 
     async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
-        builder = run.builder
-        index = builder.output.index(call)
+        events, workspace = run.events, run.workspace
+        index = events.index_of(call)
         call["status"] = "interpreting"
-        await builder.emit({"type": "response.code_interpreter_call.interpreting", "item_id": call["id"],
-                            "output_index": index})
-        async with run.workspace.sandbox() as sandbox:
-            fs = await sandbox.files()
-            before = _data_files(fs)
-            outputs = await self._run_cell(sandbox, fs, call)
-            changed = sorted(path for path, stamp in _data_files(fs).items() if before.get(path) != stamp)
+        await events.emit({"type": "response.code_interpreter_call.interpreting", "item_id": call["id"],
+                           "output_index": index})
+        before = await _data_files(workspace)
+        outputs = await self._run_cell(workspace, call)
+        changed = sorted(path for path, stamp in (await _data_files(workspace)).items() if before.get(path) != stamp)
         call["outputs"] = outputs
         call["status"] = "completed"
         if changed:
-            await run.workspace.cite(changed)
-        await builder.emit({"type": "response.code_interpreter_call.completed", "item_id": call["id"],
-                            "output_index": index})
-        await builder.done_item(call)
+            await workspace.cite(changed)
+        await events.emit({"type": "response.code_interpreter_call.completed", "item_id": call["id"],
+                           "output_index": index})
+        await events.done_item(call)
         return call
 
     @staticmethod
-    async def _run_cell(sandbox: Sandbox, fs: ContainerFS, call: dict[str, Any]) -> list[dict[str, Any]]:
-        current = fs.stat(KERNEL)
+    async def _run_cell(workspace: Workspace, call: dict[str, Any]) -> list[dict[str, Any]]:
+        current = await workspace.stat(KERNEL)
         if current is None or current.size != len(_KERNEL_SOURCE):
-            fs.write(KERNEL, iter([_KERNEL_SOURCE]))
+            await workspace.write(KERNEL, _KERNEL_SOURCE)
         cell = f"{KERNEL_DIR}/cell-{call['call_id']}.py"
-        fs.write(cell, iter([call["code"].encode()]))
-        result = await sandbox.exec(Command(f"python3 {KERNEL} run {cell}", CELL_TIMEOUT_MS, 5_000_000))
+        await workspace.write(cell, call["code"].encode())
+        result = await workspace.run(Command(f"python3 {KERNEL} run {cell}", CELL_TIMEOUT_MS, 5_000_000))
         logs: list[str] = []
         images: list[dict[str, Any]] = []
         for line in result.stdout.splitlines():
@@ -99,10 +139,10 @@ class CodeInterpreterTool(HostedTool):
             elif message.get("type") == "error":
                 logs.append(str(message.get("traceback", "")))
             elif message.get("type") == "image":
-                images.append({"type": "image", "url": _data_url(fs, str(message.get("path")))})
+                images.append({"type": "image", "url": await _data_url(workspace, str(message.get("path")))})
         if result.outcome.type == "timeout":
-            await sandbox.exec(Command(f"kill -9 $(cat {KERNEL_DIR}/kernel.pid) 2>/dev/null; "
-                                       f"rm -f {KERNEL_DIR}/kernel.sock", 10_000, 1000))
+            await workspace.run(Command(f"kill -9 $(cat {KERNEL_DIR}/kernel.pid) 2>/dev/null; "
+                                        f"rm -f {KERNEL_DIR}/kernel.sock", 10_000, 1000))
             logs.append(f"\nExecution timed out after {CELL_TIMEOUT_MS // 1000} s; the session was restarted "
                         "and its variables are gone.\n")
         elif result.outcome.exit_code != 0:
@@ -122,15 +162,14 @@ class CodeInterpreterTool(HostedTool):
         return "\n".join(parts) or "(no output)"
 
 
-def _data_files(fs: ContainerFS) -> dict[str, tuple[int, float]]:
-    return {entry.path: (entry.size, entry.mtime) for entry in fs.walk_files("/mnt/data")}
+async def _data_files(workspace: Workspace) -> dict[str, tuple[int, float]]:
+    return {entry.path: (entry.size, entry.mtime) for entry in await workspace.walk_files("/mnt/data")}
 
 
-def _data_url(fs: ContainerFS, path: str) -> str:
-    with fs.open_read(path) as (fd, size):
-        if size > MAX_IMAGE_BYTES:
-            return ""
-        data = b""
-        while chunk := os.read(fd, 1 << 20):
-            data += chunk
-    return "data:image/png;base64," + base64.b64encode(data).decode()
+async def _data_url(workspace: Workspace, path: str) -> str:
+    """A figure as a PNG data URL; empty if it cannot be read or is over ``MAX_IMAGE_BYTES``."""
+    try:
+        content = await workspace.read(path, MAX_IMAGE_BYTES)
+    except CoveError:
+        return ""
+    return "data:image/png;base64," + base64.b64encode(content.data).decode()

@@ -5,7 +5,7 @@ computer-use demo of anthropic-quickstarts), since that is the behaviour Claude 
 including its quirks: ``str_replace`` and ``insert`` expand tabs in the whole file, line counts
 include the empty "line" after a trailing newline, and ``create`` refuses to overwrite.
 
-Where we differ, it is on purpose: files are reached only through ``ContainerFS`` (symlinks resolve
+Where we differ, it is on purpose: files are reached only through the workspace (symlinks resolve
 inside the container), a file with CRLF line endings keeps them when edited (the reference reads in
 universal-newline mode and writes LF), ``create`` makes missing parent directories, files over
 10 MiB are refused, and a relative path gets a useful suggestion (``/`` + path). Files are replaced
@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 
 from cove.errors import CoveError
-from cove.sandbox.fs import ContainerFS, Entry, normalize
-from cove.tools.v4a import read_bytes, write_bytes
+from cove.sandbox.base import Entry, normalize_path
+from cove.tools.v4a import MAX_FILE_BYTES
+from cove.tools.workspace import Workspace
 
 TOOL_NAME = "str_replace_based_edit_tool"
 COMMANDS = ("view", "create", "str_replace", "insert")
@@ -41,44 +42,44 @@ class EditorError(Exception):
         self.message = message
 
 
-def run_command(fs: ContainerFS, command: Mapping[str, object]) -> str:
+async def run_command(workspace: Workspace, command: Mapping[str, object]) -> str:
     """Runs one tool call's input (``command``, ``path``, ...) and returns the result text."""
     name, raw = command.get("command"), command.get("path")
     if not isinstance(raw, str) or not raw:
         raise EditorError(f"Parameter `path` is required for command: {name}")
-    path, entry = _validate(fs, str(name), raw)
+    path, entry = await _validate(workspace, str(name), raw)
     if name == "view":
-        return _view(fs, path, entry, command.get("view_range"))
+        return await _view(workspace, path, entry, command.get("view_range"))
     if name == "create":
         text = command.get("file_text")
         if not isinstance(text, str):
             raise EditorError("Parameter `file_text` is required for command: create")
-        _write(fs, path, text, crlf=False, mode=None)
+        await _write(workspace, path, text, crlf=False, mode=None)
         return f"File created successfully at: {path}"
     if name == "str_replace":
         old, new = command.get("old_str"), command.get("new_str")
         if not isinstance(old, str):
             raise EditorError("Parameter `old_str` is required for command: str_replace")
-        return _str_replace(fs, path, old, new if isinstance(new, str) else "")
+        return await _str_replace(workspace, path, old, new if isinstance(new, str) else "")
     if name == "insert":
         line, new = command.get("insert_line"), command.get("new_str")
         if line is None:
             raise EditorError("Parameter `insert_line` is required for command: insert")
         if not isinstance(new, str):
             raise EditorError("Parameter `new_str` is required for command: insert")
-        return _insert(fs, path, line, new)
+        return await _insert(workspace, path, line, new)
     raise EditorError(f"Unrecognized command {name}. The allowed commands for the {TOOL_NAME} tool are: "
                       f"{', '.join(COMMANDS)}")
 
 
-def _validate(fs: ContainerFS, command: str, raw: str) -> tuple[str, Entry | None]:
+async def _validate(workspace: Workspace, command: str, raw: str) -> tuple[str, Entry | None]:
     if not raw.startswith("/"):
         shown = PurePosixPath(raw)
         raise EditorError(f"The path {shown} is not an absolute path, it should start with `/`. "
                           f"Maybe you meant {'/' / shown}?")
     try:
-        path = str(normalize(posixpath.normpath("/" + raw.lstrip("/"))))
-        entry = fs.stat(path)
+        path = str(normalize_path(posixpath.normpath("/" + raw.lstrip("/"))))
+        entry = await workspace.stat(path)
     except CoveError as exc:
         raise EditorError(exc.message) from exc
     except OSError as exc:
@@ -92,12 +93,12 @@ def _validate(fs: ContainerFS, command: str, raw: str) -> tuple[str, Entry | Non
     return path, entry
 
 
-def _view(fs: ContainerFS, path: str, entry: Entry | None, view_range: object) -> str:
+async def _view(workspace: Workspace, path: str, entry: Entry | None, view_range: object) -> str:
     if entry is not None and entry.is_dir:
         if view_range:
             raise EditorError("The `view_range` parameter is not allowed when `path` points to a directory.")
-        return _list(fs, path)
-    content, _crlf, _mode = _read(fs, path)
+        return await _list(workspace, path)
+    content, _crlf, _mode = await _read(workspace, path)
     first = 1
     if view_range:
         if not isinstance(view_range, list | tuple) or len(view_range) != 2 or \
@@ -119,10 +120,10 @@ def _view(fs: ContainerFS, path: str, entry: Entry | None, view_range: object) -
     return _numbered(content, path, first)
 
 
-def _list(fs: ContainerFS, path: str) -> str:
+async def _list(workspace: Workspace, path: str) -> str:
     """What ``find {path} -maxdepth 2 -not -path '*/\\.*'`` prints, in name order."""
     try:
-        entries = fs.list_dir(path, depth=2)
+        entries = await workspace.list_dir(path, depth=2)
     except (CoveError, OSError) as exc:
         raise EditorError(f"find: '{path}': {getattr(exc, 'message', None) or exc}") from exc
     found = [p for p in (path, *(e.path for e in entries)) if "/." not in p]
@@ -130,8 +131,8 @@ def _list(fs: ContainerFS, path: str) -> str:
     return f"Here's the files and directories up to 2 levels deep in {path}, excluding hidden items:\n{listing}\n"
 
 
-def _str_replace(fs: ContainerFS, path: str, old: str, new: str) -> str:
-    text, crlf, mode = _read(fs, path)
+async def _str_replace(workspace: Workspace, path: str, old: str, new: str) -> str:
+    text, crlf, mode = await _read(workspace, path)
     content, old, new = text.expandtabs(), old.expandtabs(), new.expandtabs()
     occurrences = content.count(old)
     if occurrences == 0:
@@ -141,7 +142,7 @@ def _str_replace(fs: ContainerFS, path: str, old: str, new: str) -> str:
         raise EditorError(f"No replacement was performed. Multiple occurrences of old_str `{old}` in lines "
                           f"{lines}. Please ensure it is unique")
     updated = content.replace(old, new)
-    _write(fs, path, updated, crlf=crlf, mode=mode)
+    await _write(workspace, path, updated, crlf=crlf, mode=mode)
     at = content.split(old)[0].count("\n") if old else 0  # "" is unique only in an empty file
     start, end = max(0, at - SNIPPET_LINES), at + SNIPPET_LINES + new.count("\n")
     snippet = "\n".join(updated.split("\n")[start:end + 1])
@@ -149,13 +150,13 @@ def _str_replace(fs: ContainerFS, path: str, old: str, new: str) -> str:
             + "Review the changes and make sure they are as expected. Edit the file again if necessary.")
 
 
-def _insert(fs: ContainerFS, path: str, line: object, new: str) -> str:
-    text, crlf, mode = _read(fs, path)
+async def _insert(workspace: Workspace, path: str, line: object, new: str) -> str:
+    text, crlf, mode = await _read(workspace, path)
     lines, added = text.expandtabs().split("\n"), new.expandtabs().split("\n")
     if type(line) is not int or line < 0 or line > len(lines):
         raise EditorError(f"Invalid `insert_line` parameter: {line}. It should be within the range of lines of "
                           f"the file: {[0, len(lines)]}")
-    _write(fs, path, "\n".join(lines[:line] + added + lines[line:]), crlf=crlf, mode=mode)
+    await _write(workspace, path, "\n".join(lines[:line] + added + lines[line:]), crlf=crlf, mode=mode)
     snippet = lines[max(0, line - SNIPPET_LINES):line] + added + lines[line:line + SNIPPET_LINES]
     return (f"The file {path} has been edited. "
             + _numbered("\n".join(snippet), "a snippet of the edited file", max(1, line - SNIPPET_LINES + 1))
@@ -163,23 +164,23 @@ def _insert(fs: ContainerFS, path: str, line: object, new: str) -> str:
             "etc). Edit the file again if necessary.")
 
 
-def _read(fs: ContainerFS, path: str) -> tuple[str, bool, int]:
+async def _read(workspace: Workspace, path: str) -> tuple[str, bool, int]:
     """Text with universal newlines (as Python's ``read_text``), whether it had CRLF, and its mode."""
     try:
-        data, mode = read_bytes(fs, path)
-        text = data.decode()
+        content = await workspace.read(path, MAX_FILE_BYTES)
+        text = content.data.decode()
     except CoveError as exc:
         raise EditorError(f"Ran into {exc.message.rstrip('.')} while trying to read {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise EditorError(f"Ran into {exc} while trying to read {path}") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n"), "\r\n" in text, mode
+    return text.replace("\r\n", "\n").replace("\r", "\n"), "\r\n" in text, content.mode
 
 
-def _write(fs: ContainerFS, path: str, text: str, *, crlf: bool, mode: int | None) -> None:
+async def _write(workspace: Workspace, path: str, text: str, *, crlf: bool, mode: int | None) -> None:
     if crlf:
         text = text.replace("\r\n", "\n").replace("\n", "\r\n")
     try:
-        write_bytes(fs, path, text.encode(), mode)
+        await workspace.write(path, text.encode(), mode)
     except CoveError as exc:
         raise EditorError(f"Ran into {exc.message.rstrip('.')} while trying to write to {path}") from None
     except (OSError, UnicodeEncodeError) as exc:

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar, Literal
 
-from cove.agent.builder import ResponseBuilder
+from openai.types.responses import FunctionShellToolParam
+from pydantic import Field
+
 from cove.ids import new_id
-from cove.sandbox.base import Command, Sandbox
-from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun, relay
+from cove.sandbox.base import Command
+from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun, parse_arguments, relay
+from cove.tools.environment import ContainerAuto, ContainerReference, LocalEnvironment, auto_options, check_environment
+from cove.tools.events import EventSink
 from cove.tools.workspace import Workspace
 
 Stream = Literal["stdout", "stderr"]
@@ -29,15 +33,49 @@ _DESCRIPTION = (
     "output keeps its beginning and end.")
 
 
+class ShellConfig(ToolConfig):
+    type: Literal["shell"]
+    environment: ContainerAuto | ContainerReference | LocalEnvironment | None = Field(
+        default=None, discriminator="type")
+    """Where the commands run: a container (by default the chain's, else a new one) or the client."""
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+
+
 class ShellTool(HostedTool):
-    tool_type = "shell"
-    function_name = "shell"
+    types = ("shell",)
+    config = ShellConfig
+    sdk_type: ClassVar[type | None] = FunctionShellToolParam
+    name = "shell"
     call_type = "shell_call"
     output_type = "shell_call_output"
     native_form: ClassVar[dict[str, Any] | None] = {"type": "shell", "environment": {"type": "local"}}
 
-    def function(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "function", "name": self.function_name, "description": _DESCRIPTION, "parameters": {
+    def hosted(self, config: ToolConfig) -> bool:
+        return not isinstance(self._environment(config), LocalEnvironment)
+
+    def environment(self, config: ToolConfig) -> dict[str, Any] | None:
+        environment = self._environment(config)
+        if isinstance(environment, ContainerAuto):
+            return auto_options(environment)
+        return environment.model_dump() if environment is not None else None
+
+    @staticmethod
+    def _environment(config: ToolConfig) -> ContainerAuto | ContainerReference | LocalEnvironment | None:
+        assert isinstance(config, ShellConfig)
+        return config.environment
+
+    def check(self, config: ToolConfig, param: str) -> None:
+        check_environment(self._environment(config), f"{param}.environment")
+
+    def client_item(self, call_id: str, arguments: str) -> dict[str, Any]:
+        args = parse_arguments(arguments)
+        return {"id": new_id("sh"), "type": self.call_type, "call_id": call_id, "status": "completed",
+                "action": {"commands": args.get("commands") or [], "timeout_ms": args.get("timeout_ms"),
+                           "max_output_length": args.get("max_output_length")},
+                "environment": {"type": "local"}}
+
+    def function(self, config: ToolConfig) -> dict[str, Any]:
+        return {"type": "function", "name": self.name, "description": _DESCRIPTION, "parameters": {
             "type": "object",
             "properties": {
                 "commands": {"type": "array", "items": {"type": "string"}, "description": "Shell commands, in order."},
@@ -59,52 +97,51 @@ class ShellTool(HostedTool):
                                                                                 DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS),
                                   "max_output_length": _bounded(arguments, "max_output_length", DEFAULT_MAX_OUTPUT,
                                                                 MAX_OUTPUT)}
-        container_id = await workspace.container_id_now()
+        container_id = await workspace.container_id()
         return {"id": new_id("sh"), "type": self.call_type, "call_id": call_id, "action": action,
                 "environment": {"type": "container_reference", "container_id": container_id},
                 "status": "in_progress"}
 
     async def emit_call(self, call: dict[str, Any], run: ToolRun) -> None:
         """The call with its command events: added, each command (added/delta/done), done."""
-        builder = run.builder
-        index = await builder.add_item(call)
+        events = run.events
+        index = await events.add_item(call)
         for number, command in enumerate(call["action"]["commands"]):
             base = {"output_index": index, "command_index": number}
-            await builder.emit({"type": "response.shell_call_command.added", **base, "command": ""})
-            await builder.emit({"type": "response.shell_call_command.delta", **base, "delta": command})
-            await builder.emit({"type": "response.shell_call_command.done", **base, "command": command})
+            await events.emit({"type": "response.shell_call_command.added", **base, "command": ""})
+            await events.emit({"type": "response.shell_call_command.delta", **base, "delta": command})
+            await events.emit({"type": "response.shell_call_command.done", **base, "command": command})
         call["status"] = "completed"
-        await builder.done_item(call)
+        await events.done_item(call)
 
     async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
-        builder = run.builder
+        events = run.events
         action = call["action"]
         output: dict[str, Any] = {"id": new_id("sho"), "type": self.output_type, "call_id": call["call_id"],
                                   "max_output_length": action["max_output_length"], "output": [],
                                   "status": "in_progress"}
-        index = await builder.add_item(output)
-        async with run.workspace.sandbox() as sandbox:
-            for number, text in enumerate(action["commands"]):
-                entry = await self._command(sandbox, number, text, action, output, index, builder)
-                output["output"].append(entry)
-                await builder.emit({"type": "response.shell_call_output_content.done", "item_id": output["id"],
-                                    "output_index": index, "command_index": number, "output": [entry]})
+        index = await events.add_item(output)
+        for number, text in enumerate(action["commands"]):
+            entry = await self._command(run.workspace, number, text, action, output, index, events)
+            output["output"].append(entry)
+            await events.emit({"type": "response.shell_call_output_content.done", "item_id": output["id"],
+                               "output_index": index, "command_index": number, "output": [entry]})
         output["status"] = "completed"
-        await builder.done_item(output)
+        await events.done_item(output)
         return output
 
     @staticmethod
-    async def _command(sandbox: Sandbox, number: int, text: str, action: dict[str, Any], output: dict[str, Any],
-                       index: int, builder: ResponseBuilder) -> dict[str, Any]:
+    async def _command(workspace: Workspace, number: int, text: str, action: dict[str, Any], output: dict[str, Any],
+                       index: int, events: EventSink) -> dict[str, Any]:
         """One command, its output streamed as it is produced."""
         queue: asyncio.Queue[tuple[Stream, str]] = asyncio.Queue()
 
         async def emit_delta(chunk: tuple[Stream, str]) -> None:
-            await builder.emit({"type": "response.shell_call_output_content.delta", "item_id": output["id"],
-                                "output_index": index, "command_index": number, "delta": {chunk[0]: chunk[1]}})
+            await events.emit({"type": "response.shell_call_output_content.delta", "item_id": output["id"],
+                               "output_index": index, "command_index": number, "delta": {chunk[0]: chunk[1]}})
 
         command = Command(command=text, timeout_ms=action["timeout_ms"], max_output_length=action["max_output_length"])
-        result = await relay(sandbox.exec(command, lambda stream, piece: queue.put_nowait((stream, piece))),
+        result = await relay(workspace.run(command, lambda stream, piece: queue.put_nowait((stream, piece))),
                              queue, emit_delta)
         return result.model_dump()
 

@@ -8,12 +8,11 @@ with ``Error:``). In a chained request the client sends them back unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any
+from typing import Any, Literal
 
 from cove.ids import new_id
-from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
+from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun
 from cove.tools.editor_commands import EditorError, run_command
 from cove.tools.workspace import Workspace
 
@@ -24,14 +23,22 @@ _DESCRIPTION = (
     "old_str that occurs exactly once, new_str), insert (path, insert_line, new_str).")
 
 
+class TextEditorConfig(ToolConfig):
+    """Anthropic's tool definition (Cove's extension: the ``openai`` SDK has no type for it)."""
+
+    type: Literal["text_editor_20250429"]
+    name: Literal["str_replace_based_edit_tool"] | None = None
+
+
 class TextEditorTool(HostedTool):
-    tool_type = "text_editor_20250429"
-    function_name = NAME
+    types = ("text_editor_20250429",)
+    config = TextEditorConfig
+    name = NAME
     call_type = "custom_tool_call"
     output_type = "custom_tool_call_output"
 
-    def function(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "function", "name": self.function_name, "description": _DESCRIPTION, "parameters": {
+    def function(self, config: ToolConfig) -> dict[str, Any]:
+        return {"type": "function", "name": self.name, "description": _DESCRIPTION, "parameters": {
             "type": "object", "properties": {
                 "command": {"type": "string", "enum": ["view", "create", "str_replace", "insert"]},
                 "path": {"type": "string"}, "file_text": {"type": "string"}, "old_str": {"type": "string"},
@@ -42,20 +49,18 @@ class TextEditorTool(HostedTool):
     async def call_item(self, call_id: str, arguments: dict[str, Any], workspace: Workspace) -> dict[str, Any]:
         if not isinstance(arguments.get("command"), str) or not isinstance(arguments.get("path"), str):
             raise ToolArgumentsError("`command` and `path` are required strings.")
-        await workspace.container_id_now()
+        await workspace.container_id()
         return {"id": new_id("ctc"), "type": self.call_type, "call_id": call_id, "name": NAME,
                 "input": json.dumps(arguments), "status": "completed"}
 
     async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
-        async with run.workspace.sandbox() as sandbox:
-            fs = await sandbox.files()
-            try:
-                text = await asyncio.to_thread(run_command, fs, json.loads(call["input"]))
-            except EditorError as exc:
-                text = f"Error: {exc}"
+        try:
+            text = await run_command(run.workspace, json.loads(call["input"]))
+        except EditorError as exc:
+            text = f"Error: {exc}"
         output = {"id": new_id("cto"), "type": self.output_type, "call_id": call["call_id"], "output": text,
                   "status": "completed"}
-        await run.builder.item(output)
+        await run.events.item(output)
         return output
 
     def function_arguments(self, call: dict[str, Any]) -> dict[str, Any]:

@@ -9,21 +9,20 @@ a created file uses CRLF only if its diff did. Trailing newlines: updates keep t
 (the last line is only touched by a hunk that changes it); created files end with a newline, like
 POSIX text files and Codex's applier (the SDK leaves it off; we think that is an oversight).
 ``create_file`` refuses an existing path, as the SDK's sandbox editor does. Files are replaced
-atomically through ``ContainerFS.write`` (keeping their mode), so a symlink at the path itself is
-replaced by a regular file, never written through.
+atomically through the workspace (keeping their mode), so a symlink at the path itself is replaced
+by a regular file, never written through.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import posixpath
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cove.errors import CoveError, InvalidRequest
-from cove.sandbox.fs import ContainerFS, normalize
+from cove.errors import CoveError
+from cove.sandbox.base import normalize_path
+from cove.tools.workspace import Workspace
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 _STOPS = ("*** End Patch", "*** Update File:", "*** Delete File:", "*** Add File:")
@@ -238,44 +237,20 @@ def container_path(path: object, workdir: str = "/") -> str:
         raise PatchError("The operation has no path.")
     joined = posixpath.join(workdir, path)
     try:
-        return str(normalize(posixpath.normpath("/" + joined.lstrip("/"))))
+        return str(normalize_path(posixpath.normpath("/" + joined.lstrip("/"))))
     except CoveError as exc:
         raise PatchError(exc.message) from exc
 
 
-def read_bytes(fs: ContainerFS, path: str, limit: int = MAX_FILE_BYTES) -> tuple[bytes, int]:
-    """A regular file's content and mode; raises ``CoveError`` (missing, not a file, over ``limit``)."""
-    with fs.open_read(path) as (fd, size):
-        if size > limit:
-            raise InvalidRequest(f"the file is too large ({size} bytes; the limit is {limit}).")
-        mode = os.fstat(fd).st_mode
-        chunks: list[bytes] = []
-        total = 0
-        while chunk := os.read(fd, 1 << 20):
-            total += len(chunk)
-            if total > limit:
-                raise InvalidRequest(f"the file is too large (over {limit} bytes).")
-            chunks.append(chunk)
-    return b"".join(chunks), mode
-
-
-def write_bytes(fs: ContainerFS, path: str, data: bytes, mode: int | None = None) -> None:
-    """Atomically replaces ``path``, keeping ``mode`` (say, an executable bit) of the file it replaces."""
-    fs.write(path, iter([data]))
-    if mode is not None and stat.S_IMODE(mode) != 0o644:
-        with fs.open_read(path) as (fd, _size):
-            os.fchmod(fd, stat.S_IMODE(mode))
-
-
-def apply_operation(fs: ContainerFS, operation: Mapping[str, object], workdir: str = "/") -> str:
+async def apply_operation(workspace: Workspace, operation: Mapping[str, object], workdir: str = "/") -> str:
     """Carries out one ``apply_patch_call`` operation; the result is the call output's text."""
     kind, path = operation.get("type"), container_path(operation.get("path"), workdir)
     try:
         if kind == "delete_file":
-            entry = fs.stat(path)
+            entry = await workspace.stat(path)
             if entry is None or entry.is_dir:
                 raise PatchError(f"Cannot delete {path}: {'it is a directory' if entry else 'no such file'}.")
-            fs.delete(path)
+            await workspace.delete(path)
             return f"Deleted {path}"
         diff = operation.get("diff")
         if kind not in ("create_file", "update_file"):
@@ -283,18 +258,18 @@ def apply_operation(fs: ContainerFS, operation: Mapping[str, object], workdir: s
         if not isinstance(diff, str):
             raise PatchError(f"The {kind} operation for {path} has no diff.")
         if kind == "create_file":
-            if fs.stat(path) is not None:
+            if await workspace.stat(path) is not None:
                 raise PatchError(f"Cannot create {path}: it already exists. "
                                  "Use an update_file operation to change an existing file.")
-            write_bytes(fs, path, parse_create(diff).encode())
+            await workspace.write(path, parse_create(diff).encode())
             return f"Created {path}"
-        if fs.stat(path) is None:
+        if await workspace.stat(path) is None:
             raise PatchError(f"Cannot update {path}: no such file. Use a create_file operation to create it.")
-        data, mode = read_bytes(fs, path)
-        if b"\x00" in data:
+        content = await workspace.read(path, MAX_FILE_BYTES)
+        if b"\x00" in content.data:
             raise PatchError(f"Cannot update {path}: it is a binary file.")
         try:
-            text = data.decode()
+            text = content.data.decode()
         except UnicodeDecodeError as exc:
             raise PatchError(f"Cannot update {path}: it is not UTF-8 text ({exc}).") from exc
         bom = _BOM if text.startswith(_BOM) else ""
@@ -302,7 +277,7 @@ def apply_operation(fs: ContainerFS, operation: Mapping[str, object], workdir: s
             updated = apply_update(text.removeprefix(_BOM), diff)
         except PatchError as exc:
             raise PatchError(f"Could not update {path}. {exc.message}") from exc
-        write_bytes(fs, path, (bom + updated).encode(), mode)
+        await workspace.write(path, (bom + updated).encode(), content.mode)
         return f"Updated {path}"
     except CoveError as exc:
         raise PatchError(f"Cannot apply the {kind} operation to {path}: {exc.message}") from exc

@@ -1,64 +1,67 @@
-"""The container a response's hosted tools run in.
+"""The container a response's hosted tools work in, as the tools see it: run commands, and read,
+write and list files.
 
-Named explicitly (``container_reference``, a top-level ``container_id``), followed from the chain
-or conversation (``container_auto``), or made on first use with the ``container_auto`` options.
+Which container that is, when it is made and how its use is recorded is the service's business
+(``service/workspace.py``); tests use ``cove.testing``'s in-memory one. An implementation says how
+to reach its sandbox for one operation and what the container's id is; every operation here goes
+through that.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+import abc
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from cove.sandbox.base import Sandbox
-from cove.service.containers import ContainerService
-from cove.service.files import FileService
+from cove.sandbox.base import Command, CommandOutput, Entry, FileContent, Files, OutputCallback, Sandbox
 
 
-@dataclass
-class Workspace:
-    containers: ContainerService
-    project: str
-    name: str
-    container_id: str | None = None
-    auto: dict[str, Any] = field(default_factory=dict)
-    """``container_auto`` options (memory_limit, network_policy) for a container made on first use."""
-    on_container: Callable[[str], None] | None = None
-    """Told the container id once one is known (the response reports it)."""
-    files: FileService | None = None
-    response_id: str | None = None
-    """The response whose tools run here (for the audit trail)."""
-    citations: list[dict[str, Any]] = field(default_factory=list)
-    """``container_file_citation`` annotations for files the tools wrote, for the final answer."""
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+class Workspace(abc.ABC):
+    def __init__(self) -> None:
+        self.citations: list[dict[str, Any]] = []
+        """``container_file_citation`` annotations for files the tools wrote, for the final answer."""
 
-    async def container_id_now(self) -> str:
-        """The container's id, making the container if this response has none yet."""
-        async with self._lock:
-            if self.container_id is None:
-                row = await self.containers.create(
-                    self.project, name=self.name, image=None, memory_limit=self.auto.get("memory_limit") or "1g",
-                    cpu_limit=None, expires_minutes=None, network_policy=self.auto.get("network_policy") or {})
-                self.container_id = row.id
-                if self.on_container is not None:
-                    self.on_container(row.id)
-            return self.container_id
+    @abc.abstractmethod
+    async def container_id(self) -> str:
+        """The container's id, making the container if the response has none yet."""
 
-    async def cite(self, paths: list[str]) -> None:
-        """Registers files the tools wrote as container files, to cite them in the answer."""
-        if self.files is None or self.container_id is None:
-            return
-        rows = await self.files.rows_for(self.project, self.container_id, paths)
-        known = {c["file_id"] for c in self.citations}
-        self.citations.extend({"type": "container_file_citation", "container_id": self.container_id,
-                               "file_id": row.id, "filename": row.path.rsplit("/", 1)[-1],
-                               "start_index": 0, "end_index": 0} for row in rows if row.id not in known)
+    @abc.abstractmethod
+    def _sandbox(self) -> AbstractAsyncContextManager[Sandbox]:
+        """The container for one operation (kept from expiring while it lasts)."""
+
+    async def cite(self, paths: list[str]) -> None:  # noqa: B027 - a workspace without file records cites nothing
+        """Adds files the tools wrote to ``citations``, where the workspace can give them file ids."""
 
     @asynccontextmanager
-    async def sandbox(self) -> AsyncIterator[Sandbox]:
-        """The container, kept from expiring while a tool uses it."""
-        container_id = await self.container_id_now()
-        async with self.containers.use(self.project, container_id, self.response_id) as sandbox:
-            yield sandbox
+    async def _files(self) -> AsyncIterator[Files]:
+        async with self._sandbox() as sandbox:
+            yield await sandbox.files()
+
+    async def run(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
+        async with self._sandbox() as sandbox:
+            return await sandbox.exec(command, on_output)
+
+    async def stat(self, path: str) -> Entry | None:
+        async with self._files() as files:
+            return await files.stat(path)
+
+    async def read(self, path: str, limit: int) -> FileContent:
+        async with self._files() as files:
+            return await files.read(path, limit)
+
+    async def write(self, path: str, data: bytes, mode: int | None = None) -> None:
+        async with self._files() as files:
+            await files.write(path, [data], mode)
+
+    async def delete(self, path: str) -> None:
+        async with self._files() as files:
+            await files.delete(path)
+
+    async def list_dir(self, path: str, depth: int = 1) -> list[Entry]:
+        async with self._files() as files:
+            return await files.list_dir(path, depth)
+
+    async def walk_files(self, path: str) -> list[Entry]:
+        async with self._files() as files:
+            return await files.walk_files(path)

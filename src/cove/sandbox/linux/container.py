@@ -15,32 +15,31 @@ import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cove.errors import CoveError, InvalidRequest, SandboxError
 from cove.sandbox.base import (
     Command,
     CommandOutput,
     ExitOutcome,
+    Files,
     Limits,
     OutputCallback,
     Sandbox,
     TimeoutOutcome,
+    memory_bytes,
 )
-from cove.sandbox.fs import ContainerFS
 from cove.sandbox.images.layers import lookup
 from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.disk import create_disk, mount_disk
+from cove.sandbox.linux.fs import ContainerFS, HostFiles
+from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.init_client import InitClient
 from cove.sandbox.linux.netns import listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
 from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
 from cove.sandbox.redact import Redactor
-
-if TYPE_CHECKING:
-    from cove.sandbox.linux.engine import LinuxEngine
 
 _SCAFFOLD_DIRS = ("proc", "dev", "sys", "tmp", "mnt/data", COVE_DIR.lstrip("/"))
 _SCAFFOLD_FILES = ("etc/hosts",)
@@ -55,12 +54,12 @@ _TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PI
 
 
 class LinuxSandbox(Sandbox):
-    def __init__(self, engine: LinuxEngine, container_id: str, image: Image, limits: Limits) -> None:
+    def __init__(self, host: Host, container_id: str, image: Image, limits: Limits) -> None:
         self.id = container_id
-        self.engine = engine
+        self.host = host
         self.image = image
         self.limits = limits
-        self.dir = engine.containers_dir / container_id
+        self.dir = host.containers_dir / container_id
         self.disk_image = self.dir / "disk.img"
         self.disk = self.dir / "disk"
         # Containers made before disk quotas keep their writable layer directly in their directory.
@@ -79,10 +78,10 @@ class LinuxSandbox(Sandbox):
     # -- layout ---------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Creates the writable layer on its own disk, with the mount points runc needs in it."""
-        uid = self.engine.uid_base
+        uid = self.host.uid_base
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o711)
-        create_disk(self.disk_image, self.engine.disk_bytes, uid)
+        create_disk(self.disk_image, self.host.disk_bytes, uid)
         mount_disk(self.disk_image, self.disk)
         for path in (self.upper, self.work, self.rootfs):
             path.mkdir(parents=True, exist_ok=True)
@@ -106,7 +105,7 @@ class LinuxSandbox(Sandbox):
                 current.touch(exist_ok=True)
             else:
                 current.mkdir(exist_ok=True)
-            os.lchown(current, self.engine.uid_base, self.engine.uid_base)
+            os.lchown(current, self.host.uid_base, self.host.uid_base)
 
     def _in_image(self, rel: str) -> bool:
         return lookup(self.image.layers, rel) is not None
@@ -124,14 +123,14 @@ class LinuxSandbox(Sandbox):
     def running(self) -> bool:
         return self._init is not None and not self._init.closed
 
-    async def files(self) -> ContainerFS:
+    async def files(self) -> Files:
         async with self._lock:
             self._ensure_mounted()
-        return self._fs()
+        return HostFiles(self._fs())
 
     def _fs(self) -> ContainerFS:
         """The mounted root, as container root sees it (files made through it are owned by container root)."""
-        return ContainerFS(str(self.rootfs), self.engine.uid_base, self.engine.uid_base)
+        return ContainerFS(str(self.rootfs), self.host.uid_base, self.host.uid_base)
 
     async def exec_ready(self) -> None:
         """Starts the container now rather than on its first command."""
@@ -146,24 +145,23 @@ class LinuxSandbox(Sandbox):
                 return self._init
             await self._cleanup_runtime()
             self._ensure_mounted()
-            async with self.engine.start_slots:
+            async with self.host.start_slots:
                 self._init = await self._start()
             return self._init
 
     async def _start(self) -> InitClient:
-        engine = self.engine
-        memory = engine.memory_bytes(self.limits.memory)
+        host = self.host
         spec = ContainerSpec(
-            rootfs=self.rootfs, hostname=self.id[:63], libexec_dir=engine.libexec,
-            limits=ResourceLimits(memory_bytes=memory, cpus=self.limits.cpus, pids=engine.pids_limit,
-                                  nofile=engine.nofile_limit),
-            cgroup_path=self.cgroup_path, uid_base=engine.uid_base,
-            args=[f"{COVE_DIR}/{engine.init_binary.name}", "0"],
+            rootfs=self.rootfs, hostname=self.id[:63], libexec_dir=host.libexec,
+            limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,
+                                  pids=host.pids_limit, nofile=host.nofile_limit),
+            cgroup_path=self.cgroup_path, uid_base=host.uid_base,
+            args=[f"{COVE_DIR}/{host.init_binary.name}", "0"],
             env=[f"PATH={DEFAULT_PATH}"], hosts_file=self.dir / "hosts", ca_bundle=self._ca_bundle())
         (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._init_pid = await engine.runc.run_detached(self.id, self.dir, child_end, self.dir / "init.log")
+            self._init_pid = await host.runc.run_detached(self.id, self.dir, child_end, self.dir / "init.log")
         except BaseException:
             host_end.close()
             raise
@@ -175,7 +173,7 @@ class LinuxSandbox(Sandbox):
         if self.limits.network is not None:
             try:
                 sock = await listen_in(self._init_pid, PROXY_PORT)
-                await engine.egress.listen_socket(self.id, self.limits.network, sock)
+                await host.egress.listen_socket(self.id, self.limits.network, sock)
             except BaseException:
                 init.close()
                 raise
@@ -194,7 +192,7 @@ class LinuxSandbox(Sandbox):
               os.fdopen(os.dup(fd), "rb") as source):
             system = source.read(_MAX_CA_BUNDLE)
         bundle = self.dir / "ca-certificates.crt"
-        bundle.write_bytes(system.rstrip(b"\n") + b"\n" + self.engine.egress_ca.cert_pem)
+        bundle.write_bytes(system.rstrip(b"\n") + b"\n" + self.host.egress_ca_pem)
         return bundle
 
     def _find_shell(self) -> str:
@@ -217,13 +215,13 @@ class LinuxSandbox(Sandbox):
         if init is not None:
             init.close()
         if self.limits.network is not None:
-            await self.engine.egress.remove(self.id)
+            await self.host.egress.remove(self.id)
         self._sinks.close()
         if self._init_pid:
             await _wait_exit(self._init_pid, grace=5.0)
             self._init_pid = 0
-        if self.engine.runc.has_state(self.id):
-            await self.engine.runc.delete(self.id)
+        if self.host.runc.has_state(self.id):
+            await self.host.runc.delete(self.id)
 
     # -- commands -------------------------------------------------------------------------------
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:

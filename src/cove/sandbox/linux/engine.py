@@ -20,11 +20,12 @@ from cove.config import Settings, parse_size
 from cove.egress.proxy import EgressProxy, SecretsTLS
 from cove.egress.resolver import Resolver, parse_test_hosts
 from cove.egress.tls import CertificateAuthority, upstream_context
-from cove.errors import InvalidRequest, NotFound, SandboxError
-from cove.sandbox.base import MEMORY_TIERS, Limits, SandboxEngine
+from cove.errors import NotFound, SandboxError
+from cove.sandbox.base import Limits, SandboxEngine, memory_bytes
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
+from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
 from cove.sandbox.linux.overlay import mounts_under, unmount
 from cove.sandbox.linux.runc import Runc
@@ -57,26 +58,20 @@ def _check_traversable(path: Path) -> None:
 
 class LinuxEngine(SandboxEngine):
     def __init__(self, settings: Settings, images: ImageStore) -> None:
-        root = settings.data_dir
+        self.settings = settings
         self.images = images
-        self.containers_dir = root / "containers"
-        self.libexec = root / "libexec"
-        self.runc = Runc(root / "runc")
-        self.uid_base = settings.subuid_base
-        self.pids_limit = settings.pids_limit
-        self.nofile_limit = settings.nofile_limit
-        self.disk_bytes = parse_size(settings.disk_limit)
-        self.egress_ca = CertificateAuthority(root / "egress-ca")
+        self.containers_dir = settings.data_dir / "containers"
+        self.libexec = settings.data_dir / "libexec"
+        self._egress_ca = CertificateAuthority(settings.data_dir / "egress-ca")
         extra_ca = str(settings.egress_ca_file) if settings.egress_ca_file else None
         self.egress = EgressProxy(
             Resolver(hosts=parse_test_hosts(settings.egress_test_hosts), forbidden=host_addresses()),
             allowed_ports=settings.egress_port_list,
-            secrets_tls=SecretsTLS(self.egress_ca, upstream_context(extra_ca)))
-        self.start_slots = asyncio.Semaphore(8)
-        """Bounds concurrent runc starts so a burst of creates cannot starve the machine."""
+            secrets_tls=SecretsTLS(self._egress_ca, upstream_context(extra_ca)))
+        self._host: Host | None = None
+        """What the containers share; known once ``start`` has the init binary."""
         self._live: dict[str, LinuxSandbox] = {}
         """Sandboxes by container (API) id."""
-        self.init_binary = self.libexec / "cove-init"
         self.pool_size = settings.warm_pool
         self.pool_image = settings.default_image
         self.pool_limits = Limits(memory="1g", cpus=settings.default_cpu_limit)
@@ -84,14 +79,11 @@ class LinuxEngine(SandboxEngine):
         self._refill_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @staticmethod
-    def memory_bytes(tier: str) -> int:
-        try:
-            return MEMORY_TIERS[tier]
-        except KeyError:
-            raise InvalidRequest(
-                f"Invalid memory_limit {tier!r}: expected one of {', '.join(MEMORY_TIERS)}.",
-                param="memory_limit") from None
+    @property
+    def host(self) -> Host:
+        if self._host is None:
+            raise SandboxError("The container engine has not been started.")
+        return self._host
 
     async def start(self) -> None:
         # Container inits outlive runc: as a subreaper Cove becomes their parent and can reap them.
@@ -99,7 +91,12 @@ class LinuxEngine(SandboxEngine):
         self.containers_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         _check_traversable(self.containers_dir)
         self.libexec.mkdir(parents=True, exist_ok=True, mode=0o755)
-        self.init_binary = ensure_init_binary(self.libexec)
+        settings = self.settings
+        self._host = Host(
+            containers_dir=self.containers_dir, libexec=self.libexec, init_binary=ensure_init_binary(self.libexec),
+            runc=Runc(settings.data_dir / "runc"), uid_base=settings.subuid_base, pids_limit=settings.pids_limit,
+            nofile_limit=settings.nofile_limit, disk_bytes=parse_size(settings.disk_limit), egress=self.egress,
+            egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(8))
         ensure_busybox(self.libexec)
         await self._clean_crash_leftovers()
         self._remove_unadopted_pool_dirs()
@@ -107,9 +104,9 @@ class LinuxEngine(SandboxEngine):
 
     async def _clean_crash_leftovers(self) -> None:
         """A crashed Cove leaves runc state, mounts and cgroups; none of it may linger."""
-        for container_id in await self.runc.list_ids():
+        for container_id in await self.host.runc.list_ids():
             log.info("removing leftover container runtime %s", container_id)
-            await self.runc.delete(container_id)
+            await self.host.runc.delete(container_id)
         for point in mounts_under(self.containers_dir):
             unmount(point)
         cgroups.remove_leftovers("/cove")
@@ -124,7 +121,7 @@ class LinuxEngine(SandboxEngine):
         return container_id
 
     async def create(self, container_id: str, image: str, limits: Limits) -> LinuxSandbox:
-        self.memory_bytes(limits.memory)
+        memory_bytes(limits.memory)  # an unknown tier is refused before anything is made
         pooled = self._take_pooled(image, limits)
         if pooled is not None:
             (self.containers_dir / container_id).symlink_to(pooled.id)
@@ -136,7 +133,7 @@ class LinuxEngine(SandboxEngine):
     async def _start_new(self, runtime_id: str, image: str, limits: Limits, live_as: str | None) -> LinuxSandbox:
         # The container keeps the layers it started from, even if the image is rebuilt or removed.
         self.images.pin(runtime_id, self.images.get(image))
-        sandbox = LinuxSandbox(self, runtime_id, self.images.pinned(runtime_id), limits)
+        sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), limits)
         if live_as is not None:
             self._live[live_as] = sandbox
         sandbox.prepare()
@@ -155,7 +152,7 @@ class LinuxEngine(SandboxEngine):
             runtime_id = self._runtime_id(container_id)
             if not (self.containers_dir / runtime_id).is_dir():
                 raise NotFound(f"Container {container_id} has no files on disk.", code="container_not_found")
-            sandbox = LinuxSandbox(self, runtime_id, self.images.pinned(runtime_id), limits)
+            sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), limits)
             self._live[container_id] = sandbox
         return sandbox
 
@@ -170,8 +167,8 @@ class LinuxEngine(SandboxEngine):
         if sandbox is not None:
             await sandbox.stop()
         else:
-            if self.runc.has_state(runtime_id):
-                await self.runc.delete(runtime_id)
+            if self.host.runc.has_state(runtime_id):
+                await self.host.runc.delete(runtime_id)
             unmount(self.containers_dir / runtime_id / "rootfs")
             unmount(self.containers_dir / runtime_id / "disk")
         # rmtree never follows symlinks, so links planted inside cannot redirect the delete.

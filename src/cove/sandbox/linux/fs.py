@@ -8,16 +8,17 @@ already resolved parent directory with no-follow semantics.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from cove.errors import Conflict, InvalidRequest, NotFound
+from cove.sandbox.base import Entry, FileContent, Files, normalize_path
 
 _SYS_OPENAT2 = 437
 _RESOLVE_NO_XDEV = 0x01
@@ -38,24 +39,6 @@ def _openat2(dirfd: int, path: str, flags: int, mode: int = 0) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return fd
-
-
-def normalize(path: str) -> PurePosixPath:
-    """An absolute, lexically clean container path; refuses what no sane client sends."""
-    if not path or "\x00" in path or len(path) > 4096:
-        raise InvalidRequest("Invalid path.", param="path")
-    clean = PurePosixPath("/", path)
-    if any(part in ("..", ".") for part in clean.parts):
-        raise InvalidRequest(f"Path {path!r} may not contain '..' or '.' components.", param="path")
-    return clean
-
-
-@dataclass(frozen=True)
-class Entry:
-    path: str
-    size: int
-    is_dir: bool
-    mtime: float
 
 
 class ContainerFS:
@@ -97,9 +80,10 @@ class ContainerFS:
                     pass
             current = current / part
 
-    def write(self, path: str, chunks: Iterator[bytes]) -> int:
-        """Atomically writes a file (temp name, then rename); returns its size."""
-        target = normalize(path)
+    def write(self, path: str, chunks: Iterable[bytes], mode: int | None = None) -> int:
+        """Atomically writes a file (temp name, then rename) with permission bits ``mode`` (default
+        0644); returns its size."""
+        target = normalize_path(path)
         if target == PurePosixPath("/"):
             raise InvalidRequest("Cannot write to '/'.", param="path")
         self._makedirs(target.parent)
@@ -114,6 +98,8 @@ class ContainerFS:
                         handle.write(chunk)
                         size += len(chunk)
                 os.fchown(fd, self.uid, self.gid)
+                if mode is not None:
+                    os.fchmod(fd, stat.S_IMODE(mode))
             except BaseException:
                 os.close(fd)
                 os.unlink(tmp_name, dir_fd=parent)
@@ -129,14 +115,28 @@ class ContainerFS:
     @contextmanager
     def open_read(self, path: str) -> Iterator[tuple[int, int]]:
         """Yields (fd, size) of a regular file."""
-        with self._open(normalize(path), os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK) as fd:
+        with self._open(normalize_path(path), os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK) as fd:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise InvalidRequest(f"{path!r} is not a regular file.", param="path")
             yield fd, info.st_size
 
+    def read(self, path: str, limit: int) -> FileContent:
+        with self.open_read(path) as (fd, size):
+            if size > limit:
+                raise InvalidRequest(f"the file is too large ({size} bytes; the limit is {limit}).", param="path")
+            mode = os.fstat(fd).st_mode
+            chunks: list[bytes] = []
+            total = 0
+            while chunk := os.read(fd, 1 << 20):
+                total += len(chunk)
+                if total > limit:  # it grew while being read
+                    raise InvalidRequest(f"the file is too large (over {limit} bytes).", param="path")
+                chunks.append(chunk)
+        return FileContent(b"".join(chunks), stat.S_IMODE(mode))
+
     def stat(self, path: str) -> Entry | None:
-        target = normalize(path)
+        target = normalize_path(path)
         try:
             with self._open(target, os.O_PATH) as fd:
                 info = os.fstat(fd)
@@ -145,7 +145,7 @@ class ContainerFS:
         return Entry(str(target), info.st_size, stat.S_ISDIR(info.st_mode), info.st_mtime)
 
     def delete(self, path: str) -> None:
-        target = normalize(path)
+        target = normalize_path(path)
         with self._open(target.parent, os.O_PATH | os.O_DIRECTORY) as parent:
             try:
                 os.unlink(target.name, dir_fd=parent)
@@ -157,7 +157,7 @@ class ContainerFS:
     def walk_files(self, path: str, limit: int = 10_000) -> list[Entry]:
         """Regular files under ``path`` (recursively, not following symlinks), at most ``limit``."""
         found: list[Entry] = []
-        pending = [normalize(path)]
+        pending = [normalize_path(path)]
         while pending and len(found) < limit:
             current = pending.pop()
             try:
@@ -194,7 +194,7 @@ class ContainerFS:
                 if is_dir and level < depth:
                     visit(directory / name, level + 1, False)
 
-        visit(normalize(path), 1, True)
+        visit(normalize_path(path), 1, True)
         return found
 
 
@@ -208,11 +208,38 @@ def _translate(exc: OSError, path: PurePosixPath) -> Exception:
     return exc
 
 
-async def read_chunks(fs: ContainerFS, path: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-    """Streams a file without holding it in memory."""
-    with fs.open_read(path) as (fd, _size):
-        while True:
-            chunk = os.read(fd, chunk_size)
-            if not chunk:
-                return
-            yield chunk
+class HostFiles(Files):
+    """``Files`` over a ``ContainerFS``: each operation runs in a worker thread, so a slow disk or a
+    huge directory never holds up the event loop."""
+
+    def __init__(self, fs: ContainerFS) -> None:
+        self.fs = fs
+
+    async def stat(self, path: str) -> Entry | None:
+        return await asyncio.to_thread(self.fs.stat, path)
+
+    async def read(self, path: str, limit: int) -> FileContent:
+        return await asyncio.to_thread(self.fs.read, path, limit)
+
+    async def stream(self, path: str) -> tuple[int, AsyncIterator[bytes]]:
+        def size() -> int:
+            with self.fs.open_read(path) as (_fd, length):
+                return length
+        return await asyncio.to_thread(size), self._chunks(path)
+
+    async def _chunks(self, path: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        with self.fs.open_read(path) as (fd, _size):
+            while chunk := await asyncio.to_thread(os.read, fd, chunk_size):
+                yield chunk
+
+    async def write(self, path: str, chunks: Iterable[bytes], mode: int | None = None) -> int:
+        return await asyncio.to_thread(self.fs.write, path, chunks, mode)
+
+    async def delete(self, path: str) -> None:
+        await asyncio.to_thread(self.fs.delete, path)
+
+    async def list_dir(self, path: str, depth: int = 1, limit: int = 10_000) -> list[Entry]:
+        return await asyncio.to_thread(self.fs.list_dir, path, depth, limit)
+
+    async def walk_files(self, path: str, limit: int = 10_000) -> list[Entry]:
+        return await asyncio.to_thread(self.fs.walk_files, path, limit)

@@ -1,0 +1,37 @@
+"""What every container on this machine shares, handed by the engine to each container it makes.
+
+A container needs to know where its directory lives, which init and runc to start, the limits every
+container gets and the egress proxy that serves its network; it needs nothing else of the engine,
+so it never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from cove.egress.proxy import EgressProxy
+from cove.sandbox.linux.runc import Runc
+
+
+@dataclass(frozen=True)
+class Host:
+    containers_dir: Path
+    """One directory per container (a pooled one's API id is a symlink to its directory)."""
+    libexec: Path
+    """Bind-mounted read-only at ``/.cove`` in every container: the init and a static busybox."""
+    init_binary: Path
+    runc: Runc
+    uid_base: int
+    """Host uid of container root (container uids 0-65535 map onto ``uid_base + 0-65535``)."""
+    pids_limit: int
+    nofile_limit: int
+    disk_bytes: int
+    """Size of each container's writable filesystem."""
+    egress: EgressProxy
+    """Serves the network of containers with an allowlist, on a socket inside each one's namespace."""
+    egress_ca_pem: bytes
+    """Cove's egress CA, trusted only by containers with domain secrets."""
+    start_slots: asyncio.Semaphore
+    """Bounds concurrent runc starts, so a burst of creates cannot starve the machine."""

@@ -1,0 +1,62 @@
+"""The container a response's hosted tools run in, as the service provides it to the agent.
+
+Named explicitly (``container_reference``, a top-level ``container_id``), followed from the chain
+or conversation (``container_auto``), or made on first use with the ``container_auto`` options.
+Every operation uses the container through ``ContainerService.use``: the project's own container,
+running, kept from expiring meanwhile, and its commands audited with the response's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from cove.sandbox.base import Sandbox
+from cove.service.containers import ContainerService
+from cove.service.files import FileService
+from cove.tools.workspace import Workspace
+
+
+class ContainerWorkspace(Workspace):
+    def __init__(self, containers: ContainerService, files: FileService, project: str, *, response_id: str,
+                 container_id: str | None, auto: dict[str, Any], on_container: Callable[[str], None]) -> None:
+        super().__init__()
+        self.containers = containers
+        self.files = files
+        self.project = project
+        self.response_id = response_id
+        self._container_id = container_id
+        self.auto = auto
+        """``container_auto`` options (memory_limit, network_policy) for a container made on first use."""
+        self.on_container = on_container
+        """Told the id of a container made on first use (the response reports it)."""
+        self._lock = asyncio.Lock()
+
+    async def container_id(self) -> str:
+        async with self._lock:
+            if self._container_id is None:
+                row = await self.containers.create(
+                    self.project, name=f"auto-{self.response_id}", image=None,
+                    memory_limit=self.auto.get("memory_limit") or "1g", cpu_limit=None, expires_minutes=None,
+                    network_policy=self.auto.get("network_policy") or {})
+                self._container_id = row.id
+                self.on_container(row.id)
+            return self._container_id
+
+    @asynccontextmanager
+    async def _sandbox(self) -> AsyncIterator[Sandbox]:
+        container_id = await self.container_id()
+        async with self.containers.use(self.project, container_id, self.response_id) as sandbox:
+            yield sandbox
+
+    async def cite(self, paths: list[str]) -> None:
+        """Registers the files as container files (they get ids) and cites each once."""
+        if self._container_id is None:
+            return
+        rows = await self.files.rows_for(self.project, self._container_id, paths)
+        known = {citation["file_id"] for citation in self.citations}
+        self.citations.extend({"type": "container_file_citation", "container_id": self._container_id,
+                               "file_id": row.id, "filename": row.path.rsplit("/", 1)[-1],
+                               "start_index": 0, "end_index": 0} for row in rows if row.id not in known)

@@ -1,0 +1,29 @@
+"""One response run through the real agent loop, in-process, with whatever model and workspace a test gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cove.agent.builder import ResponseBuilder
+from cove.agent.items import normalize_input
+from cove.agent.loop import Turn, run_response
+from cove.agent.request import CreateParams, new_response
+from cove.tools.workspace import Workspace
+from cove.upstream.base import Model
+
+
+async def run_turns(model: Model, params: CreateParams, workspace: Workspace | None = None,
+                    history: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validates ``params`` as a request would be, runs the loop to its end and returns the response
+    object and every stream event (numbered as a stream is)."""
+    params.check()
+    response = new_response("resp_test", params)
+    events: list[dict[str, Any]] = []
+
+    async def collect(event: dict[str, Any]) -> None:
+        events.append({**event, "sequence_number": len(events)})
+
+    builder = ResponseBuilder(response, collect)
+    context = [*(history or []), *normalize_input(params.input)]
+    await run_response(Turn(model, params.model, params, context, params.toolbox, workspace), builder)
+    return response, events

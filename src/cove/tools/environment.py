@@ -1,0 +1,60 @@
+"""Where a hosted tool runs, as a request says it: OpenAI's ``container_auto``, ``container_reference``
+and ``local`` environments (the shell tool's ``environment``, the code interpreter's ``container``).
+
+The schemas check shapes; ``check_environment`` checks what they cannot: a network policy's
+domains and secrets (with the egress policy's own rules, so a request and ``POST /v1/containers``
+refuse the same things with the same messages), and files this server does not have.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from cove.egress.policy import parse_network_policy
+from cove.errors import NotFound
+
+MemoryLimit = Literal["1g", "4g", "16g", "64g"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContainerAuto(_Strict):
+    """A container Cove picks: the chain's or conversation's, else a new one with these options."""
+
+    type: Literal["container_auto"]
+    file_ids: list[str] | None = None
+    memory_limit: MemoryLimit | None = None
+    network_policy: dict[str, Any] | None = None
+    """OpenAI's ``network_policy``; checked by the egress policy's rules in ``check_environment``."""
+    skills: list[dict[str, Any]] | None = None
+
+
+class ContainerReference(_Strict):
+    type: Literal["container_reference"]
+    container_id: str
+
+
+class LocalEnvironment(_Strict):
+    """The client's own machine: the tool's calls go back to the client."""
+
+    type: Literal["local"]
+    skills: list[dict[str, Any]] | None = None
+
+
+def check_environment(environment: ContainerAuto | ContainerReference | LocalEnvironment | None, param: str) -> None:
+    if not isinstance(environment, ContainerAuto):
+        return
+    if environment.file_ids:
+        raise NotFound(f"No file found with id '{environment.file_ids[0]}'.", param=f"{param}.file_ids",
+                       code="file_not_found")
+    if environment.network_policy is not None:
+        parse_network_policy(environment.network_policy, f"{param}.network_policy")
+
+
+def auto_options(environment: ContainerAuto) -> dict[str, Any]:
+    """The ``container_auto`` options a new container is made with (as OpenAI's wire shape)."""
+    return {"type": "container_auto", **environment.model_dump(exclude_none=True, exclude={"type"})}
