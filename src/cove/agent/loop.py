@@ -161,7 +161,7 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
                 await builder.item(event.item)
         elif event.type == "finish":
             finish = event
-    await builder.close_open()
+    await builder.close_open("incomplete" if finish.reason in ("length", "content_filter") else "completed")
     await _to_client_items(turn, builder, calls)
     ordered = [(entry[0], entry[1], entry[2]) for _, entry in sorted(hosted.items())]
     return _Step(finish, [*ordered, *native_calls], client_calls=bool(calls))

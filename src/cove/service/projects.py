@@ -18,6 +18,7 @@ from typing import Any
 
 from cove.egress.policy import EgressPolicy
 from cove.errors import InvalidRequest
+from cove.tools.registry import TOOLS
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class ProjectPolicies:
             tools = table.get("tools")
             if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, str) for t in tools)):
                 raise ValueError(f"{path}: projects.{project}.tools must be a list of tool types")
+            unknown_tools = sorted(set(tools or ()) - TOOLS.types)
+            if unknown_tools:
+                raise ValueError(f"{path}: projects.{project}.tools names unknown tool types {unknown_tools} "
+                                 f"(known: {', '.join(sorted(TOOLS.types))})")
             ceiling = table.get("allowed_domains")
             secrets = table.get("domain_secrets", True)
             if not isinstance(secrets, bool):

@@ -25,10 +25,10 @@ _READ_SIZE = 65536
 _KILL_GRACE = 5.0
 """How long a killed command may take to be reported dead before the container is stopped."""
 _DRAIN_GRACE = 0.05
+"""After the command exits, how long output from its background children is still collected."""
 _FLOOD_PAUSE = 0.002
 """Past the kept head, each read of a pipe waits this long: a flood of output (``yes``) is slowed
 by the pipe's backpressure instead of taking Cove's CPU from every other container (~30 MB/s)."""
-"""After the command exits, how long output from its background children is still collected."""
 
 
 class InitUnresponsive(SandboxError):

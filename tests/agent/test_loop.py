@@ -1,0 +1,173 @@
+"""The agent loop in-process, in milliseconds and without root: a scripted model (``cove.testing``) and
+an in-memory container stand in for the upstream and the sandbox. The same behaviours run end to end
+against a real server in tests/tools and tests/responses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from cove.agent.loop import MAX_STEPS
+from cove.agent.request import CreateParams
+from cove.sandbox.base import Command, CommandOutput, ExitOutcome
+from cove.testing import Call, MemoryFiles, MemorySandbox, MemoryWorkspace, Reply, ScriptedModel, run_turns
+from cove.upstream.base import ModelRequest
+
+SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
+
+
+def respond(model: ScriptedModel, workspace: MemoryWorkspace | None = None,
+            **params: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    request = CreateParams.model_validate({"model": "scripted", "input": "go", **params})
+    return asyncio.run(asyncio.wait_for(run_turns(model, request, workspace), 10))
+
+
+def output(result: str, code: int = 0) -> CommandOutput:
+    return CommandOutput(stdout=result, stderr="", outcome=ExitOutcome(exit_code=code))
+
+
+def types(response: dict[str, Any]) -> list[str]:
+    return [item["type"] for item in response["output"]]
+
+
+def test_text_streams_and_completes() -> None:
+    response, events = respond(ScriptedModel([Reply(text="Hello there, world")]))
+    assert response["status"] == "completed"
+    assert response["output"][0]["content"][0]["text"] == "Hello there, world"
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert len(deltas) > 1 and "".join(deltas) == "Hello there, world"
+    assert events[-1]["type"] == "response.completed"
+    assert response["usage"]["input_tokens"] == 10
+
+
+def test_a_shell_call_runs_in_the_container_and_the_model_reads_its_result() -> None:
+    sandbox = MemorySandbox(run=lambda command: output(f"ran {command.command}\n"))
+
+    def answer(request: ModelRequest) -> Reply:
+        call, result = request.input[-2:]
+        assert (call["type"], call["name"]) == ("function_call", "shell")
+        assert result["type"] == "function_call_output" and "ran echo hi" in result["output"]
+        return Reply(text="It said hi.")
+
+    model = ScriptedModel([Reply(calls=[Call("shell", {"commands": ["echo hi"]})]), answer])
+    response, events = respond(model, MemoryWorkspace(sandbox), tools=[SHELL])
+    assert types(response) == ["shell_call", "shell_call_output", "message"]
+    assert response["output"][0]["environment"] == {"type": "container_reference", "container_id": "cntr_memory"}
+    assert response["output"][1]["output"][0]["stdout"] == "ran echo hi\n"
+    assert [command.command for command in sandbox.commands] == ["echo hi"]
+    grammar = [e["type"] for e in events if e["type"].startswith("response.shell_call")]
+    assert grammar == ["response.shell_call_command.added", "response.shell_call_command.delta",
+                       "response.shell_call_command.done", "response.shell_call_output_content.delta",
+                       "response.shell_call_output_content.done"]
+    assert model.requests[0].tools[0]["name"] == "shell"  # a chat model sees the hosted tool as a function
+
+
+def test_apply_patch_and_the_text_editor_change_the_containers_files() -> None:
+    files = MemoryFiles({"/app/a.py": "x = 1\ny = 2\n"})
+    patch = {"type": "update_file", "path": "/app/a.py", "diff": "@@\n x = 1\n-y = 2\n+y = 3\n"}
+    model = ScriptedModel([
+        Reply(calls=[Call("apply_patch", patch)]),
+        Reply(calls=[Call("str_replace_based_edit_tool", {"command": "view", "path": "/app/a.py"})]),
+        Reply(text="done")])
+    response, _ = respond(model, MemoryWorkspace(MemorySandbox(files)),
+                          tools=[{"type": "apply_patch"}, {"type": "text_editor_20250429"}])
+    assert types(response) == ["apply_patch_call", "apply_patch_call_output", "custom_tool_call",
+                               "custom_tool_call_output", "message"]
+    assert response["output"][1]["status"] == "completed"
+    assert files.text("/app/a.py") == "x = 1\ny = 3\n"
+    assert "     2\ty = 3" in response["output"][3]["output"]
+
+
+def test_arguments_that_do_not_fit_are_an_error_the_model_can_correct() -> None:
+    model = ScriptedModel([Reply(calls=[Call("shell", {"commands": 5})]),
+                           Reply(calls=[Call("shell", "{not json")]),
+                           Reply(calls=[Call("shell", {"commands": ["true"]})]), Reply(text="fixed")])
+    response, _ = respond(model, MemoryWorkspace(), tools=[SHELL])
+    assert types(response) == ["function_call", "function_call_output", "function_call", "function_call_output",
+                               "shell_call", "shell_call_output", "message"]
+    assert "commands" in response["output"][1]["output"]
+    assert response["output"][3]["output"].startswith("Error:")
+
+
+def test_a_named_hosted_tool_choice_reaches_a_chat_model_as_its_function() -> None:
+    model = ScriptedModel([Reply(calls=[Call("str_replace_based_edit_tool", {"command": "view", "path": "/"})]),
+                           Reply(text="seen")])
+    respond(model, MemoryWorkspace(), tools=[{"type": "text_editor_20250429"}],
+            tool_choice={"type": "text_editor_20250429"})
+    assert model.requests[0].tool_choice == {"type": "function", "name": "str_replace_based_edit_tool"}
+    assert model.requests[1].tool_choice == "auto"  # forcing a call again would never end
+
+
+def test_client_tools_end_the_response_in_their_own_item_shapes() -> None:
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}, {"type": "local_shell"},
+             {"type": "shell", "environment": {"type": "local"}}]
+    model = ScriptedModel([Reply(calls=[Call("lookup", {"q": 1}), Call("local_shell", {"command": ["ls"]}),
+                                        Call("shell", {"commands": ["pwd"]})])])
+    response, _ = respond(model, tools=tools)
+    assert response["status"] == "completed"
+    assert types(response) == ["function_call", "local_shell_call", "shell_call"]
+    assert response["output"][1]["action"]["command"] == ["ls"]
+    assert response["output"][2]["environment"] == {"type": "local"}
+
+
+def test_the_calls_of_one_turn_run_at_once() -> None:
+    started = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    async def both(command: Command) -> CommandOutput:
+        mine, other = (("a", "b") if command.command == "a" else ("b", "a"))
+        started[mine].set()
+        await asyncio.wait_for(started[other].wait(), 5)  # run one after the other, this would time out
+        return output(f"{mine} saw {other}")
+
+    model = ScriptedModel([Reply(calls=[Call("shell", {"commands": ["a"]}), Call("shell", {"commands": ["b"]})]),
+                           Reply(text="both")])
+    response, _ = respond(model, MemoryWorkspace(MemorySandbox(run=both)), tools=[SHELL])
+    results = sorted(item["output"][0]["stdout"] for item in response["output"] if item["type"] == "shell_call_output")
+    assert results == ["a saw b", "b saw a"]
+
+
+def test_tool_calls_and_model_turns_are_capped() -> None:
+    call = Reply(calls=[Call("shell", {"commands": ["true"]})])
+    response, _ = respond(ScriptedModel([call, call]), MemoryWorkspace(), tools=[SHELL], max_tool_calls=1)
+    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_messages"}
+    assert types(response) == ["shell_call", "shell_call_output"]
+    endless = ScriptedModel([call] * MAX_STEPS)
+    response, _ = respond(endless, MemoryWorkspace(), tools=[SHELL])
+    assert response["status"] == "incomplete" and len(endless.requests) == MAX_STEPS
+
+
+def test_a_responses_upstream_gets_native_tools_and_its_native_calls_run_here() -> None:
+    native = {"type": "shell_call", "id": "sh_up", "call_id": "call_up", "status": "completed",
+              "action": {"commands": ["echo native"]}, "environment": {"type": "local"}}
+    model = ScriptedModel([Reply(native_items=[native]), Reply(text="ran")], native_tools=True)
+    sandbox = MemorySandbox(run=lambda command: output("native\n"))
+    response, _ = respond(model, MemoryWorkspace(sandbox), tools=[SHELL])
+    assert model.requests[0].tools == [{"type": "shell", "environment": {"type": "local"}}]
+    assert types(response) == ["shell_call", "shell_call_output", "message"]
+    sent = model.requests[1].input[-2:]
+    assert [item["type"] for item in sent] == ["shell_call", "shell_call_output"]
+    assert sent[0]["environment"] == {"type": "local"}  # where it really ran is Cove's business
+
+
+def test_the_code_interpreter_cites_the_files_a_cell_writes() -> None:
+    files = MemoryFiles()
+
+    async def kernel(command: Command) -> CommandOutput:
+        await files.write("/mnt/data/out.csv", [b"a,b\n"])
+        return output(json.dumps({"type": "stream", "text": "saved\n"}) + "\n")
+
+    workspace = MemoryWorkspace(MemorySandbox(files, run=kernel))
+    model = ScriptedModel([Reply(calls=[Call("code_interpreter", {"code": "save()"})]), Reply(text="Saved it.")])
+    response, _ = respond(model, workspace, tools=[{"type": "code_interpreter", "container": {"type": "auto"}}])
+    call = response["output"][0]
+    assert call["type"] == "code_interpreter_call" and call["outputs"] == [{"type": "logs", "logs": "saved\n"}]
+    assert workspace.cited == ["/mnt/data/out.csv"]
+    assert files.text("/root/.cove-kernel/cell-call_1_0.py") == "save()"
+
+
+def test_a_model_that_runs_out_of_tokens_ends_incomplete() -> None:
+    response, _ = respond(ScriptedModel([Reply(text="cut sho", finish="length")]))
+    assert response["status"] == "incomplete"
+    assert response["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert response["output"][0]["status"] == "incomplete"
