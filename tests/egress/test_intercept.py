@@ -22,7 +22,7 @@ from cove.egress.policy import DomainSecret, EgressPolicy
 from cove.egress.proxy import Decision, EgressProxy, SecretsTLS
 from cove.egress.resolver import Resolver
 from cove.egress.tls import CertificateAuthority, upstream_context
-from tests.egress.test_proxy import _http_handler, body_of, run, status_of
+from tests.egress.test_proxy import _http_handler, body_of, listen, run, status_of
 from tests.internet import NAMES, make_certificates
 
 VALUE = "real-s3cr3t-value"
@@ -141,7 +141,7 @@ async def setup(tmp_path: Path, value: str = VALUE, trust_origin: bool = True,
     policy = EgressPolicy(("api.cove.test", "other.cove.test"),
                           (DomainSecret("api.cove.test", "TOKEN", value, PLACEHOLDER),))
     try:
-        port = (await proxy.listen("c1", policy))[1]
+        port = await listen(proxy, "c1", policy)
         yield Setup(port, origin_port, authority, test_ca, decisions)
     finally:
         await proxy.aclose()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -78,8 +79,22 @@ class Env:
     ports: dict[str, int] = field(default_factory=dict)
 
     async def listen(self, label: str, *domains: str) -> int:
-        self.ports[label] = (await self.proxy.listen(label, EgressPolicy(domains)))[1]
+        self.ports[label] = await listen(self.proxy, label, EgressPolicy(domains))
         return self.ports[label]
+
+
+async def listen(proxy: EgressProxy, label: str, policy: EgressPolicy) -> int:
+    """Serve ``label`` on a new listening socket on 127.0.0.1, as Cove does inside a container; returns its port."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        await proxy.listen_socket(label, policy, sock)
+    except BaseException:
+        sock.close()
+        raise
+    return int(sock.getsockname()[1])
 
 
 @asynccontextmanager
@@ -279,7 +294,7 @@ def test_each_listener_has_its_own_policy_and_label() -> None:
                 ("ctr_a", "a.test", True), ("ctr_a", "b.test", False),
                 ("ctr_b", "b.test", True), ("ctr_b", "a.test", False)]
             with pytest.raises(ValueError, match="already"):
-                await env.proxy.listen("ctr_a", EgressPolicy(("a.test",)))
+                await listen(env.proxy, "ctr_a", EgressPolicy(("a.test",)))
     run(main)
 
 
