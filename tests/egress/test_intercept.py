@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,7 @@ from cove.egress.policy import DomainSecret, EgressPolicy
 from cove.egress.proxy import Decision, EgressProxy, SecretsTLS
 from cove.egress.resolver import Resolver
 from cove.egress.tls import CertificateAuthority, upstream_context
-from tests.egress.test_proxy import _http_handler, body_of, run, status_of
+from tests.egress.test_proxy import _http_handler, body_of, listen, read_body, run, status_of
 from tests.internet import NAMES, make_certificates
 
 VALUE = "real-s3cr3t-value"
@@ -63,18 +64,22 @@ class Setup:
             writer.close()
 
 
-async def _keep_alive_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answers every request on the connection, numbering them, until the client says close."""
+async def _keep_alive_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             seen: list[str] | None = None) -> None:
+    """Answers every request on the connection, numbering them, until the client says close; notes them in ``seen``."""
     number = 0
     try:
         while head := await reader.readuntil(b"\r\n\r\n"):
             number += 1
             lines = head.decode("latin-1").split("\r\n")[:-2]
+            if seen is not None:
+                seen.append(lines[0])
             headers = {name.strip().lower(): value.strip() for name, value in
                        (line.split(":", 1) for line in lines[1:])}
-            await reader.readexactly(int(headers.get("content-length", "0")))
+            received, _ = await read_body(reader, headers)
             close = headers.get("connection", "").lower() == "close"
-            body = json.dumps({"number": number, "request_line": lines[0], "headers": headers}).encode()
+            body = json.dumps({"number": number, "request_line": lines[0], "headers": headers,
+                               "body": received.decode()}).encode()
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (
                 len(body), b"Connection: close\r\n" if close else b"") + body)
             await writer.drain()
@@ -141,7 +146,7 @@ async def setup(tmp_path: Path, value: str = VALUE, trust_origin: bool = True,
     policy = EgressPolicy(("api.cove.test", "other.cove.test"),
                           (DomainSecret("api.cove.test", "TOKEN", value, PLACEHOLDER),))
     try:
-        port = (await proxy.listen("c1", policy))[1]
+        port = await listen(proxy, "c1", policy)
         yield Setup(port, origin_port, authority, test_ca, decisions)
     finally:
         await proxy.aclose()
@@ -200,6 +205,46 @@ def test_kept_alive_connections_get_secrets_in_every_request(tmp_path: Path) -> 
     run(main)
 
 
+def test_pipelined_requests_go_to_the_server_one_after_the_other(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with setup(tmp_path, handler=_keep_alive_origin) as env:
+            reader, writer = await env.open("api.cove.test")
+            writer.write((f"POST /a HTTP/1.1\r\nX-Key: {PLACEHOLDER}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                          f"GET /b HTTP/1.1\r\nX-Key: {PLACEHOLDER}\r\nConnection: close\r\n\r\n").encode())
+            first, second = await _read_response(reader), await _read_response(reader)
+            assert await reader.read(-1) == b""
+            writer.close()
+            assert [(r["number"], r["request_line"], r["body"]) for r in (first, second)] == [
+                (1, "POST /a HTTP/1.1", "hello world"), (2, "GET /b HTTP/1.1", "")]
+            assert first["headers"]["x-key"] == second["headers"]["x-key"] == VALUE
+            assert [d.reason for d in env.decisions] == ["allowed"] + ["allowed with secrets TOKEN"] * 2
+    run(main)
+
+
+def test_a_smuggling_attempt_in_a_tunnel_never_reaches_the_server(tmp_path: Path) -> None:
+    seen: list[str] = []
+    smuggle = (f"POST / HTTP/1.1\r\nX-Key: {PLACEHOLDER}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n")
+
+    async def main() -> None:
+        async with setup(tmp_path, handler=functools.partial(_keep_alive_origin, seen=seen)) as env:
+            first = await env.request("api.cove.test", smuggle)  # as the tunnel's first request
+            assert status_of(first) == 400 and b"both Content-Length and Transfer-Encoding" in first
+            reader, writer = await env.open("api.cove.test")
+            writer.write(b"GET /n HTTP/1.1\r\n\r\n")
+            assert (await _read_response(reader))["number"] == 1
+            writer.write(smuggle.encode())  # as the next request on a kept-alive connection
+            assert await reader.read(-1) == b""  # refused by ending the connection
+            writer.close()
+            assert seen == ["GET /n HTTP/1.1"]
+            assert [(d.method, d.allowed, d.reason) for d in env.decisions] == [
+                ("CONNECT", True, "allowed"), ("POST", False, "both Content-Length and Transfer-Encoding"),
+                ("CONNECT", True, "allowed"), ("GET", True, "allowed (decrypted for secrets; none used)"),
+                ("POST", False, "both Content-Length and Transfer-Encoding")]
+    run(main)
+
+
 def test_a_slow_answer_on_a_kept_alive_connection_is_not_cut(tmp_path: Path) -> None:
     async def main() -> None:
         async with setup(tmp_path, handler=_slow_origin, header_timeout=0.3) as env:
@@ -218,9 +263,10 @@ def test_an_upgraded_connection_gets_the_secret_in_its_handshake_then_relays_byt
         async with setup(tmp_path, handler=_websocket_origin) as env:
             reader, writer = await env.open("api.cove.test")
             writer.write(f"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         f"Authorization: Bearer {PLACEHOLDER}\r\n\r\n".encode())
+                         f"Authorization: Bearer {PLACEHOLDER}\r\n\r\nearly".encode())  # a frame right behind
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
             assert await reader.readline() == f"auth=Bearer {VALUE}\n".encode()
+            assert await reader.readexactly(5) == b"early"
             frames = f"GET /not-http HTTP/1.1\r\n\r\n{PLACEHOLDER}\x00\xff".encode("latin-1")
             writer.write(frames)
             assert await reader.readexactly(len(frames)) == frames  # relayed as they are, never parsed

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,20 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(bounded())
 
 
+async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> tuple[bytes, list[str]]:
+    """A request body as an origin reads it from the proxy (strictly framed), and its trailer fields."""
+    if headers.get("transfer-encoding") != "chunked":
+        return await reader.readexactly(int(headers.get("content-length", "0"))), []
+    body = b""
+    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        body += await reader.readexactly(size)
+        assert await reader.readexactly(2) == b"\r\n"
+    trailers = []
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        trailers.append(line[:-2].decode("latin-1"))
+    return body, trailers
+
+
 async def _http_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A tiny origin server: answers with what it received, as JSON."""
     try:
@@ -41,19 +56,14 @@ async def _http_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         named = {name.lower(): value for name, value in headers}
         if named.get("expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = b""
-        if "content-length" in named:
-            body = await reader.readexactly(int(named["content-length"]))
-        elif named.get("transfer-encoding") == "chunked":
-            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                body += await reader.readexactly(size)
-                await reader.readexactly(2)
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass
-        payload = json.dumps({"request_line": lines[0], "headers": headers, "body": body.decode()}).encode()
+        body, trailers = await read_body(reader, named)
+        payload = json.dumps({"request_line": lines[0], "headers": headers, "body": body.decode(),
+                              "trailers": trailers}).encode()
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
         await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass  # the proxy cut a request short
     finally:
         writer.close()
 
@@ -76,15 +86,37 @@ class Env:
     echo_port: int
     decisions: list[Decision] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
+    origin_connections: list[object] = field(default_factory=list)
+    """One entry per connection the HTTP origin accepted."""
 
     async def listen(self, label: str, *domains: str) -> int:
-        self.ports[label] = (await self.proxy.listen(label, EgressPolicy(domains)))[1]
+        self.ports[label] = await listen(self.proxy, label, EgressPolicy(domains))
         return self.ports[label]
+
+
+async def listen(proxy: EgressProxy, label: str, policy: EgressPolicy) -> int:
+    """Serve ``label`` on a new listening socket on 127.0.0.1, as Cove does inside a container; returns its port."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        sock.setblocking(False)
+        await proxy.listen_socket(label, policy, sock)
+    except BaseException:
+        sock.close()
+        raise
+    return int(sock.getsockname()[1])
 
 
 @asynccontextmanager
 async def environment(**options: Any) -> AsyncIterator[Env]:
-    http = await asyncio.start_server(_http_handler, "127.0.0.1", 0)
+    origin_connections: list[object] = []
+
+    async def http_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        origin_connections.append(writer.get_extra_info("peername"))
+        await _http_handler(reader, writer)
+
+    http = await asyncio.start_server(http_handler, "127.0.0.1", 0)
     echo = await asyncio.start_server(_echo_handler, "127.0.0.1", 0)
     http_port, echo_port = (server.sockets[0].getsockname()[1] for server in (http, echo))
     decisions: list[Decision] = []
@@ -92,7 +124,7 @@ async def environment(**options: Any) -> AsyncIterator[Env]:
     options.setdefault("allowed_ports", (80, 443, http_port, echo_port))
     proxy = EgressProxy(resolver, on_decision=decisions.append, **options)
     try:
-        yield Env(proxy, http_port, echo_port, decisions)
+        yield Env(proxy, http_port, echo_port, decisions, origin_connections=origin_connections)
     finally:
         await proxy.aclose()
         for server in (http, echo):
@@ -164,6 +196,88 @@ def test_request_bodies_are_streamed_with_content_length_and_chunked() -> None:
     run(main)
 
 
+# Each would let the proxy and a server disagree on where the request ends (the bytes between being a
+# request of their own), or is malformed framing: (header fields, body, status, reason).
+SMUGGLING = {
+    "CL.TE": ("Content-Length: 6\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\nG", 400,
+              "both Content-Length and Transfer-Encoding"),
+    "TE.CL": ("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", "8\r\nSMUGGLED\r\n0\r\n\r\n", 400,
+              "both Content-Length and Transfer-Encoding"),
+    "differing Content-Lengths": ("Content-Length: 3\r\nContent-Length: 29\r\n",
+                                  "abcGET /smuggled HTTP/1.1\r\n\r\n", 400, "conflicting Content-Length"),
+    "a Content-Length list": ("Content-Length: 3, 29\r\n", "abcGET /smuggled HTTP/1.1\r\n\r\n", 400,
+                              "conflicting Content-Length"),
+    "a folded Transfer-Encoding": ("Content-Length: 5\r\nX-Padding: x\r\n\tTransfer-Encoding: chunked\r\n",
+                                   "0\r\n\r\nG", 400, "obsolete line folding"),
+    "a bare LF in the head": ("X-Padding: x\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n", 400,
+                              "does not end in CRLF"),
+    "a chunk size that is not hex": ("Transfer-Encoding: chunked\r\n", "zz\r\nhello\r\n0\r\n\r\n", 400,
+                                     "illegal chunk header"),
+    "a chunk size too long": ("Transfer-Encoding: chunked\r\n", "1" + "0" * 20 + "\r\nhello\r\n0\r\n\r\n", 400,
+                              "illegal chunk header"),
+    "a bare LF after a chunk size": ("Transfer-Encoding: chunked\r\n", "5\nhello\r\n0\r\n\r\n", 400,
+                                     "illegal chunk header"),
+    "a bad chunk terminator": ("Transfer-Encoding: chunked\r\n", "5\r\nhelloXX0\r\n\r\n", 400,
+                               "malformed chunk footer"),
+    "a transfer coding other than chunked": ("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n", 501,
+                                             "not supported: Only Transfer-Encoding: chunked"),
+}
+
+
+@pytest.mark.parametrize(("fields", "body", "status", "reason"), SMUGGLING.values(), ids=SMUGGLING.keys())
+def test_smuggling_attempts_are_refused_before_anything_reaches_the_server(fields: str, body: str, status: int,
+                                                                           reason: str) -> None:
+    async def main() -> None:
+        async with environment() as env:
+            port = await env.listen("c1", "allowed.test")
+            response = await exchange(port, (f"POST http://allowed.test:{env.http_port}/upload HTTP/1.1\r\n"
+                                             f"{fields}\r\n{body}").encode())
+            assert status_of(response) == status
+            [decision] = env.decisions
+            assert not decision.allowed and reason in decision.reason
+            assert env.origin_connections == []
+    run(main)
+
+
+def test_a_chunked_body_is_forwarded_as_it_arrives() -> None:
+    """The client waits for "100 Continue", then sends its body in pieces; the server gets it re-chunked."""
+    async def main() -> None:
+        async with environment() as env:
+            port = await env.listen("c1", "allowed.test")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"POST http://allowed.test:{env.http_port}/upload HTTP/1.1\r\nExpect: 100-continue\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n".encode())
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            for piece in (b"5\r\nhel", b"lo\r\n6;ext=1\r\n wor", b"ld\r\n0\r\nX-Checksum: 42\r\n\r\n"):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            seen = body_of(await reader.read(-1))
+            writer.close()
+            assert seen["body"] == "hello world" and seen["trailers"] == ["X-Checksum: 42"]
+            names = {name.lower(): value for name, value in seen["headers"]}
+            assert names["transfer-encoding"] == "chunked" and "content-length" not in names
+            assert [d.allowed for d in env.decisions] == [True]
+    run(main)
+
+
+def test_a_body_turning_malformed_after_its_head_went_upstream_ends_the_connection() -> None:
+    """The server has the head and may be answering: the client gets no 400 of the proxy's, the connection ends."""
+    async def main() -> None:
+        async with environment() as env:
+            port = await env.listen("c1", "allowed.test")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"POST http://allowed.test:{env.http_port}/upload HTTP/1.1\r\nExpect: 100-continue\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n".encode())
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"  # from the server
+            writer.write(b"5\r\nhello\r\nzz\r\n")
+            assert await reader.read(-1) == b""
+            writer.close()
+            assert [(d.method, d.allowed, d.reason) for d in env.decisions] == [
+                ("POST", True, "allowed"), ("POST", False, "malformed request: illegal chunk header")]
+    run(main)
+
+
 def test_connect_tunnels_bytes_both_ways_and_passes_half_close() -> None:
     async def main() -> None:
         async with environment() as env:
@@ -177,6 +291,18 @@ def test_connect_tunnels_bytes_both_ways_and_passes_half_close() -> None:
             assert await reader.read(-1) == b""
             writer.close()
             assert [(d.method, d.host, d.allowed) for d in env.decisions] == [("CONNECT", "allowed.test", True)]
+    run(main)
+
+
+def test_bytes_sent_right_after_connect_go_into_the_tunnel() -> None:
+    async def main() -> None:
+        async with environment() as env:
+            port = await env.listen("c1", "allowed.test")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"CONNECT allowed.test:{env.echo_port} HTTP/1.1\r\n\r\nsent without waiting".encode())
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 200 Connection established\r\n\r\n"
+            assert await reader.readexactly(20) == b"sent without waiting"
+            writer.close()
     run(main)
 
 
@@ -237,13 +363,18 @@ def test_wildcards_through_the_proxy() -> None:
     b"GET http://allowed.test/ HTTP/1.1\r\nno colon here\r\n\r\n", b"GET http://allowed.test/ HTTP/2.0\r\n\r\n",
     b"CONNECT allowed.test HTTP/1.1\r\n\r\n", b"GET http://user:pw@allowed.test/ HTTP/1.1\r\n\r\n",
     b"GET http://allowed.test:99999/ HTTP/1.1\r\n\r\n", b"GET http://bad_host!.test/ HTTP/1.1\r\n\r\n",
-    b"GET https://allowed.test/ HTTP/1.1\r\n\r\n", b"GET http://allowed.test/ HTTP/1.1\r\n Folded: x\r\n\r\n"])
+    b"GET https://allowed.test/ HTTP/1.1\r\n\r\n", b"GET http://allowed.test/ HTTP/1.1\r\n Folded: x\r\n\r\n",
+    b"GET http://allowed.test/ HTTP/1.1\r\nX-Key s3cr3t\r\n\r\n",
+    b"GET http://allowed.test/ HTTP/1.1\r\nX-Key: \x00s3cr3t\r\n\r\n",
+    b"CONNECT allowed.test:443 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"])
 def test_malformed_requests_get_400(head: bytes) -> None:
     async def main() -> None:
         async with environment() as env:
             port = await env.listen("c1", "allowed.test")
-            assert status_of(await exchange(port, head)) == 400
+            response = await exchange(port, head)
+            assert status_of(response) == 400
             assert not env.decisions[0].allowed
+            assert b"s3cr3t" not in response and "s3cr3t" not in repr(env.decisions)  # reasons never echo the request
     run(main)
 
 
@@ -279,7 +410,7 @@ def test_each_listener_has_its_own_policy_and_label() -> None:
                 ("ctr_a", "a.test", True), ("ctr_a", "b.test", False),
                 ("ctr_b", "b.test", True), ("ctr_b", "a.test", False)]
             with pytest.raises(ValueError, match="already"):
-                await env.proxy.listen("ctr_a", EgressPolicy(("a.test",)))
+                await listen(env.proxy, "ctr_a", EgressPolicy(("a.test",)))
     run(main)
 
 

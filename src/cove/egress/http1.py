@@ -1,10 +1,12 @@
-"""HTTP/1.1 request heads as the egress proxy reads and rewrites them.
+"""HTTP/1.1 requests as the egress proxy interprets and rewrites them, once h11 has read them.
 
 Three forms arrive: ``CONNECT host:port`` and absolute URIs (``GET http://host/path``) from a
 container, and, inside an intercepted tunnel, origin-form requests (``GET /path``) whose host the
-tunnel already fixed. What goes upstream is always origin-form with the checked host in ``Host``,
-hop-by-hop headers dropped; one request per connection, except inside an intercepted tunnel, where
-the client's keep-alive is kept.
+tunnel already fixed. h11 reads the request line, header fields and body framing (``reader.py``);
+this module checks what a proxy needs beyond that (the HTTP version, the target's form, framing
+headers that could be read two ways) and writes what goes upstream: always origin-form with the
+checked host in ``Host``, hop-by-hop headers dropped; one request per connection, except inside an
+intercepted tunnel, where the client's keep-alive is kept.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import h11
+
 from cove.egress.policy import DomainSecret
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
                          "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "host"})
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.%]+\]|[^\[\]:/?#@\s]+)(?::(\d{1,5}))?")
 
 
@@ -46,30 +49,25 @@ class Request:
     """The protocol a request inside a tunnel asks to switch to (``websocket``); after it, bytes flow as they are."""
     upstream_head: bytes = b""
     body_length: int | None = 0
+    """The body's length; None when it is chunked."""
 
 
-def parse_head(head: bytes, tunnel: Request | None = None) -> Request:
-    """Parse a request head (ending in CRLFCRLF); inside ``tunnel`` it is origin-form for the tunnel's host.
+def parse_request(event: h11.Request, tunnel: Request | None = None) -> Request:
+    """The request h11 read, in the form a proxy serves; inside ``tunnel`` it is origin-form for the tunnel's host.
 
-    Raises Reject(400) when malformed.
+    Raises Reject(400) for what h11 accepts but a proxy does not. The body's framing is ``body_length``'s.
     """
-    lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
-        raise Reject(400, "malformed request line")
-    method, target, version = parts
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name) or any(ch in value for ch in "\r\n\0"):
-            raise Reject(400, "malformed header line")
-        headers.append((name, value.strip(" \t")))
+    if event.http_version not in (b"1.0", b"1.1"):
+        raise Reject(400, f"HTTP/{event.http_version.decode()} is not supported")
+    # h11 checked the method (a token), the target (visible ASCII) and every header field.
+    method, target = event.method.decode("ascii"), event.target.decode("ascii")
+    headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers.raw_items()]
     if tunnel is not None:
         if method == "CONNECT" or not target.startswith("/"):
             raise Reject(400, "inside a tunnel, send origin-form requests (GET /path)")
         tokens = {token.strip().lower() for name, value in headers if name.lower() == "connection"
                   for token in value.split(",")}
-        keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+        keep_alive = "keep-alive" in tokens if event.http_version == b"1.0" else "close" not in tokens
         upgrade = next((value for name, value in headers if name.lower() == "upgrade"), None)
         return Request(method, tunnel.host, tunnel.port, target.partition("#")[0], headers, tls=True,
                        keep_alive=keep_alive, upgrade=upgrade if "upgrade" in tokens and upgrade else None)
@@ -93,6 +91,24 @@ def parse_head(head: bytes, tunnel: Request | None = None) -> Request:
     if port is None or not 0 < port < 65536:
         raise Reject(400, "invalid port")
     return Request(method, match.group(1), port, path, headers)
+
+
+def body_length(event: h11.Request) -> int | None:
+    """The body's length by the framing headers h11 checked (one valid Content-Length, Transfer-Encoding
+    only ``chunked``); None when it is chunked.
+
+    Raises Reject(400) when both came: h11 would go by Transfer-Encoding, a server might go by the
+    length, and the bytes between would be a request of their own. A CONNECT has no body: what
+    follows it is the tunnel's.
+    """
+    names = {name for name, _ in event.headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        raise Reject(400, "both Content-Length and Transfer-Encoding")
+    length = None if b"transfer-encoding" in names else next(
+        (int(value) for name, value in event.headers if name == b"content-length"), 0)
+    if event.method == b"CONNECT" and length != 0:
+        raise Reject(400, "a CONNECT request has no body")
+    return length
 
 
 def substitute_secrets(request: Request, secrets: Iterable[DomainSecret]) -> list[str]:
@@ -141,34 +157,19 @@ def _basic_with(header: str, secret: DomainSecret) -> str | None:
     return f"{scheme} {base64.b64encode(replaced).decode('ascii')}"
 
 
-def upstream_head(request: Request) -> tuple[bytes, int | None]:
-    """The head to send upstream (origin-form, hop-by-hop headers dropped) and the body length (None: chunked)."""
-    named: set[str] = set()
-    lengths: set[str] = set()
-    codings: list[str] = []
-    for name, value in request.headers:
-        lower = name.lower()
-        if lower == "connection":
-            named.update(token.strip().lower() for token in value.split(","))
-        elif lower == "content-length":
-            lengths.add(value)
-        elif lower == "transfer-encoding":
-            codings += [token.strip().lower() for token in value.split(",") if token.strip()]
-    if codings and lengths:
-        raise Reject(400, "both Content-Length and Transfer-Encoding")
-    if codings and codings != ["chunked"]:
-        raise Reject(501, "only the chunked transfer-encoding is supported")
-    if len(lengths) > 1 or (lengths and not next(iter(lengths)).isdigit()):
-        raise Reject(400, "invalid Content-Length")
-    length: int | None = int(next(iter(lengths))) if lengths else (None if codings else 0)
+def upstream_head(request: Request) -> bytes:
+    """The head to send upstream: origin-form, hop-by-hop headers dropped, the body framed as it came."""
+    named = {token.strip().lower() for name, value in request.headers if name.lower() == "connection"
+             for token in value.split(",")}
     default_port = 443 if request.tls else 80
     authority = request.host if request.port == default_port else f"{request.host}:{request.port}"
     lines = [f"{request.method} {request.target} HTTP/1.1", f"Host: {authority}"]
     lines += [f"{name}: {value}" for name, value in request.headers
               if name.lower() not in _HOP_BY_HOP and name.lower() not in named and name.lower() != "content-length"]
+    length = request.body_length
     lines.append("Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}")
     if request.upgrade is not None:
         lines += [f"Upgrade: {request.upgrade}", "Connection: Upgrade"]
     elif not request.keep_alive:
         lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), length
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

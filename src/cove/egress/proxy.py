@@ -24,19 +24,19 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cove.egress.http1 import Reject, Request, parse_head, substitute_secrets, upstream_head
+from cove.egress.http1 import Reject, Request, substitute_secrets, upstream_head
 from cove.egress.policy import DomainSecret, EgressPolicy, is_ip_literal, normalize_host
-from cove.egress.relay import BUFFER, Relay
+from cove.egress.reader import BUFFER, MAX_HEAD, RequestReader
+from cove.egress.relay import Relay
 from cove.egress.resolver import Refused, Resolver
 from cove.egress.tls import CertificateAuthority
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 64 * 1024
 _STATUS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 431: "Request Header Fields Too Large",
            501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -186,31 +186,15 @@ class EgressProxy:
             listener.tasks.discard(task)
             writer.close()
 
-    async def _read_head(self, reader: asyncio.StreamReader) -> bytes | None:
-        """The next request head, or None when the client left without sending one."""
-        try:
-            async with asyncio.timeout(self.header_timeout):
-                return await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError as exc:
-            raise Reject(431, f"request head larger than {MAX_HEAD} bytes") from exc
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial.strip():
-                return None
-            raise Reject(400, "incomplete request head") from exc
-        except TimeoutError as exc:
-            raise Reject(408, "request head not received in time") from exc
-
     async def _serve(self, listener: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request: Request | None = None
+        requests = RequestReader(reader)
         try:
-            head = await self._read_head(reader)
-            if head is None:
+            request = await requests.next(self.header_timeout)
+            if request is None:
                 return  # connected and left without a request: nothing to decide
-            request = parse_head(head)
             upstream = await self._connect(listener, request)
         except Reject as exc:
-            method, host, port = (request.method, request.host, request.port) if request else ("", "", None)
-            self._decide(listener, method, host, port, False, exc.reason)
+            self._refused(listener, requests, exc)
             await self._refuse(reader, writer, exc.status, exc.reason)
             return
         up_reader, up_writer = upstream
@@ -221,13 +205,32 @@ class EgressProxy:
                     await writer.drain()
                     secrets = listener.policy.secrets_for(request.host)
                     if secrets and self.secrets_tls is not None:
+                        # A TLS client waits for the 200 before its handshake; bytes sent sooner cannot be
+                        # part of the TLS session and are dropped (the handshake then fails and is recorded).
                         await self._intercept(listener, request, secrets, reader, writer, up_reader, up_writer)
                     else:
+                        up_writer.write(requests.rest())  # what the client sent without waiting for the 200
                         await self._relay.tunnel(reader, writer, up_reader, up_writer)
                 else:
-                    await self._relay.forward(request, reader, writer, up_reader, up_writer)
+                    await self._forward(listener, request, requests, writer, up_reader, up_writer)
         finally:
             up_writer.close()
+
+    async def _forward(self, listener: _Listener, first: Request, requests: RequestReader,
+                       writer: asyncio.StreamWriter, up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
+                       following: Callable[[], Awaitable[Request | None]] | None = None) -> None:
+        """Relay ``first`` and any ``following``; one refused after a head went upstream ends the connection."""
+        try:
+            await self._relay.forward(first, requests, writer, up_reader, up_writer, following)
+        except Reject as exc:
+            self._refused(listener, requests, exc)
+
+    def _refused(self, listener: _Listener, requests: RequestReader, refusal: Reject) -> None:
+        """Record a refusal, naming the request as far as it was read (inside a tunnel, at least its host)."""
+        request, tunnel = requests.current, requests.tunnel
+        method = request.method if request else ""
+        host, port = (request.host, request.port) if request else (tunnel.host, tunnel.port) if tunnel else ("", None)
+        self._decide(listener, method, host, port, False, refusal.reason)
 
     async def _connect(self, listener: _Listener,
                        request: Request) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -243,7 +246,7 @@ class EgressProxy:
         if request.port not in self.allowed_ports:
             raise Reject(403, f"port {request.port} is not allowed")
         if request.method != "CONNECT":
-            request.upstream_head, request.body_length = upstream_head(request)
+            request.upstream_head = upstream_head(request)
         try:
             resolution = await self.resolver.resolve(request.host, request.port)
         except Refused as exc:
@@ -290,50 +293,39 @@ class EgressProxy:
             self._decide(listener, "CONNECT", host, port, False,
                          f"the client's TLS handshake failed (it must trust Cove's CA): {_ssl_reason(exc)}")
             return
-        request: Request | None = None
+        requests = RequestReader(reader, tunnel)
         try:
-            head = await self._read_head(reader)
-            if head is None:
+            request = await requests.next(self.header_timeout)
+            if request is None:
                 return
-            request, used = self._prepare(head, tunnel, secrets)
+            used = self._prepare(request, secrets)
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     await up_writer.start_tls(self.secrets_tls.upstream, server_hostname=host)
             except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
                 raise Reject(502, f"TLS to {host}:{port} failed: {_ssl_reason(exc)}") from exc
         except Reject as exc:
-            self._decide(listener, request.method if request else "", host, port, False, exc.reason)
+            self._refused(listener, requests, exc)
             await self._refuse(reader, writer, exc.status, exc.reason)
             return
         self._allow_intercepted(listener, request, used)
 
         async def following() -> Request | None:
-            try:
-                # The next request may come long after this one (a slow download is still flowing back):
-                # only the relay's idle timeout bounds the wait for its first byte.
-                first = await reader.readexactly(1)
-            except (asyncio.IncompleteReadError, ConnectionError):
+            # The next request may come long after this one (a slow download is still flowing back):
+            # only the relay's idle timeout bounds the wait for its first byte.
+            if not await requests.wait() or (next_request := await requests.next(self.header_timeout)) is None:
                 return None
-            try:
-                rest = await self._read_head(reader)
-                if rest is None:
-                    raise Reject(400, "incomplete request head")
-                next_request, used = self._prepare(first + rest, tunnel, secrets)
-            except Reject as exc:
-                self._decide(listener, "", host, port, False, exc.reason)
-                return None
-            self._allow_intercepted(listener, next_request, used)
+            self._allow_intercepted(listener, next_request, self._prepare(next_request, secrets))
             return next_request
 
-        await self._relay.forward(request, reader, writer, up_reader, up_writer, following)
+        await self._forward(listener, request, requests, writer, up_reader, up_writer, following)
 
     @staticmethod
-    def _prepare(head: bytes, tunnel: Request, secrets: tuple[DomainSecret, ...]) -> tuple[Request, list[str]]:
-        """An intercepted request ready to go upstream, and the names of the secrets put into it."""
-        request = parse_head(head, tunnel)
+    def _prepare(request: Request, secrets: tuple[DomainSecret, ...]) -> list[str]:
+        """Put the secrets into an intercepted request and write its head for upstream; the names of those used."""
         used = substitute_secrets(request, secrets)
-        request.upstream_head, request.body_length = upstream_head(request)
-        return request, used
+        request.upstream_head = upstream_head(request)
+        return used
 
     def _allow_intercepted(self, listener: _Listener, request: Request, used: list[str]) -> None:
         reason = f"allowed with secrets {', '.join(used)}" if used else "allowed (decrypted for secrets; none used)"

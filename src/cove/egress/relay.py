@@ -1,20 +1,19 @@
-"""Moving bytes once the proxy has said yes: a tunnel both ways, or one request and its response.
+"""Moving bytes once the proxy has said yes: a tunnel both ways, or a connection's requests and their answers.
 
-Both end when either side closes or fails, or when nothing moved either way for ``idle_timeout``.
+A forwarded connection carries one request, or several when the client keeps it alive inside an
+intercepted tunnel. Both end when either side closes or fails, or when nothing moved either way for
+``idle_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from cove.egress.http1 import Request
-
-BUFFER = 64 * 1024
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
+from cove.egress.http1 import Reject, Request
+from cove.egress.reader import BUFFER, RequestReader
 
 
 @dataclass
@@ -23,13 +22,14 @@ class _Activity:
 
 
 async def _together(first: Coroutine[Any, Any, None], second: Coroutine[Any, Any, None], *,
-                    first_ends: bool) -> None:
-    """Run both; stop at the first failure, or when ``first`` ends if ``first_ends``."""
+                    first_ends: bool) -> BaseException | None:
+    """Run both; stop at the first failure (returned), or when ``first`` ends if ``first_ends``."""
     tasks = (asyncio.create_task(first), asyncio.create_task(second))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if not any(task.exception() for task in done) and not (first_ends and tasks[0] in done):
-            await asyncio.wait(tasks)
+            done, _ = await asyncio.wait(tasks)
+        return next((failure for task in done if (failure := task.exception()) is not None), None)
     finally:
         for task in tasks:
             task.cancel()
@@ -46,23 +46,32 @@ class Relay:
         await _together(self._pipe(reader, up_writer, activity), self._pipe(up_reader, writer, activity),
                         first_ends=False)
 
-    async def forward(self, first: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    async def forward(self, first: Request, requests: RequestReader, writer: asyncio.StreamWriter,
                       up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
                       following: Callable[[], Awaitable[Request | None]] | None = None) -> None:
         """Send ``first`` (its head already rewritten) with its body and relay the answer until the server
         closes. On a kept-alive connection (``following`` given, None from it ends the connection), each
         next request goes to the same server after the previous body while answers flow back in order.
         Only the request side is parsed; answers are relayed as bytes, and so is everything the client
-        sends after a request asking for an upgrade."""
-        activity = _Activity(asyncio.get_running_loop().time())
+        sends after a request asking for an upgrade.
+
+        Raises the Reject for a body found malformed, or a following request refused, after a head
+        went upstream: the server may be answering by then, so the caller cuts the connection rather
+        than answer with a status the client would take for the server's."""
+        loop = asyncio.get_running_loop()
+        activity = _Activity(loop.time())
 
         async def send() -> None:
             request = first
             while True:
                 up_writer.write(request.upstream_head)
-                await self._send_body(reader, up_writer, request.body_length, activity)
+                async for data in requests.body():
+                    activity.last = loop.time()
+                    up_writer.write(data)
+                    await up_writer.drain()
                 if request.upgrade is not None:  # a WebSocket (or other) upgrade: from here on, a tunnel
-                    await self._pipe(reader, up_writer, activity, half_close=False)
+                    up_writer.write(requests.rest())
+                    await self._pipe(requests.reader, up_writer, activity, half_close=False)
                     raise ConnectionResetError("the client closed the upgraded connection")
                 if not request.keep_alive or following is None:
                     return  # the server closes after its answer, which ends the relay
@@ -72,7 +81,9 @@ class Relay:
                 request = next_request
 
         # The answer is relayed while the body is still being sent, so "100 Continue" reaches the client.
-        await _together(self._pipe(up_reader, writer, activity, half_close=False), send(), first_ends=True)
+        failure = await _together(self._pipe(up_reader, writer, activity, half_close=False), send(), first_ends=True)
+        if isinstance(failure, Reject):
+            raise failure
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: _Activity,
                     half_close: bool = True) -> None:
@@ -94,39 +105,3 @@ class Relay:
             await writer.drain()
         if half_close and writer.can_write_eof():
             writer.write_eof()
-
-    async def _send_body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, length: int | None,
-                         activity: _Activity) -> None:
-        """Copy a request body of ``length`` bytes, or chunk by chunk when it is chunked (None)."""
-        loop = asyncio.get_running_loop()
-
-        async def copy(count: int) -> None:
-            while count > 0:
-                data = await reader.read(min(count, BUFFER))
-                if not data:
-                    raise asyncio.IncompleteReadError(b"", count)
-                count -= len(data)
-                activity.last = loop.time()
-                writer.write(data)
-                await writer.drain()
-
-        if length is not None:
-            await copy(length)
-            return
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            match = _CHUNK_SIZE.fullmatch(line)
-            if match is None:
-                raise ValueError("malformed chunk size line")
-            writer.write(line)
-            size = int(match.group(1), 16)
-            if size == 0:
-                break
-            await copy(size)
-            if await reader.readexactly(2) != b"\r\n":
-                raise ValueError("malformed chunk")
-            writer.write(b"\r\n")
-        while (line := await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-            writer.write(line)
-        writer.write(b"\r\n")
-        await writer.drain()
