@@ -16,6 +16,7 @@ Prints p50/p95 and the ratios to direct. No target is asserted: this is what a s
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import statistics
 import tempfile
@@ -91,7 +92,10 @@ async def main() -> None:
                             on_decision=lambda decision: None, allowed_ports=ports.values(),
                             secrets_tls=SecretsTLS(cove_ca, upstream_context(str(internet.directory / "ca.pem"))))
         policy = EgressPolicy((HOST, SECRET_HOST), (DomainSecret(SECRET_HOST, "TOKEN", "v" * 40, PLACEHOLDER),))
-        proxy_port = (await proxy.listen("bench", policy))[1]
+        listening = socket.create_server(("127.0.0.1", 0))  # Cove binds this inside a container's network
+        listening.setblocking(False)
+        await proxy.listen_socket("bench", policy, listening)
+        proxy_port = listening.getsockname()[1]
         trusts_internet = ssl.create_default_context(cafile=str(internet.directory / "ca.pem"))
         trusts_cove = ssl.create_default_context(cadata=cove_ca.cert_pem.decode())
 

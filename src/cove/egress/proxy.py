@@ -1,7 +1,8 @@
 """The egress proxy: an HTTP/1.1 forward proxy that lets a client reach only its allowlisted names.
 
-One ``EgressProxy`` serves many clients; each ``listen`` call adds a listener with its own policy and
-label (the container id), so a client is identified by where it connects, never by what it says.
+One ``EgressProxy`` serves many clients; each ``listen_socket`` call adds a listener (a socket Cove
+bound inside the client's network) with its own policy and label (the container id), so a client is
+identified by where it connects, never by what it says.
 It speaks ``CONNECT host:port`` (tunnels, for TLS) and absolute-URI requests (``GET http://host/``),
 one request per client connection. For each request it checks, in order: the request parses, the
 host is a name (raw IPs are refused), the name is allowlisted, the port is allowed, and every address
@@ -103,19 +104,6 @@ class EgressProxy:
         self.total_timeout = total_timeout
         self._listeners: dict[str, _Listener] = {}
 
-    async def listen(self, label: str, policy: EgressPolicy, host: str = "127.0.0.1",
-                     port: int = 0) -> tuple[str, int]:
-        """Accept connections on ``host:port`` for client ``label``; returns the bound address."""
-        listener = self._add(label, policy)
-        try:
-            listener.server = await asyncio.start_server(functools.partial(self._handle, listener),
-                                                         host, port, limit=MAX_HEAD)
-        except BaseException:
-            del self._listeners[label]
-            raise
-        name = listener.server.sockets[0].getsockname()
-        return str(name[0]), int(name[1])
-
     async def listen_socket(self, label: str, policy: EgressPolicy, sock: socket.socket) -> None:
         """Accept connections on a listening socket made elsewhere (inside a container's network)."""
         listener = self._add(label, policy)
@@ -165,6 +153,11 @@ class EgressProxy:
         task = asyncio.current_task()
         assert task is not None
         listener.tasks.add(task)
+        # asyncio turns Nagle off only for sockets made with proto=IPPROTO_TCP, and a socket bound inside a
+        # container's network is not: without this, a small write waits ~40 ms for a delayed ACK.
+        client = writer.get_extra_info("socket")
+        if client is not None:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if listener.closed:
                 return
