@@ -18,6 +18,7 @@ from cove.errors import NotFound
 from cove.ids import new_id
 from cove.sandbox.fs import normalize, read_chunks
 from cove.service.containers import ContainerService
+from cove.service.objects import ContainerFile, ListPage
 from cove.service.pagination import Page, paginate
 from cove.store.models import ContainerFileRow
 
@@ -30,12 +31,12 @@ class FileService:
         self.db = containers.db
 
     async def upload(self, project: str, container_id: str, filename: str, path: str | None,
-                     chunks: Iterator[bytes]) -> ContainerFileRow:
+                     chunks: Iterator[bytes]) -> ContainerFile:
         target = str(normalize(path if path else f"{DATA_DIR}/{PurePosixPath(filename).name or 'upload'}"))
         async with self.containers.use(project, container_id) as sandbox:
             fs = await sandbox.files()
             size = await asyncio.to_thread(fs.write, target, chunks)
-        return await self._record(container_id, target, size, "user")
+        return ContainerFile.from_row(await self._record(container_id, target, size, "user"))
 
     async def _record(self, container_id: str, path: str, size: int, source: str) -> ContainerFileRow:
         async with self.db.begin() as session:
@@ -70,11 +71,12 @@ class FileService:
                                      source="assistant", created_at=now)
                     for path, size in on_disk.items() if path not in known)
 
-    async def list_page(self, project: str, container_id: str, page: Page) -> tuple[list[ContainerFileRow], bool]:
+    async def list_page(self, project: str, container_id: str, page: Page) -> ListPage[ContainerFile]:
         await self.sync(project, container_id)
         query = select(ContainerFileRow).where(ContainerFileRow.container_id == container_id)
         async with self.db.begin() as session:
-            return await paginate(session, query, ContainerFileRow, page)
+            rows, has_more = await paginate(session, query, ContainerFileRow, page)
+        return ListPage.of([ContainerFile.from_row(row) for row in rows], has_more)
 
     async def rows_for(self, project: str, container_id: str, paths: list[str]) -> list[ContainerFileRow]:
         """The records of these paths (after registering new files), in the order given."""
@@ -84,7 +86,10 @@ class FileService:
                 ContainerFileRow.container_id == container_id, ContainerFileRow.path.in_(paths)))}
         return [rows[path] for path in paths if path in rows]
 
-    async def get(self, project: str, container_id: str, file_id: str) -> ContainerFileRow:
+    async def get(self, project: str, container_id: str, file_id: str) -> ContainerFile:
+        return ContainerFile.from_row(await self._row(project, container_id, file_id))
+
+    async def _row(self, project: str, container_id: str, file_id: str) -> ContainerFileRow:
         await self.containers.get(project, container_id)
         async with self.db.begin() as session:
             row = await session.scalar(select(ContainerFileRow).where(
@@ -95,7 +100,7 @@ class FileService:
         return cast(ContainerFileRow, row)
 
     async def delete(self, project: str, container_id: str, file_id: str) -> None:
-        row = await self.get(project, container_id, file_id)
+        row = await self._row(project, container_id, file_id)
         async with self.containers.use(project, container_id) as sandbox:
             (await sandbox.files()).delete(row.path)
         async with self.db.begin() as session:
@@ -103,7 +108,7 @@ class FileService:
 
     async def content(self, project: str, container_id: str, file_id: str) -> tuple[int, AsyncIterator[bytes]]:
         """The file's size and a stream of its bytes, opened now (so a missing file fails early)."""
-        row = await self.get(project, container_id, file_id)
+        row = await self._row(project, container_id, file_id)
         async with self.containers.use(project, container_id) as sandbox:
             fs = await sandbox.files()
             with fs.open_read(row.path) as (_fd, size):
