@@ -5,6 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 from openai.types import ContainerCreateResponse, ContainerListResponse, ContainerRetrieveResponse
+from openai.types import Model as SDKModel
 from openai.types.containers import FileCreateResponse, FileListResponse, FileRetrieveResponse
 from openai.types.conversations import Conversation as SDKConversation
 from openai.types.conversations import ConversationDeletedResource, ConversationItemList
@@ -18,6 +19,7 @@ from cove.service.objects import (
     Deleted,
     EgressEvent,
     ListPage,
+    Model,
     audit_event,
     operator_audit_event,
 )
@@ -67,6 +69,14 @@ def test_list_page() -> None:
     round_trip(ListPage.of([item], has_more=True), ConversationItemList)
     assert ListPage.of([], has_more=False).model_dump() == {"object": "list", "data": [], "first_id": None,
                                                            "last_id": None, "has_more": False}
+
+
+def test_model() -> None:
+    model = Model(id="smollm2", created=1_700_000_000, owned_by="cove")
+    wire = model.model_dump(mode="json")
+    assert SDKModel.model_validate(wire).model_dump(mode="json", exclude_unset=True) == wire
+    # shutdown_date, OpenAI's one optional field, is left out: Cove's models have none.
+    assert {name for name, field in SDKModel.model_fields.items() if field.is_required()} <= set(wire)
 
 
 def test_audit_events_keep_the_stored_data_in_order() -> None:

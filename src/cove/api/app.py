@@ -18,6 +18,7 @@ from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
 from cove.service.conversations import ConversationService
 from cove.service.files import FileService
+from cove.service.models import ModelService
 from cove.service.responses import ResponseService
 from cove.store.db import Database
 from cove.upstream.registry import ModelRegistry
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.containers = service
         app.state.files = FileService(service)
-        app.state.models = registry
+        app.state.models = ModelService(registry)
         app.state.responses = response_service
         app.state.conversations = ConversationService(db)
         app.state.audit = audit

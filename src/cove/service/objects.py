@@ -191,7 +191,7 @@ def operator_audit_event(row: AuditEventRow) -> OperatorAuditEvent:
     return _OPERATOR_AUDIT_EVENT.validate_python({**_audit_fields(row), "project": row.project})
 
 
-# -- conversations -----------------------------------------------------------------------------------
+# -- conversations and models -----------------------------------------------------------------------
 class Conversation(_Object):
     id: str
     object: Literal["conversation"] = "conversation"
@@ -202,3 +202,11 @@ class Conversation(_Object):
     def from_row(cls, row: ConversationRow) -> Conversation:
         return cls(id=row.id, created_at=row.created_at, metadata=row.metadata_)
 
+
+class Model(_Object):
+    """A model this server answers with (``/v1/models``)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
