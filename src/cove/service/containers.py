@@ -38,13 +38,14 @@ MAX_COMMAND_CHARS = 1 << 20
 
 
 class ContainerService:
-    def __init__(self, db: Database, engine: SandboxEngine, settings: Settings, audit: AuditLog | None = None) -> None:
+    def __init__(self, db: Database, engine: SandboxEngine, settings: Settings, *, policies: ProjectPolicies,
+                 secrets: SecretKeeper, audit: AuditLog | None = None) -> None:
         self.db = db
-        self.policies = ProjectPolicies.load(settings.projects_file)
+        self.policies = policies
         self.engine = engine
         self.settings = settings
         self.audit = audit
-        self.secrets = SecretKeeper(settings.secrets_key_path)
+        self.secrets = secrets
         self._expiry_task: asyncio.Task[None] | None = None
         self._projects: dict[str, str] = {}
         """Container id -> project, for labelling egress decisions in the audit trail."""

@@ -20,15 +20,16 @@ from cove.sandbox.fs import normalize, read_chunks
 from cove.service.containers import ContainerService
 from cove.service.objects import ContainerFile, ListPage
 from cove.service.pagination import Page, paginate
+from cove.store.db import Database
 from cove.store.models import ContainerFileRow
 
 DATA_DIR = "/mnt/data"
 
 
 class FileService:
-    def __init__(self, containers: ContainerService) -> None:
+    def __init__(self, db: Database, containers: ContainerService) -> None:
         self.containers = containers
-        self.db = containers.db
+        self.db = db
 
     async def upload(self, project: str, container_id: str, filename: str, path: str | None,
                      chunks: Iterator[bytes]) -> ContainerFile:

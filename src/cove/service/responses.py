@@ -29,8 +29,9 @@ from cove.service import history
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
+from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
-from cove.service.secrets import network_limits
+from cove.service.secrets import SecretKeeper, network_limits
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.tools.toolbox import Toolbox
@@ -42,12 +43,13 @@ TERMINAL = ("completed", "failed", "incomplete", "cancelled")
 
 
 class ResponseService:
-    def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService,
-                 settings: Settings) -> None:
+    def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
+                 settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper) -> None:
         self.db = db
         self.containers = containers
-        self.files = FileService(containers)
-        self.policies = containers.policies
+        self.files = files
+        self.policies = policies
+        self.secrets = secrets
         self.models = models
         self.settings = settings
         self.runs: dict[str, Run] = {}
@@ -90,7 +92,7 @@ class ResponseService:
             if isinstance(environment, dict) and environment.get("network_policy"):
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
-        shown_tools = self.containers.secrets.seal_tools(params.tools)
+        shown_tools = self.secrets.seal_tools(params.tools)
         turn, run = await self._prepare(project, params)
         run.response["tools"] = shown_tools
         fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
