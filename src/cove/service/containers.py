@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
@@ -100,7 +100,7 @@ class ContainerService:
         if row is None:
             raise NotFound(f"No container found with id '{container_id}'.", param="container_id",
                            code="container_not_found")
-        return cast(ContainerRow, row)
+        return row
 
     async def list_page(self, project: str, page: Page, name: str | None) -> ListPage[Container]:
         query = select(ContainerRow).where(ContainerRow.project == project)

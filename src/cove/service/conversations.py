@@ -56,7 +56,7 @@ class ConversationService:
         if row is None:
             raise NotFound(f"Conversation with id '{conversation_id}' not found.", param="conversation_id",
                            code="conversation_not_found")
-        return cast(ConversationRow, row)
+        return row
 
     async def update(self, project: str, conversation_id: str, metadata: dict[str, str]) -> Conversation:
         check_metadata(metadata)

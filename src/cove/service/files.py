@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePosixPath
-from typing import cast
 
 from sqlalchemy import delete, select
 
@@ -49,7 +48,7 @@ class FileService:
                 session.add(row)
             else:
                 row.bytes = size
-        return cast(ContainerFileRow, row)
+        return row
 
     async def sync(self, project: str, container_id: str) -> None:
         """Registers files that appeared under /mnt/data and forgets records of vanished files."""
@@ -98,7 +97,7 @@ class FileService:
         if row is None:
             raise NotFound(f"No file found with id '{file_id}' in container '{container_id}'.",
                            param="file_id", code="file_not_found")
-        return cast(ContainerFileRow, row)
+        return row
 
     async def delete(self, project: str, container_id: str, file_id: str) -> None:
         row = await self._row(project, container_id, file_id)

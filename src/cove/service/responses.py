@@ -13,7 +13,7 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -280,7 +280,7 @@ class ResponseService:
         if row is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id",
                            code="response_not_found")
-        return cast(ResponseRow, row)
+        return row
 
     async def get(self, project: str, response_id: str) -> dict[str, Any]:
         run = self.runs.get(response_id)
