@@ -135,7 +135,8 @@ async def _exec_events(service: ContainerService, project: str, container_id: st
                           "output": output.model_dump()})
 
     task = asyncio.create_task(service.exec(project, container_id, commands, on_output, on_done))
-    # The commands finish even if the client goes away; their result is then only logged.
+    # The commands finish even if the client goes away (they are in the audit trail either way). This
+    # callback only retrieves the task's exception, so asyncio does not warn that nobody did.
     task.add_done_callback(lambda t: t.cancelled() or t.exception() or True)
     task.add_done_callback(lambda _t: queue.put_nowait({"type": "_end"}))
     yield {"type": "container.exec.started", "container_id": container_id, "commands": len(commands)}

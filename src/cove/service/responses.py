@@ -39,7 +39,6 @@ from cove.tools.workspace import Workspace
 from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-TERMINAL = ("completed", "failed", "incomplete", "cancelled")
 
 
 class ResponseService:
