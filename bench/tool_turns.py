@@ -29,7 +29,10 @@ from cove.sandbox.base import Command
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
 from cove.service.containers import ContainerService
+from cove.service.files import FileService
+from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
+from cove.service.secrets import SecretKeeper
 from cove.store.db import Database
 from cove.upstream.base import Finish, Model, ModelEvent, ModelRequest, TextDelta, ToolCallDelta, ToolCallStart, Usage
 
@@ -69,8 +72,10 @@ async def main() -> int:
     await db.migrate()
     engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
     await engine.start()
-    containers = ContainerService(db, engine, settings)
-    service = ResponseService(db, InstantRegistry(), containers, settings)  # type: ignore[arg-type]
+    policies, secrets = ProjectPolicies(), SecretKeeper(settings.secrets_key_path)
+    containers = ContainerService(db, engine, settings, policies=policies, secrets=secrets)
+    service = ResponseService(db, InstantRegistry(), containers, FileService(db, containers),  # type: ignore[arg-type]
+                              settings, policies=policies, secrets=secrets)
     try:
         row = await containers.create("bench", name="tools", image=None, memory_limit="1g", cpu_limit=None,
                                       expires_minutes=None, network_policy={})

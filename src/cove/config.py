@@ -20,7 +20,7 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COVE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="COVE_", extra="ignore", use_attribute_docstrings=True)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     """All state: database, images, container layers, runtime state."""
@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     """CPUs a container may use when the request gives no ``cpu_limit``."""
 
     max_cpu_limit: float = Field(default_factory=lambda: float(os.cpu_count() or 1))
+    """The most CPUs a create may ask for (``cpu_limit``); default: the host's CPU count."""
 
     max_containers: int = 1000
     """Running containers per server; creates beyond it are refused with 429."""
@@ -80,6 +81,7 @@ class Settings(BaseSettings):
     """Host uid that container root maps to; container uids 0-65535 map onto base+0-65535."""
 
     expiry_check_seconds: float = 30.0
+    """How often idle containers are looked for and expired (an expiry can be this late)."""
 
     upstream_url: str | None = None
     """OpenAI-compatible base URL ending in /v1; model names not in ``models_file`` go here unchanged."""
@@ -104,6 +106,9 @@ class Settings(BaseSettings):
 
     background_workers: int = 8
     """Background responses generated at once; more wait in the queue (in the store)."""
+
+    apt_sources: Path | None = None
+    """The apt sources file ``cove image build`` gives mmdebstrap; default: the host's own."""
 
     @field_validator("data_dir")
     @classmethod

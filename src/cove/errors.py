@@ -1,21 +1,32 @@
 """Errors every layer raises, each knowing the OpenAI-style error it becomes on the wire.
 
-    CoveError
-    ├── InvalidRequest (400)   bad parameters, naming the ``param``
-    │   └── Conflict (409)     the request is valid but clashes with the object's state
+    CoveError (500, server_error)
+    ├── InvalidRequest (400)            bad parameters, naming the ``param``
+    │   ├── Conflict (409)              the request is valid but clashes with the object's state
+    │   ├── RequestTooLarge (413)       a body beyond ``COVE_MAX_REQUEST`` / ``COVE_MAX_UPLOAD``
+    │   └── ContextWindowExceeded       the input does not fit the model's context window
     ├── AuthenticationError (401)
-    ├── NotFound (404)         unknown id, or an id of another project
-    ├── TooManyRequests (429)  a capacity cap was reached
-    └── SandboxError (500)     the container engine failed; the message says how
-        └── ImageError         an image could not be built, imported or found
+    ├── NotFound (404)                  unknown id, or an id of another project
+    ├── TooManyRequests (429)           a capacity cap was reached
+    ├── UpstreamError (502)             the model upstream failed; the message says how
+    └── SandboxError (500)              the container engine failed; the message says how
+        ├── ImageError                  an image could not be built, imported or found
+        ├── InitUnresponsive            a container's init stopped answering (``sandbox/linux/process.py``)
+        └── SpawnError                  init could not start a command (``sandbox/linux/init_client.py``)
 
-The sandbox and store raise these without knowing about HTTP; only ``api/errors.py`` turns them
-into responses.
+The sandbox, upstreams and store raise these without knowing about HTTP; ``error_body`` is the one
+place the wire's ``{"error": {...}}`` is built, for these and for the API's own refusals
+(``api/errors.py``, ``api/body_limit.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error JSON: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 class CoveError(Exception):
@@ -29,8 +40,7 @@ class CoveError(Exception):
         self.code = code
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param,
-                          "code": self.code}}
+        return error_body(self.message, self.error_type, self.param, self.code)
 
 
 class InvalidRequest(CoveError, ValueError):
@@ -40,6 +50,18 @@ class InvalidRequest(CoveError, ValueError):
 
 class Conflict(InvalidRequest):
     status_code = 409
+
+
+class RequestTooLarge(InvalidRequest):
+    status_code = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than this server accepts ({limit} bytes).",
+                         code="request_too_large")
+
+
+class ContextWindowExceeded(InvalidRequest):
+    """Raised before a model is called (``truncation: "disabled"``), or by an upstream that refused."""
 
 
 class AuthenticationError(CoveError, PermissionError):
@@ -55,6 +77,13 @@ class NotFound(CoveError, LookupError):
 class TooManyRequests(CoveError):
     status_code = 429
     error_type = "rate_limit_error"
+
+
+class UpstreamError(CoveError):
+    """The model upstream failed; the message says how (shown in ``response.failed``)."""
+
+    status_code = 502
+    error_type = "server_error"
 
 
 class SandboxError(CoveError, RuntimeError):

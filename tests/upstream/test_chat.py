@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from cove.errors import InvalidRequest
+from cove.errors import ContextWindowExceeded, InvalidRequest, UpstreamError
 from cove.upstream.base import (
-    ContextWindowExceeded,
     Finish,
     ModelEvent,
     ModelRequest,
@@ -21,7 +20,6 @@ from cove.upstream.base import (
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
-    UpstreamError,
 )
 from cove.upstream.chat import ChatCompletionsModel
 from cove.upstream.responses import ResponsesApiModel

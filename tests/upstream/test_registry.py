@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import pytest
 
 from cove.config import Settings
-from cove.upstream.base import ModelRequest, TextDelta, UpstreamError
+from cove.errors import UpstreamError
+from cove.upstream.base import ModelRequest, TextDelta
 from cove.upstream.chat import ChatCompletionsModel
 from cove.upstream.registry import ModelRegistry
 from cove.upstream.responses import ResponsesApiModel

@@ -6,17 +6,8 @@ from typing import Any
 
 import pytest
 
-from cove.upstream.base import (
-    ContextWindowExceeded,
-    Finish,
-    ModelRequest,
-    NativeItem,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallStart,
-    UpstreamError,
-)
+from cove.errors import ContextWindowExceeded, UpstreamError
+from cove.upstream.base import Finish, ModelRequest, NativeItem, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStart
 from cove.upstream.responses import ResponsesApiModel
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 from tests.upstream.conftest import Collect

@@ -14,10 +14,11 @@ from typing import Any
 
 from cove.agent.builder import ResponseBuilder
 from cove.agent.request import CreateParams
+from cove.errors import ContextWindowExceeded
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
 from cove.tools.toolbox import Toolbox
 from cove.tools.workspace import Workspace
-from cove.upstream.base import ContextWindowExceeded, Finish, Model, ModelRequest, Usage
+from cove.upstream.base import Finish, Model, ModelRequest, Usage
 
 _OUTPUT_RESERVE = 1024
 """Tokens kept free for the answer when ``max_output_tokens`` is not given."""

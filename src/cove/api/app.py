@@ -18,7 +18,10 @@ from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
 from cove.service.conversations import ConversationService
 from cove.service.files import FileService
+from cove.service.models import ModelService
+from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
+from cove.service.secrets import SecretKeeper
 from cove.store.db import Database
 from cove.upstream.registry import ModelRegistry
 
@@ -35,14 +38,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await engine.start()
         audit = AuditLog(db)
         audit.start()
-        service = ContainerService(db, engine, settings, audit)
+        policies = ProjectPolicies.load(settings.projects_file)
+        secrets = SecretKeeper(settings.secrets_key_path)
+        service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
         engine.egress.on_decision = service.record_egress
+        files = FileService(db, service)
         registry = ModelRegistry(settings)
-        response_service = ResponseService(db, registry, service, settings)
+        response_service = ResponseService(db, registry, service, files, settings, policies=policies,
+                                           secrets=secrets)
         app.state.settings = settings
         app.state.containers = service
-        app.state.files = FileService(service)
-        app.state.models = registry
+        app.state.files = files
+        app.state.models = ModelService(registry)
         app.state.responses = response_service
         app.state.conversations = ConversationService(db)
         app.state.audit = audit

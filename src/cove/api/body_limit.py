@@ -7,6 +7,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cove.errors import RequestTooLarge
+
 
 class BodyLimit:
     def __init__(self, app: ASGIApp, *, upload_bytes: int, json_bytes: int) -> None:
@@ -48,9 +50,8 @@ class BodyLimit:
 
 
 async def _refuse(send: Send, limit: int) -> None:
-    body = json.dumps({"error": {"message": f"The request body is larger than this server accepts ({limit} bytes).",
-                                 "type": "invalid_request_error", "param": None,
-                                 "code": "request_too_large"}}).encode()
-    await send({"type": "http.response.start", "status": 413,
+    error = RequestTooLarge(limit)
+    body = json.dumps(error.to_dict()).encode()
+    await send({"type": "http.response.start", "status": error.status_code,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from cove.api.auth import project_of
-from cove.api.containers import list_object
 from cove.errors import InvalidRequest
 from cove.service.files import FileService
+from cove.service.objects import ContainerFile, Deleted, ListPage
 from cove.service.pagination import Page
-from cove.store.models import ContainerFileRow
 
 router = APIRouter(prefix="/v1/containers/{container_id}/files", tags=["container files"])
 Project = Annotated[str, Depends(project_of)]
 _CHUNK = 1 << 20
-
-
-def file_object(row: ContainerFileRow) -> dict[str, Any]:
-    return {"id": row.id, "object": "container.file", "container_id": row.container_id, "path": row.path,
-            "bytes": row.bytes, "created_at": row.created_at, "source": row.source}
 
 
 def _service(request: Request) -> FileService:
@@ -39,31 +33,29 @@ def _chunks(upload: UploadFile) -> Iterator[bytes]:
 @router.post("")
 async def upload_file(container_id: str, request: Request, project: Project,
                       file: UploadFile | None = None, path: Annotated[str | None, Form()] = None,
-                      file_id: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+                      file_id: Annotated[str | None, Form()] = None) -> ContainerFile:
     if file is None:
         if file_id is not None:
             raise InvalidRequest(f"No file found with id '{file_id}'.", param="file_id", code="file_not_found")
         raise InvalidRequest("Missing required parameter: 'file' (multipart upload).", param="file")
-    row = await _service(request).upload(project, container_id, file.filename or "upload", path, _chunks(file))
-    return file_object(row)
+    return await _service(request).upload(project, container_id, file.filename or "upload", path, _chunks(file))
 
 
 @router.get("")
 async def list_files(container_id: str, request: Request, project: Project, after: str | None = None,
-                     limit: int = 20, order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
-    rows, has_more = await _service(request).list_page(project, container_id, Page(after, limit, order))
-    return list_object([file_object(row) for row in rows], has_more)
+                     limit: int = 20, order: Literal["asc", "desc"] = "desc") -> ListPage[ContainerFile]:
+    return await _service(request).list_page(project, container_id, Page(after, limit, order))
 
 
 @router.get("/{file_id}")
-async def get_file(container_id: str, file_id: str, request: Request, project: Project) -> dict[str, Any]:
-    return file_object(await _service(request).get(project, container_id, file_id))
+async def get_file(container_id: str, file_id: str, request: Request, project: Project) -> ContainerFile:
+    return await _service(request).get(project, container_id, file_id)
 
 
 @router.delete("/{file_id}")
-async def delete_file(container_id: str, file_id: str, request: Request, project: Project) -> dict[str, Any]:
+async def delete_file(container_id: str, file_id: str, request: Request, project: Project) -> Deleted:
     await _service(request).delete(project, container_id, file_id)
-    return {"id": file_id, "object": "container.file.deleted", "deleted": True}
+    return Deleted.of("container.file", file_id)
 
 
 @router.get("/{file_id}/content")

@@ -15,8 +15,8 @@ from cove.errors import CoveError, InvalidRequest, NotFound
 from cove.sandbox.base import Command, CommandOutput
 from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
+from cove.service.objects import AuditEvent, Container, Deleted, ListPage
 from cove.service.pagination import Page
-from cove.store.models import ContainerRow
 
 router = APIRouter(prefix="/v1/containers", tags=["containers"])
 Project = Annotated[str, Depends(project_of)]
@@ -60,66 +60,49 @@ class ExecRequest(_Strict):
     stream: bool = False
 
 
-def container_object(row: ContainerRow) -> dict[str, Any]:
-    return {
-        "id": row.id, "object": "container", "name": row.name, "created_at": row.created_at,
-        "status": row.status, "expires_after": {"anchor": "last_active_at", "minutes": row.expires_minutes},
-        "last_active_at": row.last_active_at, "memory_limit": row.memory_limit,
-        "network_policy": row.network_policy, "image": row.image, "cpu_limit": row.cpu_limit,
-    }
-
-
-def list_object(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
-
-
 def _service(request: Request) -> ContainerService:
     service: ContainerService = request.app.state.containers
     return service
 
 
 @router.post("")
-async def create_container(body: ContainerCreate, request: Request, project: Project) -> dict[str, Any]:
+async def create_container(body: ContainerCreate, request: Request, project: Project) -> Container:
     if body.skills:
         raise InvalidRequest("Skills are not supported by this server.", param="skills")
     if body.file_ids:
         raise NotFound(f"No file found with id '{body.file_ids[0]}'.", param="file_ids", code="file_not_found")
-    row = await _service(request).create(
+    return await _service(request).create(
         project, name=body.name, image=body.image, memory_limit=body.memory_limit, cpu_limit=body.cpu_limit,
         expires_minutes=body.expires_after.minutes if body.expires_after else None,
         network_policy=body.network_policy.model_dump(exclude_none=True) if body.network_policy else {})
-    return container_object(row)
 
 
 @router.get("")
 async def list_containers(
     request: Request, project: Project, after: str | None = None,
     limit: Annotated[int, Query()] = 20, order: Literal["asc", "desc"] = "desc", name: str | None = None,
-) -> dict[str, Any]:
-    rows, has_more = await _service(request).list_page(project, Page(after, limit, order), name)
-    return list_object([container_object(row) for row in rows], has_more)
+) -> ListPage[Container]:
+    return await _service(request).list_page(project, Page(after, limit, order), name)
 
 
 @router.get("/{container_id}")
-async def get_container(container_id: str, request: Request, project: Project) -> dict[str, Any]:
-    return container_object(await _service(request).get(project, container_id))
+async def get_container(container_id: str, request: Request, project: Project) -> Container:
+    return await _service(request).get(project, container_id)
 
 
 @router.delete("/{container_id}")
-async def delete_container(container_id: str, request: Request, project: Project) -> dict[str, Any]:
+async def delete_container(container_id: str, request: Request, project: Project) -> Deleted:
     await _service(request).delete(project, container_id)
-    return {"id": container_id, "object": "container.deleted", "deleted": True}
+    return Deleted.of("container", container_id)
 
 
 @router.get("/{container_id}/audit")
 async def container_audit(container_id: str, request: Request, project: Project, after: str | None = None,
-                          limit: int = 20, order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+                          limit: int = 20, order: Literal["asc", "desc"] = "desc") -> ListPage[AuditEvent]:
     """Cove extension: the commands run in this container (and its egress decisions), newest first."""
     await _service(request).get(project, container_id)
     audit: AuditLog = request.app.state.audit
-    events, has_more = await audit.events(project, container_id, Page(after, limit, order))
-    return list_object(events, has_more)
+    return await audit.events(project, container_id, Page(after, limit, order))
 
 
 def _exec_object(container_id: str, outputs: list[CommandOutput]) -> dict[str, Any]:
@@ -152,7 +135,8 @@ async def _exec_events(service: ContainerService, project: str, container_id: st
                           "output": output.model_dump()})
 
     task = asyncio.create_task(service.exec(project, container_id, commands, on_output, on_done))
-    # The commands finish even if the client goes away; their result is then only logged.
+    # The commands finish even if the client goes away (they are in the audit trail either way). This
+    # callback only retrieves the task's exception, so asyncio does not warn that nobody did.
     task.add_done_callback(lambda t: t.cancelled() or t.exception() or True)
     task.add_done_callback(lambda _t: queue.put_nowait({"type": "_end"}))
     yield {"type": "container.exec.started", "container_id": container_id, "commands": len(commands)}

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from cove.api.auth import project_of
-from cove.api.containers import list_object
-from cove.service.conversations import ConversationService, conversation_object
+from cove.service.conversations import ConversationService
+from cove.service.objects import Conversation, Deleted, ListPage
 from cove.service.pagination import Page
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -38,38 +38,37 @@ def _service(request: Request) -> ConversationService:
 
 
 @router.post("")
-async def create_conversation(body: ConversationCreate, request: Request, project: Project) -> dict[str, Any]:
-    return conversation_object(await _service(request).create(project, body.items, body.metadata))
+async def create_conversation(body: ConversationCreate, request: Request, project: Project) -> Conversation:
+    return await _service(request).create(project, body.items, body.metadata)
 
 
 @router.get("/{conversation_id}")
-async def get_conversation(conversation_id: str, request: Request, project: Project) -> dict[str, Any]:
-    return conversation_object(await _service(request).get(project, conversation_id))
+async def get_conversation(conversation_id: str, request: Request, project: Project) -> Conversation:
+    return await _service(request).get(project, conversation_id)
 
 
 @router.post("/{conversation_id}")
 async def update_conversation(conversation_id: str, body: ConversationUpdate, request: Request,
-                              project: Project) -> dict[str, Any]:
-    return conversation_object(await _service(request).update(project, conversation_id, body.metadata))
+                              project: Project) -> Conversation:
+    return await _service(request).update(project, conversation_id, body.metadata)
 
 
 @router.delete("/{conversation_id}")
-async def delete_conversation(conversation_id: str, request: Request, project: Project) -> dict[str, Any]:
+async def delete_conversation(conversation_id: str, request: Request, project: Project) -> Deleted:
     await _service(request).delete(project, conversation_id)
-    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+    return Deleted.of("conversation", conversation_id)
 
 
 @router.post("/{conversation_id}/items")
-async def add_items(conversation_id: str, body: ItemsCreate, request: Request, project: Project) -> dict[str, Any]:
-    items = await _service(request).add_items(project, conversation_id, body.items)
-    return list_object(items, False)
+async def add_items(conversation_id: str, body: ItemsCreate, request: Request,
+                    project: Project) -> ListPage[dict[str, Any]]:
+    return await _service(request).add_items(project, conversation_id, body.items)
 
 
 @router.get("/{conversation_id}/items")
 async def list_items(conversation_id: str, request: Request, project: Project, after: str | None = None,
-                     limit: int = 20, order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
-    items, has_more = await _service(request).list_items(project, conversation_id, Page(after, limit, order))
-    return list_object(items, has_more)
+                     limit: int = 20, order: Literal["asc", "desc"] = "desc") -> ListPage[dict[str, Any]]:
+    return await _service(request).list_items(project, conversation_id, Page(after, limit, order))
 
 
 @router.get("/{conversation_id}/items/{item_id}")
@@ -78,5 +77,5 @@ async def get_item(conversation_id: str, item_id: str, request: Request, project
 
 
 @router.delete("/{conversation_id}/items/{item_id}")
-async def delete_item(conversation_id: str, item_id: str, request: Request, project: Project) -> dict[str, Any]:
-    return conversation_object(await _service(request).delete_item(project, conversation_id, item_id))
+async def delete_item(conversation_id: str, item_id: str, request: Request, project: Project) -> Conversation:
+    return await _service(request).delete_item(project, conversation_id, item_id)

@@ -1,4 +1,5 @@
-"""Every failure leaves the server as OpenAI-style JSON: ``{"error": {message, type, param, code}}``."""
+"""Every failure leaves the server as OpenAI's error JSON (``cove.errors.error_body``): Cove's own
+errors, invalid requests, unknown routes and methods, and anything unexpected (as a 500)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from cove.errors import CoveError
+from cove.errors import CoveError, error_body
 
 log = logging.getLogger(__name__)
-
-
-def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 def _param(loc: tuple[object, ...]) -> str | None:

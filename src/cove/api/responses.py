@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from cove.agent.request import CreateParams
 from cove.api import sse
 from cove.api.auth import project_of
-from cove.api.containers import list_object
+from cove.service.objects import Deleted, ListPage
 from cove.service.pagination import Page
 from cove.service.responses import ResponseService, drain
 from cove.service.runs import Run
@@ -61,9 +61,9 @@ async def get_response(response_id: str, request: Request, project: Project, str
 
 
 @router.delete("/{response_id}")
-async def delete_response(response_id: str, request: Request, project: Project) -> dict[str, Any]:
+async def delete_response(response_id: str, request: Request, project: Project) -> Deleted:
     await _service(request).delete(project, response_id)
-    return {"id": response_id, "object": "response.deleted", "deleted": True}
+    return Deleted.of("response", response_id)
 
 
 @router.post("/{response_id}/cancel")
@@ -73,8 +73,8 @@ async def cancel_response(response_id: str, request: Request, project: Project) 
 
 @router.get("/{response_id}/input_items")
 async def list_input_items(response_id: str, request: Request, project: Project, after: str | None = None,
-                           limit: int = 20, order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+                           limit: int = 20, order: Literal["asc", "desc"] = "desc") -> ListPage[dict[str, Any]]:
     items, has_more = await _service(request).input_items(project, response_id, Page(after, limit, order))
-    return list_object(items, has_more)
+    return ListPage.of(items, has_more)
 
 

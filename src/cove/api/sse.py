@@ -1,4 +1,9 @@
-"""Server-sent events in OpenAI's framing: ``event:`` equals the data's ``type``, then ``[DONE]``."""
+"""Streams of events as OpenAI sends them (server-sent events): each event goes out as
+``event: <its type>`` and ``data: <its JSON>``, and the stream ends with ``data: [DONE]``.
+
+A response's events are numbered where they are made (``agent/events.py``); ``numbered`` numbers
+the events of streams that are not, such as an exec's.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ def encode(event: dict[str, Any]) -> bytes:
 
 
 async def numbered(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    """Adds increasing ``sequence_number``s to events that do not carry their own."""
+    """Numbers every event: sets ``sequence_number`` to 0, 1, 2 ... (overwriting any it carries)."""
     sequence = 0
     async for event in events:
         event["sequence_number"] = sequence

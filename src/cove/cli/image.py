@@ -58,7 +58,7 @@ def build(
         if recipe is None:
             from cove.sandbox.images.debian import build_default_image
 
-            image = build_default_image(store, progress, name=name, rebuild=rebuild)
+            image = build_default_image(store, progress, name=name, rebuild=rebuild, sources=settings.apt_sources)
         else:
             from cove.sandbox.images.recipe import build_recipe
 

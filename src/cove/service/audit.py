@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from cove.ids import new_id
+from cove.service.objects import AuditEvent, ListPage, OperatorAuditEvent, audit_event, operator_audit_event
 from cove.service.pagination import Page, paginate
 from cove.store.db import Database
 from cove.store.models import AuditEventRow
@@ -73,15 +74,19 @@ class AuditLog:
                 self._pending[:0] = batch  # keep them for the next try
                 raise
 
-    async def events(self, project: str, container_id: str, page: Page) -> tuple[list[dict[str, Any]], bool]:
+    async def events(self, project: str, container_id: str, page: Page) -> ListPage[AuditEvent]:
         await self.flush()
         query = select(AuditEventRow).where(AuditEventRow.project == project,
                                             AuditEventRow.container_id == container_id)
         async with self.db.begin() as session:
             rows, has_more = await paginate(session, query, AuditEventRow, page)
-        return [event_object(row) for row in rows], has_more
+        return ListPage.of([audit_event(row) for row in rows], has_more)
 
-
-def event_object(row: AuditEventRow) -> dict[str, Any]:
-    return {"id": row.id, "object": "container.audit_event", "type": row.kind, "container_id": row.container_id,
-            "response_id": row.response_id, "created_at": row.created_at, **row.data}
+    async def newest(self, container_id: str, limit: int) -> list[OperatorAuditEvent]:
+        """The operator's view: a container's newest ``limit`` events whatever their project (the
+        container may be gone), oldest first."""
+        await self.flush()
+        async with self.db.begin() as session:
+            rows = list(await session.scalars(select(AuditEventRow).where(AuditEventRow.container_id == container_id)
+                                              .order_by(AuditEventRow.seq.desc()).limit(limit)))
+        return [operator_audit_event(row) for row in reversed(rows)]

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
@@ -23,6 +23,7 @@ from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
 from cove.sandbox.base import Command, CommandOutput, Files, Limits, OutputCallback, Sandbox, SandboxEngine
 from cove.service.audit import AuditLog
+from cove.service.objects import Container, ListPage
 from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
 from cove.service.secrets import SecretKeeper, network_limits
@@ -36,13 +37,14 @@ MAX_COMMAND_CHARS = 1 << 20
 
 
 class ContainerService:
-    def __init__(self, db: Database, engine: SandboxEngine, settings: Settings, audit: AuditLog | None = None) -> None:
+    def __init__(self, db: Database, engine: SandboxEngine, settings: Settings, *, policies: ProjectPolicies,
+                 secrets: SecretKeeper, audit: AuditLog | None = None) -> None:
         self.db = db
-        self.policies = ProjectPolicies.load(settings.projects_file)
+        self.policies = policies
         self.engine = engine
         self.settings = settings
         self.audit = audit
-        self.secrets = SecretKeeper(settings.secrets_key_path)
+        self.secrets = secrets
         self._expiry_task: asyncio.Task[None] | None = None
         self._projects: dict[str, str] = {}
         """Container id -> project, for labelling egress decisions in the audit trail."""
@@ -54,7 +56,7 @@ class ContainerService:
     # -- create / read / delete -------------------------------------------------------------------
     async def create(self, project: str, *, name: str, image: str | None, memory_limit: str,
                      cpu_limit: float | None, expires_minutes: int | None,
-                     network_policy: dict[str, Any]) -> ContainerRow:
+                     network_policy: dict[str, Any]) -> Container:
         cpus = self.settings.default_cpu_limit if cpu_limit is None else cpu_limit
         if not 0.01 <= cpus <= self.settings.max_cpu_limit:
             raise InvalidRequest(f"cpu_limit must be between 0.01 and {self.settings.max_cpu_limit:g}.",
@@ -85,26 +87,30 @@ class ContainerService:
             async with self.db.begin() as session:
                 await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
             raise
-        return row
+        return Container.from_row(row)
 
-    async def get(self, project: str, container_id: str) -> ContainerRow:
+    async def get(self, project: str, container_id: str) -> Container:
+        return Container.from_row(await self._row(project, container_id))
+
+    async def _row(self, project: str, container_id: str) -> ContainerRow:
         async with self.db.begin() as session:
             row = await session.scalar(select(ContainerRow).where(
                 ContainerRow.id == container_id, ContainerRow.project == project))
         if row is None:
             raise NotFound(f"No container found with id '{container_id}'.", param="container_id",
                            code="container_not_found")
-        return cast(ContainerRow, row)
+        return row
 
-    async def list_page(self, project: str, page: Page, name: str | None) -> tuple[list[ContainerRow], bool]:
+    async def list_page(self, project: str, page: Page, name: str | None) -> ListPage[Container]:
         query = select(ContainerRow).where(ContainerRow.project == project)
         if name is not None:
             query = query.where(ContainerRow.name == name)
         async with self.db.begin() as session:
-            return await paginate(session, query, ContainerRow, page)
+            rows, has_more = await paginate(session, query, ContainerRow, page)
+        return ListPage.of([Container.from_row(row) for row in rows], has_more)
 
     async def delete(self, project: str, container_id: str) -> None:
-        row = await self.get(project, container_id)
+        row = await self._row(project, container_id)
         await self.engine.destroy(row.id)
         async with self.db.begin() as session:
             await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
@@ -114,7 +120,7 @@ class ContainerService:
     async def use(self, project: str, container_id: str, response_id: str | None = None) -> AsyncIterator[Sandbox]:
         """The live sandbox of an active container, kept from expiring while in use; the commands
         run through it go to the audit trail (with ``response_id`` when a response runs them)."""
-        row = await self.get(project, container_id)
+        row = await self._row(project, container_id)
         if row.status != "running":
             raise Conflict(f"Container '{container_id}' has {row.status} and cannot be used.",
                            param="container_id", code=f"container_{row.status}")

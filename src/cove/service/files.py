@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePosixPath
-from typing import cast
 
 from sqlalchemy import delete, select
 
@@ -17,23 +16,25 @@ from cove.errors import NotFound
 from cove.ids import new_id
 from cove.sandbox.base import normalize_path
 from cove.service.containers import ContainerService
+from cove.service.objects import ContainerFile, ListPage
 from cove.service.pagination import Page, paginate
+from cove.store.db import Database
 from cove.store.models import ContainerFileRow
 
 DATA_DIR = "/mnt/data"
 
 
 class FileService:
-    def __init__(self, containers: ContainerService) -> None:
+    def __init__(self, db: Database, containers: ContainerService) -> None:
         self.containers = containers
-        self.db = containers.db
+        self.db = db
 
     async def upload(self, project: str, container_id: str, filename: str, path: str | None,
-                     chunks: Iterator[bytes]) -> ContainerFileRow:
+                     chunks: Iterator[bytes]) -> ContainerFile:
         target = str(normalize_path(path if path else f"{DATA_DIR}/{PurePosixPath(filename).name or 'upload'}"))
         async with self.containers.use(project, container_id) as sandbox:
             size = await (await sandbox.files()).write(target, chunks)
-        return await self._record(container_id, target, size, "user")
+        return ContainerFile.from_row(await self._record(container_id, target, size, "user"))
 
     async def _record(self, container_id: str, path: str, size: int, source: str) -> ContainerFileRow:
         async with self.db.begin() as session:
@@ -45,7 +46,7 @@ class FileService:
                 session.add(row)
             else:
                 row.bytes = size
-        return cast(ContainerFileRow, row)
+        return row
 
     async def sync(self, project: str, container_id: str) -> None:
         """Registers files that appeared under /mnt/data and forgets records of vanished files."""
@@ -68,11 +69,12 @@ class FileService:
                                      source="assistant", created_at=now)
                     for path, size in on_disk.items() if path not in known)
 
-    async def list_page(self, project: str, container_id: str, page: Page) -> tuple[list[ContainerFileRow], bool]:
+    async def list_page(self, project: str, container_id: str, page: Page) -> ListPage[ContainerFile]:
         await self.sync(project, container_id)
         query = select(ContainerFileRow).where(ContainerFileRow.container_id == container_id)
         async with self.db.begin() as session:
-            return await paginate(session, query, ContainerFileRow, page)
+            rows, has_more = await paginate(session, query, ContainerFileRow, page)
+        return ListPage.of([ContainerFile.from_row(row) for row in rows], has_more)
 
     async def rows_for(self, project: str, container_id: str, paths: list[str]) -> list[ContainerFileRow]:
         """The records of these paths (after registering new files), in the order given."""
@@ -82,7 +84,10 @@ class FileService:
                 ContainerFileRow.container_id == container_id, ContainerFileRow.path.in_(paths)))}
         return [rows[path] for path in paths if path in rows]
 
-    async def get(self, project: str, container_id: str, file_id: str) -> ContainerFileRow:
+    async def get(self, project: str, container_id: str, file_id: str) -> ContainerFile:
+        return ContainerFile.from_row(await self._row(project, container_id, file_id))
+
+    async def _row(self, project: str, container_id: str, file_id: str) -> ContainerFileRow:
         await self.containers.get(project, container_id)
         async with self.db.begin() as session:
             row = await session.scalar(select(ContainerFileRow).where(
@@ -90,10 +95,10 @@ class FileService:
         if row is None:
             raise NotFound(f"No file found with id '{file_id}' in container '{container_id}'.",
                            param="file_id", code="file_not_found")
-        return cast(ContainerFileRow, row)
+        return row
 
     async def delete(self, project: str, container_id: str, file_id: str) -> None:
-        row = await self.get(project, container_id, file_id)
+        row = await self._row(project, container_id, file_id)
         async with self.containers.use(project, container_id) as sandbox:
             await (await sandbox.files()).delete(row.path)
         async with self.db.begin() as session:
@@ -101,6 +106,6 @@ class FileService:
 
     async def content(self, project: str, container_id: str, file_id: str) -> tuple[int, AsyncIterator[bytes]]:
         """The file's size and a stream of its bytes, opened now (so a missing file fails early)."""
-        row = await self.get(project, container_id, file_id)
+        row = await self._row(project, container_id, file_id)
         async with self.containers.use(project, container_id) as sandbox:
             return await (await sandbox.files()).stream(row.path)

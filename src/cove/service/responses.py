@@ -13,7 +13,7 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,24 +29,25 @@ from cove.service import history
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
+from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
-from cove.service.secrets import network_limits
+from cove.service.secrets import SecretKeeper, network_limits
 from cove.service.workspace import ContainerWorkspace
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-TERMINAL = ("completed", "failed", "incomplete", "cancelled")
 
 
 class ResponseService:
-    def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService,
-                 settings: Settings) -> None:
+    def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
+                 settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper) -> None:
         self.db = db
         self.containers = containers
-        self.files = FileService(containers)
-        self.policies = containers.policies
+        self.files = files
+        self.policies = policies
+        self.secrets = secrets
         self.models = models
         self.settings = settings
         self.runs: dict[str, Run] = {}
@@ -89,7 +90,7 @@ class ResponseService:
             if isinstance(environment, dict) and environment.get("network_policy"):
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
-        shown_tools = self.containers.secrets.seal_tools(params.tools)
+        shown_tools = self.secrets.seal_tools(params.tools)
         turn, run = await self._prepare(project, params)
         run.response["tools"] = shown_tools
         fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
@@ -133,10 +134,10 @@ class ResponseService:
         followed = None if named else await history.last_container(session, run.project, params)
         container_id = named or followed
         if container_id is not None:
-            row = await self.containers.get(run.project, container_id)
-            if row.status != "running":
-                raise Conflict(f"Container '{container_id}' has {row.status}; start a new chain or name a "
-                               "running container.", param="container_id", code=f"container_{row.status}")
+            container = await self.containers.get(run.project, container_id)
+            if container.status != "running":
+                raise Conflict(f"Container '{container_id}' has {container.status}; start a new chain or name a "
+                               "running container.", param="container_id", code=f"container_{container.status}")
             run.response["container_id"] = container_id
 
         def record(new_id_: str) -> None:
@@ -278,7 +279,7 @@ class ResponseService:
         if row is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id",
                            code="response_not_found")
-        return cast(ResponseRow, row)
+        return row
 
     async def get(self, project: str, response_id: str) -> dict[str, Any]:
         run = self.runs.get(response_id)

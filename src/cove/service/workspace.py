@@ -37,12 +37,12 @@ class ContainerWorkspace(Workspace):
     async def container_id(self) -> str:
         async with self._lock:
             if self._container_id is None:
-                row = await self.containers.create(
+                container = await self.containers.create(
                     self.project, name=f"auto-{self.response_id}", image=None,
                     memory_limit=self.auto.get("memory_limit") or "1g", cpu_limit=None, expires_minutes=None,
                     network_policy=self.auto.get("network_policy") or {})
-                self._container_id = row.id
-                self.on_container(row.id)
+                self._container_id = container.id
+                self.on_container(container.id)
             return self._container_id
 
     @asynccontextmanager

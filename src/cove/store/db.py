@@ -5,6 +5,7 @@ SQLite (WAL, in the data dir) by default; PostgreSQL through ``COVE_DATABASE_URL
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -48,25 +49,11 @@ class Database:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
-    def begin(self) -> Any:
-        """A session inside a transaction: ``async with db.begin() as session``."""
-        return _Transaction(self.session)
+    def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session inside a transaction, committed (or rolled back) and closed on exit:
+        ``async with db.begin() as session``."""
+        return self.session.begin()
 
     async def close(self) -> None:
         await self.engine.dispose()
 
-
-class _Transaction:
-    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
-        self._session = factory()
-        self._ctx = self._session.begin()
-
-    async def __aenter__(self) -> AsyncSession:
-        await self._ctx.__aenter__()
-        return self._session
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self._ctx.__aexit__(*exc)
-        finally:
-            await self._session.close()

@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cove.errors import CoveError
-
 
 @dataclass
 class ModelRequest:
@@ -90,18 +88,6 @@ class Finish:
 
 
 ModelEvent = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | NativeItem | Finish
-
-
-class UpstreamError(CoveError):
-    """The model upstream failed; the message says how (shown in ``response.failed``)."""
-
-    status_code = 502
-    error_type = "server_error"
-
-
-class ContextWindowExceeded(CoveError):
-    status_code = 400
-    error_type = "invalid_request_error"
 
 
 class Model(abc.ABC):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import openai
 from openai.types.chat import ChatCompletion
 
-from cove.errors import InvalidRequest
+from cove.errors import InvalidRequest, UpstreamError
 from cove.upstream.base import (
     Finish,
     Model,
@@ -27,7 +27,6 @@ from cove.upstream.base import (
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
-    UpstreamError,
     Usage,
 )
 from cove.upstream.client import ClientModel, upstream_errors, upstream_message

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import openai
 from openai import AsyncOpenAI
 
-from cove.upstream.base import ContextWindowExceeded, Model, UpstreamError
+from cove.errors import ContextWindowExceeded, UpstreamError
+from cove.upstream.base import Model
 
 _CONTEXT_ERROR = re.compile(r"context[ _](length|size|window)|maximum context|too many tokens|prompt is too long"
                             r"|exceeds? the (available )?context", re.IGNORECASE)

@@ -23,19 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cove.errors import ContextWindowExceeded, UpstreamError
 from cove.upstream import _llama
-from cove.upstream.base import (
-    ContextWindowExceeded,
-    Finish,
-    Model,
-    ModelEvent,
-    ModelRequest,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallStart,
-    UpstreamError,
-    Usage,
-)
+from cove.upstream.base import Finish, Model, ModelEvent, ModelRequest, TextDelta, ToolCallDelta, ToolCallStart, Usage
 from cove.upstream.local_grammar import MESSAGE_PREFIX, JsonStringStream, format_schema, schema_grammar, tool_grammar
 from cove.upstream.local_prompt import chat_messages, function_tools
 

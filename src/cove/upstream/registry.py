@@ -32,7 +32,8 @@ import openai
 from openai import AsyncOpenAI
 
 from cove.config import Settings
-from cove.upstream.base import Model, UpstreamError
+from cove.errors import UpstreamError
+from cove.upstream.base import Model
 from cove.upstream.chat import ChatCompletionsModel
 from cove.upstream.client import make_client
 from cove.upstream.responses import ResponsesApiModel

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from cove.errors import UpstreamError
 from cove.upstream.base import (
     Finish,
     ModelEvent,
@@ -19,7 +20,6 @@ from cove.upstream.base import (
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
-    UpstreamError,
     Usage,
 )
 from cove.upstream.chat import FinishReason

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import os
 import shutil
 import subprocess
 import time
@@ -34,11 +33,10 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _LOCAL_CA = "usr/local/share/ca-certificates/cove-host.crt"
 
 
-def apt_sources() -> Path:
-    """The host's apt sources file (deb822 or one-line format), or ``$COVE_APT_SOURCES``."""
-    override = os.environ.get("COVE_APT_SOURCES")
-    if override:
-        return Path(override)
+def apt_sources(override: Path | None = None) -> Path:
+    """``override`` (``COVE_APT_SOURCES``), else the host's apt sources file (deb822 or one-line format)."""
+    if override is not None:
+        return override
     deb822 = Path("/etc/apt/sources.list.d/debian.sources")
     return deb822 if deb822.exists() else Path("/etc/apt/sources.list")
 
@@ -57,7 +55,7 @@ def recipe_source() -> str:
 
 
 def build_default_image(store: ImageStore, progress: Progress, *, name: str = "default",
-                        rebuild: bool = False) -> Image:
+                        rebuild: bool = False, sources: Path | None = None) -> Image:
     """Build the image (40 s to a few minutes); a no-op if it exists and is current, unless ``rebuild``.
 
     An existing Debian image built from another package list is rebuilt (containers keep the
@@ -70,7 +68,7 @@ def build_default_image(store: ImageStore, progress: Progress, *, name: str = "d
             progress(f"Image {name!r} already exists (rebuild to replace it)")
             return existing
         progress(f"Image {name!r} was built from another package list: building it again")
-    sources = apt_sources()
+    sources = apt_sources(sources)
     if not sources.is_file():
         raise ImageError(f"No apt sources file at {sources} (set COVE_APT_SOURCES)")
     if shutil.which("mmdebstrap") is None:

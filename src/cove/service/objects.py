@@ -1,0 +1,212 @@
+"""The objects the API sends, typed, each built from its store row in one place.
+
+Field names, order and values follow the ``openai`` package's types (``ContainerCreateResponse``,
+``containers.FileCreateResponse``, ``conversations.Conversation``, ``Model``), so the JSON is what
+OpenAI's clients expect; Cove's extensions (a container's ``image`` and ``cpu_limit``, the audit
+trail) come after OpenAI's fields. Services return these; routers return them unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypeAliasType
+
+from cove.sandbox.base import Outcome
+from cove.store.models import AuditEventRow, ContainerFileRow, ContainerRow, ConversationRow
+
+Item = TypeVar("Item")
+
+
+class _Object(BaseModel):
+    """Attribute docstrings describe the fields in the OpenAPI schema, which shows every field as sent."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, json_schema_serialization_defaults_required=True)
+
+
+# -- lists and deletions ----------------------------------------------------------------------------
+class ObjectList(_Object, Generic[Item]):
+    """A whole list, unpaged (``/v1/models``)."""
+
+    object: Literal["list"] = "list"
+    data: list[Item]
+
+
+class ListPage(ObjectList[Item], Generic[Item]):
+    """One page of a cursor-paginated list; ``last_id`` is the ``after`` for the next page."""
+
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+    @classmethod
+    def of(cls, data: list[Item], has_more: bool) -> ListPage[Item]:
+        return cls(data=data, first_id=_id(data[0]) if data else None, last_id=_id(data[-1]) if data else None,
+                   has_more=has_more)
+
+
+def _id(item: Any) -> str:
+    """Typed objects carry ``id`` as an attribute; items (response and conversation items) as a key."""
+    return str(item["id"] if isinstance(item, dict) else item.id)
+
+
+class Deleted(_Object):
+    """What a delete answers: ``{"id": ..., "object": "container.deleted", "deleted": true}``."""
+
+    id: str
+    object: str
+    deleted: Literal[True] = True
+
+    @classmethod
+    def of(cls, kind: str, object_id: str) -> Deleted:
+        """``kind`` is the deleted object's ``object`` (``container``, ``container.file`` ...)."""
+        return cls(id=object_id, object=f"{kind}.deleted")
+
+
+# -- containers -------------------------------------------------------------------------------------
+class ContainerExpiresAfter(_Object):
+    anchor: Literal["last_active_at"] = "last_active_at"
+    minutes: int
+
+
+class NetworkDisabled(_Object):
+    type: Literal["disabled"] = "disabled"
+
+
+class NetworkAllowlist(_Object):
+    type: Literal["allowlist"] = "allowlist"
+    allowed_domains: list[str]
+    """Domain secrets are never shown, only the domains."""
+
+
+ContainerNetworkPolicy = TypeAliasType("ContainerNetworkPolicy",
+                                       Annotated[NetworkDisabled | NetworkAllowlist, Field(discriminator="type")])
+
+
+class Container(_Object):
+    id: str
+    object: Literal["container"] = "container"
+    name: str
+    created_at: int
+    status: Literal["running", "expired"]
+    expires_after: ContainerExpiresAfter
+    last_active_at: int
+    memory_limit: Literal["1g", "4g", "16g", "64g"]
+    network_policy: ContainerNetworkPolicy
+    image: str
+    """Cove extension: the image the container started from."""
+    cpu_limit: float
+    """Cove extension: the CPUs it may use."""
+
+    @classmethod
+    def from_row(cls, row: ContainerRow) -> Container:
+        return cls.model_validate({
+            "id": row.id, "name": row.name, "created_at": row.created_at, "status": row.status,
+            "expires_after": {"minutes": row.expires_minutes}, "last_active_at": row.last_active_at,
+            "memory_limit": row.memory_limit, "network_policy": row.network_policy, "image": row.image,
+            "cpu_limit": row.cpu_limit})
+
+
+class ContainerFile(_Object):
+    id: str
+    object: Literal["container.file"] = "container.file"
+    container_id: str
+    path: str
+    bytes: int
+    created_at: int
+    source: Literal["user", "assistant"]
+    """``user`` for uploads, ``assistant`` for files the container's commands wrote."""
+
+    @classmethod
+    def from_row(cls, row: ContainerFileRow) -> ContainerFile:
+        return cls.model_validate({"id": row.id, "container_id": row.container_id, "path": row.path,
+                                   "bytes": row.bytes, "created_at": row.created_at, "source": row.source})
+
+
+# -- the audit trail --------------------------------------------------------------------------------
+class _AuditEvent(_Object):
+    id: str
+    object: Literal["container.audit_event"] = "container.audit_event"
+    type: str
+    container_id: str
+    response_id: str | None
+    """The response whose tools ran the command (or, for egress, used the container then)."""
+    created_at: float
+
+
+class CommandEvent(_AuditEvent):
+    """A command run in the container, through ``/exec`` or a response's tools."""
+
+    type: Literal["command"] = "command"
+    command: str
+    workdir: str | None
+    outcome: Outcome
+    duration_ms: float
+
+
+class EgressEvent(_AuditEvent):
+    """A request through the egress proxy, allowed or refused, and why."""
+
+    type: Literal["egress"] = "egress"
+    method: str
+    host: str
+    port: int | None
+    allowed: bool
+    reason: str
+    address: str | None
+    """The address the proxy connected to (allowed requests only)."""
+
+
+AuditEvent = TypeAliasType("AuditEvent", Annotated[CommandEvent | EgressEvent, Field(discriminator="type")])
+
+
+class OperatorCommandEvent(CommandEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
+class OperatorEgressEvent(EgressEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
+OperatorAuditEvent = TypeAliasType("OperatorAuditEvent",
+                                   Annotated[OperatorCommandEvent | OperatorEgressEvent, Field(discriminator="type")])
+
+_AUDIT_EVENT: TypeAdapter[AuditEvent] = TypeAdapter(AuditEvent)
+_OPERATOR_AUDIT_EVENT: TypeAdapter[OperatorAuditEvent] = TypeAdapter(OperatorAuditEvent)
+
+
+def _audit_fields(row: AuditEventRow) -> dict[str, Any]:
+    return {"id": row.id, "type": row.kind, "container_id": row.container_id, "response_id": row.response_id,
+            "created_at": row.created_at, **row.data}
+
+
+def audit_event(row: AuditEventRow) -> AuditEvent:
+    return _AUDIT_EVENT.validate_python(_audit_fields(row))
+
+
+def operator_audit_event(row: AuditEventRow) -> OperatorAuditEvent:
+    return _OPERATOR_AUDIT_EVENT.validate_python({**_audit_fields(row), "project": row.project})
+
+
+# -- conversations and models -----------------------------------------------------------------------
+class Conversation(_Object):
+    id: str
+    object: Literal["conversation"] = "conversation"
+    created_at: int
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_row(cls, row: ConversationRow) -> Conversation:
+        return cls(id=row.id, created_at=row.created_at, metadata=row.metadata_)
+
+
+class Model(_Object):
+    """A model this server answers with (``/v1/models``)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
