@@ -1,8 +1,7 @@
-"""``POST /v1/responses`` parameters: validated once, then turned into the response object."""
+"""``POST /v1/responses`` parameters, validated once (the response object they make: ``response_object.py``)."""
 
 from __future__ import annotations
 
-import time
 from functools import cached_property
 from typing import Any, Literal
 
@@ -119,26 +118,3 @@ def check_metadata(metadata: dict[str, str] | None) -> None:
         if len(key) > 64 or len(value) > 512:
             raise InvalidRequest("metadata keys are at most 64 characters and values at most 512.",
                                  param="metadata")
-
-
-def new_response(response_id: str, params: CreateParams) -> dict[str, Any]:
-    """The response object at creation: every field the SDK's ``Response`` declares."""
-    return {
-        "id": response_id, "object": "response", "created_at": time.time(), "status": "in_progress",
-        "background": bool(params.background), "completed_at": None, "error": None,
-        "incomplete_details": None, "instructions": params.instructions, "metadata": params.metadata or {},
-        "model": params.model, "output": [], "parallel_tool_calls": params.parallel_tool_calls is not False,
-        "temperature": params.temperature, "tool_choice": params.tool_choice or "auto", "tools": params.tools,
-        "top_p": params.top_p, "max_output_tokens": params.max_output_tokens,
-        "max_tool_calls": params.max_tool_calls, "previous_response_id": params.previous_response_id,
-        "conversation": {"id": params.conversation_id} if params.conversation_id else None,
-        "reasoning": params.reasoning or {"effort": None, "summary": None},
-        "text": params.text or {"format": {"type": "text"}}, "truncation": params.truncation or "disabled",
-        "usage": None, "user": params.user, "safety_identifier": params.safety_identifier,
-        "prompt_cache_key": params.prompt_cache_key, "prompt_cache_retention": params.prompt_cache_retention,
-        "prompt_cache_options": params.prompt_cache_options, "service_tier": params.service_tier or "default",
-        "store": params.store is not False, "top_logprobs": params.top_logprobs, "prompt": None,
-        "access_programs": params.access_programs, "image": params.image, "moderation": params.moderation,
-        "input_transformations": None, "prompt_cache_diagnostics": None, "tool_usage": None,
-        "container_id": params.container_id,
-    }

@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn, fit_context, model_request, run_response
-from cove.agent.request import CreateParams, new_response
+from cove.agent.request import CreateParams
+from cove.agent.response_object import new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id

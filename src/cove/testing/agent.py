@@ -7,7 +7,8 @@ from typing import Any
 from cove.agent.builder import ResponseBuilder
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn, run_response
-from cove.agent.request import CreateParams, new_response
+from cove.agent.request import CreateParams
+from cove.agent.response_object import new_response
 from cove.tools.workspace import Workspace
 from cove.upstream.base import Model
 

@@ -1,0 +1,84 @@
+"""The response object, typed: every field the ``openai`` SDK's ``Response`` declares (a test keeps the
+two in step), with OpenAI's values for what a request leaves out; ``store``, which OpenAI sends though
+the SDK does not declare it; and Cove's ``container_id``.
+
+It is built here once, when a response is created; from then on the response builder changes its
+JSON form as the response runs, and that form is what is streamed, stored and returned.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from cove.agent.request import CreateParams
+
+Status = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
+
+
+class ResponseObject(BaseModel):
+    id: str
+    object: Literal["response"] = "response"
+    created_at: float
+    status: Status = "in_progress"
+    background: bool
+    completed_at: float | None = None
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+    instructions: str | None
+    metadata: dict[str, str]
+    model: str
+    output: list[dict[str, Any]]
+    parallel_tool_calls: bool
+    temperature: float | None
+    tool_choice: str | dict[str, Any]
+    tools: list[dict[str, Any]]
+    """As the request gave them (domain secrets shown as ``[redacted]``)."""
+    top_p: float | None
+    max_output_tokens: int | None
+    max_tool_calls: int | None
+    previous_response_id: str | None
+    conversation: dict[str, str] | None
+    reasoning: dict[str, Any]
+    text: dict[str, Any]
+    truncation: Literal["auto", "disabled"]
+    usage: dict[str, Any] | None = None
+    user: str | None
+    safety_identifier: str | None
+    prompt_cache_key: str | None
+    prompt_cache_retention: str | None
+    prompt_cache_options: dict[str, Any] | None
+    service_tier: str
+    store: bool
+    top_logprobs: int | None
+    prompt: dict[str, Any] | None = None
+    access_programs: dict[str, Any] | None
+    image: dict[str, Any] | None
+    moderation: dict[str, Any] | None
+    input_transformations: list[dict[str, Any]] | None = None
+    prompt_cache_diagnostics: dict[str, Any] | None = None
+    tool_usage: dict[str, Any] | None = None
+    container_id: str | None
+    """Cove extension: the container the response's hosted tools run in."""
+
+
+def new_response(response_id: str, params: CreateParams) -> dict[str, Any]:
+    """The response object at creation, as the JSON the builder goes on changing."""
+    return ResponseObject(
+        id=response_id, created_at=time.time(), background=bool(params.background),
+        instructions=params.instructions, metadata=params.metadata or {}, model=params.model, output=[],
+        parallel_tool_calls=params.parallel_tool_calls is not False, temperature=params.temperature,
+        tool_choice=params.tool_choice or "auto", tools=params.tools, top_p=params.top_p,
+        max_output_tokens=params.max_output_tokens, max_tool_calls=params.max_tool_calls,
+        previous_response_id=params.previous_response_id,
+        conversation={"id": params.conversation_id} if params.conversation_id else None,
+        reasoning=params.reasoning or {"effort": None, "summary": None},
+        text=params.text or {"format": {"type": "text"}}, truncation=params.truncation or "disabled",
+        user=params.user, safety_identifier=params.safety_identifier, prompt_cache_key=params.prompt_cache_key,
+        prompt_cache_retention=params.prompt_cache_retention, prompt_cache_options=params.prompt_cache_options,
+        service_tier=params.service_tier or "default", store=params.store is not False,
+        top_logprobs=params.top_logprobs, access_programs=params.access_programs, image=params.image,
+        moderation=params.moderation, container_id=params.container_id,
+    ).model_dump()
