@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,20 @@ import openai
 import pytest
 
 from tests.internet import Internet
+from tests.polling import eventually
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import ScriptedUpstream
+
+NEEDS_ROOT = "needs root: containers, mounts, cgroups and network namespaces"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``root`` are skipped, before any of their fixtures start, when not run as root."""
+    if os.geteuid() != 0:
+        for item in items:
+            if item.get_closest_marker("root"):
+                item.add_marker(pytest.mark.skip(reason=NEEDS_ROOT))
+
 
 IMAGES_DIR = Path(os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images"))
 KEYS = {"alpha": "test-key-alpha", "beta": "test-key-beta"}
@@ -50,17 +61,14 @@ class Server:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([str(cove), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"cove serve exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("cove serve did not become ready")
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+
+        eventually(ready, timeout=60, what="cove serve to answer /healthz", ignoring=(httpx.HTTPError,))
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         for client in self._clients:

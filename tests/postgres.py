@@ -8,8 +8,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from tests.polling import eventually
 
 
 def _bindir() -> Path:
@@ -44,12 +45,15 @@ class PostgresServer:
                                   str(self.dir), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200",
                                   "-c", "fsync=off"),
                 stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + 30
-        while subprocess.run(self._as_postgres(str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)),
-                             capture_output=True).returncode != 0:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"PostgreSQL did not start: {(self.dir / 'log').read_text()[-2000:]}")
-            time.sleep(0.1)
+            return subprocess.run(self._as_postgres(str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p",
+                                                    str(self.port)), capture_output=True).returncode == 0
+
+        eventually(ready, timeout=30, what="PostgreSQL to accept connections")
         return self
 
     def new_database(self) -> str:

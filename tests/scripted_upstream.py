@@ -37,6 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.polling import eventually
+
 DEFAULT_PREFIX = "echo: "
 
 
@@ -125,11 +127,12 @@ class ScriptedUpstream:
 
     def start(self) -> ScriptedUpstream:
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the scripted upstream did not start")
-            time.sleep(0.01)
+        def started() -> bool:
+            if not self._thread.is_alive():
+                raise RuntimeError("the scripted upstream's server thread ended")
+            return bool(self._server.started)
+
+        eventually(started, timeout=10, what="the scripted upstream to start")
         return self
 
     def stop(self) -> None:

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from tests.conftest import Server
 from tests.helpers import run
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+
+pytestmark = pytest.mark.root
 
 
 def test_commands_are_audited(client: openai.OpenAI, http: httpx.Client, server: Server,

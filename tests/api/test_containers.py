@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import Server
 from tests.helpers import run
 
+pytestmark = pytest.mark.root
+
 
 def test_create_get_list_delete(client: openai.OpenAI) -> None:
     created = client.containers.create(name="crud", expires_after={"anchor": "last_active_at", "minutes": 5})

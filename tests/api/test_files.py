@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import Server
 from tests.helpers import run
 
+pytestmark = pytest.mark.root
+
 
 @pytest.fixture(scope="module")
 def cid(client: openai.OpenAI) -> str:

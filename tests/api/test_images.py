@@ -8,10 +8,13 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from tests.conftest import IMAGES_DIR
 from tests.helpers import run
 from tests.images.archives import busybox_layers, directory, docker_save, file, layer_tar, oci_layout
+
+pytestmark = pytest.mark.root
 
 
 def _import(name: str, tarball: Path) -> None:

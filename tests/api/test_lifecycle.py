@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import openai
@@ -12,6 +11,9 @@ import pytest
 
 from tests.conftest import Server
 from tests.helpers import make_wheel, run
+from tests.polling import eventually
+
+pytestmark = pytest.mark.root
 
 
 def test_packages_and_files_survive_calls_and_restarts(own_server: Server) -> None:
@@ -36,9 +38,9 @@ def test_crash_leaves_nothing_behind(own_server: Server) -> None:
     with own_server.http() as http:
         run(http, cid, "echo kept > /root/state; sleep 777777 > /dev/null 2>&1 &")
     own_server.stop(signal.SIGKILL)
-    time.sleep(0.5)
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    assert "sleep 777777" not in ps, "processes of a crashed server's containers must end"
+    eventually(lambda: "sleep 777777" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True,
+                                                             check=True).stdout,
+               timeout=10, what="the processes of a crashed server's containers to end")
     runtime_dir = (own_server.data_dir / "containers" / cid).resolve()
     own_server.start()
     mounts = Path("/proc/self/mountinfo").read_text()
@@ -48,16 +50,15 @@ def test_crash_leaves_nothing_behind(own_server: Server) -> None:
         assert out["stdout"] == "kept\n0\n"
 
 
+@pytest.mark.slow  # the shortest expiry is a minute
 def test_idle_containers_expire(own_server: Server) -> None:
     client = own_server.client()
     container = client.containers.create(name="expire", expires_after={"anchor": "last_active_at", "minutes": 1})
     keep = client.containers.create(name="keep")
     upper = own_server.data_dir / "containers" / container.id
     assert upper.exists()
-    deadline = time.monotonic() + 100
-    while client.containers.retrieve(container.id).status != "expired":
-        assert time.monotonic() < deadline, "container did not expire"
-        time.sleep(1)
+    eventually(lambda: client.containers.retrieve(container.id).status == "expired", timeout=100, interval=0.5,
+               what="the idle container to expire")
     assert not upper.exists()
     with own_server.http() as http:
         response = http.post(f"/v1/containers/{container.id}/exec", json={"commands": ["true"]})

@@ -12,9 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Server
 from tests.helpers import run
 from tests.internet import GIT_FILE, Internet
+
+pytestmark = pytest.mark.root
 
 
 def test_allowlist_with_curl_pip_git_and_npm(own_server: Server, internet: Internet) -> None:

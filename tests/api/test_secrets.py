@@ -11,14 +11,18 @@ import base64
 import json
 import os
 import secrets
-import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import Server
 from tests.helpers import run
 from tests.internet import Internet
+from tests.polling import eventually
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+
+pytestmark = pytest.mark.root
 
 CHECK = "https://api.cove.test/v1/check"
 CODE = "-o /dev/null -w '%{http_code}'"
@@ -226,12 +230,8 @@ def test_secrets_in_a_code_interpreter_container_are_redacted(server: Server, ht
                                                "background": True})
     assert created.status_code == 200 and value not in created.text
     response_id = created.json()["id"]
-    for _ in range(200):
-        body = http.get(f"/v1/responses/{response_id}").json()
-        if body["status"] == "completed":
-            break
-        time.sleep(0.05)
-    assert body["status"] == "completed"
+    body = eventually(lambda: (current := http.get(f"/v1/responses/{response_id}").json())["status"] == "completed"
+                      and current, what="the background response to complete")
     assert body["tools"][0]["container"]["network_policy"]["domain_secrets"][0]["value"] == "[redacted]"
     assert value not in json.dumps(body) and value not in json.dumps(upstream.requests)
     stored = b"".join(path.read_bytes() for path in server.data_dir.glob("cove.db*"))

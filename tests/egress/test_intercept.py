@@ -25,6 +25,7 @@ from cove.egress.resolver import Resolver
 from cove.egress.tls import CertificateAuthority, upstream_context
 from tests.egress.test_proxy import _http_handler, body_of, listen, read_body, run, status_of
 from tests.internet import NAMES, make_certificates
+from tests.polling import eventually_async
 
 VALUE = "real-s3cr3t-value"
 PLACEHOLDER = "cove_secret_" + "ab" * 20
@@ -99,7 +100,7 @@ async def _slow_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
             for _ in range(10):
                 writer.write(b"x" * 100)
                 await writer.drain()
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # the scenario: a slow download
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
@@ -305,10 +306,8 @@ def test_a_client_that_does_not_trust_coves_ca_gets_nothing(tmp_path: Path) -> N
         async with setup(tmp_path) as env:
             with pytest.raises(ssl.SSLCertVerificationError):  # the proxy's certificate is not the server's
                 await env.open("api.cove.test", trust_cove=False)
-            for _ in range(50):
-                if len(env.decisions) == 2:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually_async(lambda: len(env.decisions) == 2, timeout=5,
+                                   what="the failed handshake to be recorded")
             assert not env.decisions[-1].allowed
             assert "TLS handshake failed" in env.decisions[-1].reason
     run(main)

@@ -21,6 +21,7 @@ import pytest
 from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision, EgressProxy
 from cove.egress.resolver import Refused, Resolver, check_address, parse_test_hosts
+from tests.polling import eventually_async
 
 TEST_NAMES = ["allowed.test", "a.test", "b.test", "example.test", "a.example.test", "a.b.example.test",
               "evil.test"]
@@ -251,7 +252,7 @@ def test_a_chunked_body_is_forwarded_as_it_arrives() -> None:
             for piece in (b"5\r\nhel", b"lo\r\n6;ext=1\r\n wor", b"ld\r\n0\r\nX-Checksum: 42\r\n\r\n"):
                 writer.write(piece)
                 await writer.drain()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # the scenario: a body that arrives in separate pieces
             seen = body_of(await reader.read(-1))
             writer.close()
             assert seen["body"] == "hello world" and seen["trailers"] == ["X-Checksum: 42"]
@@ -441,13 +442,15 @@ def test_connections_beyond_the_cap_get_503() -> None:
         async with environment(max_connections=2) as env:
             port = await env.listen("c1", "allowed.test")
             idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            await asyncio.sleep(0.2)  # let the proxy accept both
+            await eventually_async(lambda: env.proxy.connections("c1") == 2, timeout=5,
+                                   what="the proxy to accept both idle connections")
             response = await exchange(port, f"GET http://allowed.test:{env.http_port}/ HTTP/1.1\r\n\r\n".encode())
             assert status_of(response) == 503
             assert env.decisions[-1].reason == "too many connections"
             for _, writer in idle:
                 writer.close()
-            await asyncio.sleep(0.2)
+            await eventually_async(lambda: env.proxy.connections("c1") == 0, timeout=5,
+                                   what="the proxy to see the idle clients leave")
             ok = await exchange(port, f"GET http://allowed.test:{env.http_port}/ HTTP/1.1\r\n\r\n".encode())
             assert status_of(ok) == 200
     run(main)
@@ -461,7 +464,7 @@ def test_idle_tunnels_are_closed() -> None:
             writer.write(f"CONNECT allowed.test:{env.echo_port} HTTP/1.1\r\n\r\n".encode())
             await reader.readuntil(b"\r\n\r\n")
             for _ in range(3):  # activity keeps it open past the idle timeout
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the scenario: traffic spaced under the idle timeout
                 writer.write(b"x")
                 assert await reader.readexactly(1) == b"x"
             async with asyncio.timeout(3):
@@ -482,7 +485,7 @@ def test_tunnels_end_at_the_total_timeout_even_when_busy() -> None:
                 while True:
                     writer.write(b"x")
                     await reader.readexactly(1)
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # the scenario: a tunnel busy until the total timeout
             assert 0.3 < asyncio.get_running_loop().time() - started < 2
             writer.close()
     run(main)

@@ -15,6 +15,8 @@ from cove.sandbox.images.store import Image, ImageStore
 from cove.sandbox.linux.overlay import mount_overlay, mounts_under
 from tests.images.conftest import UID_BASE
 
+pytestmark = pytest.mark.root
+
 
 def test_existing_image_is_kept_unless_rebuilt(store: ImageStore, busybox_image: Image) -> None:
     store.save("deb-test", [p.name for p in busybox_image.layers], [], "/", recipe_source())

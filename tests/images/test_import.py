@@ -31,6 +31,8 @@ from tests.images.archives import (
 from tests.images.conftest import UID_BASE
 from tests.images.helpers import mounted, run_in
 
+pytestmark = pytest.mark.root
+
 
 def check_busybox_tree(root: Path) -> None:
     """What the three busybox layers must add up to."""

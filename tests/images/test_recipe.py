@@ -18,6 +18,8 @@ from tests.images.archives import directory, docker_save, file, layer_tar
 from tests.images.conftest import UID_BASE
 from tests.images.helpers import mounted, run_in
 
+pytestmark = pytest.mark.root
+
 RECIPE = """
 from = "bb"
 env = { FOO = "bar" }

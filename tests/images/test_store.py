@@ -19,6 +19,8 @@ from cove.sandbox.images.store import ImageStore
 from tests.images.archives import busybox_layers, docker_save
 from tests.images.conftest import UID_BASE
 
+pytestmark = pytest.mark.root
+
 
 def test_names_and_missing_images(store: ImageStore) -> None:
     for bad in ("", "UPPER", "-dash", "a/b", "../x", "x" * 65):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import openai
+import pytest
 from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 
 from tests.conftest import KEYS, Server
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+
+pytestmark = pytest.mark.root
 
 
 def test_agent_with_function_tool(server: Server, upstream: ScriptedUpstream) -> None:

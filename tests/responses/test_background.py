@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import openai
+import pytest
 
 from tests.conftest import Server
+from tests.polling import eventually
 from tests.scripted_upstream import Reply, ScriptedUpstream
+
+pytestmark = pytest.mark.root
 
 MODEL = "scripted-model"
 
 
 def _wait(client: openai.OpenAI, response_id: str, *statuses: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while (status := client.responses.retrieve(response_id).status) not in statuses:
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
+    status = eventually(lambda: (current := client.responses.retrieve(response_id).status) in statuses and current,
+                        timeout=timeout, what=f"{response_id} to be {' or '.join(statuses)}")
     return str(status)
 
 

@@ -13,6 +13,8 @@ from openai.types.responses import Response
 from tests.conftest import Server
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
+pytestmark = pytest.mark.root
+
 MODEL = "scripted-model"
 
 

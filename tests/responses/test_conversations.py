@@ -7,6 +7,8 @@ import pytest
 
 from tests.scripted_upstream import Reply, ScriptedUpstream
 
+pytestmark = pytest.mark.root
+
 MODEL = "scripted-model"
 
 

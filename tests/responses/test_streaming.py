@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import openai
+import pytest
 
 from tests.conftest import Server
+from tests.polling import eventually
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+
+pytestmark = pytest.mark.root
 
 MODEL = "scripted-model"
 
@@ -104,8 +107,6 @@ def test_disconnect_does_not_kill_stored_response(client: openai.OpenAI, server:
             if "output_text.delta" in line:
                 break  # hang up mid-stream
     assert response_id is not None
-    deadline = time.monotonic() + 30
-    while (final := client.responses.retrieve(response_id)).status != "completed":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    final = eventually(lambda: (r := client.responses.retrieve(response_id)).status == "completed" and r,
+                       what="the abandoned stream's response to complete")
     assert final.output_text == "slow and steady " * 20

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from cove.errors import SandboxError
 from cove.sandbox.linux import initbin
 from cove.sandbox.linux.init_client import MAX_MESSAGE, InitClient, Job, SpawnError
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
+from tests.polling import eventually_async
 
 ENV = {"PATH": "/usr/bin:/bin"}
 SH = "/bin/sh"
@@ -130,15 +131,6 @@ def proc_stat(pid: int) -> list[str] | None:
 def running(pid: int) -> bool:
     stat = proc_stat(pid)
     return stat is not None and stat[0] != "Z"
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def children_of(pid: int) -> dict[int, str]:
@@ -351,7 +343,8 @@ def test_signal_kills_the_whole_tree_including_other_process_groups(init_binary:
             await job.signal(signal.SIGTERM)
             assert os.waitstatus_to_exitcode(await asyncio.wait_for(job.wait(), 5)) == -signal.SIGTERM
             # Orphaned on the job's death, they reparent to init, which reaps them: no pid left at all.
-            assert await eventually(lambda: proc_stat(sleeper) is None and proc_stat(moved) is None)
+            await eventually_async(lambda: proc_stat(sleeper) is None and proc_stat(moved) is None, timeout=5,
+                                   what="both processes to be killed")
             await job.signal(signal.SIGTERM)  # finished job: ignored
         finally:
             pipes.close()
@@ -368,9 +361,8 @@ def test_orphans_reparent_to_init_and_are_reaped(init_binary: Path) -> None:
             assert os.waitstatus_to_exitcode(await asyncio.wait_for(job.wait(), 5)) == 0
             orphan_stat = proc_stat(orphan)
             assert orphan_stat is not None and orphan_stat[1] == str(proc.pid)  # subreaper
-            await asyncio.sleep(1)
-            assert proc_stat(orphan) is None
-            assert "Z" not in children_of(proc.pid).values()
+            await eventually_async(lambda: proc_stat(orphan) is None and "Z" not in children_of(proc.pid).values(),
+                                   timeout=5, what="the orphan to end and be reaped by init")
         finally:
             pipes.close()
 
@@ -454,9 +446,9 @@ def test_init_survives_termination_signals(init_binary: Path) -> None:
         assert await run(client, ["/bin/true"]) == (0, b"", b"")  # init is past its setup
         for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             proc.send_signal(signo)
-        await asyncio.sleep(0.1)
-        assert proc.poll() is None
+        # Pending signals are delivered before init next runs, so it has had them once it answers.
         assert await run(client, ["/bin/true"]) == (0, b"", b"")
+        assert proc.poll() is None
 
     with_client(init_binary, body)
 
@@ -467,15 +459,17 @@ def test_cancelled_spawn_does_not_leak_the_process(init_binary: Path, tmp_path: 
         pipes = Pipes()
         try:
             task = asyncio.ensure_future(pipes.spawn(client, [SH, "-c", f"echo $$ > {pid_file}; exec sleep 100"]))
-            await asyncio.sleep(0)  # the SPAWN is sent, its STARTED not read yet
+            await asyncio.sleep(0)  # one step of the task: the SPAWN is sent, its STARTED not read yet
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
         finally:
             pipes.close()
         assert await run(client, ["/bin/true"]) == (0, b"", b"")  # init got to the first SPAWN: it started
-        assert await eventually(lambda: pid_file.exists() and pid_file.read_text().endswith("\n"))
-        assert await eventually(lambda: not running(int(pid_file.read_text())))
+        await eventually_async(lambda: pid_file.exists() and pid_file.read_text().endswith("\n"), timeout=5,
+                               what="the spawned shell to write its pid")
+        await eventually_async(lambda: not running(int(pid_file.read_text())), timeout=5,
+                               what="the abandoned process to be killed")
 
     with_client(init_binary, body)
 
@@ -574,7 +568,8 @@ def test_agent_ignores_garbled_replies(init_binary: Path) -> None:
         pipes = Pipes()
         try:
             task = asyncio.ensure_future(pipes.spawn(client, ["/bin/true"]))
-            await asyncio.sleep(0.05)
+            await eventually_async(lambda: select.select([fake_init], [], [], 0)[0], timeout=5,
+                                   what="the client to send its SPAWN")
             data, fds, _flags, _addr = socket.recv_fds(fake_init, 4096, 3)
             for fd in fds:
                 os.close(fd)

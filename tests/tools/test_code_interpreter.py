@@ -8,9 +8,12 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from tests.helpers import stream_response
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+
+pytestmark = pytest.mark.root
 
 MODEL = "scripted-model"
 TOOL = {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "4g"}}

@@ -7,9 +7,12 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from tests.helpers import run
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+
+pytestmark = pytest.mark.root
 
 MODEL = "scripted-model"
 

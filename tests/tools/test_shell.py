@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,10 @@ import pytest
 
 from tests.conftest import Server
 from tests.helpers import make_wheel, stream_response
+from tests.polling import eventually
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+
+pytestmark = pytest.mark.root
 
 MODEL = "scripted-model"
 SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
@@ -119,16 +121,15 @@ def test_top_level_container_id_and_dead_containers(client: openai.OpenAI, upstr
         client.responses.create(model=MODEL, input="go", previous_response_id=response.id, tools=[SHELL])  # type: ignore[list-item]
 
 
+@pytest.mark.slow  # the shortest expiry is a minute
 def test_expired_container_fails_clearly(own_server: Server, upstream: ScriptedUpstream) -> None:
     client = own_server.client()
     container = client.containers.create(name="short", expires_after={"anchor": "last_active_at", "minutes": 1})
     upstream.script([shell("true"), Reply(text="ok")])
     first = client.responses.create(model=MODEL, input="go", tools=[SHELL],  # type: ignore[list-item]
                                     extra_body={"container_id": container.id})
-    deadline = time.monotonic() + 100
-    while client.containers.retrieve(container.id).status != "expired":
-        assert time.monotonic() < deadline
-        time.sleep(1)
+    eventually(lambda: client.containers.retrieve(container.id).status == "expired", timeout=100, interval=0.5,
+               what="the idle container to expire")
     with pytest.raises(openai.ConflictError) as info:
         client.responses.create(model=MODEL, input="more", previous_response_id=first.id, tools=[SHELL])  # type: ignore[list-item]
     assert info.value.body["code"] == "container_expired"  # type: ignore[index]

@@ -23,6 +23,7 @@ from cove.upstream.base import (
 )
 from cove.upstream.chat import ChatCompletionsModel
 from cove.upstream.responses import ResponsesApiModel
+from tests.polling import eventually_async
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 from tests.upstream.conftest import Collect, events_of
 
@@ -355,10 +356,8 @@ def test_a_consumer_that_stops_early_hangs_up_on_the_upstream(upstream: Scripted
         try:
             assert isinstance(await anext(stream), TextDelta)
             await stream.aclose()  # type: ignore[attr-defined]  # an async generator underneath
-            for _ in range(50):
-                if upstream.abandoned:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually_async(lambda: upstream.abandoned, timeout=5,
+                                   what="the upstream to see its stream abandoned")
             return upstream.abandoned
         finally:
             await shared.aclose()

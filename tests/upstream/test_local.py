@@ -186,6 +186,7 @@ def test_a_consumer_that_goes_away_stops_generation(model: LocalModel) -> None:
     assert finish_of(events).reason in ("stop", "length")
 
 
+@pytest.mark.root  # a network namespace of its own
 def test_runs_with_no_network_at_all() -> None:
     """Loads and generates inside a network namespace with nothing but a down loopback."""
     code = ("import asyncio; from cove.upstream.local import LocalModel; from cove.upstream.base import *\n"

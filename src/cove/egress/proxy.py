@@ -114,6 +114,11 @@ class EgressProxy:
             del self._listeners[label]
             raise
 
+    def connections(self, label: str) -> int:
+        """How many connections of ``label``'s client are open now (the cap is ``max_connections``)."""
+        listener = self._listeners.get(label)
+        return len(listener.tasks) if listener is not None else 0
+
     async def remove(self, label: str) -> None:
         """Stop listening for ``label`` and cut its open connections and tunnels."""
         listener = self._listeners.pop(label, None)
