@@ -94,6 +94,7 @@ def test_restart_never_loses_or_strands_a_background_response(own_server: Server
     running = client.responses.create(model=MODEL, input="first", background=True)
     waiting = client.responses.create(model=MODEL, input="second", background=True)
     _wait(client, running.id, "in_progress")
+    eventually(lambda: upstream.requests, what="the first response's model call")  # it took the slow turn
     assert client.responses.retrieve(waiting.id).status == "queued"
     own_server.stop(signal.SIGKILL)
     own_server.start()
