@@ -240,15 +240,21 @@ def test_smuggling_attempts_are_refused_before_anything_reaches_the_server(field
     run(main)
 
 
+async def chunked_upload(env: Env) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that sent the head of a chunked upload through the proxy and got "100 Continue"."""
+    port = await env.listen("c1", "allowed.test")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST http://allowed.test:{env.http_port}/upload HTTP/1.1\r\nExpect: 100-continue\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n".encode())
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    return reader, writer
+
+
 def test_a_chunked_body_is_forwarded_as_it_arrives() -> None:
     """The client waits for "100 Continue", then sends its body in pieces; the server gets it re-chunked."""
     async def main() -> None:
         async with environment() as env:
-            port = await env.listen("c1", "allowed.test")
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"POST http://allowed.test:{env.http_port}/upload HTTP/1.1\r\nExpect: 100-continue\r\n"
-                         "Transfer-Encoding: chunked\r\n\r\n".encode())
-            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            reader, writer = await chunked_upload(env)
             for piece in (b"5\r\nhel", b"lo\r\n6;ext=1\r\n wor", b"ld\r\n0\r\nX-Checksum: 42\r\n\r\n"):
                 writer.write(piece)
                 await writer.drain()
@@ -266,11 +272,7 @@ def test_a_body_turning_malformed_after_its_head_went_upstream_ends_the_connecti
     """The server has the head and may be answering: the client gets no 400 of the proxy's, the connection ends."""
     async def main() -> None:
         async with environment() as env:
-            port = await env.listen("c1", "allowed.test")
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"POST http://allowed.test:{env.http_port}/upload HTTP/1.1\r\nExpect: 100-continue\r\n"
-                         "Transfer-Encoding: chunked\r\n\r\n".encode())
-            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"  # from the server
+            reader, writer = await chunked_upload(env)  # the server's "100 Continue" came back
             writer.write(b"5\r\nhello\r\nzz\r\n")
             assert await reader.read(-1) == b""
             writer.close()
