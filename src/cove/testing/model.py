@@ -61,10 +61,6 @@ class ScriptedModel(Model):
         self.requests: list[ModelRequest] = []
         """Every request the loop sent, in order."""
 
-    def then(self, *turns: Script) -> None:
-        """Appends turns to the script."""
-        self.script.extend(turns)
-
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         self.requests.append(request)
         if not self.script:

@@ -27,10 +27,6 @@ class Toolbox:
             tool.check(config, f"tools[{index}]")
 
     @property
-    def types(self) -> list[str]:
-        return [config.type for _tool, config in self.entries]
-
-    @property
     def function_names(self) -> set[str]:
         return set(self._by_function)
 
