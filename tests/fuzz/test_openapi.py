@@ -73,7 +73,8 @@ def _known_objects(server: Server) -> dict[str, str]:
         container = http.post("/v1/containers", json={"name": "fuzzed"}).raise_for_status().json()
         file = http.post(f"/v1/containers/{container['id']}/files",
                          files={"file": ("kept.txt", b"kept")}).raise_for_status().json()
-        response = http.post("/v1/responses", json={"model": "scripted-model", "input": "hi"}).raise_for_status()
+        response = http.post("/v1/responses", json={  # background: it can be streamed again and cancelled
+            "model": "scripted-model", "input": "hi", "background": True}).raise_for_status()
         conversation = http.post("/v1/conversations", json={"items": [
             {"type": "message", "role": "user", "content": "hi"}]}).raise_for_status().json()
         items = http.get(f"/v1/conversations/{conversation['id']}/items").raise_for_status().json()

@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from cove import __version__
 from cove.api import container_files, containers, conversations, errors, models, responses
 from cove.api.body_limit import BodyLimit
+from cove.api.json_text import refuse_lone_surrogates
 from cove.config import Settings, parse_size
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
@@ -71,7 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             await db.close()
 
-    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan,
+                  dependencies=[Depends(refuse_lone_surrogates)])
     app.state.settings = settings
     app.state.ready = False
     errors.install(app)
