@@ -9,15 +9,20 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import IMAGES_DIR, Server, data_dir
+from tests.postgres import PostgresServer
 from tests.scripted_upstream import ScriptedUpstream
 
 
 @pytest.fixture(scope="module")
-def fuzz_server() -> Iterator[Server]:
+def fuzz_server(postgres: PostgresServer | None) -> Iterator[Server]:
+    """On SQLite, or with ``COVE_TEST_DB=postgres`` on the session's PostgreSQL."""
     if not (IMAGES_DIR / "manifests" / "default.json").exists():
         pytest.fail(f"the default image is missing in {IMAGES_DIR}: run `make image`")
     model = ScriptedUpstream().start()  # unscripted: every model call answers "echo: <input>"
-    srv = Server(data_dir("cove-fuzz"), {"COVE_UPSTREAM_URL": model.url})
+    env = {"COVE_UPSTREAM_URL": model.url}
+    if postgres is not None:
+        env["COVE_DATABASE_URL"] = postgres.new_database()
+    srv = Server(data_dir("cove-fuzz"), env)
     srv.start()
     yield srv
     srv.stop()

@@ -64,3 +64,21 @@ def test_starting_after_beyond_64_bits(http: httpx.Client) -> None:
                             ).raise_for_status().json()["id"]
     response = http.get(f"/v1/responses/{response_id}", params={"stream": "true", "starting_after": 10**30})
     _refused(response, "starting_after")
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/v1/containers", {"name": "x\x00y"}),
+    ("GET", "/v1/containers?name=x%00y", None),
+    ("GET", "/v1/containers?after=x%00y", None),
+    ("POST", "/v1/responses", {"model": "scripted-model", "input": "hi", "previous_response_id": "resp_\x00"}),
+    ("POST", "/v1/responses", {"model": "scripted-model", "input": "hi", "conversation": "conv_\x00"}),
+    ("GET", "/v1/responses/resp_%00", None),
+    ("GET", "/v1/conversations/conv_%00", None),
+    ("GET", "/v1/containers/cntr_%00/files/x%00", None),
+])
+def test_a_nul_in_ids_names_and_cursors(http: httpx.Client, method: str, path: str, body: Any) -> None:
+    """PostgreSQL text holds no NUL (``make test`` runs this on both stores): a client error there."""
+    response = http.request(method, path, json=body)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.json()["error"]["message"], response.text
