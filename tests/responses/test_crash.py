@@ -24,23 +24,23 @@ pytestmark = pytest.mark.root
 MODEL = "scripted-model"
 RESPONSES = 100
 EXEC_CONTAINERS, EXECS_PER_CONTAINER = 4, 5
-EXEC_SLEEP, TOOL_SLEEP = "sleep 3171", "sleep 3172"
-"""Distinctive commands, so the test can find their processes on the host."""
+EXEC_SLEEPS = [f"sleep {3100 + n}" for n in range(EXEC_CONTAINERS * EXECS_PER_CONTAINER)]
+TOOL_SLEEP = "sleep 3999"
+"""Distinctive commands (one per exec), so the test can find each one's process on the host."""
 TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
 
 
-def _host_processes(command: str) -> list[int]:
-    """Host pids whose command line contains ``command`` (container processes included)."""
-    found = []
+def _running(commands: list[str]) -> set[str]:
+    """Which of ``commands`` some host process runs (container processes included)."""
+    lines = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes()
+                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
             except OSError:  # it ended while we looked
                 continue
-            if command.encode() in cmdline.replace(b"\0", b" "):
-                found.append(int(entry.name))
-    return found
+    return {command for command in commands if any(f"{command} " in line or line.endswith(command)
+                                                   for line in lines)}
 
 
 def _replay(http: httpx.Client, response_id: str) -> list[dict[str, Any]]:
@@ -56,9 +56,9 @@ def _slow_or_tool(body: dict[str, Any]) -> Reply:
     return Reply(text="slow " * 400, chunk_delay=0.05)
 
 
-def _exec(server: Server, container_id: str, stream: bool) -> str:
+def _exec(server: Server, container_id: str, command: str, stream: bool) -> str:
     """One long exec; returns how it ended for the client (the server dies under it)."""
-    body = {"commands": [EXEC_SLEEP], "timeout_ms": 600_000, "stream": stream}
+    body = {"commands": [command], "timeout_ms": 600_000, "stream": stream}
     try:
         with server.http() as http:
             if stream:
@@ -94,14 +94,15 @@ def test_kill_9_under_load_loses_nothing(own_server: Server, upstream: ScriptedU
         assert created["status"] == "queued"
         ids.append(created["id"])
     pool = ThreadPoolExecutor(EXEC_CONTAINERS * EXECS_PER_CONTAINER)
-    execs: list[Future[str]] = [pool.submit(_exec, own_server, container_id, stream=n < 2)
-                                for container_id in exec_containers for n in range(EXECS_PER_CONTAINER)]
+    execs: list[Future[str]] = [
+        pool.submit(_exec, own_server, exec_containers[n % EXEC_CONTAINERS], command, stream=n < EXEC_CONTAINERS * 2)
+        for n, command in enumerate(EXEC_SLEEPS)]
 
     def statuses() -> Counter[str]:
         return Counter(http.get(f"/v1/responses/{rid}").raise_for_status().json()["status"] for rid in ids)
 
-    eventually(lambda: len(_host_processes(EXEC_SLEEP)) >= len(execs), timeout=60, what="all execs running")
-    eventually(lambda: _host_processes(TOOL_SLEEP), timeout=60, what="a hosted tool call running")
+    eventually(lambda: _running(EXEC_SLEEPS) == set(EXEC_SLEEPS), timeout=60, what="all 20 execs running")
+    eventually(lambda: _running([TOOL_SLEEP]), timeout=60, what="a hosted tool call running")
     before = eventually(lambda: (seen := statuses())["in_progress"] and seen["queued"] and seen, timeout=60,
                         what="responses both running and queued")
     http.close()
@@ -109,7 +110,7 @@ def test_kill_9_under_load_loses_nothing(own_server: Server, upstream: ScriptedU
     upstream.reset()  # after the restart the model answers at once: queued responses finish quickly
     ended = [future.result(timeout=60) for future in execs]
     pool.shutdown()
-    assert not any(outcome.startswith("answered 200") for outcome in ended), ended
+    assert not any(outcome.startswith(("answered", "stream ended")) for outcome in ended), ended  # all cut off
 
     own_server.start()
     http = own_server.http()
@@ -129,7 +130,7 @@ def test_kill_9_under_load_loses_nothing(own_server: Server, upstream: ScriptedU
         assert events[-1]["type"] == f"response.{body['status']}", (rid, events[-3:])
         assert events[-1]["response"]["status"] == body["status"], (rid, events[-1])
 
-    eventually(lambda: not _host_processes(EXEC_SLEEP) and not _host_processes(TOOL_SLEEP), timeout=60,
+    eventually(lambda: not _running([*EXEC_SLEEPS, TOOL_SLEEP]), timeout=60,
                what="no command of the killed server still running")
     for container_id in containers:
         done = http.post(f"/v1/containers/{container_id}/exec", timeout=60,
@@ -143,9 +144,11 @@ def test_kill_9_under_load_loses_nothing(own_server: Server, upstream: ScriptedU
 
         def audit(container_id: str = container_id) -> list[dict[str, Any]] | None:
             events = http.get(f"/v1/containers/{container_id}/audit",
-                              params={"limit": 100}).raise_for_status().json()["data"]
+                              params={"limit": 100, "order": "asc"}).raise_for_status().json()["data"]
             return events if any("cat /root/state.txt" in json.dumps(e) for e in events) else None
 
         events = eventually(audit, what=f"the audit of {container_id} to show the exec after the restart")
+        commands = [e["command"] for e in events if e["type"] == "command"]
+        assert commands[:1] == [f"echo {container_id} > /root/state.txt"], commands  # written before the crash
         assert len({event["id"] for event in events}) == len(events), events
     http.close()
