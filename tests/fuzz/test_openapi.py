@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import httpx
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
@@ -122,8 +123,10 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, server: Server, k
         strategy = strategy | operation.as_strategy(generation_mode=mode, path_parameters=real)
     label = f"{operation.label} [{mode.value}]"
 
-    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck),
-              derandomize=False)
+    run_seed = secrets.randbits(64)  # named in any failure; hypothesis prints no seed advice when given one
+
+    @seed(run_seed)
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=strategy, key=st.sampled_from(KEY_CHOICES))
     def run(case: Case, key: str | None) -> None:
         _prepare(case)
@@ -150,7 +153,7 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, server: Server, k
         assert mode is GenerationMode.NEGATIVE, f"{label}: no valid request can be generated"
         tally.unbreakable.append(label)  # nothing to break: a path of free strings and no body or query
     except Exception as exc:  # keep fuzzing the other operations; all findings are reported at the end
-        tally.failures.append(f"{label}: {exc}")
+        tally.failures.append(f"{label} (hypothesis seed {run_seed}): {exc}")
 
 
 def test_every_operation_survives_fuzzing(fuzz_server: Server) -> None:
