@@ -17,9 +17,9 @@ from cove.service.runs import Run
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 Project = Annotated[str, Depends(project_of)]
-MAX_SEQUENCE_NUMBER = 2**62
-"""Sequence numbers are stored as 64-bit integers; a larger ``starting_after`` is refused up front
-(the query would fail after the stream's headers went out)."""
+MAX_SEQUENCE_NUMBER = 2**31 - 1
+"""Sequence numbers are stored as 32-bit integers (``Integer`` on PostgreSQL); a larger
+``starting_after`` is refused up front (the query would fail after the stream's headers went out)."""
 
 
 def _service(request: Request) -> ResponseService:
