@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.agent.events import EventLog
@@ -26,7 +26,8 @@ from cove.agent.response_object import new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
-from cove.service import history
+from cove.service import history, locks
+from cove.service.background import FairQueue
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
@@ -52,7 +53,7 @@ class ResponseService:
         self.models = models
         self.settings = settings
         self.runs: dict[str, Run] = {}
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue = FairQueue(lambda project: policies.quotas(project).background_running)
         self._workers: list[asyncio.Task[None]] = []
 
     # -- start-up and shutdown -------------------------------------------------------------------
@@ -66,10 +67,10 @@ class ResponseService:
                     "code": "server_error",
                     "message": "The server restarted while this response was being generated; run it again."})
                 row.status, row.body = "failed", body
-            queued = list(await session.scalars(select(ResponseRow.id).where(ResponseRow.status == "queued")
-                                                .order_by(ResponseRow.seq)))
-        for response_id in queued:
-            self._queue.put_nowait(response_id)
+            queued = (await session.execute(select(ResponseRow.project, ResponseRow.id)
+                                            .where(ResponseRow.status == "queued").order_by(ResponseRow.seq))).all()
+        for project, response_id in queued:
+            self._queue.put(project, response_id)
         self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.background_workers)]
 
     async def stop(self) -> None:
@@ -102,7 +103,7 @@ class ResponseService:
             self.runs[run.id] = run
             await run.builder.lifecycle("created", "queued")  # stream clients expect "created" first
             await run.builder.lifecycle("queued")
-            self._queue.put_nowait(run.id)
+            self._queue.put(project, run.id)
         else:
             self._launch(run, turn)
         return run
@@ -128,7 +129,9 @@ class ResponseService:
         return Turn(model, upstream_model, params, [*earlier, *run.input_items], toolbox, workspace)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
-        """The container: named by the request, else the chain's or conversation's, else made on first use."""
+        """The container: named by the request, else the chain's or conversation's, else made on first use
+        (if the project's quotas leave room for one now: else the response is refused as the create would be)."""
+        self.policies.check_containers(run.project)
         environment = params.toolbox.environment()
         named = params.container_id or (environment.get("container_id")
                                         if environment.get("type") == "container_reference" else None)
@@ -140,6 +143,8 @@ class ResponseService:
                 raise Conflict(f"Container '{container_id}' has {container.status}; start a new chain or name a "
                                "running container.", param="container_id", code=f"container_{container.status}")
             run.response["container_id"] = container_id
+        elif environment.get("type") == "container_auto":
+            await self.containers.admit(run.project, environment.get("memory_limit") or "1g")
 
         def record(new_id_: str) -> None:
             run.response["container_id"] = new_id_
@@ -164,6 +169,8 @@ class ResponseService:
     async def _insert(self, run: Run, params: CreateParams) -> None:
         body = {k: v for k, v in run.response.items() if k != "output"}
         async with self.db.begin() as session:
+            if run.background:
+                await self._check_queue_quota(session, run.project)
             session.add(ResponseRow(
                 id=run.id, project=run.project, status="queued" if run.background else "in_progress",
                 background=run.background, stored=True, previous_response_id=params.previous_response_id,
@@ -173,6 +180,16 @@ class ResponseService:
             session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="input", position=i, data=item)
                             for i, item in enumerate(run.input_items))
 
+    async def _check_queue_quota(self, session: AsyncSession, project: str) -> None:
+        """Room for one more queued background response of the project (checked and inserted as one)."""
+        await locks.hold(session, "responses")
+        quotas = self.policies.quotas(project)
+        queued = await session.scalar(select(func.count()).select_from(ResponseRow).where(
+            ResponseRow.project == project, ResponseRow.status == "queued"))
+        if (queued or 0) + 1 > quotas.background_queued:
+            raise quotas.exceeded("background_queued", f"this project may have {quotas.background_queued} "
+                                                       "background responses waiting to run")
+
     # -- running ----------------------------------------------------------------------------------
     def _launch(self, run: Run, turn: Turn) -> None:
         self.runs[run.id] = run
@@ -180,11 +197,13 @@ class ResponseService:
 
     async def _worker(self) -> None:
         while True:
-            response_id = await self._queue.get()
+            project, response_id = await self._queue.get()
             try:
                 await self._run_queued(response_id)
             except Exception:
                 log.exception("background response %s could not run", response_id)
+            finally:
+                self._queue.done(project)
 
     async def _run_queued(self, response_id: str) -> None:
         async with self.db.begin() as session:
