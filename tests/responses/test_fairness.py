@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
 from tests.conftest import Server
 from tests.polling import eventually
-from tests.scripted_upstream import Reply, ScriptedUpstream
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 pytestmark = pytest.mark.root
 
 MODEL = "scripted-model"
 SLOW = Reply(text="slow " * 400, chunk_delay=0.05)
 """About 25 s of streaming: the first response holds its worker until the test cancels it."""
+SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
 
 
 def _restart(server: Server, projects: str, workers: int) -> tuple[openai.OpenAI, openai.OpenAI]:
@@ -66,3 +69,17 @@ def test_background_quotas(own_server: Server, upstream: ScriptedUpstream) -> No
     assert [_status(alpha, i) for i in waiting] == ["queued", "queued"]  # alpha runs one at a time
     alpha.responses.cancel(first)
     eventually(lambda: _finished(alpha, *waiting), what="alpha's queued responses, one after the other")
+
+
+def test_a_queued_response_that_finds_no_room_fails_naming_the_quota(own_server: Server,
+                                                                     upstream: ScriptedUpstream) -> None:
+    alpha, _beta = _restart(own_server, "[projects.alpha]\nrunning_containers = 1\n", workers=1)
+    first = _hold_the_worker(alpha, upstream)
+    waiting = alpha.responses.create(model=MODEL, input="use the shell", tools=[SHELL],  # type: ignore[list-item]
+                                     background=True).id  # room for its container when created ...
+    alpha.containers.create(name="the last slot")  # ... but not when it runs
+    upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments=json.dumps({"commands": ["true"]}))])])
+    alpha.responses.cancel(first)
+    eventually(lambda: _status(alpha, waiting) == "failed", what="the queued response to fail")
+    error = alpha.responses.retrieve(waiting).error
+    assert error is not None and error.code == "quota_exceeded" and "running_containers" in error.message

@@ -94,6 +94,8 @@ class ResponseService:
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
         shown_tools = self.secrets.seal_tools(params.tools)
         turn, run = await self._prepare(project, params)
+        if isinstance(turn.workspace, ContainerWorkspace):
+            await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = shown_tools
         fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
@@ -129,9 +131,7 @@ class ResponseService:
         return Turn(model, upstream_model, params, [*earlier, *run.input_items], toolbox, workspace)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
-        """The container: named by the request, else the chain's or conversation's, else made on first use
-        (if the project's quotas leave room for one now: else the response is refused as the create would be)."""
-        self.policies.check_containers(run.project)
+        """The container: named by the request, else the chain's or conversation's, else made on first use."""
         environment = params.toolbox.environment()
         named = params.container_id or (environment.get("container_id")
                                         if environment.get("type") == "container_reference" else None)
@@ -143,8 +143,6 @@ class ResponseService:
                 raise Conflict(f"Container '{container_id}' has {container.status}; start a new chain or name a "
                                "running container.", param="container_id", code=f"container_{container.status}")
             run.response["container_id"] = container_id
-        elif environment.get("type") == "container_auto":
-            await self.containers.admit(run.project, environment.get("memory_limit") or "1g")
 
         def record(new_id_: str) -> None:
             run.response["container_id"] = new_id_
