@@ -1,6 +1,8 @@
 """Containers as the API sees them: rows in the store joined to sandboxes in the engine.
 
 Every method takes the caller's project; another project's ids behave as if they did not exist.
+Creates and uses follow the project's rules and quotas (``service/projects.py``); a create checks the
+quotas and inserts its row as one step under a lock row (``service/locks.py``).
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ class ContainerService:
         return Container.from_row(row)
 
     async def admit(self, project: str, memory_limit: str) -> None:
-        """Whether a container with the default image could be created now, refused as ``create``
-        would refuse it: a response that will make one is refused up front rather than failing later."""
+        """Refuses, as ``create`` would, a container with the default image that could not be created now:
+        a response that will make one is refused up front rather than failing later. Only ``create``'s own
+        check, under the lock, is final."""
         self.policies.check_containers(project)
         self.policies.check_image(project, self.settings.default_image)
         async with self.db.begin() as session:
