@@ -36,9 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await db.migrate()
         engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
         await engine.start()
-        audit = AuditLog(db)
+        policies = ProjectPolicies.load(settings.projects_file, settings)
+        audit = AuditLog(db, keep=lambda project: policies.quotas(project).audit_rows)
         audit.start()
-        policies = ProjectPolicies.load(settings.projects_file)
         secrets = SecretKeeper(settings.secrets_key_path)
         service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
         engine.egress.on_decision = service.record_egress

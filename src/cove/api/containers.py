@@ -15,7 +15,7 @@ from cove.errors import CoveError, InvalidRequest, NotFound
 from cove.sandbox.base import Command, CommandOutput
 from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
-from cove.service.objects import AuditEvent, Container, Deleted, ListPage
+from cove.service.objects import AuditPage, Container, Deleted, ListPage
 from cove.service.pagination import Page
 
 router = APIRouter(prefix="/v1/containers", tags=["containers"])
@@ -98,8 +98,9 @@ async def delete_container(container_id: str, request: Request, project: Project
 
 @router.get("/{container_id}/audit")
 async def container_audit(container_id: str, request: Request, project: Project, after: str | None = None,
-                          limit: int = 20, order: Literal["asc", "desc"] = "desc") -> ListPage[AuditEvent]:
-    """Cove extension: the commands run in this container (and its egress decisions), newest first."""
+                          limit: int = 20, order: Literal["asc", "desc"] = "desc") -> AuditPage:
+    """Cove extension: the commands run in this container (and its egress decisions), newest first,
+    and how many of the oldest were pruned."""
     await _service(request).get(project, container_id)
     audit: AuditLog = request.app.state.audit
     return await audit.events(project, container_id, Page(after, limit, order))
