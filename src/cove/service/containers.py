@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 MAX_COMMANDS = 64
 MAX_COMMAND_CHARS = 1 << 20
 MAX_EXEC_OUTPUT = 10_000_000
-"""Characters of output one exec returns in all: each command keeps at most its ``max_output_length``
-or what the commands before it left of this, so what one request makes the server hold is bounded."""
+"""Characters of output one exec returns in all, so what one request makes the server hold is bounded:
+each command keeps at most its ``max_output_length`` and its even share of this, plus what the commands
+before it left unused (a flood in the first command cannot leave the last one nothing)."""
 
 
 class ContainerService:
@@ -170,14 +171,14 @@ class ContainerService:
         if sum(len(c.command) for c in commands) > MAX_COMMAND_CHARS:
             raise InvalidRequest("commands are too long (1 MiB at most).", param="commands")
         results: list[CommandOutput] = []
-        left = MAX_EXEC_OUTPUT
+        left, share = MAX_EXEC_OUTPUT, MAX_EXEC_OUTPUT // len(commands)
         async with self.use(project, container_id) as sandbox:
             for index, command in enumerate(commands):
                 callback: OutputCallback | None = None
                 if on_output is not None:
                     def callback(stream: Any, text: str, _index: int = index) -> None:
                         on_output(_index, stream, text)
-                limit = max(1, min(command.max_output_length, left))
+                limit = max(1, min(command.max_output_length, left - share * (len(commands) - index - 1)))
                 results.append(await sandbox.exec(replace(command, max_output_length=limit), callback))
                 left -= len(results[-1].stdout) + len(results[-1].stderr)
                 if on_done is not None:
