@@ -68,13 +68,13 @@ class Settings(BaseSettings):
     nofile_limit: int = 4096
     """Open-file cap per container process."""
 
-    background_pipes_per_container: int = 256
+    background_pipes_per_container: int = Field(default=256, ge=0)
     """Output pipes a container's background processes may keep open in the server after their command."""
 
-    background_pipes_per_project: int | None = None
+    background_pipes_per_project: int | None = Field(default=None, ge=0)
     """The same, summed over a project's containers; default a quarter of ``background_pipes``."""
 
-    background_pipes: int | None = None
+    background_pipes: int | None = Field(default=None, ge=0)
     """The same, summed over the server; default half the server's open-file limit (raised to its hard
     limit at start), the other half staying free for connections, containers' sockets and the store."""
 

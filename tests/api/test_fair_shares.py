@@ -129,6 +129,7 @@ def test_one_projects_background_pipes_leave_anothers_alone(own_server: Server) 
 
 
 def test_a_background_flood_is_left_blocked_and_costs_the_server_nothing(own_server: Server) -> None:
+    restart(own_server, COVE_WARM_POOL="0")  # no pool refill starting containers during the measurement
     client, http = own_server.client(), own_server.http()
     cid = client.containers.create(name="flood").id
     out = run(http, cid, *["yes &"] * 16, "echo done")
