@@ -82,7 +82,7 @@ def test_background_pipes_cannot_exhaust_the_servers_file_descriptors(own_server
     for cid in attackers:
         out = run(http, cid, *["sleep 1000 &"] * 64)
         assert {entry["outcome"]["exit_code"] for entry in out} == {0}  # type: ignore[index]
-    assert pipes_held(own_server) - before <= 256
+    assert 200 <= pipes_held(own_server) - before <= 256  # the total was reached, and held
     assert len(server_fds(own_server)) < 512
     assert http.get("/healthz").status_code == 200
     fresh = client.containers.create(name="still-served").id
