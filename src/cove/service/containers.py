@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 MAX_COMMANDS = 64
 MAX_COMMAND_CHARS = 1 << 20
+MAX_EXEC_OUTPUT = 10_000_000
+"""Characters of output one exec returns in all, so what one request makes the server hold is bounded:
+each command keeps at most its ``max_output_length`` and its even share of this, plus what the commands
+before it left unused (a flood in the first command cannot leave the last one nothing)."""
 
 
 class ContainerService:
@@ -85,7 +90,8 @@ class ContainerService:
             session.add(row)
         try:
             self._projects[row.id] = project
-            await self.engine.create(row.id, image_name, Limits(memory=memory_limit, cpus=cpus, network=egress))
+            await self.engine.create(row.id, image_name,
+                                     Limits(memory=memory_limit, cpus=cpus, network=egress, project=project))
         except BaseException:
             async with self.db.begin() as session:
                 await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
@@ -163,7 +169,8 @@ class ContainerService:
         try:
             await self._touch(row)
             self._projects[row.id] = project
-            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self.secrets.container_egress(row))
+            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self.secrets.container_egress(row),
+                            project=project)
             sandbox = await self.engine.get(row.id, limits)
             yield sandbox if self.audit is None else AuditedSandbox(sandbox, self.audit, project, row.id, response_id)
         finally:
@@ -196,14 +203,17 @@ class ContainerService:
             raise InvalidRequest(f"commands must hold 1 to {MAX_COMMANDS} commands.", param="commands")
         if sum(len(c.command) for c in commands) > MAX_COMMAND_CHARS:
             raise InvalidRequest("commands are too long (1 MiB at most).", param="commands")
-        results = []
+        results: list[CommandOutput] = []
+        left, share = MAX_EXEC_OUTPUT, MAX_EXEC_OUTPUT // len(commands)
         async with self.use(project, container_id) as sandbox:
             for index, command in enumerate(commands):
                 callback: OutputCallback | None = None
                 if on_output is not None:
                     def callback(stream: Any, text: str, _index: int = index) -> None:
                         on_output(_index, stream, text)
-                results.append(await sandbox.exec(command, callback))
+                limit = max(1, min(command.max_output_length, left - share * (len(commands) - index - 1)))
+                results.append(await sandbox.exec(replace(command, max_output_length=limit), callback))
+                left -= len(results[-1].stdout) + len(results[-1].stderr)
                 if on_done is not None:
                     on_done(index, results[-1])
         return results
