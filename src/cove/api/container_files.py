@@ -68,7 +68,15 @@ def _field(form: FormData, name: str) -> str | None:
     return value
 
 
-@router.post("")
+_UPLOAD_SCHEMA = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "The file's bytes."},
+        "path": {"type": "string", "description": "Where to put it (default /mnt/data/<filename>)."},
+        "file_id": {"type": "string", "description": "Not supported: answers file_not_found."}}}}}}}
+"""The form the route parses itself, described for /openapi.json (and the fuzzer that reads it)."""
+
+
+@router.post("", openapi_extra=_UPLOAD_SCHEMA)
 async def upload_file(container_id: str, request: Request, project: Project) -> ContainerFile:
     """Multipart ``file`` (and optional ``path``); parsed here, not by FastAPI, to choose the spool."""
     form = await _form(request)
