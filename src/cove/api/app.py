@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cove import __version__
-from cove.api import container_files, containers, conversations, errors, models, responses
+from cove.api import container_files, containers, conversations, docs, errors, models, responses
 from cove.api.body_limit import BodyLimit
+from cove.api.loopback import LoopbackGuard
 from cove.config import Settings, parse_size
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
@@ -31,7 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        # The database, keys and container layers are the server's alone; containers reach their
+        # roots through the engine's own runtime directory (``LinuxEngine.start``).
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.data_dir.chmod(0o700)
         db = Database(settings.db_url)
         await db.migrate()
         engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
@@ -71,17 +75,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             await db.close()
 
-    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan)
+    hidden = {} if settings.public_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan, **hidden)  # type: ignore[arg-type]
     app.state.settings = settings
     app.state.ready = False
     errors.install(app)
     app.add_middleware(BodyLimit, upload_bytes=parse_size(settings.max_upload),
                        json_bytes=parse_size(settings.max_request))
+    app.add_middleware(LoopbackGuard, keyless=not settings.keys)  # outermost: before anything reads the body
     app.include_router(containers.router)
     app.include_router(container_files.router)
     app.include_router(responses.router)
     app.include_router(conversations.router)
     app.include_router(models.router)
+    if not settings.public_docs:
+        app.include_router(docs.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
