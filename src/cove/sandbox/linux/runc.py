@@ -66,7 +66,7 @@ class Runc:
     def public(self, message: str) -> str:
         """``message`` with every path under a hidden host directory replaced (what a client may read)."""
         for prefix in self._hidden:
-            message = re.sub(re.escape(prefix) + r"(/[^\s:'\"]*)?", "<host path>", message)
+            message = re.sub(re.escape(prefix) + r"(/[^\s:;,'\"]*)?", "<host path>", message)
         return message
 
 
