@@ -32,8 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The database, keys and container layers are the server's alone; containers reach their
-        # roots through the engine's own runtime directory (``LinuxEngine.start``).
+        # The database, keys and container layers are the server's alone; runc reaches containers'
+        # roots through the engine's gate (``sandbox/linux/gate.py``).
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         settings.data_dir.chmod(0o700)
         db = Database(settings.db_url)
@@ -75,8 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             await db.close()
 
-    hidden = {} if settings.public_docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
-    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan, **hidden)  # type: ignore[arg-type]
+    public = settings.public_docs  # else ``api/docs.py`` serves them behind a key
+    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan,
+                  openapi_url="/openapi.json" if public else None, docs_url="/docs" if public else None,
+                  redoc_url="/redoc" if public else None)
     app.state.settings = settings
     app.state.ready = False
     errors.install(app)
@@ -88,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(responses.router)
     app.include_router(conversations.router)
     app.include_router(models.router)
-    if not settings.public_docs:
+    if not public:
         app.include_router(docs.router)
 
     @app.get("/healthz", include_in_schema=False)
