@@ -69,7 +69,6 @@ class LinuxEngine(SandboxEngine):
             allowed_ports=settings.egress_port_list,
             secrets_tls=SecretsTLS(self._egress_ca, upstream_context(extra_ca)))
         self._host: Host | None = None
-        self._gate: Gate | None = None
         """What the containers share; known once ``start`` has the init binary."""
         self._live: dict[str, LinuxSandbox] = {}
         """Sandboxes by container (API) id."""
@@ -96,7 +95,6 @@ class LinuxEngine(SandboxEngine):
         gate = Gate(settings.data_dir, settings.subuid_base)
         _check_traversable(gate.root)
         gate.open()
-        self._gate = gate
         init_binary = ensure_init_binary(self.libexec)
         ensure_busybox(self.libexec)
         self._host = Host(
@@ -232,5 +230,5 @@ class LinuxEngine(SandboxEngine):
         for sandbox in live.values():
             with contextlib.suppress(Exception):
                 await sandbox.stop()
-        if self._gate is not None:
-            self._gate.close()
+        if self._host is not None:
+            self._host.gate.close()
