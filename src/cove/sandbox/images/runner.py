@@ -55,6 +55,8 @@ def run_step(store: ImageStore, data_dir: Path, layers: Sequence[Path], upper: P
             remove_tree(scratch)
             raise ImageError(f"{directory} is not searchable by others (o+x): container root cannot pass "
                              f"through {gate.root} to a build step's root; chmod o+x {directory}")
+    os.chown(scratch, 0, store.uid_base)  # the view's root: container root passes, nobody else
+    scratch.chmod(0o710)
     rootfs, work, bundle = scratch / "rootfs", scratch / "work", scratch / "bundle"
     for directory in (rootfs, work, bundle):
         directory.mkdir(mode=0o755)
