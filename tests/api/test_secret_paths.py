@@ -71,6 +71,12 @@ def test_no_answer_and_no_stored_byte_holds_a_secret(own_server: Server, upstrea
     answers: list[str] = []
     accepted: list[tuple[str, str]] = []
     with own_server.http() as http:
+        made_directly = http.post("/v1/containers", json={"name": "direct", "network_policy": _policy(value)})
+        assert made_directly.status_code == 200, made_directly.text
+        direct = made_directly.json()["id"]
+        answers += [made_directly.text, http.get(f"/v1/containers/{direct}").text,
+                    json.dumps(run(http, direct, "printenv WALK_TOKEN")),
+                    http.get(f"/v1/containers/{direct}/audit").text]
         conversation = http.post("/v1/conversations", json={}).json()["id"]
         for kind, place in _variants():
             tool = _tool(kind, place, value)
@@ -107,6 +113,7 @@ def test_no_answer_and_no_stored_byte_holds_a_secret(own_server: Server, upstrea
                 answers.append(http.get(f"/v1/containers/{container_id}").text)
                 shown = run(http, container_id, "printenv WALK_TOKEN")[0]["stdout"]
                 assert str(shown).startswith("cove_secret_")  # the container got the secret's placeholder
+                answers.append(http.get(f"/v1/containers/{container_id}/audit").text)
             answers.append(http.get(f"/v1/conversations/{conversation}/items", params={"limit": 100}).text)
         answers.append(http.get("/v1/containers", params={"limit": 100}).text)
     assert accepted == [("code_interpreter", "container"), ("shell", "environment")]
