@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -60,18 +61,23 @@ def test_a_local_user_reads_nothing_and_plants_nothing(own_server: Server) -> No
         planted = as_nobody("sh", "-c", f"echo x > {target}")
         assert planted.returncode != 0, target
 
-    # Containers survive a restart and start again through the gate; the warm pool serves creates.
+    # Containers survive a restart and a crash and start again through the gate; the warm pool serves creates.
     own_server.stop()
     assert not gate.exists()  # the gate goes with the server
     own_server.start()
     with own_server.http() as http:
         assert run(http, container_id, "cat /mnt/data/note")[0]["stdout"] == "mine\n"
-
+    own_server.stop(signal.SIGKILL)
+    assert gate.is_dir()  # a crash leaves it; the next start takes it over
+    own_server.start()
+    with own_server.http() as http:
         def pooled() -> bool:
             made = http.post("/v1/containers", json={"name": "from-pool"}).json()["id"]
             return (data_dir / "containers" / made).is_symlink()
         eventually(pooled, timeout=60, what="a create to take a container from the warm pool")
-        assert run(http, container_id, "echo still")[0]["stdout"] == "still\n"
+        assert run(http, container_id, "cat /mnt/data/note")[0]["stdout"] == "mine\n"
+    own_server.stop()
+    assert not gate.exists() and str(gate) not in Path("/proc/self/mountinfo").read_text()
 
 
 def test_vsock_is_refused_in_containers(http: httpx.Client) -> None:

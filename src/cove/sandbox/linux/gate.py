@@ -32,6 +32,23 @@ _MS_REC = 0x4000
 _MS_PRIVATE = 1 << 18
 
 
+def _mounted(path: Path) -> bool:
+    """Whether something is mounted at ``path``. ``os.path.ismount`` cannot tell: a bind mount from
+    the same filesystem has the same device as its parent."""
+    with Path("/proc/self/mountinfo").open() as info:
+        return any(line.split()[4].encode().decode("unicode_escape") == str(path) for line in info)
+
+
+def _unmount_all(path: Path) -> None:
+    """Detaches everything at and below ``path``, stacked mounts included."""
+    for point in mounts_under(path):
+        unmount(point)
+    for _ in range(8):  # bounded: a mount table this function misreads must not hang start-up
+        if not _mounted(path):
+            return
+        unmount(path)
+
+
 def _mount(source: bytes | None, target: Path, flags: int) -> None:
     if _libc.mount(source, os.fsencode(target), None, flags, None) != 0:
         err = ctypes.get_errno()
@@ -50,10 +67,8 @@ class Gate:
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.root.chmod(0o711)
         self.path.mkdir(mode=0o710, exist_ok=True)
-        for point in mounts_under(self.path):
-            unmount(point)
-        if not os.path.ismount(self.path):
-            _mount(os.fsencode(self.path), self.path, _MS_BIND)
+        _unmount_all(self.path)
+        _mount(os.fsencode(self.path), self.path, _MS_BIND)
         _mount(None, self.path, _MS_PRIVATE)
         os.chown(self.path, 0, self.gid)
         self.path.chmod(0o710)
@@ -62,23 +77,20 @@ class Gate:
                 entry.rmdir()
 
     def close(self) -> None:
-        for point in mounts_under(self.path):
-            unmount(point)
-        unmount(self.path)
+        _unmount_all(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
 
     def expose(self, source: Path, name: str) -> Path:
         """``source`` (with what is mounted below it) at ``<gate>/<name>`` until ``hide``."""
         view = self.path / name
         view.mkdir(exist_ok=True)
-        if not os.path.ismount(view):
-            _mount(os.fsencode(source), view, _MS_BIND | _MS_REC)
-            _mount(None, view, _MS_PRIVATE | _MS_REC)
+        _mount(os.fsencode(source), view, _MS_BIND | _MS_REC)
+        _mount(None, view, _MS_PRIVATE | _MS_REC)
         return view
 
     def hide(self, name: str) -> None:
         view = self.path / name
-        unmount(view)
+        unmount(view)  # detaches the whole tree: the view is one mount (``open`` cleared the gate)
         with contextlib.suppress(FileNotFoundError):
             view.rmdir()
 
