@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
-from cove.store.sealing import Sealer, SealingError
+from cove.store.sealing import SEALED_PREFIX, Sealer, SealingError
 from cove.tools.registry import TOOLS
 from tests.conftest import Server
 from tests.helpers import run, stream_response
@@ -169,3 +170,13 @@ def test_each_sealed_value_opens_only_for_what_it_was_sealed_for(tmp_path: Path)
             sealer.open(sealed, other)
     with pytest.raises(SealingError, match="cannot be opened with this server's key"):
         Sealer(tmp_path / "other-key").open(sealed, "container:cntr_a")
+
+
+def test_values_sealed_before_purposes_still_open(tmp_path: Path) -> None:
+    """Rows written by an older server (a container's secrets, a queued request) keep working: such
+    a value can only come from the server's own rows, since every input refuses sealed values."""
+    sealer = Sealer(tmp_path / "key")
+    old = Fernet((tmp_path / "key").read_bytes().strip())
+    secrets_list = '[{"domain": "api.cove.test", "name": "K", "value": "v", "placeholder": "p"}]'
+    for plain in ("plain-value", secrets_list):
+        assert sealer.open(SEALED_PREFIX + old.encrypt(plain.encode()).decode(), "container:cntr_x") == plain
