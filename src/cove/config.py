@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     """Where images live; default ``data_dir/images``. Several data dirs may share one."""
 
     api_keys: str = ""
-    """Comma-separated ``key`` or ``key=project``. Empty: any key, loopback only."""
+    """Comma-separated ``key`` or ``key=project``. Empty: any key, loopback only (``Host`` and ``Origin`` too)."""
+
+    public_docs: bool = False
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` without a key."""
 
     database_url: str | None = None
     """SQLAlchemy async URL; default is SQLite (WAL) inside ``data_dir``."""

@@ -6,7 +6,7 @@
     │   ├── RequestTooLarge (413)       a body beyond ``COVE_MAX_REQUEST`` / ``COVE_MAX_UPLOAD``
     │   └── ContextWindowExceeded       the input does not fit the model's context window
     ├── AuthenticationError (401)
-    ├── PermissionDenied (403)          the project may not do this at all (``service/projects.py``)
+    ├── PermissionDenied (403)          the project may not do this at all; keyless mode, a foreign request
     ├── NotFound (404)                  unknown id, or an id of another project
     ├── TooManyRequests (429)           a capacity cap was reached
     ├── UpstreamError (502)             the model upstream failed; the message says how

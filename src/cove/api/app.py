@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cove import __version__
-from cove.api import container_files, containers, conversations, errors, models, responses
+from cove.api import container_files, containers, conversations, docs, errors, models, responses
 from cove.api.body_limit import BodyLimit
+from cove.api.loopback import LoopbackGuard
 from cove.config import Settings, parse_size
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
@@ -55,7 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise_fd_limit()
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        # The database, keys and container layers are the server's alone; runc reaches containers'
+        # roots through the engine's gate (``sandbox/linux/gate.py``).
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.data_dir.chmod(0o700)
         fresh_spool_dir(settings)
         db = Database(settings.db_url)
         await db.migrate()
@@ -96,17 +100,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             await db.close()
 
-    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan)
+    public = settings.public_docs  # else ``api/docs.py`` serves them behind a key
+    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan,
+                  openapi_url="/openapi.json" if public else None, docs_url="/docs" if public else None,
+                  redoc_url="/redoc" if public else None)
     app.state.settings = settings
     app.state.ready = False
     errors.install(app)
     app.add_middleware(BodyLimit, upload_bytes=parse_size(settings.max_upload),
                        json_bytes=parse_size(settings.max_request))
+    app.add_middleware(LoopbackGuard, keyless=not settings.keys)  # outermost: before anything reads the body
     app.include_router(containers.router)
     app.include_router(container_files.router)
     app.include_router(responses.router)
     app.include_router(conversations.router)
     app.include_router(models.router)
+    if not public:
+        app.include_router(docs.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -31,7 +31,7 @@ from cove.service.audit import AuditLog
 from cove.service.objects import Container, ListPage
 from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
-from cove.service.secrets import SecretKeeper, network_limits
+from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
 from cove.store.db import Database
 from cove.store.models import ContainerRow
 
@@ -75,15 +75,18 @@ class ContainerService:
         if not 1 <= minutes <= 7 * 24 * 60:
             raise InvalidRequest("expires_after.minutes must be between 1 and 10080.",
                                  param="expires_after.minutes")
-        egress = network_limits(self.secrets.open_policy(network_policy))
+        refuse_sealed(network_policy, "network_policy")
+        egress = network_limits(network_policy)
         self.policies.check_network(project, egress, "network_policy")
         image_name = image or self.settings.default_image
         self.policies.check_image(project, image_name)
         now = int(time.time())
-        row = ContainerRow(id=new_id("cntr"), project=project, name=name, image=image_name,
+        container_id = new_id("cntr")
+        row = ContainerRow(id=container_id, project=project, name=name, image=image_name,
                            status="running", memory_limit=memory_limit, cpu_limit=cpus,
                            expires_minutes=minutes, network_policy=policy_object(egress),
-                           secrets=self.secrets.seal_container(egress), created_at=now, last_active_at=now)
+                           secrets=self.secrets.seal_container(egress, container_id), created_at=now,
+                           last_active_at=now)
         async with self.db.begin() as session:
             await locks.hold(session, "containers")
             await self._check_room(session, project, memory_limit)

@@ -33,7 +33,7 @@ from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
-from cove.service.secrets import SecretKeeper, network_limits
+from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
 from cove.service.workspace import ContainerWorkspace
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
@@ -86,17 +86,17 @@ class ResponseService:
     async def create(self, project: str, params: CreateParams) -> Run:
         """Validates, stores and starts (or queues) a response; returns its run."""
         params.check()
+        refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
         for index, tool in enumerate(params.tools):
             environment = tool.get("environment") or tool.get("container")
             if isinstance(environment, dict) and environment.get("network_policy"):
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
-        shown_tools = self.secrets.seal_tools(params.tools)
         turn, run = await self._prepare(project, params)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
-        run.response["tools"] = shown_tools
+        run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
         fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
             await self._insert(run, params)
@@ -147,10 +147,11 @@ class ResponseService:
         def record(new_id_: str) -> None:
             run.response["container_id"] = new_id_
 
+        auto = environment if environment.get("type") == "container_auto" else {}
+        if isinstance(auto.get("network_policy"), dict):  # sealed in a queued request's tools
+            auto = {**auto, "network_policy": self.secrets.open_policy(auto["network_policy"], run.id)}
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
-                                  container_id=container_id,
-                                  auto=environment if environment.get("type") == "container_auto" else {},
-                                  on_container=record)
+                                  container_id=container_id, auto=auto, on_container=record)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:
         if params.previous_response_id:
@@ -160,6 +161,7 @@ class ResponseService:
         return []
 
     async def count_input_tokens(self, project: str, params: CreateParams) -> int:
+        refuse_sealed(params.tools, "tools")
         turn, _run = await self._prepare(project, params)
         request = fit_context(turn) if params.truncation == "auto" else model_request(turn)
         return turn.model.count_tokens(request)
@@ -361,8 +363,7 @@ class ResponseService:
         query = select(ResponseItemRow).where(ResponseItemRow.response_id == response_id,
                                               ResponseItemRow.role == "input")
         async with self.db.begin() as session:
-            rows, has_more = await paginate(session, query, ResponseItemRow, page,
-                                            scope=ResponseItemRow.response_id == response_id)
+            rows, has_more = await paginate(session, query, ResponseItemRow, page)
         return [row.data for row in rows], has_more
 
     async def wait(self, run: Run) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from cove.sandbox.linux.sinks import OutputSinks
 from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
 from cove.sandbox.redact import Redactor
 
-_SCAFFOLD_DIRS = ("proc", "dev", "sys", "tmp", "mnt/data", COVE_DIR.lstrip("/"))
+_SCAFFOLD_DIRS = ("proc", "dev", "sys", "tmp", COVE_DIR.lstrip("/"))
 _SCAFFOLD_FILES = ("etc/hosts",)
 _SHELLS = ("/bin/bash", "/bin/sh")
 PROXY_PORT = 3128
@@ -93,6 +94,7 @@ class LinuxSandbox(Sandbox):
         for rel in _SCAFFOLD_FILES:
             if not self._in_image(rel):
                 self._make_owned(rel, is_dir=False)
+        self._own_data_dir()
         hostname = self.id[:63]
         (self.dir / "hosts").write_text(
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
@@ -107,6 +109,25 @@ class LinuxSandbox(Sandbox):
             else:
                 current.mkdir(exist_ok=True)
             os.lchown(current, self.host.uid_base, self.host.uid_base)
+
+    def _own_data_dir(self) -> None:
+        """``/mnt/data``: 0755 and container root's, whatever the image says (older default images
+        made it 0777); the upper layer's copy of ``/mnt`` keeps the image's owner and mode."""
+        uid = self.host.uid_base
+        mnt = self.upper / "mnt"
+        if not mnt.is_dir():
+            mnt.mkdir()
+            shown = lookup(self.image.layers, "mnt")
+            if shown is not None and stat.S_ISDIR(shown.st_mode):
+                os.lchown(mnt, shown.st_uid, shown.st_gid)
+                mnt.chmod(stat.S_IMODE(shown.st_mode))
+            else:
+                os.lchown(mnt, uid, uid)
+                mnt.chmod(0o755)
+        data = mnt / "data"
+        data.mkdir(exist_ok=True)
+        os.lchown(data, uid, uid)
+        data.chmod(0o755)
 
     def _in_image(self, rel: str) -> bool:
         return lookup(self.image.layers, rel) is not None
@@ -152,17 +173,20 @@ class LinuxSandbox(Sandbox):
 
     async def _start(self) -> InitClient:
         host = self.host
-        spec = ContainerSpec(
-            rootfs=self.rootfs, hostname=self.id[:63], libexec_dir=host.libexec,
-            limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,
-                                  pids=host.pids_limit, nofile=host.nofile_limit),
-            cgroup_path=self.cgroup_path, uid_base=host.uid_base,
-            args=[f"{COVE_DIR}/{host.init_binary.name}", "0"],
-            env=[f"PATH={DEFAULT_PATH}"], hosts_file=self.dir / "hosts", ca_bundle=self._ca_bundle())
-        (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
+        ca_bundle = self._ca_bundle()
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._init_pid = await host.runc.run_detached(self.id, self.dir, child_end, self.dir / "init.log")
+            # runc, as container root, reaches the directory only through the gate (``gate.py``).
+            with host.gate.exposing(self.dir, self.id) as bundle:
+                spec = ContainerSpec(
+                    rootfs=bundle / "rootfs", hostname=self.id[:63], libexec_dir=host.libexec,
+                    limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,
+                                          pids=host.pids_limit, nofile=host.nofile_limit),
+                    cgroup_path=self.cgroup_path, uid_base=host.uid_base,
+                    args=[f"{COVE_DIR}/{host.init_binary.name}", "0"], env=[f"PATH={DEFAULT_PATH}"],
+                    hosts_file=bundle / "hosts", ca_bundle=bundle / ca_bundle.name if ca_bundle else None)
+                (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
+                self._init_pid = await host.runc.run_detached(self.id, bundle, child_end, self.dir / "init.log")
         except BaseException:
             host_end.close()
             raise

@@ -25,6 +25,7 @@ from cove.sandbox.base import Limits, SandboxEngine, memory_bytes
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
+from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
 from cove.sandbox.linux.overlay import mounts_under, unmount
@@ -49,12 +50,11 @@ def host_addresses() -> list[str]:
 
 
 def _check_traversable(path: Path) -> None:
-    """Container root is an unprivileged host uid: it must be able to pass through to its rootfs."""
+    """Container root is an unprivileged host uid: it must be able to pass through to the gate."""
     for directory in (path, *path.parents):
-        if not directory.stat().st_mode & stat.S_IXOTH:
-            raise SandboxError(f"{directory} is not searchable by others (mode o+x), so containers under "
-                               f"{path} cannot reach their root filesystem: use another COVE_DATA_DIR or "
-                               f"chmod o+x {directory}.")
+        if directory.exists() and not directory.stat().st_mode & stat.S_IXOTH:
+            raise SandboxError(f"{directory} is not searchable by others (mode o+x), so containers cannot "
+                               f"reach their root filesystem through {path}: chmod o+x {directory}.")
 
 
 class LinuxEngine(SandboxEngine):
@@ -89,18 +89,23 @@ class LinuxEngine(SandboxEngine):
     async def start(self) -> None:
         # Container inits outlive runc: as a subreaper Cove becomes their parent and can reap them.
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        self.containers_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-        _check_traversable(self.containers_dir)
+        self.containers_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.containers_dir.chmod(0o700)  # 0711 before the gate; runc reaches containers through it now
         self.libexec.mkdir(parents=True, exist_ok=True, mode=0o755)
         settings = self.settings
+        gate = Gate(settings.data_dir, settings.subuid_base)
+        _check_traversable(gate.root)
+        gate.open()
+        init_binary = ensure_init_binary(self.libexec)
+        ensure_busybox(self.libexec)
         self._host = Host(
-            containers_dir=self.containers_dir, libexec=self.libexec, init_binary=ensure_init_binary(self.libexec),
-            runc=Runc(settings.data_dir / "runc"), uid_base=settings.subuid_base, pids_limit=settings.pids_limit,
+            containers_dir=self.containers_dir, libexec=gate.expose(self.libexec, "libexec"), gate=gate,
+            init_binary=init_binary, uid_base=settings.subuid_base, pids_limit=settings.pids_limit,
+            runc=Runc(settings.data_dir / "runc", hidden=(settings.data_dir, gate.path)),
             nofile_limit=settings.nofile_limit, disk_bytes=parse_size(settings.disk_limit), egress=self.egress,
             egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(8),
             pipes=PipeBudget.derived(settings.background_pipes_per_container, settings.background_pipes_per_project,
                                      settings.background_pipes))
-        ensure_busybox(self.libexec)
         await self._clean_crash_leftovers()
         self._remove_unadopted_pool_dirs()
         self._schedule_refill()
@@ -229,3 +234,5 @@ class LinuxEngine(SandboxEngine):
         for sandbox in live.values():
             with contextlib.suppress(Exception):
                 await sandbox.stop()
+        if self._host is not None:
+            self._host.gate.close()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.egress.proxy import EgressProxy
+from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.runc import Runc
 from cove.sandbox.linux.sinks import PipeBudget
 
@@ -21,7 +22,10 @@ class Host:
     containers_dir: Path
     """One directory per container (a pooled one's API id is a symlink to its directory)."""
     libexec: Path
-    """Bind-mounted read-only at ``/.cove`` in every container: the init and a static busybox."""
+    """Bind-mounted read-only at ``/.cove`` in every container: the init and a static busybox (its
+    view in the gate, where runc can reach it)."""
+    gate: Gate
+    """Where runc finds a container's directory while it starts the container (``gate.py``)."""
     init_binary: Path
     runc: Runc
     uid_base: int
