@@ -94,7 +94,7 @@ class ResponseService:
         shown_tools = self.secrets.seal_tools(params.tools)
         turn, run = await self._prepare(project, params)
         run.response["tools"] = shown_tools
-        fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
+        await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
             await self._insert(run, params)
         if params.background:
@@ -158,8 +158,10 @@ class ResponseService:
 
     async def count_input_tokens(self, project: str, params: CreateParams) -> int:
         turn, _run = await self._prepare(project, params)
-        request = fit_context(turn) if params.truncation == "auto" else model_request(turn)
-        return turn.model.count_tokens(request)
+        if params.truncation == "auto":
+            request = await fit_context(turn)
+            return await asyncio.to_thread(turn.model.count_tokens, request)
+        return await asyncio.to_thread(lambda: turn.model.count_tokens(model_request(turn)))
 
     async def _insert(self, run: Run, params: CreateParams) -> None:
         body = {k: v for k, v in run.response.items() if k != "output"}
