@@ -34,6 +34,7 @@ from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits
 from cove.service.workspace import ContainerWorkspace
+from cove.store.bulk import insert_rows
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.upstream.registry import ModelRegistry
@@ -108,7 +109,7 @@ class ResponseService:
         return run
 
     async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
-        new_items = normalize_input(params.input)
+        new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
         response_id = new_id("resp")
         async with self.db.begin() as session:
             new_items = await history.resolve_references(session, project, new_items)
@@ -172,8 +173,9 @@ class ResponseService:
                 conversation_id=run.conversation_id, created_at=run.response["created_at"], body=body,
                 request=params.model_dump(exclude_none=True)))
             await session.flush()  # the items refer to it
-            session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="input", position=i, data=item)
-                            for i, item in enumerate(run.input_items))
+            await insert_rows(session, ResponseItemRow, (
+                {"id": item["id"], "response_id": run.id, "role": "input", "position": i, "data": item}
+                for i, item in enumerate(run.input_items)))
 
     # -- running ----------------------------------------------------------------------------------
     def _launch(self, run: Run, turn: Turn) -> None:
@@ -255,8 +257,9 @@ class ResponseService:
         async with self.db.begin() as session:
             await session.execute(update(ResponseRow).where(ResponseRow.id == run.id)
                                   .values(status=run.response["status"], body=body))
-            session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="output", position=i, data=item)
-                            for i, item in enumerate(output))
+            await insert_rows(session, ResponseItemRow, (
+                {"id": item["id"], "response_id": run.id, "role": "output", "position": i, "data": item}
+                for i, item in enumerate(output)))
             if run.conversation_id and run.response["status"] in ("completed", "incomplete"):
                 await self._append_to_conversation(session, run.conversation_id, [*run.input_items, *output])
 
@@ -267,8 +270,9 @@ class ResponseService:
             ConversationItemRow.conversation_id == conversation_id,
             ConversationItemRow.id.in_([item["id"] for item in items]))))
         now = int(time.time())
-        session.add_all(ConversationItemRow(id=item["id"], conversation_id=conversation_id, data=item, created_at=now)
-                        for item in items if item["id"] not in known)
+        await insert_rows(session, ConversationItemRow, (
+            {"id": item["id"], "conversation_id": conversation_id, "data": item, "created_at": now}
+            for item in items if item["id"] not in known))
 
     async def _set_status(self, response_id: str, status: str) -> None:
         async with self.db.begin() as session:
