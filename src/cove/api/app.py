@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,20 +28,42 @@ from cove.service.secrets import SecretKeeper
 from cove.store.db import Database
 from cove.upstream.registry import ModelRegistry
 
+log = logging.getLogger(__name__)
+
+
+def raise_fd_limit() -> None:
+    """Lifts the server's soft open-file limit to its hard limit: containers' sockets and background
+    pipes are budgeted from it (``COVE_BACKGROUND_PIPES``), and the usual soft 1024 is far too few.
+    Done here rather than in ``cove serve`` so that any ASGI server running the app gets it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("open-file limit: %d (was %d)", hard, soft)
+
+
+def fresh_spool_dir(settings: Settings) -> None:
+    """Uploads spool here, on the data dir's disk and private to the server, never in the host's /tmp;
+    what a crash left is removed."""
+    shutil.rmtree(settings.spool_dir, ignore_errors=True)
+    settings.spool_dir.mkdir(mode=0o700)
+    settings.spool_dir.chmod(0o700)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        raise_fd_limit()
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        fresh_spool_dir(settings)
         db = Database(settings.db_url)
         await db.migrate()
         engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
         await engine.start()
-        audit = AuditLog(db)
+        policies = ProjectPolicies.load(settings.projects_file, settings)
+        audit = AuditLog(db, keep=lambda project: policies.quotas(project).audit_rows)
         audit.start()
-        policies = ProjectPolicies.load(settings.projects_file)
         secrets = SecretKeeper(settings.secrets_key_path)
         service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
         engine.egress.on_decision = service.record_egress

@@ -73,6 +73,9 @@ class Limits:
     cpus: float = 1.0
     network: EgressPolicy | None = None
     """None: loopback only. A policy: an egress proxy on the container's loopback, allowing its domains."""
+    project: str = field(default="", compare=False)
+    """Whose share of the server's budgets (background pipes) the container uses. A label, not a
+    limit: it takes no part in comparisons, so a warm pooled container serves any project."""
 
 
 def normalize_path(path: str) -> PurePosixPath:

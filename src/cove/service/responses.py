@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.agent.events import EventLog
@@ -26,7 +26,8 @@ from cove.agent.response_object import new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
-from cove.service import history
+from cove.service import history, locks
+from cove.service.background import FairQueue
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
@@ -53,7 +54,7 @@ class ResponseService:
         self.models = models
         self.settings = settings
         self.runs: dict[str, Run] = {}
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue = FairQueue(lambda project: policies.quotas(project).background_running)
         self._workers: list[asyncio.Task[None]] = []
 
     # -- start-up and shutdown -------------------------------------------------------------------
@@ -67,10 +68,10 @@ class ResponseService:
                     "code": "server_error",
                     "message": "The server restarted while this response was being generated; run it again."})
                 row.status, row.body = "failed", body
-            queued = list(await session.scalars(select(ResponseRow.id).where(ResponseRow.status == "queued")
-                                                .order_by(ResponseRow.seq)))
-        for response_id in queued:
-            self._queue.put_nowait(response_id)
+            queued = (await session.execute(select(ResponseRow.project, ResponseRow.id)
+                                            .where(ResponseRow.status == "queued").order_by(ResponseRow.seq))).all()
+        for project, response_id in queued:
+            self._queue.put(project, response_id)
         self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.background_workers)]
 
     async def stop(self) -> None:
@@ -94,6 +95,8 @@ class ResponseService:
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
         shown_tools = self.secrets.seal_tools(params.tools)
         turn, run = await self._prepare(project, params)
+        if isinstance(turn.workspace, ContainerWorkspace):
+            await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = shown_tools
         await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
@@ -103,7 +106,7 @@ class ResponseService:
             self.runs[run.id] = run
             await run.builder.lifecycle("created", "queued")  # stream clients expect "created" first
             await run.builder.lifecycle("queued")
-            self._queue.put_nowait(run.id)
+            self._queue.put(project, run.id)
         else:
             self._launch(run, turn)
         return run
@@ -167,6 +170,8 @@ class ResponseService:
     async def _insert(self, run: Run, params: CreateParams) -> None:
         body = {k: v for k, v in run.response.items() if k != "output"}
         async with self.db.begin() as session:
+            if run.background:
+                await self._check_queue_quota(session, run.project)
             session.add(ResponseRow(
                 id=run.id, project=run.project, status="queued" if run.background else "in_progress",
                 background=run.background, stored=True, previous_response_id=params.previous_response_id,
@@ -177,6 +182,16 @@ class ResponseService:
                 {"id": item["id"], "response_id": run.id, "role": "input", "position": i, "data": item}
                 for i, item in enumerate(run.input_items)))
 
+    async def _check_queue_quota(self, session: AsyncSession, project: str) -> None:
+        """Room for one more queued background response of the project (checked and inserted as one)."""
+        await locks.hold(session, "responses")
+        quotas = self.policies.quotas(project)
+        queued = await session.scalar(select(func.count()).select_from(ResponseRow).where(
+            ResponseRow.project == project, ResponseRow.status == "queued"))
+        if (queued or 0) + 1 > quotas.background_queued:
+            raise quotas.exceeded("background_queued", f"this project may have {quotas.background_queued} "
+                                                       "background responses waiting to run")
+
     # -- running ----------------------------------------------------------------------------------
     def _launch(self, run: Run, turn: Turn) -> None:
         self.runs[run.id] = run
@@ -184,11 +199,13 @@ class ResponseService:
 
     async def _worker(self) -> None:
         while True:
-            response_id = await self._queue.get()
+            project, response_id = await self._queue.get()
             try:
                 await self._run_queued(response_id)
             except Exception:
                 log.exception("background response %s could not run", response_id)
+            finally:
+                self._queue.done(project)
 
     async def _run_queued(self, response_id: str) -> None:
         async with self.db.begin() as session:

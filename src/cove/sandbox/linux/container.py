@@ -37,7 +37,8 @@ from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.init_client import InitClient
 from cove.sandbox.linux.netns import listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount_all
-from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
+from cove.sandbox.linux.process import InitUnresponsive, ProcessRequest, run_process
+from cove.sandbox.linux.sinks import OutputSinks
 from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
 from cove.sandbox.redact import Redactor
 
@@ -71,7 +72,7 @@ class LinuxSandbox(Sandbox):
         self._init: InitClient | None = None
         self._init_pid = 0
         self._shell = ""
-        self._sinks = OutputSinks()
+        self._sinks = OutputSinks(host.pipes)
         self._lock = asyncio.Lock()
         self._image_env = dict(entry.split("=", 1) for entry in image.env if "=" in entry)
 
@@ -257,8 +258,11 @@ class LinuxSandbox(Sandbox):
 
     async def _run(self, init: InitClient, request: ProcessRequest, on_output: OutputCallback | None,
                    oom_note: Callable[[], str | None]) -> CommandOutput:
+        def keep(fd: int) -> None:
+            self._sinks.adopt(fd, self.limits.project)
+
         try:
-            return await run_process(init, request, self._sinks, on_output, oom_note)
+            return await run_process(init, request, keep, on_output, oom_note)
         except InitUnresponsive:
             await self.stop()
             note = "\ncove: the container stopped answering and was restarted\n"

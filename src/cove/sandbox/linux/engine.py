@@ -29,6 +29,7 @@ from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
 from cove.sandbox.linux.overlay import mounts_under, unmount, unmount_all
 from cove.sandbox.linux.runc import Runc
+from cove.sandbox.linux.sinks import PipeBudget
 
 log = logging.getLogger(__name__)
 _POOL_ID = re.compile(r"pool_[0-9a-f]{48}")
@@ -96,7 +97,9 @@ class LinuxEngine(SandboxEngine):
             containers_dir=self.containers_dir, libexec=self.libexec, init_binary=ensure_init_binary(self.libexec),
             runc=Runc(settings.data_dir / "runc"), uid_base=settings.subuid_base, pids_limit=settings.pids_limit,
             nofile_limit=settings.nofile_limit, disk_bytes=parse_size(settings.disk_limit), egress=self.egress,
-            egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(8))
+            egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(8),
+            pipes=PipeBudget.derived(settings.background_pipes_per_container, settings.background_pipes_per_project,
+                                     settings.background_pipes))
         ensure_busybox(self.libexec)
         await self._clean_crash_leftovers()
         self._remove_unadopted_pool_dirs()
@@ -124,6 +127,7 @@ class LinuxEngine(SandboxEngine):
         memory_bytes(limits.memory)  # an unknown tier is refused before anything is made
         pooled = self._take_pooled(image, limits)
         if pooled is not None:
+            pooled.limits = limits  # equal to the pool's, but labelled with its project
             (self.containers_dir / container_id).symlink_to(pooled.id)
             self._live[container_id] = pooled
             self._schedule_refill()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cove.egress.proxy import EgressProxy
 from cove.sandbox.linux.runc import Runc
+from cove.sandbox.linux.sinks import PipeBudget
 
 
 @dataclass(frozen=True)
@@ -35,3 +36,5 @@ class Host:
     """Cove's egress CA, trusted only by containers with domain secrets."""
     start_slots: asyncio.Semaphore
     """Bounds concurrent runc starts, so a burst of creates cannot starve the machine."""
+    pipes: PipeBudget
+    """How many pipes background processes may keep open in the server (per container, project, in all)."""
