@@ -60,6 +60,7 @@ class ContainerService:
         self._busy: Counter[str] = Counter()
         """In-flight uses per container: a container never expires under a running command."""
         self._responses: dict[str, list[str]] = {}
+        self._touches: set[asyncio.Task[None]] = set()
         """Responses using each container now; the latest is credited with its egress in the audit trail."""
 
     # -- create / read / delete -------------------------------------------------------------------
@@ -170,7 +171,7 @@ class ContainerService:
         if response_id is not None:
             self._responses.setdefault(row.id, []).append(response_id)
         try:
-            await self._touch(row)
+            self._touch(row)
             self._projects[row.id] = project
             limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self.secrets.container_egress(row),
                             project=project)
@@ -184,16 +185,28 @@ class ContainerService:
                 self._responses[row.id].remove(response_id)
                 if not self._responses[row.id]:
                     del self._responses[row.id]
-            await self._touch(row)
+            self._touch(row)
 
-    async def _touch(self, row: ContainerRow) -> None:
+    def _touch(self, row: ContainerRow) -> None:
+        """Records use for the expiry clock, in the background: with SQLite one tenant's long write
+        (a response's 50,000 input items) holds the database, and a command must not wait for it.
+        A container in use is never expired (``_busy``), so a late record costs nothing."""
         now = int(time.time())
         if now <= row.last_active_at:
             return
         row.last_active_at = now
-        async with self.db.begin() as session:
-            await session.execute(update(ContainerRow).where(ContainerRow.id == row.id)
-                                  .values(last_active_at=now))
+        task = asyncio.create_task(self._record_use(row.id, now))
+        self._touches.add(task)
+        task.add_done_callback(self._touches.discard)
+
+    async def _record_use(self, container_id: str, now: int) -> None:
+        try:
+            async with self.db.begin() as session:
+                await session.execute(update(ContainerRow).where(ContainerRow.id == container_id,
+                                                                 ContainerRow.last_active_at < now)
+                                      .values(last_active_at=now))
+        except Exception:
+            log.exception("could not record the use of container %s", container_id)
 
     async def exec(self, project: str, container_id: str, commands: list[Command],
                    on_output: Any | None = None, on_done: Any | None = None) -> list[CommandOutput]:
@@ -239,6 +252,7 @@ class ContainerService:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry_task
+        await asyncio.gather(*self._touches, return_exceptions=True)
 
     async def _expiry_loop(self) -> None:
         while True:

@@ -35,6 +35,7 @@ from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
 from cove.service.workspace import ContainerWorkspace
+from cove.store.bulk import insert_rows
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.upstream.registry import ModelRegistry
@@ -97,7 +98,7 @@ class ResponseService:
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
-        fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
+        await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
             await self._insert(run, params)
         if params.background:
@@ -111,7 +112,7 @@ class ResponseService:
         return run
 
     async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
-        new_items = normalize_input(params.input)
+        new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
         response_id = new_id("resp")
         async with self.db.begin() as session:
             new_items = await history.resolve_references(session, project, new_items)
@@ -163,8 +164,10 @@ class ResponseService:
     async def count_input_tokens(self, project: str, params: CreateParams) -> int:
         refuse_sealed(params.tools, "tools")
         turn, _run = await self._prepare(project, params)
-        request = fit_context(turn) if params.truncation == "auto" else model_request(turn)
-        return turn.model.count_tokens(request)
+        if params.truncation == "auto":
+            request = await fit_context(turn)
+            return await asyncio.to_thread(turn.model.count_tokens, request)
+        return await asyncio.to_thread(lambda: turn.model.count_tokens(model_request(turn)))
 
     async def _insert(self, run: Run, params: CreateParams) -> None:
         body = {k: v for k, v in run.response.items() if k != "output"}
@@ -177,8 +180,9 @@ class ResponseService:
                 conversation_id=run.conversation_id, created_at=run.response["created_at"], body=body,
                 request=params.model_dump(exclude_none=True)))
             await session.flush()  # the items refer to it
-            session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="input", position=i, data=item)
-                            for i, item in enumerate(run.input_items))
+            await insert_rows(session, ResponseItemRow, (
+                {"id": item["id"], "response_id": run.id, "role": "input", "position": i, "data": item}
+                for i, item in enumerate(run.input_items)))
 
     async def _check_queue_quota(self, session: AsyncSession, project: str) -> None:
         """Room for one more queued background response of the project (checked and inserted as one)."""
@@ -272,8 +276,9 @@ class ResponseService:
         async with self.db.begin() as session:
             await session.execute(update(ResponseRow).where(ResponseRow.id == run.id)
                                   .values(status=run.response["status"], body=body))
-            session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="output", position=i, data=item)
-                            for i, item in enumerate(output))
+            await insert_rows(session, ResponseItemRow, (
+                {"id": item["id"], "response_id": run.id, "role": "output", "position": i, "data": item}
+                for i, item in enumerate(output)))
             if run.conversation_id and run.response["status"] in ("completed", "incomplete"):
                 await self._append_to_conversation(session, run.conversation_id, [*run.input_items, *output])
 
@@ -284,8 +289,9 @@ class ResponseService:
             ConversationItemRow.conversation_id == conversation_id,
             ConversationItemRow.id.in_([item["id"] for item in items]))))
         now = int(time.time())
-        session.add_all(ConversationItemRow(id=item["id"], conversation_id=conversation_id, data=item, created_at=now)
-                        for item in items if item["id"] not in known)
+        await insert_rows(session, ConversationItemRow, (
+            {"id": item["id"], "conversation_id": conversation_id, "data": item, "created_at": now}
+            for item in items if item["id"] not in known))
 
     async def _set_status(self, response_id: str, status: str) -> None:
         async with self.db.begin() as session:

@@ -37,6 +37,9 @@ class Loaded:
             eos_token=model.token_get_text(eos) if eos != -1 else "",
             bos_token=model.token_get_text(bos) if bos != -1 else "",
             add_generation_prompt=True)
+        start = self._llm.tokenize(b"<|im_start|>", add_bos=False, special=True)
+        self.message_start: int | None = start[0] if len(start) == 1 else None
+        """The token each ChatML message (and the generation prompt) opens with, if the vocab has it."""
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The conversation rendered by the model's own chat template (GGUF metadata), tokenized."""

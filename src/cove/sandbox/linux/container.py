@@ -37,7 +37,7 @@ from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.init_client import InitClient
 from cove.sandbox.linux.netns import listen_in
-from cove.sandbox.linux.overlay import mount_overlay, unmount
+from cove.sandbox.linux.overlay import mount_overlay, unmount_all
 from cove.sandbox.linux.process import InitUnresponsive, ProcessRequest, run_process
 from cove.sandbox.linux.sinks import OutputSinks
 from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
@@ -79,7 +79,9 @@ class LinuxSandbox(Sandbox):
 
     # -- layout ---------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Creates the writable layer on its own disk, with the mount points runc needs in it."""
+        """Creates the writable layer on its own disk, with the mount points runc needs in it.
+
+        Blocking (mkfs, mount): the engine runs it in a worker thread."""
         uid = self.host.uid_base
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o711)
@@ -147,7 +149,7 @@ class LinuxSandbox(Sandbox):
 
     async def files(self) -> Files:
         async with self._lock:
-            self._ensure_mounted()
+            await asyncio.to_thread(self._ensure_mounted)  # mount(8) and friends block
         return HostFiles(self._fs())
 
     def _fs(self) -> ContainerFS:
@@ -166,7 +168,7 @@ class LinuxSandbox(Sandbox):
             if self._init is not None and not self._init.closed:
                 return self._init
             await self._cleanup_runtime()
-            self._ensure_mounted()
+            await asyncio.to_thread(self._ensure_mounted)
             async with self.host.start_slots:
                 self._init = await self._start()
             return self._init
@@ -231,8 +233,7 @@ class LinuxSandbox(Sandbox):
     async def stop(self) -> None:
         async with self._lock:
             await self._cleanup_runtime()
-            unmount(self.rootfs)
-            unmount(self.disk)
+            await asyncio.to_thread(unmount_all, self.rootfs, self.disk)
 
     async def _cleanup_runtime(self) -> None:
         """Ends the init (and with it every process), reaps it and removes runc's state."""

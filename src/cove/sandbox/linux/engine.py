@@ -28,7 +28,7 @@ from cove.sandbox.linux.container import LinuxSandbox
 from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
-from cove.sandbox.linux.overlay import mounts_under, unmount
+from cove.sandbox.linux.overlay import mounts_under, unmount, unmount_all
 from cove.sandbox.linux.runc import Runc
 from cove.sandbox.linux.sinks import PipeBudget
 
@@ -145,8 +145,8 @@ class LinuxEngine(SandboxEngine):
         sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), limits)
         if live_as is not None:
             self._live[live_as] = sandbox
-        sandbox.prepare()
         try:
+            await asyncio.to_thread(sandbox.prepare)  # mkfs and mount: never on the event loop
             await sandbox.exec_ready()
         except BaseException:
             await self._remove(sandbox.id, sandbox)
@@ -178,8 +178,8 @@ class LinuxEngine(SandboxEngine):
         else:
             if self.host.runc.has_state(runtime_id):
                 await self.host.runc.delete(runtime_id)
-            unmount(self.containers_dir / runtime_id / "rootfs")
-            unmount(self.containers_dir / runtime_id / "disk")
+            await asyncio.to_thread(unmount_all, self.containers_dir / runtime_id / "rootfs",
+                                    self.containers_dir / runtime_id / "disk")
         # rmtree never follows symlinks, so links planted inside cannot redirect the delete.
         await asyncio.to_thread(shutil.rmtree, self.containers_dir / runtime_id, True)
         self.images.unpin(runtime_id)
