@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import resource
 import secrets
 import shutil
 import socket
@@ -57,6 +58,17 @@ def _check_traversable(path: Path) -> None:
                                f"reach their root filesystem through {path}: chmod o+x {directory}.")
 
 
+def _container_nofile(wanted: int) -> int:
+    """Containers' open-file limit, within the server's own hard limit: runc cannot give a container
+    more than it has, and asking would fail every start."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        log.warning("COVE_NOFILE_LIMIT=%d is above this server's hard open-file limit; containers get %d",
+                    wanted, hard)
+        return int(hard)
+    return wanted
+
+
 class LinuxEngine(SandboxEngine):
     def __init__(self, settings: Settings, images: ImageStore) -> None:
         self.settings = settings
@@ -102,7 +114,8 @@ class LinuxEngine(SandboxEngine):
             containers_dir=self.containers_dir, libexec=gate.expose(self.libexec, "libexec"), gate=gate,
             init_binary=init_binary, uid_base=settings.subuid_base, pids_limit=settings.pids_limit,
             runc=Runc(settings.data_dir / "runc", hidden=(settings.data_dir, gate.path)),
-            nofile_limit=settings.nofile_limit, disk_bytes=parse_size(settings.disk_limit), egress=self.egress,
+            nofile_limit=_container_nofile(settings.nofile_limit), disk_bytes=parse_size(settings.disk_limit),
+            egress=self.egress,
             egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(8),
             pipes=PipeBudget.derived(settings.background_pipes_per_container, settings.background_pipes_per_project,
                                      settings.background_pipes))
