@@ -89,12 +89,11 @@ class Server:
 
 
 def data_dir(name: str) -> Path:
-    """A data dir whose ancestors container root (an unprivileged host uid) can traverse."""
+    """A fresh data dir, private like the server makes its own (containers reach their roots through
+    the engine's gate, ``sandbox/linux/gate.py``)."""
     base = Path("/var/tmp/cove-tests")
     base.mkdir(mode=0o711, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
-    path.chmod(0o711)
-    return path
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
 
 
 @pytest.fixture(scope="session")

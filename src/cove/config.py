@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     """Where images live; default ``data_dir/images``. Several data dirs may share one."""
 
     api_keys: str = ""
-    """Comma-separated ``key`` or ``key=project``. Empty: any key, loopback only."""
+    """Comma-separated ``key`` or ``key=project``. Empty: any key, loopback only (``Host`` and ``Origin`` too)."""
+
+    public_docs: bool = False
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` without a key."""
 
     database_url: str | None = None
     """SQLAlchemy async URL; default is SQLite (WAL) inside ``data_dir``."""
@@ -67,6 +70,16 @@ class Settings(BaseSettings):
 
     nofile_limit: int = 4096
     """Open-file cap per container process."""
+
+    background_pipes_per_container: int = Field(default=256, ge=0)
+    """Output pipes a container's background processes may keep open in the server after their command."""
+
+    background_pipes_per_project: int | None = Field(default=None, ge=0)
+    """The same, summed over a project's containers; default a quarter of ``background_pipes``."""
+
+    background_pipes: int | None = Field(default=None, ge=0)
+    """The same, summed over the server; default half the server's open-file limit (raised to its hard
+    limit at start), the other half staying free for connections, containers' sockets and the store."""
 
     default_cpu_limit: float = 1.0
     """CPUs a container may use when the request gives no ``cpu_limit``."""
@@ -134,6 +147,11 @@ class Settings(BaseSettings):
     @property
     def secrets_key_path(self) -> Path:
         return self.secrets_key_file or self.data_dir / "secrets.key"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where uploads are spooled while they arrive."""
+        return self.data_dir / "spool"
 
     @property
     def image_root(self) -> Path:

@@ -1,4 +1,5 @@
-"""A private image store per session (under /var/tmp: runc's init must traverse its parents)."""
+"""A private image store per session, in a data dir as private as a server's own (0700): build steps
+reach their roots through a gate (``sandbox/linux/gate.py``)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def data_dir() -> Iterator[Path]:
     base = Path("/var/tmp/cove-tests")
     base.mkdir(mode=0o711, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="images-", dir=base))
-    path.chmod(0o711)
+    path.chmod(0o700)
     yield path
     remove_tree(path)
 

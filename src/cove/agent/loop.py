@@ -8,6 +8,7 @@ client: their calls end the response, and the client's outputs continue the chai
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,30 +59,51 @@ def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: b
     return Toolbox.choice(choice, native)
 
 
-def fit_context(turn: Turn) -> ModelRequest:
+async def fit_context(turn: Turn) -> ModelRequest:
     """The request, cut to the model's context window as ``truncation`` allows.
 
     ``auto`` drops the oldest items (whole user turns, so a tool result never loses its call);
-    ``disabled`` refuses an input that does not fit.
+    ``disabled`` refuses an input that does not fit. Counting is CPU work proportional to the input
+    (JSON or a tokenizer over what may be megabytes), so it runs in a worker thread, never on the
+    event loop that serves every tenant.
+    """
+    return await asyncio.to_thread(_fit, turn)
+
+
+def _fit(turn: Turn) -> ModelRequest:
+    """Counts each item once, then finds the first cut that fits by running sums: linear in the input.
+
+    A model's whole-prompt count need not be the sum of its parts (a chat template may frame the
+    first message differently), so the chosen cut is counted once more and the difference, if any,
+    carried to the cuts after it.
     """
     request = model_request(turn)
     budget = turn.model.context_window - (turn.params.max_output_tokens or _OUTPUT_RESERVE)
-    if turn.model.count_tokens(request) <= budget:
+    count = turn.model.count_items(request)
+    if count.total <= budget:
         return request
     if turn.params.truncation != "auto":
         raise ContextWindowExceeded(
             "The input exceeds the model's context window. Shorten it or use truncation: 'auto'.",
             param="input", code="context_length_exceeded")
-    items = list(request.input)
-    while len(items) > 1 and turn.model.count_tokens(request) > budget:
-        # Drop up to the next user message, keeping function calls and their outputs together.
-        cut = next((i for i in range(1, len(items)) if _is_user_message(items[i])), len(items) - 1)
-        items = items[cut:]
-        request.input = items
-    if turn.model.count_tokens(request) > budget:
-        raise ContextWindowExceeded("The newest input alone exceeds the model's context window.",
-                                    param="input", code="context_length_exceeded")
-    return request
+    items = request.input
+    # Where the input may start: at each later user message (so function calls and their outputs
+    # stay together), and failing those at the newest item alone.
+    cuts = [i for i in range(1, len(items)) if _is_user_message(items[i])]
+    if len(items) > 1 and (not cuts or cuts[-1] != len(items) - 1):
+        cuts.append(len(items) - 1)
+    after = list(itertools.accumulate(reversed(count.items), initial=0))[::-1]  # after[i]: tokens of items[i:]
+    slack = 0
+    for cut in cuts:
+        if count.fixed + after[cut] + slack > budget:
+            continue
+        request.input = items[cut:]
+        counted = turn.model.count_tokens(request)
+        if counted <= budget:
+            return request
+        slack = counted - count.fixed - after[cut]
+    raise ContextWindowExceeded("The newest input alone exceeds the model's context window.",
+                                param="input", code="context_length_exceeded")
 
 
 def _is_user_message(item: dict[str, Any]) -> bool:
@@ -102,7 +124,7 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
     usage = Usage()
     tool_calls = 0
     for _ in range(MAX_STEPS):
-        step = await _model_turn(turn, fit_context(turn), builder)
+        step = await _model_turn(turn, await fit_context(turn), builder)
         _add_usage(usage, step.finish.usage)
         if step.finish.reason in ("length", "content_filter"):
             reason = "max_output_tokens" if step.finish.reason == "length" else "content_filter"

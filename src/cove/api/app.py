@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
 from cove import __version__
-from cove.api import container_files, containers, conversations, errors, models, responses
+from cove.api import container_files, containers, conversations, docs, errors, models, responses
 from cove.api.body_limit import BodyLimit
 from cove.api.json_text import refuse_lone_surrogates
+from cove.api.loopback import LoopbackGuard
 from cove.config import Settings, parse_size
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
@@ -26,20 +30,45 @@ from cove.service.secrets import SecretKeeper
 from cove.store.db import Database
 from cove.upstream.registry import ModelRegistry
 
+log = logging.getLogger(__name__)
+
+
+def raise_fd_limit() -> None:
+    """Lifts the server's soft open-file limit to its hard limit: containers' sockets and background
+    pipes are budgeted from it (``COVE_BACKGROUND_PIPES``), and the usual soft 1024 is far too few.
+    Done here rather than in ``cove serve`` so that any ASGI server running the app gets it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("open-file limit: %d (was %d)", hard, soft)
+
+
+def fresh_spool_dir(settings: Settings) -> None:
+    """Uploads spool here, on the data dir's disk and private to the server, never in the host's /tmp;
+    what a crash left is removed."""
+    shutil.rmtree(settings.spool_dir, ignore_errors=True)
+    settings.spool_dir.mkdir(mode=0o700)
+    settings.spool_dir.chmod(0o700)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        raise_fd_limit()
+        # The database, keys and container layers are the server's alone; runc reaches containers'
+        # roots through the engine's gate (``sandbox/linux/gate.py``).
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.data_dir.chmod(0o700)
+        fresh_spool_dir(settings)
         db = Database(settings.db_url)
         await db.migrate()
         engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
         await engine.start()
-        audit = AuditLog(db)
+        policies = ProjectPolicies.load(settings.projects_file, settings)
+        audit = AuditLog(db, keep=lambda project: policies.quotas(project).audit_rows)
         audit.start()
-        policies = ProjectPolicies.load(settings.projects_file)
         secrets = SecretKeeper(settings.secrets_key_path)
         service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
         engine.egress.on_decision = service.record_egress
@@ -72,18 +101,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             await db.close()
 
+    public = settings.public_docs  # else ``api/docs.py`` serves them behind a key
     app = FastAPI(title="Cove", version=__version__, lifespan=lifespan,
+                  openapi_url="/openapi.json" if public else None, docs_url="/docs" if public else None,
+                  redoc_url="/redoc" if public else None,
                   dependencies=[Depends(refuse_lone_surrogates)])
     app.state.settings = settings
     app.state.ready = False
     errors.install(app)
     app.add_middleware(BodyLimit, upload_bytes=parse_size(settings.max_upload),
                        json_bytes=parse_size(settings.max_request))
+    app.add_middleware(LoopbackGuard, keyless=not settings.keys)  # outermost: before anything reads the body
     app.include_router(containers.router)
     app.include_router(container_files.router)
     app.include_router(responses.router)
     app.include_router(conversations.router)
     app.include_router(models.router)
+    if not public:
+        app.include_router(docs.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -1,13 +1,20 @@
-"""Caps request bodies before anything reads them: uploads are spooled to the host's disk by the
-multipart parser, so an unbounded upload could fill it."""
+"""Caps request bodies before anything reads them: uploads are spooled to disk by the multipart
+parser, so an unbounded upload could fill it, and a JSON body is held whole in memory.
+
+The larger upload limit applies only where the app parses an upload (a multipart POST to a
+container's files); any other route is held to the JSON limit whatever content type it claims.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cove.errors import RequestTooLarge
+
+_UPLOAD_ROUTE = re.compile(r"/v1/containers/[^/]+/files/?")
 
 
 class BodyLimit:
@@ -21,7 +28,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        limit = self.upload_bytes if headers.get(b"content-type", b"").startswith(b"multipart/") else self.json_bytes
+        upload = (scope["method"] == "POST" and _UPLOAD_ROUTE.fullmatch(scope["path"]) is not None
+                  and headers.get(b"content-type", b"").startswith(b"multipart/form-data"))
+        limit = self.upload_bytes if upload else self.json_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _refuse(send, limit)

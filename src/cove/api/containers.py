@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -13,9 +15,10 @@ from cove.api import sse
 from cove.api.auth import project_of
 from cove.errors import CoveError, InvalidRequest, NotFound
 from cove.sandbox.base import Command, CommandOutput
+from cove.sandbox.output import marker
 from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
-from cove.service.objects import AuditEvent, Container, Deleted, ListPage
+from cove.service.objects import AuditPage, Container, Deleted, ListPage
 from cove.service.pagination import Page
 
 router = APIRouter(prefix="/v1/containers", tags=["containers"])
@@ -23,6 +26,10 @@ Project = Annotated[str, Depends(project_of)]
 
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_MAX_OUTPUT = 1_000_000
+MAX_PENDING_OUTPUT = 1 << 20
+"""Characters of streamed output held for a client that reads slower than its commands write."""
+_EVENT_COST = 256
+"""What one queued event costs besides its text, counted against ``MAX_PENDING_OUTPUT``."""
 
 
 class _Strict(BaseModel):
@@ -98,8 +105,9 @@ async def delete_container(container_id: str, request: Request, project: Project
 
 @router.get("/{container_id}/audit")
 async def container_audit(container_id: str, request: Request, project: Project, after: str | None = None,
-                          limit: int = 20, order: Literal["asc", "desc"] = "desc") -> ListPage[AuditEvent]:
-    """Cove extension: the commands run in this container (and its egress decisions), newest first."""
+                          limit: int = 20, order: Literal["asc", "desc"] = "desc") -> AuditPage:
+    """Cove extension: the commands run in this container (and its egress decisions), newest first,
+    and how many of the oldest were pruned."""
     await _service(request).get(project, container_id)
     audit: AuditLog = request.app.state.audit
     return await audit.events(project, container_id, Page(after, limit, order))
@@ -122,25 +130,82 @@ async def exec_commands(container_id: str, body: ExecRequest, request: Request,
     return sse.stream(sse.numbered(_exec_events(service, project, container_id, commands)))
 
 
+@dataclass
+class _Delta:
+    index: int
+    stream: str
+    pieces: list[str] = field(default_factory=list)
+
+
+class _Outbox:
+    """A streaming exec's events on their way to the client, in bounded memory.
+
+    The sandbox calls back as output arrives and cannot wait, so nothing here blocks: consecutive
+    output of one stream is merged into one delta, and once ``MAX_PENDING_OUTPUT`` characters wait,
+    further output is dropped until the client catches up, and the next delta of that stream starts
+    with a marker saying how much. ``command.done`` events always go out whole (their size is bounded by
+    the exec's output budget), so a slow client still gets every command's result.
+    """
+
+    def __init__(self) -> None:
+        self._events: deque[dict[str, Any] | _Delta] = deque()
+        self._pending = 0
+        self._dropped: dict[tuple[int, str], int] = {}
+        self._ready = asyncio.Event()
+
+    def output(self, index: int, stream: str, text: str) -> None:
+        key = (index, stream)
+        if self._pending + len(text) + _EVENT_COST > MAX_PENDING_OUTPUT:
+            self._dropped[key] = self._dropped.get(key, 0) + len(text)
+            return
+        if cut := self._dropped.pop(key, 0):
+            text = marker(cut) + text
+        self._add(index, stream, text)
+
+    def _add(self, index: int, stream: str, text: str) -> None:
+        last = self._events[-1] if self._events else None
+        if isinstance(last, _Delta) and (last.index, last.stream) == (index, stream):
+            self._pending += len(text)
+        else:
+            last = _Delta(index, stream)
+            self._events.append(last)
+            self._pending += len(text) + _EVENT_COST
+        last.pieces.append(text)
+        self._ready.set()
+
+    def put(self, event: dict[str, Any]) -> None:
+        if event["type"] == "container.exec.command.done":
+            for key in [key for key in self._dropped if key[0] == event["command_index"]]:
+                self._add(*key, marker(self._dropped.pop(key)))
+        self._events.append(event)
+        self._ready.set()
+
+    async def get(self) -> dict[str, Any]:
+        while not self._events:
+            self._ready.clear()
+            await self._ready.wait()
+        event = self._events.popleft()
+        if isinstance(event, dict):
+            return event
+        text = "".join(event.pieces)
+        self._pending -= len(text) + _EVENT_COST
+        return {"type": "container.exec.output.delta", "command_index": event.index, "delta": {event.stream: text}}
+
+
 async def _exec_events(service: ContainerService, project: str, container_id: str,
                        commands: list[Command]) -> AsyncIterator[dict[str, Any]]:
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    def on_output(index: int, stream: str, text: str) -> None:
-        queue.put_nowait({"type": "container.exec.output.delta", "command_index": index,
-                          "delta": {stream: text}})
+    outbox = _Outbox()
 
     def on_done(index: int, output: CommandOutput) -> None:
-        queue.put_nowait({"type": "container.exec.command.done", "command_index": index,
-                          "output": output.model_dump()})
+        outbox.put({"type": "container.exec.command.done", "command_index": index, "output": output.model_dump()})
 
-    task = asyncio.create_task(service.exec(project, container_id, commands, on_output, on_done))
+    task = asyncio.create_task(service.exec(project, container_id, commands, outbox.output, on_done))
     # The commands finish even if the client goes away (they are in the audit trail either way). This
     # callback only retrieves the task's exception, so asyncio does not warn that nobody did.
     task.add_done_callback(lambda t: t.cancelled() or t.exception() or True)
-    task.add_done_callback(lambda _t: queue.put_nowait({"type": "_end"}))
+    task.add_done_callback(lambda _t: outbox.put({"type": "_end"}))
     yield {"type": "container.exec.started", "container_id": container_id, "commands": len(commands)}
-    while (event := await queue.get())["type"] != "_end":
+    while (event := await outbox.get())["type"] != "_end":
         yield event
     try:
         outputs = task.result()
@@ -148,5 +213,3 @@ async def _exec_events(service: ContainerService, project: str, container_id: st
         yield {"type": "error", **exc.to_dict()["error"]}
         return
     yield {"type": "container.exec.completed", "exec": _exec_object(container_id, outputs)}
-
-

@@ -6,6 +6,7 @@ writing to the store or a container, or, once stored, on every read of the objec
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -14,19 +15,31 @@ from fastapi import Request
 from cove.errors import InvalidRequest
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-"""Cheap pre-check: only bodies with a surrogate escape (valid pairs included) are looked at closely."""
+"""Cheap pre-check: only bodies with a surrogate escape (valid pairs included) are parsed to look closer."""
+_INLINE_BYTES = 64 * 1024
+"""Larger bodies are checked in a worker thread: a body may be tens of megabytes, and scanning or
+parsing it on the event loop would hold up every other tenant."""
 
 
 async def refuse_lone_surrogates(request: Request) -> None:
-    """App-wide dependency; reuses the body FastAPI already read and parsed (Starlette caches both)."""
+    """App-wide dependency. Starlette caches the body it reads, so the route reads it again for free."""
     if request.method not in ("POST", "PUT", "PATCH") or "json" not in request.headers.get("content-type", ""):
         return
-    if not _SURROGATE_ESCAPE.search(await request.body()):
-        return
-    try:
-        json.dumps(await request.json(), ensure_ascii=False).encode()
-    except UnicodeEncodeError as exc:
+    body = await request.body()
+    lone = _has_lone_surrogate(body) if len(body) <= _INLINE_BYTES else await asyncio.to_thread(
+        _has_lone_surrogate, body)
+    if lone:
         raise InvalidRequest("The request body contains a lone UTF-16 surrogate escape, which is not text.",
-                             code="invalid_unicode") from exc
-    except ValueError:  # not JSON at all: FastAPI already answered that, or the route takes no JSON
-        return
+                             code="invalid_unicode")
+
+
+def _has_lone_surrogate(body: bytes) -> bool:
+    if not _SURROGATE_ESCAPE.search(body):
+        return False
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    except ValueError:  # not JSON (or not UTF-8): the route answers that as it always does
+        return False
+    return False

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from cove.agent.request import CreateParams
 from cove.api import sse
@@ -27,6 +30,19 @@ def _service(request: Request) -> ResponseService:
     return service
 
 
+async def _params(request: Request) -> CreateParams:
+    """The request body, parsed and validated in a worker thread: a body may be tens of megabytes
+    (up to ``max_request``), and parsing it on the event loop would hold up every other tenant."""
+    body = await request.body()
+    try:
+        return await asyncio.to_thread(CreateParams.model_validate_json, body)
+    except ValidationError as exc:  # answered as FastAPI's own body errors are
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
+
+
+Params = Annotated[CreateParams, Depends(_params)]
+
+
 async def _follow(run: Run) -> AsyncIterator[dict[str, Any]]:
     try:
         async for event in run.log.follow():
@@ -37,7 +53,7 @@ async def _follow(run: Run) -> AsyncIterator[dict[str, Any]]:
 
 
 @router.post("", response_model=None)
-async def create_response(params: CreateParams, request: Request, project: Project) -> Any:
+async def create_response(params: Params, request: Request, project: Project) -> Any:
     service = _service(request)
     run = await service.create(project, params)
     if params.stream:
@@ -48,7 +64,7 @@ async def create_response(params: CreateParams, request: Request, project: Proje
 
 
 @router.post("/input_tokens")
-async def input_tokens(params: CreateParams, request: Request, project: Project) -> dict[str, Any]:
+async def input_tokens(params: Params, request: Request, project: Project) -> dict[str, Any]:
     count = await _service(request).count_input_tokens(project, params)
     return {"object": "response.input_tokens", "input_tokens": count}
 

@@ -19,12 +19,16 @@ from cove.store.db import Database
 def audit(container_id: str, limit: int = typer.Option(100, help="How many of the newest events."),
           as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
     """Show the commands run (and egress decisions) in a container, oldest first."""
-    events = asyncio.run(_load(container_id, limit))
+    events, pruned = asyncio.run(_load(container_id, limit))
+    note = f"{pruned} older events were pruned (the project's audit_rows quota)" if pruned else None
     if as_json:
         for event in events:
             typer.echo(json.dumps(event.model_dump()))
+        if note:
+            typer.echo(note, err=True)  # stdout stays one event per line
         return
-    table = Table(title=f"audit trail of {container_id}", title_justify="left")
+    table = Table(title=f"audit trail of {container_id}", title_justify="left", caption=note,
+                  caption_justify="left")
     for column in ("time (UTC)", "project", "response", "type", "what", "outcome"):
         table.add_column(column)
     for event in events:
@@ -42,9 +46,10 @@ def _describe(event: OperatorAuditEvent) -> tuple[str, str]:
     return event.command, "timeout" if outcome.type == "timeout" else f"exit {outcome.exit_code}"
 
 
-async def _load(container_id: str, limit: int) -> list[OperatorAuditEvent]:
+async def _load(container_id: str, limit: int) -> tuple[list[OperatorAuditEvent], int]:
     db = Database(Settings().db_url)
     try:
-        return await AuditLog(db).newest(container_id, limit)
+        audit = AuditLog(db)
+        return await audit.newest(container_id, limit), await audit.pruned(container_id)
     finally:
         await db.close()

@@ -1,6 +1,8 @@
 """Containers as the API sees them: rows in the store joined to sandboxes in the engine.
 
 Every method takes the caller's project; another project's ids behave as if they did not exist.
+Creates and uses follow the project's rules and quotas (``service/projects.py``); a create checks the
+quotas and inserts its row as one step under a lock row (``service/locks.py``).
 """
 
 from __future__ import annotations
@@ -12,21 +14,24 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from cove.config import Settings
+from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
 from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
 from cove.sandbox.base import Command, CommandOutput, Files, Limits, OutputCallback, Sandbox, SandboxEngine
+from cove.service import locks
 from cove.service.audit import AuditLog
 from cove.service.objects import Container, ListPage
 from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
-from cove.service.secrets import SecretKeeper, network_limits
+from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
 from cove.store.db import Database
 from cove.store.models import ContainerRow
 
@@ -34,6 +39,10 @@ log = logging.getLogger(__name__)
 
 MAX_COMMANDS = 64
 MAX_COMMAND_CHARS = 1 << 20
+MAX_EXEC_OUTPUT = 10_000_000
+"""Characters of output one exec returns in all, so what one request makes the server hold is bounded:
+each command keeps at most its ``max_output_length`` and its even share of this, plus what the commands
+before it left unused (a flood in the first command cannot leave the last one nothing)."""
 
 
 class ContainerService:
@@ -51,12 +60,14 @@ class ContainerService:
         self._busy: Counter[str] = Counter()
         """In-flight uses per container: a container never expires under a running command."""
         self._responses: dict[str, list[str]] = {}
+        self._touches: set[asyncio.Task[None]] = set()
         """Responses using each container now; the latest is credited with its egress in the audit trail."""
 
     # -- create / read / delete -------------------------------------------------------------------
     async def create(self, project: str, *, name: str, image: str | None, memory_limit: str,
                      cpu_limit: float | None, expires_minutes: int | None,
                      network_policy: dict[str, Any]) -> Container:
+        self.policies.check_containers(project)
         cpus = self.settings.default_cpu_limit if cpu_limit is None else cpu_limit
         if not 0.01 <= cpus <= self.settings.max_cpu_limit:
             raise InvalidRequest(f"cpu_limit must be between 0.01 and {self.settings.max_cpu_limit:g}.",
@@ -65,29 +76,60 @@ class ContainerService:
         if not 1 <= minutes <= 7 * 24 * 60:
             raise InvalidRequest("expires_after.minutes must be between 1 and 10080.",
                                  param="expires_after.minutes")
-        egress = network_limits(self.secrets.open_policy(network_policy))
+        refuse_sealed(network_policy, "network_policy")
+        egress = network_limits(network_policy)
         self.policies.check_network(project, egress, "network_policy")
         image_name = image or self.settings.default_image
+        self.policies.check_image(project, image_name)
         now = int(time.time())
-        row = ContainerRow(id=new_id("cntr"), project=project, name=name, image=image_name,
+        container_id = new_id("cntr")
+        row = ContainerRow(id=container_id, project=project, name=name, image=image_name,
                            status="running", memory_limit=memory_limit, cpu_limit=cpus,
                            expires_minutes=minutes, network_policy=policy_object(egress),
-                           secrets=self.secrets.seal_container(egress), created_at=now, last_active_at=now)
+                           secrets=self.secrets.seal_container(egress, container_id), created_at=now,
+                           last_active_at=now)
         async with self.db.begin() as session:
-            running = await session.scalar(
-                select(ContainerRow.seq).where(ContainerRow.status == "running")
-                .offset(self.settings.max_containers - 1).limit(1))
-            if running is not None:
-                raise TooManyRequests(f"This server runs at most {self.settings.max_containers} containers.")
+            await locks.hold(session, "containers")
+            await self._check_room(session, project, memory_limit)
             session.add(row)
         try:
             self._projects[row.id] = project
-            await self.engine.create(row.id, image_name, Limits(memory=memory_limit, cpus=cpus, network=egress))
+            await self.engine.create(row.id, image_name,
+                                     Limits(memory=memory_limit, cpus=cpus, network=egress, project=project))
         except BaseException:
             async with self.db.begin() as session:
                 await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
             raise
         return Container.from_row(row)
+
+    async def admit(self, project: str, memory_limit: str) -> None:
+        """Refuses, as ``create`` would, a container with the default image that could not be created now:
+        a response that will make one is refused up front rather than failing later. Only ``create``'s own
+        check, under the lock, is final."""
+        self.policies.check_containers(project)
+        self.policies.check_image(project, self.settings.default_image)
+        async with self.db.begin() as session:
+            await self._check_room(session, project, memory_limit)
+
+    async def _check_room(self, session: AsyncSession, project: str, memory_limit: str) -> None:
+        """The project's quotas, then the server's cap, for one more running container."""
+        quotas = self.policies.quotas(project)
+        running = list(await session.scalars(select(ContainerRow.memory_limit).where(
+            ContainerRow.project == project, ContainerRow.status == "running")))
+        if len(running) + 1 > quotas.running_containers:
+            raise quotas.exceeded("running_containers",
+                                  f"this project may run {quotas.running_containers} containers at once")
+        if sum(map(parse_size, [*running, memory_limit])) > quotas.memory:
+            raise quotas.exceeded("memory", "the memory_limit of this project's running containers may add "
+                                            f"up to {_gib(quotas.memory)}")
+        if (len(running) + 1) * parse_size(self.settings.disk_limit) > quotas.disk:
+            raise quotas.exceeded("disk", f"this project's running containers may have {_gib(quotas.disk)} of "
+                                          f"disk, {_gib(parse_size(self.settings.disk_limit))} each")
+        full = await session.scalar(
+            select(ContainerRow.seq).where(ContainerRow.status == "running")
+            .offset(self.settings.max_containers - 1).limit(1))
+        if full is not None:
+            raise TooManyRequests(f"This server runs at most {self.settings.max_containers} containers.")
 
     async def get(self, project: str, container_id: str) -> Container:
         return Container.from_row(await self._row(project, container_id))
@@ -120,6 +162,7 @@ class ContainerService:
     async def use(self, project: str, container_id: str, response_id: str | None = None) -> AsyncIterator[Sandbox]:
         """The live sandbox of an active container, kept from expiring while in use; the commands
         run through it go to the audit trail (with ``response_id`` when a response runs them)."""
+        self.policies.check_containers(project)
         row = await self._row(project, container_id)
         if row.status != "running":
             raise Conflict(f"Container '{container_id}' has {row.status} and cannot be used.",
@@ -128,9 +171,10 @@ class ContainerService:
         if response_id is not None:
             self._responses.setdefault(row.id, []).append(response_id)
         try:
-            await self._touch(row)
+            self._touch(row)
             self._projects[row.id] = project
-            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self.secrets.container_egress(row))
+            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self.secrets.container_egress(row),
+                            project=project)
             sandbox = await self.engine.get(row.id, limits)
             yield sandbox if self.audit is None else AuditedSandbox(sandbox, self.audit, project, row.id, response_id)
         finally:
@@ -141,16 +185,28 @@ class ContainerService:
                 self._responses[row.id].remove(response_id)
                 if not self._responses[row.id]:
                     del self._responses[row.id]
-            await self._touch(row)
+            self._touch(row)
 
-    async def _touch(self, row: ContainerRow) -> None:
+    def _touch(self, row: ContainerRow) -> None:
+        """Records use for the expiry clock, in the background: with SQLite one tenant's long write
+        (a response's 50,000 input items) holds the database, and a command must not wait for it.
+        A container in use is never expired (``_busy``), so a late record costs nothing."""
         now = int(time.time())
         if now <= row.last_active_at:
             return
         row.last_active_at = now
-        async with self.db.begin() as session:
-            await session.execute(update(ContainerRow).where(ContainerRow.id == row.id)
-                                  .values(last_active_at=now))
+        task = asyncio.create_task(self._record_use(row.id, now))
+        self._touches.add(task)
+        task.add_done_callback(self._touches.discard)
+
+    async def _record_use(self, container_id: str, now: int) -> None:
+        try:
+            async with self.db.begin() as session:
+                await session.execute(update(ContainerRow).where(ContainerRow.id == container_id,
+                                                                 ContainerRow.last_active_at < now)
+                                      .values(last_active_at=now))
+        except Exception:
+            log.exception("could not record the use of container %s", container_id)
 
     async def exec(self, project: str, container_id: str, commands: list[Command],
                    on_output: Any | None = None, on_done: Any | None = None) -> list[CommandOutput]:
@@ -163,14 +219,17 @@ class ContainerService:
             raise InvalidRequest(f"commands must hold 1 to {MAX_COMMANDS} commands.", param="commands")
         if sum(len(c.command) for c in commands) > MAX_COMMAND_CHARS:
             raise InvalidRequest("commands are too long (1 MiB at most).", param="commands")
-        results = []
+        results: list[CommandOutput] = []
+        left, share = MAX_EXEC_OUTPUT, MAX_EXEC_OUTPUT // len(commands)
         async with self.use(project, container_id) as sandbox:
             for index, command in enumerate(commands):
                 callback: OutputCallback | None = None
                 if on_output is not None:
                     def callback(stream: Any, text: str, _index: int = index) -> None:
                         on_output(_index, stream, text)
-                results.append(await sandbox.exec(command, callback))
+                limit = max(1, min(command.max_output_length, left - share * (len(commands) - index - 1)))
+                results.append(await sandbox.exec(replace(command, max_output_length=limit), callback))
+                left -= len(results[-1].stdout) + len(results[-1].stderr)
                 if on_done is not None:
                     on_done(index, results[-1])
         return results
@@ -193,6 +252,7 @@ class ContainerService:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry_task
+        await asyncio.gather(*self._touches, return_exceptions=True)
 
     async def _expiry_loop(self) -> None:
         while True:
@@ -246,6 +306,10 @@ class AuditedSandbox(Sandbox):
     @property
     def running(self) -> bool:
         return self._inner.running
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):g} GiB"
 
 
 def policy_object(egress: EgressPolicy | None) -> dict[str, Any]:

@@ -89,8 +89,7 @@ class ConversationService:
         await self._row(project, conversation_id)
         query = select(ConversationItemRow).where(ConversationItemRow.conversation_id == conversation_id)
         async with self.db.begin() as session:
-            rows, has_more = await paginate(session, query, ConversationItemRow, page,
-                                            scope=ConversationItemRow.conversation_id == conversation_id)
+            rows, has_more = await paginate(session, query, ConversationItemRow, page)
         return ListPage.of([row.data for row in rows], has_more)
 
     async def get_item(self, project: str, conversation_id: str, item_id: str) -> dict[str, Any]:

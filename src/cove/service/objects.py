@@ -161,6 +161,19 @@ class EgressEvent(_AuditEvent):
 AuditEvent = TypeAliasType("AuditEvent", Annotated[CommandEvent | EgressEvent, Field(discriminator="type")])
 
 
+class AuditPage(ListPage[AuditEvent]):
+    """A page of a container's audit trail."""
+
+    pruned: int
+    """Cove extension: how many of the container's oldest events were pruned (its project keeps
+    ``audit_rows`` per container); the list starts after them."""
+
+    @classmethod
+    def of_page(cls, page: ListPage[AuditEvent], pruned: int) -> AuditPage:
+        return cls(data=page.data, first_id=page.first_id, last_id=page.last_id, has_more=page.has_more,
+                   pruned=pruned)
+
+
 class OperatorCommandEvent(CommandEvent):
     project: str
     """The operator's view (``cove audit``) spans projects, so it names each event's."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.errors import InvalidRequest
@@ -24,16 +24,14 @@ class Page:
             raise InvalidRequest("order must be 'asc' or 'desc'.", param="order")
 
 
-async def paginate(session: AsyncSession, query: Select[Any], model: Any, page: Page,
-                   scope: ColumnElement[bool] | None = None) -> tuple[list[Any], bool]:
+async def paginate(session: AsyncSession, query: Select[Any], model: Any, page: Page) -> tuple[list[Any], bool]:
     """Rows after the cursor in ``seq`` order, and whether more follow.
 
-    ``scope`` narrows the cursor lookup where ids are unique only within a parent.
+    The cursor is looked up with the list's own filters (its project, its parent), so an id from
+    elsewhere, another project's included, is answered exactly as an unknown one.
     """
     if page.after is not None:
-        cursor_query = select(model.seq).where(model.id == page.after)
-        if scope is not None:
-            cursor_query = cursor_query.where(scope)
+        cursor_query = query.with_only_columns(model.seq).where(model.id == page.after)
         cursor = (await session.execute(cursor_query.limit(1))).scalar()
         if cursor is None:
             raise InvalidRequest(f"No object found with id {page.after!r} to list after.", param="after")

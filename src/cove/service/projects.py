@@ -1,68 +1,163 @@
-"""What each project may use, as the operator decides (``COVE_PROJECTS_FILE``, TOML)::
+"""What each project may use and how much of the server it may hold, as the operator decides
+(``COVE_PROJECTS_FILE``, TOML). A project is what a key in ``COVE_API_KEYS`` maps to (``key=project``)::
 
-    [projects.analysts]                     # the project of a key in COVE_API_KEYS (key=project)
+    [defaults]                              # every project, unless its own table says otherwise
+    running_containers = 50
+    background_running = 2
+
+    [projects.analysts]
     tools = ["function", "code_interpreter"]  # tool types it may use; absent: every tool
     allowed_domains = ["*.internal.example"]  # the most a network_policy may allow; absent: no limit
     domain_secrets = false                  # may its policies carry domain secrets; absent: yes
+    containers = true                       # may it create and use containers; absent: when `tools`
+                                            # holds a tool that runs in a container (or is absent)
+    images = ["default", "py-*"]            # images it may use (shell patterns); absent: every image
+                                            # not private to other projects
+    running_containers = 10                 # quotas: see below
+    memory = "64g"
 
-Requests naming a tool, or allowing a domain, beyond their project's rules are refused with 400
-naming the tool or the domain.
+    [private_images]
+    py-ml = ["analysts", "research"]        # only these projects may use the image `py-ml`
+
+Every key of a project table may also stand in ``[defaults]``; a project's own table overrides it
+key by key. Unknown keys, tool types or malformed values stop the server at start-up.
+
+Quotas (each project on its own; beyond one, the request is refused with 429, ``code:
+"quota_exceeded"``, ``param`` naming the quota; other projects are unaffected):
+
+============================  ===========================================  ==================================
+quota                         what it bounds                               built-in default
+============================  ===========================================  ==================================
+``running_containers``        containers with status ``running``           a quarter of ``COVE_MAX_CONTAINERS``
+``memory``                    the sum of their ``memory_limit``            ``running_containers`` x 4g
+``disk``                      their disks: each is ``COVE_DISK_LIMIT``     ``running_containers`` x
+                              (a fixed-size filesystem, so this is what    ``COVE_DISK_LIMIT``
+                              they can fill, enforced at create)
+``background_queued``         background responses waiting to run          1000
+``background_running``        background responses generated at once;      half of ``COVE_BACKGROUND_WORKERS``
+                              more wait (never refused)                    (at least 1)
+``audit_rows``                audit events kept per container; older ones  10000
+                              are pruned and counted (``pruned`` in the
+                              audit listing)
+============================  ===========================================  ==================================
+
+Why these defaults: with a quarter of the container slots and half of the background workers, no
+single key can take the whole server, while a single-tenant server still has room for real work.
+Memory limits are ceilings, not reservations, so the memory quota bounds what a project may pin
+(4g a container on average; a project that wants 64g boxes needs its own line). Disk is bounded by
+what is allocated, not by what is written: each container's disk is a sparse filesystem of
+``COVE_DISK_LIMIT`` that it can fill at any moment, so only that sum can be promised at create time.
+Sizes are written like ``COVE_DISK_LIMIT`` (``64g``, ``512m``) or as bytes.
+
+Refusals: a request naming a tool, or allowing a domain, beyond its project's rules is a 400 naming
+the parameter (``tool_not_allowed``, ``domain_not_allowed``); a project without containers is
+refused containers, ``/exec`` and container files with 403 ``permission_denied`` (as OpenAI answers
+a project using a model it has no access to); an image the project may not use is answered exactly
+as an image that does not exist (404 ``image_not_found``), so private images stay invisible.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
-from cove.errors import InvalidRequest
+from cove.errors import InvalidRequest, NotFound, PermissionDenied, TooManyRequests
+from cove.tools.base import HostedTool
 from cove.tools.registry import TOOLS
+
+CONTAINER_TOOLS = frozenset(name for name in TOOLS.types if isinstance(TOOLS.get(name), HostedTool))
+"""Tool types that run in a container: a project allowed none of them has no use for containers."""
+
+
+@dataclass(frozen=True)
+class Quotas:
+    running_containers: int
+    memory: int
+    """Bytes: the sum of the ``memory_limit`` of its running containers."""
+    disk: int
+    """Bytes: its running containers times ``COVE_DISK_LIMIT``."""
+    background_queued: int
+    background_running: int
+    audit_rows: int
+
+    @classmethod
+    def built_in(cls, settings: Settings) -> Quotas:
+        containers = max(1, math.ceil(settings.max_containers / 4))
+        return cls(running_containers=containers, memory=containers * parse_size("4g"),
+                   disk=containers * parse_size(settings.disk_limit), background_queued=1000,
+                   background_running=max(1, settings.background_workers // 2), audit_rows=10_000)
+
+    def exceeded(self, quota: str, message: str) -> TooManyRequests:
+        return TooManyRequests(f"Quota exceeded: {quota} ({message}).", param=quota, code="quota_exceeded")
+
+
+_SIZES = ("memory", "disk")
+_QUOTAS = frozenset(f.name for f in fields(Quotas))
 
 
 @dataclass(frozen=True)
 class ProjectRules:
+    quotas: Quotas
     tools: frozenset[str] | None = None
     """Tool types the project may use; None: all of them."""
     allowed_domains: EgressPolicy | None = None
     """The ceiling of what a network policy may allow (as a policy, for its matching); None: none set."""
     domain_secrets: bool = True
     """Whether its policies may carry domain secrets (and so have their HTTPS to those domains intercepted)."""
+    containers: bool | None = None
+    """Whether it may create and use containers; None: when it may use a tool that runs in one."""
+    images: tuple[str, ...] | None = None
+    """Shell patterns of the images it may use; None: any (that is not private to other projects)."""
+
+    @property
+    def may_use_containers(self) -> bool:
+        if self.containers is not None:
+            return self.containers
+        return self.tools is None or bool(self.tools & CONTAINER_TOOLS)
+
+
+_RULES = frozenset({"tools", "allowed_domains", "domain_secrets", "containers", "images"})
 
 
 class ProjectPolicies:
-    def __init__(self, rules: dict[str, ProjectRules] | None = None) -> None:
+    def __init__(self, defaults: ProjectRules, rules: dict[str, ProjectRules] | None = None,
+                 private_images: dict[str, frozenset[str]] | None = None) -> None:
+        self.defaults = defaults
         self.rules = rules or {}
+        self.private_images = private_images or {}
+        """Image name -> the only projects that may use it."""
 
     @classmethod
-    def load(cls, path: Path | None) -> ProjectPolicies:
+    def load(cls, path: Path | None, settings: Settings) -> ProjectPolicies:
+        built_in = ProjectRules(Quotas.built_in(settings))
         if path is None:
-            return cls()
+            return cls(built_in)
         with path.open("rb") as handle:
             document = tomllib.load(handle)
-        rules = {}
-        for project, table in (document.get("projects") or {}).items():
-            unknown = set(table) - {"tools", "allowed_domains", "domain_secrets"}
-            if unknown:
-                raise ValueError(f"{path}: project {project!r} has unknown settings {sorted(unknown)}")
-            tools = table.get("tools")
-            if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, str) for t in tools)):
-                raise ValueError(f"{path}: projects.{project}.tools must be a list of tool types")
-            unknown_tools = sorted(set(tools or ()) - TOOLS.types)
-            if unknown_tools:
-                raise ValueError(f"{path}: projects.{project}.tools names unknown tool types {unknown_tools} "
-                                 f"(known: {', '.join(sorted(TOOLS.types))})")
-            ceiling = table.get("allowed_domains")
-            secrets = table.get("domain_secrets", True)
-            if not isinstance(secrets, bool):
-                raise ValueError(f"{path}: projects.{project}.domain_secrets must be true or false")
-            rules[project] = ProjectRules(frozenset(tools) if tools is not None else None,
-                                          EgressPolicy(tuple(ceiling)) if ceiling is not None else None, secrets)
-        return cls(rules)
+        unknown = set(document) - {"defaults", "projects", "private_images"}
+        if unknown:
+            raise ValueError(f"{path}: unknown tables {sorted(unknown)} (known: defaults, projects, private_images)")
+        defaults = _rules(path, "defaults", _table(path, "defaults", document.get("defaults", {})), built_in)
+        rules = {project: _rules(path, f"projects.{project}", _table(path, f"projects.{project}", table), defaults)
+                 for project, table in _table(path, "projects", document.get("projects", {})).items()}
+        private = {image: frozenset(_strings(path, f"private_images.{image}", projects))
+                   for image, projects in _table(path, "private_images", document.get("private_images", {})).items()}
+        return cls(defaults, rules, private)
+
+    def of(self, project: str) -> ProjectRules:
+        return self.rules.get(project, self.defaults)
+
+    def quotas(self, project: str) -> Quotas:
+        return self.of(project).quotas
 
     def check_tools(self, project: str, tools: list[dict[str, Any]]) -> None:
-        allowed = self.rules.get(project, ProjectRules()).tools
+        allowed = self.of(project).tools
         if allowed is None:
             return
         for index, tool in enumerate(tools):
@@ -70,9 +165,22 @@ class ProjectPolicies:
                 raise InvalidRequest(f"This project may not use the {tool.get('type')!r} tool.",
                                      param=f"tools[{index}].type", code="tool_not_allowed")
 
+    def check_containers(self, project: str) -> None:
+        """Containers, their commands and their files are only for projects allowed containers."""
+        if not self.of(project).may_use_containers:
+            raise PermissionDenied("This project may not use containers.", code="permission_denied")
+
+    def check_image(self, project: str, image: str) -> None:
+        """An image the project may not use is answered as one that does not exist (as the image store does)."""
+        allowed = self.of(project).images
+        private_to = self.private_images.get(image)
+        if (private_to is not None and project not in private_to) or (
+                allowed is not None and not any(fnmatch.fnmatchcase(image, pattern) for pattern in allowed)):
+            raise NotFound(f"No image named {image!r}", param="image", code="image_not_found")
+
     def check_network(self, project: str, policy: EgressPolicy | None, param: str) -> None:
         """Every domain a policy allows must be within the project's ceiling; secrets only if allowed."""
-        rules = self.rules.get(project, ProjectRules())
+        rules = self.of(project)
         if policy is not None and policy.domain_secrets and not rules.domain_secrets:
             raise InvalidRequest("This project may not use domain secrets.", param=f"{param}.domain_secrets",
                                  code="domain_secrets_not_allowed")
@@ -84,6 +192,58 @@ class ProjectPolicies:
                 raise InvalidRequest(f"This project may not allow {domain!r}: the operator allows at most "
                                      f"{', '.join(ceiling.allowed_domains)}.",
                                      param=f"{param}.allowed_domains[{index}]", code="domain_not_allowed")
+
+
+def _table(path: Path, where: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: {where} must be a table")
+    return value
+
+
+def _strings(path: Path, where: str, value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{path}: {where} must be a list of strings")
+    return value
+
+
+def _rules(path: Path, where: str, table: dict[str, Any], base: ProjectRules) -> ProjectRules:
+    """``base`` with what ``table`` sets; every value checked, so a typo stops the server at start-up."""
+    unknown = set(table) - _RULES - _QUOTAS
+    if unknown:
+        raise ValueError(f"{path}: {where} has unknown settings {sorted(unknown)}")
+    changes: dict[str, Any] = {}
+    if "tools" in table:
+        tools = _strings(path, f"{where}.tools", table["tools"])
+        unknown_tools = sorted(set(tools) - TOOLS.types)
+        if unknown_tools:
+            raise ValueError(f"{path}: {where}.tools names unknown tool types {unknown_tools} "
+                             f"(known: {', '.join(sorted(TOOLS.types))})")
+        changes["tools"] = frozenset(tools)
+    if "allowed_domains" in table:
+        changes["allowed_domains"] = EgressPolicy(tuple(_strings(path, f"{where}.allowed_domains",
+                                                                 table["allowed_domains"])))
+    for flag in ("domain_secrets", "containers"):
+        if flag in table:
+            if not isinstance(table[flag], bool):
+                raise ValueError(f"{path}: {where}.{flag} must be true or false")
+            changes[flag] = table[flag]
+    if "images" in table:
+        changes["images"] = tuple(_strings(path, f"{where}.images", table["images"]))
+    quotas = {name: _quota(path, f"{where}.{name}", name, table[name]) for name in _QUOTAS & set(table)}
+    return replace(base, quotas=replace(base.quotas, **quotas), **changes)
+
+
+def _quota(path: Path, where: str, name: str, value: object) -> int:
+    if name in _SIZES and isinstance(value, str):
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {where}: {exc}") from None
+    least = 1 if name == "background_running" else 0  # 0 would strand its background responses
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{path}: {where} must be a whole number of at least {least}"
+                         + (" or a size such as 64g" if name in _SIZES else ""))
+    return value
 
 
 def _within(ceiling: EgressPolicy, domain: str) -> bool:

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.agent.events import EventLog
@@ -26,14 +26,16 @@ from cove.agent.response_object import new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
-from cove.service import history
+from cove.service import history, locks
+from cove.service.background import FairQueue
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
-from cove.service.secrets import SecretKeeper, network_limits
+from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
 from cove.service.workspace import ContainerWorkspace
+from cove.store.bulk import insert_rows
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.upstream.registry import ModelRegistry
@@ -59,7 +61,7 @@ class ResponseService:
         self.models = models
         self.settings = settings
         self.runs: dict[str, Run] = {}
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue = FairQueue(lambda project: policies.quotas(project).background_running)
         self._workers: list[asyncio.Task[None]] = []
 
     # -- start-up and shutdown -------------------------------------------------------------------
@@ -80,10 +82,10 @@ class ResponseService:
                     number = await _next_event_number(session, row.id)
                     session.add(ResponseEventRow(response_id=row.id, sequence_number=number, data={
                         "type": "response.failed", "sequence_number": number, "response": body}))
-            queued = list(await session.scalars(select(ResponseRow.id).where(ResponseRow.status == "queued")
-                                                .order_by(ResponseRow.seq)))
-        for response_id in queued:
-            self._queue.put_nowait(response_id)
+            queued = (await session.execute(select(ResponseRow.project, ResponseRow.id)
+                                            .where(ResponseRow.status == "queued").order_by(ResponseRow.seq))).all()
+        for project, response_id in queued:
+            self._queue.put(project, response_id)
         self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.background_workers)]
 
     async def stop(self) -> None:
@@ -99,16 +101,18 @@ class ResponseService:
     async def create(self, project: str, params: CreateParams) -> Run:
         """Validates, stores and starts (or queues) a response; returns its run."""
         params.check()
+        refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
         for index, tool in enumerate(params.tools):
             environment = tool.get("environment") or tool.get("container")
             if isinstance(environment, dict) and environment.get("network_policy"):
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
-        shown_tools = self.secrets.seal_tools(params.tools)
         turn, run = await self._prepare(project, params)
-        run.response["tools"] = shown_tools
-        fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
+        if isinstance(turn.workspace, ContainerWorkspace):
+            await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
+        run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
+        await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
             await self._insert(run, params)
         if params.background:
@@ -116,13 +120,13 @@ class ResponseService:
             self.runs[run.id] = run
             await run.builder.lifecycle("created", "queued")  # stream clients expect "created" first
             await run.builder.lifecycle("queued")
-            self._queue.put_nowait(run.id)
+            self._queue.put(project, run.id)
         else:
             self._launch(run, turn)
         return run
 
     async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
-        new_items = normalize_input(params.input)
+        new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
         response_id = new_id("resp")
         async with self.db.begin() as session:
             new_items = await history.resolve_references(session, project, new_items)
@@ -158,10 +162,11 @@ class ResponseService:
         def record(new_id_: str) -> None:
             run.response["container_id"] = new_id_
 
+        auto = environment if environment.get("type") == "container_auto" else {}
+        if isinstance(auto.get("network_policy"), dict):  # sealed in a queued request's tools
+            auto = {**auto, "network_policy": self.secrets.open_policy(auto["network_policy"], run.id)}
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
-                                  container_id=container_id,
-                                  auto=environment if environment.get("type") == "container_auto" else {},
-                                  on_container=record)
+                                  container_id=container_id, auto=auto, on_container=record)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:
         if params.previous_response_id:
@@ -171,21 +176,37 @@ class ResponseService:
         return []
 
     async def count_input_tokens(self, project: str, params: CreateParams) -> int:
+        refuse_sealed(params.tools, "tools")
         turn, _run = await self._prepare(project, params)
-        request = fit_context(turn) if params.truncation == "auto" else model_request(turn)
-        return turn.model.count_tokens(request)
+        if params.truncation == "auto":
+            request = await fit_context(turn)
+            return await asyncio.to_thread(turn.model.count_tokens, request)
+        return await asyncio.to_thread(lambda: turn.model.count_tokens(model_request(turn)))
 
     async def _insert(self, run: Run, params: CreateParams) -> None:
         body = {k: v for k, v in run.response.items() if k != "output"}
         async with self.db.begin() as session:
+            if run.background:
+                await self._check_queue_quota(session, run.project)
             session.add(ResponseRow(
                 id=run.id, project=run.project, status="queued" if run.background else "in_progress",
                 background=run.background, stored=True, previous_response_id=params.previous_response_id,
                 conversation_id=run.conversation_id, created_at=run.response["created_at"], body=body,
                 request=params.model_dump(exclude_none=True)))
             await session.flush()  # the items refer to it
-            session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="input", position=i, data=item)
-                            for i, item in enumerate(run.input_items))
+            await insert_rows(session, ResponseItemRow, (
+                {"id": item["id"], "response_id": run.id, "role": "input", "position": i, "data": item}
+                for i, item in enumerate(run.input_items)))
+
+    async def _check_queue_quota(self, session: AsyncSession, project: str) -> None:
+        """Room for one more queued background response of the project (checked and inserted as one)."""
+        await locks.hold(session, "responses")
+        quotas = self.policies.quotas(project)
+        queued = await session.scalar(select(func.count()).select_from(ResponseRow).where(
+            ResponseRow.project == project, ResponseRow.status == "queued"))
+        if (queued or 0) + 1 > quotas.background_queued:
+            raise quotas.exceeded("background_queued", f"this project may have {quotas.background_queued} "
+                                                       "background responses waiting to run")
 
     # -- running ----------------------------------------------------------------------------------
     def _launch(self, run: Run, turn: Turn) -> None:
@@ -194,11 +215,13 @@ class ResponseService:
 
     async def _worker(self) -> None:
         while True:
-            response_id = await self._queue.get()
+            project, response_id = await self._queue.get()
             try:
                 await self._run_queued(response_id)
             except Exception:
                 log.exception("background response %s could not run", response_id)
+            finally:
+                self._queue.done(project)
 
     async def _run_queued(self, response_id: str) -> None:
         async with self.db.begin() as session:
@@ -265,8 +288,9 @@ class ResponseService:
         async with self.db.begin() as session:
             await session.execute(update(ResponseRow).where(ResponseRow.id == run.id)
                                   .values(status=run.response["status"], body=body))
-            session.add_all(ResponseItemRow(id=item["id"], response_id=run.id, role="output", position=i, data=item)
-                            for i, item in enumerate(output))
+            await insert_rows(session, ResponseItemRow, (
+                {"id": item["id"], "response_id": run.id, "role": "output", "position": i, "data": item}
+                for i, item in enumerate(output)))
             if run.conversation_id and run.response["status"] in ("completed", "incomplete"):
                 await self._append_to_conversation(session, run.conversation_id, [*run.input_items, *output])
 
@@ -277,8 +301,9 @@ class ResponseService:
             ConversationItemRow.conversation_id == conversation_id,
             ConversationItemRow.id.in_([item["id"] for item in items]))))
         now = int(time.time())
-        session.add_all(ConversationItemRow(id=item["id"], conversation_id=conversation_id, data=item, created_at=now)
-                        for item in items if item["id"] not in known)
+        await insert_rows(session, ConversationItemRow, (
+            {"id": item["id"], "conversation_id": conversation_id, "data": item, "created_at": now}
+            for item in items if item["id"] not in known))
 
     async def _set_status(self, response_id: str, status: str) -> None:
         async with self.db.begin() as session:
@@ -356,8 +381,7 @@ class ResponseService:
         query = select(ResponseItemRow).where(ResponseItemRow.response_id == response_id,
                                               ResponseItemRow.role == "input")
         async with self.db.begin() as session:
-            rows, has_more = await paginate(session, query, ResponseItemRow, page,
-                                            scope=ResponseItemRow.response_id == response_id)
+            rows, has_more = await paginate(session, query, ResponseItemRow, page)
         return [row.data for row in rows], has_more
 
     async def wait(self, run: Run) -> dict[str, Any]:

@@ -45,6 +45,14 @@ class ContainerWorkspace(Workspace):
                 self.on_container(container.id)
             return self._container_id
 
+    async def admit(self) -> None:
+        """Refuses now what the first tool call would be refused: containers for a project without
+        them, or one made on first use when the project's quotas have no room for it."""
+        if self._container_id is None:
+            await self.containers.admit(self.project, self.auto.get("memory_limit") or "1g")
+        else:
+            self.containers.policies.check_containers(self.project)
+
     @asynccontextmanager
     async def _sandbox(self) -> AsyncIterator[Sandbox]:
         container_id = await self.container_id()

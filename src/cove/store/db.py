@@ -1,17 +1,21 @@
 """The database: one async engine, migrated by Alembic at start-up.
 
-SQLite (WAL, in the data dir) by default; PostgreSQL through ``COVE_DATABASE_URL``.
+SQLite (WAL, in the data dir) by default; PostgreSQL through ``COVE_DATABASE_URL``. The SQLite file
+holds every response, conversation and audited command: it is made 0600 before SQLite opens it,
+and SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, make_url
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -42,6 +46,17 @@ def _refuse_unstorable_text(context: ExceptionContext) -> None:
         error = error.__cause__
 
 
+def _private_sqlite_files(database: str | None) -> None:
+    """The database file and its companions, 0600 (made so if new, made so again if older)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for companion in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+        with contextlib.suppress(FileNotFoundError):
+            companion.chmod(0o600)
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -56,6 +71,8 @@ class Database:
 
     async def migrate(self) -> None:
         """Brings the schema to the newest revision."""
+        if self.is_sqlite:
+            _private_sqlite_files(make_url(self.url).database)
         async with self.engine.begin() as conn:
             await conn.run_sync(self._upgrade)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -111,6 +111,7 @@ class AuditEventRow(Base):
     """A command run or an egress decision, kept for ``GET /v1/containers/{id}/audit``."""
 
     __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_container_seq", "container_id", "seq"),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -120,3 +121,22 @@ class AuditEventRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[float] = mapped_column(Float)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AuditPrunedRow(Base):
+    """How many of a container's oldest audit events were pruned (beyond its project's ``audit_rows``)."""
+
+    __tablename__ = "audit_pruned"
+
+    container_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pruned: Mapped[int] = mapped_column(BigInteger)
+
+
+class LockRow(Base):
+    """A row updated first in a transaction that checks a quota, so such transactions run one at a time
+    (a row lock on PostgreSQL, the write lock on SQLite) and two of them never both see room for one."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)

@@ -4,10 +4,16 @@ A container's secrets have to outlive a restart (the proxy needs them whenever i
 and a background response's have to wait in the queue, so they are stored; sealed with a key kept
 outside the database (Fernet: AES-128-CBC with HMAC-SHA256), a copy or backup of the database holds
 none of them in the clear.
+
+Each value is sealed for one purpose (``container:<id>``, ``response:<id>``) and opens only for
+that purpose, so a sealed value lifted from one row (or one tenant) opens nowhere else. Values
+sealed before purposes existed open for any purpose: they can only come from the server's own
+rows, since every API input refuses a sealed value.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +23,7 @@ SEALED_PREFIX = "cove-sealed:"
 
 
 class SealingError(Exception):
-    """A sealed value could not be opened: another install's key, or damaged data."""
+    """A sealed value could not be opened: another install's key, another purpose, or damaged data."""
 
 
 class Sealer:
@@ -33,13 +39,27 @@ class Sealer:
                     out.write(Fernet.generate_key())
         self._fernet = Fernet(key_file.read_bytes().strip())
 
-    def seal(self, text: str) -> str:
-        return SEALED_PREFIX + self._fernet.encrypt(text.encode()).decode("ascii")
+    def seal(self, text: str, purpose: str) -> str:
+        payload = json.dumps({"for": purpose, "value": text})
+        return SEALED_PREFIX + self._fernet.encrypt(payload.encode()).decode("ascii")
 
-    def open(self, sealed: str) -> str:
+    def open(self, sealed: str, purpose: str) -> str:
         if not sealed.startswith(SEALED_PREFIX):
             raise SealingError("not a sealed value")
         try:
-            return self._fernet.decrypt(sealed[len(SEALED_PREFIX):].encode("ascii")).decode()
+            plain = self._fernet.decrypt(sealed[len(SEALED_PREFIX):].encode("ascii")).decode()
         except (InvalidToken, UnicodeError) as exc:
             raise SealingError("a sealed value cannot be opened with this server's key") from exc
+        try:
+            payload = json.loads(plain)
+        except ValueError:
+            return plain  # sealed before purposes (a plain string)
+        if not isinstance(payload, dict) or "for" not in payload:
+            return plain  # sealed before purposes (a container's JSON list)
+        if payload["for"] != purpose:
+            raise SealingError("a sealed value was sealed for something else")
+        return str(payload["value"])
+
+
+def is_sealed(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(SEALED_PREFIX)

@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 
 from cove.errors import Conflict, InvalidRequest, NotFound
 from cove.sandbox.base import (
+    WALK_VISITS,
     Command,
     CommandOutput,
     Entry,
@@ -94,21 +95,27 @@ class MemoryFiles(Files):
             raise Conflict(f"{path!r} is a directory.", param="path")
         self.files.pop(target, None)
 
-    async def list_dir(self, path: str, depth: int = 1, limit: int = 10_000) -> list[Entry]:
+    def _under(self, top: PurePosixPath) -> list[PurePosixPath]:
+        """Every entry below ``top``, breadth first (as a walk meets them), then by name."""
+        below = (PurePosixPath(name) for name in self.dirs | set(self.files))
+        return sorted((path for path in below if top in path.parents), key=lambda path: (len(path.parts), path.parts))
+
+    async def list_dir(self, path: str, depth: int = 1, limit: int = 10_000,
+                       visits: int = WALK_VISITS) -> list[Entry]:
         top = normalize_path(path)
         if str(top) not in self.dirs:
             raise NotFound(f"No such file in the container: {str(top)!r}.", param="path", code="file_not_found")
-        found: list[Entry] = []
-        for name in sorted(self.dirs | set(self.files)):
-            candidate = PurePosixPath(name)
-            if top in candidate.parents and len(candidate.relative_to(top).parts) <= depth:
-                found.append(await self.stat(name) or Entry(name, 0, False, 0.0))
+        shallow = [path for path in self._under(top) if len(path.relative_to(top).parts) <= depth][:visits]
+        found = [await self.stat(str(path)) or Entry(str(path), 0, False, 0.0) for path in shallow]
         return sorted(found, key=lambda entry: PurePosixPath(entry.path).parts)[:limit]
 
-    async def walk_files(self, path: str, limit: int = 10_000) -> list[Entry]:
-        top = normalize_path(path)
-        return [Entry(name, len(data), False, mtime) for name, (data, _mode, mtime) in sorted(self.files.items())
-                if top in PurePosixPath(name).parents][:limit]
+    async def walk_files(self, path: str, limit: int = 10_000, visits: int = WALK_VISITS) -> list[Entry]:
+        found = []
+        for name in map(str, self._under(normalize_path(path))[:visits]):
+            if name in self.files:
+                data, _mode, mtime = self.files[name]
+                found.append(Entry(name, len(data), False, mtime))
+        return found[:limit]
 
 
 class MemorySandbox(Sandbox):

@@ -7,6 +7,8 @@ upstream is configured. The binding's annotations are partial, so untyped calls 
 from __future__ import annotations
 
 import copy
+import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,12 +39,54 @@ class Loaded:
             eos_token=model.token_get_text(eos) if eos != -1 else "",
             bos_token=model.token_get_text(bos) if bos != -1 else "",
             add_generation_prompt=True)
+        start = self._llm.tokenize(b"<|im_start|>", add_bos=False, special=True)
+        self.message_start: int | None = start[0] if len(start) == 1 else None
+        """The token each ChatML message (and the generation prompt) opens with, if the vocab has it."""
+        self._control_spellings = sorted(
+            {text for token in range(self._llm.n_vocab())
+             if llama_cpp.llama_vocab_get_attr(self._vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+             and len(text := model.token_get_text(token)) > 1}, key=len, reverse=True)
+        """How the vocab's control tokens are spelled: text that may not reach the tokenizer as such."""
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        """The conversation rendered by the model's own chat template (GGUF metadata), tokenized."""
-        rendered = self._formatter(messages=messages)  # type: ignore[arg-type]
-        return self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
-                                  special=True)
+        """The conversation rendered by the model's own chat template (GGUF metadata), tokenized.
+
+        Only the template may produce control tokens: a user who types ``<|im_end|>`` into a message
+        must not close their turn and forge a system or assistant one. So the template is rendered
+        around markers, its own text is tokenized with special tokens and the messages' text as
+        plain text. A template that does not pass the markers through verbatim (one that rewrites
+        content) gets every special-token string in the text broken up instead.
+        """
+        nonce = secrets.token_hex(8)
+        marked = [{**message, "content": f"\x00{nonce}:{index}\x00"} for index, message in enumerate(messages)]
+        rendered = self._formatter(messages=marked)  # type: ignore[arg-type]
+        pieces = re.split(f"\x00{nonce}:(\\d+)\x00", rendered.prompt)
+        used = [int(index) for index in pieces[1::2]]
+        if sorted(used) != list(range(len(messages))):
+            defused = [{**message, "content": self._defuse(message.get("content") or "")} for message in messages]
+            prompt = self._formatter(messages=defused).prompt  # type: ignore[arg-type]
+            return self._llm.tokenize(prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        tokens: list[int] = []
+        for position, piece in enumerate(pieces):
+            if position % 2:
+                text, special = messages[int(piece)].get("content") or "", False
+            else:
+                text, special = piece, True
+            if text:
+                tokens += self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        if not rendered.added_special and self._llm.token_bos() != -1 and self._adds_bos():
+            tokens.insert(0, self._llm.token_bos())
+        return tokens
+
+    def _adds_bos(self) -> bool:
+        return bool(self._llm.tokenize(b"", add_bos=True, special=True))
+
+    def _defuse(self, text: str) -> str:
+        """``text`` with each control token's spelling split by a zero-width space."""
+        for spelling in self._control_spellings:
+            if spelling in text:
+                text = text.replace(spelling, spelling[:1] + "\u200b" + spelling[1:])
+        return text
 
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading prompt tokens are still in the KV cache from the previous turn."""

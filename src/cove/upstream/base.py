@@ -8,6 +8,7 @@ upstreams (``responses.py``) and the embedded offline model (``local.py``).
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,6 +34,20 @@ class ModelRequest:
     """Responses ``text.format``: ``{"type": "text"}``, ``json_object`` or ``json_schema``."""
     reasoning: dict[str, Any] | None = None
     user: str | None = None
+
+
+@dataclass
+class PromptCount:
+    """A prompt's size in tokens, split as truncation needs it: what stays (instructions, tools, the
+    template's framing) and each input item, so dropping items is a subtraction, not a recount."""
+
+    fixed: int
+    items: list[int]
+    """One count per ``ModelRequest.input`` item, in order."""
+
+    @property
+    def total(self) -> int:
+        return self.fixed + sum(self.items)
 
 
 @dataclass
@@ -102,12 +117,22 @@ class Model(abc.ABC):
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         """Runs one model turn, yielding events as they arrive; the last one is ``Finish``."""
 
-    def count_tokens(self, request: ModelRequest) -> int:
-        """An estimate of the prompt's size in tokens (for truncation and ``input_tokens``)."""
-        import json
+    def count_items(self, request: ModelRequest) -> PromptCount:
+        """The prompt's size in tokens, per input item (for truncation).
 
-        text = (request.instructions or "") + json.dumps(request.input) + json.dumps(request.tools)
-        return len(text) // 3 + 1
+        This default is an estimate, a token per three characters of JSON (rounded up per item, so
+        it errs towards cutting): exact tokenizers of hosted models are not at hand.
+        """
+        fixed = _tokens(len(request.instructions or "") + len(json.dumps(request.tools)))
+        return PromptCount(fixed, [_tokens(len(json.dumps(item)) + 2) for item in request.input])
+
+    def count_tokens(self, request: ModelRequest) -> int:
+        """The prompt's size in tokens (for ``input_tokens`` and usage an upstream does not report)."""
+        return self.count_items(request).total
 
     async def aclose(self) -> None:  # noqa: B027 - most models hold nothing to release
         """Releases connections or loaded weights."""
+
+
+def _tokens(chars: int) -> int:
+    return -(-chars // 3)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from openai import AsyncOpenAI
@@ -15,6 +16,7 @@ from cove.upstream.base import Model
 
 _CONTEXT_ERROR = re.compile(r"context[ _](length|size|window)|maximum context|too many tokens|prompt is too long"
                             r"|exceeds? the (available )?context", re.IGNORECASE)
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
 def make_client(base_url: str, api_key: str | None, *, max_retries: int = 3, timeout: float = 300.0) -> AsyncOpenAI:
@@ -32,24 +34,38 @@ def upstream_message(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
+def public_url(url: str) -> str:
+    """``url`` as an error message may show it: no user, password or query (where keys hide)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def scrub_urls(text: str) -> str:
+    """``text`` with the credentials of any URL in it removed (an SDK message may quote one)."""
+    return _URL.sub(lambda match: public_url(match.group(0)), text)
+
+
 @contextlib.contextmanager
 def upstream_errors(base_url: str) -> Iterator[None]:
-    """Turns SDK errors into Cove's: unreachable, refused (in the upstream's own words), or too long."""
+    """Turns SDK errors into Cove's: unreachable, refused (in the upstream's own words), or too long.
+
+    Messages name the upstream without the credentials its URL may hold: clients read them."""
+    where = f"The model upstream at {public_url(base_url)}"
     try:
         yield
     except openai.APIConnectionError as exc:  # includes timeouts
-        raise UpstreamError(f"The model upstream at {base_url} could not be reached: {exc.__cause__ or exc}") from exc
+        raise UpstreamError(scrub_urls(f"{where} could not be reached: {exc.__cause__ or exc}")) from exc
     except openai.APIStatusError as exc:
-        message = upstream_message(exc)
+        message = scrub_urls(upstream_message(exc))
         if exc.status_code in (400, 413, 422) and (
                 exc.code == "context_length_exceeded" or _CONTEXT_ERROR.search(message)):
             raise ContextWindowExceeded(f"The input is too long for the model: {message}", param="input",
                                         code="context_length_exceeded") from exc
-        raise UpstreamError(f"The model upstream at {base_url} answered {exc.status_code}: {message}") from exc
+        raise UpstreamError(f"{where} answered {exc.status_code}: {message}") from exc
     except openai.APIError as exc:  # an error event inside a stream
-        raise UpstreamError(f"The model upstream at {base_url} failed: {exc.message}") from exc
+        raise UpstreamError(scrub_urls(f"{where} failed: {exc.message}")) from exc
     except json.JSONDecodeError as exc:
-        raise UpstreamError(f"The model upstream at {base_url} sent an event that is not JSON: {exc}") from exc
+        raise UpstreamError(f"{where} sent an event that is not JSON: {exc}") from exc
 
 
 class ClientModel(Model):

@@ -49,27 +49,40 @@ def _call_text(name: str, arguments: Any, envelope: bool) -> str:
 
 def chat_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Responses input items as chat-template messages (role + text)."""
+    return [*system_messages(request, tools),
+            *(message for message in item_messages(request, tools) if message is not None)]
+
+
+def system_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """What the prompt opens with whatever the input: the instructions and the tool prompt."""
     system = [request.instructions] if request.instructions else []
     if tools:
         system.append(_tool_prompt(tools))
-    messages = [{"role": "system", "content": "\n\n".join(system)}] if system else []
+    return [{"role": "system", "content": "\n\n".join(system)}] if system else []
+
+
+def item_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[dict[str, str] | None]:
+    """The message each input item becomes, in order; None for an item the model is not shown."""
+    messages: list[dict[str, str] | None] = []
     names: dict[str, str] = {}
     for item in request.input:
         kind = item.get("type", "message")
+        message = None
         if kind == "message":
             role = item.get("role", "user")
             role = "system" if role == "developer" else role
-            messages.append({"role": role, "content": _content_text(item.get("content"))})
+            message = {"role": role, "content": _content_text(item.get("content"))}
         elif kind in ("function_call", "custom_tool_call"):
             name = str(item.get("name") or "")
             names[str(item.get("call_id"))] = name
             args = item.get("arguments") if kind == "function_call" else {"input": item.get("input")}
-            messages.append({"role": "assistant", "content": _call_text(name, args, bool(tools))})
+            message = {"role": "assistant", "content": _call_text(name, args, bool(tools))}
         elif kind in ("function_call_output", "custom_tool_call_output"):
             name = names.get(str(item.get("call_id")), "the function")
             output = item.get("output")
             text = output if isinstance(output, str) else _content_text(output)
-            messages.append({"role": "user", "content": f"Result of {name}:\n{text}"})
+            message = {"role": "user", "content": f"Result of {name}:\n{text}"}
+        messages.append(message)
     return messages
 
 

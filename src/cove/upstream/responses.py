@@ -23,7 +23,7 @@ from cove.upstream.base import (
     Usage,
 )
 from cove.upstream.chat import FinishReason
-from cove.upstream.client import ClientModel, upstream_errors
+from cove.upstream.client import ClientModel, public_url, upstream_errors
 
 _TEXT_EVENTS = {"response.output_text.delta", "response.refusal.delta"}
 _REASONING_EVENTS = {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}
@@ -42,7 +42,8 @@ class ResponsesApiModel(ClientModel):
                     for model_event in fold.on(event):
                         yield model_event
         if fold.response is None:
-            raise UpstreamError(f"The model upstream at {self.base_url} ended the answer before it finished")
+            raise UpstreamError(f"The model upstream at {public_url(self.base_url)} ended the answer before it "
+                                "finished")
         yield self._finish(fold.response, request, bool(fold.calls))
 
     def _finish(self, response: Any, request: ModelRequest, called: bool) -> Finish:
@@ -85,10 +86,10 @@ class _Fold:
             self.response = event.response
         elif kind == "response.failed":
             error = event.response.error
-            raise UpstreamError(f"The model upstream at {self.base_url} failed: "
+            raise UpstreamError(f"The model upstream at {public_url(self.base_url)} failed: "
                                 f"{error.message if error else 'no reason given'}")
         elif kind == "error":
-            raise UpstreamError(f"The model upstream at {self.base_url} failed: {event.message}")
+            raise UpstreamError(f"The model upstream at {public_url(self.base_url)} failed: {event.message}")
 
     def _done(self, output_index: int, item: Any) -> Iterator[ModelEvent]:
         if item.type == "function_call" and output_index in self.calls:

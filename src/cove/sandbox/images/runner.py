@@ -20,6 +20,7 @@ from pathlib import Path
 from cove.errors import ImageError, SandboxError
 from cove.sandbox.images.layers import lookup
 from cove.sandbox.images.store import ImageStore, remove_tree
+from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.initbin import ensure_busybox
 from cove.sandbox.linux.overlay import mount_overlay, unmount
 from cove.sandbox.linux.spec import ContainerSpec, ResourceLimits, build_spec
@@ -47,11 +48,15 @@ def run_step(store: ImageStore, data_dir: Path, layers: Sequence[Path], upper: P
     """Run ``args`` over ``layers`` with ``upper`` as the writable layer; raise ImageError with the
     output's tail if it fails. ``upper`` is left holding exactly the command's changes."""
     scratch = store.new_tmp("run-")
-    for directory in scratch.parents:
-        if not directory.stat().st_mode & stat.S_IXOTH:
+    # runc, as container root, reaches the step's root and libexec only through a gate of its own.
+    gate = Gate(scratch, store.uid_base)
+    for directory in (gate.root, *gate.root.parents):
+        if directory.exists() and not directory.stat().st_mode & stat.S_IXOTH:
             remove_tree(scratch)
-            raise ImageError(f"{directory} is not searchable by others (o+x): container root cannot "
-                             f"reach a rootfs under {store.root}; chmod o+x it or move the image store")
+            raise ImageError(f"{directory} is not searchable by others (o+x): container root cannot pass "
+                             f"through {gate.root} to a build step's root; chmod o+x {directory}")
+    os.chown(scratch, 0, store.uid_base)  # the view's root: container root passes, nobody else
+    scratch.chmod(0o710)
     rootfs, work, bundle = scratch / "rootfs", scratch / "work", scratch / "bundle"
     for directory in (rootfs, work, bundle):
         directory.mkdir(mode=0o755)
@@ -66,17 +71,21 @@ def run_step(store: ImageStore, data_dir: Path, layers: Sequence[Path], upper: P
         except SandboxError as exc:
             raise ImageError(f"Cannot mount the image for a build step: {exc}") from exc
         mounted = True
+        gate.open()
+        view = gate.expose(scratch, "scratch")
         cid = f"cove-build-{uuid.uuid4().hex[:16]}"
         config = build_spec(ContainerSpec(
-            rootfs=rootfs, hostname="cove-build", libexec_dir=ensure_libexec(data_dir),
+            rootfs=view / "rootfs", hostname="cove-build",
+            libexec_dir=gate.expose(ensure_libexec(data_dir), "libexec"),
             limits=_build_limits(), cgroup_path=f"/cove-build/{cid}", uid_base=store.uid_base,
-            args=args, env=list(env), hosts_file=bundle / "hosts", host_network=True,
+            args=args, env=list(env), hosts_file=view / "bundle" / "hosts", host_network=True,
             resolv_conf=Path("/etc/resolv.conf")))
         config["process"]["cwd"] = cwd or "/"
         (bundle / "config.json").write_text(json.dumps(config))
-        _run_runc(data_dir / "runc-build", bundle, cid, progress)
+        _run_runc(data_dir / "runc-build", view / "bundle", cid, progress)
     finally:
         try:
+            gate.close()
             if mounted:
                 unmount(rootfs)
         finally:

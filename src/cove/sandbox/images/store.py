@@ -81,8 +81,6 @@ class ImageStore:
         self.pins_dir = root / "pins"
         for directory in (self.layers_dir, self.manifests_dir, self.tmp_dir, self.cache_dir, self.pins_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        for directory in (root, self.tmp_dir):  # runc's init must traverse these (see new_tmp)
-            directory.chmod(0o711)
         with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB) as locked:
             if locked:  # no build is running in another process: everything in tmp/ is stale
                 for entry in self.tmp_dir.iterdir():
@@ -199,11 +197,9 @@ class ImageStore:
             os.rename(tmp, dest)
 
     def new_tmp(self, prefix: str) -> Path:
-        """A fresh directory under ``tmp/`` (same filesystem as the layers). Mode 0711: runc's
-        init, inside the user namespace, must be able to traverse it to reach a rootfs."""
-        path = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix=prefix))
-        path.chmod(0o711)
-        return path
+        """A fresh directory under ``tmp/`` (same filesystem as the layers), 0700: a build step's
+        runc reaches it through a gate (``sandbox/linux/gate.py``), nobody else reaches it at all."""
+        return Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix=prefix))
 
     def new_layer_dir(self, parent: Path) -> Path:
         """An empty layer root under ``parent``: 0755 and owned by container root, because the

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,12 +37,13 @@ from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.init_client import InitClient
 from cove.sandbox.linux.netns import listen_in
-from cove.sandbox.linux.overlay import mount_overlay, unmount
-from cove.sandbox.linux.process import InitUnresponsive, OutputSinks, ProcessRequest, run_process
+from cove.sandbox.linux.overlay import mount_overlay, unmount_all
+from cove.sandbox.linux.process import InitUnresponsive, ProcessRequest, run_process
+from cove.sandbox.linux.sinks import OutputSinks
 from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
 from cove.sandbox.redact import Redactor
 
-_SCAFFOLD_DIRS = ("proc", "dev", "sys", "tmp", "mnt/data", COVE_DIR.lstrip("/"))
+_SCAFFOLD_DIRS = ("proc", "dev", "sys", "tmp", COVE_DIR.lstrip("/"))
 _SCAFFOLD_FILES = ("etc/hosts",)
 _SHELLS = ("/bin/bash", "/bin/sh")
 PROXY_PORT = 3128
@@ -71,13 +73,15 @@ class LinuxSandbox(Sandbox):
         self._init: InitClient | None = None
         self._init_pid = 0
         self._shell = ""
-        self._sinks = OutputSinks()
+        self._sinks = OutputSinks(host.pipes)
         self._lock = asyncio.Lock()
         self._image_env = dict(entry.split("=", 1) for entry in image.env if "=" in entry)
 
     # -- layout ---------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Creates the writable layer on its own disk, with the mount points runc needs in it."""
+        """Creates the writable layer on its own disk, with the mount points runc needs in it.
+
+        Blocking (mkfs, mount): the engine runs it in a worker thread."""
         uid = self.host.uid_base
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o711)
@@ -92,6 +96,7 @@ class LinuxSandbox(Sandbox):
         for rel in _SCAFFOLD_FILES:
             if not self._in_image(rel):
                 self._make_owned(rel, is_dir=False)
+        self._own_data_dir()
         hostname = self.id[:63]
         (self.dir / "hosts").write_text(
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
@@ -106,6 +111,25 @@ class LinuxSandbox(Sandbox):
             else:
                 current.mkdir(exist_ok=True)
             os.lchown(current, self.host.uid_base, self.host.uid_base)
+
+    def _own_data_dir(self) -> None:
+        """``/mnt/data``: 0755 and container root's, whatever the image says (older default images
+        made it 0777); the upper layer's copy of ``/mnt`` keeps the image's owner and mode."""
+        uid = self.host.uid_base
+        mnt = self.upper / "mnt"
+        if not mnt.is_dir():
+            mnt.mkdir()
+            shown = lookup(self.image.layers, "mnt")
+            if shown is not None and stat.S_ISDIR(shown.st_mode):
+                os.lchown(mnt, shown.st_uid, shown.st_gid)
+                mnt.chmod(stat.S_IMODE(shown.st_mode))
+            else:
+                os.lchown(mnt, uid, uid)
+                mnt.chmod(0o755)
+        data = mnt / "data"
+        data.mkdir(exist_ok=True)
+        os.lchown(data, uid, uid)
+        data.chmod(0o755)
 
     def _in_image(self, rel: str) -> bool:
         return lookup(self.image.layers, rel) is not None
@@ -125,7 +149,7 @@ class LinuxSandbox(Sandbox):
 
     async def files(self) -> Files:
         async with self._lock:
-            self._ensure_mounted()
+            await asyncio.to_thread(self._ensure_mounted)  # mount(8) and friends block
         return HostFiles(self._fs())
 
     def _fs(self) -> ContainerFS:
@@ -144,24 +168,27 @@ class LinuxSandbox(Sandbox):
             if self._init is not None and not self._init.closed:
                 return self._init
             await self._cleanup_runtime()
-            self._ensure_mounted()
+            await asyncio.to_thread(self._ensure_mounted)
             async with self.host.start_slots:
                 self._init = await self._start()
             return self._init
 
     async def _start(self) -> InitClient:
         host = self.host
-        spec = ContainerSpec(
-            rootfs=self.rootfs, hostname=self.id[:63], libexec_dir=host.libexec,
-            limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,
-                                  pids=host.pids_limit, nofile=host.nofile_limit),
-            cgroup_path=self.cgroup_path, uid_base=host.uid_base,
-            args=[f"{COVE_DIR}/{host.init_binary.name}", "0"],
-            env=[f"PATH={DEFAULT_PATH}"], hosts_file=self.dir / "hosts", ca_bundle=self._ca_bundle())
-        (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
+        ca_bundle = self._ca_bundle()
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._init_pid = await host.runc.run_detached(self.id, self.dir, child_end, self.dir / "init.log")
+            # runc, as container root, reaches the directory only through the gate (``gate.py``).
+            with host.gate.exposing(self.dir, self.id) as bundle:
+                spec = ContainerSpec(
+                    rootfs=bundle / "rootfs", hostname=self.id[:63], libexec_dir=host.libexec,
+                    limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,
+                                          pids=host.pids_limit, nofile=host.nofile_limit),
+                    cgroup_path=self.cgroup_path, uid_base=host.uid_base,
+                    args=[f"{COVE_DIR}/{host.init_binary.name}", "0"], env=[f"PATH={DEFAULT_PATH}"],
+                    hosts_file=bundle / "hosts", ca_bundle=bundle / ca_bundle.name if ca_bundle else None)
+                (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
+                self._init_pid = await host.runc.run_detached(self.id, bundle, child_end, self.dir / "init.log")
         except BaseException:
             host_end.close()
             raise
@@ -206,8 +233,7 @@ class LinuxSandbox(Sandbox):
     async def stop(self) -> None:
         async with self._lock:
             await self._cleanup_runtime()
-            unmount(self.rootfs)
-            unmount(self.disk)
+            await asyncio.to_thread(unmount_all, self.rootfs, self.disk)
 
     async def _cleanup_runtime(self) -> None:
         """Ends the init (and with it every process), reaps it and removes runc's state."""
@@ -256,8 +282,11 @@ class LinuxSandbox(Sandbox):
 
     async def _run(self, init: InitClient, request: ProcessRequest, on_output: OutputCallback | None,
                    oom_note: Callable[[], str | None]) -> CommandOutput:
+        def keep(fd: int) -> None:
+            self._sinks.adopt(fd, self.limits.project)
+
         try:
-            return await run_process(init, request, self._sinks, on_output, oom_note)
+            return await run_process(init, request, keep, on_output, oom_note)
         except InitUnresponsive:
             await self.stop()
             note = "\ncove: the container stopped answering and was restarted\n"

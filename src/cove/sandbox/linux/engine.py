@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import resource
 import secrets
 import shutil
 import socket
@@ -25,10 +26,12 @@ from cove.sandbox.base import Limits, SandboxEngine, memory_bytes
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
+from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
-from cove.sandbox.linux.overlay import mounts_under, unmount
+from cove.sandbox.linux.overlay import mounts_under, unmount, unmount_all
 from cove.sandbox.linux.runc import Runc
+from cove.sandbox.linux.sinks import PipeBudget
 
 log = logging.getLogger(__name__)
 _POOL_ID = re.compile(r"pool_[0-9a-f]{48}")
@@ -48,12 +51,22 @@ def host_addresses() -> list[str]:
 
 
 def _check_traversable(path: Path) -> None:
-    """Container root is an unprivileged host uid: it must be able to pass through to its rootfs."""
+    """Container root is an unprivileged host uid: it must be able to pass through to the gate."""
     for directory in (path, *path.parents):
-        if not directory.stat().st_mode & stat.S_IXOTH:
-            raise SandboxError(f"{directory} is not searchable by others (mode o+x), so containers under "
-                               f"{path} cannot reach their root filesystem: use another COVE_DATA_DIR or "
-                               f"chmod o+x {directory}.")
+        if directory.exists() and not directory.stat().st_mode & stat.S_IXOTH:
+            raise SandboxError(f"{directory} is not searchable by others (mode o+x), so containers cannot "
+                               f"reach their root filesystem through {path}: chmod o+x {directory}.")
+
+
+def _container_nofile(wanted: int) -> int:
+    """Containers' open-file limit, within the server's own hard limit: runc cannot give a container
+    more than it has, and asking would fail every start."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        log.warning("COVE_NOFILE_LIMIT=%d is above this server's hard open-file limit; containers get %d",
+                    wanted, hard)
+        return int(hard)
+    return wanted
 
 
 class LinuxEngine(SandboxEngine):
@@ -88,16 +101,24 @@ class LinuxEngine(SandboxEngine):
     async def start(self) -> None:
         # Container inits outlive runc: as a subreaper Cove becomes their parent and can reap them.
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        self.containers_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-        _check_traversable(self.containers_dir)
+        self.containers_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.containers_dir.chmod(0o700)  # 0711 before the gate; runc reaches containers through it now
         self.libexec.mkdir(parents=True, exist_ok=True, mode=0o755)
         settings = self.settings
-        self._host = Host(
-            containers_dir=self.containers_dir, libexec=self.libexec, init_binary=ensure_init_binary(self.libexec),
-            runc=Runc(settings.data_dir / "runc"), uid_base=settings.subuid_base, pids_limit=settings.pids_limit,
-            nofile_limit=settings.nofile_limit, disk_bytes=parse_size(settings.disk_limit), egress=self.egress,
-            egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(8))
+        gate = Gate(settings.data_dir, settings.subuid_base)
+        _check_traversable(gate.root)
+        gate.open()
+        init_binary = ensure_init_binary(self.libexec)
         ensure_busybox(self.libexec)
+        self._host = Host(
+            containers_dir=self.containers_dir, libexec=gate.expose(self.libexec, "libexec"), gate=gate,
+            init_binary=init_binary, uid_base=settings.subuid_base, pids_limit=settings.pids_limit,
+            runc=Runc(settings.data_dir / "runc", hidden=(settings.data_dir, gate.path)),
+            nofile_limit=_container_nofile(settings.nofile_limit), disk_bytes=parse_size(settings.disk_limit),
+            egress=self.egress,
+            egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(8),
+            pipes=PipeBudget.derived(settings.background_pipes_per_container, settings.background_pipes_per_project,
+                                     settings.background_pipes))
         await self._clean_crash_leftovers()
         self._remove_unadopted_pool_dirs()
         self._schedule_refill()
@@ -124,6 +145,7 @@ class LinuxEngine(SandboxEngine):
         memory_bytes(limits.memory)  # an unknown tier is refused before anything is made
         pooled = self._take_pooled(image, limits)
         if pooled is not None:
+            pooled.limits = limits  # equal to the pool's, but labelled with its project
             (self.containers_dir / container_id).symlink_to(pooled.id)
             self._live[container_id] = pooled
             self._schedule_refill()
@@ -136,8 +158,8 @@ class LinuxEngine(SandboxEngine):
         sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), limits)
         if live_as is not None:
             self._live[live_as] = sandbox
-        sandbox.prepare()
         try:
+            await asyncio.to_thread(sandbox.prepare)  # mkfs and mount: never on the event loop
             await sandbox.exec_ready()
         except BaseException:
             await self._remove(sandbox.id, sandbox)
@@ -169,8 +191,8 @@ class LinuxEngine(SandboxEngine):
         else:
             if self.host.runc.has_state(runtime_id):
                 await self.host.runc.delete(runtime_id)
-            unmount(self.containers_dir / runtime_id / "rootfs")
-            unmount(self.containers_dir / runtime_id / "disk")
+            await asyncio.to_thread(unmount_all, self.containers_dir / runtime_id / "rootfs",
+                                    self.containers_dir / runtime_id / "disk")
         # rmtree never follows symlinks, so links planted inside cannot redirect the delete.
         await asyncio.to_thread(shutil.rmtree, self.containers_dir / runtime_id, True)
         self.images.unpin(runtime_id)
@@ -225,3 +247,5 @@ class LinuxEngine(SandboxEngine):
         for sandbox in live.values():
             with contextlib.suppress(Exception):
                 await sandbox.stop()
+        if self._host is not None:
+            self._host.gate.close()

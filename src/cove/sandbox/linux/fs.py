@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import itertools
 import os
 import stat
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import PurePosixPath
 
 from cove.errors import Conflict, InvalidRequest, NotFound
-from cove.sandbox.base import Entry, FileContent, Files, normalize_path
+from cove.sandbox.base import WALK_VISITS, Entry, FileContent, Files, normalize_path
 
 _SYS_OPENAT2 = 437
 _RESOLVE_NO_XDEV = 0x01
@@ -154,15 +157,18 @@ class ContainerFS:
             except IsADirectoryError as exc:
                 raise Conflict(f"{path!r} is a directory.", param="path") from exc
 
-    def walk_files(self, path: str, limit: int = 10_000) -> list[Entry]:
-        """Regular files under ``path`` (recursively, not following symlinks), at most ``limit``."""
+    def walk_files(self, path: str, limit: int = 10_000, visits: int = WALK_VISITS) -> list[Entry]:
+        """Regular files under ``path`` (recursively, not following symlinks), at most ``limit``,
+        breadth first among the first ``visits`` entries seen (so files near the top are found
+        even when deep trees exhaust the budget)."""
         found: list[Entry] = []
-        pending = [normalize_path(path)]
-        while pending and len(found) < limit:
-            current = pending.pop()
+        pending = deque([normalize_path(path)])
+        while pending and len(found) < limit and visits > 0:
+            current = pending.popleft()
             try:
-                with self._open(current, os.O_RDONLY | os.O_DIRECTORY) as fd:
-                    for entry in os.scandir(fd):
+                with self._open(current, os.O_RDONLY | os.O_DIRECTORY) as fd, os.scandir(fd) as entries:
+                    for entry in itertools.islice(entries, visits):
+                        visits -= 1
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(current / entry.name)
                         elif entry.is_file(follow_symlinks=False):
@@ -172,26 +178,30 @@ class ContainerFS:
                 continue
         return found[:limit]
 
-    def list_dir(self, path: str, depth: int = 1, limit: int = 10_000) -> list[Entry]:
+    def list_dir(self, path: str, depth: int = 1, limit: int = 10_000, visits: int = WALK_VISITS) -> list[Entry]:
         """Entries of the directory ``path`` down to ``depth`` levels, each directory followed by its
         contents, by name (the order ``find`` would print them in, made deterministic). Symlinks are
-        listed but never followed; unreadable subdirectories are skipped."""
+        listed but never followed; unreadable subdirectories are skipped. Only the first ``visits``
+        entries read are listed."""
         found: list[Entry] = []
+        budget = visits
 
         def visit(directory: PurePosixPath, level: int, top: bool) -> None:
+            nonlocal budget
             try:
-                with self._open(directory, os.O_RDONLY | os.O_DIRECTORY) as fd:
+                with self._open(directory, os.O_RDONLY | os.O_DIRECTORY) as fd, os.scandir(fd) as entries:
                     children = [(entry.name, entry.is_dir(follow_symlinks=False), entry.stat(follow_symlinks=False))
-                                for entry in os.scandir(fd)]
+                                for entry in itertools.islice(entries, budget)]
             except (NotFound, InvalidRequest, PermissionError):
                 if top:
                     raise
                 return
+            budget -= len(children)
             for name, is_dir, info in sorted(children, key=lambda child: child[0]):
                 if len(found) >= limit:
                     return
                 found.append(Entry(str(directory / name), info.st_size, is_dir, info.st_mtime))
-                if is_dir and level < depth:
+                if is_dir and level < depth and budget > 0:
                     visit(directory / name, level + 1, False)
 
         visit(normalize_path(path), 1, True)
@@ -206,6 +216,12 @@ def _translate(exc: OSError, path: PurePosixPath) -> Exception:
     if exc.errno == errno.EISDIR:
         return Conflict(f"{str(path)!r} is a directory.", param="path")
     return exc
+
+
+_WALKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cove-walk")
+"""Walks and listings get threads of their own: many listings of huge trees then queue for these two
+instead of holding every thread of the default pool, in which other tenants' file reads, context
+fitting and container set-up run."""
 
 
 class HostFiles(Files):
@@ -238,8 +254,10 @@ class HostFiles(Files):
     async def delete(self, path: str) -> None:
         await asyncio.to_thread(self.fs.delete, path)
 
-    async def list_dir(self, path: str, depth: int = 1, limit: int = 10_000) -> list[Entry]:
-        return await asyncio.to_thread(self.fs.list_dir, path, depth, limit)
+    async def list_dir(self, path: str, depth: int = 1, limit: int = 10_000,
+                       visits: int = WALK_VISITS) -> list[Entry]:
+        return await asyncio.get_running_loop().run_in_executor(
+            _WALKERS, self.fs.list_dir, path, depth, limit, visits)
 
-    async def walk_files(self, path: str, limit: int = 10_000) -> list[Entry]:
-        return await asyncio.to_thread(self.fs.walk_files, path, limit)
+    async def walk_files(self, path: str, limit: int = 10_000, visits: int = WALK_VISITS) -> list[Entry]:
+        return await asyncio.get_running_loop().run_in_executor(_WALKERS, self.fs.walk_files, path, limit, visits)

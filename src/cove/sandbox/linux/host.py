@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.egress.proxy import EgressProxy
+from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.runc import Runc
+from cove.sandbox.linux.sinks import PipeBudget
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,10 @@ class Host:
     containers_dir: Path
     """One directory per container (a pooled one's API id is a symlink to its directory)."""
     libexec: Path
-    """Bind-mounted read-only at ``/.cove`` in every container: the init and a static busybox."""
+    """Bind-mounted read-only at ``/.cove`` in every container: the init and a static busybox (its
+    view in the gate, where runc can reach it)."""
+    gate: Gate
+    """Where runc finds a container's directory while it starts the container (``gate.py``)."""
     init_binary: Path
     runc: Runc
     uid_base: int
@@ -35,3 +40,5 @@ class Host:
     """Cove's egress CA, trusted only by containers with domain secrets."""
     start_slots: asyncio.Semaphore
     """Bounds concurrent runc starts, so a burst of creates cannot starve the machine."""
+    pipes: PipeBudget
+    """How many pipes background processes may keep open in the server (per container, project, in all)."""

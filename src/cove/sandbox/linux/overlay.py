@@ -40,6 +40,12 @@ def unmount(target: Path) -> None:
             raise SandboxError(f"Unmounting {target} failed: {os.strerror(err)}")
 
 
+def unmount_all(*targets: Path) -> None:
+    """``unmount`` of each, in order (one call to hand a worker thread)."""
+    for target in targets:
+        unmount(target)
+
+
 def mounts_under(prefix: Path) -> list[Path]:
     """Mount points below ``prefix`` (from /proc/self/mountinfo), deepest first."""
     found: list[Path] = []

@@ -85,58 +85,6 @@ class _PipeReader:
         return self.fd
 
 
-class OutputSinks:
-    """Keeps reading (and discarding) pipes still held by background processes.
-
-    ``python3 -m http.server &`` inherits the command's stdout; closing our end would make its
-    next write fail with EPIPE. A sink drains such pipes until they close or the container stops.
-    """
-
-    def __init__(self, max_open: int = 256) -> None:
-        self._fds: set[int] = set()
-        self._timers: dict[int, asyncio.TimerHandle] = {}
-        self._max_open = max_open
-
-    def adopt(self, fd: int) -> None:
-        if len(self._fds) >= self._max_open:
-            os.close(fd)
-            return
-        loop = asyncio.get_running_loop()
-        self._fds.add(fd)
-        loop.add_reader(fd, self._drain, fd)
-
-    def _drain(self, fd: int) -> None:
-        try:
-            data = os.read(fd, _READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._release(fd)
-            return
-        loop = asyncio.get_running_loop()  # a background flood is throttled like a foreground one
-        loop.remove_reader(fd)
-        self._timers[fd] = loop.call_later(_FLOOD_PAUSE, self._resume, fd)
-
-    def _resume(self, fd: int) -> None:
-        self._timers.pop(fd, None)
-        if fd in self._fds:
-            asyncio.get_running_loop().add_reader(fd, self._drain, fd)
-
-    def _release(self, fd: int) -> None:
-        timer = self._timers.pop(fd, None)
-        if timer is not None:
-            timer.cancel()
-        asyncio.get_running_loop().remove_reader(fd)
-        self._fds.discard(fd)
-        os.close(fd)
-
-    def close(self) -> None:
-        for fd in list(self._fds):
-            self._release(fd)
-
-
 @dataclass
 class ProcessRequest:
     argv: list[str]
@@ -155,11 +103,15 @@ def exit_code(status: int) -> int:
 async def run_process(
     init: InitClient,
     request: ProcessRequest,
-    sinks: OutputSinks,
+    keep: Callable[[int], None],
     on_output: OutputCallback | None = None,
     oom_note: Callable[[], str | None] | None = None,
 ) -> CommandOutput:
-    """Runs ``request`` in the container behind ``init`` and returns its bounded output."""
+    """Runs ``request`` in the container behind ``init`` and returns its bounded output.
+
+    A pipe still held by a background process when the command is done goes to ``keep``
+    (``OutputSinks.adopt``), which owns it from then on.
+    """
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -196,7 +148,7 @@ async def run_process(
             if reader.eof.is_set():
                 os.close(fd)
             else:
-                sinks.adopt(fd)
+                keep(fd)
 
     stdout, stderr = readers[0].text, readers[1].text
     out_budget, err_budget = split_budget((stdout.total, stderr.total), limit)

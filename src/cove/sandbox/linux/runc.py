@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -12,12 +13,14 @@ from cove.errors import SandboxError
 
 
 class Runc:
-    def __init__(self, state_root: Path, binary: str | None = None) -> None:
+    def __init__(self, state_root: Path, binary: str | None = None, hidden: tuple[Path, ...] = ()) -> None:
+        """``hidden``: host directories whose paths runc's errors must not show (API clients read them)."""
         found = binary or shutil.which("runc") or "/usr/sbin/runc"
         if not Path(found).exists():
             raise SandboxError("runc is not installed (run `make setup`).")
         self.binary = found
         self.state_root = state_root
+        self._hidden = tuple(str(path) for path in (state_root, *hidden))
         state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def _call(self, *args: str) -> tuple[int, str, str]:
@@ -40,7 +43,8 @@ class Runc:
                 stdin=control.fileno(), stdout=log_handle, stderr=log_handle)
             await proc.wait()
         if proc.returncode != 0:
-            raise SandboxError(f"Starting the container failed: {_last_error(bundle / 'runc.log')}")
+            message = _last_error(bundle / "runc.log").replace(f"{bundle}/rootfs", "")
+            raise SandboxError(f"Starting the container failed: {self.public(message)}")
         return int(pid_file.read_text().strip())
 
     def has_state(self, container_id: str) -> bool:
@@ -51,13 +55,19 @@ class Runc:
         """Kills whatever is left and removes the runtime state and cgroups; absent is fine."""
         code, _out, err = await self._call("delete", "--force", container_id)
         if code != 0 and "does not exist" not in err and "not exist" not in err:
-            raise SandboxError(f"Removing container state failed: {err.strip()}")
+            raise SandboxError(f"Removing container state failed: {self.public(err.strip())}")
 
     async def list_ids(self) -> list[str]:
         code, out, err = await self._call("list", "--format", "json")
         if code != 0:
-            raise SandboxError(f"Listing containers failed: {err.strip()}")
+            raise SandboxError(f"Listing containers failed: {self.public(err.strip())}")
         return [entry["id"] for entry in json.loads(out or "null") or []]
+
+    def public(self, message: str) -> str:
+        """``message`` with every path under a hidden host directory replaced (what a client may read)."""
+        for prefix in self._hidden:
+            message = re.sub(re.escape(prefix) + r"(/[^\s:;,'\"]*)?", "<host path>", message)
+        return message
 
 
 def _last_error(log: Path) -> str:

@@ -4,7 +4,9 @@ A deny list on top of the capability drop and user namespace: it removes the ker
 sandboxed workload never needs and that most container escapes start from (mounting, namespace
 games, module and kexec loading, bpf, perf, keyrings, userfaultfd, io_uring, clock and host
 administration). ``clone3`` answers ENOSYS so libc falls back to ``clone``, whose flags can be
-inspected.
+inspected. ``socket(AF_VSOCK)`` is refused as Docker refuses it: vsock is not network-namespaced,
+so it would reach the hypervisor host around the egress proxy. ``socketcall`` (32-bit x86's way to
+make sockets, whose arguments a filter cannot read) is refused with it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 EPERM = 1
 ENOSYS = 38
+EAFNOSUPPORT = 97
+AF_VSOCK = 40
 
 DENIED_SYSCALLS = (
     "acct", "add_key", "bpf", "delete_module", "finit_module", "fsconfig", "fsmount", "fsopen",
@@ -43,6 +47,9 @@ def seccomp_profile() -> dict[str, Any]:
         "syscalls": [
             {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+            {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": EAFNOSUPPORT,
+             "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["socketcall"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
             *clone_rules,
         ],
     }
