@@ -151,7 +151,7 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, server: Server, k
         run()
     except Unsatisfiable:
         assert mode is GenerationMode.NEGATIVE, f"{label}: no valid request can be generated"
-        tally.unbreakable.append(label)  # nothing to break: a path of free strings and no body or query
+        tally.unbreakable.append(label)  # nothing to break, e.g. a path of free strings and no body or query
     except Exception as exc:  # keep fuzzing the other operations; all findings are reported at the end
         tally.failures.append(f"{label} (hypothesis seed {run_seed}): {exc}")
 
@@ -182,7 +182,7 @@ def test_every_operation_survives_fuzzing(fuzz_server: Server) -> None:
     print(f"\nfuzzed {len(operations)} operations: {total} cases ({sum(tally.cases.values())} after the warm-up, "
           f"in {elapsed:.0f} s); statuses {dict(sorted((tally.statuses + warm_up.statuses).items()))}; "
           f"server RSS {rss_before:.1f} MiB after the warm-up, {rss_after:.1f} MiB after the run; "
-          f"{len(tally.unbreakable)} operations have no invalid request (free-string paths only)")
+          f"{len(tally.unbreakable)} operations have no invalid request (free-string paths, mostly)")
     failures = warm_up.failures + tally.failures
     assert not failures, "\n\n".join(failures)
     covered = {label.rsplit(" [", 1)[0] for label in tally.cases}
