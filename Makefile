@@ -6,7 +6,7 @@ PYTHON ?= python3
 APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates postgresql git
 export COVE_DATA_DIR ?= /var/lib/cove
 
-.PHONY: setup image run test bench lint clean-venv
+.PHONY: setup image run test fuzz bench lint clean-venv
 
 setup: $(VENV)/.synced
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -29,7 +29,13 @@ run: setup image
 # The whole suite on SQLite, then the store-facing suites again on a real PostgreSQL server.
 test: setup image
 	$(VENV)/bin/pytest
-	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/api/test_containers.py
+	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/api/test_containers.py tests/fuzz/test_findings.py
+
+# The long fuzz run (a few examples per operation already run in `make test`): FUZZ_EXAMPLES per
+# operation and mode; prints cases, statuses and the server's memory (bench/README.md, "Fuzzing").
+FUZZ_EXAMPLES ?= 500
+fuzz: setup image
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/fuzz -s --timeout=7200
 
 bench: setup image
 	$(VENV)/bin/python bench/containers.py

@@ -9,11 +9,12 @@ import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from cove import __version__
 from cove.api import container_files, containers, conversations, docs, errors, models, responses
 from cove.api.body_limit import BodyLimit
+from cove.api.json_text import refuse_lone_surrogates
 from cove.api.loopback import LoopbackGuard
 from cove.config import Settings, parse_size
 from cove.sandbox.images.store import ImageStore
@@ -103,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     public = settings.public_docs  # else ``api/docs.py`` serves them behind a key
     app = FastAPI(title="Cove", version=__version__, lifespan=lifespan,
                   openapi_url="/openapi.json" if public else None, docs_url="/docs" if public else None,
-                  redoc_url="/redoc" if public else None)
+                  redoc_url="/redoc" if public else None,
+                  dependencies=[Depends(refuse_lone_surrogates)])
     app.state.settings = settings
     app.state.ready = False
     errors.install(app)

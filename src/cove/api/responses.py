@@ -20,6 +20,9 @@ from cove.service.runs import Run
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 Project = Annotated[str, Depends(project_of)]
+MAX_SEQUENCE_NUMBER = 2**31 - 1
+"""Sequence numbers are stored as 32-bit integers (``Integer`` on PostgreSQL); a larger
+``starting_after`` is refused up front (the query would fail after the stream's headers went out)."""
 
 
 def _service(request: Request) -> ResponseService:
@@ -68,7 +71,7 @@ async def input_tokens(params: Params, request: Request, project: Project) -> di
 
 @router.get("/{response_id}", response_model=None)
 async def get_response(response_id: str, request: Request, project: Project, stream: bool = False,
-                       starting_after: int = -1,
+                       starting_after: Annotated[int, Query(ge=-1, le=MAX_SEQUENCE_NUMBER)] = -1,
                        include: Annotated[list[str] | None, Query(alias="include[]")] = None) -> Any:
     service = _service(request)
     if stream:

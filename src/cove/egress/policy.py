@@ -44,7 +44,7 @@ def is_ip_literal(host: str) -> bool:
         try:
             socket.inet_aton(bare)  # the C parser getaddrinfo uses: hex, octal and short forms
             return True
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL, which no address or name contains
             pass
     return bare.rstrip(".").rpartition(".")[2].isdigit()  # no top-level domain is numeric
 

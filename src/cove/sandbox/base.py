@@ -78,14 +78,30 @@ class Limits:
     limit: it takes no part in comparisons, so a warm pooled container serves any project."""
 
 
+NAME_MAX = 255
+"""Bytes in one path component (Linux): a longer one fails in the kernel, so it is refused first."""
+
+
 def normalize_path(path: str) -> PurePosixPath:
-    """An absolute, lexically clean container path; refuses what no sane client sends."""
-    if not path or "\x00" in path or len(path) > 4096:
+    """An absolute, lexically clean container path; refuses what no sane client sends (and what
+    the kernel would refuse later: a NUL, lone surrogates that no file name can encode, or a
+    component longer than ``NAME_MAX`` bytes)."""
+    if not path or "\x00" in path or len(path) > 4096 or not _encodable(path):
         raise InvalidRequest("Invalid path.", param="path")
     clean = PurePosixPath("/", path)
     if any(part in ("..", ".") for part in clean.parts):
         raise InvalidRequest(f"Path {path!r} may not contain '..' or '.' components.", param="path")
+    if any(len(part.encode()) > NAME_MAX for part in clean.parts):
+        raise InvalidRequest(f"Path {path!r} has a name longer than {NAME_MAX} bytes.", param="path")
     return clean
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,13 @@ from cove.upstream.registry import ModelRegistry
 log = logging.getLogger(__name__)
 
 
+async def _next_event_number(session: AsyncSession, response_id: str) -> int:
+    """The sequence number a response's next stored stream event gets."""
+    last = await session.scalar(select(ResponseEventRow.sequence_number).where(
+        ResponseEventRow.response_id == response_id).order_by(ResponseEventRow.sequence_number.desc()).limit(1))
+    return 0 if last is None else last + 1
+
+
 class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
                  settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper) -> None:
@@ -59,7 +66,10 @@ class ResponseService:
 
     # -- start-up and shutdown -------------------------------------------------------------------
     async def start(self) -> None:
-        """Repairs what a stop left: runs that were going are failed, queued ones are queued again."""
+        """Repairs what a stop left: runs that were going are failed, queued ones are queued again.
+
+        A failed background response's stored stream gets its ``response.failed`` event too, so a
+        client streaming it again (or resuming) sees why it ended instead of a stream that just stops."""
         async with self.db.begin() as session:
             stale = list(await session.scalars(select(ResponseRow).where(ResponseRow.status == "in_progress")))
             for row in stale:
@@ -68,6 +78,10 @@ class ResponseService:
                     "code": "server_error",
                     "message": "The server restarted while this response was being generated; run it again."})
                 row.status, row.body = "failed", body
+                if row.background:
+                    number = await _next_event_number(session, row.id)
+                    session.add(ResponseEventRow(response_id=row.id, sequence_number=number, data={
+                        "type": "response.failed", "sequence_number": number, "response": body}))
             queued = (await session.execute(select(ResponseRow.project, ResponseRow.id)
                                             .where(ResponseRow.status == "queued").order_by(ResponseRow.seq))).all()
         for project, response_id in queued:
@@ -229,11 +243,9 @@ class ResponseService:
         items = list(await session.scalars(select(ResponseItemRow.data).where(
             ResponseItemRow.response_id == row.id, ResponseItemRow.role == "input")
             .order_by(ResponseItemRow.position)))
-        last = await session.scalar(select(ResponseEventRow.sequence_number).where(
-            ResponseEventRow.response_id == row.id).order_by(ResponseEventRow.sequence_number.desc()).limit(1))
         run = Run(id=row.id, project=row.project, response={**row.body, "output": []}, stored=True,
                   background=True, conversation_id=row.conversation_id, input_items=items,
-                  log=EventLog(first_sequence=0 if last is None else last + 1))
+                  log=EventLog(first_sequence=await _next_event_number(session, row.id)))
         run.keep_events(self.db)
         self.runs[run.id] = run
         return run

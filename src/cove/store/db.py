@@ -16,9 +16,14 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, make_url
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from cove.errors import InvalidRequest
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+"""PostgreSQL's character_not_in_repertoire and untranslatable_character: a NUL in a text value."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -28,6 +33,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _refuse_unstorable_text(context: ExceptionContext) -> None:
+    """PostgreSQL text holds no NUL (SQLite's does): an id, name or cursor with one, wherever it
+    comes from, is the client's error, not the server's."""
+    error: BaseException | None = context.original_exception
+    while error is not None:
+        if getattr(error, "sqlstate", None) in _UNSTORABLE_TEXT:
+            raise InvalidRequest("Text in this request contains a character the store cannot hold (NUL).",
+                                 code="invalid_text")
+        error = error.__cause__
 
 
 def _private_sqlite_files(database: str | None) -> None:
@@ -50,6 +66,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+            event.listen(self.engine.sync_engine, "handle_error", _refuse_unstorable_text)
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def migrate(self) -> None:

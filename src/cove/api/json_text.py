@@ -1,0 +1,45 @@
+"""Refuses JSON bodies carrying lone UTF-16 surrogates (``"\\ud800"``), before any handler runs.
+
+JSON allows the escape and Python decodes it to a string no UTF-8 encoder accepts, so such text
+would get past validation in free-form fields (input, metadata, commands) and fail later: while
+writing to the store or a container, or, once stored, on every read of the object."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+from fastapi import Request
+
+from cove.errors import InvalidRequest
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""Cheap pre-check: only bodies with a surrogate escape (valid pairs included) are parsed to look closer."""
+_INLINE_BYTES = 64 * 1024
+"""Larger bodies are checked in a worker thread: a body may be tens of megabytes, and scanning or
+parsing it on the event loop would hold up every other tenant."""
+
+
+async def refuse_lone_surrogates(request: Request) -> None:
+    """App-wide dependency. Starlette caches the body it reads, so the route reads it again for free."""
+    if request.method not in ("POST", "PUT", "PATCH") or "json" not in request.headers.get("content-type", ""):
+        return
+    body = await request.body()
+    lone = _has_lone_surrogate(body) if len(body) <= _INLINE_BYTES else await asyncio.to_thread(
+        _has_lone_surrogate, body)
+    if lone:
+        raise InvalidRequest("The request body contains a lone UTF-16 surrogate escape, which is not text.",
+                             code="invalid_unicode")
+
+
+def _has_lone_surrogate(body: bytes) -> bool:
+    if not _SURROGATE_ESCAPE.search(body):
+        return False
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    except ValueError:  # not JSON (or not UTF-8): the route answers that as it always does
+        return False
+    return False
