@@ -60,8 +60,9 @@ class ContainerService:
         self._busy: Counter[str] = Counter()
         """In-flight uses per container: a container never expires under a running command."""
         self._responses: dict[str, list[str]] = {}
-        self._touches: set[asyncio.Task[None]] = set()
         """Responses using each container now; the latest is credited with its egress in the audit trail."""
+        self._touches: set[asyncio.Task[None]] = set()
+        """Uses being recorded in the store (``_touch``), awaited at shutdown."""
 
     # -- create / read / delete -------------------------------------------------------------------
     async def create(self, project: str, *, name: str, image: str | None, memory_limit: str,
