@@ -158,10 +158,13 @@ class LinuxEngine(SandboxEngine):
         sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), limits)
         if live_as is not None:
             self._live[live_as] = sandbox
+        prepared = asyncio.ensure_future(asyncio.to_thread(sandbox.prepare))  # mkfs and mount, off the loop
         try:
-            await asyncio.to_thread(sandbox.prepare)  # mkfs and mount: never on the event loop
+            await asyncio.shield(prepared)
             await sandbox.exec_ready()
         except BaseException:
+            # A cancelled wait leaves the thread mounting: undo only what it has finished making.
+            await asyncio.gather(prepared, return_exceptions=True)
             await self._remove(sandbox.id, sandbox)
             if live_as is not None:
                 self._live.pop(live_as, None)
