@@ -30,5 +30,9 @@ def _run(argv: list[str]) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, check=False,
                             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
     if result.returncode != 0:
-        raise SandboxError(f"{argv[0]} failed for a container disk: {result.stderr.strip() or result.returncode}")
+        detail = result.stderr.strip() or str(result.returncode)
+        for arg in argv[1:]:  # a client reads this message: the host's paths stay out of it
+            if arg.startswith("/"):
+                detail = detail.replace(arg, "<host path>")
+        raise SandboxError(f"{argv[0]} failed for a container disk: {detail}")
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from cove.errors import SandboxError
 
+log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
 _MS_NOSUID = 0x2
@@ -37,7 +39,8 @@ def unmount(target: Path) -> None:
     if _libc.umount2(os.fsencode(target), _MNT_DETACH) != 0:
         err = ctypes.get_errno()
         if err not in (22, 2):  # EINVAL: not a mount point; ENOENT: already gone
-            raise SandboxError(f"Unmounting {target} failed: {os.strerror(err)}")
+            log.error("unmounting %s failed: %s", target, os.strerror(err))
+            raise SandboxError(f"Unmounting a container filesystem failed: {os.strerror(err)}")  # no host path
 
 
 def unmount_all(*targets: Path) -> None:
