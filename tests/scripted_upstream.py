@@ -105,6 +105,8 @@ class ScriptedUpstream:
     def __init__(self, *, api_key: str | None = None, models: Iterable[str] = ("scripted-model",)) -> None:
         self.api_key = self._api_key = api_key
         self.models = list(models)
+        self.context_windows: dict[str, int] = {}
+        """``max_model_len`` in ``/v1/models``, as vLLM says it; models not named here say 8192."""
         self.reject_params: set[str] = set()
         self.reject_stream_with_tools = False
         self.requests: list[dict[str, Any]] = []
@@ -185,7 +187,8 @@ class ScriptedUpstream:
     async def _models(self, request: Request) -> Response:
         _, refused = await self._receive(request)
         return refused or JSONResponse({"object": "list", "data": [
-            {"id": name, "object": "model", "created": 1700000000, "owned_by": "scripted"} for name in self.models]})
+            {"id": name, "object": "model", "created": 1700000000, "owned_by": "scripted",
+             "max_model_len": self.context_windows.get(name, 8192)} for name in self.models]})
 
     async def _chat(self, request: Request) -> Response:
         return await self._answer(request, chat_completion, chat_chunks)

@@ -111,8 +111,9 @@ class Settings(BaseSettings):
     models_file: Path | None = None
     """TOML naming more upstreams and model aliases (format in ``cove/upstream/registry.py``)."""
 
-    context_window: int = 8192
-    """Tokens a model holds when the models file does not say; input beyond it is truncated or refused."""
+    context_window: int = 131072
+    """Tokens a model holds when neither its upstream (``GET /models``) nor the models file says; input
+    beyond it is truncated or refused. 128k: a coding agent's first request alone passes 8k."""
 
     warm_pool: int = 4
     """Containers kept started for creates with the default image and limits (0 turns it off)."""

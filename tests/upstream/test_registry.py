@@ -14,7 +14,7 @@ import pytest
 
 from cove.config import Settings
 from cove.errors import UpstreamError
-from cove.upstream.base import ModelRequest, TextDelta
+from cove.upstream.base import Model, ModelRequest, TextDelta
 from cove.upstream.chat import ChatCompletionsModel
 from cove.upstream.registry import ModelRegistry
 from cove.upstream.responses import ResponsesApiModel
@@ -53,7 +53,7 @@ def within(registry: ModelRegistry, work: Callable[[], Awaitable[T]]) -> T:
 
 
 async def answer(registry: ModelRegistry, name: str) -> str:
-    model, upstream_name = registry.resolve(name)
+    model, upstream_name = await registry.resolve(name)
     events = await events_of(model, ModelRequest(model=upstream_name, input=[{"role": "user", "content": "hi"}]))
     return "".join(event.text for event in events if isinstance(event, TextDelta))
 
@@ -88,14 +88,14 @@ model = "gpt-5-2025"
 
     async def main() -> None:
         try:
-            mini, mini_name = registry.resolve("gpt-4o-mini")
+            mini, mini_name = await registry.resolve("gpt-4o-mini")
             assert isinstance(mini, ChatCompletionsModel)
             assert (mini_name, mini.context_window) == ("Qwen/Qwen2.5-7B-Instruct", 32768)
-            assert registry.resolve("gpt-4o-mini")[0] is mini  # created once
-            small, small_name = registry.resolve("qwen-small")
+            assert (await registry.resolve("gpt-4o-mini"))[0] is mini  # created once
+            small, small_name = await registry.resolve("qwen-small")
             assert (small_name, small.context_window) == ("qwen-small", 16384)
             assert isinstance(small, ChatCompletionsModel) and small.client is mini.client  # one client per upstream
-            native, native_name = registry.resolve("gpt-5")
+            native, native_name = await registry.resolve("gpt-5")
             assert isinstance(native, ResponsesApiModel) and native_name == "gpt-5-2025"
 
             upstream.script([Reply(text="from vllm"), Reply(text="from native")])
@@ -116,9 +116,9 @@ def test_unknown_names_go_to_the_default_upstream_unchanged(upstream: ScriptedUp
 
     async def main() -> None:
         try:
-            model, name = registry.resolve("meta-llama/Llama-3.1-8B-Instruct")
+            model, name = await registry.resolve("meta-llama/Llama-3.1-8B-Instruct")
             assert name == "meta-llama/Llama-3.1-8B-Instruct" and model.context_window == 4096
-            assert registry.resolve("another-model")[0] is model
+            assert (await registry.resolve("another-model"))[0] is model
             assert await answer(registry, "meta-llama/Llama-3.1-8B-Instruct") == "echo: hi"
             assert upstream.requests[-1]["model"] == "meta-llama/Llama-3.1-8B-Instruct"
             assert upstream.received[-1].headers["authorization"] == "Bearer sk-default"
@@ -133,9 +133,41 @@ def test_settings_come_from_the_environment(upstream: ScriptedUpstream, monkeypa
     monkeypatch.setenv("COVE_UPSTREAM_API", "responses")
     monkeypatch.setenv("COVE_CONTEXT_WINDOW", "65536")
     registry = ModelRegistry(Settings())
-    model, _ = registry.resolve("anything")
+    model, _ = within(registry, lambda: registry.resolve("anything"))
     assert isinstance(model, ResponsesApiModel) and model.context_window == 65536
     asyncio.run(registry.aclose())
+
+
+def test_context_windows_come_from_the_upstream_and_the_models_file(tmp_path: Path,
+                                                                   upstream: ScriptedUpstream) -> None:
+    """vLLM says ``max_model_len``; the models file may cap it; where nobody says, the setting holds."""
+    upstream.models = ["big", "capped", "small"]
+    upstream.context_windows = {"big": 200_000, "capped": 200_000, "small": 4096}
+    path = write_models(tmp_path, f"""
+default_upstream = "vllm"
+[upstreams.vllm]
+url = "{upstream.url}"
+[models."capped"]
+upstream = "vllm"
+context_window = 32768
+[models."small"]
+upstream = "vllm"
+context_window = 32768
+""")
+    registry = ModelRegistry(settings(models_file=path, context_window=50_000))
+
+    async def windows() -> list[int]:
+        return [(await registry.resolve(name))[0].context_window for name in ("big", "capped", "small", "unlisted")]
+
+    assert within(registry, windows) == [200_000, 32768, 4096, 50_000]
+    assert sum(r.path == "/v1/models" for r in upstream.received) == 1  # asked once, then kept
+
+
+def test_an_upstream_that_does_not_answer_leaves_the_configured_window(tmp_path: Path) -> None:
+    path = write_models(tmp_path, f'default_upstream = "gone"\n[upstreams.gone]\nurl = "{closed_url()}"\n')
+    registry = ModelRegistry(settings(models_file=path, context_window=12_345))
+    model, _ = within(registry, lambda: registry.resolve("m"))
+    assert model.context_window == 12_345
 
 
 def test_list_models(tmp_path: Path, upstream: ScriptedUpstream) -> None:
@@ -179,12 +211,16 @@ def test_without_any_upstream_names_go_to_the_local_model() -> None:
         local_class = importlib.import_module("cove.upstream.local").LocalModel
     except ImportError:  # the embedded model (or its runtime) is not installed
         with pytest.raises(UpstreamError, match="No model upstream is configured"):
-            registry.resolve("gpt-4o-mini")
+            within(registry, lambda: registry.resolve("gpt-4o-mini"))
         assert within(registry, registry.list_models) == []
         return
-    model, name = registry.resolve("gpt-4o-mini")
+
+    async def resolved() -> list[tuple[Model, str]]:
+        return [await registry.resolve("gpt-4o-mini"), await registry.resolve("other")]
+
+    (model, name), (other, _) = within(registry, resolved)
     assert isinstance(model, local_class) and name == "gpt-4o-mini"
-    assert registry.resolve("other")[0] is model
+    assert other is model
     assert [m["id"] for m in within(registry, registry.list_models)] == [local_class.name]
 
 

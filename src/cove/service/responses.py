@@ -138,7 +138,7 @@ class ResponseService:
     async def _turn(self, session: AsyncSession, run: Run, params: CreateParams) -> Turn:
         """Everything the loop needs: history, the model, the tools and the container they use."""
         earlier = await self._history(session, run.project, params)
-        model, upstream_model = self.models.resolve(params.model)
+        model, upstream_model = await self.models.resolve(params.model)
         toolbox = params.toolbox
         workspace = None
         if toolbox.needs_container:

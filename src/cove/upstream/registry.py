@@ -8,7 +8,7 @@ The models file (``COVE_MODELS_FILE``) names upstreams and the model names clien
     url = "http://127.0.0.1:8000/v1"
     api = "chat"                         # or "responses"
     api_key_env = "VLLM_KEY"             # the key is read from this variable, never from the file
-    context_window = 32768               # optional, for this upstream's models
+    context_window = 32768               # optional, for this upstream's models (see ``_window``)
 
     [models."gpt-4o-mini"]               # the name clients send
     upstream = "local-vllm"              # an upstream above, "default" (COVE_UPSTREAM_URL) or "local"
@@ -37,6 +37,7 @@ from cove.upstream.base import Model
 from cove.upstream.chat import ChatCompletionsModel
 from cove.upstream.client import make_client
 from cove.upstream.responses import ResponsesApiModel
+from cove.upstream.windows import UpstreamWindows
 
 DEFAULT, LOCAL = "default", "local"
 
@@ -75,6 +76,7 @@ class ModelRegistry:
         self._clients: dict[str, AsyncOpenAI] = {}
         self._models: dict[tuple[str, int], Model] = {}
         self._local: Model | None = None
+        self._windows = UpstreamWindows()
         self._created = int(time.time())
 
     def _load(self, path: Path) -> None:
@@ -99,7 +101,7 @@ class ModelRegistry:
         if self.default is not None and self.default not in self.upstreams:
             raise ValueError(f"{path}: default_upstream {self.default!r} is not one of the upstreams")
 
-    def resolve(self, name: str) -> tuple[Model, str]:
+    async def resolve(self, name: str) -> tuple[Model, str]:
         """The model for a name clients send, and the name its upstream knows."""
         alias = self.aliases.get(name)
         if alias is None and self.default is None:
@@ -108,13 +110,21 @@ class ModelRegistry:
         if upstream_name == LOCAL:
             return self._local_model(), model_name
         upstream = self.upstreams[upstream_name]
-        window = (alias.context_window if alias else None) or upstream.context_window or self.context_window
+        window = await self._window(upstream_name, model_name, (alias.context_window if alias else None)
+                                    or upstream.context_window)
         model = self._models.get((upstream_name, window))
         if model is None:
             kind = ResponsesApiModel if upstream.api == "responses" else ChatCompletionsModel
             model = kind(upstream.url, client=self._client(upstream_name), context_window=window)
             self._models[upstream_name, window] = model
         return model, model_name
+
+    async def _window(self, upstream_name: str, model_name: str, configured: int | None) -> int:
+        """The model's context window: the smaller of what the models file and the upstream say (the
+        operator may cap it; the upstream cannot take more than it has), else ``COVE_CONTEXT_WINDOW``."""
+        said = await self._windows.window(upstream_name, self._client(upstream_name), model_name)
+        known = [window for window in (configured, said) if window is not None]
+        return min(known) if known else self.context_window
 
     def _client(self, upstream_name: str) -> AsyncOpenAI:
         if upstream_name not in self._clients:
