@@ -59,7 +59,7 @@ class InstantModel(Model):
 
 
 class InstantRegistry:
-    def resolve(self, name: str) -> tuple[Model, str]:
+    async def resolve(self, name: str) -> tuple[Model, str]:
         return InstantModel(), name
 
 
@@ -72,7 +72,7 @@ async def main() -> int:
     await db.migrate()
     engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
     await engine.start()
-    policies, secrets = ProjectPolicies(), SecretKeeper(settings.secrets_key_path)
+    policies, secrets = ProjectPolicies.load(None, settings), SecretKeeper(settings.secrets_key_path)
     containers = ContainerService(db, engine, settings, policies=policies, secrets=secrets)
     service = ResponseService(db, InstantRegistry(), containers, FileService(db, containers),  # type: ignore[arg-type]
                               settings, policies=policies, secrets=secrets)
