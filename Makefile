@@ -42,6 +42,7 @@ bench: setup image
 	$(VENV)/bin/python bench/tool_turns.py
 	$(VENV)/bin/python bench/neighbours.py
 	$(VENV)/bin/python bench/egress.py
+	$(VENV)/bin/python bench/responses.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
