@@ -71,7 +71,7 @@ def test_apply_patch_and_the_text_editor_change_the_containers_files() -> None:
         Reply(calls=[Call("str_replace_based_edit_tool", {"command": "view", "path": "/app/a.py"})]),
         Reply(text="done")])
     response, _ = respond(model, MemoryWorkspace(MemorySandbox(files)),
-                          tools=[{"type": "apply_patch"}, {"type": "text_editor_20250429"}])
+                          tools=[{"type": "apply_patch", "container": "auto"}, {"type": "text_editor_20250429"}])
     assert types(response) == ["apply_patch_call", "apply_patch_call_output", "custom_tool_call",
                                "custom_tool_call_output", "message"]
     assert response["output"][1]["status"] == "completed"
@@ -88,6 +88,29 @@ def test_arguments_that_do_not_fit_are_an_error_the_model_can_correct() -> None:
                                "shell_call", "shell_call_output", "message"]
     assert "commands" in response["output"][1]["output"]
     assert response["output"][3]["output"].startswith("Error:")
+
+
+def test_apply_patch_is_the_clients_by_default_and_its_output_reaches_the_model() -> None:
+    patch = {"type": "create_file", "path": "notes.txt", "diff": "+hello\n"}
+    response, _ = respond(ScriptedModel([Reply(calls=[Call("apply_patch", patch)])]), tools=[{"type": "apply_patch"}])
+    assert response["status"] == "completed"
+    assert types(response) == ["apply_patch_call"]
+    call = response["output"][0]
+    assert call["operation"] == patch and call["status"] == "completed"
+
+    def answer(request: ModelRequest) -> Reply:
+        sent_call, result = request.input[-2:]
+        assert (sent_call["type"], sent_call["name"], json.loads(sent_call["arguments"])) == (
+            "function_call", "apply_patch", patch)
+        assert result == {"type": "function_call_output", "id": "apo_1", "call_id": call["call_id"],
+                          "output": "Failed: notes.txt exists"}
+        return Reply(text="It exists already.")
+
+    answered = {"type": "apply_patch_call_output", "id": "apo_1", "call_id": call["call_id"], "status": "failed",
+                "output": "notes.txt exists"}
+    model = ScriptedModel([answer])
+    response, _ = respond(model, tools=[{"type": "apply_patch"}], input=[call, answered])
+    assert types(response) == ["message"]
 
 
 def test_a_named_hosted_tool_choice_reaches_a_chat_model_as_its_function() -> None:

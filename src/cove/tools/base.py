@@ -56,6 +56,8 @@ class Tool(abc.ABC):
     """Its request schema."""
     sdk_type: ClassVar[type | None] = None
     """The ``openai`` SDK param type its schema mirrors (a test keeps the two in step); None: Cove's own."""
+    extensions: ClassVar[tuple[str, ...]] = ()
+    """Fields its schema adds to ``sdk_type`` (Cove's extensions, each documented in docs/tools.md)."""
     name: ClassVar[str]
     """The function a chat model calls (function tools: the name the request gives)."""
     call_type: ClassVar[str]
