@@ -109,3 +109,27 @@ def test_apply_patch_tool_applies_a_patch_once_with_the_clients_editor(
     assert (tmp_path / "greet.py").read_text() == "def greet():\n    return 'bonjour'\n"
     tool_message = upstream.requests[-1]["messages"][-1]
     assert tool_message["role"] == "tool" and tool_message["content"] == "Updated greet.py"
+
+
+def test_a_refused_hosted_shell_call_is_a_shell_call_the_sdk_resolves(server: Server,
+                                                                       upstream: ScriptedUpstream) -> None:
+    from agents import ShellTool
+
+    set_tracing_disabled(True)
+    upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": 5}')]),
+                     Reply(text="My call was wrong.")])
+
+    async def main() -> tuple[str, list[str]]:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEYS["alpha"]) as client:
+            agent = Agent(name="shell", instructions="Use the shell.",
+                          tools=[ShellTool(environment={"type": "container_auto"})],
+                          model=OpenAIResponsesModel(model="scripted-model", openai_client=client))
+            result = await Runner.run(agent, "Run something.")
+            return str(result.final_output), [item.type for response in result.raw_responses
+                                              for item in response.output]
+
+    final, kinds = asyncio.run(main())
+    assert final == "My call was wrong."
+    assert kinds == ["shell_call", "shell_call_output", "message"]
+    reason = upstream.requests[-1]["messages"][-1]
+    assert reason["role"] == "tool" and "`commands` must be" in reason["content"]

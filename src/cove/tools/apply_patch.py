@@ -68,10 +68,17 @@ class ApplyPatchTool(HostedTool):
         try:
             operation = _operation(args)
         except ToolArgumentsError:
-            nested = args.get("operation")
-            operation = nested if isinstance(nested, dict) else args
+            operation = _given(args)
         return {"id": new_id("apc"), "type": self.call_type, "call_id": call_id, "operation": operation,
                 "status": "completed"}
+
+    async def refused(self, call_id: str, arguments: str, message: str,
+                      workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+        call = {"id": new_id("apc"), "type": self.call_type, "call_id": call_id,
+                "operation": _given(parse_arguments(arguments)), "status": "completed"}
+        output = {"id": new_id("apo"), "type": self.output_type, "call_id": call_id, "status": "failed",
+                  "output": message}
+        return call, output
 
     def function(self, config: ToolConfig) -> dict[str, Any]:
         hosted = self.hosted(config)
@@ -106,10 +113,15 @@ class ApplyPatchTool(HostedTool):
         return prefix + str(output.get("output") or "")
 
 
-def _operation(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The operation the model asked for (flat, or nested as ``operation`` like the item), checked."""
+def _given(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The operation as the model wrote it: flat, or nested as ``operation`` like the item."""
     nested = arguments.get("operation")
-    operation: dict[str, Any] = nested if isinstance(nested, dict) else arguments
+    return nested if isinstance(nested, dict) else arguments
+
+
+def _operation(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The operation the model asked for, checked."""
+    operation = _given(arguments)
     kind, path = operation.get("type"), operation.get("path")
     if kind not in _OPERATIONS or not isinstance(path, str) or not path:
         raise ToolArgumentsError(f"`type` must be one of {', '.join(_OPERATIONS)} and `path` a file path.")

@@ -118,6 +118,14 @@ class HostedTool(Tool):
         await run.events.item(call)
 
     @abc.abstractmethod
+    async def refused(self, call_id: str, arguments: str, message: str,
+                      workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A call whose ``arguments`` (as the model wrote them) do not fit: this tool's own call item and a
+        failed output of its own type saying ``message`` (the same item twice when one holds both).
+        Clients such as the agents SDK resolve a call by its item type, so it never becomes a
+        ``function_call``; the model reads the output's text next turn and can correct the call."""
+
+    @abc.abstractmethod
     async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
         """Runs the call in the container and returns its output item (already emitted)."""
 

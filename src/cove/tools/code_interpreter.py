@@ -19,7 +19,7 @@ from openai.types.responses.tool_param import CodeInterpreter
 from cove.errors import CoveError
 from cove.ids import new_id
 from cove.sandbox.base import Command
-from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun
+from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun, parse_arguments
 from cove.tools.environment import Container, check_environment, container_auto, container_environment
 from cove.tools.workspace import Workspace
 
@@ -69,6 +69,15 @@ class CodeInterpreterTool(HostedTool):
             raise ToolArgumentsError("`code` must be a non-empty string of Python.")
         return {"id": new_id("ci"), "type": self.call_type, "call_id": call_id, "code": code,
                 "container_id": await workspace.container_id(), "outputs": None, "status": "in_progress"}
+
+    async def refused(self, call_id: str, arguments: str, message: str,
+                      workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One item holds the call and its result: status ``failed``, the reason in its logs."""
+        code = parse_arguments(arguments).get("code")
+        call = {"id": new_id("ci"), "type": self.call_type, "call_id": call_id,
+                "code": code if isinstance(code, str) else arguments, "container_id": await workspace.container_id(),
+                "outputs": [{"type": "logs", "logs": f"Error: {message}"}], "status": "failed"}
+        return call, call
 
     async def emit_call(self, call: dict[str, Any], run: ToolRun) -> None:
         events = run.events
