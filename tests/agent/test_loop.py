@@ -8,6 +8,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from cove.agent.loop import MAX_STEPS
 from cove.agent.request import CreateParams
 from cove.sandbox.base import Command, CommandOutput, ExitOutcome
@@ -71,7 +73,7 @@ def test_apply_patch_and_the_text_editor_change_the_containers_files() -> None:
         Reply(calls=[Call("str_replace_based_edit_tool", {"command": "view", "path": "/app/a.py"})]),
         Reply(text="done")])
     response, _ = respond(model, MemoryWorkspace(MemorySandbox(files)),
-                          tools=[{"type": "apply_patch"}, {"type": "text_editor_20250429"}])
+                          tools=[{"type": "apply_patch", "container": "auto"}, {"type": "text_editor_20250429"}])
     assert types(response) == ["apply_patch_call", "apply_patch_call_output", "custom_tool_call",
                                "custom_tool_call_output", "message"]
     assert response["output"][1]["status"] == "completed"
@@ -84,10 +86,61 @@ def test_arguments_that_do_not_fit_are_an_error_the_model_can_correct() -> None:
                            Reply(calls=[Call("shell", "{not json")]),
                            Reply(calls=[Call("shell", {"commands": ["true"]})]), Reply(text="fixed")])
     response, _ = respond(model, MemoryWorkspace(), tools=[SHELL])
-    assert types(response) == ["function_call", "function_call_output", "function_call", "function_call_output",
-                               "shell_call", "shell_call_output", "message"]
-    assert "commands" in response["output"][1]["output"]
-    assert response["output"][3]["output"].startswith("Error:")
+    assert types(response) == ["shell_call", "shell_call_output"] * 3 + ["message"]
+    refused = response["output"][1]["output"]
+    assert refused[0]["outcome"] == {"type": "exit", "exit_code": 2} and "commands" in refused[0]["stderr"]
+    assert response["output"][3]["output"][0]["stderr"].startswith("Error:")
+    seen = model.requests[1].input[-1]
+    assert seen["type"] == "function_call_output" and "`commands` must be" in seen["output"]
+
+
+@pytest.mark.parametrize(("tool", "name", "arguments", "items", "reason"), [
+    (SHELL, "shell", {"commands": []}, ["shell_call", "shell_call_output"], "[exit code 2]"),
+    ({"type": "apply_patch", "container": "auto"}, "apply_patch", {"type": "rename", "path": "a"},
+     ["apply_patch_call", "apply_patch_call_output"], "Failed: `type` must be one of"),
+    ({"type": "text_editor_20250429"}, "str_replace_based_edit_tool", {"command": 1},
+     ["custom_tool_call", "custom_tool_call_output"], "Error: `command` and `path`"),
+    ({"type": "code_interpreter"}, "code_interpreter", {"code": " "}, ["code_interpreter_call"],
+     "Error: `code` must be"),
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_a_refused_call_stays_an_item_of_its_tool_and_the_model_reads_why(
+        tool: dict[str, Any], name: str, arguments: dict[str, Any], items: list[str], reason: str) -> None:
+    model = ScriptedModel([Reply(calls=[Call(name, arguments)]), Reply(text="I see.")])
+    response, events = respond(model, MemoryWorkspace(), tools=[tool])
+    assert types(response) == [*items, "message"]
+    assert not any(e["type"].startswith("response.function_call") for e in events)
+    call_id = response["output"][0]["call_id"]
+    assert all(item["call_id"] == call_id for item in response["output"][:-1])
+    failed = response["output"][-2]
+    assert failed.get("status") in (None, "completed", "failed")
+    if failed["type"] in ("apply_patch_call_output", "code_interpreter_call"):
+        assert failed["status"] == "failed"
+    seen = model.requests[1].input[-1]
+    assert seen["type"] == "function_call_output" and seen["call_id"] == call_id
+    assert reason in seen["output"], seen["output"]
+
+
+def test_apply_patch_is_the_clients_by_default_and_its_output_reaches_the_model() -> None:
+    patch = {"type": "create_file", "path": "notes.txt", "diff": "+hello\n"}
+    response, _ = respond(ScriptedModel([Reply(calls=[Call("apply_patch", patch)])]), tools=[{"type": "apply_patch"}])
+    assert response["status"] == "completed"
+    assert types(response) == ["apply_patch_call"]
+    call = response["output"][0]
+    assert call["operation"] == patch and call["status"] == "completed"
+
+    def answer(request: ModelRequest) -> Reply:
+        sent_call, result = request.input[-2:]
+        assert (sent_call["type"], sent_call["name"], json.loads(sent_call["arguments"])) == (
+            "function_call", "apply_patch", patch)
+        assert result == {"type": "function_call_output", "id": "apo_1", "call_id": call["call_id"],
+                          "output": "Failed: notes.txt exists"}
+        return Reply(text="It exists already.")
+
+    answered = {"type": "apply_patch_call_output", "id": "apo_1", "call_id": call["call_id"], "status": "failed",
+                "output": "notes.txt exists"}
+    model = ScriptedModel([answer])
+    response, _ = respond(model, tools=[{"type": "apply_patch"}], input=[call, answered])
+    assert types(response) == ["message"]
 
 
 def test_a_named_hosted_tool_choice_reaches_a_chat_model_as_its_function() -> None:

@@ -31,8 +31,8 @@ def test_apply_patch_success_and_failed_hunk(client: openai.OpenAI, http: httpx.
                      call("apply_patch", type="update_file", path="/app/greet.py", diff=update),
                      call("apply_patch", type="update_file", path="/app/greet.py", diff=wrong),
                      Reply(text="patched")])
-    response = client.responses.create(model=MODEL, input="edit", tools=[{"type": "apply_patch"}],  # type: ignore[list-item]
-                                       extra_body={"container_id": container})
+    tool = {"type": "apply_patch", "container": container}  # Cove's extension: hosted in this container
+    response = client.responses.create(model=MODEL, input="edit", tools=[tool])  # type: ignore[list-item]
     kinds = [item.type for item in response.output]
     assert kinds == ["apply_patch_call", "apply_patch_call_output"] * 3 + ["message"]
     outputs = [item.model_dump() for item in response.output if item.type == "apply_patch_call_output"]
@@ -69,3 +69,36 @@ def test_text_editor_commands(client: openai.OpenAI, http: httpx.Client, upstrea
     calls = [item.model_dump() for item in response.output if item.type == "custom_tool_call"]
     assert calls[0]["name"] == name and json.loads(calls[0]["input"])["command"] == "create"
     assert run(http, container, "cat /notes/todo.txt")[0]["stdout"] == "zero\none\nTWO\nthree\n"
+
+
+def test_apply_patch_is_run_by_the_client_by_default(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    containers_before = [c.id for c in client.containers.list()]
+    operation = {"type": "create_file", "path": "src/hello.py", "diff": "+print('hello')\n"}
+    upstream.script([call("apply_patch", **operation), Reply(text="created it")])
+    response = client.responses.create(model=MODEL, input="make hello.py", tools=[{"type": "apply_patch"}])
+    assert response.status == "completed"
+    assert [item.type for item in response.output] == ["apply_patch_call"]
+    patch_call = response.output[0]
+    assert patch_call.type == "apply_patch_call"
+    assert patch_call.operation.model_dump() == operation and patch_call.status == "completed"
+    assert [c.id for c in client.containers.list()] == containers_before  # nothing ran in any container
+    assert upstream.requests[0]["tools"][0]["function"]["name"] == "apply_patch"
+
+    follow = client.responses.create(
+        model=MODEL, previous_response_id=response.id, tools=[{"type": "apply_patch"}],
+        input=[{"type": "apply_patch_call_output", "call_id": patch_call.call_id, "status": "failed",
+                "output": "src/ does not exist"}])
+    assert follow.output_text == "created it"
+    call_message, result = upstream.requests[-1]["messages"][-2:]
+    assert json.loads(call_message["tool_calls"][0]["function"]["arguments"]) == operation
+    assert result == {"role": "tool", "tool_call_id": patch_call.call_id, "content": "Failed: src/ does not exist"}
+
+
+def test_apply_patch_with_an_auto_container_is_hosted(client: openai.OpenAI, http: httpx.Client,
+                                                      upstream: ScriptedUpstream) -> None:
+    upstream.script([call("apply_patch", type="create_file", path="/app/note.txt", diff="+hosted\n"),
+                     Reply(text="written")])
+    response = client.responses.create(model=MODEL, input="note", tools=[{"type": "apply_patch", "container": "auto"}])  # type: ignore[list-item]
+    assert [item.type for item in response.output] == ["apply_patch_call", "apply_patch_call_output", "message"]
+    container = response.model_dump()["container_id"]
+    assert container and run(http, container, "cat /app/note.txt")[0]["stdout"] == "hosted\n"

@@ -26,7 +26,10 @@ def fresh_script() -> None:
 def test_each_schema_has_exactly_the_fields_of_the_sdk_type(tool: Tool) -> None:
     assert tool.sdk_type is not None
     ours = {field.alias or name for name, field in tool.config.model_fields.items()}
-    assert ours == set(tool.sdk_type.__annotations__)
+    assert ours == set(tool.sdk_type.__annotations__) | set(tool.extensions)
+    assert not set(tool.extensions) & set(tool.sdk_type.__annotations__)  # an extension is not the SDK's field
+    for field in tool.extensions:  # each extension is documented in the tool's row of the table
+        assert f'{{"type": "{tool.types[0]}", "{field}"' in DOCS.read_text(), field
 
 
 def test_the_docs_table_lists_every_tool() -> None:
@@ -50,6 +53,8 @@ def refusal(tools: list[dict[str, Any]], **params: Any) -> CoveError:
     ([{"type": "shell", "environment": {"type": "container_reference"}}], "tools[0].environment.container_id",
      "missing_required_parameter"),
     ([{"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "3g"}}],
+     "tools[0].container.memory_limit", "invalid_value"),
+    ([{"type": "apply_patch", "container": {"type": "auto", "memory_limit": "3g"}}],
      "tools[0].container.memory_limit", "invalid_value"),
     ([{"type": "function", "name": "has space"}], "tools[0].name", "invalid_value"),
     ([{"type": "function", "name": "shell"}, {"type": "shell"}], "tools[1]", "duplicate_tool_name"),

@@ -174,8 +174,9 @@ def test_limits_and_bad_arguments(client: openai.OpenAI, upstream: ScriptedUpstr
     upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": 5}')]), Reply(text="sorry")])
     fixed = client.responses.create(model=MODEL, input="bad", tools=[SHELL])  # type: ignore[list-item]
     assert fixed.status == "completed" and fixed.output_text == "sorry"
-    error = next(item for item in fixed.output if item.type == "function_call_output")
-    assert "commands" in str(error.output)  # type: ignore[union-attr]
+    assert [item.type for item in fixed.output] == ["shell_call", "shell_call_output", "message"]
+    error = fixed.output[1].model_dump()["output"][0]
+    assert error["outcome"] == {"type": "exit", "exit_code": 2} and "commands" in error["stderr"]
     sized = {"type": "shell", "environment": {"type": "container_auto", "memory_limit": "4g"}}
     upstream.script([shell("true"), Reply(text="ok")])
     response = client.responses.create(model=MODEL, input="go", tools=[sized])  # type: ignore[list-item]

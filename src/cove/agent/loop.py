@@ -220,13 +220,14 @@ async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None
 
 async def _refuse(turn: Turn, builder: ResponseBuilder, tool: HostedTool, call_id: str, arguments: str,
                   message: str) -> None:
-    """Arguments that do not fit the tool: the model sees why, as a function result, and can retry."""
-    call = {"type": "function_call", "call_id": call_id, "name": tool.name, "arguments": arguments,
-            "status": "completed"}
-    output = {"type": "function_call_output", "call_id": call_id, "output": f"Error: {message}"}
+    """Arguments that do not fit the tool: its own call and a failed output (clients resolve calls by
+    item type), which the model reads next turn as why, and can retry."""
+    assert turn.workspace is not None, "a request with hosted tools has a workspace"
+    call, output = await tool.refused(call_id, arguments, message, turn.workspace)
     await builder.item(call)
-    await builder.item(output)
-    turn.context.extend([call, output])
+    if output is not call:
+        await builder.item(output)
+    turn.context.extend([call] if output is call else [call, output])
 
 
 def _add_usage(total: Usage, more: Usage) -> None:

@@ -56,6 +56,8 @@ class Tool(abc.ABC):
     """Its request schema."""
     sdk_type: ClassVar[type | None] = None
     """The ``openai`` SDK param type its schema mirrors (a test keeps the two in step); None: Cove's own."""
+    extensions: ClassVar[tuple[str, ...]] = ()
+    """Fields its schema adds to ``sdk_type`` (Cove's extensions, each documented in docs/tools.md)."""
     name: ClassVar[str]
     """The function a chat model calls (function tools: the name the request gives)."""
     call_type: ClassVar[str]
@@ -114,6 +116,14 @@ class HostedTool(Tool):
         """Puts the call in the response (added, then done)."""
         call["status"] = "completed"
         await run.events.item(call)
+
+    @abc.abstractmethod
+    async def refused(self, call_id: str, arguments: str, message: str,
+                      workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A call whose ``arguments`` (as the model wrote them) do not fit: this tool's own call item and a
+        failed output of its own type saying ``message`` (the same item twice when one holds both).
+        Clients such as the agents SDK resolve a call by its item type, so it never becomes a
+        ``function_call``; the model reads the output's text next turn and can correct the call."""
 
     @abc.abstractmethod
     async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:

@@ -12,16 +12,15 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from openai.types.responses.tool_param import CodeInterpreter
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
 from cove.errors import CoveError
 from cove.ids import new_id
 from cove.sandbox.base import Command
-from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun
-from cove.tools.environment import ContainerAuto, MemoryLimit, auto_options, check_environment
+from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun, parse_arguments
+from cove.tools.environment import Container, check_environment, container_auto, container_environment
 from cove.tools.workspace import Workspace
 
 KERNEL_DIR = "/root/.cove-kernel"
@@ -36,20 +35,9 @@ _DESCRIPTION = (
     "draw are returned as images. Save files for the user under /mnt/data (the working directory).")
 
 
-class InterpreterAuto(BaseModel):
-    """``{"type": "auto", ...}``: the ``container_auto`` options in the code interpreter's own spelling."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["auto"]
-    file_ids: list[str] | None = None
-    memory_limit: MemoryLimit | None = None
-    network_policy: dict[str, Any] | None = None
-
-
 class CodeInterpreterConfig(ToolConfig):
     type: Literal["code_interpreter"]
-    container: Annotated[Annotated[str, Tag("id")] | Annotated[InterpreterAuto, Tag("auto")],
-                         Discriminator(lambda value: "id" if isinstance(value, str) else "auto")] = "auto"
+    container: Container = "auto"
     """``"auto"``, a container id, or ``{"type": "auto", ...}`` with options for a new container."""
     allowed_callers: list[Literal["direct", "programmatic"]] | None = None
 
@@ -63,23 +51,12 @@ class CodeInterpreterTool(HostedTool):
     output_type = "code_interpreter_call"
 
     def environment(self, config: ToolConfig) -> dict[str, Any] | None:
-        auto = self._auto(config)
-        if auto is not None:
-            return auto_options(auto)
-        assert isinstance(config, CodeInterpreterConfig) and isinstance(config.container, str)
-        return {"type": "container_reference", "container_id": config.container}
-
-    @staticmethod
-    def _auto(config: ToolConfig) -> ContainerAuto | None:
-        """The container options as ``container_auto``; None when the request names a container."""
         assert isinstance(config, CodeInterpreterConfig)
-        container = config.container
-        if isinstance(container, str):
-            return ContainerAuto(type="container_auto") if container == "auto" else None
-        return ContainerAuto.model_validate({**container.model_dump(exclude_none=True), "type": "container_auto"})
+        return container_environment(config.container)
 
     def check(self, config: ToolConfig, param: str) -> None:
-        check_environment(self._auto(config), f"{param}.container")
+        assert isinstance(config, CodeInterpreterConfig)
+        check_environment(container_auto(config.container), f"{param}.container")
 
     def function(self, config: ToolConfig) -> dict[str, Any]:
         return {"type": "function", "name": self.name, "description": _DESCRIPTION, "parameters": {
@@ -92,6 +69,15 @@ class CodeInterpreterTool(HostedTool):
             raise ToolArgumentsError("`code` must be a non-empty string of Python.")
         return {"id": new_id("ci"), "type": self.call_type, "call_id": call_id, "code": code,
                 "container_id": await workspace.container_id(), "outputs": None, "status": "in_progress"}
+
+    async def refused(self, call_id: str, arguments: str, message: str,
+                      workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One item holds the call and its result: status ``failed``, the reason in its logs."""
+        code = parse_arguments(arguments).get("code")
+        call = {"id": new_id("ci"), "type": self.call_type, "call_id": call_id,
+                "code": code if isinstance(code, str) else arguments, "container_id": await workspace.container_id(),
+                "outputs": [{"type": "logs", "logs": f"Error: {message}"}], "status": "failed"}
+        return call, call
 
     async def emit_call(self, call: dict[str, Any], run: ToolRun) -> None:
         events = run.events

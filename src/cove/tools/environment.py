@@ -1,5 +1,7 @@
 """Where a hosted tool runs, as a request says it: OpenAI's ``container_auto``, ``container_reference``
-and ``local`` environments (the shell tool's ``environment``, the code interpreter's ``container``).
+and ``local`` environments (the shell tool's ``environment``), and the code interpreter's ``container``
+(``"auto"``, a container id, or ``{"type": "auto", ...}``), which ``apply_patch`` also takes as
+Cove's extension.
 
 The schemas check shapes; ``check_environment`` checks what they cannot: a network policy's
 domains and secrets (with the egress policy's own rules, so a request and ``POST /v1/containers``
@@ -8,9 +10,9 @@ refuse the same things with the same messages), and files this server does not h
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
 from cove.egress.policy import parse_network_policy
 from cove.errors import NotFound
@@ -43,6 +45,36 @@ class LocalEnvironment(_Strict):
 
     type: Literal["local"]
     skills: list[dict[str, Any]] | None = None
+
+
+class AutoContainer(_Strict):
+    """``{"type": "auto", ...}``: the ``container_auto`` options in the code interpreter's own spelling."""
+
+    type: Literal["auto"]
+    file_ids: list[str] | None = None
+    memory_limit: MemoryLimit | None = None
+    network_policy: dict[str, Any] | None = None
+
+
+Container = Annotated[Annotated[str, Tag("id")] | Annotated[AutoContainer, Tag("auto")],
+                      Discriminator(lambda value: "id" if isinstance(value, str) else "auto")]
+"""A ``container`` field: ``"auto"``, a container id, or ``{"type": "auto", ...}`` with options."""
+
+
+def container_auto(container: str | AutoContainer) -> ContainerAuto | None:
+    """A ``container`` field's options as ``container_auto``; None when it names a container."""
+    if isinstance(container, str):
+        return ContainerAuto(type="container_auto") if container == "auto" else None
+    return ContainerAuto.model_validate({**container.model_dump(exclude_none=True), "type": "container_auto"})
+
+
+def container_environment(container: str | AutoContainer) -> dict[str, Any]:
+    """A ``container`` field as the environment it asks for (``container_auto`` or ``container_reference``)."""
+    auto = container_auto(container)
+    if auto is not None:
+        return auto_options(auto)
+    assert isinstance(container, str)
+    return {"type": "container_reference", "container_id": container}
 
 
 def check_environment(environment: ContainerAuto | ContainerReference | LocalEnvironment | None, param: str) -> None:

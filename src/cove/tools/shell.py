@@ -102,6 +102,21 @@ class ShellTool(HostedTool):
                 "environment": {"type": "container_reference", "container_id": container_id},
                 "status": "in_progress"}
 
+    async def refused(self, call_id: str, arguments: str, message: str,
+                      workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The commands as far as they are strings, and one failed entry: exit code 2 (bash's usage
+        error), the reason on stderr."""
+        given = parse_arguments(arguments).get("commands")
+        commands = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+        call = {"id": new_id("sh"), "type": self.call_type, "call_id": call_id, "status": "completed",
+                "action": {"commands": [c for c in commands if isinstance(c, str)], "timeout_ms": None,
+                           "max_output_length": None},
+                "environment": {"type": "container_reference", "container_id": await workspace.container_id()}}
+        entry = {"stdout": "", "stderr": f"Error: {message}", "outcome": {"type": "exit", "exit_code": 2}}
+        output = {"id": new_id("sho"), "type": self.output_type, "call_id": call_id, "max_output_length": None,
+                  "output": [entry], "status": "completed"}
+        return call, output
+
     async def emit_call(self, call: dict[str, Any], run: ToolRun) -> None:
         """The call with its command events: added, each command (added/delta/done), done."""
         events = run.events

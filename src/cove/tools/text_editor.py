@@ -12,7 +12,7 @@ import json
 from typing import Any, Literal
 
 from cove.ids import new_id
-from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun
+from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun, parse_arguments
 from cove.tools.editor_commands import EditorError, run_command
 from cove.tools.workspace import Workspace
 
@@ -53,6 +53,14 @@ class TextEditorTool(HostedTool):
         return {"id": new_id("ctc"), "type": self.call_type, "call_id": call_id, "name": NAME,
                 "input": json.dumps(arguments), "status": "completed"}
 
+    async def refused(self, call_id: str, arguments: str, message: str,
+                      workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+        call = {"id": new_id("ctc"), "type": self.call_type, "call_id": call_id, "name": NAME, "input": arguments,
+                "status": "completed"}
+        output = {"id": new_id("cto"), "type": self.output_type, "call_id": call_id, "output": f"Error: {message}",
+                  "status": "completed"}
+        return call, output
+
     async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
         try:
             text = await run_command(run.workspace, json.loads(call["input"]))
@@ -64,8 +72,7 @@ class TextEditorTool(HostedTool):
         return output
 
     def function_arguments(self, call: dict[str, Any]) -> dict[str, Any]:
-        loaded = json.loads(call.get("input") or "{}")
-        return loaded if isinstance(loaded, dict) else {}
+        return parse_arguments(call.get("input") or "")
 
     def output_text(self, output: dict[str, Any]) -> str:
         return str(output.get("output") or "")
