@@ -30,7 +30,9 @@ from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 pytestmark = pytest.mark.root
 
 MODEL = "scripted-model"
-CALLS = {"shell": ToolCall(name="shell", arguments=json.dumps({"commands": ["printenv WALK_TOKEN"]})),
+CALLS = {"apply_patch": ToolCall(name="apply_patch", arguments=json.dumps(
+             {"type": "create_file", "path": "/mnt/data/walk.txt", "diff": "+walked\n"})),
+         "shell": ToolCall(name="shell", arguments=json.dumps({"commands": ["printenv WALK_TOKEN"]})),
          "code_interpreter": ToolCall(name="code_interpreter",
                                       arguments=json.dumps({"code": "import os; print(os.environ['WALK_TOKEN'])"}))}
 """A call of each tool that accepts a policy, so the response makes its container from it."""
@@ -117,7 +119,7 @@ def test_no_answer_and_no_stored_byte_holds_a_secret(own_server: Server, upstrea
                 answers.append(http.get(f"/v1/containers/{container_id}/audit").text)
             answers.append(http.get(f"/v1/conversations/{conversation}/items", params={"limit": 100}).text)
         answers.append(http.get("/v1/containers", params={"limit": 100}).text)
-    assert accepted == [("code_interpreter", "container"), ("shell", "environment")]
+    assert accepted == [("apply_patch", "container"), ("code_interpreter", "container"), ("shell", "environment")]
     for answer in answers:
         assert value not in answer
     stored = _stored_bytes(own_server)
