@@ -28,6 +28,10 @@ def test_plain_response_has_every_field(client: openai.OpenAI, upstream: Scripte
     assert response.usage is not None and response.usage.total_tokens > 0
     raw = http.get(f"/v1/responses/{response.id}").json()
     assert set(Response.model_fields) <= set(raw), set(Response.model_fields) - set(raw)
+    assert isinstance(raw["created_at"], int) and isinstance(raw["completed_at"], int)
+    assert raw["created_at"] <= raw["completed_at"]
+    assert (raw["temperature"], raw["top_p"], raw["presence_penalty"], raw["frequency_penalty"],
+            raw["top_logprobs"]) == (1, 1, 0, 0, 0)
     assert Response.model_validate(raw).output_text == "Hello there, traveller."
     sent = upstream.requests[-1]
     assert sent["model"] == MODEL
