@@ -188,6 +188,21 @@ def test_input_tokens_and_models(client: openai.OpenAI) -> None:
     assert counted.input_tokens > 0
     longer = client.responses.input_tokens.count(model=MODEL, input="count these words please " * 50)
     assert longer.input_tokens > counted.input_tokens
+    assert counted.object == "response.input_tokens"
+    # The SDK's own params: model may be left out; instructions and tools count; unknown fields are refused.
+    modelless = client.responses.input_tokens.count(input="count these words please")
+    assert modelless.input_tokens > 0
+    tool = {"type": "function", "name": "lookup", "description": "Looks a word up in the dictionary " * 10,
+            "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}
+    fuller = client.responses.input_tokens.count(model=MODEL, input="count these words please",
+                                                 instructions="Answer in French. " * 20, tools=[tool],  # type: ignore[list-item]
+                                                 tool_choice="auto", parallel_tool_calls=False, truncation="auto")
+    assert fuller.input_tokens > counted.input_tokens
+    with pytest.raises(openai.BadRequestError):
+        client.responses.input_tokens.count(model=MODEL, input="x", extra_body={"temperature": 0.5})
+    earlier = client.responses.create(model=MODEL, input="an earlier question " * 30)
+    chained = client.responses.input_tokens.count(input="count these words please", previous_response_id=earlier.id)
+    assert chained.input_tokens > counted.input_tokens + 30
     assert MODEL in [m.id for m in client.models.list()]
 
 
