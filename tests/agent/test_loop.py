@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from cove.agent.loop import MAX_STEPS
 from cove.agent.request import CreateParams
 from cove.sandbox.base import Command, CommandOutput, ExitOutcome
 from cove.testing import Call, MemoryFiles, MemorySandbox, MemoryWorkspace, Reply, ScriptedModel, run_turns
@@ -19,10 +18,10 @@ from cove.upstream.base import ModelRequest
 SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
 
 
-def respond(model: ScriptedModel, workspace: MemoryWorkspace | None = None,
+def respond(model: ScriptedModel, workspace: MemoryWorkspace | None = None, max_turns: int = 50,
             **params: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     request = CreateParams.model_validate({"model": "scripted", "input": "go", **params})
-    return asyncio.run(asyncio.wait_for(run_turns(model, request, workspace), 10))
+    return asyncio.run(asyncio.wait_for(run_turns(model, request, workspace, max_turns=max_turns), 10))
 
 
 def output(result: str, code: int = 0) -> CommandOutput:
@@ -185,9 +184,13 @@ def test_tool_calls_and_model_turns_are_capped() -> None:
     response, _ = respond(ScriptedModel([call, call]), MemoryWorkspace(), tools=[SHELL], max_tool_calls=1)
     assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_messages"}
     assert types(response) == ["shell_call", "shell_call_output"]
-    endless = ScriptedModel([call] * MAX_STEPS)
+    endless = ScriptedModel([call] * 50)
     response, _ = respond(endless, MemoryWorkspace(), tools=[SHELL])
-    assert response["status"] == "incomplete" and len(endless.requests) == MAX_STEPS
+    assert response["status"] == "incomplete" and len(endless.requests) == 50
+    capped = ScriptedModel([call] * 10)
+    response, _ = respond(capped, MemoryWorkspace(), max_turns=3, tools=[SHELL])
+    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_messages"}
+    assert len(capped.requests) == 3
 
 
 def test_a_responses_upstream_gets_native_tools_and_its_native_calls_run_here() -> None:

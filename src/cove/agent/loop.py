@@ -23,8 +23,6 @@ from cove.upstream.base import Finish, Model, ModelRequest, Usage
 
 _OUTPUT_RESERVE = 1024
 """Tokens kept free for the answer when ``max_output_tokens`` is not given."""
-MAX_STEPS = 50
-"""Model turns per response: a runaway agent ends ``incomplete`` here."""
 
 
 @dataclass
@@ -38,6 +36,8 @@ class Turn:
     workspace: Workspace | None = None
     tools_ran: bool = False
     """After a turn that ran tools, ``tool_choice`` no longer forces a call (else "required" loops)."""
+    max_turns: int = 50
+    """Model turns per response (``COVE_MAX_TURNS``): a runaway agent ends ``incomplete`` here."""
 
 
 def model_request(turn: Turn) -> ModelRequest:
@@ -123,7 +123,7 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
     """Model turns and hosted tool calls until the model answers, then ends the response."""
     usage = Usage()
     tool_calls = 0
-    for _ in range(MAX_STEPS):
+    for _ in range(turn.max_turns):
         step = await _model_turn(turn, await fit_context(turn), builder)
         _add_usage(usage, step.finish.usage)
         if step.finish.reason in ("length", "content_filter"):
