@@ -227,3 +227,15 @@ def test_a_model_that_runs_out_of_tokens_ends_incomplete() -> None:
     assert response["status"] == "incomplete"
     assert response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert response["output"][0]["status"] == "incomplete"
+
+
+def test_max_output_tokens_bounds_the_whole_response_across_turns() -> None:
+    call = Reply(calls=[Call("shell", {"commands": ["true"]})])  # each turn spends 5 output tokens
+    model = ScriptedModel([call, call, Reply(text="done")])
+    response, _ = respond(model, MemoryWorkspace(), tools=[SHELL], max_output_tokens=12)
+    assert [request.max_output_tokens for request in model.requests] == [12, 7, 2]
+    assert response["status"] == "completed"
+    spent = ScriptedModel([call, call, Reply(text="never asked")])
+    response, _ = respond(spent, MemoryWorkspace(), tools=[SHELL], max_output_tokens=10)
+    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert len(spent.requests) == 2 and types(response) == ["shell_call", "shell_call_output"] * 2
