@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     """Tokens a model holds when neither its upstream (``GET /models``) nor the models file says; input
     beyond it is truncated or refused. 128k: a coding agent's first request alone passes 8k."""
 
+    max_turns: int = Field(default=50, ge=1)
+    """Model turns one response may take (each after hosted tool calls): a runaway agent ends
+    ``incomplete`` (``max_messages``) here rather than running up the upstream's bill forever."""
+
     warm_pool: int = 4
     """Containers kept started for creates with the default image and limits (0 turns it off)."""
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from cove.agent.loop import MAX_STEPS
 from cove.agent.request import CreateParams
 from cove.sandbox.base import Command, CommandOutput, ExitOutcome
 from cove.testing import Call, MemoryFiles, MemorySandbox, MemoryWorkspace, Reply, ScriptedModel, run_turns
@@ -19,10 +18,10 @@ from cove.upstream.base import ModelRequest
 SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
 
 
-def respond(model: ScriptedModel, workspace: MemoryWorkspace | None = None,
+def respond(model: ScriptedModel, workspace: MemoryWorkspace | None = None, max_turns: int = 50,
             **params: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     request = CreateParams.model_validate({"model": "scripted", "input": "go", **params})
-    return asyncio.run(asyncio.wait_for(run_turns(model, request, workspace), 10))
+    return asyncio.run(asyncio.wait_for(run_turns(model, request, workspace, max_turns=max_turns), 10))
 
 
 def output(result: str, code: int = 0) -> CommandOutput:
@@ -185,9 +184,13 @@ def test_tool_calls_and_model_turns_are_capped() -> None:
     response, _ = respond(ScriptedModel([call, call]), MemoryWorkspace(), tools=[SHELL], max_tool_calls=1)
     assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_messages"}
     assert types(response) == ["shell_call", "shell_call_output"]
-    endless = ScriptedModel([call] * MAX_STEPS)
+    endless = ScriptedModel([call] * 50)
     response, _ = respond(endless, MemoryWorkspace(), tools=[SHELL])
-    assert response["status"] == "incomplete" and len(endless.requests) == MAX_STEPS
+    assert response["status"] == "incomplete" and len(endless.requests) == 50
+    capped = ScriptedModel([call] * 10)
+    response, _ = respond(capped, MemoryWorkspace(), max_turns=3, tools=[SHELL])
+    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_messages"}
+    assert len(capped.requests) == 3
 
 
 def test_a_responses_upstream_gets_native_tools_and_its_native_calls_run_here() -> None:
@@ -224,3 +227,15 @@ def test_a_model_that_runs_out_of_tokens_ends_incomplete() -> None:
     assert response["status"] == "incomplete"
     assert response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert response["output"][0]["status"] == "incomplete"
+
+
+def test_max_output_tokens_bounds_the_whole_response_across_turns() -> None:
+    call = Reply(calls=[Call("shell", {"commands": ["true"]})])  # each turn spends 5 output tokens
+    model = ScriptedModel([call, call, Reply(text="done")])
+    response, _ = respond(model, MemoryWorkspace(), tools=[SHELL], max_output_tokens=12)
+    assert [request.max_output_tokens for request in model.requests] == [12, 7, 2]
+    assert response["status"] == "completed"
+    spent = ScriptedModel([call, call, Reply(text="never asked")])
+    response, _ = respond(spent, MemoryWorkspace(), tools=[SHELL], max_output_tokens=10)
+    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert len(spent.requests) == 2 and types(response) == ["shell_call", "shell_call_output"] * 2

@@ -28,6 +28,10 @@ def test_plain_response_has_every_field(client: openai.OpenAI, upstream: Scripte
     assert response.usage is not None and response.usage.total_tokens > 0
     raw = http.get(f"/v1/responses/{response.id}").json()
     assert set(Response.model_fields) <= set(raw), set(Response.model_fields) - set(raw)
+    assert isinstance(raw["created_at"], int) and isinstance(raw["completed_at"], int)
+    assert raw["created_at"] <= raw["completed_at"]
+    assert (raw["temperature"], raw["top_p"], raw["presence_penalty"], raw["frequency_penalty"],
+            raw["top_logprobs"]) == (1, 1, 0, 0, 0)
     assert Response.model_validate(raw).output_text == "Hello there, traveller."
     sent = upstream.requests[-1]
     assert sent["model"] == MODEL
@@ -184,6 +188,21 @@ def test_input_tokens_and_models(client: openai.OpenAI) -> None:
     assert counted.input_tokens > 0
     longer = client.responses.input_tokens.count(model=MODEL, input="count these words please " * 50)
     assert longer.input_tokens > counted.input_tokens
+    assert counted.object == "response.input_tokens"
+    # The SDK's own params: model may be left out; instructions and tools count; unknown fields are refused.
+    modelless = client.responses.input_tokens.count(input="count these words please")
+    assert modelless.input_tokens > 0
+    tool = {"type": "function", "name": "lookup", "description": "Looks a word up in the dictionary " * 10,
+            "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}
+    fuller = client.responses.input_tokens.count(model=MODEL, input="count these words please",
+                                                 instructions="Answer in French. " * 20, tools=[tool],  # type: ignore[list-item]
+                                                 tool_choice="auto", parallel_tool_calls=False, truncation="auto")
+    assert fuller.input_tokens > counted.input_tokens
+    with pytest.raises(openai.BadRequestError):
+        client.responses.input_tokens.count(model=MODEL, input="x", extra_body={"temperature": 0.5})
+    earlier = client.responses.create(model=MODEL, input="an earlier question " * 30)
+    chained = client.responses.input_tokens.count(input="count these words please", previous_response_id=earlier.id)
+    assert chained.input_tokens > counted.input_tokens + 30
     assert MODEL in [m.id for m in client.models.list()]
 
 

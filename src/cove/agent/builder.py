@@ -150,7 +150,7 @@ class ResponseBuilder:
     # -- endings -----------------------------------------------------------------------------------
     def _finish(self, status: str, usage: Usage | None) -> None:
         self.response["status"] = status
-        self.response["completed_at"] = time.time() if status == "completed" else None
+        self.response["completed_at"] = int(time.time()) if status == "completed" else None
         if usage is not None:
             self.response["usage"] = usage_object(usage)
 

@@ -23,8 +23,6 @@ from cove.upstream.base import Finish, Model, ModelRequest, Usage
 
 _OUTPUT_RESERVE = 1024
 """Tokens kept free for the answer when ``max_output_tokens`` is not given."""
-MAX_STEPS = 50
-"""Model turns per response: a runaway agent ends ``incomplete`` here."""
 
 
 @dataclass
@@ -38,6 +36,17 @@ class Turn:
     workspace: Workspace | None = None
     tools_ran: bool = False
     """After a turn that ran tools, ``tool_choice`` no longer forces a call (else "required" loops)."""
+    max_turns: int = 50
+    output_used: int = 0
+    """Output tokens this response's earlier model turns spent: ``max_output_tokens`` bounds them all,
+    as on OpenAI, not each turn alone."""
+
+    @property
+    def output_left(self) -> int | None:
+        """What ``max_output_tokens`` leaves for the next model turn (None: no limit given)."""
+        limit = self.params.max_output_tokens
+        return None if limit is None else limit - self.output_used
+    """Model turns per response (``COVE_MAX_TURNS``): a runaway agent ends ``incomplete`` here."""
 
 
 def model_request(turn: Turn) -> ModelRequest:
@@ -48,7 +57,7 @@ def model_request(turn: Turn) -> ModelRequest:
         model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context, native),
         instructions=params.instructions, tools=turn.toolbox.model_tools(native),
         tool_choice=_tool_choice(params.tool_choice, native, turn.tools_ran),
-        parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=params.max_output_tokens,
+        parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=turn.output_left,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
         reasoning=params.reasoning, user=params.safety_identifier or params.user)
 
@@ -78,7 +87,7 @@ def _fit(turn: Turn) -> ModelRequest:
     carried to the cuts after it.
     """
     request = model_request(turn)
-    budget = turn.model.context_window - (turn.params.max_output_tokens or _OUTPUT_RESERVE)
+    budget = turn.model.context_window - (turn.output_left or _OUTPUT_RESERVE)
     count = turn.model.count_items(request)
     if count.total <= budget:
         return request
@@ -123,9 +132,14 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
     """Model turns and hosted tool calls until the model answers, then ends the response."""
     usage = Usage()
     tool_calls = 0
-    for _ in range(MAX_STEPS):
+    for _ in range(turn.max_turns):
+        left = turn.output_left
+        if left is not None and left <= 0:  # the tools ran, but no output budget is left to read them
+            await builder.incomplete("max_output_tokens", usage)
+            return
         step = await _model_turn(turn, await fit_context(turn), builder)
         _add_usage(usage, step.finish.usage)
+        turn.output_used = usage.output_tokens
         if step.finish.reason in ("length", "content_filter"):
             reason = "max_output_tokens" if step.finish.reason == "length" else "content_filter"
             await builder.incomplete(reason, usage)

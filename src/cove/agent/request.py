@@ -118,3 +118,35 @@ def check_metadata(metadata: dict[str, str] | None) -> None:
         if len(key) > 64 or len(value) > 512:
             raise InvalidRequest("metadata keys are at most 64 characters and values at most 512.",
                                  param="metadata")
+
+
+COUNT_DEFAULT_MODEL = "default"
+"""The name a count without ``model`` is resolved under: like any name without an alias, it goes to the
+default upstream (or the embedded model), whose context window and tokenizer then apply."""
+
+
+class CountParams(BaseModel):
+    """``POST /v1/responses/input_tokens``: the fields the SDK's ``InputTokenCountParams`` declares that
+    shape the prompt (``model`` optional, as there); unknown fields are refused. Counted as the
+    create request with the same context would be, so the two never disagree."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, min_length=1)
+    input: str | list[Any] | None = None
+    instructions: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    previous_response_id: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning: dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    container_id: str | None = None
+    """Cove extension, as on create: the container hosted tools would run in."""
+
+    def as_create(self) -> CreateParams:
+        given = self.model_dump(exclude_none=True)
+        return CreateParams.model_validate({**given, "model": self.model or COUNT_DEFAULT_MODEL,
+                                            "input": self.input or []})

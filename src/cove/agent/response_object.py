@@ -1,6 +1,10 @@
 """The response object, typed: every field the ``openai`` SDK's ``Response`` declares (a test keeps the
-two in step), with OpenAI's values for what a request leaves out; ``store``, which OpenAI sends though
-the SDK does not declare it; and Cove's ``container_id``.
+two in step), with OpenAI's values for what a request leaves out; ``store``, ``presence_penalty`` and
+``frequency_penalty``, which OpenAI sends (and the Open Responses schema requires) though the SDK does
+not declare them; and Cove's ``container_id``.
+
+Times are integer Unix seconds and sampling fields carry the value in effect, never null, as OpenAI
+sends them: clients that read ``temperature`` or ``created_at`` need no null or float case.
 
 It is built here once, when a response is created; from then on the response builder changes its
 JSON form as the response runs, and that form is what is streamed, stored and returned.
@@ -21,10 +25,10 @@ Status = Literal["completed", "failed", "in_progress", "cancelled", "queued", "i
 class ResponseObject(BaseModel):
     id: str
     object: Literal["response"] = "response"
-    created_at: float
+    created_at: int
     status: Status = "in_progress"
     background: bool
-    completed_at: float | None = None
+    completed_at: int | None = None
     error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
     instructions: str | None
@@ -32,11 +36,11 @@ class ResponseObject(BaseModel):
     model: str
     output: list[dict[str, Any]]
     parallel_tool_calls: bool
-    temperature: float | None
+    temperature: float
     tool_choice: str | dict[str, Any]
     tools: list[dict[str, Any]]
     """As the request gave them (domain secrets shown as ``[redacted]``)."""
-    top_p: float | None
+    top_p: float
     max_output_tokens: int | None
     max_tool_calls: int | None
     previous_response_id: str | None
@@ -52,7 +56,9 @@ class ResponseObject(BaseModel):
     prompt_cache_options: dict[str, Any] | None
     service_tier: str
     store: bool
-    top_logprobs: int | None
+    top_logprobs: int
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     prompt: dict[str, Any] | None = None
     access_programs: dict[str, Any] | None
     image: dict[str, Any] | None
@@ -67,10 +73,12 @@ class ResponseObject(BaseModel):
 def new_response(response_id: str, params: CreateParams) -> dict[str, Any]:
     """The response object at creation, as the JSON the builder goes on changing."""
     return ResponseObject(
-        id=response_id, created_at=time.time(), background=bool(params.background),
+        id=response_id, created_at=int(time.time()), background=bool(params.background),
         instructions=params.instructions, metadata=params.metadata or {}, model=params.model, output=[],
-        parallel_tool_calls=params.parallel_tool_calls is not False, temperature=params.temperature,
-        tool_choice=params.tool_choice or "auto", tools=params.tools, top_p=params.top_p,
+        parallel_tool_calls=params.parallel_tool_calls is not False,
+        temperature=1.0 if params.temperature is None else params.temperature,
+        tool_choice=params.tool_choice or "auto", tools=params.tools,
+        top_p=1.0 if params.top_p is None else params.top_p,
         max_output_tokens=params.max_output_tokens, max_tool_calls=params.max_tool_calls,
         previous_response_id=params.previous_response_id,
         conversation={"id": params.conversation_id} if params.conversation_id else None,
@@ -79,6 +87,6 @@ def new_response(response_id: str, params: CreateParams) -> dict[str, Any]:
         user=params.user, safety_identifier=params.safety_identifier, prompt_cache_key=params.prompt_cache_key,
         prompt_cache_retention=params.prompt_cache_retention, prompt_cache_options=params.prompt_cache_options,
         service_tier=params.service_tier or "default", store=params.store is not False,
-        top_logprobs=params.top_logprobs, access_programs=params.access_programs, image=params.image,
+        top_logprobs=params.top_logprobs or 0, access_programs=params.access_programs, image=params.image,
         moderation=params.moderation, container_id=params.container_id,
     ).model_dump()

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from cove.agent.request import CreateParams
+from cove.agent.request import CountParams, CreateParams
 from cove.api import sse
 from cove.api.auth import project_of
 from cove.service.objects import Deleted, ListPage
@@ -64,8 +64,8 @@ async def create_response(params: Params, request: Request, project: Project) ->
 
 
 @router.post("/input_tokens")
-async def input_tokens(params: Params, request: Request, project: Project) -> dict[str, Any]:
-    count = await _service(request).count_input_tokens(project, params)
+async def input_tokens(params: CountParams, request: Request, project: Project) -> dict[str, Any]:
+    count = await _service(request).count_input_tokens(project, params.as_create())
     return {"object": "response.input_tokens", "input_tokens": count}
 
 

@@ -143,7 +143,8 @@ class ResponseService:
         workspace = None
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
-        return Turn(model, upstream_model, params, [*earlier, *run.input_items], toolbox, workspace)
+        return Turn(model, upstream_model, params, [*earlier, *run.input_items], toolbox, workspace,
+                    max_turns=self.settings.max_turns)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""

@@ -14,9 +14,11 @@ from cove.upstream.base import Model
 
 
 async def run_turns(model: Model, params: CreateParams, workspace: Workspace | None = None,
-                    history: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Validates ``params`` as a request would be, runs the loop to its end and returns the response
-    object and every stream event (numbered as a stream is)."""
+                    history: list[dict[str, Any]] | None = None,
+                    max_turns: int = 50) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validates ``params`` as a request would be, runs the loop to its end (at most ``max_turns`` model
+    turns, as ``COVE_MAX_TURNS`` sets for the server) and returns the response object and every stream
+    event (numbered as a stream is)."""
     params.check()
     response = new_response("resp_test", params)
     events: list[dict[str, Any]] = []
@@ -26,5 +28,6 @@ async def run_turns(model: Model, params: CreateParams, workspace: Workspace | N
 
     builder = ResponseBuilder(response, collect)
     context = [*(history or []), *normalize_input(params.input)]
-    await run_response(Turn(model, params.model, params, context, params.toolbox, workspace), builder)
+    await run_response(Turn(model, params.model, params, context, params.toolbox, workspace,
+                              max_turns=max_turns), builder)
     return response, events
