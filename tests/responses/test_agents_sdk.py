@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+from agents import Agent, OpenAIResponsesModel, Runner, RunResult, function_tool, set_tracing_disabled
 
 from tests.conftest import KEYS, Server
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
@@ -42,23 +42,27 @@ def test_agent_with_function_tool(server: Server, upstream: ScriptedUpstream) ->
     assert tool_message["role"] == "tool" and tool_message["content"] == "Lyon: 21C and sunny"
 
 
-def test_hosted_shell_tool_in_a_container(server: Server, upstream: ScriptedUpstream) -> None:
+def run_shell_agent(server: Server, question: str) -> RunResult:
+    """An agent with the SDK's hosted ``ShellTool`` (container_auto), run once against the server."""
     from agents import ShellTool
 
     set_tracing_disabled(True)
-    upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": ["echo $((20 + 22))"]}')]),
-                     Reply(text="The shell says 42.")])
 
-    async def main() -> tuple[str, list[str]]:
+    async def main() -> RunResult:
         async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEYS["alpha"]) as client:
             agent = Agent(name="shell", instructions="Use the shell.",
                           tools=[ShellTool(environment={"type": "container_auto"})],
                           model=OpenAIResponsesModel(model="scripted-model", openai_client=client))
-            result = await Runner.run(agent, "What is 20 + 22?")
-            kinds = [item.type for item in result.new_items]
-            return str(result.final_output), kinds
+            return await Runner.run(agent, question)
 
-    final, kinds = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_hosted_shell_tool_in_a_container(server: Server, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": ["echo $((20 + 22))"]}')]),
+                     Reply(text="The shell says 42.")])
+    result = run_shell_agent(server, "What is 20 + 22?")
+    final, kinds = str(result.final_output), [item.type for item in result.new_items]
     assert final == "The shell says 42."
     assert "42" in upstream.requests[-1]["messages"][-1]["content"]
     assert kinds[-1] == "message_output_item", kinds
@@ -113,22 +117,11 @@ def test_apply_patch_tool_applies_a_patch_once_with_the_clients_editor(
 
 def test_a_refused_hosted_shell_call_is_a_shell_call_the_sdk_resolves(server: Server,
                                                                        upstream: ScriptedUpstream) -> None:
-    from agents import ShellTool
-
-    set_tracing_disabled(True)
     upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": 5}')]),
                      Reply(text="My call was wrong.")])
-
-    async def main() -> tuple[str, list[str]]:
-        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEYS["alpha"]) as client:
-            agent = Agent(name="shell", instructions="Use the shell.",
-                          tools=[ShellTool(environment={"type": "container_auto"})],
-                          model=OpenAIResponsesModel(model="scripted-model", openai_client=client))
-            result = await Runner.run(agent, "Run something.")
-            return str(result.final_output), [item.type for response in result.raw_responses
-                                              for item in response.output]
-
-    final, kinds = asyncio.run(main())
+    result = run_shell_agent(server, "Run something.")
+    final = str(result.final_output)
+    kinds = [item.type for response in result.raw_responses for item in response.output]
     assert final == "My call was wrong."
     assert kinds == ["shell_call", "shell_call_output", "message"]
     reason = upstream.requests[-1]["messages"][-1]
