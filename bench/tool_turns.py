@@ -65,17 +65,16 @@ class InstantRegistry:
 
 async def main() -> int:
     data = Path(tempfile.mkdtemp(prefix="cove-bench-tools-", dir="/var/tmp"))
-    data.chmod(0o711)
     settings = Settings(data_dir=data, images_dir=Path(os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images")),
                         warm_pool=0)
     db = Database(settings.db_url)
     await db.migrate()
-    engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
-    await engine.start()
     policies, secrets = ProjectPolicies.load(None, settings), SecretKeeper(settings.secrets_key_path)
+    engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
     containers = ContainerService(db, engine, settings, policies=policies, secrets=secrets)
     service = ResponseService(db, InstantRegistry(), containers, FileService(db, containers),  # type: ignore[arg-type]
                               settings, policies=policies, secrets=secrets)
+    await engine.start()
     try:
         row = await containers.create("bench", name="tools", image=None, memory_limit="1g", cpu_limit=None,
                                       expires_minutes=None, network_policy={})
