@@ -50,11 +50,11 @@ def run_step(store: ImageStore, data_dir: Path, layers: Sequence[Path], upper: P
     scratch = store.new_tmp("run-")
     # runc, as container root, reaches the step's root and libexec only through a gate of its own.
     gate = Gate(scratch, store.uid_base)
-    for directory in (gate.root, *gate.root.parents):
-        if directory.exists() and not directory.stat().st_mode & stat.S_IXOTH:
-            remove_tree(scratch)
-            raise ImageError(f"{directory} is not searchable by others (o+x): container root cannot pass "
-                             f"through {gate.root} to a build step's root; chmod o+x {directory}")
+    try:
+        gate.check_reachable()
+    except SandboxError as exc:
+        remove_tree(scratch)
+        raise ImageError(f"A build step cannot run: {exc.message}") from exc
     os.chown(scratch, 0, store.uid_base)  # the view's root: container root passes, nobody else
     scratch.chmod(0o710)
     rootfs, work, bundle = scratch / "rootfs", scratch / "work", scratch / "bundle"

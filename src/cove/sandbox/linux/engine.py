@@ -13,9 +13,7 @@ import resource
 import secrets
 import shutil
 import socket
-import stat
 import subprocess
-from pathlib import Path
 
 from cove.config import Settings, parse_size
 from cove.egress.proxy import EgressProxy, SecretsTLS
@@ -48,14 +46,6 @@ def host_addresses() -> list[str]:
     with contextlib.suppress(OSError):
         found.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
     return sorted(found)
-
-
-def _check_traversable(path: Path) -> None:
-    """Container root is an unprivileged host uid: it must be able to pass through to the gate."""
-    for directory in (path, *path.parents):
-        if directory.exists() and not directory.stat().st_mode & stat.S_IXOTH:
-            raise SandboxError(f"{directory} is not searchable by others (mode o+x), so containers cannot "
-                               f"reach their root filesystem through {path}: chmod o+x {directory}.")
 
 
 def _container_nofile(wanted: int) -> int:
@@ -106,7 +96,7 @@ class LinuxEngine(SandboxEngine):
         self.libexec.mkdir(parents=True, exist_ok=True, mode=0o755)
         settings = self.settings
         gate = Gate(settings.data_dir, settings.subuid_base)
-        _check_traversable(gate.root)
+        gate.check_reachable()
         gate.open()
         init_binary = ensure_init_binary(self.libexec)
         ensure_busybox(self.libexec)

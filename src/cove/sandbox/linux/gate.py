@@ -19,6 +19,7 @@ import ctypes
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +62,13 @@ class Gate:
         self.path = root / hashlib.sha256(str(owner).encode()).hexdigest()[:16]
         self.root = root
         self.gid = uid_base
+
+    def check_reachable(self) -> None:
+        """Container root is an unprivileged host uid: it must be able to walk down to the gate."""
+        for directory in (self.root, *self.root.parents):
+            if directory.exists() and not directory.stat().st_mode & stat.S_IXOTH:
+                raise SandboxError(f"{directory} is not searchable by others (mode o+x), so container root "
+                                   f"cannot reach a root filesystem through {self.root}: chmod o+x {directory}.")
 
     def open(self) -> None:
         """Makes the gate (a private mount, 0710 root:``uid_base``), clearing what a crash left in it."""
