@@ -7,11 +7,11 @@ container's files); any other route is held to the JSON limit whatever content t
 
 from __future__ import annotations
 
-import json
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cove.api.errors import send_error
 from cove.errors import RequestTooLarge
 
 _UPLOAD_ROUTE = re.compile(r"/v1/containers/[^/]+/files/?")
@@ -33,7 +33,7 @@ class BodyLimit:
         limit = self.upload_bytes if upload else self.json_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _refuse(send, limit)
+            await send_error(send, RequestTooLarge(limit))
             return
         seen = 0
         exceeded = False
@@ -53,14 +53,6 @@ class BodyLimit:
             if not exceeded:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await _refuse(send, limit)
+                await send_error(send, RequestTooLarge(limit))
 
         await self.app(scope, counted_receive, guarded_send)
-
-
-async def _refuse(send: Send, limit: int) -> None:
-    error = RequestTooLarge(limit)
-    body = json.dumps(error.to_dict()).encode()
-    await send({"type": "http.response.start", "status": error.status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

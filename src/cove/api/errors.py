@@ -3,12 +3,14 @@ errors, invalid requests, unknown routes and methods, and anything unexpected (a
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Send
 
 from cove.errors import CoveError, error_body
 
@@ -57,6 +59,15 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse(error_body("The server had an error while processing your request.", "server_error"),
                         status_code=500)
+
+
+async def send_error(send: Send, error: CoveError) -> None:
+    """Answers with ``error`` from ASGI middleware, where no exception handler runs (body limit, keyless
+    guard)."""
+    body = json.dumps(error.to_dict()).encode()
+    await send({"type": "http.response.start", "status": error.status_code,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def install(app: FastAPI) -> None:

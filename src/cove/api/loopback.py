@@ -10,11 +10,11 @@ request.
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cove.api.errors import send_error
 from cove.config import is_loopback_host
 from cove.errors import PermissionDenied
 
@@ -66,7 +66,4 @@ class LoopbackGuard:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        body = json.dumps(refused.to_dict()).encode()
-        await send({"type": "http.response.start", "status": refused.status_code,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, refused)
