@@ -37,6 +37,7 @@ class Turn:
     tools_ran: bool = False
     """After a turn that ran tools, ``tool_choice`` no longer forces a call (else "required" loops)."""
     max_turns: int = 50
+    """Model turns per response (``COVE_MAX_TURNS``): a runaway agent ends ``incomplete`` here."""
     output_used: int = 0
     """Output tokens this response's earlier model turns spent: ``max_output_tokens`` bounds them all,
     as on OpenAI, not each turn alone."""
@@ -46,7 +47,6 @@ class Turn:
         """What ``max_output_tokens`` leaves for the next model turn (None: no limit given)."""
         limit = self.params.max_output_tokens
         return None if limit is None else limit - self.output_used
-    """Model turns per response (``COVE_MAX_TURNS``): a runaway agent ends ``incomplete`` here."""
 
 
 def model_request(turn: Turn) -> ModelRequest:

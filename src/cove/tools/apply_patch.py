@@ -74,8 +74,7 @@ class ApplyPatchTool(HostedTool):
 
     async def refused(self, call_id: str, arguments: str, message: str,
                       workspace: Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
-        call = {"id": new_id("apc"), "type": self.call_type, "call_id": call_id,
-                "operation": _given(parse_arguments(arguments)), "status": "completed"}
+        call = self.client_item(call_id, arguments)  # the operation as the model wrote it
         output = {"id": new_id("apo"), "type": self.output_type, "call_id": call_id, "status": "failed",
                   "output": message}
         return call, output
