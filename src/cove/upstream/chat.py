@@ -29,7 +29,7 @@ from cove.upstream.base import (
     ToolCallStart,
     Usage,
 )
-from cove.upstream.client import ClientModel, public_url, upstream_errors, upstream_message
+from cove.upstream.client import ClientModel, upstream_errors, upstream_message
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
@@ -40,7 +40,7 @@ _TEXT_PARTS = {"input_text", "output_text", "text"}
 class ChatCompletionsModel(ClientModel):
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         turn = _Turn(self, request)
-        with upstream_errors(self.base_url):
+        with upstream_errors(self.where):
             answer = await self._open(to_chat_params(request))
             if isinstance(answer, ChatCompletion):
                 for event in turn.whole(answer):
@@ -51,8 +51,7 @@ class ChatCompletionsModel(ClientModel):
                         for event in turn.feed(chunk):
                             yield event
         if turn.reason is None:
-            raise UpstreamError(f"The model upstream at {public_url(self.base_url)} ended the answer before it "
-                                "finished")
+            raise UpstreamError(f"{self.where} ended the answer before it finished")
         yield turn.finish()
 
     async def _open(self, params: dict[str, Any]) -> Any:

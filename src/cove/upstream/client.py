@@ -46,11 +46,9 @@ def scrub_urls(text: str) -> str:
 
 
 @contextlib.contextmanager
-def upstream_errors(base_url: str) -> Iterator[None]:
+def upstream_errors(where: str) -> Iterator[None]:
     """Turns SDK errors into Cove's: unreachable, refused (in the upstream's own words), or too long.
-
-    Messages name the upstream without the credentials its URL may hold: clients read them."""
-    where = f"The model upstream at {public_url(base_url)}"
+    ``where`` names the upstream in messages (``ClientModel.where``)."""
     try:
         yield
     except openai.APIConnectionError as exc:  # includes timeouts
@@ -74,6 +72,8 @@ class ClientModel(Model):
     def __init__(self, base_url: str, api_key: str | None = None, *, client: AsyncOpenAI | None = None,
                  context_window: int = 8192, max_retries: int = 3, timeout: float = 300.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.where = f"The model upstream at {public_url(self.base_url)}"
+        """How error messages name it: without the credentials its URL may hold (clients read them)."""
         self.context_window = context_window
         self._owns_client = client is None
         self.client = client or make_client(self.base_url, api_key, max_retries=max_retries, timeout=timeout)

@@ -23,7 +23,7 @@ from cove.upstream.base import (
     Usage,
 )
 from cove.upstream.chat import FinishReason
-from cove.upstream.client import ClientModel, public_url, upstream_errors
+from cove.upstream.client import ClientModel, upstream_errors
 
 _TEXT_EVENTS = {"response.output_text.delta", "response.refusal.delta"}
 _REASONING_EVENTS = {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}
@@ -34,16 +34,15 @@ class ResponsesApiModel(ClientModel):
     native_tools = True
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
-        fold = _Fold(self.base_url)
-        with upstream_errors(self.base_url):
+        fold = _Fold(self.where)
+        with upstream_errors(self.where):
             events = await self.client.responses.create(stream=True, **to_responses_params(request))
             async with events:  # a consumer that stops early closes the upstream's stream too
                 async for event in events:
                     for model_event in fold.on(event):
                         yield model_event
         if fold.response is None:
-            raise UpstreamError(f"The model upstream at {public_url(self.base_url)} ended the answer before it "
-                                "finished")
+            raise UpstreamError(f"{self.where} ended the answer before it finished")
         yield self._finish(fold.response, request, bool(fold.calls))
 
     def _finish(self, response: Any, request: ModelRequest, called: bool) -> Finish:
@@ -62,8 +61,8 @@ class ResponsesApiModel(ClientModel):
 class _Fold:
     """Folds one stream's events into model events, numbering function calls as they start."""
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
+    def __init__(self, where: str) -> None:
+        self.where = where
         self.calls: dict[int, tuple[int, str]] = {}  # output_index -> (ToolCallStart.index, arguments so far)
         self.response: Any = None  # the final response, once completed or incomplete
 
@@ -86,10 +85,9 @@ class _Fold:
             self.response = event.response
         elif kind == "response.failed":
             error = event.response.error
-            raise UpstreamError(f"The model upstream at {public_url(self.base_url)} failed: "
-                                f"{error.message if error else 'no reason given'}")
+            raise UpstreamError(f"{self.where} failed: {error.message if error else 'no reason given'}")
         elif kind == "error":
-            raise UpstreamError(f"The model upstream at {public_url(self.base_url)} failed: {event.message}")
+            raise UpstreamError(f"{self.where} failed: {event.message}")
 
     def _done(self, output_index: int, item: Any) -> Iterator[ModelEvent]:
         if item.type == "function_call" and output_index in self.calls:
