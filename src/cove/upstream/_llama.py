@@ -47,6 +47,9 @@ class Loaded:
              if llama_cpp.llama_vocab_get_attr(self._vocab, token) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
              and len(text := model.token_get_text(token)) > 1}, key=len, reverse=True)
         """How the vocab's control tokens are spelled: text that may not reach the tokenizer as such."""
+        opening = self._llm.tokenize(b"", add_bos=True, special=True)
+        self._bos: int | None = opening[0] if opening else None
+        """The token a prompt opens with when the template does not write it itself (None: none)."""
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The conversation rendered by the model's own chat template (GGUF metadata), tokenized.
@@ -74,12 +77,9 @@ class Loaded:
                 text, special = piece, True
             if text:
                 tokens += self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
-        if not rendered.added_special and self._llm.token_bos() != -1 and self._adds_bos():
-            tokens.insert(0, self._llm.token_bos())
+        if not rendered.added_special and self._bos is not None:
+            tokens.insert(0, self._bos)
         return tokens
-
-    def _adds_bos(self) -> bool:
-        return bool(self._llm.tokenize(b"", add_bos=True, special=True))
 
     def _defuse(self, text: str) -> str:
         """``text`` with each control token's spelling split by a zero-width space."""
