@@ -22,32 +22,10 @@
 Every key of a project table may also stand in ``[defaults]``; a project's own table overrides it
 key by key. Unknown keys, tool types or malformed values stop the server at start-up.
 
-Quotas (each project on its own; beyond one, the request is refused with 429, ``code:
-"quota_exceeded"``, ``param`` naming the quota; other projects are unaffected):
-
-============================  ===========================================  ==================================
-quota                         what it bounds                               built-in default
-============================  ===========================================  ==================================
-``running_containers``        containers with status ``running``           a quarter of ``COVE_MAX_CONTAINERS``
-``memory``                    the sum of their ``memory_limit``            ``running_containers`` x 4g
-``disk``                      their disks: each is ``COVE_DISK_LIMIT``     ``running_containers`` x
-                              (a fixed-size filesystem, so this is what    ``COVE_DISK_LIMIT``
-                              they can fill, enforced at create)
-``background_queued``         background responses waiting to run          1000
-``background_running``        background responses generated at once;      half of ``COVE_BACKGROUND_WORKERS``
-                              more wait (never refused)                    (at least 1)
-``audit_rows``                audit events kept per container; older ones  10000
-                              are pruned and counted (``pruned`` in the
-                              audit listing)
-============================  ===========================================  ==================================
-
-Why these defaults: with a quarter of the container slots and half of the background workers, no
-single key can take the whole server, while a single-tenant server still has room for real work.
-Memory limits are ceilings, not reservations, so the memory quota bounds what a project may pin
-(4g a container on average; a project that wants 64g boxes needs its own line). Disk is bounded by
-what is allocated, not by what is written: each container's disk is a sparse filesystem of
-``COVE_DISK_LIMIT`` that it can fill at any moment, so only that sum can be promised at create time.
-Sizes are written like ``COVE_DISK_LIMIT`` (``64g``, ``512m``) or as bytes.
+Quotas (each project on its own; beyond one, 429 ``quota_exceeded`` with ``param`` naming it):
+``running_containers``, ``memory``, ``disk``, ``background_queued``, ``background_running`` and
+``audit_rows``. What each bounds, the built-in defaults (``Quotas.built_in``) and why they are what
+they are: ``docs/projects.md``.
 
 Refusals: a request naming a tool, or allowing a domain, beyond its project's rules is a 400 naming
 the parameter (``tool_not_allowed``, ``domain_not_allowed``); a project without containers is
