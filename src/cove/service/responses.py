@@ -22,7 +22,7 @@ from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn, fit_context, model_request, run_response
 from cove.agent.request import CreateParams
-from cove.agent.response_object import new_response
+from cove.agent.response_object import echo_tools, new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
@@ -111,7 +111,7 @@ class ResponseService:
         turn, run = await self._prepare(project, params)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
-        run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
+        run.response["tools"] = echo_tools(self.secrets.seal_tools(params.tools, run.id))
         await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
             await self._insert(run, params)

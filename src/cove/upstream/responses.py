@@ -17,6 +17,10 @@ from cove.upstream.base import (
     ModelRequest,
     NativeItem,
     ReasoningDelta,
+    ReasoningEnd,
+    ReasoningStart,
+    ReasoningSummaryDelta,
+    RefusalDelta,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
@@ -25,9 +29,10 @@ from cove.upstream.base import (
 from cove.upstream.chat import FinishReason
 from cove.upstream.client import ClientModel, upstream_errors
 
-_TEXT_EVENTS = {"response.output_text.delta", "response.refusal.delta"}
-_REASONING_EVENTS = {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}
 _FOLDED_ITEMS = {"message", "function_call", "reasoning"}  # these arrive as deltas instead
+_UPSTREAM_INCLUDES = ("reasoning.encrypted_content", "message.output_text.logprobs")
+"""The ``include`` values a Responses upstream produces itself; the client's are passed on (the others
+are Cove's to honour)."""
 
 
 class ResponsesApiModel(ClientModel):
@@ -68,10 +73,17 @@ class _Fold:
 
     def on(self, event: Any) -> Iterator[ModelEvent]:
         kind = event.type
-        if kind in _TEXT_EVENTS:
-            yield TextDelta(event.delta)
-        elif kind in _REASONING_EVENTS:
+        if kind == "response.output_text.delta":
+            logprobs = [entry.to_dict() for entry in getattr(event, "logprobs", None) or []]
+            yield TextDelta(event.delta, logprobs or None)
+        elif kind == "response.refusal.delta":
+            yield RefusalDelta(event.delta)
+        elif kind == "response.reasoning_text.delta":
             yield ReasoningDelta(event.delta)
+        elif kind == "response.reasoning_summary_text.delta":
+            yield ReasoningSummaryDelta(event.delta, event.summary_index)
+        elif kind == "response.output_item.added" and event.item.type == "reasoning":
+            yield ReasoningStart(event.item.id)
         elif kind == "response.output_item.added" and event.item.type == "function_call":
             self.calls[event.output_index] = (len(self.calls), "")
             yield ToolCallStart(len(self.calls) - 1, event.item.call_id, event.item.name)
@@ -94,6 +106,8 @@ class _Fold:
             index, so_far = self.calls[output_index]
             if not so_far and item.arguments:  # an upstream that streams no argument deltas
                 yield ToolCallDelta(index, item.arguments)
+        elif item.type == "reasoning":
+            yield ReasoningEnd(getattr(item, "encrypted_content", None))
         elif item.type not in _FOLDED_ITEMS:
             yield NativeItem(item.to_dict())
 
@@ -107,7 +121,9 @@ def to_responses_params(request: ModelRequest) -> dict[str, Any]:
                       parallel_tool_calls=request.parallel_tool_calls)
     params.update(instructions=request.instructions, max_output_tokens=request.max_output_tokens,
                   temperature=request.temperature, top_p=request.top_p, reasoning=request.reasoning,
-                  user=request.user, text={"format": request.text_format} if request.text_format else None)
+                  user=request.user, text={"format": request.text_format} if request.text_format else None,
+                  include=[value for value in _UPSTREAM_INCLUDES if value in request.include] or None,
+                  top_logprobs=request.top_logprobs)
     return {key: value for key, value in params.items() if value is not None}
 
 

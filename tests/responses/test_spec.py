@@ -1,0 +1,293 @@
+"""Every object and event Cove emits, checked against the ``openai`` SDK's types and the Open
+Responses specification (``tests/wire_shapes.py`` says which checks what).
+
+Scenarios between them make Cove emit each kind of item and event it can: text (plain and streamed),
+function calls, reasoning text and summaries, refusals, incomplete and failed responses, background
+responses retrieved and streamed again, input items, deletion, hosted shell and code interpreter
+calls, over a Chat Completions upstream and over a Responses upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Server, data_dir
+from tests.postgres import PostgresServer
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+from tests.wire_shapes import (
+    event_errors,
+    input_item_errors,
+    response_errors,
+    schema_path,
+    spec_available,
+)
+
+MODEL = "scripted-model"
+WEATHER = {"type": "function", "name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+    "additionalProperties": False}}
+
+
+@pytest.fixture(scope="module")
+def responses_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
+    """A server whose upstream speaks the Responses API (the same scripted model)."""
+    env = {"COVE_UPSTREAM_URL": upstream.url, "COVE_UPSTREAM_API": "responses"}
+    if postgres is not None:
+        env["COVE_DATABASE_URL"] = postgres.new_database()
+    srv = Server(data_dir("cove-spec"), env)
+    srv.start()
+    yield srv
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def rhttp(responses_server: Server) -> Iterator[httpx.Client]:
+    with responses_server.http() as c:
+        yield c
+
+
+def sse(response: httpx.Response) -> list[dict[str, Any]]:
+    """A stream's events, its framing checked: ``event:`` names each event's type, then ``[DONE]``."""
+    assert response.status_code == 200, response.read()
+    events: list[dict[str, Any]] = []
+    name, done = None, False
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line == "data: [DONE]":
+            done = True
+        elif line.startswith("data: "):
+            event = json.loads(line[6:])
+            assert event["type"] == name, event
+            events.append(event)
+    assert done, "the stream did not end with [DONE]"
+    return events
+
+
+def stream(http: httpx.Client, body: dict[str, Any]) -> list[dict[str, Any]]:
+    with http.stream("POST", "/v1/responses", json={"model": MODEL, **body, "stream": True}) as response:
+        events = sse(response)
+    assert_valid_events(events)
+    return events
+
+
+def create(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    answer = http.post("/v1/responses", json={"model": MODEL, **body})
+    assert answer.status_code == 200, answer.text
+    response: dict[str, Any] = answer.json()
+    assert_valid(response)
+    return response
+
+
+def assert_valid(response: dict[str, Any]) -> None:
+    errors = response_errors(response)
+    assert not errors, "\n".join(errors)
+
+
+def assert_valid_events(events: list[dict[str, Any]]) -> None:
+    errors = [error for event in events for error in event_errors(event)]
+    assert not errors, "\n".join(errors)
+    numbers = [event["sequence_number"] for event in events]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
+def types_of(events: list[dict[str, Any]]) -> list[str]:
+    return [event["type"] for event in events]
+
+
+# -- the checks themselves ------------------------------------------------------------------------
+
+def test_the_checks_can_fail(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="fine")])
+    response = create(http, {"input": "hi"})
+    broken = {**response, "created_at": "yesterday", "output": [{**response["output"][0], "content": [
+        {"type": "output_text", "annotations": []}]}]}
+    errors = response_errors(broken)
+    assert any("created_at" in error for error in errors) and any("text" in error for error in errors), errors
+    assert event_errors({"type": "response.output_text.delta", "sequence_number": 3, "delta": "x"})
+
+
+def test_the_open_responses_schema_is_checked() -> None:
+    if not spec_available():
+        pytest.skip(f"the Open Responses schema is not at {schema_path()} (set OPENRESPONSES_SCHEMA)")
+    errors = response_errors({"id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+                              "output": [], "model": "m"})
+    assert any("Open Responses" in error and "temperature" in error for error in errors), errors
+
+
+# -- over a Chat Completions upstream -------------------------------------------------------------
+
+def test_text_plain_and_streamed(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="Hello there."), Reply(text="Streamed hello.")])
+    response = create(http, {"input": "hi", "metadata": {"k": "v"}})
+    assert response["output"][0]["content"][0]["text"] == "Hello there."
+    assert (response["temperature"], response["top_p"], response["presence_penalty"],
+            response["frequency_penalty"], response["top_logprobs"]) == (1, 1, 0, 0, 0)
+    assert isinstance(response["created_at"], int) and isinstance(response["completed_at"], int)
+    events = stream(http, {"input": "hi"})
+    assert types_of(events)[-1] == "response.completed"
+
+
+def test_function_call_and_its_output(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(tool_calls=[ToolCall("get_weather", '{"city": "Paris"}', id="call_w1")]),
+                     Reply(text="Sunny.")])
+    events = stream(http, {"input": "weather?", "tools": [WEATHER]})
+    assert "response.function_call_arguments.done" in types_of(events)
+    first = events[-1]["response"]
+    assert first["output"][0]["type"] == "function_call"
+    tool = first["tools"][0]
+    assert (tool["strict"], tool["description"]) == (True, None)
+    second = create(http, {"previous_response_id": first["id"], "tools": [WEATHER], "input": [
+        {"type": "function_call_output", "call_id": "call_w1", "output": "sunny"}]})
+    items = http.get(f"/v1/responses/{second['id']}/input_items").json()
+    assert [item["type"] for item in items["data"]] == ["function_call_output"]
+    for item in items["data"]:
+        assert not input_item_errors(item), input_item_errors(item)
+
+
+def test_reasoning_text(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(reasoning="Think first.", text="Answer.")])
+    events = stream(http, {"input": "think"})
+    assert "response.reasoning_text.delta" in types_of(events)
+    reasoning = events[-1]["response"]["output"][0]
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "Think first."}]
+
+
+def test_refusal_from_a_chat_upstream(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(refusal="I can't help with that.")])
+    events = stream(http, {"input": "something bad"})
+    types = types_of(events)
+    assert "response.refusal.delta" in types and "response.output_text.delta" not in types
+    done = next(event for event in events if event["type"] == "response.refusal.done")
+    assert done["refusal"] == "I can't help with that."
+    message = events[-1]["response"]["output"][0]
+    assert message["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]
+
+
+def test_incomplete_at_max_output_tokens(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="A long answer cut", finish_reason="length")])
+    events = stream(http, {"input": "long", "max_output_tokens": 16})
+    response = events[-1]["response"]
+    assert (events[-1]["type"], response["incomplete_details"]) == ("response.incomplete",
+                                                                   {"reason": "max_output_tokens"})
+    assert response["output"][0]["status"] == "incomplete"
+
+
+def test_failed(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="partial", stream_error="the model crashed")])
+    events = stream(http, {"input": "fail"})
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["message"]
+
+
+def test_background_retrieve_stream_again_and_delete(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="Later.")])
+    events = stream(http, {"input": "bg", "background": True})
+    assert types_of(events)[:2] == ["response.created", "response.queued"]
+    response_id = events[0]["response"]["id"]
+    assert_valid(http.get(f"/v1/responses/{response_id}").json())
+    with http.stream("GET", f"/v1/responses/{response_id}", params={"stream": "true", "starting_after": 2}) as again:
+        replayed = sse(again)
+    assert_valid_events(replayed)
+    assert replayed[0]["sequence_number"] == 3 and replayed[-1]["type"] == "response.completed"
+    items = http.get(f"/v1/responses/{response_id}/input_items").json()
+    for item in items["data"]:
+        assert not input_item_errors(item), input_item_errors(item)
+    deleted = http.delete(f"/v1/responses/{response_id}").json()
+    assert deleted == {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+def test_input_image_url_only_when_included(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    image = "data:image/png;base64,iVBORw0KGgo="
+    upstream.script([Reply(text="an image")])
+    response = create(http, {"input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "what is it?"}, {"type": "input_image", "image_url": image, "detail": "low"}]}]})
+    url = f"/v1/responses/{response['id']}/input_items"
+    plain = http.get(url).json()["data"][0]["content"][1]
+    included = http.get(url, params={"include[]": "message.input_image.image_url"}).json()["data"][0]["content"][1]
+    assert (plain["image_url"], included["image_url"]) == (None, image)
+    for part in (plain, included):
+        assert not input_item_errors({"type": "message", "role": "user", "id": "msg_1", "status": "completed",
+                                      "content": [part]})
+
+
+# -- hosted tools in containers -------------------------------------------------------------------
+
+@pytest.mark.root
+def test_hosted_shell(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(tool_calls=[ToolCall("shell", json.dumps({"commands": ["echo spec"]}))]),
+                     Reply(text="It printed spec.")])
+    events = stream(http, {"input": "run it", "tools": [{"type": "shell", "environment": {"type": "container_auto"}}]})
+    types = types_of(events)
+    assert "response.shell_call_command.added" in types and "response.shell_call_output_content.done" in types
+    output = events[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["shell_call", "shell_call_output", "message"]
+
+
+@pytest.mark.root
+def test_code_interpreter_outputs_only_when_included(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    tools = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+    call = Reply(tool_calls=[ToolCall("code_interpreter", json.dumps({"code": "print(6 * 7)"}))])
+    upstream.script([call, Reply(text="42."), call, Reply(text="42 again.")])
+    plain = stream(http, {"input": "compute", "tools": tools})[-1]["response"]
+    included = create(http, {"input": "compute", "tools": tools, "include": ["code_interpreter_call.outputs"]})
+    assert plain["output"][0]["outputs"] is None
+    assert included["output"][0]["outputs"] == [{"type": "logs", "logs": "42\n"}]
+    assert http.get(f"/v1/responses/{plain['id']}").json()["output"][0]["outputs"] is None
+    again = http.get(f"/v1/responses/{plain['id']}", params={"include[]": "code_interpreter_call.outputs"}).json()
+    assert again["output"][0]["outputs"] == [{"type": "logs", "logs": "42\n"}]
+
+
+# -- over a Responses upstream ----------------------------------------------------------------------
+
+def test_reasoning_summary_and_encrypted_content_round_trip(rhttp: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(summary=["Considered the options."], encrypted_content="opaque-1", text="First.")])
+    include = ["reasoning.encrypted_content"]
+    events = stream(rhttp, {"input": "hi", "store": False, "include": include, "reasoning": {"summary": "auto"}})
+    types = types_of(events)
+    for kind in ("response.reasoning_summary_part.added", "response.reasoning_summary_text.delta",
+                 "response.reasoning_summary_text.done", "response.reasoning_summary_part.done"):
+        assert kind in types
+    assert upstream.requests[-1]["include"] == include
+    output = events[-1]["response"]["output"]
+    reasoning = output[0]
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "Considered the options."}]
+    assert reasoning["encrypted_content"] == "opaque-1"
+    upstream.script([Reply(text="Second.")])
+    follow_up = [*output, {"role": "user", "content": "and then?"}]
+    create(rhttp, {"input": follow_up, "store": False, "include": include})
+    sent = upstream.requests[-1]["input"][0]
+    assert (sent["type"], sent["id"], sent["encrypted_content"]) == ("reasoning", reasoning["id"], "opaque-1")
+    assert sent["summary"] == reasoning["summary"]
+
+
+def test_encrypted_content_only_when_included(rhttp: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(summary=["Thought."], encrypted_content="opaque-2", text="Done."),
+                     Reply(summary=["Again."], encrypted_content="opaque-3", text="Done.")])
+    plain = create(rhttp, {"input": "hi"})
+    assert "include" not in upstream.requests[-1]
+    assert "encrypted_content" not in plain["output"][0]
+    included = create(rhttp, {"input": "hi", "include": ["reasoning.encrypted_content"]})
+    assert included["output"][0]["encrypted_content"] == "opaque-3"
+    retrieved = rhttp.get(f"/v1/responses/{included['id']}").json()
+    assert "encrypted_content" not in retrieved["output"][0]
+    again = rhttp.get(f"/v1/responses/{included['id']}", params={"include[]": "reasoning.encrypted_content"}).json()
+    assert again["output"][0]["encrypted_content"] == "opaque-3"
+
+
+def test_refusal_and_logprobs_from_a_responses_upstream(rhttp: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(refusal="No."), Reply(text="Yes", logprobs=True)])
+    events = stream(rhttp, {"input": "bad"})
+    assert "response.refusal.done" in types_of(events)
+    assert events[-1]["response"]["output"][0]["content"] == [{"type": "refusal", "refusal": "No."}]
+    included = create(rhttp, {"input": "ok", "include": ["message.output_text.logprobs"]})
+    assert upstream.requests[-1]["include"] == ["message.output_text.logprobs"]
+    logprobs = included["output"][0]["content"][0]["logprobs"]
+    assert [entry["token"] for entry in logprobs] == ["Yes"]
