@@ -7,7 +7,8 @@ an error). The Open Responses schema checks what it defines: the response object
 every stream event it names. Hosted tools' items and events (``shell_call``, ``code_interpreter_call``
 ...) are OpenAI's and are not in the specification, which wants them renamed with a vendor prefix
 (``openai:shell_call``) no OpenAI client understands: Cove keeps OpenAI's names, and those are checked
-against the SDK alone. The two disagree on one name: the specification streams reasoning text as
+against the SDK alone, as are annotations other than ``url_citation`` (the code interpreter's
+``container_file_citation``). The two disagree on one name: the specification streams reasoning text as
 ``response.reasoning.delta``/``.done``, the SDK (and OpenAI) as ``response.reasoning_text.*``. Cove
 follows the SDK, and such events are checked against the specification's schema for its name.
 
@@ -32,6 +33,7 @@ _DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "reference" /
 _SPEC_EVENT_NAMES = {"response.reasoning_text.delta": "response.reasoning.delta",
                      "response.reasoning_text.done": "response.reasoning.done"}
 _SPEC_ITEMS = {"message", "function_call", "function_call_output", "reasoning", "compaction"}
+_SPEC_ANNOTATIONS = {"url_citation"}
 
 _SDK_RESPONSE = TypeAdapter(Response)
 _SDK_OUTPUT_ITEM = TypeAdapter(ResponseOutputItem)
@@ -97,9 +99,19 @@ def _member_of(line: str, kind: str) -> bool:
     return kind.replace(".", "").replace("_", "").lower() in line.replace("_", "").lower()
 
 
+def _core(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as the specification can check it: annotations it does not define left out."""
+    if item.get("type") != "message" or not isinstance(item.get("content"), list):
+        return item
+    return {**item, "content": [{**part, "annotations": [a for a in part["annotations"] if a.get("type")
+                                                         in _SPEC_ANNOTATIONS]} if "annotations" in part else part
+                                for part in item["content"]]}
+
+
 def response_errors(response: dict[str, Any], where: str = "response") -> list[str]:
     errors = _sdk_errors(_SDK_RESPONSE, response, where)
-    core = {**response, "output": [item for item in response.get("output", []) if item.get("type") in _SPEC_ITEMS],
+    output = response.get("output", [])
+    core = {**response, "output": [_core(item) for item in output if item.get("type") in _SPEC_ITEMS],
             "tools": [tool for tool in response.get("tools", []) if tool.get("type") == "function"]}
     errors += _spec_errors("ResponseResource", core, where)
     for index, item in enumerate(response.get("output", [])):
@@ -110,7 +122,7 @@ def response_errors(response: dict[str, Any], where: str = "response") -> list[s
 def output_item_errors(item: dict[str, Any], where: str = "item") -> list[str]:
     errors = _sdk_errors(_SDK_OUTPUT_ITEM, item, where)
     if item.get("type") in _SPEC_ITEMS:
-        errors += _spec_errors("ItemField", item, where)
+        errors += _spec_errors("ItemField", _core(item), where)
     return errors
 
 
@@ -132,6 +144,8 @@ def event_errors(event: dict[str, Any], where: str = "event") -> list[str]:
         item = event.get("item")
         if isinstance(item, dict) and item.get("type") not in _SPEC_ITEMS:
             return errors + output_item_errors(item, f"{where}.item")  # a hosted tool's item: the SDK's alone
+        if isinstance(event.get("annotation"), dict) and event["annotation"].get("type") not in _SPEC_ANNOTATIONS:
+            event = {**event, "annotation": None}  # checked by the SDK above
         if "response" in event:
             errors += response_errors(event["response"], f"{where}.response")
             event = {**event, "response": {**event["response"], "output": [], "tools": []}}

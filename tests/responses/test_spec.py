@@ -218,6 +218,39 @@ def test_input_image_url_only_when_included(http: httpx.Client, upstream: Script
                                       "content": [part]})
 
 
+def test_logprobs_from_a_chat_upstream(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="Hi there", logprobs=True), Reply(text="Hi there", logprobs=True)])
+    events = stream(http, {"input": "hi", "include": ["message.output_text.logprobs"], "top_logprobs": 2})
+    assert (upstream.requests[-1]["logprobs"], upstream.requests[-1]["top_logprobs"]) == (True, 2)
+    part = events[-1]["response"]["output"][0]["content"][0]
+    assert [entry["token"] for entry in part["logprobs"]] == ["Hi t", "here"]
+    plain = create(http, {"input": "hi"})
+    assert "logprobs" not in upstream.requests[-1]
+    assert plain["output"][0]["content"][0]["logprobs"] == []
+
+
+def test_cancelled(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="slow", delay=30)])
+    response = create(http, {"input": "bg", "background": True})
+    cancelled = http.post(f"/v1/responses/{response['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    assert_valid(cancelled)
+
+
+@pytest.mark.parametrize(("tool", "call"), [
+    ({"type": "apply_patch"}, ToolCall("apply_patch", json.dumps({"type": "create_file", "path": "a.txt",
+                                                                   "diff": "+hello"}))),
+    ({"type": "local_shell"}, ToolCall("local_shell", json.dumps({"command": ["ls"]}))),
+    ({"type": "shell", "environment": {"type": "local"}}, ToolCall("shell", json.dumps({"commands": ["ls"]}))),
+])
+def test_client_side_tool_calls(http: httpx.Client, upstream: ScriptedUpstream, tool: dict[str, Any],
+                                call: ToolCall) -> None:
+    upstream.script([Reply(tool_calls=[call])])
+    events = stream(http, {"input": "do it", "tools": [tool]})
+    output = events[-1]["response"]["output"]
+    assert [item["type"] for item in output] == [f"{call.name}_call"]
+
+
 # -- hosted tools in containers -------------------------------------------------------------------
 
 @pytest.mark.root
@@ -234,9 +267,12 @@ def test_hosted_shell(http: httpx.Client, upstream: ScriptedUpstream) -> None:
 @pytest.mark.root
 def test_code_interpreter_outputs_only_when_included(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     tools = [{"type": "code_interpreter", "container": {"type": "auto"}}]
-    call = Reply(tool_calls=[ToolCall("code_interpreter", json.dumps({"code": "print(6 * 7)"}))])
+    code = "print(6 * 7)\nopen('/mnt/data/answer.txt', 'w').write('42')"
+    call = Reply(tool_calls=[ToolCall("code_interpreter", json.dumps({"code": code}))])
     upstream.script([call, Reply(text="42."), call, Reply(text="42 again.")])
-    plain = stream(http, {"input": "compute", "tools": tools})[-1]["response"]
+    events = stream(http, {"input": "compute", "tools": tools})
+    assert "response.output_text.annotation.added" in types_of(events)
+    plain = events[-1]["response"]
     included = create(http, {"input": "compute", "tools": tools, "include": ["code_interpreter_call.outputs"]})
     assert plain["output"][0]["outputs"] is None
     assert included["output"][0]["outputs"] == [{"type": "logs", "logs": "42\n"}]
