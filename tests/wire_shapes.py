@@ -8,7 +8,9 @@ every stream event it names. Hosted tools' items and events (``shell_call``, ``c
 ...) are OpenAI's and are not in the specification, which wants them renamed with a vendor prefix
 (``openai:shell_call``) no OpenAI client understands: Cove keeps OpenAI's names, and those are checked
 against the SDK alone, as are annotations other than ``url_citation`` (the code interpreter's
-``container_file_citation``). The two disagree on one name: the specification streams reasoning text as
+``container_file_citation``). Cove's one tool type OpenAI lacks, the text editor
+(``text_editor_20250429``, Anthropic's name; its calls are OpenAI ``custom_tool_call`` items), is
+left out of the ``tools`` the SDK checks. The two disagree on one name: the specification streams reasoning text as
 ``response.reasoning.delta``/``.done``, the SDK (and OpenAI) as ``response.reasoning_text.*``. Cove
 follows the SDK, and such events are checked against the specification's schema for its name.
 
@@ -108,7 +110,14 @@ def _core(item: dict[str, Any]) -> dict[str, Any]:
                                 for part in item["content"]]}
 
 
+def _openai_tools(response: dict[str, Any]) -> dict[str, Any]:
+    tools = response.get("tools") or []
+    kept = [tool for tool in tools if not str(tool.get("type")).startswith("text_editor_")]
+    return response if len(kept) == len(tools) else {**response, "tools": kept}
+
+
 def response_errors(response: dict[str, Any], where: str = "response") -> list[str]:
+    response = _openai_tools(response)
     errors = _sdk_errors(_SDK_RESPONSE, response, where)
     output = response.get("output", [])
     core = {**response, "output": [_core(item) for item in output if item.get("type") in _SPEC_ITEMS],
@@ -137,6 +146,8 @@ def input_item_errors(item: dict[str, Any], where: str = "input item") -> list[s
 def event_errors(event: dict[str, Any], where: str = "event") -> list[str]:
     kind = str(event.get("type"))
     where = f"{where} {kind}"
+    if isinstance(event.get("response"), dict):
+        event = {**event, "response": _openai_tools(event["response"])}
     errors = _sdk_errors(_SDK_EVENT, event, where)
     spec_kind = _SPEC_EVENT_NAMES.get(kind, kind)
     name = _event_schemas().get(spec_kind)

@@ -32,6 +32,7 @@ MODEL = "scripted-model"
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
     "additionalProperties": False}}
+SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
 
 
 @pytest.fixture(scope="module")
@@ -257,11 +258,28 @@ def test_client_side_tool_calls(http: httpx.Client, upstream: ScriptedUpstream, 
 def test_hosted_shell(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     upstream.script([Reply(tool_calls=[ToolCall("shell", json.dumps({"commands": ["echo spec"]}))]),
                      Reply(text="It printed spec.")])
-    events = stream(http, {"input": "run it", "tools": [{"type": "shell", "environment": {"type": "container_auto"}}]})
+    events = stream(http, {"input": "run it", "tools": [SHELL]})
     types = types_of(events)
     assert "response.shell_call_command.added" in types and "response.shell_call_output_content.done" in types
     output = events[-1]["response"]["output"]
     assert [item["type"] for item in output] == ["shell_call", "shell_call_output", "message"]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(("tools", "call", "types"), [
+    ([{"type": "apply_patch", "container": "auto"}],
+     ToolCall("apply_patch", json.dumps({"type": "create_file", "path": "/app/a.txt", "diff": "+hi\n"})),
+     ["apply_patch_call", "apply_patch_call_output"]),
+    ([{"type": "text_editor_20250429"}, SHELL],  # the shell's container_auto gives the editor its container
+     ToolCall("str_replace_based_edit_tool", json.dumps({"command": "create", "path": "/app/b.txt", "file_text": "x"})),
+     ["custom_tool_call", "custom_tool_call_output"]),
+    ([SHELL], ToolCall("shell", json.dumps({"commands": "not a list"})), ["shell_call", "shell_call_output"]),
+])
+def test_hosted_edits_and_a_refused_call(http: httpx.Client, upstream: ScriptedUpstream,
+                                         tools: list[dict[str, Any]], call: ToolCall, types: list[str]) -> None:
+    upstream.script([Reply(tool_calls=[call]), Reply(text="done")])
+    events = stream(http, {"input": "edit", "tools": tools})
+    assert [item["type"] for item in events[-1]["response"]["output"]] == [*types, "message"]
 
 
 @pytest.mark.root
