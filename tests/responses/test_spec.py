@@ -345,3 +345,19 @@ def test_refusal_and_logprobs_from_a_responses_upstream(rhttp: httpx.Client, ups
     assert upstream.requests[-1]["include"] == ["message.output_text.logprobs"]
     logprobs = included["output"][0]["content"][0]["logprobs"]
     assert [entry["token"] for entry in logprobs] == ["Yes"]
+
+
+def test_the_sdk_stream_helper_builds_the_same_response(responses_server: Server, upstream: ScriptedUpstream) -> None:
+    """Two summary parts, then text and a refusal in one message: the SDK's accumulator agrees with Cove."""
+    upstream.script([Reply(summary=["First thought.", "Second thought."], text="Partly", refusal="No more.")])
+    client = responses_server.client()
+    with client.responses.stream(model=MODEL, input="x") as events:
+        kinds = [event.type for event in events]
+        final = events.get_final_response()
+    assert kinds.count("response.reasoning_summary_part.added") == 2
+    reasoning, message = final.output
+    assert reasoning.type == "reasoning" and [part.text for part in reasoning.summary] == [
+        "First thought.", "Second thought."]
+    assert message.type == "message"
+    assert [(part.type, getattr(part, "text", None) or getattr(part, "refusal", None)) for part in message.content] == [
+        ("output_text", "Partly"), ("refusal", "No more.")]
