@@ -420,8 +420,10 @@ def _message_events(reply: Reply, item: dict[str, Any], at: dict[str, Any],
             if refusal:
                 yield {**at, **part, "type": "response.refusal.delta", "delta": piece, "sequence_number": next(seq)}
             else:
-                yield {**at, **part, "type": "response.output_text.delta", "delta": piece,
-                       "logprobs": done["logprobs"][number:number + 1], "sequence_number": next(seq)}
+                # OpenAI's deltas carry no ``bytes`` (the SDK's delta type has none); the done part does.
+                yield {**at, **part, "type": "response.output_text.delta", "delta": piece, "sequence_number": next(seq),
+                       "logprobs": [{k: v for k, v in entry.items() if k != "bytes"}
+                                    for entry in done["logprobs"][number:number + 1]]}
         if reply.stream_error is not None or reply.truncate:
             return True
         if refusal:

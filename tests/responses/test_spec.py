@@ -252,6 +252,22 @@ def test_client_side_tool_calls(http: httpx.Client, upstream: ScriptedUpstream, 
     assert [item["type"] for item in output] == [f"{call.name}_call"]
 
 
+def test_conversation_items(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    image = "data:image/png;base64,iVBORw0KGgo="
+    conversation = http.post("/v1/conversations", json={}).json()["id"]
+    upstream.script([Reply(reasoning="Look.", text="A pixel.")])
+    create(http, {"conversation": conversation, "input": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": image}]}]})
+    url = f"/v1/conversations/{conversation}/items"
+    items = http.get(url, params={"order": "asc"}).json()["data"]
+    assert [item["type"] for item in items] == ["message", "reasoning", "message"]
+    assert items[0]["content"][0]["image_url"] is None
+    for item in items:
+        assert not input_item_errors(item), input_item_errors(item)
+    one = http.get(f"{url}/{items[0]['id']}", params={"include[]": "message.input_image.image_url"}).json()
+    assert one["content"][0] == {"type": "input_image", "image_url": image, "detail": "auto"}
+
+
 # -- hosted tools in containers -------------------------------------------------------------------
 
 @pytest.mark.root

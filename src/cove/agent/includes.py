@@ -7,8 +7,8 @@ next turn, whatever the client asked to see); what the client sees follows OpenA
 - ``reasoning.encrypted_content``: a reasoning item carries ``encrypted_content`` only with it (Cove
   asks a Responses upstream for it only then, ``upstream/responses.py``).
 - ``message.output_text.logprobs``: ``logprobs`` is ``[]`` without it (asked of the upstream only then).
-- ``message.input_image.image_url``: input items list an ``input_image`` with ``image_url: null``
-  without it (its ``file_id``, if any, stays).
+- ``message.input_image.image_url``: input items (and conversation items) list an ``input_image``
+  with ``image_url: null`` without it (its ``file_id``, if any, stays).
 
 Views copy only what they change: events and stored items are shared and never modified.
 """
@@ -71,6 +71,11 @@ def input_item(item: dict[str, Any], include: Iterable[str] | None) -> dict[str,
     with_url = INPUT_IMAGE_URL in set(include or ())
     return {**item, "content": [{"detail": "auto", **part, **({} if with_url else {"image_url": None})}
                                 if _is_image(part) else part for part in content]}
+
+
+def item(body: dict[str, Any], include: Iterable[str] | None) -> dict[str, Any]:
+    """A conversation's item, which may be an input or an output item."""
+    return output_item(input_item(body, include), include)
 
 
 def _is_image(part: Any) -> bool:

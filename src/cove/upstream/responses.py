@@ -74,7 +74,7 @@ class _Fold:
     def on(self, event: Any) -> Iterator[ModelEvent]:
         kind = event.type
         if kind == "response.output_text.delta":
-            logprobs = [entry.to_dict() for entry in getattr(event, "logprobs", None) or []]
+            logprobs = [_logprob(entry.to_dict()) for entry in getattr(event, "logprobs", None) or []]
             yield TextDelta(event.delta, logprobs or None)
         elif kind == "response.refusal.delta":
             yield RefusalDelta(event.delta)
@@ -110,6 +110,13 @@ class _Fold:
             yield ReasoningEnd(getattr(item, "encrypted_content", None))
         elif item.type not in _FOLDED_ITEMS:
             yield NativeItem(item.to_dict())
+
+
+def _logprob(entry: dict[str, Any]) -> dict[str, Any]:
+    """A delta's log probability as an ``output_text`` part carries it: deltas may leave out ``bytes``
+    (the SDK's delta type has none), which the part requires."""
+    tops = [{"bytes": list(str(top.get("token", "")).encode()), **top} for top in entry.get("top_logprobs") or []]
+    return {"bytes": list(str(entry.get("token", "")).encode()), **entry, "top_logprobs": tops}
 
 
 def to_responses_params(request: ModelRequest) -> dict[str, Any]:
