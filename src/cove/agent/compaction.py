@@ -156,7 +156,11 @@ class Compactor:
         item = compaction_item("")
         index = await builder.add_item(item)
         await builder.emit({"type": "response.compaction.compacting", "item_id": item["id"], "output_index": index})
-        summary, usage = await summarize(turn)
+        try:
+            summary, usage = await summarize(turn)
+        except BaseException:  # the response fails or is cancelled: no item without its summary is kept
+            builder.output.remove(item)
+            raise
         item["encrypted_content"] = self.seal(summary)
         kept = [entry for entry in turn.context if is_user_message(entry) and entry is not self.summary]
         self.summary = summary_message(item["id"], summary)

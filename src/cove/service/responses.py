@@ -114,7 +114,8 @@ class ResponseService:
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
-        await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
+        if turn.compactor is None:  # with compaction asked for, the run compacts an oversized input instead
+            await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
             await self._insert(run, params)
         if params.background:
