@@ -150,6 +150,23 @@ def test_context_management_compacts_during_a_run(client: openai.OpenAI, upstrea
         seen, "user")
 
 
+def test_a_context_past_the_window_is_compacted_rather_than_refused(client: openai.OpenAI,
+                                                                     upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="y" * 40_000, chunk_chars=4000), Reply(text="SUMMARY-Y"), Reply(text="Done.")])
+    long = client.responses.create(model=MODEL, input="Write a lot.")  # 40,000 characters: past 8,192 tokens
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=MODEL, input="Go on.", previous_response_id=long.id)
+    assert refused.value.code == "context_length_exceeded"
+
+    answer = client.responses.create(model=MODEL, input="Go on.", previous_response_id=long.id,
+                                     context_management=[{"type": "compaction"}])
+
+    assert answer.status == "completed" and [item.type for item in answer.output] == ["compaction", "message"]
+    seen = upstream.requests[-1]["messages"]
+    assert _texts(seen, "user") == ["Write a lot.", "Go on.", SUMMARY_HEADER + "SUMMARY-Y"]
+    assert _texts(seen, "assistant") == []
+
+
 def test_agents_sdk_compaction_session(server: Server, upstream: ScriptedUpstream) -> None:
     from agents import Agent, OpenAIResponsesModel, Runner, SQLiteSession, set_tracing_disabled
     from agents.memory import OpenAIResponsesCompactionSession
