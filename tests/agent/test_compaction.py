@@ -33,7 +33,7 @@ def run(model: ScriptedModel, threshold: int | None) -> tuple[dict[str, Any], li
     async def collect(event: dict[str, Any]) -> None:
         events.append(event)
 
-    compactor = Compactor.of(params.context_management, lambda summary: f"sealed({summary})", None)
+    compactor = Compactor.of(params, lambda summary: f"sealed({summary})", None)
     listing = CommandOutput(stdout="file\n" * 200, stderr="", outcome=ExitOutcome(exit_code=0))
     sandbox = MemorySandbox(run=lambda command: listing)
     turn = Turn(model, "scripted", params, normalize_input(params.input), params.toolbox,

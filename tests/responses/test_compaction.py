@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -148,6 +149,26 @@ def test_context_management_compacts_during_a_run(client: openai.OpenAI, upstrea
     seen = upstream.requests[-1]["messages"]
     assert _texts(seen, "assistant") == ["Rivers."] and SUMMARY_HEADER + "SUMMARY-LYON: two rivers." in _texts(
         seen, "user")
+
+
+def test_a_compaction_trigger_compacts_and_ends_the_response(client: openai.OpenAI, upstream: ScriptedUpstream,
+                                                              http: httpx.Client) -> None:
+    upstream.script([Reply(text="Use pytest."), Reply(text="SUMMARY-T: use pytest."), Reply(text="pytest")])
+    first = client.responses.create(model=MODEL, input="How do I test this?")
+    early = [{"type": "compaction_trigger"}, {"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=MODEL, previous_response_id=first.id, input=early)  # type: ignore[arg-type]
+    assert refused.value.body["param"] == "input[0]"  # type: ignore[index]
+
+    compacted = client.responses.create(model=MODEL, previous_response_id=first.id,
+                                        input=[{"type": "compaction_trigger"}])  # type: ignore[list-item]
+
+    assert compacted.status == "completed" and [item.type for item in compacted.output] == ["compaction"]
+    assert _texts(upstream.requests[-1]["messages"], "user")[-1] == SUMMARY_PROMPT  # no model turn after it
+    assert http.get(f"/v1/responses/{compacted.id}/input_items").json()["data"] == []  # a signal, not an item
+    client.responses.create(model=MODEL, previous_response_id=compacted.id, input="Which tool?")
+    assert _texts(upstream.requests[-1]["messages"], "user") == [
+        "How do I test this?", SUMMARY_HEADER + "SUMMARY-T: use pytest.", "Which tool?"]
 
 
 def test_a_context_past_the_window_is_compacted_rather_than_refused(client: openai.OpenAI,

@@ -4,8 +4,8 @@ OpenAI's shape is kept: a compacted window is every user message of it, verbatim
 ``compaction`` item that stands for everything else (assistant messages, tool calls and their
 outputs, reasoning, earlier compactions). It is made two ways: on request (``POST
 /v1/responses/compact``, ``service/compaction.py``) and during a run when ``context_management``
-asks for it and the prompt nears the threshold (``Compactor.before_turn``, called by the loop before
-a model turn).
+asks for it and the prompt nears the threshold, or when the input ends with a ``compaction_trigger``
+(``Compactor.before_turn``, called by the loop before a model turn).
 
 A compaction item's ``encrypted_content`` is opaque to the client, as on OpenAI: the service seals the
 summary for the project (``service/compaction.py``). When a compaction item comes back (as input, or
@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cove.agent.builder import ResponseBuilder
 from cove.agent.loop import _OUTPUT_RESERVE, Turn, fit_context, model_request
-from cove.errors import UpstreamError
+from cove.agent.request import CreateParams
+from cove.errors import InvalidRequest, UpstreamError
 from cove.ids import new_id
 from cove.tools.toolbox import Toolbox
 from cove.upstream.base import Usage
@@ -90,6 +91,24 @@ def window(items: list[dict[str, Any]], open_summary: Callable[[dict[str, Any]],
     return [*(item for item in items[:last] if is_user_message(item)), summary, *items[last + 1:]], summary
 
 
+def take_trigger(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` without a ``compaction_trigger``, which must be the last: a signal (compact now, as the Codex
+    CLI's remote compaction sends it), not content to store, echo or show the model."""
+    for index, item in enumerate(items):
+        if item.get("type") == "compaction_trigger":
+            if index != len(items) - 1:
+                raise InvalidRequest("The 'compaction_trigger' item must be the final input item.",
+                                     param=f"input[{index}]", code="invalid_value")
+            return items[:-1]
+    return items
+
+
+def triggered(raw_input: str | list[Any]) -> bool:
+    """Whether the request's input (as sent, so a queued response still knows) ends with a trigger."""
+    return isinstance(raw_input, list) and bool(raw_input) and isinstance(raw_input[-1], dict) and (
+        raw_input[-1].get("type") == "compaction_trigger")
+
+
 def compaction_item(encrypted_content: str) -> dict[str, Any]:
     return {"id": new_id("cmp"), "type": "compaction", "encrypted_content": encrypted_content}
 
@@ -139,15 +158,19 @@ class Compactor:
     """``compact_threshold`` (tokens) as the request gave it; None: near the window."""
     summary: dict[str, Any] | None = None
     """The context's summary message, once there is one: a later compaction replaces it."""
+    ends_response: bool = False
+    """A ``compaction_trigger`` asked for this compaction alone: it is made before the first model turn,
+    whatever the threshold, and the response completes with it."""
 
     @classmethod
-    def of(cls, context_management: list[dict[str, Any]] | None, seal: Callable[[str], str],
-           summary: dict[str, Any] | None) -> Compactor | None:
-        """The run's compactor, or None when ``context_management`` asks for no compaction."""
-        entry = next((e for e in context_management or [] if e.get("type") == "compaction"), None)
-        if entry is None:
+    def of(cls, params: CreateParams, seal: Callable[[str], str], summary: dict[str, Any] | None
+           ) -> Compactor | None:
+        """The run's compactor, or None when neither ``context_management`` nor a trigger asks for one."""
+        entry = next((e for e in params.context_management or [] if e.get("type") == "compaction"), None)
+        trigger = triggered(params.input)
+        if entry is None and not trigger:
             return None
-        return cls(seal, entry.get("compact_threshold"), summary)
+        return cls(seal, (entry or {}).get("compact_threshold"), summary, trigger)
 
     async def before_turn(self, turn: Turn, builder: ResponseBuilder) -> Usage:
         """Compacts ``turn.context`` in place if it is due; returns the tokens compaction spent."""
@@ -171,6 +194,8 @@ class Compactor:
     def _due(self, turn: Turn) -> bool:
         """Whether the prompt has reached the threshold and holds something compaction would replace
         (a context of user messages and one summary only gets no shorter by compacting again)."""
+        if self.ends_response:
+            return True
         if all(is_user_message(item) for item in turn.context):
             return False
         room = turn.model.context_window - (turn.output_left or _OUTPUT_RESERVE)

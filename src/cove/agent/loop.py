@@ -144,6 +144,9 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
             return
         if turn.compactor is not None:
             _add_usage(usage, await turn.compactor.before_turn(turn, builder))
+            if turn.compactor.ends_response:  # a compaction_trigger asked for the compaction alone
+                await builder.complete(usage)
+                return
         step = await _model_turn(turn, await fit_context(turn), builder)
         _add_usage(usage, step.finish.usage)
         turn.output_used = usage.output_tokens

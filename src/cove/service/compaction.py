@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from cove.agent.builder import usage_object
-from cove.agent.compaction import CompactParams, compaction_item, kept_messages, summarize, window
+from cove.agent.compaction import CompactParams, compaction_item, kept_messages, summarize, take_trigger, window
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn
 from cove.agent.request import CreateParams
@@ -69,6 +69,7 @@ async def compact(db: Database, models: ModelRegistry, sealer: Sealer, project: 
     compaction item whose summary the same model wrote. Nothing is stored; the client sends the output
     as the next input."""
     new_items = await asyncio.to_thread(normalize_input, params.input if params.input is not None else [])
+    new_items = take_trigger(new_items)  # compacting is what it asks for anyway
     async with db.begin() as session:
         new_items = await history.resolve_references(session, project, new_items)
         earlier = (await history.chain_items(session, project, params.previous_response_id)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cove.agent.compaction import Compactor, CompactParams
+from cove.agent.compaction import Compactor, CompactParams, take_trigger
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn, fit_context, model_request, run_response
@@ -130,6 +130,7 @@ class ResponseService:
 
     async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
         new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
+        new_items = take_trigger(new_items)
         response_id = new_id("resp")
         async with self.db.begin() as session:
             new_items = await history.resolve_references(session, project, new_items)
@@ -150,7 +151,7 @@ class ResponseService:
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
         return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=self.settings.max_turns,
-                    compactor=Compactor.of(params.context_management, seal.seal, summary))
+                    compactor=Compactor.of(params, seal.seal, summary))
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""
