@@ -45,7 +45,8 @@ class Turn:
     """Output tokens this response's earlier model turns spent: ``max_output_tokens`` bounds them all,
     as on OpenAI, not each turn alone."""
     compactor: Compactor | None = None
-    """``context_management`` compaction (``compaction.py``), run before each model turn when asked for."""
+    """Compaction (``compaction.py``) before each model turn, when ``context_management`` or a
+    ``compaction_trigger`` asks for it."""
 
     @property
     def output_left(self) -> int | None:
