@@ -50,17 +50,21 @@ class CompactionSeal:
                                  code="invalid_encrypted_content")
         return str(payload["summary"])
 
-    def window(self, earlier: list[dict[str, Any]], new_items: list[dict[str, Any]], history_param: str
-               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    async def window(self, earlier: list[dict[str, Any]], new_items: list[dict[str, Any]], history_param: str
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """The model's context (``agent.compaction.window``) of ``earlier`` items (a chain or conversation,
-        named ``history_param`` in errors) and this request's ``new_items``; every compaction item of the
-        input must open, even one a later one supersedes."""
+        named ``history_param`` in errors) and this request's ``new_items``. Every compaction item of the
+        input must open, even one a later one supersedes; opening is in a worker thread, since a hostile
+        ``encrypted_content`` may be megabytes to authenticate."""
+        if not any(item.get("type") == "compaction" for items in (earlier, new_items) for item in items):
+            return [*earlier, *new_items], None
+        return await asyncio.to_thread(self._window, earlier, new_items, history_param)
+
+    def _window(self, earlier: list[dict[str, Any]], new_items: list[dict[str, Any]], history_param: str
+                ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         opened = {id(item): self.open(item, f"input[{index}].encrypted_content")
                   for index, item in enumerate(new_items) if item.get("type") == "compaction"}
-        if not opened and not any(item.get("type") == "compaction" for item in earlier):
-            return [*earlier, *new_items], None
-        return window([*earlier, *new_items],
-                      lambda item: opened.get(id(item)) or self.open(item, history_param))
+        return window([*earlier, *new_items], lambda item: opened.get(id(item)) or self.open(item, history_param))
 
 
 async def compact(db: Database, models: ModelRegistry, sealer: Sealer, project: str,
@@ -78,7 +82,7 @@ async def compact(db: Database, models: ModelRegistry, sealer: Sealer, project: 
         raise InvalidRequest("Nothing to compact: give input or previous_response_id.", param="input",
                              code="missing_required_parameter")
     seal = CompactionSeal(sealer, project)
-    context, summary = seal.window(earlier, new_items, "previous_response_id")
+    context, summary = await seal.window(earlier, new_items, "previous_response_id")
     model, upstream_model = await models.resolve(params.model)
     turn = Turn(model, upstream_model, CreateParams(model=params.model, instructions=params.instructions), context)
     text, usage = await summarize(turn)

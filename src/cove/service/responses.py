@@ -143,8 +143,8 @@ class ResponseService:
         """Everything the loop needs: history, the model, the tools and the container they use."""
         earlier = await self._history(session, run.project, params)
         seal = CompactionSeal(self.secrets.sealer, run.project)
-        context, summary = seal.window(earlier, run.input_items,
-                                       "conversation" if params.conversation_id else "previous_response_id")
+        context, summary = await seal.window(earlier, run.input_items,
+                                             "conversation" if params.conversation_id else "previous_response_id")
         model, upstream_model = await self.models.resolve(params.model)
         toolbox = params.toolbox
         workspace = None
