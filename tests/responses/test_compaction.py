@@ -188,7 +188,8 @@ def test_a_context_past_the_window_is_compacted_rather_than_refused(client: open
     assert _texts(seen, "assistant") == []
 
 
-def test_agents_sdk_compaction_session(server: Server, upstream: ScriptedUpstream) -> None:
+@pytest.mark.parametrize("mode", ["previous_response_id", "input"])
+def test_agents_sdk_compaction_session(server: Server, upstream: ScriptedUpstream, mode: str) -> None:
     from agents import Agent, OpenAIResponsesModel, Runner, SQLiteSession, set_tracing_disabled
     from agents.memory import OpenAIResponsesCompactionSession
 
@@ -199,7 +200,7 @@ def test_agents_sdk_compaction_session(server: Server, upstream: ScriptedUpstrea
     async def main() -> list[Any]:
         async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEYS["alpha"]) as client:
             session = OpenAIResponsesCompactionSession(
-                "ada", SQLiteSession("ada"), client=client, model="gpt-4.1",
+                "ada", SQLiteSession("ada"), client=client, model="gpt-4.1", compaction_mode=mode,  # type: ignore[arg-type]
                 should_trigger_compaction=lambda context: len(context["compaction_candidate_items"]) >= 2)
             agent = Agent(name="memory", instructions="Remember the user.",
                           model=OpenAIResponsesModel(model=MODEL, openai_client=client))
@@ -210,6 +211,8 @@ def test_agents_sdk_compaction_session(server: Server, upstream: ScriptedUpstrea
     items = asyncio.run(main())
 
     assert any(item.get("type") == "compaction" for item in items)
+    compacted = upstream.requests[-2]
+    assert _texts(compacted["messages"], "assistant") == ["Hello Ada.", "Noted: tea."]  # what it summarised
     seen = upstream.requests[-1]["messages"]
     assert _texts(seen, "user") == ["My name is Ada.", "I like tea.",
                                     SUMMARY_HEADER + "SUMMARY-ADA: the user is Ada and likes tea.", "Who am I?"]
