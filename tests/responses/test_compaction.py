@@ -74,6 +74,27 @@ def test_compacted_window_round_trips_as_input(client: openai.OpenAI, upstream: 
     assert not any(m["role"] in ("assistant", "tool") for m in seen)  # replaced by the summary
 
 
+def test_a_responses_upstream_sees_the_summary_as_a_message(own_server: Server, upstream: ScriptedUpstream) -> None:
+    own_server.stop()
+    own_server.env["COVE_UPSTREAM_API"] = "responses"
+    own_server.start()
+    client = own_server.client()
+    upstream.script([Reply(text="SUMMARY-R"), Reply(text="ok")])
+    compacted = client.responses.compact(model=MODEL, input=[{"role": "user", "content": "hello"},
+                                                             {"role": "assistant", "content": "hi there"}])
+    asked = upstream.requests[-1]
+    assert [(item["role"], item["content"][0]["text"]) for item in asked["input"]][-1] == ("user", SUMMARY_PROMPT)
+
+    client.responses.create(model=MODEL, input=[*_as_input(compacted.output),  # type: ignore[list-item]
+                                                {"role": "user", "content": "and now?"}])
+
+    sent = upstream.requests[-1]["input"]
+    assert [(item["type"], item["role"], item["content"][0]["text"]) for item in sent] == [
+        ("message", "user", "hello"), ("message", "user", SUMMARY_HEADER + "SUMMARY-R"),
+        ("message", "user", "and now?")]
+    assert all("id" not in item for item in sent)  # Cove's ids are its own, never the upstream's
+
+
 def test_a_compacted_window_compacts_again_replacing_its_summary(client: openai.OpenAI,
                                                                   upstream: ScriptedUpstream) -> None:
     upstream.script([Reply(text="SUMMARY-1"), Reply(text="SUMMARY-2")])
