@@ -39,8 +39,10 @@ SUMMARY_PROMPT = (
     "Answer with the summary only.")
 """The request that makes a summary: the last user message of the summarising model turn."""
 
-SUMMARY_HEADER = "Summary of the earlier conversation (compacted; the items it replaces are not shown):\n\n"
-"""How the model sees a compaction item: this, then the summary, as a user message."""
+SUMMARY_HEADER = ("The conversation so far was compacted into this summary (the items it replaces are not shown); "
+                  "continue from it.\n\n")
+"""How the model sees a compaction item: this, then the summary, as a user message. It says to go on, since
+after a compaction during a run it is the last message the model reads before its turn."""
 
 SUMMARY_TOKENS = 4096
 """At most this many tokens (and a quarter of the window) for a summary: it has to leave room to go on."""
