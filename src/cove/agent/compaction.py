@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cove.agent.builder import ResponseBuilder
-from cove.agent.loop import _OUTPUT_RESERVE, Turn, fit_context, model_request
+from cove.agent.loop import Turn, fit_context, model_request
 from cove.agent.request import CreateParams
 from cove.errors import InvalidRequest, UpstreamError
 from cove.ids import new_id
@@ -200,6 +200,6 @@ class Compactor:
             return True
         if all(is_user_message(item) for item in turn.context):
             return False
-        room = turn.model.context_window - (turn.output_left or _OUTPUT_RESERVE)
+        room = turn.input_budget
         trigger = int(room * NEAR_WINDOW) if self.threshold is None else min(self.threshold, room)
         return turn.model.count_items(model_request(turn)).total >= trigger

@@ -54,6 +54,11 @@ class Turn:
         limit = self.params.max_output_tokens
         return None if limit is None else limit - self.output_used
 
+    @property
+    def input_budget(self) -> int:
+        """Tokens the next model turn's prompt may take: the window less the room kept for its answer."""
+        return self.model.context_window - (self.output_left or _OUTPUT_RESERVE)
+
 
 def model_request(turn: Turn) -> ModelRequest:
     params = turn.params
@@ -93,7 +98,7 @@ def _fit(turn: Turn) -> ModelRequest:
     carried to the cuts after it.
     """
     request = model_request(turn)
-    budget = turn.model.context_window - (turn.output_left or _OUTPUT_RESERVE)
+    budget = turn.input_budget
     count = turn.model.count_items(request)
     if count.total <= budget:
         return request
