@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from openai.types.responses import Response, ResponseItem, ResponseOutputItem, ResponseStreamEvent
+from openai.types.responses import (
+    CompactedResponse,
+    Response,
+    ResponseItem,
+    ResponseOutputItem,
+    ResponseStreamEvent,
+)
 from pydantic import TypeAdapter, ValidationError
 
 _DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "openresponses" / "openapi.json"
@@ -38,6 +44,7 @@ _SPEC_ITEMS = {"message", "function_call", "function_call_output", "reasoning", 
 _SPEC_ANNOTATIONS = {"url_citation"}
 
 _SDK_RESPONSE = TypeAdapter(Response)
+_SDK_COMPACTED = TypeAdapter(CompactedResponse)
 _SDK_OUTPUT_ITEM = TypeAdapter(ResponseOutputItem)
 _SDK_ITEM = TypeAdapter(ResponseItem)
 _SDK_EVENT = TypeAdapter(ResponseStreamEvent)
@@ -125,6 +132,17 @@ def response_errors(response: dict[str, Any], where: str = "response") -> list[s
     errors += _spec_errors("ResponseResource", core, where)
     for index, item in enumerate(response.get("output", [])):
         errors += output_item_errors(item, f"{where}.output[{index}]")
+    return errors
+
+
+def compacted_errors(compacted: dict[str, Any], where: str = "compacted") -> list[str]:
+    """``POST /responses/compact``'s answer: the SDK's ``CompactedResponse``, the spec's ``CompactResource``.
+    The SDK types its output as output items, which cannot hold the user messages its own docstring
+    says it holds; each item is checked as an item of a conversation instead."""
+    errors = _sdk_errors(_SDK_COMPACTED, {**compacted, "output": []}, where)
+    errors += _spec_errors("CompactResource", compacted, where)
+    for index, item in enumerate(compacted.get("output", [])):
+        errors += input_item_errors(item, f"{where}.output[{index}]")
     return errors
 
 

@@ -21,6 +21,7 @@ from tests.conftest import Server, data_dir
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 from tests.wire_shapes import (
+    compacted_errors,
     event_errors,
     input_item_errors,
     response_errors,
@@ -250,6 +251,18 @@ def test_client_side_tool_calls(http: httpx.Client, upstream: ScriptedUpstream, 
     events = stream(http, {"input": "do it", "tools": [tool]})
     output = events[-1]["response"]["output"]
     assert [item["type"] for item in output] == [f"{call.name}_call"]
+
+
+def test_compaction(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="Use pytest."), Reply(text="SUMMARY: pytest."), Reply(text="SUMMARY: again.")])
+    first = create(http, {"input": "How do I test this?"})
+    events = stream(http, {"previous_response_id": first["id"], "input": [{"type": "compaction_trigger"}]})
+    assert "response.compaction.compacting" in types_of(events)
+    assert [item["type"] for item in events[-1]["response"]["output"]] == ["compaction"]
+    compacted = http.post("/v1/responses/compact", json={"model": MODEL, "previous_response_id": first["id"]})
+    assert compacted.status_code == 200, compacted.text
+    errors = compacted_errors(compacted.json())
+    assert not errors, "\n".join(errors)
 
 
 def test_conversation_items(http: httpx.Client, upstream: ScriptedUpstream) -> None:
