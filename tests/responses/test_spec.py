@@ -215,6 +215,8 @@ def test_input_image_url_only_when_included(http: httpx.Client, upstream: Script
     plain = http.get(url).json()["data"][0]["content"][1]
     included = http.get(url, params={"include[]": "message.input_image.image_url"}).json()["data"][0]["content"][1]
     assert (plain["image_url"], included["image_url"]) == (None, image)
+    refused = http.get(url, params={"include[]": "message.everything"})
+    assert (refused.status_code, refused.json()["error"]["param"]) == (400, "include")
     for part in (plain, included):
         assert not input_item_errors({"type": "message", "role": "user", "id": "msg_1", "status": "completed",
                                       "content": [part]})

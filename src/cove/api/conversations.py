@@ -72,6 +72,7 @@ async def add_items(conversation_id: str, body: ItemsCreate, request: Request,
 async def list_items(conversation_id: str, request: Request, project: Project, after: str | None = None,
                      limit: int = 20, order: Literal["asc", "desc"] = "desc", include: Include = None,
                      ) -> ListPage[dict[str, Any]]:
+    includes.checked(include)
     page = await _service(request).list_items(project, conversation_id, Page(after, limit, order))
     return ListPage.of([includes.item(item, include) for item in page.data], page.has_more)
 
@@ -79,7 +80,8 @@ async def list_items(conversation_id: str, request: Request, project: Project, a
 @router.get("/{conversation_id}/items/{item_id}")
 async def get_item(conversation_id: str, item_id: str, request: Request, project: Project,
                    include: Include = None) -> dict[str, Any]:
-    return includes.item(await _service(request).get_item(project, conversation_id, item_id), include)
+    return includes.item(await _service(request).get_item(project, conversation_id, item_id),
+                         includes.checked(include))
 
 
 @router.delete("/{conversation_id}/items/{item_id}")

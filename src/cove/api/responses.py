@@ -82,9 +82,10 @@ async def get_response(response_id: str, request: Request, project: Project, str
                        starting_after: Annotated[int, Query(ge=-1, le=MAX_SEQUENCE_NUMBER)] = -1,
                        include: Annotated[list[str] | None, Query(alias="include[]")] = None) -> Any:
     service = _service(request)
+    shown = includes.checked(include)
     if stream:
-        return sse.stream(includes.events(await service.events(project, response_id, starting_after), include))
-    return includes.response(await service.get(project, response_id), include)
+        return sse.stream(includes.events(await service.events(project, response_id, starting_after), shown))
+    return includes.response(await service.get(project, response_id), shown)
 
 
 @router.delete("/{response_id}")
@@ -103,6 +104,7 @@ async def list_input_items(response_id: str, request: Request, project: Project,
                            limit: int = 20, order: Literal["asc", "desc"] = "desc",
                            include: Annotated[list[str] | None, Query(alias="include[]")] = None,
                            ) -> ListPage[dict[str, Any]]:
+    includes.checked(include)
     items, has_more = await _service(request).input_items(project, response_id, Page(after, limit, order))
     return ListPage.of([includes.input_item(item, include) for item in items], has_more)
 
