@@ -20,10 +20,9 @@ from typing import Any
 
 from cove.agent.request import INCLUDABLE
 from cove.errors import InvalidRequest
+from cove.upstream.base import ENCRYPTED_REASONING, LOGPROBS
 
 CODE_OUTPUTS = "code_interpreter_call.outputs"
-ENCRYPTED_REASONING = "reasoning.encrypted_content"
-LOGPROBS = "message.output_text.logprobs"
 INPUT_IMAGE_URL = "message.input_image.image_url"
 
 

@@ -13,6 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+LOGPROBS = "message.output_text.logprobs"
+"""The ``include`` values an upstream produces itself (the others are Cove's to honour)."""
+
 
 @dataclass
 class ModelRequest:

@@ -19,6 +19,7 @@ from openai.types.chat import ChatCompletion
 
 from cove.errors import InvalidRequest, UpstreamError
 from cove.upstream.base import (
+    LOGPROBS,
     Finish,
     Model,
     ModelEvent,
@@ -32,7 +33,6 @@ from cove.upstream.base import (
 )
 from cove.upstream.client import ClientModel, upstream_errors, upstream_message
 
-LOGPROBS = "message.output_text.logprobs"
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
                                     "function_call": "tool_calls", "content_filter": "content_filter"}

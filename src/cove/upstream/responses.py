@@ -12,6 +12,8 @@ from typing import Any
 
 from cove.errors import UpstreamError
 from cove.upstream.base import (
+    ENCRYPTED_REASONING,
+    LOGPROBS,
     Finish,
     ModelEvent,
     ModelRequest,
@@ -30,9 +32,8 @@ from cove.upstream.chat import FinishReason
 from cove.upstream.client import ClientModel, upstream_errors
 
 _FOLDED_ITEMS = {"message", "function_call", "reasoning"}  # these arrive as deltas instead
-_UPSTREAM_INCLUDES = ("reasoning.encrypted_content", "message.output_text.logprobs")
-"""The ``include`` values a Responses upstream produces itself; the client's are passed on (the others
-are Cove's to honour)."""
+_UPSTREAM_INCLUDES = (ENCRYPTED_REASONING, LOGPROBS)
+"""The ``include`` values a Responses upstream produces itself: the client's are passed on."""
 
 
 class ResponsesApiModel(ClientModel):
