@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, data_dir
+from tests.polling import eventually
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 from tests.wire_shapes import (
@@ -236,6 +237,8 @@ def test_logprobs_from_a_chat_upstream(http: httpx.Client, upstream: ScriptedUps
 def test_cancelled(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     upstream.script([Reply(text="slow", delay=30)])
     response = create(http, {"input": "bg", "background": True})
+    # Cancelled while running (asking the upstream), so no later test's turn is taken by it.
+    eventually(lambda: upstream.requests, timeout=10, what="the background response to ask the upstream")
     cancelled = http.post(f"/v1/responses/{response['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
     assert_valid(cancelled)
