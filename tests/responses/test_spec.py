@@ -57,11 +57,13 @@ def rhttp(responses_server: Server) -> Iterator[httpx.Client]:
 
 
 def sse(response: httpx.Response) -> list[dict[str, Any]]:
-    """A stream's events, its framing checked: ``event:`` names each event's type, then ``[DONE]``."""
+    """A stream's events, framed as the specification says: ``event:`` names each event's type, no
+    ``id:`` lines, and ``[DONE]`` last."""
     assert response.status_code == 200, response.read()
     events: list[dict[str, Any]] = []
     name, done = None, False
     for line in response.iter_lines():
+        assert not line.startswith("id:"), line
         if line.startswith("event: "):
             name = line[7:]
         elif line == "data: [DONE]":
