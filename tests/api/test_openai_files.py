@@ -3,6 +3,9 @@ the data dir or an S3 bucket (moto's real HTTP server), and file ids used as inp
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
 import shutil
 import stat
@@ -10,13 +13,61 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import httpx
 import openai
 import pytest
 from moto.server import ThreadedMotoServer
+from pypdf import PdfWriter
 
 from tests.conftest import Server, _server_env, data_dir, free_port
+from tests.helpers import run
 from tests.postgres import PostgresServer
-from tests.scripted_upstream import ScriptedUpstream
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+
+MODEL = "scripted-model"
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
+                       "rkJggg==")
+"""A 1x1 PNG."""
+
+
+def pdf_bytes(text: str) -> bytes:
+    """A one-page PDF showing ``text`` in Helvetica, written out by hand (pypdf only reads text)."""
+    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def encrypted(pdf: bytes) -> bytes:
+    writer = PdfWriter(clone_from=io.BytesIO(pdf))
+    writer.encrypt(user_password="secret", algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def user(*parts: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"type": "input_text", "text": "Look at this."}, *parts]}]
+
+
+def refusal(client: openai.OpenAI, **body: Any) -> dict[str, Any]:
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.responses.create(model=MODEL, **body)
+    assert refused.value.status_code in (400, 404)
+    error: dict[str, Any] = refused.value.body  # type: ignore[assignment]
+    return error
 
 pytestmark = pytest.mark.root
 
@@ -111,8 +162,9 @@ def s3(settings: dict[str, str]) -> Any:
 @pytest.fixture(scope="module")
 def bucket_server(upstream: ScriptedUpstream, postgres: PostgresServer | None,
                   bucket: dict[str, str]) -> Iterator[Server]:
-    """A server keeping file bytes in the bucket, with a 1 MiB upload cap."""
-    srv = Server(data_dir("cove-s3"), {**_server_env(upstream, postgres), "COVE_MAX_FILE_UPLOAD": "1m", **bucket})
+    """A server keeping file bytes in the bucket, with a 1 MiB upload cap and a Responses API upstream."""
+    srv = Server(data_dir("cove-s3"), {**_server_env(upstream, postgres), "COVE_MAX_FILE_UPLOAD": "1m",
+                                        "COVE_UPSTREAM_API": "responses", **bucket})
     srv.start()
     yield srv
     srv.stop()
@@ -139,3 +191,101 @@ def test_an_upload_past_the_cap_is_a_413(bucket_server: Server, bucket: dict[str
     assert refused.value.body["code"] == "request_too_large"  # type: ignore[index]
     assert list(client.files.list()) == []
     assert s3(bucket).list_objects_v2(Bucket="cove-files", Prefix="cove/")["KeyCount"] == 0
+
+
+def test_a_pdf_and_a_text_file_reach_a_chat_upstream_as_text(clean: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.reset()
+    pdf = clean.files.create(file=("report.pdf", pdf_bytes("Quarterly revenue rose 12 percent")), purpose="user_data")
+    notes = "data:text/plain;base64," + base64.b64encode("gr\u00fc\u00dfe from a text file".encode()).decode()
+    answer = clean.responses.create(model=MODEL, input=user(  # type: ignore[arg-type]
+        {"type": "input_file", "file_id": pdf.id}, {"type": "input_file", "file_data": notes, "filename": "n.txt"}))
+    assert answer.status == "completed"
+    sent = upstream.requests[-1]["messages"][-1]["content"]
+    assert isinstance(sent, str)  # every part became text, which every chat server takes
+    assert "[file: report.pdf]\nQuarterly revenue rose 12 percent" in sent
+    assert "[file: n.txt]\ngr\u00fc\u00dfe from a text file" in sent
+    stored = clean.responses.input_items.list(answer.id).data[0].model_dump()
+    assert (stored["content"][1]["type"], stored["content"][1]["file_id"]) == ("input_file", pdf.id)  # as sent
+
+
+def test_an_image_by_file_id_reaches_a_chat_upstream_as_an_image(clean: openai.OpenAI,
+                                                                 upstream: ScriptedUpstream) -> None:
+    upstream.reset()
+    image = clean.files.create(file=("dot.png", PNG), purpose="vision")
+    clean.responses.create(model=MODEL, input=user(  # type: ignore[arg-type]
+        {"type": "input_image", "file_id": image.id, "detail": "low"}))
+    part = upstream.requests[-1]["messages"][-1]["content"][1]
+    assert part == {"type": "image_url", "image_url": {
+        "url": "data:image/png;base64," + base64.b64encode(PNG).decode(), "detail": "low"}}
+
+
+def test_file_inputs_that_cannot_be_sent_are_refused_naming_the_part(clean: openai.OpenAI, server: Server,
+                                                                    upstream: ScriptedUpstream) -> None:
+    upstream.reset()
+    locked = clean.files.create(file=("locked.pdf", encrypted(pdf_bytes("hidden"))), purpose="user_data")
+    broken = clean.files.create(file=("broken.pdf", b"%PDF-1.4\nnot really"), purpose="user_data")
+    binary = clean.files.create(file=("blob.bin", bytes(range(256))), purpose="user_data")
+    foreign = server.client("beta").files.create(file=("beta.txt", b"beta's"), purpose="user_data")
+    cases = [({"type": "input_file", "file_url": "http://127.0.0.1:1/x.pdf"}, "file_url", "unsupported_file_url"),
+             ({"type": "input_file", "file_id": "file_nope"}, "file_id", "file_not_found"),
+             ({"type": "input_file", "file_id": foreign.id}, "file_id", "file_not_found"),
+             ({"type": "input_image", "file_id": foreign.id, "detail": "auto"}, "file_id", "file_not_found"),
+             ({"type": "input_file", "file_id": locked.id}, "file_id", "encrypted_pdf"),
+             ({"type": "input_file", "file_id": broken.id}, "file_id", "invalid_pdf"),
+             ({"type": "input_file", "file_id": binary.id}, "file_id", "unsupported_file"),
+             ({"type": "input_image", "file_id": binary.id, "detail": "auto"}, "file_id", "invalid_image"),
+             ({"type": "input_file", "file_data": "%%%"}, "file_data", "invalid_value")]
+    for part, key, code in cases:
+        error = refusal(clean, input=user(part))
+        assert (error["param"], error["code"]) == (f"input[0].content[1].{key}", code), (part, error)
+    assert upstream.requests == []  # refused before anything ran
+    assert refusal(clean, input="go", tools=[{"type": "code_interpreter", "container": {
+        "type": "auto", "file_ids": [foreign.id]}}])["param"] == "tools[0].container.file_ids[0]"
+
+
+def test_container_file_ids_are_copied_into_mnt_data(clean: openai.OpenAI, http: httpx.Client) -> None:
+    csv = clean.files.create(file=("data.csv", b"a,b\n1,2\n"), purpose="user_data")
+    container = clean.containers.create(name="with-files", file_ids=[csv.id])
+    assert run(http, container.id, "cat /mnt/data/data.csv")[0]["stdout"] == "a,b\n1,2\n"
+    listed = {f.path: f for f in clean.containers.files.list(container.id)}
+    assert listed["/mnt/data/data.csv"].source == "user"
+    notes = clean.files.create(file=("notes.txt", b"more"), purpose="user_data")
+    copied = clean.containers.files.create(container.id, file_id=notes.id)
+    assert (copied.path, copied.bytes) == ("/mnt/data/notes.txt", 4)
+    with pytest.raises(openai.NotFoundError) as missing:
+        clean.containers.files.create(container.id, file_id="file_nope")
+    assert missing.value.body["param"] == "file_id"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError) as refused:
+        clean.containers.create(name="never", file_ids=[csv.id, "file_nope"])
+    assert refused.value.body["param"] == "file_ids[1]"  # type: ignore[index]
+    assert "never" not in [c.name for c in clean.containers.list()]
+    clean.containers.delete(container.id)
+
+
+def test_code_interpreter_auto_container_gets_the_files(clean: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.reset()
+    csv = clean.files.create(file=("sales.csv", b"region,total\nnorth,7\n"), purpose="user_data")
+    code = "print(open('/mnt/data/sales.csv').read())"
+    upstream.script([Reply(tool_calls=[ToolCall("code_interpreter", json.dumps({"code": code}))]),
+                     Reply(text="north sold 7")])
+    answer = clean.responses.create(model=MODEL, input="sum it", tools=[{  # type: ignore[list-item]
+        "type": "code_interpreter", "container": {"type": "auto", "file_ids": [csv.id]}}])
+    assert answer.output_text == "north sold 7"
+    tool_output = upstream.requests[-1]["messages"][-1]
+    assert tool_output["role"] == "tool" and "north,7" in tool_output["content"]
+    assert answer.model_dump()["container_id"]  # type: ignore[index]
+    clean.containers.delete(answer.model_dump()["container_id"])  # type: ignore[index]
+
+
+def test_a_responses_upstream_gets_file_data(bucket_server: Server, upstream: ScriptedUpstream) -> None:
+    """The bucket server speaks to a Responses upstream: a file id becomes the file itself, its URL passes."""
+    upstream.reset()
+    client = bucket_server.client()
+    pdf_data = pdf_bytes("Read me natively")
+    pdf = client.files.create(file=("native.pdf", pdf_data), purpose="user_data")
+    client.responses.create(model=MODEL, input=user(  # type: ignore[arg-type]
+        {"type": "input_file", "file_id": pdf.id}, {"type": "input_file", "file_url": "https://example.com/a.pdf"}))
+    parts = upstream.requests[-1]["input"][0]["content"]
+    assert parts[1] == {"type": "input_file", "filename": "native.pdf",
+                        "file_data": "data:application/pdf;base64," + base64.b64encode(pdf_data).decode()}
+    assert parts[2] == {"type": "input_file", "file_url": "https://example.com/a.pdf"}

@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         project_files = ProjectFileService(db, blobs_for(settings), files, policies)
         registry = ModelRegistry(settings)
         response_service = ResponseService(db, registry, service, files, settings, policies=policies,
-                                           secrets=secrets)
+                                           secrets=secrets, project_files=project_files)
         app.state.settings = settings
         app.state.containers = service
         app.state.files = files

@@ -129,13 +129,9 @@ class ProjectFileService:
         row = await self.row(project, file_id)
         return FileObject.from_row(row), await asyncio.to_thread(self.blobs.chunks, row.id)
 
-    async def read(self, project: str, file_id: str, param: str, limit: int) -> tuple[StoredFileRow, bytes]:
-        """The file's row and its bytes whole; one larger than ``limit`` bytes is a 400 naming ``param``."""
-        row = await self.row(project, file_id, param)
-        if row.bytes > limit:
-            raise InvalidRequest(f"File '{file_id}' is {row.bytes} bytes; at most {limit} can be sent to a model.",
-                                 param=param, code="file_too_large")
-        return row, await asyncio.to_thread(self.blobs.read, row.id)
+    async def bytes_of(self, row: StoredFileRow) -> bytes:
+        """The file's bytes, whole (callers bound ``row.bytes`` first)."""
+        return await asyncio.to_thread(self.blobs.read, row.id)
 
     async def delete(self, project: str, file_id: str) -> None:
         row = await self.row(project, file_id)

@@ -112,6 +112,9 @@ class Model(abc.ABC):
     native_tools: bool = False
     """Whether the upstream takes hosted tools natively (in their client-side form) and answers with
     their own call items; otherwise the loop offers them as functions."""
+    reads_files: bool = False
+    """Whether the upstream reads ``input_file`` parts itself (``file_data``, ``file_url``); otherwise
+    the service hands it their text (``service/file_inputs.py``)."""
 
     @abc.abstractmethod
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
