@@ -217,6 +217,11 @@ def test_an_image_by_file_id_reaches_a_chat_upstream_as_an_image(clean: openai.O
     part = upstream.requests[-1]["messages"][-1]["content"][1]
     assert part == {"type": "image_url", "image_url": {
         "url": "data:image/png;base64," + base64.b64encode(PNG).decode(), "detail": "low"}}
+    # A photo-sized image counts as an image, not as its base64 (~270k tokens at 3 characters a token).
+    photo = clean.files.create(file=("photo.png", PNG + os.urandom(600_000)), purpose="vision")
+    answer = clean.responses.create(model=MODEL, input=user(  # type: ignore[arg-type]
+        {"type": "input_image", "file_id": photo.id, "detail": "auto"}))
+    assert answer.status == "completed"
 
 
 def test_file_inputs_that_cannot_be_sent_are_refused_naming_the_part(clean: openai.OpenAI, server: Server,
