@@ -4,7 +4,6 @@ the data dir or an S3 bucket (moto's real HTTP server), and file ids used as inp
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import shutil
@@ -17,10 +16,9 @@ import httpx
 import openai
 import pytest
 from moto.server import ThreadedMotoServer
-from pypdf import PdfWriter
 
 from tests.conftest import Server, _server_env, data_dir, free_port
-from tests.helpers import run
+from tests.helpers import encrypted, pdf_bytes, run
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
@@ -28,34 +26,6 @@ MODEL = "scripted-model"
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
                        "rkJggg==")
 """A 1x1 PNG."""
-
-
-def pdf_bytes(text: str) -> bytes:
-    """A one-page PDF showing ``text`` in Helvetica, written out by hand (pypdf only reads text)."""
-    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
-def encrypted(pdf: bytes) -> bytes:
-    writer = PdfWriter(clone_from=io.BytesIO(pdf))
-    writer.encrypt(user_password="secret", algorithm="RC4-128")
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 def user(*parts: dict[str, Any]) -> list[dict[str, Any]]:
@@ -162,9 +132,13 @@ def s3(settings: dict[str, str]) -> Any:
 @pytest.fixture(scope="module")
 def bucket_server(upstream: ScriptedUpstream, postgres: PostgresServer | None,
                   bucket: dict[str, str]) -> Iterator[Server]:
-    """A server keeping file bytes in the bucket, with a 1 MiB upload cap and a Responses API upstream."""
+    """A server keeping file bytes in the bucket, with a 1 MiB upload cap, a Responses API upstream,
+    and project beta's files quota at 1000 KiB."""
     srv = Server(data_dir("cove-s3"), {**_server_env(upstream, postgres), "COVE_MAX_FILE_UPLOAD": "1m",
                                         "COVE_UPSTREAM_API": "responses", **bucket})
+    projects = srv.data_dir.with_name(srv.data_dir.name + "-projects.toml")
+    projects.write_text('[projects.beta]\nfile_bytes = "1000k"\n')
+    srv.env["COVE_PROJECTS_FILE"] = str(projects)
     srv.start()
     yield srv
     srv.stop()
@@ -181,6 +155,18 @@ def test_bytes_round_trip_through_an_s3_bucket(bucket_server: Server, bucket: di
     assert client.files.content(made.id).read() == payload
     client.files.delete(made.id)
     assert s3(bucket).list_objects_v2(Bucket="cove-files", Prefix="cove/")["KeyCount"] == 0
+
+
+def test_uploads_past_the_files_quota_are_refused(bucket_server: Server, bucket: dict[str, str]) -> None:
+    beta = bucket_server.client("beta")
+    kept = beta.files.create(file=("one.bin", os.urandom(600_000)), purpose="user_data")
+    with pytest.raises(openai.RateLimitError) as refused:
+        beta.files.create(file=("two.bin", os.urandom(600_000)), purpose="user_data")
+    assert (refused.value.body["code"], refused.value.body["param"]) == ("quota_exceeded", "file_bytes")  # type: ignore[index]
+    keys = [o["Key"] for o in s3(bucket).list_objects_v2(Bucket="cove-files", Prefix="cove/")["Contents"]]
+    assert keys == [f"cove/{kept.id}"]  # the refused upload's bytes were removed
+    beta.files.delete(kept.id)
+    beta.files.delete(beta.files.create(file=("two.bin", os.urandom(600_000)), purpose="user_data").id)
 
 
 def test_an_upload_past_the_cap_is_a_413(bucket_server: Server, bucket: dict[str, str]) -> None:
