@@ -55,6 +55,8 @@ class LocalBlobs(Blobs):
         self.root = root
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         root.chmod(0o700)
+        for partial in root.glob(".*.partial"):  # what a crash left mid-upload
+            partial.unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
         return self.root / key  # keys are ids the service made, never client text
