@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     """Host uid that container root maps to; container uids 0-65535 map onto base+0-65535."""
 
     expiry_check_seconds: float = 30.0
-    """How often idle containers are looked for and expired (an expiry can be this late)."""
+    """How often idle containers and expired files are looked for and removed (an expiry can be this late)."""
 
     upstream_url: str | None = None
     """OpenAI-compatible base URL ending in /v1; model names not in ``models_file`` go here unchanged."""

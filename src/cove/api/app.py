@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await response_service.start()
         warm_up = registry.warm_up()
         service.start_expiry()
+        project_files.start_expiry(settings.expiry_check_seconds)
         app.state.ready = True
         try:
             yield
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.gather(warm_up, return_exceptions=True)
             await response_service.stop()
             await service.stop_expiry()
+            await project_files.stop_expiry()
             await engine.close()
             await audit.stop()
             await registry.aclose()

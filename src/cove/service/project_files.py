@@ -2,12 +2,14 @@
 (``file_blobs.py``); each project sees only its own (another's id is answered as an unknown one).
 
 Files given ``expires_after`` are gone for every purpose once they expire: they are filtered out of
-every read at once, and their rows and bytes are removed at the project's next upload.
+every read at once, and a sweep every ``COVE_EXPIRY_CHECK_SECONDS`` removes their rows and bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import PurePosixPath
@@ -26,11 +28,14 @@ from cove.service.projects import ProjectPolicies
 from cove.store.db import Database
 from cove.store.models import StoredFileRow
 
+log = logging.getLogger(__name__)
+
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 """What the SDK's ``FilePurpose`` allows an upload to say."""
 EXPIRY_SECONDS = (3600, 2_592_000)
 """The range OpenAI allows ``expires_after.seconds``: an hour to thirty days."""
 MAX_FILENAME = 1024
+_SWEEP_BATCH = 500
 
 
 def _live(now: int) -> ColumnElement[bool]:
@@ -70,12 +75,12 @@ class ProjectFileService:
         self.blobs = blobs
         self.container_files = container_files
         self.policies = policies
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def create(self, project: str, filename: str, purpose: str, expires_seconds: int | None,
                      source: IO[bytes]) -> FileObject:
         """Stores the bytes, then the row, under the project's ``file_bytes`` quota (checked and
         inserted as one step); bytes whose row could not be made are removed."""
-        await self._purge_expired(project)
         size = source.seek(0, 2)
         now = int(time.time())
         row = StoredFileRow(id=new_id("file"), project=project, filename=filename, purpose=purpose, bytes=size,
@@ -95,14 +100,34 @@ class ProjectFileService:
             raise
         return FileObject.from_row(row)
 
-    async def _purge_expired(self, project: str) -> None:
+    def start_expiry(self, every: float) -> None:
+        self._sweeper = asyncio.create_task(self._expiry_loop(every))
+
+    async def stop_expiry(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def _expiry_loop(self, every: float) -> None:
+        while True:
+            try:
+                while len(await self.remove_expired()) == _SWEEP_BATCH:
+                    continue  # a whole batch: more may be waiting
+            except Exception:
+                log.exception("file expiry pass failed")
+            await asyncio.sleep(every)
+
+    async def remove_expired(self) -> list[str]:
+        """Removes up to a batch of expired files, rows first (so none is read half-removed), then bytes."""
         async with self.db.begin() as session:
             expired = list(await session.scalars(select(StoredFileRow.id).where(
-                StoredFileRow.project == project, StoredFileRow.expires_at <= int(time.time()))))
+                StoredFileRow.expires_at <= int(time.time())).order_by(StoredFileRow.seq).limit(_SWEEP_BATCH)))
             if expired:
                 await session.execute(delete(StoredFileRow).where(StoredFileRow.id.in_(expired)))
         for file_id in expired:
             await asyncio.to_thread(self.blobs.delete, file_id)
+        return expired
 
     async def list_page(self, project: str, page: Page, purpose: str | None) -> ListPage[FileObject]:
         query = select(StoredFileRow).where(StoredFileRow.project == project, _live(int(time.time())))
