@@ -4,11 +4,13 @@ the data dir or an S3 bucket (moto's real HTTP server), and file ids used as inp
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
 import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,6 +19,9 @@ import openai
 import pytest
 from moto.server import ThreadedMotoServer
 
+from cove.config import Settings
+from cove.errors import CoveError, NotFound
+from cove.service.file_blobs import S3Blobs
 from tests.conftest import Server, _server_env, data_dir, free_port
 from tests.helpers import encrypted, pdf_bytes, run
 from tests.postgres import PostgresServer
@@ -155,6 +160,19 @@ def test_bytes_round_trip_through_an_s3_bucket(bucket_server: Server, bucket: di
     assert client.files.content(made.id).read() == payload
     client.files.delete(made.id)
     assert s3(bucket).list_objects_v2(Bucket="cove-files", Prefix="cove/")["KeyCount"] == 0
+
+
+def test_a_bucket_that_fails_is_said_so(bucket: dict[str, str], tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, **{key.removeprefix("COVE_").lower(): value
+                                              for key, value in bucket.items()})
+    missing = S3Blobs(settings.model_copy(update={"files_s3_bucket": "no-such-bucket"}))
+    with pytest.raises(CoveError, match=r"^The files bucket refused the request \(NoSuchBucket\)\.$"):
+        missing.put("file_x", io.BytesIO(b"x"))
+    with pytest.raises(NotFound):
+        S3Blobs(settings).chunks("file_never_stored")
+    unreachable = settings.model_copy(update={"files_s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})
+    with pytest.raises(CoveError, match="could not be used"):
+        S3Blobs(unreachable).delete("file_x")
 
 
 def test_uploads_past_the_files_quota_are_refused(bucket_server: Server, bucket: dict[str, str]) -> None:

@@ -18,10 +18,10 @@ from typing import IO, Any
 
 import boto3  # type: ignore[import-untyped]  # no stubs in the lock; its client is typed Any here
 from botocore.config import Config  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from cove.config import Settings
-from cove.errors import NotFound
+from cove.errors import CoveError, NotFound
 
 CHUNK = 1 << 20
 
@@ -106,23 +106,36 @@ class S3Blobs(Blobs):
 
     def put(self, key: str, source: IO[bytes]) -> None:
         source.seek(0)
-        self.client.upload_fileobj(source, self.bucket, self.prefix + key)
+        with _bucket_errors(key):
+            self.client.upload_fileobj(source, self.bucket, self.prefix + key)
 
     def chunks(self, key: str) -> Iterator[bytes]:
-        try:
+        with _bucket_errors(key):
             answer = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise _gone(key) from None
-            raise
-        return _body_chunks(answer["Body"])
+        return _body_chunks(answer["Body"], key)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        with _bucket_errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
 
-def _body_chunks(body: Any) -> Iterator[bytes]:
-    with contextlib.closing(body):
+@contextlib.contextmanager
+def _bucket_errors(key: str) -> Iterator[None]:
+    """boto3's failures as Cove's: a missing object is a 404, anything else a 500 that says the bucket
+    failed and how (S3's error code or the kind of failure), never the endpoint or credentials."""
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404"):
+            raise _gone(key) from None
+        raise CoveError(f"The files bucket refused the request ({code}).") from None
+    except BotoCoreError as exc:
+        raise CoveError(f"The files bucket could not be used ({type(exc).__name__}).") from None
+
+
+def _body_chunks(body: Any, key: str) -> Iterator[bytes]:
+    with contextlib.closing(body), _bucket_errors(key):
         yield from body.iter_chunks(CHUNK)
 
 
