@@ -31,8 +31,10 @@ from cove.service import history, locks
 from cove.service.background import FairQueue
 from cove.service.compaction import CompactionSeal, compact
 from cove.service.containers import ContainerService
+from cove.service.file_inputs import FileInputs
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
+from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
@@ -54,10 +56,13 @@ async def _next_event_number(session: AsyncSession, response_id: str) -> int:
 
 class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
-                 settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper) -> None:
+                 settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
+                 project_files: ProjectFileService) -> None:
         self.db = db
         self.containers = containers
         self.files = files
+        self.project_files = project_files
+        self.file_inputs = FileInputs(project_files)
         self.policies = policies
         self.secrets = secrets
         self.models = models
@@ -110,6 +115,7 @@ class ResponseService:
             if isinstance(environment, dict) and environment.get("network_policy"):
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
+        await self._check_tool_files(project, params)
         turn, run = await self._prepare(project, params)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
@@ -128,6 +134,14 @@ class ResponseService:
             self._launch(run, turn)
         return run
 
+    async def _check_tool_files(self, project: str, params: CreateParams) -> None:
+        """The ``file_ids`` a tool's new container would get name files of the project (else a 404 naming one)."""
+        for index, tool in enumerate(params.tools):
+            key = "environment" if "environment" in tool else "container"
+            environment = tool.get(key)
+            if isinstance(environment, dict) and environment.get("file_ids"):
+                await self.project_files.check(project, list(environment["file_ids"]), f"tools[{index}].{key}.file_ids")
+
     async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
         new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
         new_items = take_trigger(new_items)
@@ -142,10 +156,13 @@ class ResponseService:
     async def _turn(self, session: AsyncSession, run: Run, params: CreateParams) -> Turn:
         """Everything the loop needs: history, the model, the tools and the container they use."""
         earlier = await self._history(session, run.project, params)
-        seal = CompactionSeal(self.secrets.sealer, run.project)
-        context, summary = await seal.window(earlier, run.input_items,
-                                             "conversation" if params.conversation_id else "previous_response_id")
         model, upstream_model = await self.models.resolve(params.model)
+        history_param = "conversation" if params.conversation_id else "previous_response_id"
+        resolved = await self.file_inputs.resolve(
+            run.project, [*earlier, *run.input_items], first_new=len(earlier), reads_files=model.reads_files,
+            history_param=history_param)
+        seal = CompactionSeal(self.secrets.sealer, run.project)
+        context, summary = await seal.window(resolved[:len(earlier)], resolved[len(earlier):], history_param)
         toolbox = params.toolbox
         workspace = None
         if toolbox.needs_container:
@@ -174,6 +191,7 @@ class ResponseService:
         if isinstance(auto.get("network_policy"), dict):  # sealed in a queued request's tools
             auto = {**auto, "network_policy": self.secrets.open_policy(auto["network_policy"], run.id)}
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
+                                  project_files=self.project_files,
                                   container_id=container_id, auto=auto, on_container=record)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:
