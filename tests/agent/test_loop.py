@@ -179,11 +179,30 @@ def test_the_calls_of_one_turn_run_at_once() -> None:
     assert results == ["a saw b", "b saw a"]
 
 
-def test_tool_calls_and_model_turns_are_capped() -> None:
+def test_hosted_calls_past_max_tool_calls_are_ignored_and_the_response_completes() -> None:
+    lookup = {"type": "function", "name": "lookup"}
+    two = Reply(calls=[Call("shell", {"commands": ["echo 1"]}), Call("shell", {"commands": ["echo 2"]})])
+    model = ScriptedModel([two, Reply(calls=[Call("shell", {"commands": ["echo 3"]})]), Reply(text="had one")])
+    ran: list[str] = []
+
+    def record(command: Command) -> CommandOutput:
+        ran.append(command.command)
+        return output("ok\n")
+
+    response, _ = respond(model, MemoryWorkspace(MemorySandbox(run=record)), tools=[SHELL, lookup],
+                          max_tool_calls=1)
+    assert response["status"] == "completed" and response["output"][-1]["content"][0]["text"] == "had one"
+    assert ran == ["echo 1"]
+    assert types(response) == ["shell_call", "shell_call_output", "message"]  # the rest: ignored, not output
+    second, third = model.requests[1], model.requests[2]
+    assert [tool["name"] for tool in second.tools] == ["lookup"]  # spent: no hosted tool is offered again
+    told = [item["output"] for item in second.input if item["type"] == "function_call_output"]
+    assert "ok" in told[0] and "max_tool_calls" in told[1]
+    assert "max_tool_calls" in [item for item in third.input if item["type"] == "function_call_output"][-1]["output"]
+
+
+def test_model_turns_are_capped() -> None:
     call = Reply(calls=[Call("shell", {"commands": ["true"]})])
-    response, _ = respond(ScriptedModel([call, call]), MemoryWorkspace(), tools=[SHELL], max_tool_calls=1)
-    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_messages"}
-    assert types(response) == ["shell_call", "shell_call_output"]
     endless = ScriptedModel([call] * 50)
     response, _ = respond(endless, MemoryWorkspace(), tools=[SHELL])
     assert response["status"] == "incomplete" and len(endless.requests) == 50

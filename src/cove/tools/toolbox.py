@@ -43,11 +43,12 @@ class Toolbox:
                     return environment
         return {"type": "container_auto"}
 
-    def model_tools(self, native: bool = False) -> list[dict[str, Any]]:
+    def model_tools(self, native: bool = False, hosted: bool = True) -> list[dict[str, Any]]:
         """Tool definitions for the upstream: functions, or (``native``) the tools' client-side forms for
-        upstreams that speak the Responses API, which then answer with the tools' own call items."""
+        upstreams that speak the Responses API, which then answer with the tools' own call items.
+        ``hosted=False`` leaves out the tools this server runs (``max_tool_calls`` is spent)."""
         return [tool.native_form if native and tool.native_form is not None else tool.function(config)
-                for tool, config in self.entries]
+                for tool, config in self.entries if hosted or not tool.hosted(config)]
 
     def hosted(self, name: str) -> HostedTool | None:
         """The tool this server runs for calls of the function ``name``, if any."""
