@@ -258,3 +258,46 @@ def test_max_output_tokens_bounds_the_whole_response_across_turns() -> None:
     response, _ = respond(spent, MemoryWorkspace(), tools=[SHELL], max_output_tokens=10)
     assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert len(spent.requests) == 2 and types(response) == ["shell_call", "shell_call_output"] * 2
+
+
+CRM = {"type": "namespace", "name": "crm", "description": "Customer records.",
+       "tools": [{"type": "function", "name": "lookup", "description": "Find a customer.",
+                  "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}]}
+
+
+def test_a_chat_model_calls_a_namespaces_functions_flat_and_the_client_gets_the_namespace() -> None:
+    model = ScriptedModel([Reply(calls=[Call("crm__lookup", {"id": "7"})])])
+    response, events = respond(model, tools=[CRM, {"type": "function", "name": "lookup"}])
+    offered = model.requests[0].tools
+    assert [tool["name"] for tool in offered] == ["crm__lookup", "lookup"]
+    assert "Customer records." in offered[0]["description"] and "Find a customer." in offered[0]["description"]
+    call = response["output"][0]
+    assert (call["type"], call["name"], call["namespace"], call["arguments"]) == (
+        "function_call", "lookup", "crm", '{"id": "7"}')
+    added = next(event for event in events if event["type"] == "response.output_item.added")
+    assert added["item"]["namespace"] == "crm"  # streamed in the namespace's shape from the start
+    answer = ScriptedModel([Reply(text="found")])
+    again, _ = respond(answer, tools=[CRM], input=[
+        {"type": "function_call", "call_id": "c1", "name": "lookup", "namespace": "crm", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "Ada"}])
+    assert again["status"] == "completed"
+    sent = answer.requests[0].input
+    assert sent[0]["name"] == "crm__lookup" and "namespace" not in sent[0]  # the names the model was offered
+
+
+def test_a_responses_upstream_gets_the_namespace_whole_and_its_calls_keep_it() -> None:
+    model = ScriptedModel([Reply(calls=[Call("lookup", {"id": "1"}, namespace="crm")]), Reply(text="Ada")],
+                          native_tools=True)
+    response, _ = respond(model, tools=[CRM])
+    assert model.requests[0].tools == [CRM]
+    assert {key: response["output"][0][key] for key in ("name", "namespace")} == {"name": "lookup", "namespace": "crm"}
+    respond(model, tools=[CRM], input=[{**response["output"][0], "status": "completed"},
+                                       {"type": "function_call_output", "call_id": "call_1_0", "output": "Ada"}])
+    assert model.requests[1].input[0]["namespace"] == "crm"  # the upstream reads its own shape back
+
+
+def test_long_namespaced_names_stay_within_64_characters_and_distinct() -> None:
+    from cove.tools.namespace import flat_name
+    long_a, long_b = flat_name("n" * 40, "f" * 30 + "a"), flat_name("n" * 40, "f" * 30 + "b")
+    assert len(long_a) == len(long_b) == 64 and long_a != long_b
+    assert flat_name("crm", "lookup") == "crm__lookup"

@@ -176,11 +176,13 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
         elif event.type == "reasoning":
             await builder.reasoning(event.text)
         elif event.type == "tool_call_start":
-            server_side = turn.toolbox.hosted(event.name)
+            server_side = turn.toolbox.hosted(event.name) if event.namespace is None else None
             if server_side is not None:
                 hosted[event.index] = [server_side, event.call_id, ""]
             else:
-                await builder.function_call(event.call_id, event.name)
+                # A chat model calls a namespace's functions by their flat names; the client gets the pair.
+                name, namespace = turn.toolbox.call_name(event.name)
+                await builder.function_call(event.call_id, name, event.namespace or namespace)
                 calls[event.index] = builder.output[-1]
         elif event.type == "tool_call_delta":
             if event.index in hosted:
@@ -209,6 +211,8 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
 async def _to_client_items(turn: Turn, builder: ResponseBuilder, calls: dict[int, dict[str, Any]]) -> None:
     """Client-run hosted tools (local shell) take their own item shape instead of ``function_call``."""
     for call in calls.values():
+        if call.get("namespace"):  # a namespace's function keeps the function_call shape
+            continue
         item = turn.toolbox.client_item(call["call_id"], call["name"], call["arguments"])
         if item is not None:
             builder.output[builder.output.index(call)] = item

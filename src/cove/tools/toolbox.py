@@ -6,6 +6,7 @@ from typing import Any
 
 from cove.errors import InvalidRequest
 from cove.tools.base import HostedTool, Tool, ToolConfig
+from cove.tools.namespace import flatten_call
 from cove.tools.registry import TOOLS
 
 
@@ -15,11 +16,11 @@ class Toolbox:
         self.entries: list[tuple[Tool, ToolConfig]] = [TOOLS.parse(index, raw) for index, raw in enumerate(tools)]
         self._by_function: dict[str, tuple[Tool, ToolConfig]] = {}
         for index, (tool, config) in enumerate(self.entries):
-            name = tool.function_name(config)
-            if name in self._by_function:
-                raise InvalidRequest(f"Two tools are called {name!r}: tool names must be unique.",
-                                     param=f"tools[{index}]", code="duplicate_tool_name")
-            self._by_function[name] = (tool, config)
+            for name in tool.function_names(config):
+                if name in self._by_function:
+                    raise InvalidRequest(f"Two tools are called {name!r}: tool names must be unique.",
+                                         param=f"tools[{index}]", code="duplicate_tool_name")
+                self._by_function[name] = (tool, config)
 
     def check(self) -> None:
         """The rules beyond each tool's schema (network policies, files), for a request being created."""
@@ -47,13 +48,19 @@ class Toolbox:
         """Tool definitions for the upstream: functions, or (``native``) the tools' client-side forms for
         upstreams that speak the Responses API, which then answer with the tools' own call items.
         ``hosted=False`` leaves out the tools this server runs (``max_tool_calls`` is spent)."""
-        return [tool.native_form if native and tool.native_form is not None else tool.function(config)
-                for tool, config in self.entries if hosted or not tool.hosted(config)]
+        return [offered for tool, config in self.entries if hosted or not tool.hosted(config)
+                for offered in tool.model_tools(config, native)]
 
     def hosted(self, name: str) -> HostedTool | None:
         """The tool this server runs for calls of the function ``name``, if any."""
         tool, config = self._by_function.get(name, (None, None))
         return tool if isinstance(tool, HostedTool) and config is not None and tool.hosted(config) else None
+
+    def call_name(self, name: str) -> tuple[str, str | None]:
+        """The ``name`` and ``namespace`` a call of the function ``name`` takes in the response (a chat
+        model calls a namespace's functions by their flat names)."""
+        tool, config = self._by_function.get(name, (None, None))
+        return tool.call_name(config, name) if tool is not None and config is not None else (name, None)
 
     def client_item(self, call_id: str, name: str, arguments: str) -> dict[str, Any] | None:
         """A call the client runs, in its tool's own item shape (None: it stays a ``function_call``)."""
@@ -74,6 +81,8 @@ class Toolbox:
         (``native``: kept as they are where the upstream knows the tool, in its client-side form)."""
         result = []
         for item in items:
+            if not native and "namespace" in item:
+                item = flatten_call(item)
             tool = TOOLS.of_item(item.get("type"))
             if tool is None:
                 result.append(item)

@@ -77,6 +77,8 @@ class ToolCallStart:
     index: int
     call_id: str
     name: str
+    namespace: str | None = None
+    """The namespace tool the function belongs to, where a Responses upstream says so."""
     type: Literal["tool_call_start"] = "tool_call_start"
 
 

@@ -74,7 +74,8 @@ class _Fold:
             yield ReasoningDelta(event.delta)
         elif kind == "response.output_item.added" and event.item.type == "function_call":
             self.calls[event.output_index] = (len(self.calls), "")
-            yield ToolCallStart(len(self.calls) - 1, event.item.call_id, event.item.name)
+            yield ToolCallStart(len(self.calls) - 1, event.item.call_id, event.item.name,
+                                getattr(event.item, "namespace", None))
         elif kind == "response.function_call_arguments.delta" and event.output_index in self.calls:
             index, so_far = self.calls[event.output_index]
             self.calls[event.output_index] = (index, so_far + event.delta)
