@@ -67,13 +67,22 @@ def model_request(turn: Turn) -> ModelRequest:
         tool_choice=_tool_choice(params.tool_choice, native, turn.tools_ran),
         parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=turn.output_left,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
-        reasoning=params.reasoning, user=params.safety_identifier or params.user)
+        reasoning=params.reasoning, user=params.safety_identifier or params.user,
+        prompt_cache_key=params.prompt_cache_key)
 
 
 def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: bool) -> str | dict[str, Any] | None:
     if tools_ran and choice is not None and choice != "none":
         return "auto"
     return Toolbox.choice(choice, native)
+
+
+def check_input(turn: Turn, items: list[dict[str, Any]]) -> None:
+    """The request's own input items as the upstream will read them: one it has no mapping for is a 400
+    naming it (``input[3].type``) before anything runs, not a failed response."""
+    native = turn.model.native_tools
+    for index, item in enumerate(items):
+        turn.model.check_input(turn.toolbox.as_model_context([item], native), f"input[{index}]")
 
 
 async def fit_context(turn: Turn) -> ModelRequest:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
-from cove.agent.loop import Turn, fit_context, model_request, run_response
+from cove.agent.loop import Turn, check_input, fit_context, model_request, run_response
 from cove.agent.request import CreateParams
 from cove.agent.response_object import new_response
 from cove.config import Settings
@@ -109,6 +109,7 @@ class ResponseService:
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
         turn, run = await self._prepare(project, params)
+        check_input(turn, run.input_items)  # an item the upstream cannot take is a 400, not a failed run
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)

@@ -108,7 +108,8 @@ def to_responses_params(request: ModelRequest) -> dict[str, Any]:
                       parallel_tool_calls=request.parallel_tool_calls)
     params.update(instructions=request.instructions, max_output_tokens=request.max_output_tokens,
                   temperature=request.temperature, top_p=request.top_p, reasoning=request.reasoning,
-                  user=request.user, text={"format": request.text_format} if request.text_format else None)
+                  user=request.user, text={"format": request.text_format} if request.text_format else None,
+                  prompt_cache_key=request.prompt_cache_key)
     return {key: value for key, value in params.items() if value is not None}
 
 
