@@ -78,24 +78,31 @@ def tool_output(body: dict[str, Any]) -> str:
     return next((message["content"] for message in reversed(body["messages"]) if message["role"] == "tool"), "")
 
 
-@pytest.mark.skipif(CODEX is None, reason="the Codex CLI (openai-codex-cli-bin) is not installed")
+def run_codex(server: Server, root: Path, prompt: str) -> str:
+    """``codex exec`` with the prompt against ``server``; its stdout (the final answer)."""
+    assert CODEX is not None
+    work = root / "work"
+    work.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENAI_", "CODEX_"))}
+    env.update(CODEX_HOME=str(codex_home(root, server)), HOME=str(root), COVE_CODEX_KEY=KEYS["alpha"], NO_COLOR="1")
+    done = subprocess.run([str(CODEX), "exec", "--skip-git-repo-check", "--sandbox", "danger-full-access",
+                           "--cd", str(work), prompt],
+                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+needs_codex = pytest.mark.skipif(CODEX is None, reason="the Codex CLI (openai-codex-cli-bin) is not installed")
+
+
+@needs_codex
 def test_codex_runs_a_tool_round_trip_through_cove(server: Server, upstream: ScriptedUpstream,
                                                    tmp_path: Path) -> None:
-    assert CODEX is not None
-    work = tmp_path / "work"
-    work.mkdir()
     upstream.script([
         Reply(text="Let me check.", tool_calls=[ToolCall("exec_command", json.dumps({"cmd": "echo cove-$((6*7))"}))]),
         lambda body: Reply(text=f"The command printed {tool_output(body).split('cove-')[-1][:2]}."),
     ])
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPENAI_", "CODEX_"))}
-    env.update(CODEX_HOME=str(codex_home(tmp_path, server)), HOME=str(tmp_path), COVE_CODEX_KEY=KEYS["alpha"],
-               NO_COLOR="1")
-    done = subprocess.run([str(CODEX), "exec", "--skip-git-repo-check", "--sandbox", "danger-full-access",
-                           "--cd", str(work), "What does echo cove-$((6*7)) print?"],
-                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "The command printed 42." in done.stdout, (done.stdout, done.stderr[-3000:])
+    assert "The command printed 42." in run_codex(server, tmp_path, "What does echo cove-$((6*7)) print?")
 
     first, second = upstream.requests  # what Cove made of Codex's two requests, as a chat model reads them
     offered = {tool["function"]["name"] for tool in first["tools"]}
@@ -105,3 +112,15 @@ def test_codex_runs_a_tool_round_trip_through_cove(server: Server, upstream: Scr
     assert first["prompt_cache_key"]  # Codex's thread id, passed on
     call = second["messages"][-2]["tool_calls"][0]
     assert call["function"]["name"] == "exec_command" and "cove-42" in tool_output(second)
+
+
+@needs_codex
+def test_codex_runs_a_call_of_its_namespace_tool(server: Server, upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    """Codex groups its sub-agent tools in the ``multi_agent_v1`` namespace: the model's call of the flat
+    name reaches Codex as ``close_agent`` in that namespace, which Codex runs (refusing a made-up agent)."""
+    upstream.script([Reply(tool_calls=[ToolCall("multi_agent_v1__close_agent", '{"target": "nobody"}')]),
+                     lambda body: Reply(text="Codex said: " + tool_output(body))])
+    answer = run_codex(server, tmp_path, "Close the agent called nobody.")
+    assert "Codex said: invalid agent id nobody" in answer
+    call = upstream.requests[1]["messages"][-2]["tool_calls"][0]
+    assert call["function"]["name"] == "multi_agent_v1__close_agent"  # Codex sent it back namespaced
