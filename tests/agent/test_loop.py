@@ -301,3 +301,38 @@ def test_long_namespaced_names_stay_within_64_characters_and_distinct() -> None:
     long_a, long_b = flat_name("n" * 40, "f" * 30 + "a"), flat_name("n" * 40, "f" * 30 + "b")
     assert len(long_a) == len(long_b) == 64 and long_a != long_b
     assert flat_name("crm", "lookup") == "crm__lookup"
+
+
+PATCHER = {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+           "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+PATCH = "*** Begin Patch\n*** End Patch\n"
+
+
+def test_a_custom_tool_is_a_function_of_its_input_for_a_chat_model_and_a_custom_call_for_the_client() -> None:
+    model = ScriptedModel([Reply(calls=[Call("apply_patch", {"input": PATCH})])])
+    response, _ = respond(model, tools=[PATCHER])
+    offered = model.requests[0].tools[0]
+    assert offered["parameters"]["required"] == ["input"] and "start: /.+/" in offered["description"]
+    call = response["output"][0]
+    assert (call["type"], call["name"], call["input"]) == ("custom_tool_call", "apply_patch", PATCH)
+    answer = ScriptedModel([Reply(text="patched")])
+    respond(answer, tools=[PATCHER], input=[call, {"type": "custom_tool_call_output", "call_id": call["call_id"],
+                                                   "output": "Done."}])
+    sent = answer.requests[0].input
+    assert (sent[0]["type"], sent[0]["name"], json.loads(sent[0]["arguments"])) == (
+        "function_call", "apply_patch", {"input": PATCH})
+    assert (sent[1]["type"], sent[1]["output"]) == ("function_call_output", "Done.")
+
+
+def test_a_responses_upstream_gets_custom_tools_whole_and_the_hosted_editor_as_a_function() -> None:
+    editor_call = {"type": "custom_tool_call", "call_id": "ed", "name": "str_replace_based_edit_tool",
+                   "input": '{"command": "view", "path": "/"}'}
+    history = [editor_call, {"type": "custom_tool_call_output", "call_id": "ed", "output": "bin"},
+               {"type": "custom_tool_call", "call_id": "cp", "name": "apply_patch", "input": PATCH},
+               {"type": "custom_tool_call_output", "call_id": "cp", "output": "Done."}]
+    model = ScriptedModel([Reply(text="ok")], native_tools=True)
+    respond(model, MemoryWorkspace(), tools=[PATCHER, {"type": "text_editor_20250429"}], input=history)
+    assert model.requests[0].tools[0] == PATCHER
+    assert [(item["type"], item.get("name")) for item in model.requests[0].input[:4]] == [
+        ("function_call", "str_replace_based_edit_tool"), ("function_call_output", None),
+        ("custom_tool_call", "apply_patch"), ("custom_tool_call_output", None)]

@@ -1,9 +1,10 @@
 """What clients built on OpenAI's API send beyond the SDK's typed params (Codex's requests are the model
 here): ``client_metadata``, ``namespace`` tools, ``developer`` messages, ``prompt_cache_key``,
-``reasoning.summary``, ``store: false`` with ``include``; and input an upstream cannot take."""
+``reasoning.summary``, ``store: false`` with ``include``, ``custom`` tools; and input an upstream cannot take."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -87,3 +88,20 @@ def test_client_metadata_is_a_string_map(http: httpx.Client, upstream: ScriptedU
     assert bad.status_code == 400 and "client_metadata" in bad.json()["error"]["param"]
     good = http.post("/v1/responses", json={"model": MODEL, "input": "hi", "client_metadata": {"turn": "1"}})
     assert good.status_code == 200 and good.json()["status"] == "completed"
+
+
+def test_a_custom_tool_call_reaches_the_client_as_one_and_its_output_the_chat_model(
+        client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    patcher = {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+               "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+    patch = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch\n"
+    upstream.script([Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"input": patch}))]), Reply(text="Added.")])
+    first = client.responses.create(model=MODEL, input="add a.txt", tools=[patcher])  # type: ignore[list-item]
+    call = first.output[0]
+    assert call.type == "custom_tool_call" and (call.name, call.input) == ("apply_patch", patch)
+    second = client.responses.create(model=MODEL, previous_response_id=first.id, tools=[patcher], input=[  # type: ignore[list-item]
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Done: a.txt"}])
+    assert second.output_text == "Added."
+    messages = upstream.requests[-1]["messages"]
+    assert json.loads(messages[-2]["tool_calls"][0]["function"]["arguments"]) == {"input": patch}
+    assert messages[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "Done: a.txt"}

@@ -58,6 +58,8 @@ def refusal(tools: list[dict[str, Any]], **params: Any) -> CoveError:
      "tools[0].container.memory_limit", "invalid_value"),
     ([{"type": "function", "name": "has space"}], "tools[0].name", "invalid_value"),
     ([{"type": "function", "name": "shell"}, {"type": "shell"}], "tools[1]", "duplicate_tool_name"),
+    ([{"type": "custom", "name": "apply patch"}], "tools[0].name", "invalid_value"),
+    ([{"type": "custom", "name": "p", "format": "lark"}], "tools[0].format", "invalid_value"),
     ([{"type": "namespace", "name": "crm", "description": "d", "tools": [{"type": "custom", "name": "c"}]}],
      "tools[0].tools[0].type", "invalid_value"),
     ([{"type": "namespace", "name": "c rm", "description": "d", "tools": [{"type": "function", "name": "f"}]}],

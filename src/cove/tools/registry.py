@@ -15,6 +15,7 @@ from cove.errors import InvalidRequest
 from cove.tools.apply_patch import ApplyPatchTool
 from cove.tools.base import Tool, ToolConfig
 from cove.tools.code_interpreter import CodeInterpreterTool
+from cove.tools.custom import CustomTool
 from cove.tools.function import FunctionTool
 from cove.tools.local_shell import LocalShellTool
 from cove.tools.namespace import NamespaceTool
@@ -107,6 +108,7 @@ def _input_path(raw: object, loc: tuple[int | str, ...], kind: str) -> list[int 
 TOOLS = Registry([
     FunctionTool(),
     NamespaceTool(),
+    CustomTool(),
     LocalShellTool(),
     ShellTool(),
     ApplyPatchTool(),

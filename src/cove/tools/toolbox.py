@@ -6,6 +6,7 @@ from typing import Any
 
 from cove.errors import InvalidRequest
 from cove.tools.base import HostedTool, Tool, ToolConfig
+from cove.tools.custom import CustomTool, editor_call_ids
 from cove.tools.namespace import flatten_call
 from cove.tools.registry import TOOLS
 
@@ -64,7 +65,9 @@ class Toolbox:
 
     def client_item(self, call_id: str, name: str, arguments: str) -> dict[str, Any] | None:
         """A call the client runs, in its tool's own item shape (None: it stays a ``function_call``)."""
-        tool, _config = self._by_function.get(name, (None, None))
+        tool, config = self._by_function.get(name, (None, None))
+        if isinstance(tool, CustomTool) and config is not None:
+            return tool.custom_call(config, call_id, arguments)
         return tool.client_item(call_id, arguments) if tool is not None else None
 
     def native_call(self, item: dict[str, Any]) -> HostedTool | None:
@@ -80,13 +83,14 @@ class Toolbox:
         """Tool items rewritten as the function calls and outputs a chat upstream understands
         (``native``: kept as they are where the upstream knows the tool, in its client-side form)."""
         result = []
+        functions_only = editor_call_ids(items) if native else set()
         for item in items:
             if not native and "namespace" in item:
                 item = flatten_call(item)
             tool = TOOLS.of_item(item.get("type"))
             if tool is None:
                 result.append(item)
-            elif native and tool.native_form is not None:
+            elif native and tool.native_form is not None and item.get("call_id") not in functions_only:
                 result.append(tool.as_native(item))
             else:
                 result.extend(tool.model_context(item))
