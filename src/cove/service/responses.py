@@ -109,7 +109,9 @@ class ResponseService:
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
         turn, run = await self._prepare(project, params)
-        check_input(turn, run.input_items)  # an item the upstream cannot take is a 400, not a failed run
+        # An item the upstream cannot take is a 400, not a failed run (checked off the event loop: it
+        # is proportional to the input).
+        await asyncio.to_thread(check_input, turn, run.input_items)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
