@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cove.agent.builder import ResponseBuilder
 from cove.agent.request import CreateParams
@@ -20,6 +20,9 @@ from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
 from cove.tools.toolbox import Toolbox
 from cove.tools.workspace import Workspace
 from cove.upstream.base import Finish, Model, ModelRequest, Usage
+
+if TYPE_CHECKING:
+    from cove.agent.compaction import Compactor
 
 _OUTPUT_RESERVE = 1024
 """Tokens kept free for the answer when ``max_output_tokens`` is not given."""
@@ -43,6 +46,9 @@ class Turn:
     as on OpenAI, not each turn alone."""
     hosted_calls: int = 0
     """Hosted calls run so far in this response (``max_tool_calls`` counts them)."""
+    compactor: Compactor | None = None
+    """Compaction (``compaction.py``) before each model turn, when ``context_management`` or a
+    ``compaction_trigger`` asks for it."""
 
     @property
     def output_left(self) -> int | None:
@@ -55,6 +61,11 @@ class Turn:
         """Hosted calls ``max_tool_calls`` still allows (None: no limit given)."""
         limit = self.params.max_tool_calls
         return None if limit is None else max(limit - self.hosted_calls, 0)
+
+    @property
+    def input_budget(self) -> int:
+        """Tokens the next model turn's prompt may take: the window less the room kept for its answer."""
+        return self.model.context_window - (self.output_left or _OUTPUT_RESERVE)
 
 
 def model_request(turn: Turn) -> ModelRequest:
@@ -79,10 +90,13 @@ def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: b
 
 def check_input(turn: Turn, items: list[dict[str, Any]]) -> None:
     """The request's own input items as the upstream will read them: one it has no mapping for is a 400
-    naming it (``input[3].type``) before anything runs, not a failed response."""
+    naming it (``input[3].type``) before anything runs, not a failed response. Items the model never
+    reads as sent (a compaction item, which it reads as its summary) are not the upstream's to refuse."""
     native = turn.model.native_tools
+    read = {id(item) for item in turn.context}
     for index, item in enumerate(items):
-        turn.model.check_input(turn.toolbox.as_model_context([item], native), f"input[{index}]")
+        if id(item) in read:
+            turn.model.check_input(turn.toolbox.as_model_context([item], native), f"input[{index}]")
 
 
 async def fit_context(turn: Turn) -> ModelRequest:
@@ -104,7 +118,7 @@ def _fit(turn: Turn) -> ModelRequest:
     carried to the cuts after it.
     """
     request = model_request(turn)
-    budget = turn.model.context_window - (turn.output_left or _OUTPUT_RESERVE)
+    budget = turn.input_budget
     count = turn.model.count_items(request)
     if count.total <= budget:
         return request
@@ -153,6 +167,11 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
         if left is not None and left <= 0:  # the tools ran, but no output budget is left to read them
             await builder.incomplete("max_output_tokens", usage)
             return
+        if turn.compactor is not None:
+            _add_usage(usage, await turn.compactor.before_turn(turn, builder))
+            if turn.compactor.ends_response:  # a compaction_trigger asked for the compaction alone
+                await builder.complete(usage)
+                return
         step = await _model_turn(turn, await fit_context(turn), builder)
         _add_usage(usage, step.finish.usage)
         turn.output_used = usage.output_tokens

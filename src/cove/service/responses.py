@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cove.agent.compaction import Compactor, CompactParams, take_trigger
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn, check_input, fit_context, model_request, run_response
@@ -28,6 +29,7 @@ from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
 from cove.service import history, locks
 from cove.service.background import FairQueue
+from cove.service.compaction import CompactionSeal, compact
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
@@ -115,7 +117,8 @@ class ResponseService:
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
-        await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
+        if turn.compactor is None:  # with compaction asked for, the run compacts an oversized input instead
+            await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:
             await self._insert(run, params)
         if params.background:
@@ -130,6 +133,7 @@ class ResponseService:
 
     async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
         new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
+        new_items = take_trigger(new_items)
         response_id = new_id("resp")
         async with self.db.begin() as session:
             new_items = await history.resolve_references(session, project, new_items)
@@ -141,13 +145,16 @@ class ResponseService:
     async def _turn(self, session: AsyncSession, run: Run, params: CreateParams) -> Turn:
         """Everything the loop needs: history, the model, the tools and the container they use."""
         earlier = await self._history(session, run.project, params)
+        seal = CompactionSeal(self.secrets.sealer, run.project)
+        context, summary = await seal.window(earlier, run.input_items,
+                                             "conversation" if params.conversation_id else "previous_response_id")
         model, upstream_model = await self.models.resolve(params.model)
         toolbox = params.toolbox
         workspace = None
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
-        return Turn(model, upstream_model, params, [*earlier, *run.input_items], toolbox, workspace,
-                    max_turns=self.settings.max_turns)
+        return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=self.settings.max_turns,
+                    compactor=Compactor.of(params, seal.seal, summary))
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""
@@ -186,6 +193,10 @@ class ResponseService:
             request = await fit_context(turn)
             return await asyncio.to_thread(turn.model.count_tokens, request)
         return await asyncio.to_thread(lambda: turn.model.count_tokens(model_request(turn)))
+
+    async def compact(self, project: str, params: CompactParams) -> dict[str, Any]:
+        """``POST /v1/responses/compact`` (``service/compaction.py``)."""
+        return await compact(self.db, self.models, self.secrets.sealer, project, params)
 
     async def _insert(self, run: Run, params: CreateParams) -> None:
         body = {k: v for k, v in run.response.items() if k != "output"}
