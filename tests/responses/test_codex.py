@@ -75,7 +75,11 @@ daemon_auto_start = false
 
 
 def tool_output(body: dict[str, Any]) -> str:
-    return next((message["content"] for message in reversed(body["messages"]) if message["role"] == "tool"), "")
+    """The newest tool result in a chat or a Responses request."""
+    if "messages" in body:
+        return next((message["content"] for message in reversed(body["messages"]) if message["role"] == "tool"), "")
+    return next((str(item["output"]) for item in reversed(body["input"])
+                 if item.get("type") == "function_call_output"), "")
 
 
 def run_codex(server: Server, root: Path, prompt: str) -> str:
@@ -124,3 +128,21 @@ def test_codex_runs_a_call_of_its_namespace_tool(server: Server, upstream: Scrip
     assert "Codex said: invalid agent id nobody" in answer
     call = upstream.requests[1]["messages"][-2]["tool_calls"][0]
     assert call["function"]["name"] == "multi_agent_v1__close_agent"  # Codex sent it back namespaced
+
+
+@needs_codex
+def test_codex_through_cove_to_a_responses_upstream(own_server: Server, upstream: ScriptedUpstream,
+                                                    tmp_path: Path) -> None:
+    """The same round trip with a Responses API upstream behind Cove: Codex's namespace, developer
+    messages, reasoning settings and prompt cache key reach it as Codex sent them."""
+    own_server.stop()
+    own_server.env["COVE_UPSTREAM_API"] = "responses"
+    own_server.start()
+    upstream.script([Reply(tool_calls=[ToolCall("exec_command", json.dumps({"cmd": "echo cove-$((6*7))"}))]),
+                     lambda body: Reply(text=f"The command printed {tool_output(body).split('cove-')[-1][:2]}.")])
+    assert "The command printed 42." in run_codex(own_server, tmp_path, "What does echo cove-$((6*7)) print?")
+    first, second = upstream.requests
+    assert any(tool["type"] == "namespace" and tool["name"] == "multi_agent_v1" for tool in first["tools"])
+    assert [item.get("role") for item in first["input"][:2]] == ["developer", "developer"]
+    assert first["reasoning"] == {"summary": "auto"} and first["prompt_cache_key"]
+    assert "cove-42" in tool_output(second)
