@@ -90,10 +90,10 @@ class ResponseBuilder:
         await self._emit({"type": "response.reasoning_text.delta", "item_id": item["id"],
                           "output_index": self.output.index(item), "content_index": 0, "delta": delta})
 
-    async def function_call(self, call_id: str, name: str) -> None:
+    async def function_call(self, call_id: str, name: str, namespace: str | None = None) -> None:
         await self.close_open()
         item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": call_id,
-                "name": name, "arguments": ""}
+                "name": name, **({"namespace": namespace} if namespace else {}), "arguments": ""}
         await self.add_item(item)
         self._open = item
 

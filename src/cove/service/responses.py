@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cove.agent.compaction import Compactor, CompactParams, take_trigger
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
-from cove.agent.loop import Turn, fit_context, model_request, run_response
+from cove.agent.loop import Turn, check_input, fit_context, model_request, run_response
 from cove.agent.request import CreateParams
 from cove.agent.response_object import new_response
 from cove.config import Settings
@@ -117,6 +117,9 @@ class ResponseService:
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
         await self._check_tool_files(project, params)
         turn, run = await self._prepare(project, params)
+        # An item the upstream cannot take is a 400, not a failed run (checked off the event loop: it
+        # is proportional to the input).
+        await asyncio.to_thread(check_input, turn, run.input_items)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)

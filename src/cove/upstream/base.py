@@ -34,6 +34,8 @@ class ModelRequest:
     """Responses ``text.format``: ``{"type": "text"}``, ``json_object`` or ``json_schema``."""
     reasoning: dict[str, Any] | None = None
     user: str | None = None
+    prompt_cache_key: str | None = None
+    """The client's key for the upstream's prompt cache (OpenAI's, vLLM's ...), passed on as given."""
 
 
 @dataclass
@@ -77,6 +79,8 @@ class ToolCallStart:
     index: int
     call_id: str
     name: str
+    namespace: str | None = None
+    """The namespace tool the function belongs to, where a Responses upstream says so."""
     type: Literal["tool_call_start"] = "tool_call_start"
 
 
@@ -119,6 +123,11 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         """Runs one model turn, yielding events as they arrive; the last one is ``Finish``."""
+
+    def check_input(self, items: list[dict[str, Any]], where: str) -> None:  # noqa: B027 - most take all
+        """Refuses, as ``InvalidRequest`` naming ``where`` (``input[3]``) and the field, one of the request's
+        own input items (as the model reads it: ``items``) that this upstream has no mapping for, so the
+        client gets a 400 before anything runs rather than a failed response."""
 
     def count_items(self, request: ModelRequest) -> PromptCount:
         """The prompt's size in tokens, per input item (for truncation).

@@ -75,7 +75,8 @@ class _Fold:
             yield ReasoningDelta(event.delta)
         elif kind == "response.output_item.added" and event.item.type == "function_call":
             self.calls[event.output_index] = (len(self.calls), "")
-            yield ToolCallStart(len(self.calls) - 1, event.item.call_id, event.item.name)
+            yield ToolCallStart(len(self.calls) - 1, event.item.call_id, event.item.name,
+                                getattr(event.item, "namespace", None))
         elif kind == "response.function_call_arguments.delta" and event.output_index in self.calls:
             index, so_far = self.calls[event.output_index]
             self.calls[event.output_index] = (index, so_far + event.delta)
@@ -108,7 +109,8 @@ def to_responses_params(request: ModelRequest) -> dict[str, Any]:
                       parallel_tool_calls=request.parallel_tool_calls)
     params.update(instructions=request.instructions, max_output_tokens=request.max_output_tokens,
                   temperature=request.temperature, top_p=request.top_p, reasoning=request.reasoning,
-                  user=request.user, text={"format": request.text_format} if request.text_format else None)
+                  user=request.user, text={"format": request.text_format} if request.text_format else None,
+                  prompt_cache_key=request.prompt_cache_key)
     return {key: value for key, value in params.items() if value is not None}
 
 
