@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     max_request: str = "64m"
     """Largest JSON request body (a response's input, an exec's commands)."""
 
+    websocket_buffer: str = "16m"
+    """Events a WebSocket client (``client.responses.connect()``) may leave unread before it is dropped."""
+
     nofile_limit: int = 4096
     """Open-file cap per container process."""
 

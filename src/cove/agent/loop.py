@@ -41,6 +41,11 @@ class Turn:
     output_used: int = 0
     """Output tokens this response's earlier model turns spent: ``max_output_tokens`` bounds them all,
     as on OpenAI, not each turn alone."""
+    steering: list[Any] = field(default_factory=list)
+    """Input the client queued while this response runs (WebSocket ``response.steer``). As on OpenAI, it
+    does not join this response: at the next safe boundary (hosted tools done, before the next model
+    turn) the response ends ``incomplete`` (``steered``) and the client's connection continues it with
+    the queued input in a successor response."""
 
     @property
     def output_left(self) -> int | None:
@@ -158,6 +163,9 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
         turn.tools_ran = True
         if step.client_calls:  # the client owes outputs for its calls before the model can go on
             await builder.complete(usage)
+            return
+        if turn.steering:
+            await builder.incomplete("steered", usage)
             return
     await builder.incomplete("max_messages", usage)
 

@@ -98,8 +98,10 @@ class ResponseService:
                              return_exceptions=True)
 
     # -- create -----------------------------------------------------------------------------------
-    async def create(self, project: str, params: CreateParams) -> Run:
-        """Validates, stores and starts (or queues) a response; returns its run."""
+    async def create(self, project: str, params: CreateParams, *, earlier: list[dict[str, Any]] | None = None) -> Run:
+        """Validates, stores and starts (or queues) a response; returns its run. ``earlier``: the items
+        before its input when the caller holds them (a WebSocket continuing a response it made, even
+        one not stored), else they are read from the store."""
         params.check()
         refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
@@ -108,7 +110,7 @@ class ResponseService:
             if isinstance(environment, dict) and environment.get("network_policy"):
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
-        turn, run = await self._prepare(project, params)
+        turn, run = await self._prepare(project, params, earlier)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
@@ -125,26 +127,28 @@ class ResponseService:
             self._launch(run, turn)
         return run
 
-    async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
+    async def _prepare(self, project: str, params: CreateParams,
+                       earlier: list[dict[str, Any]] | None = None) -> tuple[Turn, Run]:
         new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
         response_id = new_id("resp")
         async with self.db.begin() as session:
             new_items = await history.resolve_references(session, project, new_items)
             run = Run(id=response_id, project=project, response=new_response(response_id, params),
                       stored=params.store is not False, background=bool(params.background),
-                      conversation_id=params.conversation_id, input_items=new_items)
+                      conversation_id=params.conversation_id, input_items=new_items, earlier=earlier)
             return await self._turn(session, run, params), run
 
     async def _turn(self, session: AsyncSession, run: Run, params: CreateParams) -> Turn:
         """Everything the loop needs: history, the model, the tools and the container they use."""
-        earlier = await self._history(session, run.project, params)
+        if run.earlier is None:
+            run.earlier = await self._history(session, run.project, params)
         model, upstream_model = await self.models.resolve(params.model)
         toolbox = params.toolbox
         workspace = None
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
-        return Turn(model, upstream_model, params, [*earlier, *run.input_items], toolbox, workspace,
-                    max_turns=self.settings.max_turns)
+        return Turn(model, upstream_model, params, [*run.earlier, *run.input_items], toolbox, workspace,
+                    max_turns=self.settings.max_turns, steering=run.steering)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""
