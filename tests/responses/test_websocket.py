@@ -91,6 +91,22 @@ def test_store_false_continues_on_the_same_socket_only(client: openai.OpenAI, up
     assert len(upstream.requests) == 2
 
 
+def test_store_false_chain_keeps_its_container(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": ["echo kept > /tmp/mark"]}')]),
+                     Reply(text="Wrote it."),
+                     Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": ["cat /tmp/mark"]}')]),
+                     Reply(text="Read it.")])
+    with client.responses.connect() as connection:
+        connection.response.create(model=MODEL, input="write", store=False, tools=[SHELL])  # type: ignore[list-item]
+        first = _until_terminal(connection)[-1].response
+        connection.response.create(model=MODEL, input="read", store=False, tools=[SHELL],  # type: ignore[list-item]
+                                   previous_response_id=first.id)
+        second = _until_terminal(connection)[-1].response
+    assert first.container_id is not None and second.container_id == first.container_id  # type: ignore[attr-defined]
+    assert second.status == "completed"
+    assert "kept" in json.dumps(second.output[1].to_dict())
+
+
 def test_errors_leave_the_socket_usable(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
     upstream.script([Reply(text="Still here.")])
     with client.responses.connect() as connection:

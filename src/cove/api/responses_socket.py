@@ -105,6 +105,16 @@ class _Lane:
 
 
 @dataclass
+class _Finished:
+    """An unstored response this connection made: what a continuation of it needs."""
+
+    items: list[dict[str, Any]]
+    """Its context: earlier items, its input, its output (what the store's chain would give)."""
+    container_id: str | None
+    """Its container, which a continuation follows as it follows a stored chain's."""
+
+
+@dataclass
 class _Active:
     run: Run
     params: CreateParams
@@ -124,8 +134,7 @@ class Connection:
         self.lanes: dict[str | None, _Lane] = {}
         self.waiting = 0
         self.active: dict[str, _Active] = {}
-        self.finished: collections.OrderedDict[str, list[dict[str, Any]]] = collections.OrderedDict()
-        """Unstored responses this connection made: the items a continuation of each sees."""
+        self.finished: collections.OrderedDict[str, _Finished] = collections.OrderedDict()
         self.steers = steering.Steering(self)
 
     async def serve(self) -> None:
@@ -155,6 +164,9 @@ class Connection:
                 await self._handle(data)
             except CoveError as exc:
                 self.error(exc, None)
+            except Exception:
+                log.exception("a WebSocket message failed")
+                self.error(CoveError("The server had an error while processing your message."), None)
 
     async def _handle(self, data: bytes) -> None:
         if len(data) > self.max_message:
@@ -214,7 +226,11 @@ class Connection:
         while True:
             params = await lane.queue.get()
             self.waiting -= 1
-            await self.respond(params, lane.id)
+            try:
+                await self.respond(params, lane.id)
+            except Exception:  # the lane goes on with its next request
+                log.exception("a WebSocket response failed")
+                self.error(CoveError("The server had an error while processing your request."), lane.id)
 
     async def respond(self, params: CreateParams, lane: str | None, steers: list[steering.Steer] | None = None) -> None:
         """Runs one response and sends its events; ``steers``: the queued input it commits (a successor)."""
@@ -222,8 +238,16 @@ class Connection:
         pending = self.steers.take_pending(prior) if prior else []
         if pending:  # input queued while the parent waited for tool output goes first, in order
             params = params.model_copy(update={"input": [*steering.items_of(pending), *_as_items(params.input)]})
+        cached = self.finished.get(prior or "")
+        params = _follow_container(params, cached)
+        creating = asyncio.ensure_future(self.service.create(
+            self.project, params, earlier=None if cached is None else cached.items))
         try:
-            run = await self.service.create(self.project, params, earlier=self.finished.get(prior or ""))
+            # Shielded: a create cut off halfway (the socket closing) could leave a stored row never run.
+            run = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            creating.add_done_callback(_drain_unread)
+            raise
         except CoveError as exc:
             if steers:
                 self.steers.failed(steers, "successor_creation_failed", exc.message, lane)
@@ -241,7 +265,8 @@ class Connection:
             if not run.done.is_set():
                 await drain(run)  # the socket went away: an unstored run stops, as an SSE stream's does
         if not run.stored:
-            self.finished[run.id] = [*(run.earlier or []), *run.input_items, *run.response["output"]]
+            self.finished[run.id] = _Finished([*(run.earlier or []), *run.input_items, *run.response["output"]],
+                                              run.response.get("container_id"))
             while len(self.finished) > CACHE_SIZE:
                 self.finished.popitem(last=False)
         await self.steers.after(run, params, lane)
@@ -258,6 +283,28 @@ class Connection:
         if lane is not None:
             event["stream_id"] = lane
         self.outbox.put(event)
+
+
+def _follow_container(params: CreateParams, cached: _Finished | None) -> CreateParams:
+    """A continuation of a cached response uses its container, as one of a stored chain does
+    (``container_auto`` follows the chain's; a request naming a container keeps it)."""
+    if cached is None or cached.container_id is None or params.container_id is not None:
+        return params
+    try:
+        toolbox = params.toolbox
+    except CoveError:
+        return params  # the create refuses the tools, naming the bad one
+    if toolbox.needs_container and toolbox.environment().get("type") == "container_auto":
+        return params.model_copy(update={"container_id": cached.container_id})
+    return params
+
+
+def _drain_unread(creating: asyncio.Future[Run]) -> None:
+    """An unstored run started for a socket that closed meanwhile has no reader: it stops."""
+    if not creating.cancelled() and creating.exception() is None:
+        run = creating.result()
+        if not run.stored and run.task is not None:
+            run.task.cancel()
 
 
 def _as_items(value: str | list[Any]) -> list[Any]:
