@@ -4,6 +4,7 @@ the handshake, steering, reconnecting, and a client that stops reading."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Iterator
@@ -89,6 +90,24 @@ def test_store_false_continues_on_the_same_socket_only(client: openai.OpenAI, up
         [error] = _until_terminal(connection)
     assert error.type == "error" and error.error.code == "previous_response_not_found"
     assert len(upstream.requests) == 2
+
+
+def test_the_async_client(server: Server, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="Async works.")])
+
+    async def talk() -> list[Any]:
+        client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEYS["alpha"], max_retries=0)
+        async with client, client.responses.connect() as connection:
+            await connection.response.create(model=MODEL, input="hi")
+            events = []
+            async for event in connection:
+                events.append(event)
+                if event.type in TERMINAL:
+                    return events
+        raise AssertionError("the socket closed early")
+
+    events = asyncio.run(talk())
+    assert events[0].type == "response.created" and events[-1].response.output_text == "Async works."
 
 
 def test_store_false_chain_keeps_its_container(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
@@ -249,21 +268,22 @@ def test_reconnect_continues_a_stored_response(client: openai.OpenAI, upstream: 
 
 
 @pytest.fixture
-def small_buffer_server(upstream: ScriptedUpstream) -> Iterator[Server]:
-    srv = Server(data_dir("cove-ws"), {**_server_env(upstream, None), "COVE_WEBSOCKET_BUFFER": "64k"})
+def small_limits_server(upstream: ScriptedUpstream) -> Iterator[Server]:
+    srv = Server(data_dir("cove-ws"), {**_server_env(upstream, None), "COVE_WEBSOCKET_BUFFER": "64k",
+                                       "COVE_MAX_REQUEST": "256k"})
     srv.start()
     yield srv
     srv.stop()
     shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
-def test_a_client_that_stops_reading_is_dropped(small_buffer_server: Server, upstream: ScriptedUpstream) -> None:
+def test_a_client_that_stops_reading_is_dropped(small_limits_server: Server, upstream: ScriptedUpstream) -> None:
     """Events past the buffer are not held for a client that does not read: the socket closes (1008)."""
     text = "x" * 4_000_000
     upstream.script([Reply(text=text, chunk_chars=16_000), Reply(text="The server is fine.")])
-    url = small_buffer_server.url.replace("http://", "ws://") + "/v1/responses"
+    url = small_limits_server.url.replace("http://", "ws://") + "/v1/responses"
     headers = {"Authorization": f"Bearer {KEYS['alpha']}"}
-    client = small_buffer_server.client()
+    client = small_limits_server.client()
     with connect(url, additional_headers=headers, max_size=None) as socket:
         socket.send(json.dumps({"type": "response.create", "model": MODEL, "input": "flood"}))
         created = json.loads(socket.recv(timeout=30))
@@ -278,3 +298,17 @@ def test_a_client_that_stops_reading_is_dropped(small_buffer_server: Server, ups
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert "response.completed" not in received
     assert client.responses.create(model=MODEL, input="ok?").output_text == "The server is fine."
+
+
+def test_a_message_past_the_request_cap_closes_the_socket(small_limits_server: Server) -> None:
+    """A message is held whole, like a body: past ``COVE_MAX_REQUEST`` the socket closes (1009, too big),
+    as the same body over HTTP is a 413."""
+    url = small_limits_server.url.replace("http://", "ws://") + "/v1/responses"
+    body = {"model": MODEL, "input": "x" * 300_000}
+    with connect(url, additional_headers={"Authorization": f"Bearer {KEYS['alpha']}"}, max_size=None) as socket:
+        socket.send(json.dumps({"type": "response.create", **body}))
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    with small_limits_server.http() as http:
+        assert http.post("/v1/responses", json=body).status_code == 413

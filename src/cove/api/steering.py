@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 MAX_STEERS = 16
 """Steers queued into one response; more are ``too_many_pending_steers``."""
+MAX_QUEUED = 64
+"""Steers queued across a connection (running responses and ones waiting for tool output): each may
+hold a message's worth of input, so a client cycling responses cannot pile them up without bound."""
 _REMEMBERED = 256
 """Ended responses a connection remembers, to answer a late steer ``response_already_completed``."""
 _PARTS = frozenset({"input_text", "input_image", "input_file"})
@@ -129,9 +132,10 @@ class Steering:
         elif active.params.conversation_id is not None:
             self._fail_unqueued(target, given, "steering_not_supported",
                                 "A response bound to a conversation cannot be steered.", lane)
-        elif len(active.run.steering) >= MAX_STEERS:
+        elif len(active.run.steering) >= MAX_STEERS or self._queued() >= MAX_QUEUED:
             self._fail_unqueued(target, given, "too_many_pending_steers",
-                                f"Response '{target}' already has {MAX_STEERS} steers queued.", lane)
+                                f"Response '{target}' already has {MAX_STEERS} steers queued, or this connection "
+                                f"{MAX_QUEUED}.", lane)
         else:
             steer = Steer(new_id("steer"), target, message["input"])
             active.run.steering.append(steer)
@@ -161,6 +165,10 @@ class Steering:
         else:
             self.failed(steers, "response_not_active",
                         f"Response '{run.id}' ended {response['status']}; its steering input was not applied.", lane)
+
+    def _queued(self) -> int:
+        running = sum(len(active.run.steering) for active in self.connection.active.values())
+        return running + sum(len(steers) for steers in self.pending.values())
 
     def take_pending(self, parent: str) -> list[Steer]:
         return self.pending.pop(parent, [])
