@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     """Largest JSON request body (a response's input, an exec's commands)."""
 
     websocket_buffer: str = "16m"
-    """Events a WebSocket client (``client.responses.connect()``) may leave unread before it is dropped."""
+    """Events a WebSocket client (``client.responses.connect()``) may leave unread; one that keeps them
+    unread for ten seconds is dropped (``api/responses_socket.py``)."""
 
     nofile_limit: int = 4096
     """Open-file cap per container process."""

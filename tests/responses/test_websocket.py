@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +15,11 @@ import httpx
 import openai
 import pytest
 from openai.resources.responses.responses import ResponsesConnection
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import connect
+from websockets.uri import parse_uri
 
 from tests.conftest import KEYS, Server, _server_env, data_dir
 from tests.polling import eventually
@@ -70,10 +74,10 @@ def test_events_are_the_sse_events(client: openai.OpenAI, http: httpx.Client, up
     sse = _sse(http, body)
     with client.responses.connect() as connection:
         connection.send({"type": "response.create", **body})  # type: ignore[typeddict-item]
-        socket = [e.to_dict() for e in _until_terminal(connection)]
-    assert [(e["type"], e["sequence_number"]) for e in socket] == [(e["type"], e["sequence_number"]) for e in sse]
-    assert socket[-1]["response"]["output"][1]["arguments"] == sse[-1]["response"]["output"][1]["arguments"]
-    assert not any("stream_id" in e for e in socket)
+        over_socket = [e.to_dict() for e in _until_terminal(connection)]
+    assert [(e["type"], e["sequence_number"]) for e in over_socket] == [(e["type"], e["sequence_number"]) for e in sse]
+    assert over_socket[-1]["response"]["output"][1]["arguments"] == sse[-1]["response"]["output"][1]["arguments"]
+    assert not any("stream_id" in e for e in over_socket)
 
 
 def test_store_false_continues_on_the_same_socket_only(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
@@ -162,9 +166,9 @@ def test_the_key_goes_on_the_handshake(server: Server) -> None:
     wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
     with pytest.raises(InvalidStatus):
         wrong.responses.connect().enter()
-    with connect(url, additional_headers={"Authorization": f"Bearer {KEYS['alpha']}"}) as socket:
-        socket.send(json.dumps({"type": "response.steer", "previous_response_id": "resp_x", "input": "hi"}))
-        assert json.loads(socket.recv(timeout=10))["error"]["code"] == "response_not_found"
+    with connect(url, additional_headers={"Authorization": f"Bearer {KEYS['alpha']}"}) as ws:
+        ws.send(json.dumps({"type": "response.steer", "previous_response_id": "resp_x", "input": "hi"}))
+        assert json.loads(ws.recv(timeout=10))["error"]["code"] == "response_not_found"
 
 
 def test_lanes_echo_their_stream_id(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
@@ -277,27 +281,72 @@ def small_limits_server(upstream: ScriptedUpstream) -> Iterator[Server]:
     shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
+class _IdleClient:
+    """A WebSocket client that reads only when told to (websockets' sans-I/O protocol over a plain
+    socket with a small receive buffer): the SDK's and websockets' own clients read on in a thread."""
+
+    def __init__(self, server: Server) -> None:
+        self.protocol = ClientProtocol(parse_uri(server.url.replace("http://", "ws://") + "/v1/responses"),
+                                       max_size=None)
+        self.sock = socket.create_connection(("127.0.0.1", server.port))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        request = self.protocol.connect()
+        request.headers["Authorization"] = f"Bearer {KEYS['alpha']}"
+        self.protocol.send_request(request)
+        self._flush()
+        self.pending: list[Any] = []
+        assert self._next() is not None  # the handshake's response
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.protocol.send_text(json.dumps(message).encode())
+        self._flush()
+
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            self.sock.sendall(data)
+
+    def _next(self) -> Any:
+        while not self.pending:
+            data = self.sock.recv(65536)
+            if not data:
+                self.protocol.receive_eof()
+                return None
+            self.protocol.receive_data(data)
+            self.pending.extend(self.protocol.events_received())
+        return self.pending.pop(0)
+
+    def frame(self) -> Frame | None:
+        event = self._next()
+        assert event is None or isinstance(event, Frame)
+        return event
+
+
 def test_a_client_that_stops_reading_is_dropped(small_limits_server: Server, upstream: ScriptedUpstream) -> None:
-    """Events past the buffer are not held for a client that does not read: the socket closes (1008)."""
-    text = "x" * 4_000_000
-    upstream.script([Reply(text=text, chunk_chars=16_000), Reply(text="The server is fine.")])
-    url = small_limits_server.url.replace("http://", "ws://") + "/v1/responses"
-    headers = {"Authorization": f"Bearer {KEYS['alpha']}"}
+    """Events past the buffer are not held for a client that does not read: after ten seconds without
+    room the socket closes (1008). The run does not wait for it, and a reading client gets a response
+    whose final events alone are several times the buffer."""
+    flood, text = "x" * 6_000_000, "y" * 2_000_000  # the flood's deltas alone pass what the kernel buffers
+    upstream.script([Reply(text=flood, chunk_chars=16_000), Reply(text=text, chunk_chars=16_000)])
     client = small_limits_server.client()
-    with connect(url, additional_headers=headers, max_size=None) as socket:
-        socket.send(json.dumps({"type": "response.create", "model": MODEL, "input": "flood"}))
-        created = json.loads(socket.recv(timeout=30))
-        assert created["type"] == "response.created"
-        # Reading nothing more until the run has made every event (so past the buffer, if ever).
-        eventually(lambda: client.responses.retrieve(created["response"]["id"]).status == "completed",
-                   timeout=60, what="the flooding response to complete")
-        received = []
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                received.append(json.loads(socket.recv(timeout=30))["type"])
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    idle = _IdleClient(small_limits_server)
+    idle.send({"type": "response.create", "model": MODEL, "input": "flood"})
+    created = idle.frame()
+    assert created is not None and json.loads(created.data)["type"] == "response.created"
+    response_id = json.loads(created.data)["response"]["id"]
+    eventually(lambda: client.responses.retrieve(response_id).status == "completed",
+               timeout=60, what="the flooding response to complete, though nobody reads it")
+    eventually(lambda: "its client stopped reading" in small_limits_server.log.read_text(), timeout=60,
+               what="the server to drop the client that does not read")
+    received = []
+    while (frame := idle.frame()) is not None and frame.opcode is not Opcode.CLOSE:
+        received.append(json.loads(frame.data)["type"])
+    assert frame is not None and Close.parse(frame.data).code == 1008
     assert "response.completed" not in received
-    assert client.responses.create(model=MODEL, input="ok?").output_text == "The server is fine."
+    idle.sock.close()
+    with client.responses.connect(websocket_connection_options={"max_size": None}) as reader:
+        reader.response.create(model=MODEL, input="flood again")
+        events = _until_terminal(reader)
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == text
 
 
 def test_a_message_past_the_request_cap_closes_the_socket(small_limits_server: Server) -> None:
@@ -305,10 +354,10 @@ def test_a_message_past_the_request_cap_closes_the_socket(small_limits_server: S
     as the same body over HTTP is a 413."""
     url = small_limits_server.url.replace("http://", "ws://") + "/v1/responses"
     body = {"model": MODEL, "input": "x" * 300_000}
-    with connect(url, additional_headers={"Authorization": f"Bearer {KEYS['alpha']}"}, max_size=None) as socket:
-        socket.send(json.dumps({"type": "response.create", **body}))
+    with connect(url, additional_headers={"Authorization": f"Bearer {KEYS['alpha']}"}, max_size=None) as ws:
+        ws.send(json.dumps({"type": "response.create", **body}))
         with pytest.raises(ConnectionClosed) as closed:
-            socket.recv(timeout=30)
+            ws.recv(timeout=30)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     with small_limits_server.http() as http:
         assert http.post("/v1/responses", json=body).status_code == 413

@@ -17,8 +17,8 @@ The SDK's ``ResponsesConnection`` and its event types are the reference; the pro
 - Steering (``api/steering.py``) queues user input into a running response of this connection.
 
 One connection must not cost the server more than it can bound: events wait for a slow client in an
-outbox of at most ``COVE_WEBSOCKET_BUFFER`` bytes, and a client that stops reading past that is
-dropped (close code 1008) rather than held in memory; messages are capped at ``COVE_MAX_REQUEST``.
+outbox of about ``COVE_WEBSOCKET_BUFFER`` bytes, and a client that leaves it full (``STALL_SECONDS``)
+is dropped (close code 1008) rather than held in memory; messages are capped at ``COVE_MAX_REQUEST``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ MAX_LANES = 32
 """Named lanes per connection (OpenAI's limit); the default lane does not count."""
 MAX_WAITING = 32
 """``response.create`` messages waiting for their lane, across the connection: more is a 429 event."""
+STALL_SECONDS = 10.0
+"""How long a full outbox waits for its client to read before the client counts as gone."""
+_CONTROL_SLACK = 1024 * 1024
 CACHE_SIZE = 4
 """Finished unstored responses a connection keeps for continuation (stored ones are read from the store)."""
 _INLINE_JSON = 64 * 1024
@@ -60,12 +63,14 @@ _INLINE_JSON = 64 * 1024
 
 
 class Outbox:
-    """Events on their way to one client, at most ``limit`` bytes of them waiting.
+    """Events on their way to one client: at most ``limit`` bytes of them wait, plus one.
 
-    Runs append without waiting (a slow client must not slow the run, which other readers and the
-    store also follow); one writer sends. When the waiting events would pass ``limit`` the outbox
-    overflows: the connection is dropped instead of buffering without bound. The event being sent is
-    not counted, so one event larger than ``limit`` still goes out to a client that reads."""
+    One writer sends. A response's events are followed from its run's log (which holds them anyway),
+    so when the outbox is full its follower waits for room, not the run: a slow client never slows
+    the run, which other readers and the store also follow. A client that makes no room for
+    ``STALL_SECONDS`` has stopped reading: the outbox overflows and the connection is dropped rather
+    than buffered without bound. Errors and steer events (one per client message) do not wait: they
+    may pass the limit by ``_CONTROL_SLACK``, beyond which the outbox overflows at once."""
 
     def __init__(self, websocket: WebSocket, limit: int) -> None:
         self._websocket = websocket
@@ -73,19 +78,35 @@ class Outbox:
         self._queue: collections.deque[str] = collections.deque()
         self._bytes = 0
         self._ready = asyncio.Event()
+        self._room = asyncio.Event()
         self.overflowed = asyncio.Event()
 
-    def put(self, event: dict[str, Any]) -> None:
+    async def put(self, event: dict[str, Any]) -> None:
+        if self._bytes > self._limit:
+            try:
+                async with asyncio.timeout(STALL_SECONDS):
+                    while self._bytes > self._limit and not self.overflowed.is_set():
+                        self._room.clear()
+                        await self._room.wait()
+            except TimeoutError:
+                self._overflow()
+        self.put_nowait(event)
+
+    def put_nowait(self, event: dict[str, Any]) -> None:
         if self.overflowed.is_set():
             return
-        text = json.dumps(event, separators=(",", ":"))
-        if self._queue and self._bytes + len(text) > self._limit:
-            self._queue.clear()
-            self.overflowed.set()
+        if self._bytes > self._limit + _CONTROL_SLACK:
+            self._overflow()
             return
+        text = json.dumps(event, separators=(",", ":"))
         self._queue.append(text)
-        self._bytes += len(text)
+        self._bytes += len(text)  # ASCII: json.dumps escapes the rest
         self._ready.set()
+
+    def _overflow(self) -> None:
+        self._queue.clear()
+        self.overflowed.set()
+        self._room.set()
 
     async def send_all(self) -> None:
         while True:
@@ -94,6 +115,7 @@ class Outbox:
                 await self._ready.wait()
             text = self._queue.popleft()
             self._bytes -= len(text)
+            self._room.set()
             await self._websocket.send_text(text)
 
 
@@ -259,7 +281,7 @@ class Connection:
         self.active[run.id] = _Active(run, params, lane)
         try:
             async for event in run.log.follow():
-                self.outbox.put(event if lane is None else {**event, "stream_id": lane})
+                await self.outbox.put(event if lane is None else {**event, "stream_id": lane})
         finally:
             self.active.pop(run.id, None)
             if not run.done.is_set():
@@ -282,7 +304,7 @@ class Connection:
     def send(self, event: dict[str, Any], lane: str | None) -> None:
         if lane is not None:
             event["stream_id"] = lane
-        self.outbox.put(event)
+        self.outbox.put_nowait(event)
 
 
 def _follow_container(params: CreateParams, cached: _Finished | None) -> CreateParams:
