@@ -167,8 +167,9 @@ class Connection:
             await asyncio.wait([writer, reader, overflow], return_when=asyncio.FIRST_COMPLETED)
             if overflow.done():
                 log.info("dropping a WebSocket of project %s: its client stopped reading", self.project)
-                with contextlib.suppress(Exception):
-                    await self.websocket.close(1008, "The client is not reading its events.")
+                with contextlib.suppress(Exception):  # the close frame queues behind what it does not read
+                    async with asyncio.timeout(STALL_SECONDS):
+                        await self.websocket.close(1008, "The client is not reading its events.")
         finally:
             tasks = [writer, reader, overflow, *(lane.task for lane in self.lanes.values() if lane.task)]
             for task in tasks:
