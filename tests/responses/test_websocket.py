@@ -184,7 +184,7 @@ def test_lanes_echo_their_stream_id(client: openai.OpenAI, upstream: ScriptedUps
 
 
 def test_steer_during_a_slow_turn_starts_a_successor(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
-    upstream.script([Reply(text="slowly " * 30, chunk_delay=0.02),
+    upstream.script([Reply(text="slowly " * 40, chunk_delay=0.02),
                      lambda body: Reply(text=f"Now: {last_user_text(body)}")])
     with client.responses.connect() as connection:
         connection.response.create(model=MODEL, input="start")
