@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ import httpx
 import openai
 import pytest
 from openai.resources.responses.responses import ResponsesConnection
+from openai.types.websocket_reconnection import ReconnectingEvent
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Close, Frame, Opcode
@@ -269,6 +272,34 @@ def test_reconnect_continues_a_stored_response(client: openai.OpenAI, upstream: 
         second = _until_terminal(connection)[-1]
     assert second.type == "response.completed" and second.response.output_text == "After."
     assert [m["content"] for m in upstream.requests[1]["messages"]] == ["one", "Before.", "two"]
+
+
+def test_the_sdk_reconnects_across_a_restart(own_server: Server, upstream: ScriptedUpstream) -> None:
+    """A restart closes sockets with 1012 (service restart), which the SDK reconnects from when given
+    ``on_reconnecting``; the stored chain continues on the new socket."""
+    upstream.script([Reply(text="Before the restart."), Reply(text="After it.")])
+    close_codes: list[int] = []
+
+    def reconnecting(event: ReconnectingEvent) -> None:
+        close_codes.append(event.close_code)
+
+    events: queue.Queue[Any] = queue.Queue()
+    client = own_server.client()
+    with client.responses.connect(on_reconnecting=reconnecting, initial_delay=0.2, max_retries=12) as connection:
+        connection.response.create(model=MODEL, input="one")
+        first = _until_terminal(connection)[-1].response
+        reader = threading.Thread(target=lambda: [events.put(event) for event in connection], daemon=True)
+        reader.start()
+        own_server.stop()
+        eventually(lambda: close_codes, timeout=30, what="the SDK to start reconnecting")
+        own_server.start()
+        connection.response.create(model=MODEL, input="two", previous_response_id=first.id)
+        second = []
+        while not second or second[-1].type not in (*TERMINAL, "error"):
+            second.append(events.get(timeout=60))
+    assert close_codes[0] == 1012
+    assert second[-1].type == "response.completed" and second[-1].response.output_text == "After it."
+    assert [m["content"] for m in upstream.requests[1]["messages"]] == ["one", "Before the restart.", "two"]
 
 
 @pytest.fixture
