@@ -302,7 +302,7 @@ def test_the_sdk_reconnects_across_a_restart(own_server: Server, upstream: Scrip
     assert [m["content"] for m in upstream.requests[1]["messages"]] == ["one", "Before the restart.", "two"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def small_limits_server(upstream: ScriptedUpstream) -> Iterator[Server]:
     srv = Server(data_dir("cove-ws"), {**_server_env(upstream, None), "COVE_WEBSOCKET_BUFFER": "64k",
                                        "COVE_MAX_REQUEST": "256k"})
