@@ -133,6 +133,20 @@ def test_store_false_chain_keeps_its_container(client: openai.OpenAI, upstream: 
     assert "kept" in json.dumps(second.output[1].to_dict())
 
 
+def test_a_warm_up_generates_nothing_and_is_chained_from(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="Warmed up.")])
+    with client.responses.connect() as connection:
+        connection.response.create(model=MODEL, input="some context", generate=False)
+        warm = _until_terminal(connection)
+        connection.response.create(model=MODEL, input="now", previous_response_id=warm[-1].response.id)
+        answer = _until_terminal(connection)
+    assert [e.type for e in warm] == ["response.created", "response.in_progress", "response.completed"]
+    assert warm[-1].response.output == []
+    assert answer[-1].response.output_text == "Warmed up."
+    assert len(upstream.requests) == 1  # the warm-up never reached the model
+    assert [m["content"] for m in upstream.requests[0]["messages"]] == ["some context", "now"]
+
+
 def test_errors_leave_the_socket_usable(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
     upstream.script([Reply(text="Still here.")])
     with client.responses.connect() as connection:

@@ -46,6 +46,9 @@ class Turn:
     does not join this response: at the next safe boundary (hosted tools done, before the next model
     turn) the response ends ``incomplete`` (``steered``) and the client's connection continues it with
     the queued input in a successor response."""
+    generate: bool = True
+    """False for a WebSocket warm-up (``generate: false``): the response completes at once, without
+    output, so a later request can chain from its input, tools and instructions."""
 
     @property
     def output_left(self) -> int | None:
@@ -136,6 +139,9 @@ class _Step:
 async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
     """Model turns and hosted tool calls until the model answers, then ends the response."""
     usage = Usage()
+    if not turn.generate:
+        await builder.complete(usage)
+        return
     tool_calls = 0
     for _ in range(turn.max_turns):
         left = turn.output_left

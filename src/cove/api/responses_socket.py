@@ -5,9 +5,10 @@ The SDK's ``ResponsesConnection`` and its event types are the reference; the pro
 - The key goes on the handshake (``Authorization: Bearer``) and is checked as for HTTP: without a
   good one the upgrade is refused with the same 401 and error body.
 - The client sends ``response.create`` (the body of ``POST /v1/responses`` plus ``type``; ``stream`` is
-  implied, ``background`` refused) and ``response.steer``. Each response's events are exactly the ones
-  its SSE stream carries, from the same run (``ResponseService``), so the same quotas, limits and
-  validation apply; a refused request is an ``error`` event with the HTTP ``status`` and the same
+  implied, ``background`` refused; ``generate: false`` is a warm-up, a response completed at once
+  without output that later requests chain from) and ``response.steer``. Each response's events are
+  exactly the ones its SSE stream carries, from the same run (``ResponseService``), so the same
+  quotas, limits and validation apply; a refused request is an ``error`` event with the HTTP ``status`` and the same
   error object, and the socket stays usable.
 - ``stream_id`` names a lane: the creates of one lane run one after another (FIFO), lanes run side by
   side, and a lane's events carry its ``stream_id``. Without one, a request runs on the default lane.
@@ -120,9 +121,16 @@ class Outbox:
 
 
 @dataclass
+class _Request:
+    params: CreateParams
+    generate: bool = True
+    """False: a warm-up (``generate: false``), answered with a response without output to chain from."""
+
+
+@dataclass
 class _Lane:
     id: str | None
-    queue: asyncio.Queue[CreateParams] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[_Request] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
 
 
@@ -212,11 +220,14 @@ class Connection:
                                  param="type", code="invalid_type")
 
     async def _create(self, message: dict[str, Any]) -> None:
-        body = {k: v for k, v in message.items() if k not in ("type", "stream_id", "stream")}
+        body = {k: v for k, v in message.items() if k not in ("type", "stream_id", "stream", "generate")}
         lane = message.get("stream_id")
         if lane is not None and (not isinstance(lane, str) or not _STREAM_ID.fullmatch(lane)):
             raise InvalidRequest("A stream_id is 1-256 ASCII letters, digits, '_', '-' or '.'.", param="stream_id",
                                  code="invalid_stream_id")
+        generate = message.get("generate", True)
+        if not isinstance(generate, bool):
+            raise InvalidRequest("generate must be a boolean.", param="generate", code="invalid_type")
         try:
             if body.get("background"):
                 raise InvalidRequest("background is not supported over a WebSocket: every response streams on it.",
@@ -229,7 +240,7 @@ class Connection:
             if self.waiting >= MAX_WAITING:
                 raise TooManyRequests(f"More than {MAX_WAITING} responses are waiting on this connection; wait "
                                       "for some to finish.", code="too_many_pending_requests")
-            self._lane(lane).queue.put_nowait(params)
+            self._lane(lane).queue.put_nowait(_Request(params, generate))
             self.waiting += 1
         except CoveError as exc:
             self.error(exc, lane)
@@ -247,15 +258,16 @@ class Connection:
     # -- running -----------------------------------------------------------------------------------
     async def _run_lane(self, lane: _Lane) -> None:
         while True:
-            params = await lane.queue.get()
+            request = await lane.queue.get()
             self.waiting -= 1
             try:
-                await self.respond(params, lane.id)
+                await self.respond(request.params, lane.id, generate=request.generate)
             except Exception:  # the lane goes on with its next request
                 log.exception("a WebSocket response failed")
                 self.error(CoveError("The server had an error while processing your request."), lane.id)
 
-    async def respond(self, params: CreateParams, lane: str | None, steers: list[steering.Steer] | None = None) -> None:
+    async def respond(self, params: CreateParams, lane: str | None, steers: list[steering.Steer] | None = None, *,
+                      generate: bool = True) -> None:
         """Runs one response and sends its events; ``steers``: the queued input it commits (a successor)."""
         prior = params.previous_response_id
         pending = self.steers.take_pending(prior) if prior else []
@@ -264,7 +276,7 @@ class Connection:
         cached = self.finished.get(prior or "")
         params = _follow_container(params, cached)
         creating = asyncio.ensure_future(self.service.create(
-            self.project, params, earlier=None if cached is None else cached.items))
+            self.project, params, earlier=None if cached is None else cached.items, generate=generate))
         try:
             # Shielded: a create cut off halfway (the socket closing) could leave a stored row never run.
             run = await asyncio.shield(creating)

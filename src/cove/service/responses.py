@@ -98,10 +98,12 @@ class ResponseService:
                              return_exceptions=True)
 
     # -- create -----------------------------------------------------------------------------------
-    async def create(self, project: str, params: CreateParams, *, earlier: list[dict[str, Any]] | None = None) -> Run:
+    async def create(self, project: str, params: CreateParams, *, earlier: list[dict[str, Any]] | None = None,
+                     generate: bool = True) -> Run:
         """Validates, stores and starts (or queues) a response; returns its run. ``earlier``: the items
         before its input when the caller holds them (a WebSocket continuing a response it made, even
-        one not stored), else they are read from the store."""
+        one not stored), else they are read from the store. ``generate``: False for a WebSocket warm-up
+        (``Turn.generate``)."""
         params.check()
         refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
@@ -111,6 +113,7 @@ class ResponseService:
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
         turn, run = await self._prepare(project, params, earlier)
+        turn.generate = generate
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
