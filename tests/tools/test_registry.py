@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cove.agent.request import CreateParams
-from cove.errors import CoveError, NotFound
+from cove.errors import CoveError
 from cove.tools.base import Tool
 from cove.tools.registry import TOOLS
 
@@ -66,11 +66,6 @@ def test_bad_tools_are_refused_naming_the_field(tools: list[dict[str, Any]], par
     error = refusal(tools)
     assert (error.status_code, error.param) == (400, param), error.message
     assert code is None or error.code == code
-
-
-def test_files_this_server_does_not_have_are_not_found() -> None:
-    error = refusal([{"type": "code_interpreter", "container": {"type": "auto", "file_ids": ["file_x"]}}])
-    assert isinstance(error, NotFound) and error.param == "tools[0].container.file_ids"
 
 
 def test_a_tool_choice_must_name_a_function_the_request_has() -> None:

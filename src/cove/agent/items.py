@@ -18,7 +18,8 @@ from cove.ids import new_id
 
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 MESSAGE_PART_TYPES = ("input_text", "input_image", "input_file", "input_audio", "output_text", "refusal")
-ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",
+             "compaction": "cmp"}
 
 
 def _literals(annotation: Any) -> list[Any]:

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cove.agent.builder import ResponseBuilder
 from cove.agent.request import CreateParams
@@ -20,6 +20,9 @@ from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
 from cove.tools.toolbox import Toolbox
 from cove.tools.workspace import Workspace
 from cove.upstream.base import Finish, Model, ModelRequest, Usage
+
+if TYPE_CHECKING:
+    from cove.agent.compaction import Compactor
 
 _OUTPUT_RESERVE = 1024
 """Tokens kept free for the answer when ``max_output_tokens`` is not given."""
@@ -41,6 +44,9 @@ class Turn:
     output_used: int = 0
     """Output tokens this response's earlier model turns spent: ``max_output_tokens`` bounds them all,
     as on OpenAI, not each turn alone."""
+    compactor: Compactor | None = None
+    """Compaction (``compaction.py``) before each model turn, when ``context_management`` or a
+    ``compaction_trigger`` asks for it."""
     steering: list[Any] = field(default_factory=list)
     """Input the client queued while this response runs (WebSocket ``response.steer``). As on OpenAI, it
     does not join this response: at the next safe boundary (hosted tools done, before the next model
@@ -55,6 +61,11 @@ class Turn:
         """What ``max_output_tokens`` leaves for the next model turn (None: no limit given)."""
         limit = self.params.max_output_tokens
         return None if limit is None else limit - self.output_used
+
+    @property
+    def input_budget(self) -> int:
+        """Tokens the next model turn's prompt may take: the window less the room kept for its answer."""
+        return self.model.context_window - (self.output_left or _OUTPUT_RESERVE)
 
 
 def model_request(turn: Turn) -> ModelRequest:
@@ -95,7 +106,7 @@ def _fit(turn: Turn) -> ModelRequest:
     carried to the cuts after it.
     """
     request = model_request(turn)
-    budget = turn.model.context_window - (turn.output_left or _OUTPUT_RESERVE)
+    budget = turn.input_budget
     count = turn.model.count_items(request)
     if count.total <= budget:
         return request
@@ -148,6 +159,11 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
         if left is not None and left <= 0:  # the tools ran, but no output budget is left to read them
             await builder.incomplete("max_output_tokens", usage)
             return
+        if turn.compactor is not None:
+            _add_usage(usage, await turn.compactor.before_turn(turn, builder))
+            if turn.compactor.ends_response:  # a compaction_trigger asked for the compaction alone
+                await builder.complete(usage)
+                return
         step = await _model_turn(turn, await fit_context(turn), builder)
         _add_usage(usage, step.finish.usage)
         turn.output_used = usage.output_tokens

@@ -81,6 +81,7 @@ class CreateParams(BaseModel):
                 raise InvalidRequest(f"Invalid value for 'include': {value!r} is not supported.",
                                      param="include", code="invalid_value")
         check_metadata(self.metadata)
+        check_context_management(self.context_management)
         self._check_tools()
         fmt = (self.text or {}).get("format")
         if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") not in
@@ -118,6 +119,20 @@ def check_metadata(metadata: dict[str, str] | None) -> None:
         if len(key) > 64 or len(value) > 512:
             raise InvalidRequest("metadata keys are at most 64 characters and values at most 512.",
                                  param="metadata")
+
+
+def check_context_management(entries: list[dict[str, Any]] | None) -> None:
+    """The SDK's ``ContextManagement`` entries: ``type`` is ``compaction`` (the only kind there is) and
+    ``compact_threshold``, if given, a positive number of tokens."""
+    for index, entry in enumerate(entries or []):
+        where = f"context_management[{index}]"
+        if entry.get("type") != "compaction":
+            raise InvalidRequest(f"Invalid value for '{where}.type': only 'compaction' is supported.",
+                                 param=f"{where}.type", code="invalid_value")
+        threshold = entry.get("compact_threshold")
+        if threshold is not None and (not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1):
+            raise InvalidRequest(f"Invalid value for '{where}.compact_threshold': expected a positive integer.",
+                                 param=f"{where}.compact_threshold", code="invalid_value")
 
 
 COUNT_DEFAULT_MODEL = "default"

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from cove.agent.compaction import CompactParams
 from cove.agent.request import CountParams, CreateParams
 from cove.api import sse
 from cove.api.auth import project_of
@@ -67,6 +68,12 @@ async def create_response(params: Params, request: Request, project: Project) ->
 async def input_tokens(params: CountParams, request: Request, project: Project) -> dict[str, Any]:
     count = await _service(request).count_input_tokens(project, params.as_create())
     return {"object": "response.input_tokens", "input_tokens": count}
+
+
+@router.post("/compact")
+async def compact(params: CompactParams, request: Request, project: Project) -> dict[str, Any]:
+    """The compacted window the SDK's ``responses.compact()`` returns (``agent/compaction.py``)."""
+    return await _service(request).compact(project, params)
 
 
 @router.get("/{response_id}", response_model=None)

@@ -129,9 +129,9 @@ class Steering:
             self._fail_unqueued(target, given, "response_already_completed" if ended else "response_not_found",
                                 f"Response '{target}' has finished and takes no more steering input." if ended else
                                 f"Response '{target}' is not running on this connection.")
-        elif active.params.conversation_id is not None:
-            self._fail_unqueued(target, given, "steering_not_supported",
-                                "A response bound to a conversation cannot be steered.", lane)
+        elif active.params.conversation_id is not None or active.params.context_management:
+            self._fail_unqueued(target, given, "steering_not_supported", "A response bound to a conversation "
+                                "or compacting its context (context_management) cannot be steered.", lane)
         elif len(active.run.steering) >= MAX_STEERS or self._queued() >= MAX_QUEUED:
             self._fail_unqueued(target, given, "too_many_pending_steers",
                                 f"Response '{target}' already has {MAX_STEERS} steers queued, or this connection "

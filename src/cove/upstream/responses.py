@@ -32,6 +32,7 @@ _FOLDED_ITEMS = {"message", "function_call", "reasoning"}  # these arrive as del
 
 class ResponsesApiModel(ClientModel):
     native_tools = True
+    reads_files = True
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         fold = _Fold(self.where)
