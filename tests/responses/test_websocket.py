@@ -230,6 +230,20 @@ def _next_event(connection: ResponsesConnection) -> list[Any]:
     return [next(iter(connection))]
 
 
+def test_a_compacting_response_is_not_steered(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(text="slowly " * 40, chunk_delay=0.02)])
+    with client.responses.connect() as connection:
+        connection.response.create(model=MODEL, input="start",
+                                   context_management=[{"type": "compaction", "compact_threshold": 100_000}])
+        created = next(iter(connection))
+        connection.response.steer(previous_response_id=created.response.id, input="change course")
+        events = _until_terminal(connection)
+    [refused] = [e for e in events if e.type.startswith("response.steer")]
+    assert refused.type == "response.steer.failed" and refused.error.code == "steering_not_supported"
+    assert refused.steer.input == "change course" and refused.steer.id is None
+    assert events[-1].type == "response.completed" and len(upstream.requests) == 1
+
+
 def test_steer_ends_a_hosted_tool_run_at_its_boundary(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
     upstream.script([
         Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": ["echo forty-two"]}')], delay=1.0),
