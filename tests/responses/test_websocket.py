@@ -302,7 +302,7 @@ def test_reconnect_continues_a_stored_response(client: openai.OpenAI, upstream: 
     assert [m["content"] for m in upstream.requests[1]["messages"]] == ["one", "Before.", "two"]
 
 
-def test_the_sdk_reconnects_across_a_restart(own_server: Server, upstream: ScriptedUpstream) -> None:
+def test_the_sdk_reconnects_across_a_restart(small_limits_server: Server, upstream: ScriptedUpstream) -> None:
     """A restart closes sockets with 1012 (service restart), which the SDK reconnects from when given
     ``on_reconnecting``; the stored chain continues on the new socket."""
     upstream.script([Reply(text="Before the restart."), Reply(text="After it.")])
@@ -312,15 +312,15 @@ def test_the_sdk_reconnects_across_a_restart(own_server: Server, upstream: Scrip
         close_codes.append(event.close_code)
 
     events: queue.Queue[Any] = queue.Queue()
-    client = own_server.client()
+    client = small_limits_server.client()
     with client.responses.connect(on_reconnecting=reconnecting, initial_delay=0.2, max_retries=12) as connection:
         connection.response.create(model=MODEL, input="one")
         first = _until_terminal(connection)[-1].response
         reader = threading.Thread(target=lambda: [events.put(event) for event in connection], daemon=True)
         reader.start()
-        own_server.stop()
+        small_limits_server.stop()
         eventually(lambda: close_codes, timeout=30, what="the SDK to start reconnecting")
-        own_server.start()
+        small_limits_server.start()
         connection.response.create(model=MODEL, input="two", previous_response_id=first.id)
         second = []
         while not second or second[-1].type not in (*TERMINAL, "error"):
@@ -332,6 +332,7 @@ def test_the_sdk_reconnects_across_a_restart(own_server: Server, upstream: Scrip
 
 @pytest.fixture(scope="module")
 def small_limits_server(upstream: ScriptedUpstream) -> Iterator[Server]:
+    """This module's own server, with small limits (a test may restart it)."""
     srv = Server(data_dir("cove-ws"), {**_server_env(upstream, None), "COVE_WEBSOCKET_BUFFER": "64k",
                                        "COVE_MAX_REQUEST": "256k"})
     srv.start()
