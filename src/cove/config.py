@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     files_s3_prefix: str = "files/"
     """Key prefix of the objects Cove writes in the bucket (it may share the bucket with others)."""
 
+    websocket_buffer: str = "16m"
+    """Events a WebSocket client (``client.responses.connect()``) may leave unread; one that keeps them
+    unread for ten seconds is dropped (``api/responses_socket.py``)."""
+
     nofile_limit: int = 4096
     """Open-file cap per container process."""
 

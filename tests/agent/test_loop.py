@@ -64,6 +64,20 @@ def test_a_shell_call_runs_in_the_container_and_the_model_reads_its_result() -> 
     assert model.requests[0].tools[0]["name"] == "shell"  # a chat model sees the hosted tool as a function
 
 
+def test_queued_steering_ends_the_response_after_its_hosted_tools() -> None:
+    """Steered input does not join the running response: once its hosted tools have run, before the
+    next model turn, it ends incomplete (``steered``) for the connection's successor to continue."""
+    sandbox = MemorySandbox(run=lambda command: output("done\n"))
+    model = ScriptedModel([Reply(calls=[Call("shell", {"commands": ["make"]})]), Reply(text="never asked")])
+    request = CreateParams.model_validate({"model": "scripted", "input": "go", "tools": [SHELL]})
+    response, events = asyncio.run(asyncio.wait_for(
+        run_turns(model, request, MemoryWorkspace(sandbox), steering=["a queued steer"]), 10))
+    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "steered"}
+    assert types(response) == ["shell_call", "shell_call_output"]
+    assert len(model.requests) == 1
+    assert events[-1]["type"] == "response.incomplete"
+
+
 def test_apply_patch_and_the_text_editor_change_the_containers_files() -> None:
     files = MemoryFiles({"/app/a.py": "x = 1\ny = 2\n"})
     patch = {"type": "update_file", "path": "/app/a.py", "diff": "@@\n x = 1\n-y = 2\n+y = 3\n"}

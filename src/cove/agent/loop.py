@@ -49,6 +49,14 @@ class Turn:
     compactor: Compactor | None = None
     """Compaction (``compaction.py``) before each model turn, when ``context_management`` or a
     ``compaction_trigger`` asks for it."""
+    steering: list[Any] = field(default_factory=list)
+    """Input the client queued while this response runs (WebSocket ``response.steer``). As on OpenAI, it
+    does not join this response: at the next safe boundary (hosted tools done, before the next model
+    turn) the response ends ``incomplete`` (``steered``) and the client's connection continues it with
+    the queued input in a successor response."""
+    generate: bool = True
+    """False for a WebSocket warm-up (``generate: false``): the response completes at once, without
+    output, so a later request can chain from its input, tools and instructions."""
 
     @property
     def output_left(self) -> int | None:
@@ -162,6 +170,9 @@ class _Step:
 async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
     """Model turns and hosted tool calls until the model answers, then ends the response."""
     usage = Usage()
+    if not turn.generate:
+        await builder.complete(usage)
+        return
     for _ in range(turn.max_turns):
         left = turn.output_left
         if left is not None and left <= 0:  # the tools ran, but no output budget is left to read them
@@ -188,6 +199,9 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
         turn.tools_ran = True
         if step.client_calls:  # the client owes outputs for its calls before the model can go on
             await builder.complete(usage)
+            return
+        if turn.steering:
+            await builder.incomplete("steered", usage)
             return
     await builder.incomplete("max_messages", usage)
 

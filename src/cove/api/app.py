@@ -10,9 +10,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.routing import WebSocketRoute
 
 from cove import __version__
-from cove.api import container_files, containers, conversations, docs, errors, files, models, responses
+from cove.api import (
+    container_files,
+    containers,
+    conversations,
+    docs,
+    errors,
+    files,
+    models,
+    responses,
+    responses_socket,
+)
 from cove.api.body_limit import BodyLimit
 from cove.api.json_text import refuse_lone_surrogates
 from cove.api.loopback import LoopbackGuard
@@ -122,6 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(container_files.router)
     app.include_router(files.router)
     app.include_router(responses.router)
+    # A Starlette route: the app-wide dependencies are for HTTP requests (the socket checks each message).
+    app.router.routes.append(WebSocketRoute("/v1/responses", responses_socket.serve))
     app.include_router(conversations.router)
     app.include_router(models.router)
     if not public:

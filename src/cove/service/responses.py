@@ -105,8 +105,12 @@ class ResponseService:
                              return_exceptions=True)
 
     # -- create -----------------------------------------------------------------------------------
-    async def create(self, project: str, params: CreateParams) -> Run:
-        """Validates, stores and starts (or queues) a response; returns its run."""
+    async def create(self, project: str, params: CreateParams, *, earlier: list[dict[str, Any]] | None = None,
+                     generate: bool = True) -> Run:
+        """Validates, stores and starts (or queues) a response; returns its run. ``earlier``: the items
+        before its input when the caller holds them (a WebSocket continuing a response it made, even
+        one not stored), else they are read from the store. ``generate``: False for a WebSocket warm-up
+        (``Turn.generate``)."""
         params.check()
         refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
@@ -116,7 +120,8 @@ class ResponseService:
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
         await self._check_tool_files(project, params)
-        turn, run = await self._prepare(project, params)
+        turn, run = await self._prepare(project, params, earlier)
+        turn.generate = generate
         # An item the upstream cannot take is a 400, not a failed run (checked off the event loop: it
         # is proportional to the input).
         await asyncio.to_thread(check_input, turn, run.input_items)
@@ -145,7 +150,8 @@ class ResponseService:
             if isinstance(environment, dict) and environment.get("file_ids"):
                 await self.project_files.check(project, list(environment["file_ids"]), f"tools[{index}].{key}.file_ids")
 
-    async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
+    async def _prepare(self, project: str, params: CreateParams,
+                       earlier: list[dict[str, Any]] | None = None) -> tuple[Turn, Run]:
         new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
         new_items = take_trigger(new_items)
         response_id = new_id("resp")
@@ -153,12 +159,14 @@ class ResponseService:
             new_items = await history.resolve_references(session, project, new_items)
             run = Run(id=response_id, project=project, response=new_response(response_id, params),
                       stored=params.store is not False, background=bool(params.background),
-                      conversation_id=params.conversation_id, input_items=new_items)
+                      conversation_id=params.conversation_id, input_items=new_items, earlier=earlier)
             return await self._turn(session, run, params), run
 
     async def _turn(self, session: AsyncSession, run: Run, params: CreateParams) -> Turn:
         """Everything the loop needs: history, the model, the tools and the container they use."""
-        earlier = await self._history(session, run.project, params)
+        if run.earlier is None:
+            run.earlier = await self._history(session, run.project, params)
+        earlier = run.earlier
         model, upstream_model = await self.models.resolve(params.model)
         history_param = "conversation" if params.conversation_id else "previous_response_id"
         resolved = await self.file_inputs.resolve(
@@ -171,7 +179,7 @@ class ResponseService:
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
         return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=self.settings.max_turns,
-                    compactor=Compactor.of(params, seal.seal, summary))
+                    compactor=Compactor.of(params, seal.seal, summary), steering=run.steering)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""
