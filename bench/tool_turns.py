@@ -29,7 +29,9 @@ from cove.sandbox.base import Command
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
 from cove.service.containers import ContainerService
+from cove.service.file_blobs import blobs_for
 from cove.service.files import FileService
+from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
 from cove.service.secrets import SecretKeeper
@@ -72,8 +74,10 @@ async def main() -> int:
     policies, secrets = ProjectPolicies.load(None, settings), SecretKeeper(settings.secrets_key_path)
     engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
     containers = ContainerService(db, engine, settings, policies=policies, secrets=secrets)
-    service = ResponseService(db, InstantRegistry(), containers, FileService(db, containers),  # type: ignore[arg-type]
-                              settings, policies=policies, secrets=secrets)
+    files = FileService(db, containers)
+    service = ResponseService(db, InstantRegistry(), containers, files, settings,  # type: ignore[arg-type]
+                              policies=policies, secrets=secrets,
+                              project_files=ProjectFileService(db, blobs_for(settings), files, policies))
     await engine.start()
     try:
         row = await containers.create("bench", name="tools", image=None, memory_limit="1g", cpu_limit=None,

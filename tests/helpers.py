@@ -10,6 +10,7 @@ import zipfile
 from typing import Any
 
 import httpx
+from pypdf import PdfWriter
 
 
 def run(http: httpx.Client, container_id: str, *commands: str, **options: object) -> list[dict[str, object]]:
@@ -51,3 +52,31 @@ def make_wheel(name: str, version: str) -> tuple[str, bytes]:
         for path, data in files.items():
             archive.writestr(path, data)
     return f"{name}-{version}-py3-none-any.whl", buf.getvalue()
+
+
+def pdf_bytes(text: str) -> bytes:
+    """A one-page PDF showing ``text`` in Helvetica, written out by hand (pypdf does not lay out text)."""
+    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def encrypted(pdf: bytes) -> bytes:
+    writer = PdfWriter(clone_from=io.BytesIO(pdf))
+    writer.encrypt(user_password="secret", algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()

@@ -68,6 +68,31 @@ class Settings(BaseSettings):
     max_request: str = "64m"
     """Largest JSON request body (a response's input, an exec's commands)."""
 
+    max_file_upload: str = "512m"
+    """Largest upload to ``/v1/files`` (multipart body); larger ones are refused with 413."""
+
+    files_s3_bucket: str | None = None
+    """Keep ``/v1/files`` bytes in this S3-compatible bucket instead of ``data_dir/files``."""
+
+    files_s3_endpoint_url: str | None = None
+    """The bucket's endpoint (MinIO, Ceph, R2 ...); default: AWS's, found by boto3."""
+
+    files_s3_region: str | None = None
+    """The bucket's region; default: boto3's usual configuration (``AWS_REGION``, ``~/.aws/config``)."""
+
+    files_s3_access_key_id: str | None = None
+    """Access key for the bucket; default: boto3's usual credentials (``AWS_ACCESS_KEY_ID``, roles ...)."""
+
+    files_s3_secret_access_key: str | None = None
+    """Secret key for ``files_s3_access_key_id``."""
+
+    files_s3_prefix: str = "files/"
+    """Key prefix of the objects Cove writes in the bucket (it may share the bucket with others)."""
+
+    websocket_buffer: str = "16m"
+    """Events a WebSocket client (``client.responses.connect()``) may leave unread; one that keeps them
+    unread for ten seconds is dropped (``api/responses_socket.py``)."""
+
     nofile_limit: int = 4096
     """Open-file cap per container process."""
 
@@ -94,7 +119,7 @@ class Settings(BaseSettings):
     """Host uid that container root maps to; container uids 0-65535 map onto base+0-65535."""
 
     expiry_check_seconds: float = 30.0
-    """How often idle containers are looked for and expired (an expiry can be this late)."""
+    """How often idle containers and expired files are looked for and removed (an expiry can be this late)."""
 
     upstream_url: str | None = None
     """OpenAI-compatible base URL ending in /v1; model names not in ``models_file`` go here unchanged."""
@@ -157,6 +182,11 @@ class Settings(BaseSettings):
     def spool_dir(self) -> Path:
         """Where uploads are spooled while they arrive."""
         return self.data_dir / "spool"
+
+    @property
+    def files_dir(self) -> Path:
+        """Where ``/v1/files`` bytes live when no bucket is configured."""
+        return self.data_dir / "files"
 
     @property
     def image_root(self) -> Path:

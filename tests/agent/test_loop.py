@@ -64,6 +64,20 @@ def test_a_shell_call_runs_in_the_container_and_the_model_reads_its_result() -> 
     assert model.requests[0].tools[0]["name"] == "shell"  # a chat model sees the hosted tool as a function
 
 
+def test_queued_steering_ends_the_response_after_its_hosted_tools() -> None:
+    """Steered input does not join the running response: once its hosted tools have run, before the
+    next model turn, it ends incomplete (``steered``) for the connection's successor to continue."""
+    sandbox = MemorySandbox(run=lambda command: output("done\n"))
+    model = ScriptedModel([Reply(calls=[Call("shell", {"commands": ["make"]})]), Reply(text="never asked")])
+    request = CreateParams.model_validate({"model": "scripted", "input": "go", "tools": [SHELL]})
+    response, events = asyncio.run(asyncio.wait_for(
+        run_turns(model, request, MemoryWorkspace(sandbox), steering=["a queued steer"]), 10))
+    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "steered"}
+    assert types(response) == ["shell_call", "shell_call_output"]
+    assert len(model.requests) == 1
+    assert events[-1]["type"] == "response.incomplete"
+
+
 def test_apply_patch_and_the_text_editor_change_the_containers_files() -> None:
     files = MemoryFiles({"/app/a.py": "x = 1\ny = 2\n"})
     patch = {"type": "update_file", "path": "/app/a.py", "diff": "@@\n x = 1\n-y = 2\n+y = 3\n"}
@@ -179,11 +193,30 @@ def test_the_calls_of_one_turn_run_at_once() -> None:
     assert results == ["a saw b", "b saw a"]
 
 
-def test_tool_calls_and_model_turns_are_capped() -> None:
+def test_hosted_calls_past_max_tool_calls_are_ignored_and_the_response_completes() -> None:
+    lookup = {"type": "function", "name": "lookup"}
+    two = Reply(calls=[Call("shell", {"commands": ["echo 1"]}), Call("shell", {"commands": ["echo 2"]})])
+    model = ScriptedModel([two, Reply(calls=[Call("shell", {"commands": ["echo 3"]})]), Reply(text="had one")])
+    ran: list[str] = []
+
+    def record(command: Command) -> CommandOutput:
+        ran.append(command.command)
+        return output("ok\n")
+
+    response, _ = respond(model, MemoryWorkspace(MemorySandbox(run=record)), tools=[SHELL, lookup],
+                          max_tool_calls=1)
+    assert response["status"] == "completed" and response["output"][-1]["content"][0]["text"] == "had one"
+    assert ran == ["echo 1"]
+    assert types(response) == ["shell_call", "shell_call_output", "message"]  # the rest: ignored, not output
+    second, third = model.requests[1], model.requests[2]
+    assert [tool["name"] for tool in second.tools] == ["lookup"]  # spent: no hosted tool is offered again
+    told = [item["output"] for item in second.input if item["type"] == "function_call_output"]
+    assert "ok" in told[0] and "max_tool_calls" in told[1]
+    assert "max_tool_calls" in [item for item in third.input if item["type"] == "function_call_output"][-1]["output"]
+
+
+def test_model_turns_are_capped() -> None:
     call = Reply(calls=[Call("shell", {"commands": ["true"]})])
-    response, _ = respond(ScriptedModel([call, call]), MemoryWorkspace(), tools=[SHELL], max_tool_calls=1)
-    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_messages"}
-    assert types(response) == ["shell_call", "shell_call_output"]
     endless = ScriptedModel([call] * 50)
     response, _ = respond(endless, MemoryWorkspace(), tools=[SHELL])
     assert response["status"] == "incomplete" and len(endless.requests) == 50
@@ -239,3 +272,81 @@ def test_max_output_tokens_bounds_the_whole_response_across_turns() -> None:
     response, _ = respond(spent, MemoryWorkspace(), tools=[SHELL], max_output_tokens=10)
     assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert len(spent.requests) == 2 and types(response) == ["shell_call", "shell_call_output"] * 2
+
+
+CRM = {"type": "namespace", "name": "crm", "description": "Customer records.",
+       "tools": [{"type": "function", "name": "lookup", "description": "Find a customer.",
+                  "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}]}
+
+
+def test_a_chat_model_calls_a_namespaces_functions_flat_and_the_client_gets_the_namespace() -> None:
+    model = ScriptedModel([Reply(calls=[Call("crm__lookup", {"id": "7"})])])
+    response, events = respond(model, tools=[CRM, {"type": "function", "name": "lookup"}])
+    offered = model.requests[0].tools
+    assert [tool["name"] for tool in offered] == ["crm__lookup", "lookup"]
+    assert "Customer records." in offered[0]["description"] and "Find a customer." in offered[0]["description"]
+    call = response["output"][0]
+    assert (call["type"], call["name"], call["namespace"], call["arguments"]) == (
+        "function_call", "lookup", "crm", '{"id": "7"}')
+    added = next(event for event in events if event["type"] == "response.output_item.added")
+    assert added["item"]["namespace"] == "crm"  # streamed in the namespace's shape from the start
+    answer = ScriptedModel([Reply(text="found")])
+    again, _ = respond(answer, tools=[CRM], input=[
+        {"type": "function_call", "call_id": "c1", "name": "lookup", "namespace": "crm", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "Ada"}])
+    assert again["status"] == "completed"
+    sent = answer.requests[0].input
+    assert sent[0]["name"] == "crm__lookup" and "namespace" not in sent[0]  # the names the model was offered
+
+
+def test_a_responses_upstream_gets_the_namespace_whole_and_its_calls_keep_it() -> None:
+    model = ScriptedModel([Reply(calls=[Call("lookup", {"id": "1"}, namespace="crm")]), Reply(text="Ada")],
+                          native_tools=True)
+    response, _ = respond(model, tools=[CRM])
+    assert model.requests[0].tools == [CRM]
+    assert {key: response["output"][0][key] for key in ("name", "namespace")} == {"name": "lookup", "namespace": "crm"}
+    respond(model, tools=[CRM], input=[{**response["output"][0], "status": "completed"},
+                                       {"type": "function_call_output", "call_id": "call_1_0", "output": "Ada"}])
+    assert model.requests[1].input[0]["namespace"] == "crm"  # the upstream reads its own shape back
+
+
+def test_long_namespaced_names_stay_within_64_characters_and_distinct() -> None:
+    from cove.tools.namespace import flat_name
+    long_a, long_b = flat_name("n" * 40, "f" * 30 + "a"), flat_name("n" * 40, "f" * 30 + "b")
+    assert len(long_a) == len(long_b) == 64 and long_a != long_b
+    assert flat_name("crm", "lookup") == "crm__lookup"
+
+
+PATCHER = {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+           "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+PATCH = "*** Begin Patch\n*** End Patch\n"
+
+
+def test_a_custom_tool_is_a_function_of_its_input_for_a_chat_model_and_a_custom_call_for_the_client() -> None:
+    model = ScriptedModel([Reply(calls=[Call("apply_patch", {"input": PATCH})])])
+    response, _ = respond(model, tools=[PATCHER])
+    offered = model.requests[0].tools[0]
+    assert offered["parameters"]["required"] == ["input"] and "start: /.+/" in offered["description"]
+    call = response["output"][0]
+    assert (call["type"], call["name"], call["input"]) == ("custom_tool_call", "apply_patch", PATCH)
+    answer = ScriptedModel([Reply(text="patched")])
+    respond(answer, tools=[PATCHER], input=[call, {"type": "custom_tool_call_output", "call_id": call["call_id"],
+                                                   "output": "Done."}])
+    sent = answer.requests[0].input
+    assert (sent[0]["type"], sent[0]["name"], json.loads(sent[0]["arguments"])) == (
+        "function_call", "apply_patch", {"input": PATCH})
+    assert (sent[1]["type"], sent[1]["output"]) == ("function_call_output", "Done.")
+
+
+def test_a_responses_upstream_gets_custom_tools_whole_and_the_hosted_editor_as_a_function() -> None:
+    editor_call = {"type": "custom_tool_call", "call_id": "ed", "name": "str_replace_based_edit_tool",
+                   "input": '{"command": "view", "path": "/"}'}
+    history = [editor_call, {"type": "custom_tool_call_output", "call_id": "ed", "output": "bin"},
+               {"type": "custom_tool_call", "call_id": "cp", "name": "apply_patch", "input": PATCH},
+               {"type": "custom_tool_call_output", "call_id": "cp", "output": "Done."}]
+    model = ScriptedModel([Reply(text="ok")], native_tools=True)
+    respond(model, MemoryWorkspace(), tools=[PATCHER, {"type": "text_editor_20250429"}], input=history)
+    assert model.requests[0].tools[0] == PATCHER
+    assert [(item["type"], item.get("name")) for item in model.requests[0].input[:4]] == [
+        ("function_call", "str_replace_based_edit_tool"), ("function_call_output", None),
+        ("custom_tool_call", "apply_patch"), ("custom_tool_call_output", None)]

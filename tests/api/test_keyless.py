@@ -7,12 +7,16 @@ bound elsewhere, every request is refused. The API's description needs a key unl
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from cove.api.app import create_app
 from cove.config import Settings
@@ -87,3 +91,10 @@ def test_a_rebound_page_gets_403_not_exec(keyless_server: Server) -> None:
         listed = http.post(exec_path, json={"commands": ["ls /tmp/pwned"]}).json()["output"][0]
         assert listed["outcome"]["exit_code"] != 0  # none of the refused commands ran
         assert http.get("/docs").status_code == 200  # keyless: the docs are this machine's
+    socket_url = keyless_server.url.replace("http://", "ws://") + "/v1/responses"
+    with pytest.raises(InvalidStatus) as hijack:  # a page's WebSocket (cross-site WebSocket hijacking)
+        connect(socket_url, origin=Origin("http://evil.example"))
+    assert hijack.value.response.status_code == 403
+    with connect(socket_url) as socket:  # this machine's own client needs no key
+        socket.send(json.dumps({"type": "response.steer", "previous_response_id": "resp_x", "input": "hi"}))
+        assert json.loads(socket.recv(timeout=10))["error"]["code"] == "response_not_found"

@@ -79,8 +79,19 @@ def _known_objects(server: Server) -> dict[str, str]:
         conversation = http.post("/v1/conversations", json={"items": [
             {"type": "message", "role": "user", "content": "hi"}]}).raise_for_status().json()
         items = http.get(f"/v1/conversations/{conversation['id']}/items").raise_for_status().json()
+        upload = http.post("/v1/files", files={"file": ("kept.pdf", b"%PDF-1.4")},
+                           data={"purpose": "user_data"}).raise_for_status().json()
     return {"container_id": container["id"], "file_id": file["id"], "response_id": response.json()["id"],
-            "conversation_id": conversation["id"], "item_id": items["data"][0]["id"], "model_id": "scripted-model"}
+            "conversation_id": conversation["id"], "item_id": items["data"][0]["id"], "model_id": "scripted-model",
+            "upload_id": upload["id"]}
+
+
+def _real(path: str, known: dict[str, str]) -> dict[str, str]:
+    """Real ids for the path's parameters: ``file_id`` names a file of ``/v1/files`` there, else a
+    container's file (the SDK calls both ``file_id``)."""
+    uploads = path.startswith("/v1/files/")
+    return {name: known["upload_id" if uploads and name == "file_id" else name]
+            for name in re.findall(r"{(\w+)}", path)}
 
 
 @schemathesis.check
@@ -95,7 +106,9 @@ def openai_error_shape(ctx: CheckContext, response: schemathesis.Response, case:
 
 
 def _reaches_owned(case: Case, known: dict[str, str]) -> bool:
-    return any(case.path_parameters and case.path_parameters.get(name) == known[name] for name in OWNED_IDS)
+    real = _real(case.operation.path, known)
+    return any(case.path_parameters and name in real and case.path_parameters.get(name) == real[name]
+               for name in OWNED_IDS)
 
 
 def _prepare(case: Case) -> None:
@@ -117,7 +130,7 @@ def _clean_up(case: Case, response: requests.Response, server: Server, known: di
 
 def _fuzz(operation: Any, mode: GenerationMode, examples: int, server: Server, known: dict[str, str],
           tally: Tally) -> None:
-    real = {name: known[name] for name in re.findall(r"{(\w+)}", operation.path)}
+    real = _real(operation.path, known)
     strategy = operation.as_strategy(generation_mode=mode)
     if real:
         strategy = strategy | operation.as_strategy(generation_mode=mode, path_parameters=real)

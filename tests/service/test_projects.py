@@ -33,7 +33,7 @@ def test_tool_types_are_checked_against_the_registry(tmp_path: Path) -> None:
 def test_built_in_quotas_keep_one_project_from_taking_the_server() -> None:
     quotas = ProjectPolicies.load(None, SETTINGS).quotas("anyone")
     assert quotas == Quotas(running_containers=250, memory=1000 << 30, disk=2500 << 30, background_queued=1000,
-                            background_running=4, audit_rows=10_000)
+                            background_running=4, audit_rows=10_000, file_bytes=100 << 30)
     tiny = ProjectPolicies.load(None, Settings(max_containers=1, background_workers=1)).quotas("anyone")
     assert (tiny.running_containers, tiny.background_running) == (1, 1)
 

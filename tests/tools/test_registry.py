@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cove.agent.request import CreateParams
-from cove.errors import CoveError, NotFound
+from cove.errors import CoveError
 from cove.tools.base import Tool
 from cove.tools.registry import TOOLS
 
@@ -58,6 +58,17 @@ def refusal(tools: list[dict[str, Any]], **params: Any) -> CoveError:
      "tools[0].container.memory_limit", "invalid_value"),
     ([{"type": "function", "name": "has space"}], "tools[0].name", "invalid_value"),
     ([{"type": "function", "name": "shell"}, {"type": "shell"}], "tools[1]", "duplicate_tool_name"),
+    ([{"type": "custom", "name": "apply patch"}], "tools[0].name", "invalid_value"),
+    ([{"type": "custom", "name": "p", "format": "lark"}], "tools[0].format", "invalid_value"),
+    ([{"type": "namespace", "name": "crm", "description": "d", "tools": [{"type": "custom", "name": "c"}]}],
+     "tools[0].tools[0].type", "invalid_value"),
+    ([{"type": "namespace", "name": "c rm", "description": "d", "tools": [{"type": "function", "name": "f"}]}],
+     "tools[0].name", "invalid_value"),
+    ([{"type": "namespace", "name": "crm", "tools": [{"type": "function", "name": "f"}]}],
+     "tools[0].description", "missing_required_parameter"),
+    ([{"type": "function", "name": "crm__f"},
+      {"type": "namespace", "name": "crm", "description": "d", "tools": [{"type": "function", "name": "f"}]}],
+     "tools[1]", "duplicate_tool_name"),
     ([{"type": "shell", "environment": {"type": "container_auto",
                                         "network_policy": {"type": "allowlist", "allowed_domains": ["10.0.0.1"]}}}],
      "tools[0].environment.network_policy.allowed_domains[0]", None),
@@ -66,11 +77,6 @@ def test_bad_tools_are_refused_naming_the_field(tools: list[dict[str, Any]], par
     error = refusal(tools)
     assert (error.status_code, error.param) == (400, param), error.message
     assert code is None or error.code == code
-
-
-def test_files_this_server_does_not_have_are_not_found() -> None:
-    error = refusal([{"type": "code_interpreter", "container": {"type": "auto", "file_ids": ["file_x"]}}])
-    assert isinstance(error, NotFound) and error.param == "tools[0].container.file_ids"
 
 
 def test_a_tool_choice_must_name_a_function_the_request_has() -> None:

@@ -166,10 +166,11 @@ def test_local_environment_returns_the_call(client: openai.OpenAI, upstream: Scr
 
 
 def test_limits_and_bad_arguments(client: openai.OpenAI, upstream: ScriptedUpstream, http: httpx.Client) -> None:
-    upstream.script([shell("echo 1"), shell("echo 2"), shell("echo 3"), Reply(text="never")])
+    upstream.script([shell("echo 1"), shell("echo 2"), shell("echo 3"), Reply(text="two ran")])
     capped = client.responses.create(model=MODEL, input="loop", tools=[SHELL], max_tool_calls=2)  # type: ignore[list-item]
-    assert capped.status == "incomplete" and capped.incomplete_details is not None
+    assert capped.status == "completed" and capped.output_text == "two ran"  # the third call: ignored
     assert [entry["stdout"] for entry in outputs(capped)] == ["1\n", "2\n"]
+    assert "tools" not in upstream.requests[2] and "max_tool_calls" in upstream.requests[3]["messages"][-1]["content"]
     upstream.reset()
     upstream.script([Reply(tool_calls=[ToolCall(name="shell", arguments='{"commands": 5}')]), Reply(text="sorry")])
     fixed = client.responses.create(model=MODEL, input="bad", tools=[SHELL])  # type: ignore[list-item]

@@ -76,8 +76,7 @@ def test_items_become_chat_messages(upstream: ScriptedUpstream, collect: Collect
     ])
     collect(model(upstream), request)
     assert upstream.requests[-1]["messages"] == [
-        {"role": "system", "content": "Be brief."},
-        {"role": "system", "content": "Use metric units."},
+        {"role": "system", "content": "Be brief.\n\nUse metric units."},  # templates take one system message
         {"role": "user", "content": "Weather in Paris\nand Rome?"},
         {"role": "assistant", "content": "Checking.", "tool_calls": [
             {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
@@ -93,7 +92,7 @@ def test_unknown_item_type_is_refused_before_any_request(upstream: ScriptedUpstr
     request = ModelRequest(model="qwen", input=[{"type": "shell_call", "call_id": "c", "action": {}}])
     with pytest.raises(InvalidRequest) as caught:
         collect(model(upstream), request)
-    assert caught.value.param == "input"
+    assert caught.value.param == "input[0].type"
     assert "shell_call" in caught.value.message
     assert upstream.requests == []
 
@@ -265,6 +264,17 @@ def test_refused_stream_options_are_dropped_once(upstream: ScriptedUpstream, col
     assert text_of(events) == "no usage here"
     assert finish_of(events).usage.output_tokens > 0  # estimated
     assert ["stream_options" in sent for sent in upstream.requests] == [True, False]
+
+
+def test_the_prompt_cache_key_goes_along_unless_the_upstream_refuses_it(upstream: ScriptedUpstream,
+                                                                       collect: Collect) -> None:
+    request = ModelRequest(model="qwen", input=[{"role": "user", "content": "hi"}], prompt_cache_key="thread-1")
+    collect(model(upstream), request)
+    assert upstream.requests[-1]["prompt_cache_key"] == "thread-1"
+    upstream.reject_params = {"prompt_cache_key"}
+    upstream.script([Reply(text="still here")])
+    assert text_of(collect(model(upstream), request)) == "still here"
+    assert ["prompt_cache_key" in sent for sent in upstream.requests[1:]] == [True, False]
 
 
 def test_refused_max_tokens_becomes_max_completion_tokens(upstream: ScriptedUpstream, collect: Collect) -> None:

@@ -159,10 +159,10 @@ class ResponseBuilder:
             item["encrypted_content"] = encrypted_content
         await self.close_open()
 
-    async def function_call(self, call_id: str, name: str) -> None:
+    async def function_call(self, call_id: str, name: str, namespace: str | None = None) -> None:
         await self.close_open()
         item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "call_id": call_id,
-                "name": name, "arguments": ""}
+                "name": name, **({"namespace": namespace} if namespace else {}), "arguments": ""}
         await self.add_item(item)
         self._open = item
 

@@ -44,15 +44,31 @@ class Turn:
     output_used: int = 0
     """Output tokens this response's earlier model turns spent: ``max_output_tokens`` bounds them all,
     as on OpenAI, not each turn alone."""
+    hosted_calls: int = 0
+    """Hosted calls run so far in this response (``max_tool_calls`` counts them)."""
     compactor: Compactor | None = None
     """Compaction (``compaction.py``) before each model turn, when ``context_management`` or a
     ``compaction_trigger`` asks for it."""
+    steering: list[Any] = field(default_factory=list)
+    """Input the client queued while this response runs (WebSocket ``response.steer``). As on OpenAI, it
+    does not join this response: at the next safe boundary (hosted tools done, before the next model
+    turn) the response ends ``incomplete`` (``steered``) and the client's connection continues it with
+    the queued input in a successor response."""
+    generate: bool = True
+    """False for a WebSocket warm-up (``generate: false``): the response completes at once, without
+    output, so a later request can chain from its input, tools and instructions."""
 
     @property
     def output_left(self) -> int | None:
         """What ``max_output_tokens`` leaves for the next model turn (None: no limit given)."""
         limit = self.params.max_output_tokens
         return None if limit is None else limit - self.output_used
+
+    @property
+    def hosted_left(self) -> int | None:
+        """Hosted calls ``max_tool_calls`` still allows (None: no limit given)."""
+        limit = self.params.max_tool_calls
+        return None if limit is None else max(limit - self.hosted_calls, 0)
 
     @property
     def input_budget(self) -> int:
@@ -66,18 +82,29 @@ def model_request(turn: Turn) -> ModelRequest:
     native = turn.model.native_tools
     return ModelRequest(
         model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context, native),
-        instructions=params.instructions, tools=turn.toolbox.model_tools(native),
+        instructions=params.instructions, tools=turn.toolbox.model_tools(native, hosted=turn.hosted_left != 0),
         tool_choice=_tool_choice(params.tool_choice, native, turn.tools_ran),
         parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=turn.output_left,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
-        reasoning=params.reasoning, user=params.safety_identifier or params.user, include=params.include or [],
-        top_logprobs=params.top_logprobs)
+        reasoning=params.reasoning, user=params.safety_identifier or params.user,
+        prompt_cache_key=params.prompt_cache_key, include=params.include or [], top_logprobs=params.top_logprobs)
 
 
 def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: bool) -> str | dict[str, Any] | None:
     if tools_ran and choice is not None and choice != "none":
         return "auto"
     return Toolbox.choice(choice, native)
+
+
+def check_input(turn: Turn, items: list[dict[str, Any]]) -> None:
+    """The request's own input items as the upstream will read them: one it has no mapping for is a 400
+    naming it (``input[3].type``) before anything runs, not a failed response. Items the model never
+    reads as sent (a compaction item, which it reads as its summary) are not the upstream's to refuse."""
+    native = turn.model.native_tools
+    read = {id(item) for item in turn.context}
+    for index, item in enumerate(items):
+        if id(item) in read:
+            turn.model.check_input(turn.toolbox.as_model_context([item], native), f"input[{index}]")
 
 
 async def fit_context(turn: Turn) -> ModelRequest:
@@ -143,7 +170,9 @@ class _Step:
 async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
     """Model turns and hosted tool calls until the model answers, then ends the response."""
     usage = Usage()
-    tool_calls = 0
+    if not turn.generate:
+        await builder.complete(usage)
+        return
     for _ in range(turn.max_turns):
         left = turn.output_left
         if left is not None and left <= 0:  # the tools ran, but no output budget is left to read them
@@ -166,15 +195,13 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
                 await builder.annotate(turn.workspace.citations)
             await builder.complete(usage)
             return
-        limit = turn.params.max_tool_calls
-        if limit is not None and tool_calls + len(step.hosted) > limit:
-            await builder.incomplete("max_messages", usage)  # the SDK's nearest reason for "too many steps"
-            return
-        tool_calls += len(step.hosted)
         await _run_hosted(turn, step, builder)
         turn.tools_ran = True
         if step.client_calls:  # the client owes outputs for its calls before the model can go on
             await builder.complete(usage)
+            return
+        if turn.steering:
+            await builder.incomplete("steered", usage)
             return
     await builder.incomplete("max_messages", usage)
 
@@ -199,11 +226,13 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
         elif event.type == "reasoning_end":
             await builder.reasoning_end(event.encrypted_content)
         elif event.type == "tool_call_start":
-            server_side = turn.toolbox.hosted(event.name)
+            server_side = turn.toolbox.hosted(event.name) if event.namespace is None else None
             if server_side is not None:
                 hosted[event.index] = [server_side, event.call_id, ""]
             else:
-                await builder.function_call(event.call_id, event.name)
+                # A chat model calls a namespace's functions by their flat names; the client gets the pair.
+                name, namespace = turn.toolbox.call_name(event.name)
+                await builder.function_call(event.call_id, name, event.namespace or namespace)
                 calls[event.index] = builder.output[-1]
         elif event.type == "tool_call_delta":
             if event.index in hosted:
@@ -232,16 +261,22 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
 async def _to_client_items(turn: Turn, builder: ResponseBuilder, calls: dict[int, dict[str, Any]]) -> None:
     """Client-run hosted tools (local shell) take their own item shape instead of ``function_call``."""
     for call in calls.values():
+        if call.get("namespace"):  # a namespace's function keeps the function_call shape
+            continue
         item = turn.toolbox.client_item(call["call_id"], call["name"], call["arguments"])
         if item is not None:
             builder.output[builder.output.index(call)] = item
 
 
 async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None:
+    """Runs the turn's hosted calls that ``max_tool_calls`` allows; the rest are ignored, as on OpenAI."""
     assert turn.workspace is not None, "a request with hosted tools has a workspace"
     run = ToolRun(turn.workspace, builder)  # the builder is the tools' event sink
+    left = turn.hosted_left
+    allowed = step.hosted if left is None else step.hosted[:left]
+    turn.hosted_calls += len(allowed)
     items: list[tuple[HostedTool, dict[str, Any]]] = []
-    for tool, call_id, arguments in step.hosted:
+    for tool, call_id, arguments in allowed:
         try:
             parsed = json.loads(arguments or "{}")
             if not isinstance(parsed, dict):
@@ -255,6 +290,8 @@ async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None
     outputs = await asyncio.gather(*(tool.run(call, run) for tool, call in items))
     for (_tool, call), output in zip(items, outputs, strict=True):
         turn.context.extend([call] if output is call else [call, output])
+    for tool, call_id, arguments in step.hosted[len(allowed):]:
+        await _ignore(turn, tool, call_id, arguments)
 
 
 async def _refuse(turn: Turn, builder: ResponseBuilder, tool: HostedTool, call_id: str, arguments: str,
@@ -266,6 +303,17 @@ async def _refuse(turn: Turn, builder: ResponseBuilder, tool: HostedTool, call_i
     await builder.item(call)
     if output is not call:
         await builder.item(output)
+    turn.context.extend([call] if output is call else [call, output])
+
+
+async def _ignore(turn: Turn, tool: HostedTool, call_id: str, arguments: str) -> None:
+    """A hosted call past ``max_tool_calls``: not run and not in the response's output ("ignored", as
+    OpenAI documents it), but the model reads that it was not run, and its later turns are offered no
+    hosted tools, so it answers from what it has."""
+    assert turn.workspace is not None, "a request with hosted tools has a workspace"
+    message = (f"Not run: this response reached its limit of {turn.params.max_tool_calls} tool calls "
+               "(max_tool_calls). Answer with the results you have.")
+    call, output = await tool.refused(call_id, arguments, message, turn.workspace)
     turn.context.extend([call] if output is call else [call, output])
 
 

@@ -39,6 +39,9 @@ class CreateParams(BaseModel):
     include: list[str] | None = None
     truncation: Literal["auto", "disabled"] | None = "disabled"
     metadata: dict[str, str] | None = None
+    client_metadata: dict[str, str] | None = None
+    """Sent by clients built on OpenAI's API (Codex: its session and turn ids), beyond the SDK's typed
+    params. A string map, as there; not echoed on the response, which has no such field."""
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)

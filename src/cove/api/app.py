@@ -10,9 +10,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.routing import WebSocketRoute
 
 from cove import __version__
-from cove.api import container_files, containers, conversations, docs, errors, models, responses
+from cove.api import (
+    container_files,
+    containers,
+    conversations,
+    docs,
+    errors,
+    files,
+    models,
+    responses,
+    responses_socket,
+)
 from cove.api.body_limit import BodyLimit
 from cove.api.json_text import refuse_lone_surrogates
 from cove.api.loopback import LoopbackGuard
@@ -22,8 +33,10 @@ from cove.sandbox.linux.engine import LinuxEngine
 from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
 from cove.service.conversations import ConversationService
+from cove.service.file_blobs import blobs_for
 from cove.service.files import FileService
 from cove.service.models import ModelService
+from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
 from cove.service.secrets import SecretKeeper
@@ -73,12 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
         engine.egress.on_decision = service.record_egress
         files = FileService(db, service)
+        project_files = ProjectFileService(db, blobs_for(settings), files, policies)
         registry = ModelRegistry(settings)
         response_service = ResponseService(db, registry, service, files, settings, policies=policies,
-                                           secrets=secrets)
+                                           secrets=secrets, project_files=project_files)
         app.state.settings = settings
         app.state.containers = service
         app.state.files = files
+        app.state.project_files = project_files
         app.state.models = ModelService(registry)
         app.state.responses = response_service
         app.state.conversations = ConversationService(db)
@@ -86,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await response_service.start()
         warm_up = registry.warm_up()
         service.start_expiry()
+        project_files.start_expiry(settings.expiry_check_seconds)
         app.state.ready = True
         try:
             yield
@@ -96,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.gather(warm_up, return_exceptions=True)
             await response_service.stop()
             await service.stop_expiry()
+            await project_files.stop_expiry()
             await engine.close()
             await audit.stop()
             await registry.aclose()
@@ -110,11 +127,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     errors.install(app)
     app.add_middleware(BodyLimit, upload_bytes=parse_size(settings.max_upload),
-                       json_bytes=parse_size(settings.max_request))
+                       file_bytes=parse_size(settings.max_file_upload), json_bytes=parse_size(settings.max_request))
     app.add_middleware(LoopbackGuard, keyless=not settings.keys)  # outermost: before anything reads the body
     app.include_router(containers.router)
     app.include_router(container_files.router)
+    app.include_router(files.router)
     app.include_router(responses.router)
+    # A Starlette route: the app-wide dependencies are for HTTP requests (the socket checks each message).
+    app.router.routes.append(WebSocketRoute("/v1/responses", responses_socket.serve))
     app.include_router(conversations.router)
     app.include_router(models.router)
     if not public:

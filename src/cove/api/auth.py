@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from cove.errors import AuthenticationError
 
 OPEN_PROJECT = "default"
 
 
-def project_of(request: Request) -> str:
-    """FastAPI dependency: the caller's project, from ``Authorization: Bearer <key>``."""
+def project_of(request: HTTPConnection) -> str:
+    """FastAPI dependency: the caller's project, from ``Authorization: Bearer <key>``; also the check
+    on a WebSocket's handshake (``api/responses_socket.py``)."""
     keys: dict[str, str] = request.app.state.settings.keys
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

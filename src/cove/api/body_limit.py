@@ -1,8 +1,9 @@
 """Caps request bodies before anything reads them: uploads are spooled to disk by the multipart
 parser, so an unbounded upload could fill it, and a JSON body is held whole in memory.
 
-The larger upload limit applies only where the app parses an upload (a multipart POST to a
-container's files); any other route is held to the JSON limit whatever content type it claims.
+The upload limits apply only where the app parses an upload (a multipart POST to a container's
+files, ``COVE_MAX_UPLOAD``, or to ``/v1/files``, ``COVE_MAX_FILE_UPLOAD``); any other route is held
+to the JSON limit whatever content type it claims.
 """
 
 from __future__ import annotations
@@ -14,23 +15,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cove.api.errors import send_error
 from cove.errors import RequestTooLarge
 
-_UPLOAD_ROUTE = re.compile(r"/v1/containers/[^/]+/files/?")
+_CONTAINER_UPLOAD = re.compile(r"/v1/containers/[^/]+/files/?")
+_FILE_UPLOAD = re.compile(r"/v1/files/?")
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, upload_bytes: int, json_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, upload_bytes: int, file_bytes: int, json_bytes: int) -> None:
         self.app = app
-        self.upload_bytes = upload_bytes
+        self.uploads = ((_CONTAINER_UPLOAD, upload_bytes), (_FILE_UPLOAD, file_bytes))
         self.json_bytes = json_bytes
+
+    def _limit(self, scope: Scope, headers: dict[bytes, bytes]) -> int:
+        if scope["method"] == "POST" and headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+            for route, limit in self.uploads:
+                if route.fullmatch(scope["path"]) is not None:
+                    return limit
+        return self.json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        upload = (scope["method"] == "POST" and _UPLOAD_ROUTE.fullmatch(scope["path"]) is not None
-                  and headers.get(b"content-type", b"").startswith(b"multipart/form-data"))
-        limit = self.upload_bytes if upload else self.json_bytes
+        limit = self._limit(scope, headers)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await send_error(send, RequestTooLarge(limit))

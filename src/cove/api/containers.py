@@ -13,13 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cove.api import sse
 from cove.api.auth import project_of
-from cove.errors import CoveError, InvalidRequest, NotFound
+from cove.errors import CoveError, InvalidRequest
 from cove.sandbox.base import Command, CommandOutput
 from cove.sandbox.output import marker
 from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
 from cove.service.objects import AuditPage, Container, Deleted, ListPage
 from cove.service.pagination import Page
+from cove.service.project_files import ProjectFileService
 
 router = APIRouter(prefix="/v1/containers", tags=["containers"])
 Project = Annotated[str, Depends(project_of)]
@@ -76,12 +77,19 @@ def _service(request: Request) -> ContainerService:
 async def create_container(body: ContainerCreate, request: Request, project: Project) -> Container:
     if body.skills:
         raise InvalidRequest("Skills are not supported by this server.", param="skills")
-    if body.file_ids:
-        raise NotFound(f"No file found with id '{body.file_ids[0]}'.", param="file_ids", code="file_not_found")
-    return await _service(request).create(
+    project_files: ProjectFileService = request.app.state.project_files
+    await project_files.check(project, body.file_ids or [], "file_ids")  # refused before anything is made
+    container = await _service(request).create(
         project, name=body.name, image=body.image, memory_limit=body.memory_limit, cpu_limit=body.cpu_limit,
         expires_minutes=body.expires_after.minutes if body.expires_after else None,
         network_policy=body.network_policy.model_dump(exclude_none=True) if body.network_policy else {})
+    try:
+        for index, file_id in enumerate(body.file_ids or []):  # copied to /mnt/data/<filename>
+            await project_files.copy_to_container(project, container.id, file_id, f"file_ids[{index}]")
+    except BaseException:
+        await _service(request).delete(project, container.id)  # a file deleted meanwhile: no half-made container
+        raise
+    return container
 
 
 @router.get("")

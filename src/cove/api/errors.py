@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,11 +32,18 @@ async def _cove_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "Invalid request.", "type": ""}
+    body = validation_error_body(list(exc.errors()))
+    return JSONResponse(body, status_code=400)
+
+
+def validation_error_body(errors: list[Any]) -> dict[str, Any]:
+    """The 400 error for a body that failed validation, named by its first error (the WebSocket
+    mode answers a bad ``response.create`` with the same error, ``api/responses_socket.py``)."""
+    first = errors[0] if errors else {"loc": (), "msg": "Invalid request.", "type": ""}
     loc = tuple(first.get("loc", ()))
     if first.get("type") == "json_invalid":
         message = "We could not parse the JSON body of your request: it is not valid JSON."
-        return JSONResponse(error_body(message, "invalid_request_error"), status_code=400)
+        return error_body(message, "invalid_request_error")
     param = _param(loc)
     if first.get("type") == "extra_forbidden":
         message = f"Unknown parameter: '{param}'."
@@ -46,7 +54,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     else:
         message = f"Invalid value for '{param}': {first.get('msg')}."
         code = "invalid_value"
-    return JSONResponse(error_body(message, "invalid_request_error", param, code), status_code=400)
+    return error_body(message, "invalid_request_error", param, code)
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -25,7 +25,11 @@ async def refuse_lone_surrogates(request: Request) -> None:
     """App-wide dependency. Starlette caches the body it reads, so the route reads it again for free."""
     if request.method not in ("POST", "PUT", "PATCH") or "json" not in request.headers.get("content-type", ""):
         return
-    body = await request.body()
+    await check_json_text(await request.body())
+
+
+async def check_json_text(body: bytes) -> None:
+    """Refuses one JSON text (a body, or a WebSocket message) carrying a lone surrogate."""
     lone = _has_lone_surrogate(body) if len(body) <= _INLINE_BYTES else await asyncio.to_thread(
         _has_lone_surrogate, body)
     if lone:

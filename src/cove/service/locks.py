@@ -18,6 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cove.store.models import LockRow
 
 
-async def hold(session: AsyncSession, name: Literal["containers", "responses"]) -> None:
-    """Takes the lock ``name`` (rows made by migration 0005) until the session's transaction ends."""
+async def hold(session: AsyncSession, name: Literal["containers", "responses", "files"]) -> None:
+    """Takes the lock ``name`` (rows made by migrations 0005 and 0006) until the session's transaction ends."""
     await session.execute(update(LockRow).where(LockRow.name == name).values(version=LockRow.version + 1))

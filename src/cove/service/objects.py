@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypeAliasType
 
 from cove.sandbox.base import Outcome
-from cove.store.models import AuditEventRow, ContainerFileRow, ContainerRow, ConversationRow
+from cove.store.models import AuditEventRow, ContainerFileRow, ContainerRow, ConversationRow, StoredFileRow
 
 Item = TypeVar("Item")
 
@@ -122,6 +122,31 @@ class ContainerFile(_Object):
     def from_row(cls, row: ContainerFileRow) -> ContainerFile:
         return cls.model_validate({"id": row.id, "container_id": row.container_id, "path": row.path,
                                    "bytes": row.bytes, "created_at": row.created_at, "source": row.source})
+
+
+# -- files (``/v1/files``) --------------------------------------------------------------------------
+FilePurpose = Literal["assistants", "assistants_output", "batch", "batch_output", "fine-tune", "fine-tune-results",
+                      "vision", "user_data", "evals"]
+
+
+class FileObject(_Object):
+    """An uploaded file, as the SDK's ``FileObject``."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    expires_at: int | None
+    filename: str
+    purpose: FilePurpose
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    """Deprecated by OpenAI; a stored file is always ``processed``."""
+    status_details: str | None = None
+
+    @classmethod
+    def from_row(cls, row: StoredFileRow) -> FileObject:
+        return cls.model_validate({"id": row.id, "bytes": row.bytes, "created_at": row.created_at,
+                                   "expires_at": row.expires_at, "filename": row.filename, "purpose": row.purpose})
 
 
 # -- the audit trail --------------------------------------------------------------------------------

@@ -16,10 +16,12 @@ class Page:
     after: str | None = None
     limit: int = 20
     order: Literal["asc", "desc"] = "desc"
+    most: int = 100
+    """The largest ``limit`` the list allows (OpenAI's files list allows 10,000)."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.limit <= 100:
-            raise InvalidRequest("limit must be between 1 and 100.", param="limit")
+        if not 1 <= self.limit <= self.most:
+            raise InvalidRequest(f"limit must be between 1 and {self.most}.", param="limit")
         if self.order not in ("asc", "desc"):
             raise InvalidRequest("order must be 'asc' or 'desc'.", param="order")
 

@@ -23,9 +23,9 @@ Every key of a project table may also stand in ``[defaults]``; a project's own t
 key by key. Unknown keys, tool types or malformed values stop the server at start-up.
 
 Quotas (each project on its own; beyond one, 429 ``quota_exceeded`` with ``param`` naming it):
-``running_containers``, ``memory``, ``disk``, ``background_queued``, ``background_running`` and
-``audit_rows``. What each bounds, the built-in defaults (``Quotas.built_in``) and why they are what
-they are: ``docs/projects.md``.
+``running_containers``, ``memory``, ``disk``, ``background_queued``, ``background_running``,
+``audit_rows`` and ``file_bytes``. What each bounds, the built-in defaults (``Quotas.built_in``) and
+why they are what they are: ``docs/projects.md``.
 
 Refusals: a request naming a tool, or allowing a domain, beyond its project's rules is a 400 naming
 the parameter (``tool_not_allowed``, ``domain_not_allowed``); a project without containers is
@@ -63,19 +63,22 @@ class Quotas:
     background_queued: int
     background_running: int
     audit_rows: int
+    file_bytes: int
+    """Bytes: the sizes of its files in ``/v1/files`` summed."""
 
     @classmethod
     def built_in(cls, settings: Settings) -> Quotas:
         containers = max(1, math.ceil(settings.max_containers / 4))
         return cls(running_containers=containers, memory=containers * parse_size("4g"),
                    disk=containers * parse_size(settings.disk_limit), background_queued=1000,
-                   background_running=max(1, settings.background_workers // 2), audit_rows=10_000)
+                   background_running=max(1, settings.background_workers // 2), audit_rows=10_000,
+                   file_bytes=parse_size("100g"))
 
     def exceeded(self, quota: str, message: str) -> TooManyRequests:
         return TooManyRequests(f"Quota exceeded: {quota} ({message}).", param=quota, code="quota_exceeded")
 
 
-_SIZES = ("memory", "disk")
+_SIZES = ("memory", "disk", "file_bytes")
 _QUOTAS = frozenset(f.name for f in fields(Quotas))
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cove.agent.compaction import Compactor, CompactParams, take_trigger
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
-from cove.agent.loop import Turn, fit_context, model_request, run_response
+from cove.agent.loop import Turn, check_input, fit_context, model_request, run_response
 from cove.agent.request import CreateParams
 from cove.agent.response_object import echo_tools, new_response
 from cove.config import Settings
@@ -31,8 +31,10 @@ from cove.service import history, locks
 from cove.service.background import FairQueue
 from cove.service.compaction import CompactionSeal, compact
 from cove.service.containers import ContainerService
+from cove.service.file_inputs import FileInputs
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
+from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
@@ -54,10 +56,13 @@ async def _next_event_number(session: AsyncSession, response_id: str) -> int:
 
 class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
-                 settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper) -> None:
+                 settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
+                 project_files: ProjectFileService) -> None:
         self.db = db
         self.containers = containers
         self.files = files
+        self.project_files = project_files
+        self.file_inputs = FileInputs(project_files)
         self.policies = policies
         self.secrets = secrets
         self.models = models
@@ -100,8 +105,12 @@ class ResponseService:
                              return_exceptions=True)
 
     # -- create -----------------------------------------------------------------------------------
-    async def create(self, project: str, params: CreateParams) -> Run:
-        """Validates, stores and starts (or queues) a response; returns its run."""
+    async def create(self, project: str, params: CreateParams, *, earlier: list[dict[str, Any]] | None = None,
+                     generate: bool = True) -> Run:
+        """Validates, stores and starts (or queues) a response; returns its run. ``earlier``: the items
+        before its input when the caller holds them (a WebSocket continuing a response it made, even
+        one not stored), else they are read from the store. ``generate``: False for a WebSocket warm-up
+        (``Turn.generate``)."""
         params.check()
         refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
@@ -110,7 +119,12 @@ class ResponseService:
             if isinstance(environment, dict) and environment.get("network_policy"):
                 egress = network_limits(environment["network_policy"])
                 self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
-        turn, run = await self._prepare(project, params)
+        await self._check_tool_files(project, params)
+        turn, run = await self._prepare(project, params, earlier)
+        turn.generate = generate
+        # An item the upstream cannot take is a 400, not a failed run (checked off the event loop: it
+        # is proportional to the input).
+        await asyncio.to_thread(check_input, turn, run.input_items)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
         run.response["tools"] = echo_tools(self.secrets.seal_tools(params.tools, run.id))
@@ -128,7 +142,16 @@ class ResponseService:
             self._launch(run, turn)
         return run
 
-    async def _prepare(self, project: str, params: CreateParams) -> tuple[Turn, Run]:
+    async def _check_tool_files(self, project: str, params: CreateParams) -> None:
+        """The ``file_ids`` a tool's new container would get name files of the project (else a 404 naming one)."""
+        for index, tool in enumerate(params.tools):
+            key = "environment" if "environment" in tool else "container"
+            environment = tool.get(key)
+            if isinstance(environment, dict) and environment.get("file_ids"):
+                await self.project_files.check(project, list(environment["file_ids"]), f"tools[{index}].{key}.file_ids")
+
+    async def _prepare(self, project: str, params: CreateParams,
+                       earlier: list[dict[str, Any]] | None = None) -> tuple[Turn, Run]:
         new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
         new_items = take_trigger(new_items)
         response_id = new_id("resp")
@@ -136,22 +159,27 @@ class ResponseService:
             new_items = await history.resolve_references(session, project, new_items)
             run = Run(id=response_id, project=project, response=new_response(response_id, params),
                       stored=params.store is not False, background=bool(params.background),
-                      conversation_id=params.conversation_id, input_items=new_items)
+                      conversation_id=params.conversation_id, input_items=new_items, earlier=earlier)
             return await self._turn(session, run, params), run
 
     async def _turn(self, session: AsyncSession, run: Run, params: CreateParams) -> Turn:
         """Everything the loop needs: history, the model, the tools and the container they use."""
-        earlier = await self._history(session, run.project, params)
-        seal = CompactionSeal(self.secrets.sealer, run.project)
-        context, summary = await seal.window(earlier, run.input_items,
-                                             "conversation" if params.conversation_id else "previous_response_id")
+        if run.earlier is None:
+            run.earlier = await self._history(session, run.project, params)
+        earlier = run.earlier
         model, upstream_model = await self.models.resolve(params.model)
+        history_param = "conversation" if params.conversation_id else "previous_response_id"
+        resolved = await self.file_inputs.resolve(
+            run.project, [*earlier, *run.input_items], first_new=len(earlier), reads_files=model.reads_files,
+            history_param=history_param)
+        seal = CompactionSeal(self.secrets.sealer, run.project)
+        context, summary = await seal.window(resolved[:len(earlier)], resolved[len(earlier):], history_param)
         toolbox = params.toolbox
         workspace = None
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
         return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=self.settings.max_turns,
-                    compactor=Compactor.of(params, seal.seal, summary))
+                    compactor=Compactor.of(params, seal.seal, summary), steering=run.steering)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""
@@ -174,6 +202,7 @@ class ResponseService:
         if isinstance(auto.get("network_policy"), dict):  # sealed in a queued request's tools
             auto = {**auto, "network_policy": self.secrets.open_policy(auto["network_policy"], run.id)}
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
+                                  project_files=self.project_files,
                                   container_id=container_id, auto=auto, on_container=record)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:

@@ -32,6 +32,12 @@ class Run:
     background: bool
     conversation_id: str | None
     input_items: list[dict[str, Any]]
+    earlier: list[dict[str, Any]] | None = None
+    """The items before this response's input (its chain or conversation); None until the run's turn
+    is made from the store, or given by the caller (a WebSocket's cache of the responses it made)."""
+    steering: list[Any] = field(default_factory=list)
+    """Input a WebSocket client queued into this running response (``response.steer``), which the loop
+    watches (``Turn.steering``)."""
     log: EventLog = field(default_factory=EventLog)
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)

@@ -16,20 +16,23 @@ from typing import Any
 from cove.sandbox.base import Sandbox
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
+from cove.service.project_files import ProjectFileService
 from cove.tools.workspace import Workspace
 
 
 class ContainerWorkspace(Workspace):
     def __init__(self, containers: ContainerService, files: FileService, project: str, *, response_id: str,
-                 container_id: str | None, auto: dict[str, Any], on_container: Callable[[str], None]) -> None:
+                 project_files: ProjectFileService, container_id: str | None, auto: dict[str, Any],
+                 on_container: Callable[[str], None]) -> None:
         super().__init__()
         self.containers = containers
         self.files = files
+        self.project_files = project_files
         self.project = project
         self.response_id = response_id
         self._container_id = container_id
         self.auto = auto
-        """``container_auto`` options (memory_limit, network_policy) for a container made on first use."""
+        """``container_auto`` options (memory_limit, network_policy, file_ids) for a container made on first use."""
         self.on_container = on_container
         """Told the id of a container made on first use (the response reports it)."""
         self._lock = asyncio.Lock()
@@ -43,6 +46,9 @@ class ContainerWorkspace(Workspace):
                     network_policy=self.auto.get("network_policy") or {})
                 self._container_id = container.id
                 self.on_container(container.id)
+                for index, file_id in enumerate(self.auto.get("file_ids") or []):
+                    await self.project_files.copy_to_container(self.project, container.id, file_id,
+                                                               f"file_ids[{index}]")
             return self._container_id
 
     async def admit(self) -> None:

@@ -140,3 +140,19 @@ class LockRow(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
+
+
+class StoredFileRow(Base):
+    """A file uploaded to ``/v1/files``: its metadata; the bytes live in the blob store under ``id``."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_project_seq", "project", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project: Mapped[str] = mapped_column(String(128))
+    filename: Mapped[str] = mapped_column(String(1024))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)

@@ -14,11 +14,11 @@ from cove.upstream.base import Model
 
 
 async def run_turns(model: Model, params: CreateParams, workspace: Workspace | None = None,
-                    history: list[dict[str, Any]] | None = None,
-                    max_turns: int = 50) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                    history: list[dict[str, Any]] | None = None, max_turns: int = 50,
+                    steering: list[Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Validates ``params`` as a request would be, runs the loop to its end (at most ``max_turns`` model
     turns, as ``COVE_MAX_TURNS`` sets for the server) and returns the response object and every stream
-    event (numbered as a stream is)."""
+    event (numbered as a stream is). ``steering``: input queued into the response (``Turn.steering``)."""
     params.check()
     response = new_response("resp_test", params)
     events: list[dict[str, Any]] = []
@@ -29,5 +29,5 @@ async def run_turns(model: Model, params: CreateParams, workspace: Workspace | N
     builder = ResponseBuilder(response, collect)
     context = [*(history or []), *normalize_input(params.input)]
     await run_response(Turn(model, params.model, params, context, params.toolbox, workspace,
-                              max_turns=max_turns), builder)
+                              max_turns=max_turns, steering=steering if steering is not None else []), builder)
     return response, events

@@ -31,6 +31,8 @@ class Call:
     """An object, or the raw text (to script arguments that are not valid JSON)."""
     call_id: str | None = None
     """Default ``call_<turn>_<n>``."""
+    namespace: str | None = None
+    """The namespace tool the function belongs to, as a Responses upstream says it."""
 
 
 @dataclass
@@ -74,7 +76,7 @@ class ScriptedModel(Model):
         yield from (ReasoningDelta(piece) for piece in self._pieces(reply.reasoning))
         yield from (TextDelta(piece) for piece in self._pieces(reply.text))
         for index, call in enumerate(reply.calls):
-            yield ToolCallStart(index, call.call_id or f"call_{number}_{index}", call.name)
+            yield ToolCallStart(index, call.call_id or f"call_{number}_{index}", call.name, call.namespace)
             arguments = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
             yield from (ToolCallDelta(index, piece) for piece in self._pieces(arguments))
         yield from (NativeItem(item) for item in reply.native_items)

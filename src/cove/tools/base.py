@@ -66,9 +66,24 @@ class Tool(abc.ABC):
     """The item type of a call's result (the same as ``call_type`` when one item holds both)."""
     native_form: ClassVar[dict[str, Any] | None] = None
     """The tool as a Responses upstream runs it client-side (it answers with ``call_type`` items)."""
+    owns_items: ClassVar[bool] = True
+    """Whether ``call_type`` and ``output_type`` are its own (False: another tool's, which reads them back)."""
 
     def function_name(self, config: ToolConfig) -> str:
         return self.name
+
+    def function_names(self, config: ToolConfig) -> list[str]:
+        """Every function a chat model may call for it (most tools: one)."""
+        return [self.function_name(config)]
+
+    def model_tools(self, config: ToolConfig, native: bool) -> list[dict[str, Any]]:
+        """What the upstream is offered: the tool's client-side form for a Responses upstream that knows
+        it (``native``), else its function."""
+        return [self.native_form if native and self.native_form is not None else self.function(config)]
+
+    def call_name(self, config: ToolConfig, function: str) -> tuple[str, str | None]:
+        """The ``name`` and ``namespace`` a call of ``function`` has in the response."""
+        return function, None
 
     @abc.abstractmethod
     def function(self, config: ToolConfig) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Cove's extension.
 
 The schemas check shapes; ``check_environment`` checks what they cannot: a network policy's
 domains and secrets (with the egress policy's own rules, so a request and ``POST /v1/containers``
-refuse the same things with the same messages), and files this server does not have.
+refuse the same things with the same messages). Its ``file_ids`` are the service's to check (files
+belong to projects; ``service/responses.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
 from cove.egress.policy import parse_network_policy
-from cove.errors import NotFound
 
 MemoryLimit = Literal["1g", "4g", "16g", "64g"]
 
@@ -80,9 +80,6 @@ def container_environment(container: str | AutoContainer) -> dict[str, Any]:
 def check_environment(environment: ContainerAuto | ContainerReference | LocalEnvironment | None, param: str) -> None:
     if not isinstance(environment, ContainerAuto):
         return
-    if environment.file_ids:
-        raise NotFound(f"No file found with id '{environment.file_ids[0]}'.", param=f"{param}.file_ids",
-                       code="file_not_found")
     if environment.network_policy is not None:
         parse_network_policy(environment.network_policy, f"{param}.network_policy")
 

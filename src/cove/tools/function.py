@@ -44,12 +44,17 @@ class FunctionTool(Tool):
 
     def check(self, config: ToolConfig, param: str) -> None:
         assert isinstance(config, FunctionConfig)
-        if not _NAME.match(config.name):
-            raise InvalidRequest("Function names must be 1-64 characters of a-z, A-Z, 0-9, _ and -.",
-                                 param=f"{param}.name", code="invalid_value")
+        check_function_name(config.name, f"{param}.name")
 
     def choice(self, choice: dict[str, Any]) -> dict[str, Any]:
         return choice
 
     def model_context(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         return [item]
+
+
+def check_function_name(name: str, param: str) -> None:
+    """OpenAI's rule for function (and namespace) names, which chat servers share."""
+    if not _NAME.match(name):
+        raise InvalidRequest("Function names must be 1-64 characters of a-z, A-Z, 0-9, _ and -.",
+                             param=param, code="invalid_value")

@@ -15,8 +15,10 @@ from cove.errors import InvalidRequest
 from cove.tools.apply_patch import ApplyPatchTool
 from cove.tools.base import Tool, ToolConfig
 from cove.tools.code_interpreter import CodeInterpreterTool
+from cove.tools.custom import CustomTool
 from cove.tools.function import FunctionTool
 from cove.tools.local_shell import LocalShellTool
+from cove.tools.namespace import NamespaceTool
 from cove.tools.shell import ShellTool
 from cove.tools.text_editor import TextEditorTool
 
@@ -31,7 +33,7 @@ class Registry:
                 if name in self._by_type:
                     raise ValueError(f"two tools answer to the type {name!r}")
                 self._by_type[name] = tool
-            for item_type in dict.fromkeys((tool.call_type, tool.output_type)):
+            for item_type in dict.fromkeys((tool.call_type, tool.output_type) if tool.owns_items else ()):
                 if item_type in self._by_item:
                     raise ValueError(f"two tools make {item_type!r} items")
                 self._by_item[item_type] = tool
@@ -105,6 +107,8 @@ def _input_path(raw: object, loc: tuple[int | str, ...], kind: str) -> list[int 
 
 TOOLS = Registry([
     FunctionTool(),
+    NamespaceTool(),
+    CustomTool(),
     LocalShellTool(),
     ShellTool(),
     ApplyPatchTool(),

@@ -36,6 +36,7 @@ class TextEditorTool(HostedTool):
     name = NAME
     call_type = "custom_tool_call"
     output_type = "custom_tool_call_output"
+    owns_items = False  # custom tool items, which the custom tool reads back (the editor's as its function)
 
     def function(self, config: ToolConfig) -> dict[str, Any]:
         return {"type": "function", "name": self.name, "description": _DESCRIPTION, "parameters": {

@@ -6,6 +6,8 @@ from typing import Any
 
 from cove.errors import InvalidRequest
 from cove.tools.base import HostedTool, Tool, ToolConfig
+from cove.tools.custom import CustomTool, editor_call_ids
+from cove.tools.namespace import flatten_call
 from cove.tools.registry import TOOLS
 
 
@@ -15,11 +17,11 @@ class Toolbox:
         self.entries: list[tuple[Tool, ToolConfig]] = [TOOLS.parse(index, raw) for index, raw in enumerate(tools)]
         self._by_function: dict[str, tuple[Tool, ToolConfig]] = {}
         for index, (tool, config) in enumerate(self.entries):
-            name = tool.function_name(config)
-            if name in self._by_function:
-                raise InvalidRequest(f"Two tools are called {name!r}: tool names must be unique.",
-                                     param=f"tools[{index}]", code="duplicate_tool_name")
-            self._by_function[name] = (tool, config)
+            for name in tool.function_names(config):
+                if name in self._by_function:
+                    raise InvalidRequest(f"Two tools are called {name!r}: tool names must be unique.",
+                                         param=f"tools[{index}]", code="duplicate_tool_name")
+                self._by_function[name] = (tool, config)
 
     def check(self) -> None:
         """The rules beyond each tool's schema (network policies, files), for a request being created."""
@@ -43,20 +45,29 @@ class Toolbox:
                     return environment
         return {"type": "container_auto"}
 
-    def model_tools(self, native: bool = False) -> list[dict[str, Any]]:
+    def model_tools(self, native: bool = False, hosted: bool = True) -> list[dict[str, Any]]:
         """Tool definitions for the upstream: functions, or (``native``) the tools' client-side forms for
-        upstreams that speak the Responses API, which then answer with the tools' own call items."""
-        return [tool.native_form if native and tool.native_form is not None else tool.function(config)
-                for tool, config in self.entries]
+        upstreams that speak the Responses API, which then answer with the tools' own call items.
+        ``hosted=False`` leaves out the tools this server runs (``max_tool_calls`` is spent)."""
+        return [offered for tool, config in self.entries if hosted or not tool.hosted(config)
+                for offered in tool.model_tools(config, native)]
 
     def hosted(self, name: str) -> HostedTool | None:
         """The tool this server runs for calls of the function ``name``, if any."""
         tool, config = self._by_function.get(name, (None, None))
         return tool if isinstance(tool, HostedTool) and config is not None and tool.hosted(config) else None
 
+    def call_name(self, name: str) -> tuple[str, str | None]:
+        """The ``name`` and ``namespace`` a call of the function ``name`` takes in the response (a chat
+        model calls a namespace's functions by their flat names)."""
+        tool, config = self._by_function.get(name, (None, None))
+        return tool.call_name(config, name) if tool is not None and config is not None else (name, None)
+
     def client_item(self, call_id: str, name: str, arguments: str) -> dict[str, Any] | None:
         """A call the client runs, in its tool's own item shape (None: it stays a ``function_call``)."""
-        tool, _config = self._by_function.get(name, (None, None))
+        tool, config = self._by_function.get(name, (None, None))
+        if isinstance(tool, CustomTool) and config is not None:
+            return tool.custom_call(config, call_id, arguments)
         return tool.client_item(call_id, arguments) if tool is not None else None
 
     def native_call(self, item: dict[str, Any]) -> HostedTool | None:
@@ -72,11 +83,14 @@ class Toolbox:
         """Tool items rewritten as the function calls and outputs a chat upstream understands
         (``native``: kept as they are where the upstream knows the tool, in its client-side form)."""
         result = []
+        functions_only = editor_call_ids(items) if native else set()
         for item in items:
+            if not native and "namespace" in item:
+                item = flatten_call(item)
             tool = TOOLS.of_item(item.get("type"))
             if tool is None:
                 result.append(item)
-            elif native and tool.native_form is not None:
+            elif native and tool.native_form is not None and item.get("call_id") not in functions_only:
                 result.append(tool.as_native(item))
             else:
                 result.extend(tool.model_context(item))

@@ -38,6 +38,8 @@ class ModelRequest:
     """Responses ``text.format``: ``{"type": "text"}``, ``json_object`` or ``json_schema``."""
     reasoning: dict[str, Any] | None = None
     user: str | None = None
+    prompt_cache_key: str | None = None
+    """The client's key for the upstream's prompt cache (OpenAI's, vLLM's ...), passed on as given."""
     include: list[str] = field(default_factory=list)
     """The client's ``include`` values; an upstream asks for those it can produce (encrypted reasoning,
     logprobs)."""
@@ -120,6 +122,8 @@ class ToolCallStart:
     index: int
     call_id: str
     name: str
+    namespace: str | None = None
+    """The namespace tool the function belongs to, where a Responses upstream says so."""
     type: Literal["tool_call_start"] = "tool_call_start"
 
 
@@ -156,10 +160,18 @@ class Model(abc.ABC):
     native_tools: bool = False
     """Whether the upstream takes hosted tools natively (in their client-side form) and answers with
     their own call items; otherwise the loop offers them as functions."""
+    reads_files: bool = False
+    """Whether the upstream reads ``input_file`` parts itself (``file_data``, ``file_url``); otherwise
+    the service hands it their text (``service/file_inputs.py``)."""
 
     @abc.abstractmethod
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         """Runs one model turn, yielding events as they arrive; the last one is ``Finish``."""
+
+    def check_input(self, items: list[dict[str, Any]], where: str) -> None:  # noqa: B027 - most take all
+        """Refuses, as ``InvalidRequest`` naming ``where`` (``input[3]``) and the field, one of the request's
+        own input items (as the model reads it: ``items``) that this upstream has no mapping for, so the
+        client gets a 400 before anything runs rather than a failed response."""
 
     def count_items(self, request: ModelRequest) -> PromptCount:
         """The prompt's size in tokens, per input item (for truncation).
@@ -168,7 +180,7 @@ class Model(abc.ABC):
         it errs towards cutting): exact tokenizers of hosted models are not at hand.
         """
         fixed = _tokens(len(request.instructions or "") + len(json.dumps(request.tools)))
-        return PromptCount(fixed, [_tokens(len(json.dumps(item)) + 2) for item in request.input])
+        return PromptCount(fixed, [_item_tokens(item) for item in request.input])
 
     def count_tokens(self, request: ModelRequest) -> int:
         """The prompt's size in tokens (for ``input_tokens`` and usage an upstream does not report)."""
@@ -180,3 +192,30 @@ class Model(abc.ABC):
 
 def _tokens(chars: int) -> int:
     return -(-chars // 3)
+
+
+IMAGE_TOKENS = 1500
+"""What an inline image counts as: vision models charge by its tiles (OpenAI's high detail stays under
+this), not by the length of its base64, which would refuse an ordinary photo as a context overflow."""
+FILE_DATA_CHARS_PER_TOKEN = 16
+"""Inline file data (a PDF a Responses upstream reads itself) counts a token per 16 base64 characters:
+the upstream's extraction is unknown here, and base64 at 3 characters a token would overstate it."""
+
+
+def _item_tokens(item: dict[str, Any]) -> int:
+    content = item.get("content")
+    if not isinstance(content, list) or not any(_inline_media(part) for part in content):
+        return _tokens(len(json.dumps(item)) + 2)
+    media = [part for part in content if _inline_media(part)]
+    rest = {**item, "content": [part for part in content if not _inline_media(part)]}
+    return _tokens(len(json.dumps(rest)) + 2) + sum(
+        IMAGE_TOKENS if part["type"] == "input_image" else len(part["file_data"]) // FILE_DATA_CHARS_PER_TOKEN
+        for part in media)
+
+
+def _inline_media(part: Any) -> bool:
+    if not isinstance(part, dict):
+        return False
+    if part.get("type") == "input_image":
+        return str(part.get("image_url") or "").startswith("data:")
+    return part.get("type") == "input_file" and isinstance(part.get("file_data"), str)

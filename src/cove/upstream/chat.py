@@ -56,6 +56,9 @@ class ChatCompletionsModel(ClientModel):
             raise UpstreamError(f"{self.where} ended the answer before it finished")
         yield turn.finish()
 
+    def check_input(self, items: list[dict[str, Any]], where: str) -> None:
+        check_items(items, where)
+
     async def _open(self, params: dict[str, Any]) -> Any:
         """Starts the request; a 400 naming something this upstream refuses is retried without it."""
         tried: set[str] = set()
@@ -70,10 +73,15 @@ class ChatCompletionsModel(ClientModel):
                 params = fix[1]
 
 
+_OPTIONAL = ("stream_options", "prompt_cache_key")
+"""Fields an upstream may not know, sent again without them when its 400 names them."""
+
+
 def _compat_fix(params: dict[str, Any], exc: openai.APIStatusError) -> tuple[str, dict[str, Any]] | None:
     message = upstream_message(exc)
-    if "stream_options" in params and "stream_options" in message:
-        return "stream_options", {k: v for k, v in params.items() if k != "stream_options"}
+    for optional in _OPTIONAL:
+        if optional in params and optional in message:
+            return optional, {k: v for k, v in params.items() if k != optional}
     if "max_tokens" in params and "max_completion_tokens" in message:
         # OpenAI's reasoning models refuse max_tokens and name its replacement.
         changed = {k: v for k, v in params.items() if k != "max_tokens"}
@@ -184,7 +192,7 @@ def to_chat_params(request: ModelRequest) -> dict[str, Any]:
         params.update({"tools": tools, "tool_choice": choice, "parallel_tool_calls": request.parallel_tool_calls})
     params.update(max_tokens=request.max_output_tokens, temperature=request.temperature, top_p=request.top_p,
                   user=request.user, response_format=_response_format(request.text_format),
-                  reasoning_effort=(request.reasoning or {}).get("effort"))
+                  reasoning_effort=(request.reasoning or {}).get("effort"), prompt_cache_key=request.prompt_cache_key)
     if LOGPROBS in request.include:  # asked of the upstream only when the client asked to see them
         params.update(logprobs=True, top_logprobs=request.top_logprobs)
     return {key: value for key, value in params.items() if value is not None}
@@ -226,32 +234,55 @@ def to_messages(request: ModelRequest) -> list[dict[str, Any]]:
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
     for position, item in enumerate(request.input):
-        where = f"input[{position}]"
-        kind = item.get("type", "message" if "role" in item else None)
-        if kind == "message":
-            role = item.get("role")
-            if role not in ("system", "developer", "user", "assistant"):
-                raise InvalidRequest(f"{where}: unknown role {role!r}.", param="input")
-            content = _content(item.get("content"), role, where)
-            if role == "assistant":
-                last = _assistant(messages)
-                last["content"] = content if last["content"] is None else f"{last['content']}\n{content}"
-            else:  # "developer" is newer than most servers' chat templates; system means the same
-                messages.append({"role": "system" if role == "developer" else role, "content": content})
-        elif kind == "function_call":
-            if not item.get("call_id") or not item.get("name"):
-                raise InvalidRequest(f"{where}: a function_call needs call_id and name.", param="input")
-            call = {"id": item["call_id"], "type": "function",
-                    "function": {"name": item["name"], "arguments": item.get("arguments") or "{}"}}
-            _assistant(messages).setdefault("tool_calls", []).append(call)
-        elif kind == "function_call_output":
-            if not item.get("call_id"):
-                raise InvalidRequest(f"{where}: a function_call_output needs call_id.", param="input")
-            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _flatten(item.get("output"))})
-        elif kind != "reasoning":  # reasoning is the upstream's own; chat servers take none back
-            raise InvalidRequest(f"{where}: items of type {kind!r} cannot be sent to this model's upstream.",
-                                 param="input")
-    return messages
+        _add_item(messages, item, f"input[{position}]")
+    return _one_system_message(messages)
+
+
+def _one_system_message(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The instructions and the system or developer messages that open the input, as one system message:
+    clients such as Codex open with several, and many chat templates take a single system message, first."""
+    opening = 0
+    while (opening < len(messages) and messages[opening]["role"] == "system"
+           and isinstance(messages[opening]["content"], str)):
+        opening += 1
+    if opening < 2:
+        return messages
+    merged = "\n\n".join(message["content"] for message in messages[:opening])
+    return [{"role": "system", "content": merged}, *messages[opening:]]
+
+
+def check_items(items: list[dict[str, Any]], where: str) -> None:
+    """Refuses what ``to_messages`` has no mapping for, naming ``where`` (the request's own input item)."""
+    for item in items:
+        _add_item([], item, where)
+
+
+def _add_item(messages: list[dict[str, Any]], item: dict[str, Any], where: str) -> None:
+    kind = item.get("type", "message" if "role" in item else None)
+    if kind == "message":
+        role = item.get("role")
+        if role not in ("system", "developer", "user", "assistant"):
+            raise InvalidRequest(f"{where}: unknown role {role!r}.", param=f"{where}.role")
+        content = _content(item.get("content"), role, where)
+        if role == "assistant":
+            last = _assistant(messages)
+            last["content"] = content if last["content"] is None else f"{last['content']}\n{content}"
+        else:  # "developer" is newer than most servers' chat templates; system means the same
+            messages.append({"role": "system" if role == "developer" else role, "content": content})
+    elif kind == "function_call":
+        if not item.get("call_id") or not item.get("name"):
+            raise InvalidRequest(f"{where}: a function_call needs call_id and name.", param="input")
+        call = {"id": item["call_id"], "type": "function",
+                "function": {"name": item["name"], "arguments": item.get("arguments") or "{}"}}
+        _assistant(messages).setdefault("tool_calls", []).append(call)
+    elif kind == "function_call_output":
+        if not item.get("call_id"):
+            raise InvalidRequest(f"{where}: a function_call_output needs call_id.", param="input")
+        messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _flatten(item.get("output"))})
+    elif kind != "reasoning":  # reasoning is the upstream's own; chat servers take none back
+        raise InvalidRequest(f"Invalid value for '{where}.type': items of type {kind!r} cannot be sent to this "
+                             "model's upstream (a Chat Completions server).", param=f"{where}.type",
+                             code="invalid_value")
 
 
 def _assistant(messages: list[dict[str, Any]]) -> dict[str, Any]:

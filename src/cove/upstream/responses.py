@@ -38,6 +38,7 @@ _UPSTREAM_INCLUDES = (ENCRYPTED_REASONING, LOGPROBS)
 
 class ResponsesApiModel(ClientModel):
     native_tools = True
+    reads_files = True
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         fold = _Fold(self.where)
@@ -87,7 +88,8 @@ class _Fold:
             yield ReasoningStart(event.item.id)
         elif kind == "response.output_item.added" and event.item.type == "function_call":
             self.calls[event.output_index] = (len(self.calls), "")
-            yield ToolCallStart(len(self.calls) - 1, event.item.call_id, event.item.name)
+            yield ToolCallStart(len(self.calls) - 1, event.item.call_id, event.item.name,
+                                getattr(event.item, "namespace", None))
         elif kind == "response.function_call_arguments.delta" and event.output_index in self.calls:
             index, so_far = self.calls[event.output_index]
             self.calls[event.output_index] = (index, so_far + event.delta)
@@ -130,6 +132,7 @@ def to_responses_params(request: ModelRequest) -> dict[str, Any]:
     params.update(instructions=request.instructions, max_output_tokens=request.max_output_tokens,
                   temperature=request.temperature, top_p=request.top_p, reasoning=request.reasoning,
                   user=request.user, text={"format": request.text_format} if request.text_format else None,
+                  prompt_cache_key=request.prompt_cache_key,
                   include=[value for value in _UPSTREAM_INCLUDES if value in request.include] or None,
                   top_logprobs=request.top_logprobs)
     return {key: value for key, value in params.items() if value is not None}
