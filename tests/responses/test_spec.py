@@ -260,6 +260,22 @@ def test_client_side_tool_calls(http: httpx.Client, upstream: ScriptedUpstream, 
     assert [item["type"] for item in output] == [f"{call.name}_call"]
 
 
+def test_websocket_events(server: Server, upstream: ScriptedUpstream) -> None:
+    """WebSocket mode sends the SSE events, checked the same way, with ``include`` honoured."""
+    upstream.script([Reply(reasoning="Hm.", text="Over the socket.", logprobs=True)])
+    client = server.client()
+    with client.responses.connect() as connection:
+        connection.response.create(model=MODEL, input="hi", include=["message.output_text.logprobs"])
+        events = []
+        for event in connection:
+            events.append(event.to_dict())
+            if event.type in ("response.completed", "response.failed", "error"):
+                break
+    assert_valid_events(events)
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["output"][1]["content"][0]["logprobs"]
+
+
 def test_compaction(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     upstream.script([Reply(text="Use pytest."), Reply(text="SUMMARY: pytest."), Reply(text="SUMMARY: again.")])
     first = create(http, {"input": "How do I test this?"})
