@@ -2,9 +2,11 @@
 Responses specification (``tests/wire_shapes.py`` says which checks what).
 
 Scenarios between them make Cove emit each kind of item and event it can: text (plain and streamed),
-function calls, reasoning text and summaries, refusals, incomplete and failed responses, background
-responses retrieved and streamed again, input items, deletion, hosted shell and code interpreter
-calls, over a Chat Completions upstream and over a Responses upstream.
+function calls, reasoning text and summaries, refusals, logprobs, incomplete, failed and cancelled
+responses, background responses retrieved and streamed again, input and conversation items,
+deletion, client-side tool calls, hosted shell, apply_patch, text editor and code interpreter calls
+(and a refused one), compaction, WebSocket mode, over a Chat Completions upstream and over a
+Responses upstream.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server, data_dir
+from tests.conftest import Server, _server_env, data_dir
 from tests.polling import eventually
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
@@ -40,10 +42,7 @@ SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
 @pytest.fixture(scope="module")
 def responses_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     """A server whose upstream speaks the Responses API (the same scripted model)."""
-    env = {"COVE_UPSTREAM_URL": upstream.url, "COVE_UPSTREAM_API": "responses"}
-    if postgres is not None:
-        env["COVE_DATABASE_URL"] = postgres.new_database()
-    srv = Server(data_dir("cove-spec"), env)
+    srv = Server(data_dir("cove-spec"), {**_server_env(upstream, postgres), "COVE_UPSTREAM_API": "responses"})
     srv.start()
     yield srv
     srv.stop()
