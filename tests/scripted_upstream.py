@@ -59,6 +59,16 @@ class Reply:
     reasoning: str | None = None
     reasoning_field: str = "reasoning_content"
     """The chat delta field carrying reasoning: llama.cpp says ``reasoning_content``, vLLM and Ollama ``reasoning``."""
+    refusal: str = ""
+    """The model declines: ``delta.refusal`` in chat, a ``refusal`` part with its events in responses."""
+    summary: list[str] = field(default_factory=list)
+    """Reasoning summary parts (``/v1/responses`` only), streamed with ``reasoning_summary_*`` events."""
+    encrypted_content: str | None = None
+    """The reasoning item's ``encrypted_content`` (``/v1/responses``), sent only when the request's
+    ``include`` asks for ``reasoning.encrypted_content``, as OpenAI does."""
+    logprobs: bool = False
+    """Give each text piece a log probability when the request asks (chat ``logprobs``, responses
+    ``include``); the token is the piece itself."""
     native_items: list[dict[str, Any]] = field(default_factory=list)
     """Finished output items sent as-is by ``/v1/responses`` (e.g. a ``shell_call``)."""
     finish_reason: str | None = None
@@ -296,7 +306,7 @@ def _responses_usage(reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def chat_completion(reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": reply.refusal or None}
     if reply.reasoning:
         message[reply.reasoning_field] = reply.reasoning
     if reply.tool_calls:
@@ -304,7 +314,8 @@ def chat_completion(reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
                                   "function": {"name": call.name, "arguments": call.arguments}}
                                  for call, call_id in zip(reply.tool_calls, _call_ids(reply), strict=True)]
     result = {"id": f"chatcmpl-{next(_ids)}", "object": "chat.completion", "created": int(time.time()),
-              "model": body.get("model", ""), "choices": [{"index": 0, "message": message, "logprobs": None,
+              "model": body.get("model", ""), "choices": [{"index": 0, "message": message,
+                                                           "logprobs": _chat_logprobs(reply, body, reply.text),
                                                            "finish_reason": _finish_reason(reply)}]}
     if not reply.omit_usage:
         result["usage"] = _chat_usage(reply, body)
@@ -316,14 +327,16 @@ def chat_chunks(reply: Reply, body: dict[str, Any]) -> Iterator[dict[str, Any] |
     envelope = {"id": f"chatcmpl-{next(_ids)}", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": body.get("model", "")}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**envelope, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+        return {**envelope, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
     yield chunk({"role": "assistant", "content": ""})
     for piece in _pieces(reply.reasoning or "", reply.chunk_chars):
         yield chunk({reply.reasoning_field: piece})
     for piece in _pieces(reply.text, reply.chunk_chars):
-        yield chunk({"content": piece})
+        yield chunk({"content": piece}, logprobs=_chat_logprobs(reply, body, piece))
+    for piece in _pieces(reply.refusal, reply.chunk_chars):
+        yield chunk({"refusal": piece})
     if reply.stream_error is not None:
         yield {"error": {"message": reply.stream_error, "type": "server_error", "param": None, "code": None}}
         return
@@ -343,14 +356,38 @@ def chat_chunks(reply: Reply, body: dict[str, Any]) -> Iterator[dict[str, Any] |
         yield {**envelope, "choices": [], "usage": _chat_usage(reply, body)}
 
 
-def _output_items(reply: Reply) -> list[dict[str, Any]]:
+def _token_logprobs(reply: Reply, text: str) -> list[dict[str, Any]]:
+    return [{"token": piece, "logprob": -0.25, "bytes": list(piece.encode()), "top_logprobs": []}
+            for piece in _pieces(text, reply.chunk_chars) if piece]
+
+
+def _chat_logprobs(reply: Reply, body: dict[str, Any], text: str) -> dict[str, Any] | None:
+    return {"content": _token_logprobs(reply, text)} if reply.logprobs and body.get("logprobs") and text else None
+
+
+def _wants(body: dict[str, Any], include: str) -> bool:
+    return include in (body.get("include") or [])
+
+
+def _output_items(reply: Reply, body: dict[str, Any]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
-    if reply.reasoning:
-        items.append({"type": "reasoning", "id": f"rs_{next(_ids)}", "summary": [],
-                      "content": [{"type": "reasoning_text", "text": reply.reasoning}]})
-    if reply.text:
+    if reply.reasoning or reply.summary or reply.encrypted_content:
+        reasoning: dict[str, Any] = {"type": "reasoning", "id": f"rs_{next(_ids)}",
+                                     "summary": [{"type": "summary_text", "text": text} for text in reply.summary]}
+        if reply.reasoning:
+            reasoning["content"] = [{"type": "reasoning_text", "text": reply.reasoning}]
+        if reply.encrypted_content and _wants(body, "reasoning.encrypted_content"):
+            reasoning["encrypted_content"] = reply.encrypted_content
+        items.append(reasoning)
+    if reply.text or reply.refusal:
+        logprobs = _token_logprobs(reply, reply.text) if reply.logprobs and _wants(
+            body, "message.output_text.logprobs") else []
+        content = [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": logprobs}
+                   ] if reply.text else []
+        if reply.refusal:
+            content.append({"type": "refusal", "refusal": reply.refusal})
         items.append({"type": "message", "id": f"msg_{next(_ids)}", "role": "assistant", "status": "completed",
-                      "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}]})
+                      "content": content})
     for call, call_id in zip(reply.tool_calls, _call_ids(reply), strict=True):
         items.append({"type": "function_call", "id": f"fc_{next(_ids)}", "call_id": call_id or f"call_{next(_ids)}",
                       "name": call.name, "arguments": call.arguments, "status": "completed"})
@@ -362,11 +399,40 @@ def response_object(reply: Reply, body: dict[str, Any], output: list[dict[str, A
     length = _finish_reason(reply) == "length"
     return {"id": response_id or f"resp_{next(_ids)}", "object": "response", "created_at": int(time.time()),
             "status": status or ("incomplete" if length else "completed"), "model": body.get("model", ""),
-            "output": _output_items(reply) if output is None else output, "error": None,
+            "output": _output_items(reply, body) if output is None else output, "error": None,
             "incomplete_details": {"reason": "max_output_tokens"} if length and status is None else None,
             "instructions": body.get("instructions"), "tools": body.get("tools", []),
             "tool_choice": body.get("tool_choice", "auto"), "parallel_tool_calls": True,
             "usage": None if reply.omit_usage or status else _responses_usage(reply, body)}
+
+
+def _message_events(reply: Reply, item: dict[str, Any], at: dict[str, Any],
+                    seq: Iterator[int]) -> Iterator[dict[str, Any]]:
+    """A message's part events; returns whether the stream is cut after its text (a failure)."""
+    for content_index, done in enumerate(item["content"]):
+        part = {"item_id": item["id"], "content_index": content_index}
+        refusal = done["type"] == "refusal"
+        empty = ({"type": "refusal", "refusal": ""} if refusal
+                 else {"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+        yield {**at, **part, "type": "response.content_part.added", "sequence_number": next(seq), "part": empty}
+        text = done["refusal"] if refusal else done["text"]
+        for number, piece in enumerate(_pieces(text, reply.chunk_chars)):
+            if refusal:
+                yield {**at, **part, "type": "response.refusal.delta", "delta": piece, "sequence_number": next(seq)}
+            else:
+                # OpenAI's deltas carry no ``bytes`` (the SDK's delta type has none); the done part does.
+                yield {**at, **part, "type": "response.output_text.delta", "delta": piece, "sequence_number": next(seq),
+                       "logprobs": [{k: v for k, v in entry.items() if k != "bytes"}
+                                    for entry in done["logprobs"][number:number + 1]]}
+        if reply.stream_error is not None or reply.truncate:
+            return True
+        if refusal:
+            yield {**at, **part, "type": "response.refusal.done", "refusal": text, "sequence_number": next(seq)}
+        else:
+            yield {**at, **part, "type": "response.output_text.done", "text": text, "logprobs": done["logprobs"],
+                   "sequence_number": next(seq)}
+        yield {**at, **part, "type": "response.content_part.done", "part": done, "sequence_number": next(seq)}
+    return False
 
 
 def response_events(reply: Reply, body: dict[str, Any]) -> Iterator[dict[str, Any] | None]:
@@ -376,7 +442,7 @@ def response_events(reply: Reply, body: dict[str, Any]) -> Iterator[dict[str, An
     start = response_object(reply, body, output=[], status="in_progress", response_id=response_id)
     yield {"type": "response.created", "sequence_number": next(seq), "response": start}
     yield {"type": "response.in_progress", "sequence_number": next(seq), "response": start}
-    items = _output_items(reply)
+    items = _output_items(reply, body)
     for index, item in enumerate(items):
         at = {"output_index": index, "sequence_number": 0}
         kind = item["type"]
@@ -386,25 +452,27 @@ def response_events(reply: Reply, body: dict[str, Any]) -> Iterator[dict[str, An
         elif kind == "function_call":
             added["arguments"] = ""
         elif kind == "reasoning":
-            added["content"] = []
+            added.update(content=[], summary=[])
         yield {**at, "type": "response.output_item.added", "item": added, "sequence_number": next(seq)}
         if kind == "message":
-            part = {"item_id": item["id"], "content_index": 0}
-            yield {**at, **part, "type": "response.content_part.added", "sequence_number": next(seq),
-                   "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}
-            for piece in _pieces(reply.text, reply.chunk_chars):
-                yield {**at, **part, "type": "response.output_text.delta", "delta": piece, "logprobs": [],
-                       "sequence_number": next(seq)}
-            if reply.stream_error is not None or reply.truncate:
+            cut = yield from _message_events(reply, item, at, seq)
+            if cut:
                 break
-            yield {**at, **part, "type": "response.output_text.done", "text": reply.text, "logprobs": [],
-                   "sequence_number": next(seq)}
-            yield {**at, **part, "type": "response.content_part.done", "part": item["content"][0],
-                   "sequence_number": next(seq)}
         elif kind == "reasoning":
             for piece in _pieces(reply.reasoning or "", reply.chunk_chars):
                 yield {**at, "item_id": item["id"], "content_index": 0, "type": "response.reasoning_text.delta",
                        "delta": piece, "sequence_number": next(seq)}
+            for summary_index, part in enumerate(item["summary"]):
+                where = {**at, "item_id": item["id"], "summary_index": summary_index}
+                yield {**where, "type": "response.reasoning_summary_part.added", "sequence_number": next(seq),
+                       "part": {"type": "summary_text", "text": ""}}
+                for piece in _pieces(part["text"], reply.chunk_chars):
+                    yield {**where, "type": "response.reasoning_summary_text.delta", "delta": piece,
+                           "sequence_number": next(seq)}
+                yield {**where, "type": "response.reasoning_summary_text.done", "text": part["text"],
+                       "sequence_number": next(seq)}
+                yield {**where, "type": "response.reasoning_summary_part.done", "part": part,
+                       "sequence_number": next(seq)}
         elif kind == "function_call":
             for piece in _pieces(item["arguments"], reply.chunk_chars):
                 yield {**at, "item_id": item["id"], "type": "response.function_call_arguments.delta",

@@ -14,11 +14,15 @@ def test_the_response_object_has_every_field_of_the_sdk_response() -> None:
     assert set(ResponseObject.model_fields) - set(Response.model_fields) == {
         "container_id", "store", "presence_penalty", "frequency_penalty"}
     params = CreateParams.model_validate({"model": "m", "input": "x", "temperature": 0.5,
-                                          "tools": [{"type": "function", "name": "f", "strict": True}]})
+                                          "tools": [{"type": "function", "name": "f"},
+                                                    {"type": "function", "name": "g", "strict": False}]})
     created = new_response("resp_1", params)
     parsed = Response.model_validate(created)
     assert (parsed.status, parsed.temperature, parsed.tool_choice, parsed.store) == ("in_progress", 0.5, "auto", True)
-    assert created["tools"] == [{"type": "function", "name": "f", "strict": True}]
+    # Echoed whole, as OpenAI does: ``strict`` defaults to true, missing fields are null.
+    assert created["tools"] == [
+        {"type": "function", "name": "f", "description": None, "parameters": None, "strict": True},
+        {"type": "function", "name": "g", "description": None, "parameters": None, "strict": False}]
 
 
 def test_times_are_whole_seconds_and_sampling_fields_carry_their_effective_values() -> None:

@@ -39,13 +39,15 @@ def test_state_survives_between_calls_and_responses(client: openai.OpenAI, upstr
     tool_messages = [m["content"] for m in upstream.requests[-1]["messages"] if m["role"] == "tool"]
     assert tool_messages == ["set\n", "42\n"]
     upstream.script([python("print(x + 1)"), Reply(text="22")])
-    second = client.responses.create(model=MODEL, input="more", previous_response_id=first.id, tools=[TOOL])  # type: ignore[list-item]
+    second = client.responses.create(model=MODEL, input="more", previous_response_id=first.id, tools=[TOOL],  # type: ignore[list-item]
+                                     include=["code_interpreter_call.outputs"])
     assert calls(second)[0]["outputs"][0]["logs"] == "22\n"
 
 
 def test_errors_are_outputs(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
     upstream.script([python("1 / 0"), Reply(text="oops")])
-    response = client.responses.create(model=MODEL, input="divide", tools=[TOOL])  # type: ignore[list-item]
+    response = client.responses.create(model=MODEL, input="divide", tools=[TOOL],  # type: ignore[list-item]
+                                       include=["code_interpreter_call.outputs"])
     logs = calls(response)[0]["outputs"][0]["logs"]
     assert "ZeroDivisionError" in logs and response.status == "completed"
 
@@ -54,7 +56,8 @@ def test_figure_becomes_an_image_and_files_are_cited(client: openai.OpenAI, upst
     code = ("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\n"
             "open('/mnt/data/squares.csv', 'w').write('n,sq\\n1,1\\n2,4\\n3,9\\n')")
     upstream.script([python(code), Reply(text="Here is the chart and the data.")])
-    response = client.responses.create(model=MODEL, input="plot", tools=[TOOL])  # type: ignore[list-item]
+    response = client.responses.create(model=MODEL, input="plot", tools=[TOOL],  # type: ignore[list-item]
+                                       include=["code_interpreter_call.outputs"])
     outputs = calls(response)[0]["outputs"]
     image = next(o for o in outputs if o["type"] == "image")
     assert image["url"].startswith("data:image/png;base64,")
@@ -70,7 +73,8 @@ def test_figure_becomes_an_image_and_files_are_cited(client: openai.OpenAI, upst
 
 def test_interpreter_events(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     upstream.script([python("print('hi')"), Reply(text="done")])
-    events = stream_response(http, {"model": MODEL, "input": "go", "tools": [TOOL]})
+    events = stream_response(http, {"model": MODEL, "input": "go", "tools": [TOOL],
+                                    "include": ["code_interpreter_call.outputs"]})
     types = [e["type"] for e in events]
     start = types.index("response.code_interpreter_call.in_progress")
     assert types[start - 1] == "response.output_item.added"

@@ -60,35 +60,104 @@ class ResponseBuilder:
     def index_of(self, item: dict[str, Any]) -> int:
         return self.output.index(item)
 
-    async def text(self, delta: str) -> None:
+    async def text(self, delta: str, logprobs: list[dict[str, Any]] | None = None) -> None:
+        item, content_index, part = await self._message_part("output_text")
+        part["text"] += delta
+        part["logprobs"].extend(logprobs or [])
+        await self._emit({"type": "response.output_text.delta", "item_id": item["id"],
+                          "output_index": self.output.index(item), "content_index": content_index, "delta": delta,
+                          "logprobs": list(logprobs or [])})
+
+    async def refusal(self, delta: str) -> None:
+        """A refusal is its own content part, with its own events, never output text (as on OpenAI)."""
+        item, content_index, part = await self._message_part("refusal")
+        part["refusal"] += delta
+        await self._emit({"type": "response.refusal.delta", "item_id": item["id"],
+                          "output_index": self.output.index(item), "content_index": content_index, "delta": delta})
+
+    async def _message_part(self, kind: str) -> tuple[dict[str, Any], int, dict[str, Any]]:
+        """The open message's last content part, of ``kind``: a new message or part when needed."""
         item = self._open
         if item is None or item["type"] != "message":
             await self.close_open()
             item = {"id": new_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
                     "content": []}
-            index = await self.add_item(item)
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            item["content"].append(part)
-            await self._emit({"type": "response.content_part.added", "item_id": item["id"],
-                              "output_index": index, "content_index": 0, "part": dict(part)})
-            self._open = item
-        part = item["content"][0]
-        part["text"] += delta
-        await self._emit({"type": "response.output_text.delta", "item_id": item["id"],
-                          "output_index": self.output.index(item), "content_index": 0, "delta": delta,
-                          "logprobs": []})
-
-    async def reasoning(self, delta: str) -> None:
-        item = self._open
-        if item is None or item["type"] != "reasoning":
-            await self.close_open()
-            item = {"id": new_id("rs"), "type": "reasoning", "summary": [],
-                    "content": [{"type": "reasoning_text", "text": ""}], "status": "in_progress"}
             await self.add_item(item)
             self._open = item
-        item["content"][0]["text"] += delta
+        parts = item["content"]
+        if not parts or parts[-1]["type"] != kind:
+            if parts:
+                await self._close_part(item, len(parts) - 1)
+            part: dict[str, Any] = ({"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                                    if kind == "output_text" else {"type": "refusal", "refusal": ""})
+            parts.append(part)
+            await self._emit({"type": "response.content_part.added", "item_id": item["id"],
+                              "output_index": self.output.index(item), "content_index": len(parts) - 1,
+                              "part": copy.deepcopy(part)})
+        return item, len(parts) - 1, parts[-1]
+
+    async def _close_part(self, item: dict[str, Any], content_index: int) -> None:
+        part = item["content"][content_index]
+        at = {"item_id": item["id"], "output_index": self.output.index(item), "content_index": content_index}
+        if part["type"] == "refusal":
+            await self._emit({"type": "response.refusal.done", **at, "refusal": part["refusal"]})
+        else:
+            await self._emit({"type": "response.output_text.done", **at, "text": part["text"],
+                              "logprobs": list(part["logprobs"])})
+        await self._emit({"type": "response.content_part.done", **at, "part": copy.deepcopy(part)})
+
+    async def reasoning_start(self, item_id: str | None = None) -> dict[str, Any]:
+        """Opens a reasoning item (under the upstream's id when it gave one)."""
+        await self.close_open()
+        item = {"id": item_id or new_id("rs"), "type": "reasoning", "summary": [], "status": "in_progress"}
+        await self.add_item(item)
+        self._open = item
+        return item
+
+    async def _reasoning_item(self) -> dict[str, Any]:
+        item = self._open
+        if item is None or item["type"] != "reasoning":
+            item = await self.reasoning_start()
+        return item
+
+    async def reasoning(self, delta: str) -> None:
+        """Reasoning text (e.g. vLLM's ``reasoning_content``): the item's ``reasoning_text`` content."""
+        item = await self._reasoning_item()
+        content = item.setdefault("content", [])
+        if not content:
+            content.append({"type": "reasoning_text", "text": ""})
+        content[0]["text"] += delta
         await self._emit({"type": "response.reasoning_text.delta", "item_id": item["id"],
                           "output_index": self.output.index(item), "content_index": 0, "delta": delta})
+
+    async def reasoning_summary(self, delta: str, index: int) -> None:
+        """Text of summary part ``index``; a new index closes the part before it and opens its own."""
+        item = await self._reasoning_item()
+        summary = item["summary"]
+        output_index = self.output.index(item)
+        while len(summary) <= index:
+            if summary:
+                await self._close_summary(item, len(summary) - 1)
+            part = {"type": "summary_text", "text": ""}
+            summary.append(part)
+            await self._emit({"type": "response.reasoning_summary_part.added", "item_id": item["id"],
+                              "output_index": output_index, "summary_index": len(summary) - 1, "part": dict(part)})
+        summary[index]["text"] += delta
+        await self._emit({"type": "response.reasoning_summary_text.delta", "item_id": item["id"],
+                          "output_index": output_index, "summary_index": index, "delta": delta})
+
+    async def _close_summary(self, item: dict[str, Any], index: int) -> None:
+        part = item["summary"][index]
+        at = {"item_id": item["id"], "output_index": self.output.index(item), "summary_index": index}
+        await self._emit({"type": "response.reasoning_summary_text.done", **at, "text": part["text"]})
+        await self._emit({"type": "response.reasoning_summary_part.done", **at, "part": dict(part)})
+
+    async def reasoning_end(self, encrypted_content: str | None) -> None:
+        """The upstream finished its reasoning item: it keeps the encrypted content, and closes."""
+        item = await self._reasoning_item()
+        if encrypted_content is not None:
+            item["encrypted_content"] = encrypted_content
+        await self.close_open()
 
     async def function_call(self, call_id: str, name: str, namespace: str | None = None) -> None:
         await self.close_open()
@@ -112,15 +181,14 @@ class ResponseBuilder:
             return
         index = self.output.index(item)
         item["status"] = status
-        if item["type"] == "message":
-            part = item["content"][0]
-            await self._emit({"type": "response.output_text.done", "item_id": item["id"], "output_index": index,
-                              "content_index": 0, "text": part["text"], "logprobs": []})
-            await self._emit({"type": "response.content_part.done", "item_id": item["id"],
-                              "output_index": index, "content_index": 0, "part": dict(part)})
+        if item["type"] == "message" and item["content"]:
+            await self._close_part(item, len(item["content"]) - 1)
         elif item["type"] == "reasoning":
-            await self._emit({"type": "response.reasoning_text.done", "item_id": item["id"],
-                              "output_index": index, "content_index": 0, "text": item["content"][0]["text"]})
+            if item.get("content"):
+                await self._emit({"type": "response.reasoning_text.done", "item_id": item["id"], "output_index": index,
+                                  "content_index": 0, "text": item["content"][0]["text"]})
+            if item["summary"]:
+                await self._close_summary(item, len(item["summary"]) - 1)
         elif item["type"] == "function_call":
             await self._emit({"type": "response.function_call_arguments.done", "item_id": item["id"],
                               "output_index": index, "name": item["name"], "arguments": item["arguments"]})
@@ -136,15 +204,16 @@ class ResponseBuilder:
     async def annotate(self, annotations: list[dict[str, Any]]) -> None:
         """Cites files in the last message of the answer (at its end)."""
         message = next((item for item in reversed(self.output) if item["type"] == "message"), None)
-        if message is None:
+        texts = [i for i, part in enumerate(message["content"]) if part["type"] == "output_text"] if message else []
+        if message is None or not texts:
             return
-        part = message["content"][0]
+        part = message["content"][texts[-1]]
         index = self.output.index(message)
         for annotation in annotations:
             placed = {**annotation, "start_index": len(part["text"]), "end_index": len(part["text"])}
             part["annotations"].append(placed)
             await self._emit({"type": "response.output_text.annotation.added", "item_id": message["id"],
-                              "output_index": index, "content_index": 0,
+                              "output_index": index, "content_index": texts[-1],
                               "annotation_index": len(part["annotations"]) - 1, "annotation": placed})
 
     # -- endings -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from cove.ids import new_id
 
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 MESSAGE_PART_TYPES = ("input_text", "input_image", "input_file", "input_audio", "output_text", "refusal")
+_STATUS_REQUIRED = ("message", "function_call", "function_call_output")
 ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",
              "compaction": "cmp"}
 
@@ -98,5 +99,7 @@ def normalize_input(raw: str | list[Any], param: str = "input") -> list[dict[str
                 raise InvalidRequest(f"Invalid value for '{name}': {first['msg']}.", param=name,
                                      code="invalid_value") from None
         item.setdefault("id", new_id(ID_PREFIX.get(kind, "item")))
+        if kind in _STATUS_REQUIRED:  # listed back as OpenAI lists input items
+            item.setdefault("status", "completed")
         items.append(item)
     return items

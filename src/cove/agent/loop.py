@@ -87,7 +87,7 @@ def model_request(turn: Turn) -> ModelRequest:
         parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=turn.output_left,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
         reasoning=params.reasoning, user=params.safety_identifier or params.user,
-        prompt_cache_key=params.prompt_cache_key)
+        prompt_cache_key=params.prompt_cache_key, include=params.include or [], top_logprobs=params.top_logprobs)
 
 
 def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: bool) -> str | dict[str, Any] | None:
@@ -214,9 +214,17 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
     finish = Finish("stop", Usage())
     async for event in turn.model.stream(request):
         if event.type == "text":
-            await builder.text(event.text)
+            await builder.text(event.text, event.logprobs)
+        elif event.type == "refusal":
+            await builder.refusal(event.text)
         elif event.type == "reasoning":
             await builder.reasoning(event.text)
+        elif event.type == "reasoning_summary":
+            await builder.reasoning_summary(event.text, event.index)
+        elif event.type == "reasoning_start":
+            await builder.reasoning_start(event.item_id)
+        elif event.type == "reasoning_end":
+            await builder.reasoning_end(event.encrypted_content)
         elif event.type == "tool_call_start":
             server_side = turn.toolbox.hosted(event.name) if event.namespace is None else None
             if server_side is not None:

@@ -77,12 +77,12 @@ def new_response(response_id: str, params: CreateParams) -> dict[str, Any]:
         instructions=params.instructions, metadata=params.metadata or {}, model=params.model, output=[],
         parallel_tool_calls=params.parallel_tool_calls is not False,
         temperature=1.0 if params.temperature is None else params.temperature,
-        tool_choice=params.tool_choice or "auto", tools=params.tools,
+        tool_choice=params.tool_choice or "auto", tools=echo_tools(params.tools),
         top_p=1.0 if params.top_p is None else params.top_p,
         max_output_tokens=params.max_output_tokens, max_tool_calls=params.max_tool_calls,
         previous_response_id=params.previous_response_id,
         conversation={"id": params.conversation_id} if params.conversation_id else None,
-        reasoning=params.reasoning or {"effort": None, "summary": None},
+        reasoning={"effort": None, "summary": None, **(params.reasoning or {})},
         text=params.text or {"format": {"type": "text"}}, truncation=params.truncation or "disabled",
         user=params.user, safety_identifier=params.safety_identifier, prompt_cache_key=params.prompt_cache_key,
         prompt_cache_retention=params.prompt_cache_retention, prompt_cache_options=params.prompt_cache_options,
@@ -90,3 +90,12 @@ def new_response(response_id: str, params: CreateParams) -> dict[str, Any]:
         top_logprobs=params.top_logprobs or 0, access_programs=params.access_programs, image=params.image,
         moderation=params.moderation, container_id=params.container_id,
     ).model_dump()
+
+
+def echo_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tools as OpenAI echoes them: whole, with what the request left out filled in. A function tool
+    carries ``description`` and ``parameters`` (null when not given) and ``strict``, whose default in
+    the Responses API is true (the Open Responses schema requires all four). Other tools are echoed as
+    given."""
+    return [{"description": None, "parameters": None, **tool, "strict": True if tool.get("strict") is None
+             else tool["strict"]} if tool.get("type") == "function" else tool for tool in tools]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from cove.agent import includes
 from cove.api.auth import project_of
 from cove.service.conversations import ConversationService
 from cove.service.objects import Conversation, Deleted, ListPage
@@ -14,6 +15,8 @@ from cove.service.pagination import Page
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 Project = Annotated[str, Depends(project_of)]
+Include = Annotated[list[str] | None, Query(alias="include[]")]
+"""What items show (``agent/includes.py``)."""
 
 
 class ConversationCreate(BaseModel):
@@ -67,13 +70,18 @@ async def add_items(conversation_id: str, body: ItemsCreate, request: Request,
 
 @router.get("/{conversation_id}/items")
 async def list_items(conversation_id: str, request: Request, project: Project, after: str | None = None,
-                     limit: int = 20, order: Literal["asc", "desc"] = "desc") -> ListPage[dict[str, Any]]:
-    return await _service(request).list_items(project, conversation_id, Page(after, limit, order))
+                     limit: int = 20, order: Literal["asc", "desc"] = "desc", include: Include = None,
+                     ) -> ListPage[dict[str, Any]]:
+    includes.checked(include)
+    page = await _service(request).list_items(project, conversation_id, Page(after, limit, order))
+    return ListPage.of([includes.item(item, include) for item in page.data], page.has_more)
 
 
 @router.get("/{conversation_id}/items/{item_id}")
-async def get_item(conversation_id: str, item_id: str, request: Request, project: Project) -> dict[str, Any]:
-    return await _service(request).get_item(project, conversation_id, item_id)
+async def get_item(conversation_id: str, item_id: str, request: Request, project: Project,
+                   include: Include = None) -> dict[str, Any]:
+    return includes.item(await _service(request).get_item(project, conversation_id, item_id),
+                         includes.checked(include))
 
 
 @router.delete("/{conversation_id}/items/{item_id}")

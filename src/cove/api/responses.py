@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from cove.agent import includes
 from cove.agent.compaction import CompactParams
 from cove.agent.request import CountParams, CreateParams
 from cove.api import sse
@@ -58,10 +59,10 @@ async def create_response(params: Params, request: Request, project: Project) ->
     service = _service(request)
     run = await service.create(project, params)
     if params.stream:
-        return sse.stream(_follow(run))
+        return sse.stream(includes.events(_follow(run), params.include))
     if params.background:
-        return run.builder.snapshot()
-    return await service.wait(run)
+        return includes.response(run.builder.snapshot(), params.include)
+    return includes.response(await service.wait(run), params.include)
 
 
 @router.post("/input_tokens")
@@ -81,9 +82,10 @@ async def get_response(response_id: str, request: Request, project: Project, str
                        starting_after: Annotated[int, Query(ge=-1, le=MAX_SEQUENCE_NUMBER)] = -1,
                        include: Annotated[list[str] | None, Query(alias="include[]")] = None) -> Any:
     service = _service(request)
+    shown = includes.checked(include)
     if stream:
-        return sse.stream(await service.events(project, response_id, starting_after))
-    return await service.get(project, response_id)
+        return sse.stream(includes.events(await service.events(project, response_id, starting_after), shown))
+    return includes.response(await service.get(project, response_id), shown)
 
 
 @router.delete("/{response_id}")
@@ -99,8 +101,11 @@ async def cancel_response(response_id: str, request: Request, project: Project) 
 
 @router.get("/{response_id}/input_items")
 async def list_input_items(response_id: str, request: Request, project: Project, after: str | None = None,
-                           limit: int = 20, order: Literal["asc", "desc"] = "desc") -> ListPage[dict[str, Any]]:
+                           limit: int = 20, order: Literal["asc", "desc"] = "desc",
+                           include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+                           ) -> ListPage[dict[str, Any]]:
+    includes.checked(include)
     items, has_more = await _service(request).input_items(project, response_id, Page(after, limit, order))
-    return ListPage.of(items, has_more)
+    return ListPage.of([includes.input_item(item, include) for item in items], has_more)
 
 

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
+from cove.agent import includes
 from cove.agent.request import CreateParams
 from cove.api import steering
 from cove.api.auth import project_of
@@ -293,7 +294,7 @@ class Connection:
             return
         self.active[run.id] = _Active(run, params, lane)
         try:
-            async for event in run.log.follow():
+            async for event in includes.events(run.log.follow(), params.include):  # shown as over SSE
                 await self.outbox.put(event if lane is None else {**event, "stream_id": lane})
         finally:
             self.active.pop(run.id, None)

@@ -23,7 +23,7 @@ from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn, check_input, fit_context, model_request, run_response
 from cove.agent.request import CreateParams
-from cove.agent.response_object import new_response
+from cove.agent.response_object import echo_tools, new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
@@ -127,7 +127,7 @@ class ResponseService:
         await asyncio.to_thread(check_input, turn, run.input_items)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
-        run.response["tools"] = self.secrets.seal_tools(params.tools, run.id)
+        run.response["tools"] = echo_tools(self.secrets.seal_tools(params.tools, run.id))
         if turn.compactor is None:  # with compaction asked for, the run compacts an oversized input instead
             await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
         if run.stored:

@@ -3,8 +3,9 @@
 A small kernel (``python_kernel.py``, run by the image's own python3) keeps one namespace alive
 between calls. A cell's printed output becomes a ``logs`` output, each matplotlib figure an
 ``image`` output (a PNG data URL), and files it writes under /mnt/data are cited in the answer with
-``container_file_citation`` annotations. Outputs are always kept on the item (the SDK types them as
-optional; clients that did not ask for ``code_interpreter_call.outputs`` can ignore them).
+``container_file_citation`` annotations. Outputs are always kept on the item (the model reads them next
+turn); clients see them only with ``include: ["code_interpreter_call.outputs"]``, as on OpenAI
+(``agent/includes.py``).
 """
 
 from __future__ import annotations

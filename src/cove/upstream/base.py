@@ -13,6 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+LOGPROBS = "message.output_text.logprobs"
+"""The ``include`` values an upstream produces itself (the others are Cove's to honour)."""
+
 
 @dataclass
 class ModelRequest:
@@ -36,6 +40,10 @@ class ModelRequest:
     user: str | None = None
     prompt_cache_key: str | None = None
     """The client's key for the upstream's prompt cache (OpenAI's, vLLM's ...), passed on as given."""
+    include: list[str] = field(default_factory=list)
+    """The client's ``include`` values; an upstream asks for those it can produce (encrypted reasoning,
+    logprobs)."""
+    top_logprobs: int | None = None
 
 
 @dataclass
@@ -63,13 +71,48 @@ class Usage:
 @dataclass
 class TextDelta:
     text: str
+    logprobs: list[dict[str, Any]] | None = None
+    """The tokens' log probabilities (``{token, logprob, bytes, top_logprobs}``), when asked and given."""
     type: Literal["text"] = "text"
+
+
+@dataclass
+class RefusalDelta:
+    """The model declines: its explanation, shown as a ``refusal`` part rather than as output text."""
+
+    text: str
+    type: Literal["refusal"] = "refusal"
 
 
 @dataclass
 class ReasoningDelta:
     text: str
     type: Literal["reasoning"] = "reasoning"
+
+
+@dataclass
+class ReasoningSummaryDelta:
+    """Text of the reasoning summary's part ``index`` (a Responses upstream's summary parts)."""
+
+    text: str
+    index: int
+    type: Literal["reasoning_summary"] = "reasoning_summary"
+
+
+@dataclass
+class ReasoningStart:
+    """The upstream began a reasoning item with its own id (which its encrypted content is bound to)."""
+
+    item_id: str
+    type: Literal["reasoning_start"] = "reasoning_start"
+
+
+@dataclass
+class ReasoningEnd:
+    """The upstream finished its reasoning item, with the encrypted content when asked for."""
+
+    encrypted_content: str | None
+    type: Literal["reasoning_end"] = "reasoning_end"
 
 
 @dataclass
@@ -106,7 +149,8 @@ class Finish:
     type: Literal["finish"] = "finish"
 
 
-ModelEvent = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | NativeItem | Finish
+ModelEvent = (TextDelta | RefusalDelta | ReasoningDelta | ReasoningSummaryDelta | ReasoningStart | ReasoningEnd
+              | ToolCallStart | ToolCallDelta | NativeItem | Finish)
 
 
 class Model(abc.ABC):

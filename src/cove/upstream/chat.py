@@ -19,11 +19,13 @@ from openai.types.chat import ChatCompletion
 
 from cove.errors import InvalidRequest, UpstreamError
 from cove.upstream.base import (
+    LOGPROBS,
     Finish,
     Model,
     ModelEvent,
     ModelRequest,
     ReasoningDelta,
+    RefusalDelta,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
@@ -107,7 +109,7 @@ class _Turn:
             self.usage = _usage(chunk.usage)
         for choice in chunk.choices or []:
             if choice.index in (0, None):
-                yield from self._delta(choice.delta, choice.delta.tool_calls or [])
+                yield from self._delta(choice.delta, choice.delta.tool_calls or [], _logprobs(choice))
                 self.reason = choice.finish_reason or self.reason
 
     def whole(self, completion: ChatCompletion) -> Iterator[ModelEvent]:
@@ -116,20 +118,23 @@ class _Turn:
         for choice in completion.choices[:1]:
             calls = [SimpleNamespace(index=i, id=call.id, function=getattr(call, "function", None))
                      for i, call in enumerate(choice.message.tool_calls or [])]
-            yield from self._delta(choice.message, calls)
+            yield from self._delta(choice.message, calls, _logprobs(choice))
             self.reason = choice.finish_reason or "stop"
 
-    def _delta(self, delta: Any, tool_calls: list[Any]) -> Iterator[ModelEvent]:
+    def _delta(self, delta: Any, tool_calls: list[Any],
+               logprobs: list[dict[str, Any]] | None = None) -> Iterator[ModelEvent]:
         extra = delta.model_extra or {}
         # llama.cpp and DeepSeek say reasoning_content; vLLM, Ollama and OpenRouter say reasoning.
         reasoning = extra.get("reasoning_content") or extra.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             self.produced += len(reasoning)
             yield ReasoningDelta(reasoning)
-        for text in (delta.content, delta.refusal):
-            if text:
-                self.produced += len(text)
-                yield TextDelta(text)
+        if delta.content:
+            self.produced += len(delta.content)
+            yield TextDelta(delta.content, logprobs)
+        if delta.refusal:
+            self.produced += len(delta.refusal)
+            yield RefusalDelta(delta.refusal)
         for call in tool_calls:
             yield from self._tool_call(call)
 
@@ -157,6 +162,16 @@ class _Turn:
         return Finish(reason, usage)
 
 
+def _logprobs(choice: Any) -> list[dict[str, Any]] | None:
+    """Chat logprobs of the content's tokens, in the Responses shape (the same fields)."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    return [{"token": entry.token, "logprob": entry.logprob, "bytes": entry.bytes or [],
+             "top_logprobs": [{"token": top.token, "logprob": top.logprob, "bytes": top.bytes or []}
+                              for top in entry.top_logprobs or []]} for entry in content]
+
+
 def _usage(raw: Any) -> Usage:
     prompt, completion = getattr(raw, "prompt_tokens_details", None), getattr(raw, "completion_tokens_details", None)
     return Usage(input_tokens=raw.prompt_tokens or 0, output_tokens=raw.completion_tokens or 0,
@@ -178,6 +193,8 @@ def to_chat_params(request: ModelRequest) -> dict[str, Any]:
     params.update(max_tokens=request.max_output_tokens, temperature=request.temperature, top_p=request.top_p,
                   user=request.user, response_format=_response_format(request.text_format),
                   reasoning_effort=(request.reasoning or {}).get("effort"), prompt_cache_key=request.prompt_cache_key)
+    if LOGPROBS in request.include:  # asked of the upstream only when the client asked to see them
+        params.update(logprobs=True, top_logprobs=request.top_logprobs)
     return {key: value for key, value in params.items() if value is not None}
 
 

@@ -12,11 +12,17 @@ from typing import Any
 
 from cove.errors import UpstreamError
 from cove.upstream.base import (
+    ENCRYPTED_REASONING,
+    LOGPROBS,
     Finish,
     ModelEvent,
     ModelRequest,
     NativeItem,
     ReasoningDelta,
+    ReasoningEnd,
+    ReasoningStart,
+    ReasoningSummaryDelta,
+    RefusalDelta,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
@@ -25,9 +31,9 @@ from cove.upstream.base import (
 from cove.upstream.chat import FinishReason
 from cove.upstream.client import ClientModel, upstream_errors
 
-_TEXT_EVENTS = {"response.output_text.delta", "response.refusal.delta"}
-_REASONING_EVENTS = {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}
 _FOLDED_ITEMS = {"message", "function_call", "reasoning"}  # these arrive as deltas instead
+_UPSTREAM_INCLUDES = (ENCRYPTED_REASONING, LOGPROBS)
+"""The ``include`` values a Responses upstream produces itself: the client's are passed on."""
 
 
 class ResponsesApiModel(ClientModel):
@@ -69,10 +75,17 @@ class _Fold:
 
     def on(self, event: Any) -> Iterator[ModelEvent]:
         kind = event.type
-        if kind in _TEXT_EVENTS:
-            yield TextDelta(event.delta)
-        elif kind in _REASONING_EVENTS:
+        if kind == "response.output_text.delta":
+            logprobs = [_logprob(entry.to_dict()) for entry in getattr(event, "logprobs", None) or []]
+            yield TextDelta(event.delta, logprobs or None)
+        elif kind == "response.refusal.delta":
+            yield RefusalDelta(event.delta)
+        elif kind == "response.reasoning_text.delta":
             yield ReasoningDelta(event.delta)
+        elif kind == "response.reasoning_summary_text.delta":
+            yield ReasoningSummaryDelta(event.delta, event.summary_index)
+        elif kind == "response.output_item.added" and event.item.type == "reasoning":
+            yield ReasoningStart(event.item.id)
         elif kind == "response.output_item.added" and event.item.type == "function_call":
             self.calls[event.output_index] = (len(self.calls), "")
             yield ToolCallStart(len(self.calls) - 1, event.item.call_id, event.item.name,
@@ -96,8 +109,17 @@ class _Fold:
             index, so_far = self.calls[output_index]
             if not so_far and item.arguments:  # an upstream that streams no argument deltas
                 yield ToolCallDelta(index, item.arguments)
+        elif item.type == "reasoning":
+            yield ReasoningEnd(getattr(item, "encrypted_content", None))
         elif item.type not in _FOLDED_ITEMS:
             yield NativeItem(item.to_dict())
+
+
+def _logprob(entry: dict[str, Any]) -> dict[str, Any]:
+    """A delta's log probability as an ``output_text`` part carries it: deltas may leave out ``bytes``
+    (the SDK's delta type has none), which the part requires."""
+    tops = [{"bytes": list(str(top.get("token", "")).encode()), **top} for top in entry.get("top_logprobs") or []]
+    return {"bytes": list(str(entry.get("token", "")).encode()), **entry, "top_logprobs": tops}
 
 
 def to_responses_params(request: ModelRequest) -> dict[str, Any]:
@@ -110,7 +132,9 @@ def to_responses_params(request: ModelRequest) -> dict[str, Any]:
     params.update(instructions=request.instructions, max_output_tokens=request.max_output_tokens,
                   temperature=request.temperature, top_p=request.top_p, reasoning=request.reasoning,
                   user=request.user, text={"format": request.text_format} if request.text_format else None,
-                  prompt_cache_key=request.prompt_cache_key)
+                  prompt_cache_key=request.prompt_cache_key,
+                  include=[value for value in _UPSTREAM_INCLUDES if value in request.include] or None,
+                  top_logprobs=request.top_logprobs)
     return {key: value for key, value in params.items() if value is not None}
 
 
