@@ -3,6 +3,11 @@
 SQLite (WAL, in the data dir) by default; PostgreSQL through ``COVE_DATABASE_URL``. The SQLite file
 holds every response, conversation and audited command: it is made 0600 before SQLite opens it,
 and SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
+
+SQLite runs with ``synchronous=NORMAL`` in WAL mode: a commit is written to the WAL file but not
+fsynced (checkpoints are). A committed transaction survives the server process being killed (the
+kernel has the write), which is the failure Cove repairs at start-up; only a power loss or kernel
+crash can take the last few commits back, never corrupt the file. ``FULL`` would fsync every commit.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from cove.errors import InvalidRequest
+from cove.store.writer import Write, Writer
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _UNSTORABLE_TEXT = {"22021", "22P05"}
@@ -68,6 +74,7 @@ class Database:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
             event.listen(self.engine.sync_engine, "handle_error", _refuse_unstorable_text)
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = Writer(self.engine)
 
     async def migrate(self) -> None:
         """Brings the schema to the newest revision."""
@@ -88,6 +95,13 @@ class Database:
         ``async with db.begin() as session``."""
         return self.session.begin()
 
+    async def write(self, *writes: Write) -> None:
+        """Commits ``writes`` as one transaction, grouped with other callers' (``store/writer.py``):
+        the path for the many small writes of responses, where one transaction each would queue on
+        SQLite's write lock."""
+        await self._writer.write(*writes)
+
     async def close(self) -> None:
+        await self._writer.close()
         await self.engine.dispose()
 
