@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, func, insert, select, update
+from sqlalchemy import Engine, bindparam, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cove.store.db import Database
@@ -48,10 +48,15 @@ async def _scenario(db_url: str, body: Any) -> Any:
     db = Database(db_url)
     await db.migrate()
     commits: list[None] = []
-    event.listen(db.engine.sync_engine, "commit", lambda _conn: commits.append(None))
+
+    def count(_connection: Any) -> None:
+        commits.append(None)
+
+    event.listen(Engine, "commit", count)  # every engine: SQLite's writer commits through its own
     try:
         return await body(db, commits)
     finally:
+        event.remove(Engine, "commit", count)
         await db.close()
 
 

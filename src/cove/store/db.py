@@ -20,7 +20,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -74,7 +74,13 @@ class Database:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
             event.listen(self.engine.sync_engine, "handle_error", _refuse_unstorable_text)
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = Writer(self.engine)
+        self._writer = Writer(self.engine, self._thread_engine() if self.is_sqlite else None)
+
+    def _thread_engine(self) -> Engine:
+        """The same SQLite file through the synchronous driver, for the writer's own thread."""
+        engine = create_engine(make_url(self.url).set(drivername="sqlite"), pool_size=1, max_overflow=0)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
 
     async def migrate(self) -> None:
         """Brings the schema to the newest revision."""

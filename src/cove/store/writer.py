@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Executable
+from sqlalchemy import Engine, Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from cove.store.bulk import CHUNK
@@ -83,8 +84,15 @@ def merge(units: list[list[Write]]) -> list[Write] | None:
 
 
 class Writer:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Commits through ``engine``; or, given a synchronous ``thread_engine`` (SQLite), in a thread of
+    its own: a whole transaction is then one hand-over to that thread, where through aiosqlite each
+    statement, and the commit, is one (each a wake-up of its thread and of the event loop), and the
+    statements' compilation and JSON encoding run off the event loop."""
+
+    def __init__(self, engine: AsyncEngine, thread_engine: Engine | None = None) -> None:
         self._engine = engine
+        self._thread_engine = thread_engine
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="cove-writer") if thread_engine else None
         self._waiting: list[tuple[list[Write], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -102,6 +110,9 @@ class Writer:
         """Waits for the writes already handed in."""
         if self._task is not None:
             await self._task
+        if self._thread is not None and self._thread_engine is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._thread_engine.dispose)
+            self._thread.shutdown()
 
     async def _run(self) -> None:
         batch: list[tuple[list[Write], asyncio.Future[None]]] = []
@@ -149,8 +160,18 @@ class Writer:
                 _settle(future, None)
 
     async def _commit(self, writes: list[Write]) -> None:
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_in_thread, writes)
+            return
         async with self._engine.begin() as connection:
             await execute(connection, writes)
+
+    def _commit_in_thread(self, writes: list[Write]) -> None:
+        assert self._thread_engine is not None
+        with self._thread_engine.begin() as connection:
+            for write in writes:
+                if write.rows:
+                    connection.execute(write.statement, write.rows)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
