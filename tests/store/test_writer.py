@@ -121,3 +121,12 @@ def test_a_caller_cancelled_before_its_batch_writes_nothing(db_url: str) -> None
         return await _count(db, ResponseRow.id)
 
     assert asyncio.run(_scenario(db_url, body)) == 1
+
+
+def test_an_in_memory_database_is_written_through_its_own_engine() -> None:
+    """A second engine would open a second, empty in-memory database: the writer must not use one."""
+    async def body(db: Database, _commits: list[None]) -> int:
+        await db.write(*_create("resp_memory"))
+        return await _count(db, ResponseRow.id)
+
+    assert asyncio.run(_scenario("sqlite+aiosqlite://", body)) == 1

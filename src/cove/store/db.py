@@ -52,9 +52,14 @@ def _refuse_unstorable_text(context: ExceptionContext) -> None:
         error = error.__cause__
 
 
+def _is_plain_file(database: str | None) -> bool:
+    """An SQLite database named by a path (not in memory, not a ``file:`` URI)."""
+    return bool(database) and database != ":memory:" and not str(database).startswith("file:")
+
+
 def _private_sqlite_files(database: str | None) -> None:
     """The database file and its companions, 0600 (made so if new, made so again if older)."""
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if database is None or not _is_plain_file(database):
         return
     path = Path(database)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
@@ -74,7 +79,9 @@ class Database:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
             event.listen(self.engine.sync_engine, "handle_error", _refuse_unstorable_text)
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = Writer(self.engine, self._thread_engine() if self.is_sqlite else None)
+        # A second engine sees the same database only through a file (one in memory is per connection).
+        in_file = self.is_sqlite and _is_plain_file(make_url(url).database)
+        self._writer = Writer(self.engine, self._thread_engine() if in_file else None)
 
     def _thread_engine(self) -> Engine:
         """The same SQLite file through the synchronous driver, for the writer's own thread."""
