@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.agent.compaction import Compactor, CompactParams, take_trigger
@@ -42,9 +42,18 @@ from cove.service.workspace import ContainerWorkspace
 from cove.store.bulk import insert_rows
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
+from cove.store.writer import Write, execute
 from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+
+# The write path's statements, Core rather than ORM flushes (a fraction of the CPU), and module
+# constants so that the store's writer runs each once for every response waiting (store/writer.py).
+_INSERT_RESPONSE = insert(ResponseRow)
+_INSERT_ITEMS = insert(ResponseItemRow)
+_SET_STATUS = update(ResponseRow).where(ResponseRow.id == bindparam("b_id")).values(status=bindparam("b_status"))
+_SAVE_RESULT = update(ResponseRow).where(ResponseRow.id == bindparam("b_id")).values(
+    status=bindparam("b_status"), body=bindparam("b_body", type_=ResponseRow.__table__.c.body.type))
 
 
 async def _next_event_number(session: AsyncSession, response_id: str) -> int:
@@ -225,19 +234,22 @@ class ResponseService:
         return await compact(self.db, self.models, self.secrets.sealer, project, params)
 
     async def _insert(self, run: Run, params: CreateParams) -> None:
+        """Stores the response with its input: queued (background, after its project's queue quota is
+        checked in the same transaction) or in progress (grouped with other responses' writes)."""
         body = {k: v for k, v in run.response.items() if k != "output"}
+        writes = [Write(_INSERT_RESPONSE, [{
+            "id": run.id, "project": run.project, "status": "queued" if run.background else "in_progress",
+            "background": run.background, "stored": True, "previous_response_id": params.previous_response_id,
+            "conversation_id": run.conversation_id, "created_at": run.response["created_at"], "body": body,
+            "request": params.model_dump(exclude_none=True)}]),
+            Write(_INSERT_ITEMS, [{"id": item["id"], "response_id": run.id, "role": "input", "position": i,
+                                   "data": item} for i, item in enumerate(run.input_items)])]
+        if not run.background:
+            await self.db.write(*writes)
+            return
         async with self.db.begin() as session:
-            if run.background:
-                await self._check_queue_quota(session, run.project)
-            session.add(ResponseRow(
-                id=run.id, project=run.project, status="queued" if run.background else "in_progress",
-                background=run.background, stored=True, previous_response_id=params.previous_response_id,
-                conversation_id=run.conversation_id, created_at=run.response["created_at"], body=body,
-                request=params.model_dump(exclude_none=True)))
-            await session.flush()  # the items refer to it
-            await insert_rows(session, ResponseItemRow, (
-                {"id": item["id"], "response_id": run.id, "role": "input", "position": i, "data": item}
-                for i, item in enumerate(run.input_items)))
+            await self._check_queue_quota(session, run.project)
+            await execute(session, writes)
 
     async def _check_queue_quota(self, session: AsyncSession, project: str) -> None:
         """Room for one more queued background response of the project (checked and inserted as one)."""
@@ -298,7 +310,7 @@ class ResponseService:
     async def _execute(self, run: Run, turn: Turn) -> None:
         builder = run.builder
         try:
-            if run.stored:
+            if run.stored and run.background:  # others were stored in progress
                 await self._set_status(run.id, "in_progress")
             if not run.background:
                 await builder.lifecycle("created")
@@ -324,16 +336,19 @@ class ResponseService:
             self.runs.pop(run.id, None)
 
     async def _save_result(self, run: Run) -> None:
+        """The final status and body with the output items, in one transaction (with the conversation's
+        new items when it has one, whose check of what it holds must be in that transaction too)."""
         output = run.response["output"]
         body = {k: v for k, v in run.response.items() if k != "output"}
+        writes = [Write(_SAVE_RESULT, [{"b_id": run.id, "b_status": run.response["status"], "b_body": body}]),
+                  Write(_INSERT_ITEMS, [{"id": item["id"], "response_id": run.id, "role": "output", "position": i,
+                                         "data": item} for i, item in enumerate(output)])]
+        if not (run.conversation_id and run.response["status"] in ("completed", "incomplete")):
+            await self.db.write(*writes)
+            return
         async with self.db.begin() as session:
-            await session.execute(update(ResponseRow).where(ResponseRow.id == run.id)
-                                  .values(status=run.response["status"], body=body))
-            await insert_rows(session, ResponseItemRow, (
-                {"id": item["id"], "response_id": run.id, "role": "output", "position": i, "data": item}
-                for i, item in enumerate(output)))
-            if run.conversation_id and run.response["status"] in ("completed", "incomplete"):
-                await self._append_to_conversation(session, run.conversation_id, [*run.input_items, *output])
+            await execute(session, writes)
+            await self._append_to_conversation(session, run.conversation_id, [*run.input_items, *output])
 
     @staticmethod
     async def _append_to_conversation(session: AsyncSession, conversation_id: str,
@@ -347,8 +362,7 @@ class ResponseService:
             for item in items if item["id"] not in known))
 
     async def _set_status(self, response_id: str, status: str) -> None:
-        async with self.db.begin() as session:
-            await session.execute(update(ResponseRow).where(ResponseRow.id == response_id).values(status=status))
+        await self.db.write(Write(_SET_STATUS, [{"b_id": response_id, "b_status": status}]))
 
     # -- read, delete, cancel ---------------------------------------------------------------------
     async def _row(self, project: str, response_id: str) -> ResponseRow:

@@ -18,7 +18,9 @@ from cove.agent.builder import ResponseBuilder
 from cove.agent.events import EventLog
 from cove.store.db import Database
 from cove.store.models import ResponseEventRow
+from cove.store.writer import Write
 
+_INSERT_EVENTS = insert(ResponseEventRow)
 _FLUSH_EVERY = 0.2
 """Seconds between writes of a background run's events: deltas are batched, not written one by one."""
 
@@ -65,6 +67,5 @@ class Run:
             return
         pending, self._pending = self._pending, []
         self._flushed_at = time.monotonic()
-        async with self._db.begin() as session:
-            await session.execute(insert(ResponseEventRow), [
-                {"response_id": self.id, "sequence_number": e["sequence_number"], "data": e} for e in pending])
+        await self._db.write(Write(_INSERT_EVENTS, [
+            {"response_id": self.id, "sequence_number": e["sequence_number"], "data": e} for e in pending]))

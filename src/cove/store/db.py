@@ -3,6 +3,11 @@
 SQLite (WAL, in the data dir) by default; PostgreSQL through ``COVE_DATABASE_URL``. The SQLite file
 holds every response, conversation and audited command: it is made 0600 before SQLite opens it,
 and SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
+
+SQLite runs with ``synchronous=NORMAL`` in WAL mode: a commit is written to the WAL file but not
+fsynced (checkpoints are). A committed transaction survives the server process being killed (the
+kernel has the write), which is the failure Cove repairs at start-up; only a power loss or kernel
+crash can take the last few commits back, never corrupt the file. ``FULL`` would fsync every commit.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from cove.errors import InvalidRequest
+from cove.store.writer import Write, Writer
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _UNSTORABLE_TEXT = {"22021", "22P05"}
@@ -46,9 +52,14 @@ def _refuse_unstorable_text(context: ExceptionContext) -> None:
         error = error.__cause__
 
 
+def _is_plain_file(database: str | None) -> bool:
+    """An SQLite database named by a path (not in memory, not a ``file:`` URI)."""
+    return bool(database) and database != ":memory:" and not str(database).startswith("file:")
+
+
 def _private_sqlite_files(database: str | None) -> None:
     """The database file and its companions, 0600 (made so if new, made so again if older)."""
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if database is None or not _is_plain_file(database):
         return
     path = Path(database)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
@@ -68,6 +79,15 @@ class Database:
             self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
             event.listen(self.engine.sync_engine, "handle_error", _refuse_unstorable_text)
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
+        # A second engine sees the same database only through a file (one in memory is per connection).
+        in_file = self.is_sqlite and _is_plain_file(make_url(url).database)
+        self._writer = Writer(self.engine, self._thread_engine() if in_file else None)
+
+    def _thread_engine(self) -> Engine:
+        """The same SQLite file through the synchronous driver, for the writer's own thread."""
+        engine = create_engine(make_url(self.url).set(drivername="sqlite"), pool_size=1, max_overflow=0)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
 
     async def migrate(self) -> None:
         """Brings the schema to the newest revision."""
@@ -88,6 +108,13 @@ class Database:
         ``async with db.begin() as session``."""
         return self.session.begin()
 
+    async def write(self, *writes: Write) -> None:
+        """Commits ``writes`` as one transaction, grouped with other callers' (``store/writer.py``):
+        the path for the many small writes of responses, where one transaction each would queue on
+        SQLite's write lock."""
+        await self._writer.write(*writes)
+
     async def close(self) -> None:
+        await self._writer.close()
         await self.engine.dispose()
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 import openai
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from cove.errors import InvalidRequest, UpstreamError
 from cove.upstream.base import (
@@ -31,7 +31,7 @@ from cove.upstream.base import (
     ToolCallStart,
     Usage,
 )
-from cove.upstream.client import ClientModel, upstream_errors, upstream_message
+from cove.upstream.client import ClientModel, create, upstream_errors, upstream_message
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
@@ -64,7 +64,7 @@ class ChatCompletionsModel(ClientModel):
         tried: set[str] = set()
         while True:
             try:
-                return await self.client.chat.completions.create(**params)
+                return await create(self.client, "/chat/completions", params, ChatCompletion, ChatCompletionChunk)
             except openai.APIStatusError as exc:
                 fix = _compat_fix(params, exc) if exc.status_code == 400 else None
                 if fix is None or fix[0] in tried:
