@@ -5,8 +5,9 @@ exist, the same call again and again. So when the user's latest message names co
 fenced block, backticked spans, else clauses that start with a well-known command word, as in "show
 python3 -V"), a tool's ``commands`` (or ``command``) argument is held by the grammar to those, each
 run once per user turn; once all have run the tool is no longer offered, and the model answers from
-their output. With nothing to draw from, the argument is only held non-empty. Any tool with such a
-parameter is treated alike (the hosted shell, a client's own function), whatever the prompt.
+their output. With nothing to draw from, the argument is only held to a few short, non-empty
+commands. Any tool with such a parameter is treated alike (the hosted shell, a client's own
+function), whatever the prompt.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ _BACKTICKED = re.compile(r"`([^`\n]+)`")
 _CLAUSES = re.compile(r"[;\n]|[.?!](?:\s|$)|,?\s+(?:and|then)\s+")
 _WORD = re.compile(r"(?:^|\s)(" + "|".join(sorted(COMMAND_WORDS, key=len, reverse=True)) + r")(?=\s|$)")
 _MAX_LENGTH = 200
+"""The longest command taken from the user's words, or written by the model itself."""
+_MAX_FREE = 3
+"""Commands per call when the model writes its own: bounded, like their length, so a call cannot
+take the model's whole context (and a minute) to write."""
 
 
 def suggested_commands(text: str) -> list[str]:
@@ -92,9 +97,10 @@ def hold_commands(tools: list[dict[str, Any]], items: list[dict[str, Any]]) -> l
             continue
         if suggested and not left:
             continue  # every command the user named has run: answer from their output
-        one: dict[str, Any] = {"type": "string", "enum": left} if left else {"type": "string", "minLength": 1}
+        one: dict[str, Any] = ({"type": "string", "enum": left} if left else
+                               {"type": "string", "minLength": 1, "maxLength": _MAX_LENGTH})
         spec = properties[name] if isinstance(properties[name], dict) else {}
-        shape = ({"type": "array", "items": one, "minItems": 1, "maxItems": max(1, len(left))}
+        shape = ({"type": "array", "items": one, "minItems": 1, "maxItems": len(left) or _MAX_FREE}
                  if spec.get("type") == "array" else one)
         required = sorted({*parameters.get("required", []), name})
         held.append({**tool, "parameters": {**parameters, "required": required,
