@@ -41,21 +41,25 @@ def commands_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_the_users_commands_hold_the_argument_until_each_ran() -> None:
     asked = [user("show python3 -V and uname -r")]
-    schema = commands_schema(hold_commands([SHELL, WEATHER], asked))
+    held, due = hold_commands([SHELL, WEATHER], asked)
+    schema = commands_schema(held)
+    assert due  # the user asked for commands to run: the model calls before it answers
     assert schema["items"] == {"type": "string", "enum": ["python3 -V", "uname -r"]} and schema["minItems"] == 1
     output = {"type": "function_call_output", "call_id": "c", "output": "Python 3.11.2"}
-    after_one = hold_commands([SHELL, WEATHER], [*asked, call("python3 -V"), output])
-    assert commands_schema(after_one)["items"]["enum"] == ["uname -r"]
-    after_both = hold_commands([SHELL, WEATHER], [*asked, call("python3 -V"), output, call("uname -r"), output])
-    assert [tool["name"] for tool in after_both] == ["weather"]  # nothing left to run: answer
+    after_one, due = hold_commands([SHELL, WEATHER], [*asked, call("python3 -V"), output])
+    assert commands_schema(after_one)["items"]["enum"] == ["uname -r"] and due
+    after_both, due = hold_commands([SHELL, WEATHER], [*asked, call("python3 -V"), output, call("uname -r"), output])
+    assert [tool["name"] for tool in after_both] == ["weather"] and not due  # nothing left to run: answer
     # A new user turn starts over; other tools and arguments are left as they are.
-    again = hold_commands([SHELL, WEATHER], [*asked, call("python3 -V"), output, user("again: uname -r")])
+    again, _ = hold_commands([SHELL, WEATHER], [*asked, call("python3 -V"), output, user("again: uname -r")])
     assert commands_schema(again)["items"]["enum"] == ["uname -r"]
     assert again[1] == WEATHER and SHELL["parameters"]["properties"]["commands"] == {  # type: ignore[index]
         "type": "array", "items": {"type": "string"}}
 
 
 def test_without_the_users_commands_the_model_writes_a_few_short_ones() -> None:
-    schema = commands_schema(hold_commands([SHELL], [user("Look around.")]))
+    held, due = hold_commands([SHELL], [user("Look around.")])
+    schema = commands_schema(held)
+    assert not due and hold_commands([WEATHER], [user("run `date`")]) == ([WEATHER], False)
     assert schema["items"] == {"type": "string", "minLength": 1, "maxLength": 200}
     assert (schema["minItems"], schema["maxItems"]) == (1, 3)

@@ -53,7 +53,7 @@ def test_hosted_calls_stop_after_a_few_rounds(embedded: Server) -> None:
     ``COVE_LOCAL_MAX_TOOL_TURNS`` (3) rounds; then it must answer from what they printed."""
     client = embedded.client()
     r = client.responses.create(model="my-model", input="Look around this machine and tell me what you find.",
-                                tools=[SHELL])
+                                tools=[SHELL], tool_choice="required")  # "required" binds the first turn only
     assert r.status == "completed", (r.status, r.incomplete_details, r.error)
     assert 1 <= len(commands(r)) <= 3
     assert all(command and all(command) for command in commands(r))  # never an empty command list

@@ -3,11 +3,11 @@
 A 135M model picks commands close to random: an empty list, ``python3`` alone, a script that does not
 exist, the same call again and again. So when the user's latest message names commands (lines of a
 fenced block, backticked spans, else clauses that start with a well-known command word, as in "show
-python3 -V"), a tool's ``commands`` (or ``command``) argument is held by the grammar to those, each
-run once per user turn; once all have run the tool is no longer offered, and the model answers from
-their output. With nothing to draw from, the argument is only held to a few short, non-empty
-commands. Any tool with such a parameter is treated alike (the hosted shell, a client's own
-function), whatever the prompt.
+python3 -V"), a tool's ``commands`` (or ``command``) argument is held by the grammar to those, and
+a call is due (the user asked for them to run). Each runs once per user turn; once all have run the
+tool is no longer offered, and the model answers from their output. With nothing to draw from, the
+argument is only held to a few short, non-empty commands. Any tool with such a parameter is treated
+alike (the hosted shell, a client's own function), whatever the prompt.
 """
 
 from __future__ import annotations
@@ -80,14 +80,16 @@ def _commands_run(items: list[dict[str, Any]]) -> set[str]:
     return ran
 
 
-def hold_commands(tools: list[dict[str, Any]], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``tools`` with their command arguments held to the user's commands not run yet (see above);
-    a command tool is left out once every command the user named has run."""
+def hold_commands(tools: list[dict[str, Any]], items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """``tools`` with their command arguments held to the user's commands not run yet (see above),
+    and whether a call is due: the user named commands that a tool here can run and have not run.
+    A command tool is left out once every command the user named has run."""
     text, since = user_turn(items)
     suggested = suggested_commands(text)
     ran = _commands_run(since)
     left = [command for command in suggested if command not in ran]
     held = []
+    due = False
     for tool in tools:
         parameters = tool.get("parameters")
         properties = parameters.get("properties") if isinstance(parameters, dict) else None
@@ -102,7 +104,8 @@ def hold_commands(tools: list[dict[str, Any]], items: list[dict[str, Any]]) -> l
         spec = properties[name] if isinstance(properties[name], dict) else {}
         shape = ({"type": "array", "items": one, "minItems": 1, "maxItems": len(left) or _MAX_FREE}
                  if spec.get("type") == "array" else one)
+        due = due or bool(left)
         required = sorted({*parameters.get("required", []), name})
         held.append({**tool, "parameters": {**parameters, "required": required,
                                             "properties": {**properties, name: {**spec, **shape}}}})
-    return held
+    return held, due

@@ -120,9 +120,10 @@ def _tool_prompt(tools: list[dict[str, Any]]) -> str:
 
 def function_tools(request: ModelRequest) -> tuple[list[dict[str, Any]], bool]:
     """The function tools the model may call now, and whether it must call one; command arguments
-    held to the user's commands (``local_commands``)."""
+    held to the user's commands, which must run before it answers (``local_commands``)."""
     tools, required = _offered(request)
-    return hold_commands(tools, request.input), required
+    held, due = hold_commands(tools, request.input)
+    return held, required or due
 
 
 def _offered(request: ModelRequest) -> tuple[list[dict[str, Any]], bool]:
