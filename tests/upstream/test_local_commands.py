@@ -63,3 +63,13 @@ def test_without_the_users_commands_the_model_writes_a_few_short_ones() -> None:
     assert not due and hold_commands([WEATHER], [user("run `date`")]) == ([WEATHER], False)
     assert schema["items"] == {"type": "string", "minLength": 1, "maxLength": 200}
     assert (schema["minItems"], schema["maxItems"]) == (1, 3)
+
+
+def test_one_command_is_held_as_a_string_and_an_argv_is_left_alone() -> None:
+    one = {"type": "function", "name": "run", "parameters": {"type": "object", "properties": {
+        "command": {"type": "string"}}}}
+    held, due = hold_commands([one], [user("run `date`")])
+    assert held[0]["parameters"]["properties"]["command"] == {"type": "string", "enum": ["date"]} and due
+    argv = {"type": "function", "name": "shell", "parameters": {"type": "object", "properties": {
+        "command": {"type": "array", "items": {"type": "string"}}}}}
+    assert hold_commands([argv], [user("run `date`")]) == ([argv], False)

@@ -24,8 +24,9 @@ COMMAND_WORDS = frozenset({
 """Words that start a command in a clause of prose. Words that are also common English verbs ("make",
 "find", "sort", "head", "touch", "free") are left out: "Make a venv" is not the command ``make``."""
 
-PARAMETERS = ("commands", "command")
-"""Argument names that hold shell commands: a list of them, or one."""
+PARAMETERS = {"commands": "array", "command": "string"}
+"""Arguments that hold shell commands: a list of them, or one. A ``command`` array is an argv (Codex's
+``shell`` function), not commands, and is left alone."""
 
 _FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
 _BACKTICKED = re.compile(r"`([^`\n]+)`")
@@ -93,7 +94,8 @@ def hold_commands(tools: list[dict[str, Any]], items: list[dict[str, Any]]) -> t
     for tool in tools:
         parameters = tool.get("parameters")
         properties = parameters.get("properties") if isinstance(parameters, dict) else None
-        name = next((n for n in PARAMETERS if isinstance(properties, dict) and n in properties), None)
+        name = next((n for n, kind in PARAMETERS.items() if isinstance(properties, dict)
+                     and isinstance(properties.get(n), dict) and properties[n].get("type") == kind), None)
         if name is None or not isinstance(parameters, dict) or not isinstance(properties, dict):
             held.append(tool)
             continue
@@ -101,9 +103,9 @@ def hold_commands(tools: list[dict[str, Any]], items: list[dict[str, Any]]) -> t
             continue  # every command the user named has run: answer from their output
         one: dict[str, Any] = ({"type": "string", "enum": left} if left else
                                {"type": "string", "minLength": 1, "maxLength": _MAX_LENGTH})
-        spec = properties[name] if isinstance(properties[name], dict) else {}
+        spec = properties[name]
         shape = ({"type": "array", "items": one, "minItems": 1, "maxItems": len(left) or _MAX_FREE}
-                 if spec.get("type") == "array" else one)
+                 if spec["type"] == "array" else one)
         due = due or bool(left)
         required = sorted({*parameters.get("required", []), name})
         held.append({**tool, "parameters": {**parameters, "required": required,
