@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     """Model turns one response may take (each after hosted tool calls): a runaway agent ends
     ``incomplete`` (``max_messages``) here rather than running up the upstream's bill forever."""
 
+    local_max_tool_turns: int = Field(default=3, ge=0)
+    """Rounds of hosted tool calls the embedded model may make in one response before it must answer
+    from their output (its next turn gets ``tool_choice: none``): a 135M model's calls are close to
+    random, and without a cap it spends ``max_turns`` repeating them."""
+
     warm_pool: int = 4
     """Containers kept started for creates with the default image and limits (0 turns it off)."""
 

@@ -46,6 +46,10 @@ class Turn:
     as on OpenAI, not each turn alone."""
     hosted_calls: int = 0
     """Hosted calls run so far in this response (``max_tool_calls`` counts them)."""
+    max_tool_turns: int | None = None
+    """Rounds of hosted calls the model may make before it must answer (``Model.max_tool_turns``)."""
+    tool_turns: int = 0
+    """Rounds of hosted calls run so far in this response."""
     compactor: Compactor | None = None
     """Compaction (``compaction.py``) before each model turn, when ``context_management`` or a
     ``compaction_trigger`` asks for it."""
@@ -83,7 +87,7 @@ def model_request(turn: Turn) -> ModelRequest:
     return ModelRequest(
         model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context, native),
         instructions=params.instructions, tools=turn.toolbox.model_tools(native, hosted=turn.hosted_left != 0),
-        tool_choice=_tool_choice(params.tool_choice, native, turn.tools_ran),
+        tool_choice="none" if _must_answer(turn) else _tool_choice(params.tool_choice, native, turn.tools_ran),
         parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=turn.output_left,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
         reasoning=params.reasoning, user=params.safety_identifier or params.user,
@@ -105,6 +109,11 @@ def check_input(turn: Turn, items: list[dict[str, Any]]) -> None:
     for index, item in enumerate(items):
         if id(item) in read:
             turn.model.check_input(turn.toolbox.as_model_context([item], native), f"input[{index}]")
+
+
+def _must_answer(turn: Turn) -> bool:
+    """Whether the model has used its rounds of hosted calls and must answer from their output now."""
+    return turn.max_tool_turns is not None and turn.tool_turns >= turn.max_tool_turns
 
 
 async def fit_context(turn: Turn) -> ModelRequest:
@@ -197,6 +206,7 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
             return
         await _run_hosted(turn, step, builder)
         turn.tools_ran = True
+        turn.tool_turns += 1
         if step.client_calls:  # the client owes outputs for its calls before the model can go on
             await builder.complete(usage)
             return

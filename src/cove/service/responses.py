@@ -188,6 +188,7 @@ class ResponseService:
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
         return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=self.settings.max_turns,
+                    max_tool_turns=model.max_tool_turns,
                     compactor=Compactor.of(params, seal.seal, summary), steering=run.steering)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:

@@ -163,6 +163,10 @@ class Model(abc.ABC):
     reads_files: bool = False
     """Whether the upstream reads ``input_file`` parts itself (``file_data``, ``file_url``); otherwise
     the service hands it their text (``service/file_inputs.py``)."""
+    max_tool_turns: int | None = None
+    """Rounds of hosted tool calls one response may give this model before its next turn may call no
+    tool and must answer (None: only ``COVE_MAX_TURNS`` bounds them). Set for small models, whose
+    calls repeat without end."""
 
     @abc.abstractmethod
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:

@@ -37,8 +37,21 @@ from cove.upstream.base import (
     ToolCallStart,
     Usage,
 )
-from cove.upstream.local_grammar import MESSAGE_PREFIX, JsonStringStream, format_schema, schema_grammar, tool_grammar
-from cove.upstream.local_prompt import chat_messages, function_tools, item_messages, system_messages
+from cove.upstream.local_grammar import (
+    MESSAGE_PREFIX,
+    JsonStringStream,
+    answer_grammar,
+    format_schema,
+    schema_grammar,
+    tool_grammar,
+)
+from cove.upstream.local_prompt import (
+    answers_from_results,
+    chat_messages,
+    function_tools,
+    item_messages,
+    system_messages,
+)
 
 MODEL_NAME = "smollm2-135m-instruct"
 """The name the embedded model answers to (and reports in responses)."""
@@ -219,8 +232,10 @@ class LocalModel(Model):
                 f"The input ({len(prompt)} tokens) exceeds the embedded model's {N_CTX}-token context.",
                 param="input", code="context_length_exceeded")
         limit = min(request.max_output_tokens or room, room)
+        answering = not tools and content_schema is None and answers_from_results(request)
         grammar = (tool_grammar(tools, required, content_schema) if tools
-                   else schema_grammar(content_schema) if content_schema else None)
+                   else schema_grammar(content_schema) if content_schema
+                   else answer_grammar() if answering else None)
         temperature = DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
         top_p = 0.95 if request.top_p is None else request.top_p
 
@@ -230,11 +245,11 @@ class LocalModel(Model):
         reason: _Reason = "stop"
         # With tools the output is a JSON envelope: a message's content is streamed as it is
         # decoded; a call is emitted whole once its JSON is complete.
-        envelope = bool(tools)
+        envelope = bool(tools) or answering
         content = JsonStringStream() if envelope and content_schema is None else None
         streamed = 0
         for token in llm.generate(prompt, temperature=temperature, top_p=top_p, grammar=grammar,
-                                  repeat_penalty=1.0 if grammar else 1.1):
+                                  repeat_penalty=1.0 if grammar and not answering else 1.1):
             if job.cancelled.is_set():
                 return
             if llm.is_eog(token):

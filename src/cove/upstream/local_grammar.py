@@ -59,6 +59,16 @@ def tool_grammar(tools: list[dict[str, Any]], required: bool, content_schema: di
     return "\n".join([f"root ::= {' | '.join(alternatives)}", *rules, converter.format()])
 
 
+ANSWER_CHARS = 160
+"""How long an answer from tool results may be: a sentence, not a ramble to the window's end (left
+to itself, the 135M model repeats the output until its context is full)."""
+
+
+def answer_grammar() -> str:
+    """GBNF for a turn that answers from tool results: the tool-mode message, at most ``ANSWER_CHARS`` long."""
+    return tool_grammar([], False, {"type": "string", "maxLength": ANSWER_CHARS})
+
+
 def schema_grammar(schema: dict[str, Any]) -> str:
     """GBNF for output that is JSON matching ``schema``."""
     converter = _llama.SchemaConverter()

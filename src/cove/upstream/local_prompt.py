@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from cove.upstream.base import ModelRequest
+from cove.upstream.local_commands import hold_commands, user_turn
 
 
 def _part_text(part: Any) -> str:
@@ -58,6 +59,8 @@ def system_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[
     system = [request.instructions] if request.instructions else []
     if tools:
         system.append(_tool_prompt(tools))
+    elif answers_from_results(request):
+        system.append(_ANSWER_PROMPT)
     return [{"role": "system", "content": "\n\n".join(system)}] if system else []
 
 
@@ -65,6 +68,7 @@ def item_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[di
     """The message each input item becomes, in order; None for an item the model is not shown."""
     messages: list[dict[str, str] | None] = []
     names: dict[str, str] = {}
+    envelope = bool(tools) or answers_from_results(request)
     for item in request.input:
         kind = item.get("type", "message")
         message = None
@@ -76,7 +80,7 @@ def item_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[di
             name = str(item.get("name") or "")
             names[str(item.get("call_id"))] = name
             args = item.get("arguments") if kind == "function_call" else {"input": item.get("input")}
-            message = {"role": "assistant", "content": _call_text(name, args, bool(tools))}
+            message = {"role": "assistant", "content": _call_text(name, args, envelope)}
         elif kind in ("function_call_output", "custom_tool_call_output"):
             name = names.get(str(item.get("call_id")), "the function")
             output = item.get("output")
@@ -86,10 +90,27 @@ def item_messages(request: ModelRequest, tools: list[dict[str, Any]]) -> list[di
     return messages
 
 
+_ANSWER_PROMPT = ('Answer with JSON {"type": "message", "content": "..."}: one short sentence that tells the '
+                  "user what the function result says.")
+
+
+def answers_from_results(request: ModelRequest) -> bool:
+    """Whether this turn has tools but may call none of them after results came back (its hosted-call
+    rounds are used up, or every command the user named has run): the model answers from the results,
+    in the JSON message it wrote with tools on (``local_grammar.answer_grammar``), kept short."""
+    if not any(t.get("type", "function") == "function" and t.get("name") for t in request.tools):
+        return False
+    if function_tools(request)[0]:
+        return False
+    return any(item.get("type") in ("function_call_output", "custom_tool_call_output")
+               for item in user_turn(request.input)[1])
+
+
 def _tool_prompt(tools: list[dict[str, Any]]) -> str:
     lines = ["You can call functions. To call one, answer with JSON "
              '{"type": "function_call", "name": ..., "arguments": {...}}; '
-             'otherwise answer with {"type": "message", "content": "..."}. Functions:']
+             'otherwise answer with {"type": "message", "content": "..."}. After a result, answer the user '
+             "from it in a sentence or two. Functions:"]
     for tool in tools:
         spec = {"name": tool["name"], "description": tool.get("description") or "",
                 "parameters": tool.get("parameters") or {}}
@@ -98,7 +119,14 @@ def _tool_prompt(tools: list[dict[str, Any]]) -> str:
 
 
 def function_tools(request: ModelRequest) -> tuple[list[dict[str, Any]], bool]:
-    """The function tools the model may call now, and whether it must call one."""
+    """The function tools the model may call now, and whether it must call one; command arguments
+    held to the user's commands, which must run before it answers (``local_commands``)."""
+    tools, required = _offered(request)
+    held, due = hold_commands(tools, request.input)
+    return held, required or due
+
+
+def _offered(request: ModelRequest) -> tuple[list[dict[str, Any]], bool]:
     choice = request.tool_choice
     tools = [t for t in request.tools if t.get("type", "function") == "function" and t.get("name")]
     if not tools or choice == "none":

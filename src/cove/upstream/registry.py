@@ -62,6 +62,7 @@ class ModelRegistry:
 
     def __init__(self, settings: Settings) -> None:
         self.context_window = settings.context_window
+        self.local_max_tool_turns = settings.local_max_tool_turns
         self.upstreams: dict[str, Upstream] = {}
         self.aliases: dict[str, Alias] = {}
         self.default: str | None = None
@@ -140,6 +141,7 @@ class ModelRegistry:
                 raise UpstreamError("No model upstream is configured (set COVE_UPSTREAM_URL or COVE_MODELS_FILE) "
                                     f"and the embedded local model is not available: {exc}") from exc
             self._local = local_class()
+            self._local.max_tool_turns = self.local_max_tool_turns
         return self._local
 
     def warm_up(self) -> asyncio.Task[None] | None:
