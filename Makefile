@@ -29,7 +29,7 @@ run: setup image
 # The whole suite on SQLite, then the store-facing suites again on a real PostgreSQL server.
 test: setup image
 	$(VENV)/bin/pytest
-	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/store tests/api/test_containers.py tests/api/test_quotas.py tests/fuzz/test_findings.py
+	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/store tests/api/test_containers.py tests/api/test_quotas.py tests/api/test_openai_files.py tests/fuzz/test_findings.py
 
 # The long fuzz run (a few examples per operation already run in `make test`): FUZZ_EXAMPLES per
 # operation and mode; prints cases, statuses and the server's memory (bench/README.md, "Fuzzing").
