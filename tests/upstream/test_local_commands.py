@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import llama_cpp
+
+from cove.upstream.base import ModelRequest
 from cove.upstream.local_commands import hold_commands, suggested_commands
+from cove.upstream.local_grammar import answer_grammar
+from cove.upstream.local_prompt import result_quote
 
 SHELL = {"type": "function", "name": "shell", "parameters": {
     "type": "object", "properties": {"commands": {"type": "array", "items": {"type": "string"}},
@@ -73,3 +78,24 @@ def test_one_command_is_held_as_a_string_and_an_argv_is_left_alone() -> None:
     argv = {"type": "function", "name": "shell", "parameters": {"type": "object", "properties": {
         "command": {"type": "array", "items": {"type": "string"}}}}}
     assert hold_commands([argv], [user("run `date`")]) == ([argv], False)
+
+
+def _answering(output: str) -> ModelRequest:
+    return ModelRequest(model="m", tools=[SHELL], input=[
+        user("Run `python3 -V`"),
+        {"type": "function_call", "call_id": "c1", "name": "shell", "arguments": '{"commands": ["python3 -V"]}'},
+        {"type": "function_call_output", "call_id": "c1", "output": output}])
+
+
+def test_an_answer_from_results_quotes_what_the_newest_result_printed() -> None:
+    assert result_quote(_answering("[exit code 0]\nstdout:\nPython 3.11.2\n")) == "It printed: Python 3.11.2"
+    assert result_quote(_answering("[exit code 127]\nstderr:\nbash: nope: command not found\n")) == (
+        "The command failed (exit code 127). It printed: bash: nope: command not found")
+    assert result_quote(_answering("[timed out]\nstdout:\n")) == "The command timed out. It printed nothing."
+    assert result_quote(_answering("plain text\nsecond line")) == "It printed: plain text"
+    # Held by the grammar to exactly that quote (escaped as JSON), however the output is spelled.
+    grammar = answer_grammar(result_quote(_answering('[exit code 0]\nstdout:\nsaid "hi" \\ bye\n')))
+    assert grammar.startswith("root ::= ")
+    answer = json.loads(json.loads(grammar.removeprefix("root ::= ")))  # the literal is escaped as JSON is
+    assert answer == {"type": "message", "content": 'It printed: said "hi" \\ bye'}
+    assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None  # and llama.cpp parses it

@@ -165,7 +165,9 @@ class ShellTool(HostedTool):
         for entry in output.get("output") or []:
             outcome = entry.get("outcome", {})
             status = "timed out" if outcome.get("type") == "timeout" else f"exit code {outcome.get('exit_code')}"
-            parts.append(f"[{status}]\nstdout:\n{entry.get('stdout', '')}\nstderr:\n{entry.get('stderr', '')}")
+            stdout, stderr = entry.get("stdout", ""), entry.get("stderr", "")
+            parts.append("\n".join([f"[{status}]", *([f"stdout:\n{stdout}"] if stdout or not stderr else []),
+                                     *([f"stderr:\n{stderr}"] if stderr else [])]))
         return "\n\n".join(parts)
 
 

@@ -50,6 +50,7 @@ from cove.upstream.local_prompt import (
     chat_messages,
     function_tools,
     item_messages,
+    result_quote,
     system_messages,
 )
 
@@ -235,7 +236,7 @@ class LocalModel(Model):
         answering = not tools and content_schema is None and answers_from_results(request)
         grammar = (tool_grammar(tools, required, content_schema) if tools
                    else schema_grammar(content_schema) if content_schema
-                   else answer_grammar() if answering else None)
+                   else answer_grammar(result_quote(request)) if answering else None)
         temperature = DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
         top_p = 0.95 if request.top_p is None else request.top_p
 

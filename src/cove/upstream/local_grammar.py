@@ -64,9 +64,13 @@ ANSWER_CHARS = 160
 to itself, the 135M model repeats the output until its context is full)."""
 
 
-def answer_grammar() -> str:
-    """GBNF for a turn that answers from tool results: the tool-mode message, at most ``ANSWER_CHARS`` long."""
-    return tool_grammar([], False, {"type": "string", "maxLength": ANSWER_CHARS})
+def answer_grammar(quote: str) -> str:
+    """GBNF for a turn that answers from tool results: the tool-mode message whose content is ``quote``
+    (``local_prompt.result_quote``). A model this small, left free, rewrites what a command printed into
+    something it did not print (a wrong exit code, an error that never happened); held to the quote,
+    its answer is short and true."""
+    answer = MESSAGE_PREFIX[:-1] + json.dumps(quote[:ANSWER_CHARS]) + "}"
+    return f"root ::= {_gbnf_literal(answer)}"  # llama's schema converter mis-escapes a const's backslashes
 
 
 def schema_grammar(schema: dict[str, Any]) -> str:

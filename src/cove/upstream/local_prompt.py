@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any
 
 from cove.upstream.base import ModelRequest
@@ -104,6 +105,31 @@ def answers_from_results(request: ModelRequest) -> bool:
         return False
     return any(item.get("type") in ("function_call_output", "custom_tool_call_output")
                for item in user_turn(request.input)[1])
+
+
+_STATUS = re.compile(r"\[(exit code (-?\d+)|timed out)\]")
+
+
+def result_quote(request: ModelRequest) -> str:
+    """The answer to a turn that answers from tool results: what the newest result printed, in a sentence.
+
+    Its first line that says something (status lines such as ``[exit code 0]`` and labels such as
+    ``stdout:`` are the tool's framing, not its output); a failure or timeout the framing reports is
+    said first."""
+    outputs = [item for item in user_turn(request.input)[1]
+               if item.get("type") in ("function_call_output", "custom_tool_call_output")]
+    output = outputs[-1].get("output") if outputs else ""
+    text = output if isinstance(output, str) else _content_text(output)
+    failure = ""
+    for line in text.splitlines():
+        status = _STATUS.fullmatch(line.strip())
+        if status and status.group(1) == "timed out":
+            failure = "The command timed out. "
+        elif status and status.group(2) not in (None, "0"):
+            failure = f"The command failed (exit code {status.group(2)}). "
+    said = next((line.strip() for line in text.splitlines()
+                 if line.strip() and not _STATUS.fullmatch(line.strip()) and not line.strip().endswith(":")), "")
+    return f"{failure}It printed: {said}" if said else f"{failure}It printed nothing."
 
 
 def _tool_prompt(tools: list[dict[str, Any]]) -> str:
