@@ -95,6 +95,8 @@ class Reply:
     """Seconds between streamed chunks."""
     chunk_chars: int = 4
     """Characters per text delta and per tool-argument delta."""
+    junk_chunks: list[Any] = field(default_factory=list)
+    """Chat stream chunks sent as they are before the answer (malformed ones, as a broken upstream sends)."""
 
 
 Turn = Reply | Callable[[dict[str, Any]], Reply]
@@ -331,6 +333,7 @@ def chat_chunks(reply: Reply, body: dict[str, Any]) -> Iterator[dict[str, Any] |
         return {**envelope, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
     yield chunk({"role": "assistant", "content": ""})
+    yield from reply.junk_chunks
     for piece in _pieces(reply.reasoning or "", reply.chunk_chars):
         yield chunk({reply.reasoning_field: piece})
     for piece in _pieces(reply.text, reply.chunk_chars):

@@ -306,6 +306,17 @@ def test_error_in_the_middle_of_the_stream(upstream: ScriptedUpstream, collect: 
         collect(model(upstream), ask())
 
 
+def test_malformed_chunks_are_read_field_by_field(upstream: ScriptedUpstream, collect: Collect) -> None:
+    """Chunks are read as plain JSON, not the SDK's models: a field of the wrong type is skipped, never a crash."""
+    junk = [[1, 2], "text", {"choices": "none"}, {"usage": "lots", "choices": [
+        {"index": 0, "delta": {"content": 5, "refusal": ["x"], "tool_calls": "no", "reasoning": {}},
+         "logprobs": {"content": "bad"}, "finish_reason": 7}, "not a choice"]}]
+    upstream.script([Reply(text="still fine", junk_chunks=junk)])
+    events = collect(model(upstream), ask())
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "still fine"
+    assert events[-1] == Finish("stop", events[-1].usage)
+
+
 def test_stream_that_ends_without_finishing(upstream: ScriptedUpstream, collect: Collect) -> None:
     upstream.script([Reply(text="never ends", truncate=True)])
     with pytest.raises(UpstreamError, match="ended the answer before it finished"):

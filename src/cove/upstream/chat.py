@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai import AsyncStream
 
 from cove.errors import InvalidRequest, UpstreamError
 from cove.upstream.base import (
@@ -44,7 +43,7 @@ class ChatCompletionsModel(ClientModel):
         turn = _Turn(self, request)
         with upstream_errors(self.where):
             answer = await self._open(to_chat_params(request))
-            if isinstance(answer, ChatCompletion):
+            if not isinstance(answer, AsyncStream):
                 for event in turn.whole(answer):
                     yield event
             else:
@@ -64,7 +63,7 @@ class ChatCompletionsModel(ClientModel):
         tried: set[str] = set()
         while True:
             try:
-                return await create(self.client, "/chat/completions", params, ChatCompletion, ChatCompletionChunk)
+                return await create(self.client, "/chat/completions", params)
             except openai.APIStatusError as exc:
                 fix = _compat_fix(params, exc) if exc.status_code == 400 else None
                 if fix is None or fix[0] in tried:
@@ -105,41 +104,46 @@ class _Turn:
         self.produced = 0  # characters, for estimating usage
 
     def feed(self, chunk: Any) -> Iterator[ModelEvent]:
-        if getattr(chunk, "usage", None):
-            self.usage = _usage(chunk.usage)
-        for choice in chunk.choices or []:
-            if choice.index in (0, None):
-                yield from self._delta(choice.delta, choice.delta.tool_calls or [], _logprobs(choice))
-                self.reason = choice.finish_reason or self.reason
+        chunk = _object(chunk)
+        if chunk.get("usage"):
+            self.usage = _usage(_object(chunk["usage"]))
+        for choice in _objects(chunk.get("choices")):
+            if choice.get("index") in (0, None):
+                delta = _object(choice.get("delta"))
+                yield from self._delta(delta, _objects(delta.get("tool_calls")), _logprobs(choice))
+                self.reason = _text(choice.get("finish_reason")) or self.reason
 
-    def whole(self, completion: ChatCompletion) -> Iterator[ModelEvent]:
-        if completion.usage:
-            self.usage = _usage(completion.usage)
-        for choice in completion.choices[:1]:
-            calls = [SimpleNamespace(index=i, id=call.id, function=getattr(call, "function", None))
-                     for i, call in enumerate(choice.message.tool_calls or [])]
-            yield from self._delta(choice.message, calls, _logprobs(choice))
-            self.reason = choice.finish_reason or "stop"
+    def whole(self, completion: Any) -> Iterator[ModelEvent]:
+        completion = _object(completion)
+        if completion.get("usage"):
+            self.usage = _usage(_object(completion["usage"]))
+        for choice in _objects(completion.get("choices"))[:1]:
+            message = _object(choice.get("message"))
+            calls = [{**call, "index": i} for i, call in enumerate(_objects(message.get("tool_calls")))]
+            yield from self._delta(message, calls, _logprobs(choice))
+            self.reason = _text(choice.get("finish_reason")) or "stop"
 
-    def _delta(self, delta: Any, tool_calls: list[Any],
+    def _delta(self, delta: dict[str, Any], tool_calls: list[dict[str, Any]],
                logprobs: list[dict[str, Any]] | None = None) -> Iterator[ModelEvent]:
-        extra = delta.model_extra or {}
         # llama.cpp and DeepSeek say reasoning_content; vLLM, Ollama and OpenRouter say reasoning.
-        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
+        reasoning = _text(delta.get("reasoning_content")) or _text(delta.get("reasoning"))
+        if reasoning:
             self.produced += len(reasoning)
             yield ReasoningDelta(reasoning)
-        if delta.content:
-            self.produced += len(delta.content)
-            yield TextDelta(delta.content, logprobs)
-        if delta.refusal:
-            self.produced += len(delta.refusal)
-            yield RefusalDelta(delta.refusal)
+        content = _text(delta.get("content"))
+        if content:
+            self.produced += len(content)
+            yield TextDelta(content, logprobs)
+        refusal = _text(delta.get("refusal"))
+        if refusal:
+            self.produced += len(refusal)
+            yield RefusalDelta(refusal)
         for call in tool_calls:
             yield from self._tool_call(call)
 
-    def _tool_call(self, call: Any) -> Iterator[ModelEvent]:
-        function, index, call_id = getattr(call, "function", None), getattr(call, "index", None), call.id
+    def _tool_call(self, call: dict[str, Any]) -> Iterator[ModelEvent]:
+        function, index, call_id = _object(call.get("function")), call.get("index"), _text(call.get("id"))
+        index = index if isinstance(index, int) else None
         current = self.by_index.get(index)
         # New when the index is unseen, or a known index comes with another id (some upstreams put
         # every call at index 0).
@@ -147,8 +151,8 @@ class _Turn:
             current = call_id or f"call_{secrets.token_hex(12)}"
             self.by_index[index] = current
             self.position[current] = len(self.position)
-            yield ToolCallStart(self.position[current], current, getattr(function, "name", None) or "")
-        arguments = getattr(function, "arguments", None)
+            yield ToolCallStart(self.position[current], current, _text(function.get("name")))
+        arguments = _text(function.get("arguments"))
         if arguments:
             self.produced += len(arguments)
             yield ToolCallDelta(self.position[current], arguments)
@@ -162,21 +166,41 @@ class _Turn:
         return Finish(reason, usage)
 
 
-def _logprobs(choice: Any) -> list[dict[str, Any]] | None:
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object of the upstream's answer, or an empty one where it sent something else: chunks are
+    read as plain JSON (building the SDK's models for each was a tenth of the server's CPU per response
+    against a fast upstream), so their shape is checked here, field by field, instead."""
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Chat logprobs of the content's tokens, in the Responses shape (the same fields)."""
-    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    content = _objects(_object(choice.get("logprobs")).get("content"))
     if not content:
         return None
-    return [{"token": entry.token, "logprob": entry.logprob, "bytes": entry.bytes or [],
-             "top_logprobs": [{"token": top.token, "logprob": top.logprob, "bytes": top.bytes or []}
-                              for top in entry.top_logprobs or []]} for entry in content]
+    return [{"token": _text(entry.get("token")), "logprob": entry.get("logprob"), "bytes": entry.get("bytes") or [],
+             "top_logprobs": [{"token": _text(top.get("token")), "logprob": top.get("logprob"),
+                               "bytes": top.get("bytes") or []} for top in _objects(entry.get("top_logprobs"))]}
+            for entry in content]
 
 
-def _usage(raw: Any) -> Usage:
-    prompt, completion = getattr(raw, "prompt_tokens_details", None), getattr(raw, "completion_tokens_details", None)
-    return Usage(input_tokens=raw.prompt_tokens or 0, output_tokens=raw.completion_tokens or 0,
-                 cached_tokens=getattr(prompt, "cached_tokens", None) or 0,
-                 reasoning_tokens=getattr(completion, "reasoning_tokens", None) or 0)
+def _usage(raw: dict[str, Any]) -> Usage:
+    prompt, completion = _object(raw.get("prompt_tokens_details")), _object(raw.get("completion_tokens_details"))
+    return Usage(input_tokens=_count(raw.get("prompt_tokens")), output_tokens=_count(raw.get("completion_tokens")),
+                 cached_tokens=_count(prompt.get("cached_tokens")),
+                 reasoning_tokens=_count(completion.get("reasoning_tokens")))
 
 
 # ---- Responses request -> Chat Completions request ----------------------------------------------
