@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from cove.agent import includes
@@ -45,6 +46,13 @@ async def _params(request: Request) -> CreateParams:
 Params = Annotated[CreateParams, Depends(_params)]
 
 
+def _answer(response: dict[str, Any]) -> JSONResponse:
+    """A response object sent as it is: it is plain JSON already (built from the wire's own dicts), so
+    FastAPI's walk through it (``jsonable_encoder``, a few percent of the server's CPU per response
+    against a fast upstream) would change nothing."""
+    return JSONResponse(response)
+
+
 async def _follow(run: Run) -> AsyncIterator[dict[str, Any]]:
     try:
         async for event in run.log.follow():
@@ -61,8 +69,8 @@ async def create_response(params: Params, request: Request, project: Project) ->
     if params.stream:
         return sse.stream(includes.events(_follow(run), params.include))
     if params.background:
-        return includes.response(run.builder.snapshot(), params.include)
-    return includes.response(await service.wait(run), params.include)
+        return _answer(includes.response(run.builder.snapshot(), params.include))
+    return _answer(includes.response(await service.wait(run), params.include))
 
 
 @router.post("/input_tokens")
@@ -85,7 +93,7 @@ async def get_response(response_id: str, request: Request, project: Project, str
     shown = includes.checked(include)
     if stream:
         return sse.stream(includes.events(await service.events(project, response_id, starting_after), shown))
-    return includes.response(await service.get(project, response_id), shown)
+    return _answer(includes.response(await service.get(project, response_id), shown))
 
 
 @router.delete("/{response_id}")
