@@ -39,6 +39,9 @@ WEATHER = {"type": "function", "name": "get_weather", "parameters": {
 SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
 
 
+pytestmark = pytest.mark.root  # every test here runs a server, and a server runs the container engine
+
+
 @pytest.fixture(scope="module")
 def responses_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     """A server whose upstream speaks the Responses API (the same scripted model)."""
@@ -305,7 +308,6 @@ def test_conversation_items(http: httpx.Client, upstream: ScriptedUpstream) -> N
 
 # -- hosted tools in containers -------------------------------------------------------------------
 
-@pytest.mark.root
 def test_hosted_shell(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     upstream.script([Reply(tool_calls=[ToolCall("shell", json.dumps({"commands": ["echo spec"]}))]),
                      Reply(text="It printed spec.")])
@@ -316,7 +318,6 @@ def test_hosted_shell(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     assert [item["type"] for item in output] == ["shell_call", "shell_call_output", "message"]
 
 
-@pytest.mark.root
 @pytest.mark.parametrize(("tools", "call", "types"), [
     ([{"type": "apply_patch", "container": "auto"}],
      ToolCall("apply_patch", json.dumps({"type": "create_file", "path": "/app/a.txt", "diff": "+hi\n"})),
@@ -333,7 +334,6 @@ def test_hosted_edits_and_a_refused_call(http: httpx.Client, upstream: ScriptedU
     assert [item["type"] for item in events[-1]["response"]["output"]] == [*types, "message"]
 
 
-@pytest.mark.root
 def test_code_interpreter_outputs_only_when_included(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     tools = [{"type": "code_interpreter", "container": {"type": "auto"}}]
     code = "print(6 * 7)\nopen('/mnt/data/answer.txt', 'w').write('42')"
