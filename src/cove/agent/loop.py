@@ -299,7 +299,7 @@ async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None
         items.append((tool, call))
     outputs = await asyncio.gather(*(tool.run(call, run) for tool, call in items))
     for (_tool, call), output in zip(items, outputs, strict=True):
-        turn.context.extend([call] if output is call else [call, output])
+        turn.context.extend(_call_items(call, output))
     for tool, call_id, arguments in step.hosted[len(allowed):]:
         await _ignore(turn, tool, call_id, arguments)
 
@@ -309,11 +309,10 @@ async def _refuse(turn: Turn, builder: ResponseBuilder, tool: HostedTool, call_i
     """Arguments that do not fit the tool: its own call and a failed output (clients resolve calls by
     item type), which the model reads next turn as why, and can retry."""
     assert turn.workspace is not None, "a request with hosted tools has a workspace"
-    call, output = await tool.refused(call_id, arguments, message, turn.workspace)
-    await builder.item(call)
-    if output is not call:
-        await builder.item(output)
-    turn.context.extend([call] if output is call else [call, output])
+    items = _call_items(*await tool.refused(call_id, arguments, message, turn.workspace))
+    for item in items:
+        await builder.item(item)
+    turn.context.extend(items)
 
 
 async def _ignore(turn: Turn, tool: HostedTool, call_id: str, arguments: str) -> None:
@@ -324,7 +323,12 @@ async def _ignore(turn: Turn, tool: HostedTool, call_id: str, arguments: str) ->
     message = (f"Not run: this response reached its limit of {turn.params.max_tool_calls} tool calls "
                "(max_tool_calls). Answer with the results you have.")
     call, output = await tool.refused(call_id, arguments, message, turn.workspace)
-    turn.context.extend([call] if output is call else [call, output])
+    turn.context.extend(_call_items(call, output))
+
+
+def _call_items(call: dict[str, Any], output: dict[str, Any]) -> list[dict[str, Any]]:
+    """A hosted call and its output as context items: one item when the tool's call carries its output."""
+    return [call] if output is call else [call, output]
 
 
 def _add_usage(total: Usage, more: Usage) -> None:
