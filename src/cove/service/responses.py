@@ -123,12 +123,7 @@ class ResponseService:
         params.check()
         refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
-        for index, tool in enumerate(params.tools):
-            environment = tool.get("environment") or tool.get("container")
-            if isinstance(environment, dict) and environment.get("network_policy"):
-                egress = network_limits(environment["network_policy"])
-                self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
-        await self._check_tool_files(project, params)
+        await self._check_tool_environments(project, params)
         turn, run = await self._prepare(project, params, earlier)
         turn.generate = generate
         # An item the upstream cannot take is a 400, not a failed run (checked off the event loop: it
@@ -151,12 +146,18 @@ class ResponseService:
             self._launch(run, turn)
         return run
 
-    async def _check_tool_files(self, project: str, params: CreateParams) -> None:
-        """The ``file_ids`` a tool's new container would get name files of the project (else a 404 naming one)."""
+    async def _check_tool_environments(self, project: str, params: CreateParams) -> None:
+        """What a tool's new container would get is the project's to give: its network policy within the
+        project's rules, its ``file_ids`` files of the project (else a 404 naming one)."""
         for index, tool in enumerate(params.tools):
             key = "environment" if "environment" in tool else "container"
             environment = tool.get(key)
-            if isinstance(environment, dict) and environment.get("file_ids"):
+            if not isinstance(environment, dict):
+                continue
+            if environment.get("network_policy"):
+                egress = network_limits(environment["network_policy"])
+                self.policies.check_network(project, egress, f"tools[{index}].environment.network_policy")
+            if environment.get("file_ids"):
                 await self.project_files.check(project, list(environment["file_ids"]), f"tools[{index}].{key}.file_ids")
 
     async def _prepare(self, project: str, params: CreateParams,
