@@ -20,9 +20,9 @@ are committed again on their own, so the error reaches only the caller it belong
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from itertools import pairwise
 from typing import Any
 
@@ -58,29 +58,18 @@ def merge(units: list[list[Write]]) -> list[Write] | None:
     """The units' writes as one ``Write`` per distinct statement, in an order that keeps every unit's
     own order; None when no such order exists (a unit runs a statement, another, then the first again)."""
     rows: dict[Executable, list[dict[str, Any]]] = {}
-    after: dict[Executable, set[Executable]] = defaultdict(set)
+    order: TopologicalSorter[Executable] = TopologicalSorter()
     for unit in units:
         for write in unit:
             rows.setdefault(write.statement, []).extend(write.rows)
+            order.add(write.statement)
         for earlier, later in pairwise(unit):
             if earlier.statement is not later.statement:
-                after[earlier.statement].add(later.statement)
-    waiting_for = dict.fromkeys(rows, 0)
-    for thens in after.values():
-        for then in thens:
-            waiting_for[then] += 1
-    order: list[Executable] = []
-    ready = [statement for statement, count in waiting_for.items() if count == 0]
-    while ready:
-        statement = ready.pop(0)
-        order.append(statement)
-        for then in after.get(statement, ()):
-            waiting_for[then] -= 1
-            if waiting_for[then] == 0:
-                ready.append(then)
-    if len(order) < len(rows):
+                order.add(later.statement, earlier.statement)
+    try:
+        return [Write(statement, rows[statement]) for statement in order.static_order()]
+    except CycleError:
         return None
-    return [Write(statement, rows[statement]) for statement in order]
 
 
 class Writer:
