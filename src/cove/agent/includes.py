@@ -18,21 +18,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from cove.agent.request import INCLUDABLE
-from cove.errors import InvalidRequest
 from cove.upstream.base import ENCRYPTED_REASONING, LOGPROBS
 
 CODE_OUTPUTS = "code_interpreter_call.outputs"
 INPUT_IMAGE_URL = "message.input_image.image_url"
-
-
-def checked(include: list[str] | None) -> list[str] | None:
-    """``include[]`` of a read, refused as on create when it names something the SDK does not list."""
-    for value in include or []:
-        if value not in INCLUDABLE:
-            raise InvalidRequest(f"Invalid value for 'include': {value!r} is not supported.",
-                                 param="include", code="invalid_value")
-    return include
 
 
 def output_item(item: dict[str, Any], include: Iterable[str] | None) -> dict[str, Any]:

@@ -79,10 +79,7 @@ class CreateParams(BaseModel):
                                  param="store")
         if self.prompt is not None:
             raise InvalidRequest("Prompt templates are not supported by this server.", param="prompt")
-        for value in self.include or []:
-            if value not in INCLUDABLE:
-                raise InvalidRequest(f"Invalid value for 'include': {value!r} is not supported.",
-                                     param="include", code="invalid_value")
+        check_include(self.include)
         check_metadata(self.metadata)
         check_context_management(self.context_management)
         self._check_tools()
@@ -111,6 +108,15 @@ class CreateParams(BaseModel):
                 and choice.get("name") not in self.toolbox.function_names):
             raise InvalidRequest(f"tool_choice names a function that is not in tools: {choice.get('name')!r}.",
                                  param="tool_choice", code="invalid_value")
+
+
+def check_include(include: list[str] | None) -> list[str] | None:
+    """``include`` on create or on a read, refused when it names something the SDK does not list."""
+    for value in include or []:
+        if value not in INCLUDABLE:
+            raise InvalidRequest(f"Invalid value for 'include': {value!r} is not supported.",
+                                 param="include", code="invalid_value")
+    return include
 
 
 def check_metadata(metadata: dict[str, str] | None) -> None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from cove.agent import includes
+from cove.agent.request import check_include
 from cove.api.auth import project_of
 from cove.service.conversations import ConversationService
 from cove.service.objects import Conversation, Deleted, ListPage
@@ -72,7 +73,7 @@ async def add_items(conversation_id: str, body: ItemsCreate, request: Request,
 async def list_items(conversation_id: str, request: Request, project: Project, after: str | None = None,
                      limit: int = 20, order: Literal["asc", "desc"] = "desc", include: Include = None,
                      ) -> ListPage[dict[str, Any]]:
-    includes.checked(include)
+    check_include(include)
     page = await _service(request).list_items(project, conversation_id, Page(after, limit, order))
     return ListPage.of([includes.item(item, include) for item in page.data], page.has_more)
 
@@ -81,7 +82,7 @@ async def list_items(conversation_id: str, request: Request, project: Project, a
 async def get_item(conversation_id: str, item_id: str, request: Request, project: Project,
                    include: Include = None) -> dict[str, Any]:
     return includes.item(await _service(request).get_item(project, conversation_id, item_id),
-                         includes.checked(include))
+                         check_include(include))
 
 
 @router.delete("/{conversation_id}/items/{item_id}")

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from cove.agent import includes
 from cove.agent.compaction import CompactParams
-from cove.agent.request import CountParams, CreateParams
+from cove.agent.request import CountParams, CreateParams, check_include
 from cove.api import sse
 from cove.api.auth import project_of
 from cove.service.objects import Deleted, ListPage
@@ -90,7 +90,7 @@ async def get_response(response_id: str, request: Request, project: Project, str
                        starting_after: Annotated[int, Query(ge=-1, le=MAX_SEQUENCE_NUMBER)] = -1,
                        include: Annotated[list[str] | None, Query(alias="include[]")] = None) -> Any:
     service = _service(request)
-    shown = includes.checked(include)
+    shown = check_include(include)
     if stream:
         return sse.stream(includes.events(await service.events(project, response_id, starting_after), shown))
     return _answer(includes.response(await service.get(project, response_id), shown))
@@ -112,7 +112,7 @@ async def list_input_items(response_id: str, request: Request, project: Project,
                            limit: int = 20, order: Literal["asc", "desc"] = "desc",
                            include: Annotated[list[str] | None, Query(alias="include[]")] = None,
                            ) -> ListPage[dict[str, Any]]:
-    includes.checked(include)
+    check_include(include)
     items, has_more = await _service(request).input_items(project, response_id, Page(after, limit, order))
     return ListPage.of([includes.input_item(item, include) for item in items], has_more)
 
