@@ -12,7 +12,7 @@ import abc
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -169,6 +169,61 @@ class Files(abc.ABC):
         shallowest first, among the first ``visits`` entries looked at (files and directories)."""
 
 
+DISPLAY_ENVIRONMENTS = ("browser", "linux", "ubuntu", "windows", "mac")
+"""OpenAI's computer ``environment`` values. Cove's displays are Linux: ``browser`` opens Chromium full
+screen, the others show a plain desktop (a model told ``windows`` still sees Linux)."""
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The display a computer tool or ``POST /v1/containers/{id}/computer`` asks for on first use."""
+
+    width: int = 1024
+    height: int = 768
+    environment: str = "browser"
+
+
+class Channel(abc.ABC):
+    """A byte stream to a program in the container (the live view's RFB connection)."""
+
+    @abc.abstractmethod
+    async def read(self) -> bytes:
+        """The next bytes the program wrote; ``b""`` once it has closed its end."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Sends bytes to the program (waits while its end is full)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Ends the program and frees the stream."""
+
+
+class Display(abc.ABC):
+    """A container's screen: an X server started on first use, with a window manager and, for
+    ``environment: "browser"``, Chromium full screen. Actions are OpenAI's computer actions as the
+    ``openai`` SDK types them (``{"type": "click", "x", "y", "button"}``, ``double_click``, ``drag``
+    with ``path``, ``keypress`` with ``keys``, ``move``, ``scroll``, ``type``, ``wait``, ``screenshot``);
+    one that does not fit is an ``InvalidRequest`` naming ``actions[i]``. Safe to use from many tasks
+    at once: actions on one display run one batch at a time."""
+
+    screen: Screen
+    """What it was started with (a later request for another size gets this one)."""
+
+    @abc.abstractmethod
+    async def act(self, actions: list[dict[str, Any]]) -> bytes:
+        """Performs the actions in order and returns a PNG of the screen, at display size, taken once
+        it stopped changing (or after a bound)."""
+
+    @abc.abstractmethod
+    async def screenshot(self) -> bytes:
+        """A PNG of the screen now, without waiting for it to settle."""
+
+    @abc.abstractmethod
+    async def vnc(self) -> Channel:
+        """A new RFB (VNC) connection to the screen, for a person to watch or take over."""
+
+
 class Sandbox(abc.ABC):
     """One container. Safe to use from many tasks at once."""
 
@@ -181,6 +236,12 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def files(self) -> Files:
         """The container's files (reachable while it is stopped too)."""
+
+    async def display(self, screen: Screen | None = None) -> Display:
+        """The container's display, started with ``screen`` if it is not running yet (None: the
+        defaults). Containers whose image has no display refuse (``InvalidRequest``)."""
+        raise InvalidRequest("This container's image has no display: create it from a desktop image.",
+                             code="no_display")
 
     @abc.abstractmethod
     async def stop(self) -> None:
