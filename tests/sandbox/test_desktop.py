@@ -1,0 +1,315 @@
+"""A real desktop container: the display agent, Xvfb, openbox and Chromium, driven through
+``LinuxSandbox.display`` like the API and the computer tool drive it.
+
+One container serves the module (a Chromium start is the slow part); a page served inside it, by
+``python3 -m http.server`` on the container's loopback, records what the browser did in the
+server's log, read back through the container's files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cove.config import Settings
+from cove.errors import DisplayError, InvalidRequest
+from cove.sandbox.base import Command, Limits, Screen
+from cove.sandbox.images.store import ImageStore
+from cove.sandbox.linux.container import LinuxSandbox
+from cove.sandbox.linux.display import png_size
+from cove.sandbox.linux.engine import LinuxEngine
+from tests.conftest import IMAGES_DIR, data_dir
+from tests.polling import eventually_async
+
+pytestmark = pytest.mark.root
+
+T = TypeVar("T")
+PAGE = """<!doctype html>
+<html><head><title>start</title><style>body { margin: 0 }</style></head>
+<body onload="fetch('/loaded')">
+<button id="b" style="position:absolute; left:0; top:0; width:300px; height:100px; font-size:30px"
+ onclick="document.title = 'clicked'; document.body.style.background = '#0a0'; fetch('/clicked')">Click me</button>
+<form action="/submitted" method="get" style="position:absolute; left:0; top:150px">
+<input name="text" style="width:400px; height:40px; font-size:20px"></form>
+</body></html>
+"""
+LOG = "/srv/http.log"
+# The page's content starts below Chromium's tab strip and toolbar (87 px at 1024x768).
+BUTTON = (150, 87 + 50)
+FIELD = (200, 87 + 170)
+
+
+@dataclass
+class Desktop:
+    engine: LinuxEngine
+    sandbox: LinuxSandbox
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=120)
+
+    async def sh(self, command: str) -> str:
+        out = await self.sandbox.exec(Command(command, 30_000, 100_000))
+        assert out.outcome.type == "exit" and out.outcome.exit_code == 0, out
+        return out.stdout
+
+    async def log(self) -> str:
+        files = await self.sandbox.files()
+        return (await files.read(LOG, 1 << 20)).data.decode()
+
+
+def start_engine(name: str) -> LinuxEngine:
+    data = data_dir(name)
+    settings = Settings(data_dir=data, images_dir=IMAGES_DIR, warm_pool=0, disk_limit="2g")
+    return LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
+
+
+@pytest.fixture(scope="module")
+def desktop() -> Iterator[Desktop]:
+    if not (IMAGES_DIR / "manifests" / "desktop.json").exists():
+        pytest.fail(f"the desktop image is missing in {IMAGES_DIR}: run `make image`")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    engine = start_engine("cove-desktop")
+
+    async def start() -> LinuxSandbox:
+        await engine.start()
+        sandbox = await engine.create("cntr_desktop", "desktop", Limits(memory="4g", cpus=2))
+        files = await sandbox.files()
+        await files.write("/srv/page/index.html", [PAGE.encode()])
+        await sandbox.exec(Command(f"cd /srv/page && setsid python3 -m http.server 8000 --bind 127.0.0.1 "
+                                   f">{LOG} 2>&1 </dev/null &", 10_000, 1000))
+        return sandbox
+
+    sandbox = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=120)
+    yield Desktop(engine, sandbox, loop)
+
+    async def stop() -> None:
+        await engine.destroy("cntr_desktop")
+        await engine.close()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=120)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+    shutil.rmtree(engine.settings.data_dir, ignore_errors=True)
+
+
+def is_png_of(data: bytes, screen: Screen) -> bool:
+    return png_size(data) == (screen.width, screen.height)
+
+
+async def open_page(d: Desktop) -> bytes:
+    """Navigates through the address bar, as a model would, and waits for the page to load."""
+    display = await d.sandbox.display()
+    before = len((await d.log()).splitlines())
+    shot = await display.act([{"type": "keypress", "keys": ["CTRL", "L"]},
+                              {"type": "type", "text": "http://127.0.0.1:8000/"},
+                              {"type": "keypress", "keys": ["ENTER"]}])
+
+    async def loaded() -> bool:
+        return "GET /loaded" in "".join((await d.log()).splitlines(keepends=True)[before:])
+
+    await eventually_async(loaded, what="the page to load in Chromium")
+    return shot
+
+
+def test_clicking_and_typing_change_the_page_in_real_chromium(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display(Screen(1024, 768, "browser"))
+        first = await display.screenshot()
+        assert is_png_of(first, display.screen)
+        await open_page(desktop)
+        page = await display.screenshot()
+        clicked = await display.act([{"type": "click", "x": BUTTON[0], "y": BUTTON[1], "button": "left"}])
+        assert is_png_of(clicked, display.screen) and clicked != page
+        await eventually_async(lambda: _has(desktop, "GET /clicked"), what="the button's fetch")
+        await display.act([{"type": "click", "x": FIELD[0], "y": FIELD[1]},
+                           {"type": "type", "text": "hello computer 42"},
+                           {"type": "keypress", "keys": ["ENTER"]}])
+        await eventually_async(lambda: _has(desktop, "GET /submitted?text=hello+computer+42"),
+                               what="the form's submission with the typed text")
+
+    desktop.run(body())
+
+
+async def _has(d: Desktop, text: str) -> bool:
+    return text in await d.log()
+
+
+def test_a_command_in_the_container_reaches_the_same_screen(desktop: Desktop) -> None:
+    async def body() -> None:
+        await desktop.sandbox.display()
+        assert (await desktop.sh("echo $DISPLAY")).strip() == ":1"
+        # A window of a command run in the container shows in the display's screenshots.
+        await desktop.sh("xdotool search --onlyvisible --class chromium | head -1 >/dev/null")
+        before = len((await desktop.log()).splitlines())
+        await desktop.sh("chromium --no-sandbox http://127.0.0.1:8000/?from=command >/dev/null 2>&1 &")
+
+        async def opened() -> bool:
+            return "GET /?from=command" in "".join((await desktop.log()).splitlines(keepends=True)[before:])
+
+        await eventually_async(opened, what="the page a command opened in the display's Chromium")
+        windows = await desktop.sh("xdotool search --onlyvisible --class chromium")
+        assert windows.split(), "no Chromium window on the display"
+
+    desktop.run(body())
+
+
+def test_keypress_names_are_mapped_to_the_keys_a_page_sees(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        await open_page(desktop)
+        # In the field: select-all and delete (CTRL+A, BACKSPACE), arrows and modifiers by OpenAI's names.
+        await display.act([{"type": "click", "x": FIELD[0], "y": FIELD[1]},
+                           {"type": "type", "text": "abc"},
+                           {"type": "keypress", "keys": ["ctrl", "a"]},
+                           {"type": "keypress", "keys": ["BACKSPACE"]},
+                           {"type": "type", "text": "xz"},
+                           {"type": "keypress", "keys": ["ARROWLEFT"]},
+                           {"type": "type", "text": "y"},
+                           {"type": "keypress", "keys": ["END"]},
+                           {"type": "keypress", "keys": ["SHIFT", "1"]},
+                           {"type": "keypress", "keys": ["Enter"]}])
+        await eventually_async(lambda: _has(desktop, "GET /submitted?text=xyz%21"),
+                               what="the field to hold xyz! after the key presses")
+
+    desktop.run(body())
+
+
+@pytest.mark.parametrize(("action", "why"), [
+    ({"type": "teleport"}, "unknown action type"),
+    ({"type": "click", "x": 5000, "y": 10}, "off the"),
+    ({"type": "click", "x": "ten", "y": 10}, "x must be a number"),
+    ({"type": "click", "x": 10, "y": 10, "button": "thumb"}, "button must be"),
+    ({"type": "keypress", "keys": ["CTRL", "NOSUCHKEY"]}, "unknown key 'NOSUCHKEY'"),
+    ({"type": "keypress", "keys": []}, "keys must be"),
+    ({"type": "drag", "path": [{"x": 1, "y": 1}]}, "path must be"),
+    ({"type": "type"}, "text is required"),
+    ("click", "must be an object"),
+])
+def test_actions_that_do_not_fit_are_refused_naming_them(desktop: Desktop, action: Any, why: str) -> None:
+    display = desktop.run(desktop.sandbox.display())
+    with pytest.raises(InvalidRequest) as caught:
+        desktop.run(display.act([{"type": "move", "x": 1, "y": 1}, action]))
+    assert caught.value.param == "actions[1]" and why in caught.value.message
+    with pytest.raises(InvalidRequest) as empty:
+        desktop.run(display.act([]))
+    assert empty.value.param == "actions"
+
+
+def test_the_other_actions_run(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        await open_page(desktop)
+        shots = [await display.act([action]) for action in (
+            {"type": "move", "x": 500, "y": 500},
+            {"type": "double_click", "x": 600, "y": 600},
+            {"type": "click", "x": 600, "y": 600, "button": "right"},
+            {"type": "keypress", "keys": ["ESC"]},
+            {"type": "scroll", "x": 500, "y": 400, "scroll_x": 0, "scroll_y": 300},
+            {"type": "drag", "path": [{"x": 10, "y": 300}, {"x": 100, "y": 320}, {"x": 200, "y": 340}]},
+            {"type": "wait"},
+            {"type": "screenshot"},
+        )]
+        assert all(is_png_of(shot, display.screen) for shot in shots)
+
+    desktop.run(body())
+
+
+def test_a_killed_agent_is_started_again_on_next_use(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        await display.screenshot()
+        servers = await desktop.sh("pgrep -x Xvfb")
+        await desktop.sh("pkill -KILL -f display-agent")
+
+        async def works() -> bytes:
+            return await display.screenshot()
+
+        # The kill may be seen first as a broken reply (one DisplayError), then the agent restarts.
+        shot = await eventually_async(works, what="the display to come back", ignoring=(DisplayError,))
+        assert is_png_of(shot, display.screen)
+        again = await desktop.sh("pgrep -x Xvfb")
+        assert len(again.split()) == 1 and again != servers, "the old X server outlived its agent"
+
+    desktop.run(body())
+
+
+def test_concurrent_callers_take_turns(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        shots = await asyncio.gather(*(display.act([{"type": "move", "x": 10 * i, "y": 10 * i}])
+                                       for i in range(1, 9)), display.screenshot())
+        assert all(is_png_of(shot, display.screen) for shot in shots)
+
+    desktop.run(body())
+
+
+def test_a_container_without_a_display_refuses(desktop: Desktop) -> None:
+    async def body() -> None:
+        plain = await desktop.engine.create("cntr_plain", "default", Limits())
+        try:
+            with pytest.raises(InvalidRequest) as caught:
+                await plain.display()
+            assert caught.value.code == "no_display"
+        finally:
+            await desktop.engine.destroy("cntr_plain")
+
+    desktop.run(body())
+
+
+def test_a_bad_screen_is_refused(desktop: Desktop) -> None:
+    for screen, param in ((Screen(10, 768), "display_width"), (Screen(1024, 100_000), "display_height"),
+                          (Screen(1024, 768, "amiga"), "environment")):
+        with pytest.raises(InvalidRequest) as caught:
+            desktop.run(desktop.sandbox.display(screen))
+        assert caught.value.param == param
+
+
+def _cgroup_pids(container_id: str) -> set[int]:
+    procs = Path("/sys/fs/cgroup/pids/cove") / container_id / "cgroup.procs"
+    return {int(line) for line in procs.read_text().split()} if procs.exists() else set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_stop_and_destroy_leave_no_processes() -> None:
+    """On a container of its own: stop ends the display's processes, the next use starts them again
+    (at the new size), and destroy ends everything."""
+    engine = start_engine("cove-desktop-stop")
+
+    async def body() -> None:
+        await engine.start()
+        try:
+            sandbox = await engine.create("cntr_desktop_stop", "desktop", Limits())
+            display = await sandbox.display(Screen(800, 600, "linux"))
+            assert is_png_of(await display.act([{"type": "move", "x": 5, "y": 5}]), Screen(800, 600))
+            pids = _cgroup_pids(sandbox.id)
+            assert len(pids) >= 3  # init, agent, Xvfb, openbox
+            await sandbox.stop()
+            await eventually_async(lambda: not any(_alive(pid) for pid in pids), what="the display's processes to end")
+            again = await sandbox.display(Screen(640, 480, "linux"))
+            assert is_png_of(await again.screenshot(), Screen(640, 480))
+            pids = _cgroup_pids(sandbox.id)
+            await engine.destroy("cntr_desktop_stop")
+            await eventually_async(lambda: not any(_alive(pid) for pid in pids), what="every process to end")
+        finally:
+            await engine.close()
+
+    asyncio.run(body())
+    shutil.rmtree(engine.settings.data_dir, ignore_errors=True)
+
