@@ -246,6 +246,10 @@ class LinuxSandbox(Sandbox):
         await display.start()
         return display
 
+    @property
+    def has_display(self) -> bool:
+        return display_of(self._image_env) is not None
+
     async def connect(self, argv: list[str]) -> tuple[Job, socket.socket]:
         """Starts a long-lived process (with the environment commands get) whose stdin and stdout
         are a socket; returns its job and the host's end (``process.spawn_connected``)."""
