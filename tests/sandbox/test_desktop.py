@@ -22,8 +22,9 @@ from cove.config import Settings
 from cove.errors import DisplayError, InvalidRequest
 from cove.sandbox.base import Command, Limits, Screen
 from cove.sandbox.images.store import ImageStore
+from cove.sandbox.linux import display as display_module
 from cove.sandbox.linux.container import LinuxSandbox
-from cove.sandbox.linux.display import png_size
+from cove.sandbox.linux.display import LinuxDisplay, png_size
 from cove.sandbox.linux.engine import LinuxEngine
 from tests.conftest import IMAGES_DIR, data_dir
 from tests.polling import eventually_async
@@ -149,10 +150,8 @@ def test_a_command_in_the_container_reaches_the_same_screen(desktop: Desktop) ->
     async def body() -> None:
         await desktop.sandbox.display()
         assert (await desktop.sh("echo $DISPLAY")).strip() == ":1"
-        # A window of a command run in the container shows in the display's screenshots.
-        await desktop.sh("xdotool search --onlyvisible --class chromium | head -1 >/dev/null")
         before = len((await desktop.log()).splitlines())
-        await desktop.sh("chromium --no-sandbox http://127.0.0.1:8000/?from=command >/dev/null 2>&1 &")
+        await desktop.sh("chromium http://127.0.0.1:8000/?from=command >/dev/null 2>&1 &")
 
         async def opened() -> bool:
             return "GET /?from=command" in "".join((await desktop.log()).splitlines(keepends=True)[before:])
@@ -240,6 +239,107 @@ def test_a_killed_agent_is_started_again_on_next_use(desktop: Desktop) -> None:
         assert is_png_of(shot, display.screen)
         again = await desktop.sh("pgrep -x Xvfb")
         assert len(again.split()) == 1 and again != servers, "the old X server outlived its agent"
+
+    desktop.run(body())
+
+
+def test_vnc_speaks_rfb_at_the_screen_size(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        channel = await display.vnc()
+        received = b""
+
+        async def read(n: int) -> bytes:
+            nonlocal received
+            while len(received) < n:
+                chunk = await asyncio.wait_for(channel.read(), 10)
+                assert chunk, "the VNC server closed the connection"
+                received += chunk
+            head, received = received[:n], received[n:]
+            return head
+
+        try:
+            assert await read(12) == b"RFB 003.008\n"
+            await channel.write(b"RFB 003.008\n")
+            count = (await read(1))[0]
+            assert 1 in await read(count)  # security type None: the API key guards the stream
+            await channel.write(b"\x01")
+            assert await read(4) == b"\0\0\0\0"
+            await channel.write(b"\x01")  # ClientInit, shared
+            init = await read(4)
+            assert (int.from_bytes(init[:2], "big"), int.from_bytes(init[2:], "big")) == (1024, 768)
+        finally:
+            await channel.close()
+        await eventually_async(lambda: _no_process(desktop, "x11vnc"), what="x11vnc to end with its channel")
+
+    desktop.run(body())
+
+
+async def _no_window(d: Desktop) -> bool:
+    out = await d.sandbox.exec(Command("xdotool search --onlyvisible --class chromium", 10_000, 1000))
+    return not out.stdout.strip()
+
+
+async def _no_process(d: Desktop, name: str) -> bool:
+    out = await d.sandbox.exec(Command(f"pgrep -x {name}", 10_000, 1000))
+    return not out.stdout.strip()
+
+
+FAKE_AGENT = """
+import os, sys, time
+mode = os.path.basename(sys.argv[0])[5:-3]
+out = os.fdopen(1, "wb")
+if mode == "silent":
+    time.sleep(600)
+out.write(b'{"ready": ":9"}\\n'); out.flush()
+sys.stdin.buffer.readline()
+if mode == "dies":
+    sys.exit(0)
+replies = {"endless": b"x" * 200000, "huge": b'{"size": 999999999}\\n', "garbage": b'{"size": 4}\\nnope',
+           "slow": b"", "dies": b""}
+if mode == "slow":
+    time.sleep(600)
+out.write(replies[mode]); out.flush()
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(("mode", "why"), [
+    ("silent", "did not start: no answer"), ("endless", "unreadable reply"), ("huge", "size out of bounds"),
+    ("garbage", "not a PNG"), ("slow", "no answer within"), ("dies", "unreadable reply")])
+def test_a_hostile_agent_is_bounded_and_ended(desktop: Desktop, mode: str, why: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent is code in the container, which the container can subvert: whatever it says (or
+    does not say), the host waits a bounded time, reads a bounded reply, and ends it."""
+    monkeypatch.setattr(display_module, "START_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(display_module, "REPLY_TIMEOUT_S", 1.0)
+
+    async def body() -> None:
+        path = f"/srv/fake-{mode}.py"
+        await (await desktop.sandbox.files()).write(path, [FAKE_AGENT.encode()])
+        fake = LinuxDisplay(Screen(), path, desktop.sandbox.connect)
+        with pytest.raises(DisplayError) as caught:
+            await fake.screenshot()
+        assert why in caught.value.message and caught.value.status_code == 502
+        await eventually_async(lambda: _no_process_matching(desktop, f"fake-{mode}"),
+                               what="the fake agent to be ended")
+
+    desktop.run(body())
+
+
+async def _no_process_matching(d: Desktop, pattern: str) -> bool:
+    out = await d.sandbox.exec(Command(f"pgrep -f {pattern} | grep -v $$", 10_000, 1000))
+    return not out.stdout.strip()
+
+
+def test_a_closed_browser_opens_again_on_the_next_action(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        await display.act([{"type": "keypress", "keys": ["CTRL", "SHIFT", "W"]}])  # closes the window
+        await eventually_async(lambda: _no_window(desktop), what="Chromium's window to close")
+        await display.act([{"type": "move", "x": 1, "y": 1}])
+        assert not await _no_window(desktop)
+        await open_page(desktop)
 
     desktop.run(body())
 

@@ -157,7 +157,7 @@ class LinuxDisplay(Display):
     async def vnc(self) -> Channel:
         async with self._lock:
             await self._running()
-        job, sock = await self._connect(["/bin/sh", "-c", 'exec x11vnc -inetd -display "$DISPLAY" -localhost '
+        job, sock = await self._connect(["/bin/sh", "-c", 'exec x11vnc -inetd -display "$DISPLAY" '
                                          "-nopw -shared -noxdamage -quiet -o /dev/null"])
         reader, writer = await asyncio.open_connection(sock=sock)
         return _SocketChannel(job, reader, writer)

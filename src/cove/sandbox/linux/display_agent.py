@@ -117,6 +117,8 @@ class Desktop:
         self.display = os.environ.get("DISPLAY", ":1")
         self.children: list[subprocess.Popen[bytes]] = []
         self.fb: Framebuffer | None = None
+        self.server: subprocess.Popen[bytes] | None = None
+        self.browser: subprocess.Popen[bytes] | None = None
 
     def _log(self, name: str) -> Any:
         return open(os.path.join(STATE_DIR, f"{name}.log"), "wb")
@@ -143,13 +145,22 @@ class Desktop:
         ready_r, ready_w = os.pipe()
         argv = ["Xvfb", self.display, "-screen", "0", f"{self.width}x{self.height}x24", "-fbdir", STATE_DIR,
                 "-displayfd", str(ready_w), "-nolisten", "tcp", "-noreset", "-dpi", "96"]
-        server = self._spawn(argv, "xvfb", pass_fds=(ready_w,))
+        self.server = server = self._spawn(argv, "xvfb", pass_fds=(ready_w,))
         os.close(ready_w)
+        # Xvfb writes the number, then a newline in a second write: closing the pipe before that
+        # second write kills it (a fatal "Cannot write display number"), so read up to the newline.
+        number, deadline = b"", time.monotonic() + 10
         try:
-            readable, _, _ = select.select([ready_r], [], [], 10)
-            number = os.read(ready_r, 64).decode().strip() if readable else ""
+            while not number.endswith(b"\n") and len(number) < 64:
+                readable, _, _ = select.select([ready_r], [], [], max(0.0, deadline - time.monotonic()))
+                chunk = os.read(ready_r, 64) if readable else b""
+                if not chunk:
+                    break
+                number += chunk
         finally:
             os.close(ready_r)
+        if not number.endswith(b"\n"):
+            number = b""
         if not number:
             server.poll()
             with open(os.path.join(STATE_DIR, "xvfb.log"), errors="replace") as log:
@@ -164,7 +175,7 @@ class Desktop:
         if proxy:  # the container's egress proxy, for every scheme; loopback stays direct
             flags.append(f"--proxy-server={proxy}")
         blank = self.fb.pixels()
-        self._spawn(["chromium", *flags, "about:blank"], "chromium")
+        self.browser = self._spawn(["chromium", *flags, "about:blank"], "chromium")
         # Ready once Chromium's window is mapped and has stopped changing for a while (bounded: a
         # browser that never shows still leaves a usable desktop, and screenshots show what is there).
         subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--class", "chromium"],
@@ -173,7 +184,12 @@ class Desktop:
         self.fb.settle(blank, time.monotonic(), quiet=BROWSER_QUIET_S, bound=BROWSER_START_S)
 
     def act(self, steps: list[dict[str, Any]], settle: bool) -> bytes:
-        assert self.fb is not None
+        assert self.fb is not None and self.server is not None
+        if self.server.poll() is not None:
+            raise ServerGone(f"the X server ended (status {self.server.returncode})")
+        if self.browser is not None and self.browser.poll() is not None:
+            self.children.remove(self.browser)
+            self._start_browser()  # closed (its last window) or crashed: a browser display has one
         before = self.fb.pixels()
         for step in steps:
             if "sleep" in step:
@@ -189,6 +205,10 @@ class Desktop:
         for child in reversed(self.children):
             with contextlib.suppress(OSError):
                 child.kill()
+
+
+class ServerGone(RuntimeError):
+    """Xvfb ended: this agent is done; the host starts a new one on the next use."""
 
 
 def _die_with_parent() -> None:
@@ -250,6 +270,9 @@ def main() -> None:
                     png = desktop.act([], settle=False)
                 else:
                     png = desktop.act(request["steps"], settle=bool(request["settle"]))
+            except ServerGone as exc:
+                _reply(out, {"error": str(exc)})
+                return
             except Exception as exc:
                 _reply(out, {"error": str(exc)[:1000]})
                 continue
