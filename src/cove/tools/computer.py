@@ -212,11 +212,12 @@ class ComputerTool(HostedTool):
                     "The screenshot shows the screen as it is.")
         return "Done. The screenshot of the screen after the action follows."
 
-    def model_context(self, item: dict[str, Any]) -> list[dict[str, Any]]:
-        """A screenshot reads back as the function's text result plus a user message with the image."""
+    def model_context(self, item: dict[str, Any], image: bool = True) -> list[dict[str, Any]]:
+        """A screenshot reads back as the function's text result plus a user message with the image
+        (``image``: False for older screenshots, ``stale_screenshots``)."""
         context = super().model_context(item)
         url = (item.get("output") or {}).get("image_url") if item.get("type") == self.output_type else None
-        if url:
+        if url and image:
             context.append({"type": "message", "role": "user", "id": new_id("msg"), "content": [
                 {"type": "input_text", "text": f"Screenshot after computer call {item['call_id']}:"},
                 {"type": "input_image", "image_url": url, "detail": "auto"}]})
@@ -314,6 +315,19 @@ def released(context: list[dict[str, Any]], new_items: Iterable[dict[str, Any]]
         if pending:
             pairs.append((call, item))
     return pairs
+
+
+SCREENSHOTS_SHOWN = 3
+"""Screenshots a chat model sees as images: the newest ones. Older ones read as their text result alone,
+since each image costs a vision model on the order of a thousand tokens and the screen they showed is
+gone (OpenAI's own computer-use guidance keeps only recent screenshots too)."""
+
+
+def stale_screenshots(items: list[dict[str, Any]]) -> set[int]:
+    """``id()`` of the ``computer_call_output`` items whose screenshots a chat model no longer sees."""
+    shots = [item for item in items
+             if item.get("type") == "computer_call_output" and (item.get("output") or {}).get("image_url")]
+    return {id(item) for item in shots[:-SCREENSHOTS_SHOWN]}
 
 
 def superseded(items: list[dict[str, Any]]) -> set[int]:

@@ -8,7 +8,7 @@ from cove.errors import InvalidRequest
 from cove.sandbox.base import Screen
 from cove.tools.base import HostedTool, Tool, ToolConfig
 from cove.tools.computer import NAME as COMPUTER
-from cove.tools.computer import ComputerTool, released, superseded
+from cove.tools.computer import ComputerTool, released, stale_screenshots, superseded
 from cove.tools.custom import CustomTool, editor_call_ids
 from cove.tools.namespace import flatten_call
 from cove.tools.registry import TOOLS
@@ -108,6 +108,7 @@ class Toolbox:
         result = []
         functions_only = editor_call_ids(items) if native else set()
         replaced = superseded(items)
+        stale = stale_screenshots([item for item in items if id(item) not in replaced])
         for item in items:
             if id(item) in replaced:
                 continue
@@ -118,6 +119,8 @@ class Toolbox:
                 result.append(item)
             elif native and tool.native_form is not None and item.get("call_id") not in functions_only:
                 result.append(tool.as_native(item))
+            elif id(item) in stale and isinstance(tool, ComputerTool):
+                result.extend(tool.model_context(item, image=False))
             else:
                 result.extend(tool.model_context(item))
         return result
