@@ -204,3 +204,16 @@ def test_the_chat_request_carries_the_image_after_the_tool_message() -> None:
     messages = to_messages(request)
     assert messages[1] == {"role": "tool", "tool_call_id": "c1", "content": messages[1]["content"]}
     assert messages[2]["role"] == "user" and messages[2]["content"][1]["image_url"]["url"].endswith("QQ==")
+
+
+def test_a_chat_model_sees_the_newest_three_screenshots_as_images() -> None:
+    items: list[dict[str, Any]] = []
+    for number in range(5):
+        items += [{"type": "computer_call", "call_id": f"c{number}", "action": CLICK, "pending_safety_checks": []},
+                  {"type": "computer_call_output", "call_id": f"c{number}",
+                   "output": {"type": "computer_screenshot", "image_url": f"data:image/png;base64,{number}"}}]
+    messages = to_messages(ModelRequest(model="m", input=Toolbox.as_model_context(items)))
+    images = [part["image_url"]["url"] for m in messages if m["role"] == "user" for part in m["content"]
+              if part["type"] == "image_url"]
+    assert images == [f"data:image/png;base64,{number}" for number in (2, 3, 4)]
+    assert len([m for m in messages if m["role"] == "tool"]) == 5

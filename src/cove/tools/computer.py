@@ -146,17 +146,17 @@ class ComputerTool(HostedTool):
 
     # -- calls ------------------------------------------------------------------------------------
     def client_item(self, call_id: str, arguments: str) -> dict[str, Any]:
-        """The call for the client's computer. Actions that do not fit are passed on as the model wrote
-        them: the client owns the computer and decides."""
+        """The call for the client's computer, with the actions that fit OpenAI's types (a call the client
+        cannot parse would fail its whole response: the agents SDK reads the SDK's types)."""
         args = parse_arguments(arguments)
         try:
             actions = _actions(args)
         except ToolArgumentsError:
-            actions = _given(args)
+            actions = _fitting(_given(args))
         return self._call(call_id, actions, [], "completed")
 
     def _call(self, call_id: str, actions: list[Any], checks: list[dict[str, Any]], status: str) -> dict[str, Any]:
-        shape: dict[str, Any] = {"actions": actions} if self.batched else {"action": actions[0] if actions else {}}
+        shape: dict[str, Any] = {"actions": actions} if self.batched else {"action": actions[0] if actions else None}
         return {"id": new_id("cu"), "type": self.call_type, "call_id": call_id, **shape,
                 "pending_safety_checks": checks, "status": status}
 
@@ -272,6 +272,17 @@ def _actions(arguments: dict[str, Any]) -> list[dict[str, Any]]:
                                      f"{', '.join(_ACTION_TYPES)}).") from None
         actions.append(checked.model_dump(exclude_none=True))
     return actions
+
+
+def _fitting(given: list[Any]) -> list[dict[str, Any]]:
+    """The actions among ``given`` that fit OpenAI's types (a refused call's item shows those)."""
+    fitting = []
+    for action in given:
+        try:
+            fitting.append(_ACTION.validate_python(action).model_dump(exclude_none=True))
+        except ValidationError:
+            continue
+    return fitting
 
 
 def _checks(arguments: dict[str, Any]) -> list[dict[str, Any]]:
