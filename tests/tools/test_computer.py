@@ -8,17 +8,20 @@ state from there, not from the screenshots, and checks that the screenshots diff
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+import openai
 import pytest
 
+from cove.api import containers as containers_api
 from cove.sandbox.linux.display import png_size
-from tests.conftest import IMAGES_DIR, Server, _server_env, data_dir
+from tests.conftest import IMAGES_DIR, KEYS, Server, _server_env, data_dir
 from tests.helpers import run, stream_response
 from tests.internet import Internet
 from tests.polling import eventually
@@ -277,3 +280,88 @@ def test_the_browser_is_held_to_the_egress_allowlist(own_server: Server, interne
         audit = http.get(f"/v1/containers/{response['container_id']}/audit", params={"limit": 100}).json()
         egress = {(e["host"], e["allowed"]) for e in audit["data"] if e["type"] == "egress"}
         assert ("other.cove.test", False) in egress and ("api.cove.test", True) in egress, egress
+
+
+COMPUTER_ROUTE = "/v1/containers/{container_id}/computer"
+
+
+@pytest.mark.skipif(COMPUTER_ROUTE not in {getattr(r, "path", "") for r in containers_api.router.routes},
+                    reason="needs POST /v1/containers/{id}/computer and GET .../screenshot (the `screen` branch)")
+def test_client_side_through_the_agents_sdk_computer_tool(server: Server, http: httpx.Client,
+                                                          upstream: ScriptedUpstream) -> None:
+    """The agents SDK's ``ComputerTool`` runs the calls on the client, here with an ``AsyncComputer`` that
+    drives the container's display through Cove's action and screenshot endpoints: Cove returns each
+    ``computer_call`` and the SDK answers with its screenshot."""
+    from agents import Agent, AsyncComputer, ComputerTool, OpenAIResponsesModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    container_id = desktop_container(http)
+
+    class CoveComputer(AsyncComputer):
+        def __init__(self, client: httpx.AsyncClient) -> None:
+            self.client = client
+
+        @property
+        def environment(self) -> Literal["browser"]:
+            return "browser"
+
+        @property
+        def dimensions(self) -> tuple[int, int]:
+            return 1024, 768
+
+        async def _act(self, action: dict[str, Any]) -> None:
+            answer = await self.client.post(f"/v1/containers/{container_id}/computer", json={
+                "actions": [action], "environment": "browser", "display_width": 1024, "display_height": 768})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["screenshot"]["image_url"].startswith("data:image/png;base64,")
+
+        async def screenshot(self) -> str:
+            answer = await self.client.get(f"/v1/containers/{container_id}/screenshot")
+            assert answer.status_code == 200 and answer.content.startswith(b"\x89PNG"), answer.text
+            return base64.b64encode(answer.content).decode()
+
+        async def click(self, x: int, y: int, button: str) -> None:
+            await self._act({"type": "click", "x": x, "y": y, "button": button})
+
+        async def double_click(self, x: int, y: int) -> None:
+            await self._act({"type": "double_click", "x": x, "y": y})
+
+        async def scroll(self, x: int, y: int, scroll_x: int, scroll_y: int) -> None:
+            await self._act({"type": "scroll", "x": x, "y": y, "scroll_x": scroll_x, "scroll_y": scroll_y})
+
+        async def type(self, text: str) -> None:
+            await self._act({"type": "type", "text": text})
+
+        async def wait(self) -> None:
+            await self._act({"type": "wait"})
+
+        async def move(self, x: int, y: int) -> None:
+            await self._act({"type": "move", "x": x, "y": y})
+
+        async def keypress(self, keys: list[str]) -> None:
+            await self._act({"type": "keypress", "keys": keys})
+
+        async def drag(self, path: list[tuple[int, int]]) -> None:
+            await self._act({"type": "drag", "path": [{"x": x, "y": y} for x, y in path]})
+
+    upstream.script([computer({"actions": OPEN_PAGE}), computer({"actions": [CLICK, *FILL]}),
+                     Reply(text="Clicked and typed.")])
+
+    async def main() -> Any:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEYS["alpha"]) as client, \
+                httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {KEYS['alpha']}"},
+                                  timeout=120) as cove:
+            agent = Agent(name="browser", instructions="Use the computer.", tools=[ComputerTool(CoveComputer(cove))],
+                          model=OpenAIResponsesModel(model=MODEL, openai_client=client))
+            return await Runner.run(agent, "Click the button and type hello computer.")
+
+    result = asyncio.run(main())
+    assert str(result.final_output) == "Clicked and typed."
+    wait_for(http, container_id, "GET /clicked")
+    wait_for(http, container_id, "GET /submitted?text=hello+computer")
+    # Cove gave the SDK computer calls (GA: a batch each), and the chat model read the SDK's screenshots.
+    assert [item.type for item in result.new_items].count("tool_call_output_item") == 2
+    last = upstream.requests[-1]["messages"]
+    images = [part["image_url"]["url"] for m in last if m["role"] == "user" and isinstance(m["content"], list)
+              for part in m["content"] if part["type"] == "image_url"]
+    assert len(images) == 2 and images[0] != images[1]
