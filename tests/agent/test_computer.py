@@ -157,6 +157,13 @@ def test_a_pending_safety_check_stops_the_loop_until_acknowledged() -> None:
     # The model sees the call once answered: Cove's output (with the screenshot) replaces the acknowledgement.
     outputs = [i for i in model.requests[0].input if i["type"] == "computer_call_output"]
     assert len(outputs) == 1 and outputs[0]["output"]["image_url"] == performed["output"]["image_url"]
+    # An acknowledgement sent again performs nothing twice: later in the chain, or by a stateless client
+    # that sends the whole history as input.
+    history = [*first["output"], answer, *second["output"]]
+    respond(ScriptedModel([Reply(text="again")], native_tools=True), workspace, [PREVIEW],
+            input=[{**answer, "id": "cuo_again"}], history=history)
+    respond(ScriptedModel([Reply(text="again")], native_tools=True), workspace, [PREVIEW], input=history)
+    assert sandbox.screen.batches == [[CLICK]]
 
 
 def test_actions_that_do_not_fit_are_refused_and_the_model_reads_why() -> None:

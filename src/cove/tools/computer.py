@@ -19,6 +19,7 @@ tool's text result: most chat servers take images only in user messages.
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
@@ -309,6 +310,9 @@ def released(context: list[dict[str, Any]], new_items: Iterable[dict[str, Any]]
     own input answers, as (call, answer) pairs; an answer that does not acknowledge exactly the call's
     pending checks is refused (``InvalidRequest`` naming ``input[i]``)."""
     calls = {item.get("call_id"): item for item in context if item.get("type") == "computer_call"}
+    # A call with more than its one answer in the context was performed already (Cove's output follows
+    # the answer), whether the chain holds them or a stateless client sends them again: never twice.
+    answers = Counter(item.get("call_id") for item in context if item.get("type") == "computer_call_output")
     pairs = []
     for index, item in enumerate(new_items):
         call = calls.get(item.get("call_id")) if item.get("type") == "computer_call_output" else None
@@ -323,7 +327,7 @@ def released(context: list[dict[str, Any]], new_items: Iterable[dict[str, Any]]
             raise InvalidRequest(f"Invalid value for '{where}': the computer call {call['call_id']!r} has the "
                                  f"pending safety checks {wanted}; acknowledge exactly those.", param=where,
                                  code="invalid_value")
-        if pending:
+        if pending and answers[call["call_id"]] <= 1:
             pairs.append((call, item))
     return pairs
 
