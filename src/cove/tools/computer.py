@@ -137,9 +137,9 @@ class ComputerTool(HostedTool):
             "text": {"type": "string"},
             "scroll_x": {"type": "integer"}, "scroll_y": {"type": "integer"},
             "path": {"type": "array", "items": point}}}
-        parameters = action if not self.batched else {**action, "properties": {**action["properties"], "actions": {
-            "type": "array", "items": {**action, "required": ["type"]},
-            "description": "Several actions in order, instead of one."}}}
+        one = {**action, "required": ["type"]}
+        parameters = one if not self.batched else {**action, "properties": {**action["properties"], "actions": {
+            "type": "array", "items": one, "description": "Several actions in order, instead of one."}}}
         description = _DESCRIPTION.format(environment=_environment_words(screen.environment),
                                           width=screen.width, height=screen.height,
                                           batch=" (or a list of them in `actions`)" if self.batched else "")
