@@ -209,8 +209,9 @@ class ComputerTool(HostedTool):
 
     def output_text(self, output: dict[str, Any]) -> str:
         if output.get("status") == "failed":
-            return ("Failed: the action did not fit the computer tool or the screen refused it. "
-                    "The screenshot shows the screen as it is.")
+            return ("Failed: nothing was done. Each action is an object whose `type` is one of "
+                    f"{', '.join(_ACTION_TYPES)}, with that action's fields (x and y as integers, button, keys as "
+                    "key names, text, scroll_x and scroll_y, path as [{x, y}, ...]).")
         return "Done. The screenshot of the screen after the action follows."
 
     def model_context(self, item: dict[str, Any], image: bool = True) -> list[dict[str, Any]]:
