@@ -46,6 +46,7 @@ NO_CHANGE_S = 0.15
 SETTLE_MAX_S = 1.0
 """A screen that never stops changing (an animation) is taken as it is after this long."""
 BROWSER_START_S = 15.0
+BROWSER_TOP_ROWS = 32
 BROWSER_QUIET_S = 0.2
 """Chromium paints its window in steps (frame, tab strip, page): ready after this long without a change."""
 BROWSER_FLAGS = (
@@ -61,7 +62,9 @@ BROWSER_FLAGS = (
     "--disable-extensions", "--disable-component-update", "--disable-background-networking",
     "--disable-sync", "--disable-default-apps", "--disable-breakpad", "--disable-domain-reliability",
     "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication,"
-    "CalculateNativeWinOcclusion,InterestFeedContentSuggestions,SpareRendererForSitePerProcess",
+    "CalculateNativeWinOcclusion,InterestFeedContentSuggestions,SpareRendererForSitePerProcess,"
+    "PreloadTopChromeWebUI,WebUIOmniboxPopup,WebUIOmniboxFullPopup,WebUIOmniboxAimPopup",
+    "--enable-features=NetworkServiceInProcess2",
 )
 
 
@@ -92,10 +95,11 @@ class Framebuffer:
         image.save(out, "PNG", compress_level=1)
         return out.getvalue()
 
-    def settle(self, before: bytes, started: float, quiet: float = QUIET_S, bound: float = SETTLE_MAX_S) -> bytes:
+    def settle(self, before: bytes, started: float, quiet: float = QUIET_S, patience: float = NO_CHANGE_S,
+               bound: float = SETTLE_MAX_S) -> bytes:
         """The pixels once the screen stopped changing: a change (from ``before``, the screen as it
-        was before the actions) and then ``quiet`` seconds without one, or ``NO_CHANGE_S`` without
-        any, or ``bound`` in all."""
+        was before the actions) and then ``quiet`` seconds without one, or ``patience`` seconds
+        without any, or ``bound`` in all."""
         last, changed_at = before, 0.0
         while True:
             now = time.monotonic()
@@ -104,7 +108,7 @@ class Framebuffer:
                 last, changed_at = current, now
             if changed_at and now - changed_at >= quiet:
                 return last
-            if not changed_at and now - started >= NO_CHANGE_S:
+            if not changed_at and now - started >= patience:
                 return last
             if now - started >= bound:
                 return last
@@ -176,11 +180,13 @@ class Desktop:
             flags.append(f"--proxy-server={proxy}")
         blank = self.fb.pixels()
         self.browser = self._spawn(["chromium", *flags, "about:blank"], "chromium")
-        # Ready once Chromium's window is mapped and has stopped changing for a while (bounded: a
-        # browser that never shows still leaves a usable desktop, and screenshots show what is there).
-        subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--class", "chromium"],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=BROWSER_START_S, check=False)
+        # Ready once Chromium has painted its tab strip (the top rows: the pointer, which a window
+        # manager may redraw meanwhile, starts mid-screen) and the screen has then been still for
+        # a while. Bounded: a browser that never shows still leaves a usable desktop.
+        top = self.fb.stride * BROWSER_TOP_ROWS
+        started = time.monotonic()
+        while self.fb.pixels()[:top] == blank[:top] and time.monotonic() - started < BROWSER_START_S:
+            time.sleep(POLL_S)
         self.fb.settle(blank, time.monotonic(), quiet=BROWSER_QUIET_S, bound=BROWSER_START_S)
 
     def act(self, steps: list[dict[str, Any]], settle: bool) -> bytes:
