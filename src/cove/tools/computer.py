@@ -310,6 +310,9 @@ def released(context: list[dict[str, Any]], new_items: Iterable[dict[str, Any]]
     """The held calls (``computer_call`` with pending safety checks, in ``context``) that the request's
     own input answers, as (call, answer) pairs; an answer that does not acknowledge exactly the call's
     pending checks is refused (``InvalidRequest`` naming ``input[i]``)."""
+    new_items = list(new_items)
+    if not any(item.get("type") == "computer_call_output" for item in new_items):
+        return []  # the common case, without a look at a history that may be long
     calls = {item.get("call_id"): item for item in context if item.get("type") == "computer_call"}
     # A call with more than its one answer in the context was performed already (Cove's output follows
     # the answer), whether the chain holds them or a stateless client sends them again: never twice.
