@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     default_image: str = "default"
     """Image used when a container is created without ``image``."""
 
+    desktop_image: str = "desktop"
+    """Image of the containers a request with a hosted computer tool makes (``container_auto``)."""
+
     container_idle_minutes: int = 20
     """Idle expiry when a create request gives no ``expires_after``."""
 

@@ -12,6 +12,7 @@
     ├── UpstreamError (502)             the model upstream failed; the message says how
     └── SandboxError (500)              the container engine failed; the message says how
         ├── ImageError                  an image could not be built, imported or found
+        ├── DisplayError (502)          a container's display did not start or stopped answering
         ├── InitUnresponsive            a container's init stopped answering (``sandbox/linux/process.py``)
         └── SpawnError                  init could not start a command (``sandbox/linux/init_client.py``)
 
@@ -101,3 +102,14 @@ class SandboxError(CoveError, RuntimeError):
 
 class ImageError(SandboxError):
     pass
+
+
+class DisplayError(SandboxError):
+    """A container's display failed: it did not start, or its agent (code in the container, which
+    the container may break) stopped answering. The container's doing rather than Cove's, like a
+    failing upstream, hence 502; the next use starts the display again."""
+
+    status_code = 502
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="display_failed")

@@ -334,6 +334,44 @@ def test_hosted_edits_and_a_refused_call(http: httpx.Client, upstream: ScriptedU
     assert [item["type"] for item in events[-1]["response"]["output"]] == [*types, "message"]
 
 
+COMPUTER = {"type": "computer_use_preview", "display_width": 800, "display_height": 600, "environment": "linux"}
+
+
+def test_hosted_computer_calls_and_a_client_side_one(http: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(tool_calls=[ToolCall("computer", json.dumps({"type": "move", "x": 5, "y": 5}))]),
+                     Reply(tool_calls=[ToolCall("computer", json.dumps({"type": "teleport"}))]),  # refused
+                     Reply(text="I saw the desktop.")])
+    events = stream(http, {"input": "look", "tools": [{**COMPUTER, "container": "auto"}]})
+    output = events[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["computer_call", "computer_call_output"] * 2 + ["message"]
+    assert [item["status"] for item in output[1:4:2]] == ["completed", "failed"]
+    upstream.script([Reply(tool_calls=[ToolCall("computer", json.dumps({"type": "wait"}))]), Reply(text="seen")])
+    client_side = create(http, {"input": "again", "tools": [COMPUTER]})
+    call = client_side["output"][-1]
+    answer = {"type": "computer_call_output", "call_id": call["call_id"],
+              "output": {"type": "computer_screenshot", "image_url": output[1]["output"]["image_url"]}}
+    create(http, {"input": [answer], "tools": [COMPUTER], "previous_response_id": client_side["id"]})
+    items = http.get(f"/v1/responses/{client_side['id']}/input_items").json()["data"]
+    assert not [error for item in items for error in input_item_errors(item)]
+
+
+def test_a_held_computer_call_and_its_acknowledgement(rhttp: httpx.Client, upstream: ScriptedUpstream) -> None:
+    check = {"id": "cu_sc_spec", "code": "irrelevant_domain", "message": "Not the site you asked for."}
+    upstream.script([Reply(native_items=[{"type": "computer_call", "id": "cu_1", "call_id": "call_held",
+                                          "status": "completed", "pending_safety_checks": [check],
+                                          "action": {"type": "wait"}}]), Reply(text="waited")])
+    tool = {**COMPUTER, "container": "auto"}
+    events = stream(rhttp, {"input": "wait", "tools": [tool]})
+    held = events[-1]["response"]
+    assert held["output"][-1]["pending_safety_checks"] == [check]
+    answer = {"type": "computer_call_output", "call_id": "call_held", "acknowledged_safety_checks": [check],
+              "output": {"type": "computer_screenshot"}}
+    events = stream(rhttp, {"input": [answer], "tools": [tool], "previous_response_id": held["id"]})
+    assert [item["type"] for item in events[-1]["response"]["output"]] == ["computer_call_output", "message"]
+    items = rhttp.get(f"/v1/responses/{events[-1]['response']['id']}/input_items").json()["data"]
+    assert not [error for item in items for error in input_item_errors(item)]
+
+
 def test_code_interpreter_outputs_only_when_included(http: httpx.Client, upstream: ScriptedUpstream) -> None:
     tools = [{"type": "code_interpreter", "container": {"type": "auto"}}]
     code = "print(6 * 7)\nopen('/mnt/data/answer.txt', 'w').write('42')"

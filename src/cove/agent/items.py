@@ -18,9 +18,9 @@ from cove.ids import new_id
 
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 MESSAGE_PART_TYPES = ("input_text", "input_image", "input_file", "input_audio", "output_text", "refusal")
-_STATUS_REQUIRED = ("message", "function_call", "function_call_output")
+_STATUS_REQUIRED = ("message", "function_call", "function_call_output", "computer_call_output")
 ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",
-             "compaction": "cmp"}
+             "compaction": "cmp", "computer_call_output": "cuo"}
 
 
 def _literals(annotation: Any) -> list[Any]:

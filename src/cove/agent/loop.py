@@ -58,6 +58,9 @@ class Turn:
     does not join this response: at the next safe boundary (hosted tools done, before the next model
     turn) the response ends ``incomplete`` (``steered``) and the client's connection continues it with
     the queued input in a successor response."""
+    released: list[tuple[HostedTool, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    """Held calls (a computer call's pending safety checks) the client's input acknowledges, with their
+    tool and the client's answer: performed before the first model turn (``Toolbox.released``)."""
     generate: bool = True
     """False for a WebSocket warm-up (``generate: false``): the response completes at once, without
     output, so a later request can chain from its input, tools and instructions."""
@@ -182,6 +185,7 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
     if not turn.generate:
         await builder.complete(usage)
         return
+    await _run_released(turn, builder)
     for _ in range(turn.max_turns):
         left = turn.output_left
         if left is not None and left <= 0:  # the tools ran, but no output budget is left to read them
@@ -256,7 +260,7 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
         elif event.type == "native_item":
             tool = turn.toolbox.native_call(event.item)
             if tool is not None:  # a hosted tool the upstream called in its own shape: run it here
-                arguments = json.dumps(tool.function_arguments(event.item))
+                arguments = json.dumps(tool.native_arguments(event.item))
                 native_calls.append((tool, event.item.get("call_id") or "", arguments))
             else:
                 await builder.item(event.item)
@@ -281,7 +285,7 @@ async def _to_client_items(turn: Turn, builder: ResponseBuilder, calls: dict[int
 async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None:
     """Runs the turn's hosted calls that ``max_tool_calls`` allows; the rest are ignored, as on OpenAI."""
     assert turn.workspace is not None, "a request with hosted tools has a workspace"
-    run = ToolRun(turn.workspace, builder)  # the builder is the tools' event sink
+    run = ToolRun(turn.workspace, builder, turn.toolbox.screen())  # the builder is the tools' event sink
     left = turn.hosted_left
     allowed = step.hosted if left is None else step.hosted[:left]
     turn.hosted_calls += len(allowed)
@@ -296,12 +300,30 @@ async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None
             await _refuse(turn, builder, tool, call_id, arguments, str(exc))
             continue
         await tool.emit_call(call, run)
+        if tool.held(call):  # the client's word first: the response ends with the call
+            step.client_calls = True
+            continue
         items.append((tool, call))
     outputs = await asyncio.gather(*(tool.run(call, run) for tool, call in items))
     for (_tool, call), output in zip(items, outputs, strict=True):
         turn.context.extend(_call_items(call, output))
     for tool, call_id, arguments in step.hosted[len(allowed):]:
         await _ignore(turn, tool, call_id, arguments)
+
+
+async def _run_released(turn: Turn, builder: ResponseBuilder) -> None:
+    """Performs the held calls the client's input released; each one's output takes the place of the
+    client's answer in the context (a call has one output there)."""
+    if not turn.released:
+        return
+    assert turn.workspace is not None, "a request with hosted tools has a workspace"
+    run = ToolRun(turn.workspace, builder, turn.toolbox.screen())
+    for tool, call, answer in turn.released:
+        output = await tool.resume(call, answer, run)
+        turn.context[:] = [output if item is answer else item for item in turn.context]
+        if not any(item is output for item in turn.context):
+            turn.context.append(output)
+    turn.tools_ran = True
 
 
 async def _refuse(turn: Turn, builder: ResponseBuilder, tool: HostedTool, call_id: str, arguments: str,

@@ -52,10 +52,15 @@ def build(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build again, ignoring the existing "
                                           "image and cached steps.")] = False,
 ) -> None:
-    """Build the default Debian image, or a custom image from a recipe."""
+    """Build the default Debian image, the desktop image (name ``desktop``), or an image from a recipe."""
     store, settings = _store()
     with _progress(f"Building image {name!r}") as progress:
-        if recipe is None:
+        if recipe is None and name == "desktop":
+            from cove.sandbox.images.desktop import build_desktop_image
+
+            image = build_desktop_image(store, progress, data_dir=settings.data_dir, rebuild=rebuild,
+                                        sources=settings.apt_sources)
+        elif recipe is None:
             from cove.sandbox.images.debian import build_default_image
 
             image = build_default_image(store, progress, name=name, rebuild=rebuild, sources=settings.apt_sources)

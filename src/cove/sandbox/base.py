@@ -243,6 +243,12 @@ class Sandbox(abc.ABC):
         raise InvalidRequest("This container's image has no display: create it from a desktop image.",
                              code="no_display")
 
+    @property
+    def has_display(self) -> bool:
+        """Whether ``display()`` starts a display rather than refusing (known without starting one, so a
+        request can be refused before anything runs)."""
+        return False
+
     @abc.abstractmethod
     async def stop(self) -> None:
         """Ends every process; files stay, and the next use starts it again."""

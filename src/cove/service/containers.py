@@ -25,7 +25,17 @@ from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
 from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
-from cove.sandbox.base import Command, CommandOutput, Files, Limits, OutputCallback, Sandbox, SandboxEngine
+from cove.sandbox.base import (
+    Command,
+    CommandOutput,
+    Display,
+    Files,
+    Limits,
+    OutputCallback,
+    Sandbox,
+    SandboxEngine,
+    Screen,
+)
 from cove.service import locks
 from cove.service.audit import AuditLog
 from cove.service.objects import Container, ListPage
@@ -103,12 +113,12 @@ class ContainerService:
             raise
         return Container.from_row(row)
 
-    async def admit(self, project: str, memory_limit: str) -> None:
-        """Refuses, as ``create`` would, a container with the default image that could not be created now:
-        a response that will make one is refused up front rather than failing later. Only ``create``'s own
-        check, under the lock, is final."""
+    async def admit(self, project: str, memory_limit: str, image: str | None = None) -> None:
+        """Refuses, as ``create`` would, a container of ``image`` (None: the default) that could not be
+        created now: a response that will make one is refused up front rather than failing later. Only
+        ``create``'s own check, under the lock, is final."""
         self.policies.check_containers(project)
-        self.policies.check_image(project, self.settings.default_image)
+        self.policies.check_image(project, image or self.settings.default_image)
         async with self.db.begin() as session:
             await self._check_room(session, project, memory_limit)
 
@@ -300,6 +310,13 @@ class AuditedSandbox(Sandbox):
 
     async def files(self) -> Files:
         return await self._inner.files()
+
+    async def display(self, screen: Screen | None = None) -> Display:
+        return await self._inner.display(screen)
+
+    @property
+    def has_display(self) -> bool:
+        return self._inner.has_display
 
     async def stop(self) -> None:
         await self._inner.stop()

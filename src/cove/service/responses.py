@@ -131,6 +131,9 @@ class ResponseService:
         await asyncio.to_thread(check_input, turn, run.input_items)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
+            display_param = params.toolbox.display_param
+            if display_param is not None:
+                await turn.workspace.check_display(display_param)
         run.response["tools"] = echo_tools(self.secrets.seal_tools(params.tools, run.id))
         if turn.compactor is None:  # with compaction asked for, the run compacts an oversized input instead
             await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
@@ -185,11 +188,12 @@ class ResponseService:
         seal = CompactionSeal(self.secrets.sealer, run.project)
         context, summary = await seal.window(resolved[:len(earlier)], resolved[len(earlier):], history_param)
         toolbox = params.toolbox
+        released = toolbox.released(context, run.input_items)  # an acknowledgement that does not fit: a 400
         workspace = None
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
         return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=self.settings.max_turns,
-                    max_tool_turns=model.max_tool_turns,
+                    max_tool_turns=model.max_tool_turns, released=released,
                     compactor=Compactor.of(params, seal.seal, summary), steering=run.steering)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
@@ -210,10 +214,11 @@ class ResponseService:
             run.response["container_id"] = new_id_
 
         auto = environment if environment.get("type") == "container_auto" else {}
+        image = self.settings.desktop_image if params.toolbox.display_param is not None else None
         if isinstance(auto.get("network_policy"), dict):  # sealed in a queued request's tools
             auto = {**auto, "network_policy": self.secrets.open_policy(auto["network_policy"], run.id)}
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
-                                  project_files=self.project_files,
+                                  project_files=self.project_files, image=image,
                                   container_id=container_id, auto=auto, on_container=record)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from cove.errors import InvalidRequest
 from cove.sandbox.base import Sandbox
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
@@ -23,7 +24,7 @@ from cove.tools.workspace import Workspace
 class ContainerWorkspace(Workspace):
     def __init__(self, containers: ContainerService, files: FileService, project: str, *, response_id: str,
                  project_files: ProjectFileService, container_id: str | None, auto: dict[str, Any],
-                 on_container: Callable[[str], None]) -> None:
+                 on_container: Callable[[str], None], image: str | None = None) -> None:
         super().__init__()
         self.containers = containers
         self.files = files
@@ -35,13 +36,16 @@ class ContainerWorkspace(Workspace):
         """``container_auto`` options (memory_limit, network_policy, file_ids) for a container made on first use."""
         self.on_container = on_container
         """Told the id of a container made on first use (the response reports it)."""
+        self.image = image
+        """The image of a container made on first use (None: the server's default; the desktop image
+        when the request's computer tool needs a display)."""
         self._lock = asyncio.Lock()
 
     async def container_id(self) -> str:
         async with self._lock:
             if self._container_id is None:
                 container = await self.containers.create(
-                    self.project, name=f"auto-{self.response_id}", image=None,
+                    self.project, name=f"auto-{self.response_id}", image=self.image,
                     memory_limit=self.auto.get("memory_limit") or "1g", cpu_limit=None, expires_minutes=None,
                     network_policy=self.auto.get("network_policy") or {})
                 self._container_id = container.id
@@ -55,9 +59,22 @@ class ContainerWorkspace(Workspace):
         """Refuses now what the first tool call would be refused: containers for a project without
         them, or one made on first use when the project's quotas have no room for it."""
         if self._container_id is None:
-            await self.containers.admit(self.project, self.auto.get("memory_limit") or "1g")
+            await self.containers.admit(self.project, self.auto.get("memory_limit") or "1g", self.image)
         else:
             self.containers.policies.check_containers(self.project)
+
+    async def check_display(self, param: str) -> None:
+        """Refuses now, naming the computer tool (``param``), a named or followed container whose image
+        has no display (one made on first use gets the desktop image)."""
+        if self._container_id is None:
+            return
+        async with self._sandbox() as sandbox:
+            if not sandbox.has_display:
+                raise InvalidRequest(
+                    f"The computer tool ({param}) needs a container with a display, and container "
+                    f"{self._container_id!r} has none: its image is not a desktop image. Create the container "
+                    "from a desktop image, or let the request make one (container: auto).", param=param,
+                    code="no_display")
 
     @asynccontextmanager
     async def _sandbox(self) -> AsyncIterator[Sandbox]:

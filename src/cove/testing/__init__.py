@@ -15,6 +15,7 @@ The acceptance tests of a capability still run the real server, containers and H
 
 from cove.testing.agent import run_turns
 from cove.testing.model import Call, Reply, ScriptedModel
-from cove.testing.sandbox import MemoryFiles, MemorySandbox, MemoryWorkspace
+from cove.testing.sandbox import MemoryDisplay, MemoryFiles, MemorySandbox, MemoryWorkspace
 
-__all__ = ["Call", "MemoryFiles", "MemorySandbox", "MemoryWorkspace", "Reply", "ScriptedModel", "run_turns"]
+__all__ = ["Call", "MemoryDisplay", "MemoryFiles", "MemorySandbox", "MemoryWorkspace", "Reply", "ScriptedModel",
+           "run_turns"]

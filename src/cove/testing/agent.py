@@ -27,7 +27,9 @@ async def run_turns(model: Model, params: CreateParams, workspace: Workspace | N
         events.append({**event, "sequence_number": len(events)})
 
     builder = ResponseBuilder(response, collect)
-    context = [*(history or []), *normalize_input(params.input)]
+    new_items = normalize_input(params.input)
+    context = [*(history or []), *new_items]
     await run_response(Turn(model, params.model, params, context, params.toolbox, workspace,
-                              max_turns=max_turns, steering=steering if steering is not None else []), builder)
+                            max_turns=max_turns, steering=steering if steering is not None else [],
+                            released=params.toolbox.released(context, new_items)), builder)
     return response, events

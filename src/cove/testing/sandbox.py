@@ -1,24 +1,31 @@
-"""A container in memory: files in a dict, commands answered by a function the test gives."""
+"""A container in memory: files in a dict, commands answered by a function the test gives, and
+(when asked for) a display that keeps the actions it is given."""
 
 from __future__ import annotations
 
 import inspect
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import PurePosixPath
+from typing import Any
 
 from cove.errors import Conflict, InvalidRequest, NotFound
 from cove.sandbox.base import (
     WALK_VISITS,
+    Channel,
     Command,
     CommandOutput,
+    Display,
     Entry,
     ExitOutcome,
     FileContent,
     Files,
     OutputCallback,
     Sandbox,
+    Screen,
     normalize_path,
 )
 from cove.tools.workspace import Workspace
@@ -118,16 +125,56 @@ class MemoryFiles(Files):
         return found[:limit]
 
 
+def solid_png(width: int, height: int, shade: int) -> bytes:
+    """A grey PNG of the given size (``shade`` 0-255), made with zlib alone."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\x00" + bytes([shade % 256]) * width) * height
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+class MemoryDisplay(Display):
+    """A display that keeps each batch of actions in ``batches`` and answers each with a grey PNG at its
+    size, one shade lighter per batch, so that screenshots differ. An action whose ``type`` is not
+    OpenAI's is refused as the real display refuses it (``InvalidRequest`` naming ``actions[i]``)."""
+
+    KNOWN = frozenset({"click", "double_click", "drag", "keypress", "move", "scroll", "type", "wait", "screenshot"})
+
+    def __init__(self, screen: Screen) -> None:
+        self.screen = screen
+        self.batches: list[list[dict[str, Any]]] = []
+
+    async def act(self, actions: list[dict[str, Any]]) -> bytes:
+        for index, action in enumerate(actions):
+            if action.get("type") not in self.KNOWN:
+                raise InvalidRequest(f"Unknown action type {action.get('type')!r}.", param=f"actions[{index}].type")
+        self.batches.append(list(actions))
+        return await self.screenshot()
+
+    async def screenshot(self) -> bytes:
+        return solid_png(self.screen.width, self.screen.height, len(self.batches) * 16)
+
+    async def vnc(self) -> Channel:
+        raise InvalidRequest("A display in memory has no VNC.", code="no_display")
+
+
 class MemorySandbox(Sandbox):
     """A container whose commands go to ``run`` (default: exit 0, no output); each is kept in
-    ``commands``. Output is streamed as the command's stdout, then its stderr."""
+    ``commands``. Output is streamed as the command's stdout, then its stderr. With ``desktop`` it has
+    a ``MemoryDisplay`` (``screen``), started on first use with the size asked for then."""
 
-    def __init__(self, files: Files | None = None, run: Runner = _ok, container_id: str = "cntr_memory") -> None:
+    def __init__(self, files: Files | None = None, run: Runner = _ok, container_id: str = "cntr_memory",
+                 desktop: bool = False) -> None:
         self.id = container_id
         self.memory = files or MemoryFiles()
         self._run = run
         self.commands: list[Command] = []
         self._running = True
+        self.desktop = desktop
+        self.screen: MemoryDisplay | None = None
 
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
         self._running = True
@@ -142,6 +189,17 @@ class MemorySandbox(Sandbox):
 
     async def files(self) -> Files:
         return self.memory
+
+    async def display(self, screen: Screen | None = None) -> Display:
+        if not self.desktop:
+            return await super().display(screen)
+        if self.screen is None:
+            self.screen = MemoryDisplay(screen or Screen())
+        return self.screen
+
+    @property
+    def has_display(self) -> bool:
+        return self.desktop
 
     async def stop(self) -> None:
         self._running = False

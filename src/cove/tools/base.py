@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from cove.ids import new_id
+from cove.sandbox.base import Screen
 from cove.tools.events import EventSink
 from cove.tools.workspace import Workspace
 
@@ -47,6 +48,8 @@ class ToolRun:
 
     workspace: Workspace
     events: EventSink
+    screen: Screen | None = None
+    """The display the request's computer tool asks for, if it has one (its size and environment)."""
 
 
 class Tool(abc.ABC):
@@ -91,6 +94,10 @@ class Tool(abc.ABC):
 
     def check(self, config: ToolConfig, param: str) -> None:  # noqa: B027 - most schemas say it all
         """Rules the schema cannot express; failures name ``param`` (``tools[i]``) plus the field."""
+
+    def settle(self, config: ToolConfig, entries: list[tuple[Tool, ToolConfig]]) -> None:  # noqa: B027
+        """Settles what depends on the request's other tools (the computer is hosted beside a hosted
+        shell); most tools depend on nothing but their own entry."""
 
     def hosted(self, config: ToolConfig) -> bool:
         """Whether Cove runs its calls (else the response ends with the call, for the client to run)."""
@@ -144,9 +151,23 @@ class HostedTool(Tool):
     async def run(self, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
         """Runs the call in the container and returns its output item (already emitted)."""
 
+    def held(self, call: dict[str, Any]) -> bool:
+        """Whether the call waits for the client's word before it runs (a computer call's pending
+        safety checks): the response ends with it, and the client's answer releases it (``resume``)."""
+        return False
+
+    async def resume(self, call: dict[str, Any], answer: dict[str, Any], run: ToolRun) -> dict[str, Any]:
+        """Runs a held call the client's ``answer`` released; returns its output item (already emitted)."""
+        raise NotImplementedError(f"{self.name} holds no calls")
+
     def function_arguments(self, call: dict[str, Any]) -> dict[str, Any]:
         """The call item's arguments as the model wrote them (for the next turn's context)."""
         return dict(call.get("action") or call.get("operation") or {})
+
+    def native_arguments(self, item: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of a call a Responses upstream made in the tool's own shape (what ``call_item``
+        takes); beyond the model's arguments they may carry what the upstream added (safety checks)."""
+        return self.function_arguments(item)
 
     def output_text(self, output: dict[str, Any]) -> str:
         """The output item as the text a model reads back."""

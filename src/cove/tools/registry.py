@@ -15,6 +15,7 @@ from cove.errors import InvalidRequest
 from cove.tools.apply_patch import ApplyPatchTool
 from cove.tools.base import Tool, ToolConfig
 from cove.tools.code_interpreter import CodeInterpreterTool
+from cove.tools.computer import ComputerTool, ComputerUsePreviewTool
 from cove.tools.custom import CustomTool
 from cove.tools.function import FunctionTool
 from cove.tools.local_shell import LocalShellTool
@@ -114,4 +115,6 @@ TOOLS = Registry([
     ApplyPatchTool(),
     TextEditorTool(),
     CodeInterpreterTool(),
+    ComputerUsePreviewTool(),
+    ComputerTool(),
 ])

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from cove.errors import InvalidRequest
+from cove.sandbox.base import Screen
 from cove.tools.base import HostedTool, Tool, ToolConfig
+from cove.tools.computer import NAME as COMPUTER
+from cove.tools.computer import ComputerTool, released, stale_screenshots, superseded
 from cove.tools.custom import CustomTool, editor_call_ids
 from cove.tools.namespace import flatten_call
 from cove.tools.registry import TOOLS
@@ -22,6 +25,8 @@ class Toolbox:
                     raise InvalidRequest(f"Two tools are called {name!r}: tool names must be unique.",
                                          param=f"tools[{index}]", code="duplicate_tool_name")
                 self._by_function[name] = (tool, config)
+        for tool, config in self.entries:
+            tool.settle(config, self.entries)
 
     def check(self) -> None:
         """The rules beyond each tool's schema (network policies, files), for a request being created."""
@@ -35,6 +40,24 @@ class Toolbox:
     @property
     def needs_container(self) -> bool:
         return any(tool.hosted(config) for tool, config in self.entries)
+
+    @property
+    def display_param(self) -> str | None:
+        """``tools[i]`` of a hosted computer tool (its container needs a display), else None."""
+        return next((f"tools[{index}]" for index, (tool, config) in enumerate(self.entries)
+                     if isinstance(tool, ComputerTool) and tool.hosted(config)), None)
+
+    def screen(self) -> Screen | None:
+        """The display the computer tool asks for, if the request has one."""
+        return next((tool.screen(config) for tool, config in self.entries if isinstance(tool, ComputerTool)), None)
+
+    def released(self, context: list[dict[str, Any]],
+                 new_items: list[dict[str, Any]]) -> list[tuple[HostedTool, dict[str, Any], dict[str, Any]]]:
+        """Held computer calls the request's input acknowledges (a mismatch is ``InvalidRequest``), with
+        the tool that performs them now; none when the computer is the client's (its answer is its own)."""
+        pairs = released(context, new_items)
+        tool = self.hosted(COMPUTER)
+        return [(tool, call, answer) for call, answer in pairs] if tool is not None else []
 
     def environment(self) -> dict[str, Any]:
         """The container the hosted tools ask for: the first one that names one, else ``container_auto``."""
@@ -84,7 +107,11 @@ class Toolbox:
         (``native``: kept as they are where the upstream knows the tool, in its client-side form)."""
         result = []
         functions_only = editor_call_ids(items) if native else set()
+        replaced = superseded(items)
+        stale = stale_screenshots([item for item in items if id(item) not in replaced])
         for item in items:
+            if id(item) in replaced:
+                continue
             if not native and "namespace" in item:
                 item = flatten_call(item)
             tool = TOOLS.of_item(item.get("type"))
@@ -92,6 +119,8 @@ class Toolbox:
                 result.append(item)
             elif native and tool.native_form is not None and item.get("call_id") not in functions_only:
                 result.append(tool.as_native(item))
+            elif id(item) in stale and isinstance(tool, ComputerTool):
+                result.extend(tool.model_context(item, image=False))
             else:
                 result.extend(tool.model_context(item))
         return result

@@ -1,5 +1,5 @@
-"""The container a response's hosted tools work in, as the tools see it: run commands, and read,
-write and list files.
+"""The container a response's hosted tools work in, as the tools see it: run commands, read, write and
+list files, and act on its display.
 
 Which container that is, when it is made and how its use is recorded is the service's business
 (``service/workspace.py``); tests use ``cove.testing``'s in-memory one. An implementation says how
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from cove.sandbox.base import Command, CommandOutput, Entry, FileContent, Files, OutputCallback, Sandbox
+from cove.sandbox.base import Command, CommandOutput, Entry, FileContent, Files, OutputCallback, Sandbox, Screen
 
 
 class Workspace(abc.ABC):
@@ -41,6 +41,19 @@ class Workspace(abc.ABC):
     async def run(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
         async with self._sandbox() as sandbox:
             return await sandbox.exec(command, on_output)
+
+    async def act(self, screen: Screen, actions: list[dict[str, Any]]) -> bytes:
+        """Performs computer actions on the container's display (started with ``screen`` on first use)
+        and returns the settled screenshot (PNG)."""
+        async with self._sandbox() as sandbox:
+            display = await sandbox.display(screen)
+            return await display.act(actions)
+
+    async def screenshot(self, screen: Screen) -> bytes:
+        """The display as it is now (PNG)."""
+        async with self._sandbox() as sandbox:
+            display = await sandbox.display(screen)
+            return await display.screenshot()
 
     async def stat(self, path: str) -> Entry | None:
         async with self._files() as files:

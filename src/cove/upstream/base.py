@@ -207,6 +207,10 @@ the upstream's extraction is unknown here, and base64 at 3 characters a token wo
 
 
 def _item_tokens(item: dict[str, Any]) -> int:
+    screenshot = item.get("output") if item.get("type") == "computer_call_output" else None
+    if isinstance(screenshot, dict) and str(screenshot.get("image_url") or "").startswith("data:"):
+        rest = {**item, "output": {**screenshot, "image_url": ""}}  # a screenshot is an image, not its base64
+        return _tokens(len(json.dumps(rest)) + 2) + IMAGE_TOKENS
     content = item.get("content")
     if not isinstance(content, list) or not any(_inline_media(part) for part in content):
         return _tokens(len(json.dumps(item)) + 2)

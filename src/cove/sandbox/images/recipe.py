@@ -119,8 +119,9 @@ def load_recipe(path: Path) -> Recipe:
 
 
 def build_recipe(store: ImageStore, name: str, recipe_path: Path, *, data_dir: Path,
-                 progress: Progress, rebuild: bool = False) -> Image:
-    """Build ``name`` from the recipe, reusing cached step layers unless ``rebuild``."""
+                 progress: Progress, rebuild: bool = False, source: str = "recipe") -> Image:
+    """Build ``name`` from the recipe, reusing cached step layers unless ``rebuild``; ``source`` is
+    what the manifest says it came from (a built-in recipe names itself and its inputs)."""
     validate_name(name)
     recipe = load_recipe(recipe_path)
     if recipe.base == name:
@@ -146,7 +147,7 @@ def build_recipe(store: ImageStore, name: str, recipe_path: Path, *, data_dir: P
             layers.append(store.layer_path(layer))
         keys = [p.name for p in base.layers] + [p.name for p in layers[len(base.layers):]
                                                 if any(p.iterdir())]
-        return store.save(name, keys, env, workdir, "recipe")
+        return store.save(name, keys, env, workdir, source)
 
 
 def _merge_env(env: tuple[str, ...], extra: dict[str, str]) -> list[str]:

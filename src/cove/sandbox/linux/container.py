@@ -21,11 +21,13 @@ from cove.errors import CoveError, InvalidRequest, SandboxError
 from cove.sandbox.base import (
     Command,
     CommandOutput,
+    Display,
     ExitOutcome,
     Files,
     Limits,
     OutputCallback,
     Sandbox,
+    Screen,
     TimeoutOutcome,
     memory_bytes,
 )
@@ -33,12 +35,13 @@ from cove.sandbox.images.layers import lookup
 from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.disk import create_disk, mount_disk
+from cove.sandbox.linux.display import LinuxDisplay, check_screen, display_of
 from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
-from cove.sandbox.linux.init_client import InitClient
+from cove.sandbox.linux.init_client import InitClient, Job
 from cove.sandbox.linux.netns import listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount_all
-from cove.sandbox.linux.process import InitUnresponsive, ProcessRequest, run_process
+from cove.sandbox.linux.process import InitUnresponsive, ProcessRequest, run_process, spawn_connected
 from cove.sandbox.linux.sinks import OutputSinks
 from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
 from cove.sandbox.redact import Redactor
@@ -76,6 +79,7 @@ class LinuxSandbox(Sandbox):
         self._sinks = OutputSinks(host.pipes)
         self._lock = asyncio.Lock()
         self._image_env = dict(entry.split("=", 1) for entry in image.env if "=" in entry)
+        self._display: LinuxDisplay | None = None
 
     # -- layout ---------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -230,9 +234,35 @@ class LinuxSandbox(Sandbox):
                 return candidate
         return f"{COVE_DIR}/busybox"
 
+    async def display(self, screen: Screen | None = None) -> Display:
+        """The one display of a container whose image declares one (``DISPLAY`` in its env, as the
+        desktop image does); its agent is started now if it is not running."""
+        if display_of(self._image_env) is None:
+            return await super().display(screen)
+        requested = check_screen(screen or Screen())
+        if self._display is None:
+            self._display = LinuxDisplay(requested, self.host.display_agent, self.connect)
+        display = self._display
+        await display.start()
+        return display
+
+    @property
+    def has_display(self) -> bool:
+        return display_of(self._image_env) is not None
+
+    async def connect(self, argv: list[str]) -> tuple[Job, socket.socket]:
+        """Starts a long-lived process (with the environment commands get) whose stdin and stdout
+        are a socket; returns its job and the host's end (``process.spawn_connected``)."""
+        env = self._environment({})
+        init = await self._ensure_started()
+        return await spawn_connected(init, argv, env, "/")
+
     async def stop(self) -> None:
         async with self._lock:
+            display, self._display = self._display, None
             await self._cleanup_runtime()
+            if display is not None:
+                display.detach()
             await asyncio.to_thread(unmount_all, self.rootfs, self.disk)
 
     async def _cleanup_runtime(self) -> None:

@@ -24,6 +24,7 @@ from cove.sandbox.base import Limits, SandboxEngine, memory_bytes
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
+from cove.sandbox.linux.display import install_agent
 from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
@@ -102,7 +103,8 @@ class LinuxEngine(SandboxEngine):
         ensure_busybox(self.libexec)
         self._host = Host(
             containers_dir=self.containers_dir, libexec=gate.expose(self.libexec, "libexec"), gate=gate,
-            init_binary=init_binary, uid_base=settings.subuid_base, pids_limit=settings.pids_limit,
+            init_binary=init_binary, display_agent=install_agent(self.libexec), uid_base=settings.subuid_base,
+            pids_limit=settings.pids_limit,
             runc=Runc(settings.data_dir / "runc", hidden=(settings.data_dir, gate.path)),
             nofile_limit=_container_nofile(settings.nofile_limit), disk_bytes=parse_size(settings.disk_limit),
             egress=self.egress,

@@ -27,6 +27,8 @@ class Host:
     gate: Gate
     """Where runc finds a container's directory while it starts the container (``gate.py``)."""
     init_binary: Path
+    display_agent: str
+    """The display agent's path inside containers (``display.py``), beside the init under ``/.cove``."""
     runc: Runc
     uid_base: int
     """Host uid of container root (container uids 0-65535 map onto ``uid_base + 0-65535``)."""

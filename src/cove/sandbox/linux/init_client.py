@@ -61,6 +61,11 @@ class Job:
             raise SandboxError("container stopped")
         return status
 
+    @property
+    def done(self) -> bool:
+        """Whether it has exited (or the container went away)."""
+        return self._exit.done()
+
     async def signal(self, signo: int) -> None:
         """Signals the job's process group and session; a no-op once it has exited."""
         await self._init.signal(self.id, signo)

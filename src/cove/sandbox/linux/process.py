@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from cove.errors import SandboxError
 from cove.sandbox.base import CommandOutput, ExitOutcome, OutputCallback, TimeoutOutcome
-from cove.sandbox.linux.init_client import InitClient, SpawnError
+from cove.sandbox.linux.init_client import InitClient, Job, SpawnError
 from cove.sandbox.output import CappedText, split_budget
 
 Stream = Literal["stdout", "stderr"]
@@ -160,3 +161,25 @@ async def run_process(
     outcome: ExitOutcome | TimeoutOutcome = (
         TimeoutOutcome() if timed_out else ExitOutcome(exit_code=exit_code(status)))
     return CommandOutput(stdout=stdout.render(out_budget), stderr=err_text, outcome=outcome)
+
+
+async def spawn_connected(init: InitClient, argv: list[str], env: dict[str, str],
+                          cwd: str) -> tuple[Job, socket.socket]:
+    """Starts a long-lived process whose stdin and stdout are one end of a Unix stream socketpair;
+    returns its job and the other end (stderr goes nowhere: nobody would read it).
+
+    For programs that talk to the host for as long as they live (the display agent, a VNC server
+    in ``-inetd`` mode), where ``run_process``'s run-to-completion with bounded output does not fit.
+    A socket rather than two pipes because inetd-style programs read and write the same fd.
+    """
+    host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        job = await init.spawn(argv, env, cwd, child_end.fileno(), child_end.fileno(), devnull)
+    except BaseException:
+        host_end.close()
+        raise
+    finally:
+        child_end.close()
+        os.close(devnull)
+    return job, host_end
