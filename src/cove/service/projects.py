@@ -49,7 +49,8 @@ from cove.errors import InvalidRequest, NotFound, PermissionDenied, TooManyReque
 from cove.tools.base import HostedTool
 from cove.tools.registry import TOOLS
 
-CONTAINER_TOOLS = frozenset(name for name in TOOLS.types if isinstance(TOOLS.get(name), HostedTool))
+CONTAINER_TOOLS = frozenset(name for name in TOOLS.types
+                            if isinstance(tool := TOOLS.get(name), HostedTool) and tool.container)
 """Tool types that run in a container: a project allowed none of them has no use for containers."""
 
 

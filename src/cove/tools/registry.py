@@ -21,6 +21,7 @@ from cove.tools.local_shell import LocalShellTool
 from cove.tools.namespace import NamespaceTool
 from cove.tools.shell import ShellTool
 from cove.tools.text_editor import TextEditorTool
+from cove.tools.web_search import WebSearchPreviewTool, WebSearchTool
 
 
 class Registry:
@@ -114,4 +115,6 @@ TOOLS = Registry([
     ApplyPatchTool(),
     TextEditorTool(),
     CodeInterpreterTool(),
+    WebSearchTool(),
+    WebSearchPreviewTool(),
 ])
