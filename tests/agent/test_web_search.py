@@ -12,7 +12,7 @@ import pytest
 
 from cove.agent import includes
 from cove.agent.request import CreateParams
-from cove.errors import CoveError
+from cove.errors import CoveError, InvalidRequest
 from cove.sandbox.base import CommandOutput, ExitOutcome
 from cove.search.base import Hit, Page, Query, SearchEngine, SearchFailed
 from cove.service.web_search import WebSearchEngines
@@ -332,10 +332,19 @@ def test_a_missing_engine_or_an_upstream_without_search_is_a_400_naming_the_tool
         return engine
 
     per_project = WebSearchEngines(None, {"research": "searxng:http://127.0.0.1:1"}, build)
-    assert built == ["searxng:http://127.0.0.1:1"]
     assert per_project.setup("research", toolbox, chat).engine is engine
+    assert per_project.setup("research", toolbox, chat).engine is engine
+    assert built == ["searxng:http://127.0.0.1:1"]  # built once, on first use
     with pytest.raises(CoveError):
         per_project.setup("other", toolbox, chat)
+
+    def unbuilt(spec: str) -> SearchEngine:
+        raise InvalidRequest(f"No index named {spec[6:]!r}: build it with `cove search index`.", code="x")
+
+    with pytest.raises(CoveError) as info:
+        WebSearchEngines("index:docs", build=unbuilt).setup("p", toolbox, chat)
+    assert (info.value.status_code, info.value.param, info.value.code) == (400, "tools[1]", "x")
+    assert "No index named 'docs'" in info.value.message
     assert WebSearchEngines().setup("p", CreateParams.model_validate({"model": "m", "input": "x"}).toolbox,
                                     chat).engine is None
 

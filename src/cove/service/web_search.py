@@ -2,11 +2,12 @@
 ``COVE_WEB_SEARCH``; an engine Cove runs (``cove.search``), the model upstream's own search
 (``upstream``), or none.
 
-Engines are built once per distinct setting, by the composition root, so a setting that names no
-engine stops the server at start-up rather than failing a response. A request whose ``web_search``
-tool cannot run is refused at request time, a 400 naming ``tools[i]``: no engine configured, or
-``upstream`` for a model whose upstream has no search of its own (a Chat Completions server, the
-embedded model).
+An engine is built on first use of its setting and kept (one per distinct setting, shared by the
+projects that name it; closed at shutdown). A setting that cannot be built now is not kept, so an
+offline index built after the server started is picked up. A request whose ``web_search`` tool
+cannot run is refused at request time, a 400 naming ``tools[i]``: no engine configured, one that
+cannot be built (its message says why), or ``upstream`` for a model whose upstream has no search of
+its own (a Chat Completions server, the embedded model).
 """
 
 from __future__ import annotations
@@ -39,10 +40,8 @@ class WebSearchEngines:
         ``build``: an engine from a setting (``cove.search``'s ``engine_for``)."""
         self.default = default or None
         self.by_project = dict(by_project or {})
-        specs = {spec for spec in [self.default, *self.by_project.values()] if spec and spec != UPSTREAM}
-        if specs and build is None:
-            raise ValueError("web search is configured but no engine builder was given")
-        self.engines = {spec: build(spec) for spec in sorted(specs)} if build is not None else {}
+        self.build = build
+        self.engines: dict[str, SearchEngine] = {}
 
     def spec(self, project: str) -> str | None:
         return self.by_project.get(project, self.default)
@@ -64,4 +63,17 @@ class WebSearchEngines:
                                      "upstream (not a Responses API server) has no web search of its own.",
                                      param=f"tools[{index}]", code="tool_not_configured")
             return SearchSetup(upstream=True)
-        return SearchSetup(engine=self.engines[spec])
+        return SearchSetup(engine=self._engine(spec, f"tools[{index}]"))
+
+    def _engine(self, spec: str, param: str) -> SearchEngine:
+        engine = self.engines.get(spec)
+        if engine is not None:
+            return engine
+        if self.build is None:
+            raise InvalidRequest("Web search is configured, but this server was started without engines.",
+                                 param=param, code="tool_not_configured")
+        try:
+            engine = self.engines[spec] = self.build(spec)
+        except InvalidRequest as exc:  # e.g. an index not built yet, an engine without its key
+            raise InvalidRequest(exc.message, param=param, code=exc.code or "tool_not_configured") from None
+        return engine
