@@ -259,14 +259,15 @@ def test_upstream_mode_passes_the_tool_through_and_relays_the_upstreams_own_call
 
     model = ScriptedModel([Reply(native_items=[native]), second], native_tools=True)
     tool = {"type": "web_search", "filters": {"allowed_domains": ["pydata.org"]}, "search_context_size": "high"}
-    response, _ = respond(model, None, tools=[tool], upstream_search=True)
-    assert model.requests[0].tools == [tool]
+    response, _ = respond(model, None, tools=[tool], upstream_search=True, tool_choice={"type": "web_search"})
+    assert model.requests[0].tools == [tool] and model.requests[0].tool_choice == {"type": "web_search"}
     assert response["output"][0] == native and response["status"] == "completed"
 
 
 def test_a_responses_upstream_without_upstream_mode_gets_the_functions() -> None:
     model = ScriptedModel([Reply(calls=[Call("web_search", {"query": "q"})]), Reply(text="ok")], native_tools=True)
-    response, _ = respond(model, Engine())
+    response, _ = respond(model, Engine(), tool_choice={"type": "web_search"})
+    assert model.requests[0].tool_choice == {"type": "function", "name": "web_search"}
     assert [tool["name"] for tool in model.requests[0].tools] == ["web_search", "open_page", "find_in_page"]
     assert [item["type"] for item in model.requests[1].input[-2:]] == ["function_call", "function_call_output"]
     assert response["output"][0]["status"] == "completed"

@@ -99,17 +99,19 @@ def model_request(turn: Turn) -> ModelRequest:
         model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context, native, upstream_search),
         instructions=params.instructions,
         tools=turn.toolbox.model_tools(native, hosted=turn.hosted_left != 0, upstream_search=upstream_search),
-        tool_choice="none" if _must_answer(turn) else _tool_choice(params.tool_choice, native, turn.tools_ran),
+        tool_choice="none" if _must_answer(turn) else _tool_choice(params.tool_choice, native, turn.tools_ran,
+                                                                   upstream_search),
         parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=turn.output_left,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
         reasoning=params.reasoning, user=params.safety_identifier or params.user,
         prompt_cache_key=params.prompt_cache_key, include=params.include or [], top_logprobs=params.top_logprobs)
 
 
-def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: bool) -> str | dict[str, Any] | None:
+def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: bool,
+                 upstream_search: bool) -> str | dict[str, Any] | None:
     if tools_ran and choice is not None and choice != "none":
         return "auto"
-    return Toolbox.choice(choice, native)
+    return Toolbox.choice(choice, native, upstream_search)
 
 
 def check_input(turn: Turn, items: list[dict[str, Any]]) -> None:

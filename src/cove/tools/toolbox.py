@@ -114,10 +114,12 @@ class Toolbox:
         return result
 
     @staticmethod
-    def choice(choice: str | dict[str, Any] | None, native: bool) -> str | dict[str, Any] | None:
+    def choice(choice: str | dict[str, Any] | None, native: bool,
+               upstream_search: bool = False) -> str | dict[str, Any] | None:
         """A ``tool_choice`` as the upstream is told it: a named tool it knows only as a function, as that."""
         tool = TOOLS.get(choice.get("type")) if isinstance(choice, dict) else None
-        if tool is None or (native and tool.native_form is not None):
+        if (tool is None or (native and tool.native_form is not None)
+                or (upstream_search and isinstance(tool, WebSearchTool))):
             return choice
         assert isinstance(choice, dict)
         return tool.choice(choice)
