@@ -116,7 +116,7 @@ async def search_turn_overhead(engine: SearchEngine, turns: int = TURNS, respons
     service = ResponseService(db, InstantRegistry(), containers, files, settings,  # type: ignore[arg-type]
                               policies=policies, secrets=secrets,
                               project_files=ProjectFileService(db, blobs_for(settings), files, policies),
-                              search=WebSearchEngines("bench", build=lambda _spec: timed))
+                              search=WebSearchEngines(lambda _project: "index:bench", lambda _spec: timed))
     samples = []
     try:
         for index in range(responses + 2):

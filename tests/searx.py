@@ -1,16 +1,11 @@
-"""A SearXNG instance and web pages for web search tests: the instance's JSON API on 127.0.0.1 (the
-operator's own, trusted), the pages on the test internet (``tests/internet.py``), read through the
-engine's read policy like any page."""
+"""Web pages and a SearXNG instance for end-to-end web search tests: the instance's JSON API on 127.0.0.1
+(the operator's own, trusted; ``tests/search/fakes.py``), the pages it finds on the test internet
+(``tests/internet.py``), read through the engine's read policy like any page."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
-
 from tests.internet import Internet
+from tests.search.fakes import FakeEngines
 
 PANDAS = "https://api.cove.test/web/pandas.html"
 NUMPY = "https://other.cove.test/web/numpy.html"
@@ -29,48 +24,18 @@ NUMPY_HTML = """<!doctype html><html><head><title>NumPy news</title></head><body
 """
 
 
-class Searx:
-    """A SearXNG instance's JSON API (``GET /search?q=...&format=json``) on 127.0.0.1: it answers
-    every query with ``results``, or with ``status`` when set (an outage), and keeps the queries."""
+RESULTS = [
+    {"url": PANDAS, "title": "What's new in pandas 2.2", "content": "pandas 2.2 adds a pyarrow string dtype."},
+    {"url": NUMPY, "title": "NumPy news", "content": "NumPy 2.0 released."}]
+"""What the SearXNG instance answers (``tests/search/fakes.py``' ``FakeEngines.results``)."""
 
-    def __init__(self) -> None:
-        self.results: list[dict[str, Any]] = []
-        self.status = 200
-        self.queries: list[str] = []
-        searx = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                params = parse_qs(url.query)
-                searx.queries.append(params.get("q", [""])[0])
-                ok = url.path == "/search" and params.get("format") == ["json"] and searx.status == 200
-                body = json.dumps({"query": searx.queries[-1], "results": searx.results} if ok
-                                  else {"error": "unavailable"}).encode()
-                self.send_response(searx.status if url.path == "/search" else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def reset(self) -> None:
-        self.results = [
-            {"url": PANDAS, "title": "What's new in pandas 2.2", "content": "pandas 2.2 adds a pyarrow string dtype.",
-             "engine": "duckduckgo"},
-            {"url": NUMPY, "title": "NumPy news", "content": "NumPy 2.0 released.", "engine": "bing"}]
-        self.status = 200
-        self.queries.clear()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def searx_instance() -> FakeEngines:
+    """A SearXNG instance (JSON API) on 127.0.0.1 answering every query with ``RESULTS``; its spec is
+    ``searxng:{url}/searxng``."""
+    fake = FakeEngines().start()
+    fake.results = list(RESULTS)
+    return fake
 
 
 def write_pages(internet: Internet) -> None:

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cove.agent import includes
 from cove.agent.request import CreateParams
-from cove.errors import CoveError, InvalidRequest
+from cove.config import Settings
+from cove.errors import CoveError
 from cove.sandbox.base import CommandOutput, ExitOutcome
 from cove.search.base import Hit, Page, Query, SearchEngine, SearchFailed
-from cove.service.web_search import WebSearchEngines
+from cove.search.engines import Engines
+from cove.service.web_search import NOT_CONFIGURED, SearchSetup, WebSearchEngines
 from cove.testing import Call, MemoryFiles, MemorySandbox, MemoryWorkspace, Reply, ScriptedModel, run_turns
 from cove.tools.citations import Sources
 from cove.upstream.base import ModelRequest
@@ -312,42 +315,33 @@ def test_every_sdk_spelling_is_accepted() -> None:
     preview.check()
 
 
-def test_a_missing_engine_or_an_upstream_without_search_is_a_400_naming_the_tool() -> None:
+def test_a_missing_engine_or_an_upstream_without_search_is_a_400_naming_the_tool(tmp_path: Path) -> None:
     toolbox = CreateParams.model_validate({"model": "m", "input": "x", "tools": [
         {"type": "function", "name": "f"}, {"type": "web_search_preview"}]}).toolbox
     chat, responses = ScriptedModel(), ScriptedModel(native_tools=True)
+    engines = Engines(Settings(data_dir=tmp_path))
     with pytest.raises(CoveError) as info:
-        WebSearchEngines().setup("p", toolbox, chat)
-    assert (info.value.status_code, info.value.param, info.value.code) == (400, "tools[1]", "tool_not_configured")
+        WebSearchEngines(engine=engines.get).setup("p", toolbox, chat)
+    assert (info.value.status_code, info.value.param, info.value.code) == (400, "tools[1]", NOT_CONFIGURED)
     assert "web_search_preview" in info.value.message
-    upstream = WebSearchEngines("upstream")
-    with pytest.raises(CoveError) as info:
-        upstream.setup("p", toolbox, chat)
-    assert info.value.param == "tools[1]"
-    assert upstream.setup("p", toolbox, responses).upstream
-    engine = Engine()
-    built: list[str] = []
 
-    def build(spec: str) -> SearchEngine:
-        built.append(spec)
-        return engine
+    def spec(project: str) -> str | None:
+        return {"research": "index:docs", "remote": "upstream"}.get(project)
 
-    per_project = WebSearchEngines(None, {"research": "searxng:http://127.0.0.1:1"}, build)
-    assert per_project.setup("research", toolbox, chat).engine is engine
-    assert per_project.setup("research", toolbox, chat).engine is engine
-    assert built == ["searxng:http://127.0.0.1:1"]  # built once, on first use
+    search = WebSearchEngines(spec, engines.get)
+    with pytest.raises(CoveError) as info:  # an index not built (yet): the engines' reason, naming the tool
+        search.setup("research", toolbox, chat)
+    assert (info.value.status_code, info.value.param) == (400, "tools[1]") and "docs" in info.value.message
+    with pytest.raises(CoveError) as info:  # the chat upstream has no search of its own
+        search.setup("remote", toolbox, chat)
+    assert (info.value.param, info.value.code) == ("tools[1]", NOT_CONFIGURED)
+    assert search.setup("remote", toolbox, responses) == SearchSetup(None, upstream=True)
     with pytest.raises(CoveError):
-        per_project.setup("other", toolbox, chat)
-
-    def unbuilt(spec: str) -> SearchEngine:
-        raise InvalidRequest(f"No index named {spec[6:]!r}: build it with `cove search index`.", code="x")
-
-    with pytest.raises(CoveError) as info:
-        WebSearchEngines("index:docs", build=unbuilt).setup("p", toolbox, chat)
-    assert (info.value.status_code, info.value.param, info.value.code) == (400, "tools[1]", "x")
-    assert "No index named 'docs'" in info.value.message
+        search.setup("other", toolbox, chat)
+    engine = Engine()
+    assert WebSearchEngines(lambda _p: "index:x", lambda _s: engine).setup("p", toolbox, chat).engine is engine
     assert WebSearchEngines().setup("p", CreateParams.model_validate({"model": "m", "input": "x"}).toolbox,
-                                    chat).engine is None
+                                    chat) == SearchSetup()
 
 
 def test_markers_become_citations_only_for_sources_shown() -> None:

@@ -24,7 +24,7 @@ from tests.internet import Internet
 from tests.polling import eventually
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
-from tests.searx import PANDAS, Searx, write_pages
+from tests.searx import PANDAS, searx_instance, write_pages
 from tests.wire_shapes import (
     compacted_errors,
     event_errors,
@@ -64,16 +64,15 @@ def rhttp(responses_server: Server) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def shttp(upstream: ScriptedUpstream, postgres: PostgresServer | None, internet: Internet) -> Iterator[httpx.Client]:
     """A server whose hosted web search asks a SearXNG instance (``tests/searx.py``)."""
-    searx = Searx()
-    searx.reset()
+    searx = searx_instance()
     write_pages(internet)
     srv = Server(data_dir("cove-spec-search"), {**_server_env(upstream, postgres), **internet.server_env(),
-                                                "COVE_WEB_SEARCH": f"searxng:{searx.url}"})
+                                                "COVE_WEB_SEARCH": f"searxng:{searx.url}/searxng"})
     srv.start()
     with srv.http() as c:
         yield c
     srv.stop()
-    searx.close()
+    searx.stop()
     shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
@@ -384,7 +383,7 @@ def test_hosted_web_search_with_citations_and_a_failed_call(shttp: httpx.Client,
     assert "response.output_text.annotation.added" in types
     output = events[-1]["response"]["output"]
     assert [(item["type"], item["status"]) for item in output] == [
-        ("web_search_call", "failed"), ("web_search_call", "completed"), ("web_search_call", "completed"),
+        ("web_search_call", "completed"), ("web_search_call", "failed"), ("web_search_call", "completed"),
         ("message", "completed")]
     assert output[-1]["content"][0]["annotations"][0]["type"] == "url_citation"
     assert_valid(shttp.get(f"/v1/responses/{events[-1]['response']['id']}", params={"include[]": include}).json())

@@ -18,7 +18,8 @@ from tests.conftest import KEYS, Server, _server_env, data_dir
 from tests.internet import Internet
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
-from tests.searx import NUMPY, PANDAS, Searx, write_pages
+from tests.search.fakes import FakeEngines
+from tests.searx import NUMPY, PANDAS, RESULTS, searx_instance, write_pages
 from tests.wire_shapes import event_errors, response_errors
 
 pytestmark = pytest.mark.root  # the test internet is a network namespace
@@ -27,15 +28,20 @@ MODEL = "scripted-model"
 
 
 @pytest.fixture(scope="module")
-def searx() -> Iterator[Searx]:
-    instance = Searx()
+def searx() -> Iterator[FakeEngines]:
+    instance = searx_instance()
     yield instance
-    instance.close()
+    instance.stop()
 
 
 @pytest.fixture(autouse=True)
-def fresh_searx(searx: Searx) -> None:
+def fresh_searx(searx: FakeEngines) -> None:
     searx.reset()
+    searx.results = list(RESULTS)
+
+
+def queries(searx: FakeEngines) -> list[str]:
+    return [request.params.get("q", "") for request in searx.requests if request.path == "/searxng/search"]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +52,10 @@ def pages(internet: Internet) -> Internet:
 
 
 @pytest.fixture(scope="module")
-def search_server(upstream: ScriptedUpstream, postgres: PostgresServer | None, searx: Searx,
+def search_server(upstream: ScriptedUpstream, postgres: PostgresServer | None, searx: FakeEngines,
                   pages: Internet) -> Iterator[Server]:
     """A server whose web search is the SearXNG instance above."""
-    env = {**_server_env(upstream, postgres), **pages.server_env(), "COVE_WEB_SEARCH": f"searxng:{searx.url}"}
+    env = {**_server_env(upstream, postgres), **pages.server_env(), "COVE_WEB_SEARCH": f"searxng:{searx.url}/searxng"}
     srv = Server(data_dir("cove-search"), env)
     srv.start()
     yield srv
@@ -73,7 +79,7 @@ def page_hosts(internet: Internet) -> list[str]:
 
 
 def test_search_read_and_cite_through_the_sdk(sclient: openai.OpenAI, upstream: ScriptedUpstream,
-                                             searx: Searx) -> None:
+                                             searx: FakeEngines) -> None:
     shown: dict[str, str] = {}
 
     def read(body: dict[str, Any]) -> Reply:
@@ -92,7 +98,7 @@ def test_search_read_and_cite_through_the_sdk(sclient: openai.OpenAI, upstream: 
     assert response.status == "completed"
     assert [item.type for item in response.output] == ["web_search_call", "web_search_call", "message"]
     search, opened, message = response.output
-    assert searx.queries == ["pandas 2.2 changelog"]
+    assert queries(searx) == ["pandas 2.2 changelog"]
     assert search.action.type == "search" and search.action.query == "pandas 2.2 changelog"
     assert [source.url for source in search.action.sources or []] == [PANDAS, NUMPY]
     assert opened.action.type == "open_page" and opened.action.url == PANDAS and opened.status == "completed"
@@ -106,7 +112,7 @@ def test_search_read_and_cite_through_the_sdk(sclient: openai.OpenAI, upstream: 
     cited = [(a.url, a.title, text.text[a.start_index:a.end_index]) for a in text.annotations]  # type: ignore[union-attr]
     assert cited == [(PANDAS, "What's new in pandas 2.2", "[1]"), (NUMPY, "NumPy news", "[2]")]
     assert all(a.type == "url_citation" for a in text.annotations)
-    assert not response_errors(response.model_dump(exclude_unset=True))
+    assert not response_errors(response.model_dump(exclude_unset=True, warnings=False))
     # sources and results are shown only when asked for; the stored response keeps them
     plain = sclient.responses.retrieve(response.id)
     assert plain.output[0].action.sources is None  # type: ignore[union-attr]
@@ -121,7 +127,7 @@ def test_streamed_events_come_in_order_and_match_the_sdks_types(sclient: openai.
     upstream.script([Reply(tool_calls=[ToolCall("web_search", json.dumps({"query": "pandas"}))]),
                      Reply(text="See [1].")])
     with sclient.responses.stream(model=MODEL, input="pandas?", tools=[{"type": "web_search_preview"}]) as stream:
-        events = [event.model_dump(exclude_unset=True) for event in stream]
+        events = [event.model_dump(exclude_unset=True, warnings=False) for event in stream]
         final = stream.get_final_response()
     kinds = [event["type"] for event in events]
     first = kinds.index("response.output_item.added")
@@ -139,7 +145,7 @@ def test_streamed_events_come_in_order_and_match_the_sdks_types(sclient: openai.
 
 
 def test_allowed_domains_are_enforced_on_results_and_page_reads(sclient: openai.OpenAI, upstream: ScriptedUpstream,
-                                                                searx: Searx, pages: Internet) -> None:
+                                                                searx: FakeEngines, pages: Internet) -> None:
     before = len(page_hosts(pages))
     upstream.script([Reply(tool_calls=[ToolCall("web_search", json.dumps({"query": "numpy"}))]),
                      Reply(tool_calls=[ToolCall("open_page", json.dumps({"url": NUMPY}))]),
@@ -148,7 +154,7 @@ def test_allowed_domains_are_enforced_on_results_and_page_reads(sclient: openai.
     response = sclient.responses.create(model=MODEL, input="numpy?", include=["web_search_call.action.sources"],
                                         tools=[tool])  # type: ignore[list-item]
     search, refused, message = response.output
-    assert "site:api.cove.test" in searx.queries[0]
+    assert "site:api.cove.test" in queries(searx)[0]
     assert [source.url for source in search.action.sources or []] == [PANDAS]  # type: ignore[union-attr]
     assert refused.status == "failed" and refused.action.url == NUMPY  # type: ignore[union-attr]
     assert message.content[0].text.startswith("read: Error: ")  # type: ignore[union-attr]
@@ -156,10 +162,10 @@ def test_allowed_domains_are_enforced_on_results_and_page_reads(sclient: openai.
     assert "other.cove.test" not in page_hosts(pages)[before:]  # the page outside was never read
 
 
-def test_an_engine_outage_fails_the_call_and_the_response_completes(sclient: openai.OpenAI,
-                                                                   upstream: ScriptedUpstream, searx: Searx) -> None:
-    searx.status = 429
-    upstream.script([Reply(tool_calls=[ToolCall("web_search", json.dumps({"query": "pandas"}))]),
+def test_an_engine_outage_fails_the_call_and_the_response_completes(
+        sclient: openai.OpenAI, upstream: ScriptedUpstream, searx: FakeEngines) -> None:
+    searx.status = 429  # a query not asked before: answers are cached (COVE_WEB_SEARCH_CACHE_SECONDS)
+    upstream.script([Reply(tool_calls=[ToolCall("web_search", json.dumps({"query": "pandas during an outage"}))]),
                      lambda body: Reply(text=f"saw: {tool_result(body)}")])
     response = sclient.responses.create(model=MODEL, input="pandas?", tools=[{"type": "web_search"}])
     assert response.status == "completed"
@@ -266,8 +272,9 @@ def test_upstream_mode_relays_the_upstreams_own_search_and_citations(upstream_se
     native = {"type": "web_search_call", "id": "ws_openai", "status": "completed",
               "action": {"type": "search", "query": "pandas 2.2", "sources": [{"type": "url", "url": PANDAS}]}}
     text = "pandas 2.2 adds pyarrow strings (pandas.pydata.org)."
-    citation = {"type": "url_citation", "url": PANDAS, "title": "What's new", "start_index": 32,
-                "end_index": len(text) - 1}
+    start = text.index("pandas.pydata.org")
+    citation = {"type": "url_citation", "url": PANDAS, "title": "What's new", "start_index": start,
+                "end_index": start + len("pandas.pydata.org")}
     upstream.script([Reply(native_items=[native], native_first=True, text=text, annotations=[citation])])
     tool = {"type": "web_search", "filters": {"allowed_domains": ["pydata.org"]}, "search_context_size": "high"}
     with upstream_search_server.http() as http:
@@ -279,5 +286,5 @@ def test_upstream_mode_relays_the_upstreams_own_search_and_citations(upstream_se
     assert [item["type"] for item in body["output"]] == ["web_search_call", "message"]
     assert body["output"][0]["action"] == native["action"]
     part = body["output"][1]["content"][0]
-    assert part["annotations"] == [citation] and part["text"][32:len(text) - 1] == "pandas.pydata.org"
+    assert part["annotations"] == [citation] and part["text"][start:citation["end_index"]] == "pandas.pydata.org"
     assert not response_errors(body)
