@@ -182,7 +182,7 @@ def test_an_engine_outage_fails_the_call_and_the_response_still_completes() -> N
 
 @pytest.mark.parametrize(("function", "arguments", "reason"), [
     ("web_search", {"query": " "}, "`query` must be"),
-    ("open_page", {"url": "file:///etc/passwd"}, "`url` must be an http(s) URL"),
+    ("open_page", {"url": "javascript:alert(1)"}, "`url` must be an http(s) URL"),
     ("find_in_page", {"url": PANDAS}, "`pattern` must be"),
 ])
 def test_arguments_that_do_not_fit_are_a_failed_call_the_model_reads(
@@ -238,6 +238,23 @@ def test_a_chain_keeps_its_sources_numbers_and_the_model_reads_earlier_results()
     # and a follow-up without a new search still cites what the chain showed
     later, _ = respond(ScriptedModel([Reply(text="As said [4].")]), Engine(), history=[*history, *response["output"]])
     assert answer_text(later)["annotations"][0]["url"] == "https://new.example.org/"
+
+
+def test_the_offline_indexs_file_and_zim_urls_are_results_and_archives_filter_like_domains() -> None:
+    zim, local = "zim://wikipedia_en_all_nopic_2024-06/Pandas_(software)", "file:///srv/docs/pandas.md"
+    engine = Engine(hits=[Hit(zim, "pandas (software)", "a library"), Hit(local, "pandas notes", "notes"),
+                          Hit("data:text/html,hi", "bad", "x")],
+                    pages={zim: Page(zim, "pandas (software)", "pandas is a software library.")})
+    model = ScriptedModel([Reply(calls=[Call("web_search", {"query": "pandas"})]),
+                           Reply(calls=[Call("open_page", {"url": zim})]), Reply(text="A library [1].")])
+    response, _ = respond(model, engine, include=["web_search_call.action.sources"])
+    assert [s["url"] for s in response["output"][0]["action"]["sources"]] == [zim, local]
+    assert response["output"][1]["status"] == "completed"
+    assert answer_text(response)["annotations"][0]["url"] == zim
+    tool = {"type": "web_search", "filters": {"allowed_domains": ["wikipedia_en_all_nopic_2024-06"]}}
+    filtered, _ = respond(ScriptedModel([Reply(calls=[Call("web_search", {"query": "pandas"})]), Reply(text="ok")]),
+                          engine, tools=[tool])
+    assert [s["url"] for s in filtered["output"][0]["action"]["sources"]] == [zim]  # file:// matches no domain
 
 
 def test_sources_and_results_are_shown_only_when_included() -> None:

@@ -1,14 +1,18 @@
 """Hosted web search end to end: the real server, the ``openai`` SDK and the agents SDK as clients, the
 real SearXNG engine (``cove.search``) asking a SearXNG-compatible JSON endpoint on 127.0.0.1 (the
-operator's own instance), and pages read from the test internet (``tests/internet.py``) through the
-engine's read policy. The model is the scripted upstream."""
+operator's own instance), pages read from the test internet (``tests/internet.py``) through the
+engine's read policy, and an offline index built with ``cove search index`` (no network at all). The
+model is the scripted upstream."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -288,3 +292,47 @@ def test_upstream_mode_relays_the_upstreams_own_search_and_citations(upstream_se
     part = body["output"][1]["content"][0]
     assert part["annotations"] == [citation] and part["text"][start:citation["end_index"]] == "pandas.pydata.org"
     assert not response_errors(body)
+
+
+@pytest.fixture(scope="module")
+def offline_server(upstream: ScriptedUpstream, postgres: PostgresServer | None,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    """An air-gapped server: no engine on any network, an offline index (``cove search index``) for the
+    project alpha (its ``web_search`` in the projects file), and ``index:missing`` for the others."""
+    docs = tmp_path_factory.mktemp("handbook")
+    (docs / "pandas.md").write_text("# pandas 2.2 notes\n\npandas 2.2 adds a pyarrow-backed string dtype.\n\n"
+                                    "Copy-on-Write arrives in pandas 3.0.\n")
+    (docs / "numpy.md").write_text("# NumPy notes\n\nNumPy 2.0 cleaned up its API.\n")
+    projects = tmp_path_factory.mktemp("projects") / "projects.toml"
+    projects.write_text('[defaults]\nweb_search = "index:missing"\n\n[projects.alpha]\nweb_search = "index:handbook"\n')
+    srv = Server(data_dir("cove-offline"), {**_server_env(upstream, postgres), "COVE_PROJECTS_FILE": str(projects)})
+    built = subprocess.run([str(Path(sys.executable).parent / "cove"), "search", "index", "handbook", str(docs)],
+                           env=srv.env, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    srv.start()
+    yield srv, docs
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def test_an_offline_index_answers_with_no_network_and_each_project_gets_its_own_engine(
+        offline_server: tuple[Server, Path], upstream: ScriptedUpstream) -> None:
+    server, docs = offline_server
+    notes = (docs / "pandas.md").as_uri()
+    find = {"url": notes, "pattern": "copy-on-write"}
+    upstream.script([Reply(tool_calls=[ToolCall("web_search", json.dumps({"query": "pyarrow string dtype"}))]),
+                     Reply(tool_calls=[ToolCall("find_in_page", json.dumps(find))]),
+                     lambda body: Reply(text="Copy-on-Write arrives in 3.0 [1]." if "pandas 3.0" in tool_result(body)
+                                        else "not found")])
+    response = server.client("alpha").responses.create(model=MODEL, input="pandas?", tools=[{"type": "web_search"}],
+                                                       include=["web_search_call.action.sources"])
+    search, found, message = response.output
+    assert (search.action.sources or [])[0].url == notes  # type: ignore[union-attr]
+    assert found.status == "completed" and found.action.type == "find_in_page"  # type: ignore[union-attr]
+    text = message.content[0]  # type: ignore[union-attr]
+    assert text.text == "Copy-on-Write arrives in 3.0 [1]."
+    assert [(a.url, text.text[a.start_index:a.end_index]) for a in text.annotations] == [(notes, "[1]")]
+    with pytest.raises(openai.BadRequestError) as info:  # beta's engine is an index that was never built
+        server.client("beta").responses.create(model=MODEL, input="x", tools=[{"type": "web_search"}])
+    body = info.value.body
+    assert isinstance(body, dict) and body["param"] == "tools[0]" and "missing" in body["message"], body

@@ -13,7 +13,7 @@ What the model was shown stays on the item as ``results`` (numbered sources, ``c
 later turns, and later responses of a chain, read the same text; clients see ``results`` only with
 ``include: ["web_search_call.results"]`` and ``action.sources`` only with
 ``web_search_call.action.sources`` (``agent/includes.py``). Everything an engine returns is hostile:
-URLs are checked, text is cut to ``search_context_size`` and stripped of control characters, and
+URLs are checked (``SCHEMES``), text is cut to ``search_context_size`` and stripped of control characters, and
 ``filters.allowed_domains`` is enforced here too, whatever the engine does with it. An engine that
 fails (``SearchFailed``) ends the call ``failed`` with the reason the model reads; the response goes on.
 """
@@ -64,6 +64,11 @@ BUDGETS: dict[ContextSize, _Budget] = {
 }
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+"""A single-label name: an intranet host, or an offline index's ZIM archive (``zim://ARCHIVE/...``)."""
+SCHEMES = frozenset({"http", "https", "file", "zim"})
+"""URLs engines hand out: web pages, and the offline index's files and ZIM entries. What can really be
+read is the engine's business (page reads are http(s) only; the index opens only what it holds)."""
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -110,7 +115,8 @@ class WebSearchPreviewConfig(ToolConfig):
 
 def normalize_domain(raw: str) -> str | None:
     """A domain of ``filters.allowed_domains`` as Cove matches it (lower case, IDNA, no scheme or
-    trailing slash, which OpenAI allows), or None when it is not a domain name."""
+    trailing slash, which OpenAI allows), or None when it is not a domain name (or a single-label
+    name, ``_NAME``)."""
     text = raw.strip().lower()
     for prefix in ("https://", "http://"):
         text = text.removeprefix(prefix)
@@ -119,17 +125,18 @@ def normalize_domain(raw: str) -> str | None:
         text = text.encode("idna").decode("ascii")
     except UnicodeError:
         return None
-    return text if _DOMAIN.match(text) else None
+    return text if _DOMAIN.match(text) or (_NAME.match(text) and not text.isdigit()) else None
 
 
 def within(url: str, domains: tuple[str, ...]) -> bool:
-    """Whether ``url`` is an http(s) URL on one of ``domains`` or their subdomains (any, when none)."""
+    """Whether ``url`` is a URL an engine may give (``SCHEMES``; http(s) with a host) on one of
+    ``domains`` or their subdomains (any, when none; a ``file://`` URL, which has no host, on none)."""
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".")
     except ValueError:
         return False
-    if parts.scheme not in ("http", "https") or not host:
+    if parts.scheme not in SCHEMES or (parts.scheme in ("http", "https") and not host):
         return False
     return not domains or any(host == domain or host.endswith("." + domain) for domain in domains)
 
@@ -205,7 +212,7 @@ class WebSearchTool(HostedTool):
         domains = self.domains(config)
         only = f" Only these sites (and their subdomains) can be searched and read: {', '.join(domains)}." \
             if domains else ""
-        url = {"type": "string", "description": "The page's http(s) URL, e.g. one from the search results."}
+        url = {"type": "string", "description": "The page's URL, e.g. one from the search results."}
         return [
             {"type": "function", "name": "web_search", "description": (
                 "Search the web. Returns numbered results (title, URL, snippet). Cite what you use in your "
@@ -279,7 +286,7 @@ class WebSearchTool(HostedTool):
             return self._item({"type": "search", "query": _line(query, MAX_QUERY)}, "in_progress")
         url = arguments.get("url")
         if not isinstance(url, str) or not within(url.strip(), ()) or len(url.strip()) > MAX_URL:
-            raise ToolArgumentsError("`url` must be an http(s) URL.")
+            raise ToolArgumentsError("`url` must be an http(s) URL, or one the search results gave.")
         url = url.strip()
         if not within(url, self.options.domains):
             raise ToolArgumentsError(f"{url} is outside the sites this search may read: "
