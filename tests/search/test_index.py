@@ -177,7 +177,7 @@ def test_the_cli_builds_an_index_with_progress(tmp_path: Path) -> None:
     write_docs(docs)
     env = {**os.environ, "COVE_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
            "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "cove", "search", "index", "handbook", str(docs)],
+    done = subprocess.run([sys.executable, "-m", "cove", "search", "index", "--workers", "2", "handbook", str(docs)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Indexing handbook" in done.stdout and "5/5" in done.stdout

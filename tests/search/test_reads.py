@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cove.search.base import Page, SearchFailed
-from cove.search.engines import engine_for
+from cove.search.engines import Engines, engine_for
 from tests.helpers import pdf_bytes
 from tests.internet import Internet
 from tests.search.fakes import FakeEngines
@@ -104,6 +104,25 @@ def test_size_type_and_status_are_bounded(fake: FakeEngines, settings_for: Any) 
     fake.delay = 3.0  # a page slower than the read timeout
     assert refused(settings_for(web_read_timeout=0.5), fake, f"{base}/long") == (
         f"Reading {base}/long took longer than 0.5 s.")
+
+
+def test_pages_are_cached_per_url_and_domains(fake: FakeEngines, settings_for: Any) -> None:
+    fake.pages = {"a": ("text/html", ARTICLE)}
+    url = f"http://pages.test:{fake.port}/pages/a"
+    engines = Engines(settings_for(web_search_cache_seconds=60))
+
+    async def go() -> None:
+        engine = engines.get(f"searxng:{fake.url}/searxng")
+        assert engine is not None
+        first = await engine.open(url)
+        fake.pages = {"a": ("text/html", b"<html><body><p>changed since</p></body></html>")}
+        assert await engine.open(url) == first
+        with pytest.raises(SearchFailed, match="outside the allowed domains"):
+            await engine.open(url, ("example.org",))  # a narrower filter is never served from the cache
+        assert (await engine.open(url, ("pages.test",))).text == "changed since"
+        await engines.aclose()
+    asyncio.run(go())
+    assert [r.path for r in fake.requests] == ["/pages/a", "/pages/a"]
 
 
 @pytest.mark.root

@@ -44,7 +44,8 @@ def kind_of(name: str, content_type: str = "") -> str | None:
         return "pdf"
     if media == "text/markdown" or lower.endswith((".md", ".markdown")):
         return "markdown"
-    if media.startswith("text/") or lower.endswith((".txt", ".text", ".rst")):
+    if media.startswith("text/") or media in ("application/json", "application/xml") or lower.endswith(
+            (".txt", ".text", ".rst")):
         return "text"
     return None
 
