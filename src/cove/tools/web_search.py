@@ -168,14 +168,16 @@ class WebSearchTool(HostedTool):
 
     # -- the request ------------------------------------------------------------------------------
     @staticmethod
-    def domains(config: ToolConfig) -> tuple[str, ...]:
+    def _allowed(config: ToolConfig) -> list[str]:
+        """``filters.allowed_domains`` as the request gives it (``web_search_preview`` has no filters)."""
         filters = getattr(config, "filters", None)
-        raw = (filters.allowed_domains if isinstance(filters, Filters) else None) or []
-        return tuple(dict.fromkeys(domain for domain in map(normalize_domain, raw) if domain))
+        return (filters.allowed_domains if isinstance(filters, Filters) else None) or []
+
+    def domains(self, config: ToolConfig) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(domain for domain in map(normalize_domain, self._allowed(config)) if domain))
 
     def check(self, config: ToolConfig, param: str) -> None:
-        filters = getattr(config, "filters", None)
-        raw = (filters.allowed_domains if isinstance(filters, Filters) else None) or []
+        raw = self._allowed(config)
         where = f"{param}.filters.allowed_domains"
         if len(raw) > MAX_DOMAINS:
             raise InvalidRequest(f"'{where}' may list at most {MAX_DOMAINS} domains.", param=where,
