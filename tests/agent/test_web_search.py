@@ -18,6 +18,7 @@ from cove.errors import CoveError
 from cove.sandbox.base import CommandOutput, ExitOutcome
 from cove.search.base import Hit, Page, Query, SearchEngine, SearchFailed
 from cove.search.engines import Engines
+from cove.service.projects import ProjectRules, Quotas
 from cove.service.web_search import NOT_CONFIGURED, SearchSetup, WebSearchEngines
 from cove.testing import Call, MemoryFiles, MemorySandbox, MemoryWorkspace, Reply, ScriptedModel, run_turns
 from cove.tools.citations import Sources
@@ -369,3 +370,10 @@ def test_markers_become_citations_only_for_sources_shown() -> None:
     spans = [(a["url"], text[a["start_index"]:a["end_index"]]) for a in book.citations(text)]
     assert spans == [("https://a.org/", "[1, 2]"), ("https://b.org/", "[1, 2]"), ("https://b.org/", "[2]"),
                      ("https://a.org/", "[1]"), ("https://a.org/", "[1]")]
+
+
+def test_web_search_needs_no_container_nor_a_project_allowed_only_it(tmp_path: Path) -> None:
+    toolbox = CreateParams.model_validate({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}).toolbox
+    assert not toolbox.needs_container
+    rules = ProjectRules(Quotas.built_in(Settings(data_dir=tmp_path)), tools=frozenset({"web_search"}))
+    assert not rules.may_use_containers
