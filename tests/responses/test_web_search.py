@@ -260,6 +260,30 @@ def test_a_chain_cites_what_an_earlier_response_found(sclient: openai.OpenAI, up
     assert [(a.url, text.text[a.start_index:a.end_index]) for a in text.annotations] == [(NUMPY, "[2]")]
 
 
+def test_a_client_resending_its_history_keeps_what_the_model_found(search_server: Server, sclient: openai.OpenAI,
+                                                                   upstream: ScriptedUpstream) -> None:
+    """Clients that send the whole history each turn (the agents SDK) send web_search_call items as
+    they saw them, without ``results``; the project's stored results come back for the model."""
+    upstream.script([Reply(tool_calls=[ToolCall("web_search", json.dumps({"query": "numpy news"}))]),
+                     Reply(text="Found it [2]."),
+                     lambda body: Reply(text="NumPy 2.0 is out [2]." if "[2] NumPy news" in json.dumps(body["messages"])
+                                        else "I cannot see the earlier results.")])
+    first = sclient.responses.create(model=MODEL, input="numpy?", tools=[{"type": "web_search"}], store=True)
+    history = [{"role": "user", "content": "numpy?"},
+               *[item.model_dump(exclude_none=True, warnings=False) for item in first.output],
+               {"role": "user", "content": "and again?"}]
+    assert "results" not in history[1]
+    second = sclient.responses.create(model=MODEL, input=history, tools=[{"type": "web_search"}])  # type: ignore[arg-type]
+    text = second.output[-1].content[0]  # type: ignore[union-attr]
+    assert text.text == "NumPy 2.0 is out [2]." and text.annotations[0].url == NUMPY
+    # another project sending the same items gets nothing of alpha's back
+    upstream.script([lambda body: Reply(text="not kept" if "were not kept" in json.dumps(body["messages"])
+                                        else "leaked")])
+    other = search_server.client("beta").responses.create(model=MODEL, input=history,  # type: ignore[arg-type]
+                                                          tools=[{"type": "web_search"}])
+    assert other.output[-1].content[0].text == "not kept"  # type: ignore[union-attr]
+
+
 @pytest.fixture(scope="module")
 def upstream_search_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     """A server whose Responses upstream runs web search itself (``COVE_WEB_SEARCH=upstream``)."""
