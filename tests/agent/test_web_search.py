@@ -280,9 +280,12 @@ def test_upstream_mode_passes_the_tool_through_and_relays_the_upstreams_own_call
 
     model = ScriptedModel([Reply(native_items=[native]), second], native_tools=True)
     tool = {"type": "web_search", "filters": {"allowed_domains": ["pydata.org"]}, "search_context_size": "high"}
-    response, _ = respond(model, None, tools=[tool], upstream_search=True, tool_choice={"type": "web_search"})
+    response, events = respond(model, None, tools=[tool], upstream_search=True, tool_choice={"type": "web_search"})
     assert model.requests[0].tools == [tool] and model.requests[0].tool_choice == {"type": "web_search"}
     assert response["output"][0] == native and response["status"] == "completed"
+    assert [e["type"] for e in events if "web_search_call" in e["type"]] == [
+        "response.web_search_call.in_progress", "response.web_search_call.searching",
+        "response.web_search_call.completed"]
 
 
 def test_a_responses_upstream_without_upstream_mode_gets_the_functions() -> None:

@@ -19,8 +19,9 @@ from cove.agent.request import CreateParams
 from cove.errors import ContextWindowExceeded
 from cove.search.base import SearchEngine
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
-from cove.tools.citations import Sources
+from cove.tools.citations import CALL_TYPE, Sources
 from cove.tools.toolbox import Toolbox
+from cove.tools.web_search import WebSearchTool
 from cove.tools.workspace import NoContainer, Workspace
 from cove.upstream.base import Finish, Model, ModelRequest, Usage
 
@@ -275,6 +276,9 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
             if tool is not None:  # a hosted tool the upstream called in its own shape: run it here
                 arguments = json.dumps(tool.function_arguments(event.item))
                 native_calls.append((tool, event.item.get("call_id") or "", arguments))
+            elif turn.upstream_search and event.item.get("type") == CALL_TYPE:  # the upstream searched itself
+                await builder.close_open()
+                await WebSearchTool.relay(event.item, builder)
             else:
                 await builder.item(event.item)
         elif event.type == "annotations":  # the upstream's own (its web search's url_citations)

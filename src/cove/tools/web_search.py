@@ -34,6 +34,7 @@ from cove.ids import new_id
 from cove.search.base import ContextSize, Page, Query, SearchEngine, SearchFailed
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun, parse_arguments
 from cove.tools.citations import CALL_TYPE, Sources
+from cove.tools.events import EventSink
 from cove.tools.workspace import Workspace
 
 Action = Literal["search", "open_page", "find_in_page"]
@@ -318,6 +319,17 @@ class WebSearchTool(HostedTool):
             action["pattern"] = text("pattern")
         call = {**self._item(action, "failed"), "error": message}
         return call, call
+
+    @staticmethod
+    async def relay(item: dict[str, Any], events: EventSink) -> None:
+        """A ``web_search_call`` a Responses upstream ran itself (``upstream`` mode), finished when it
+        arrives, streamed with the events OpenAI streams for one."""
+        index = await events.add_item(item)
+        stages = ("in_progress", "searching", *(("completed",) if item.get("status") == "completed" else ()))
+        for stage in stages:
+            await events.emit({"type": f"response.web_search_call.{stage}", "item_id": item.get("id"),
+                               "output_index": index})
+        await events.done_item(item)
 
     async def emit_call(self, call: dict[str, Any], run: ToolRun) -> None:
         index = await run.events.add_item(call)
