@@ -40,9 +40,11 @@ fuzz: setup image
 bench: setup image
 	$(VENV)/bin/python bench/containers.py
 	$(VENV)/bin/python bench/tool_turns.py
+	$(VENV)/bin/python bench/search_turns.py
 	$(VENV)/bin/python bench/neighbours.py
 	$(VENV)/bin/python bench/egress.py
 	$(VENV)/bin/python bench/responses.py
+	$(VENV)/bin/python bench/web_search.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

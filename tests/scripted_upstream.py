@@ -70,7 +70,11 @@ class Reply:
     """Give each text piece a log probability when the request asks (chat ``logprobs``, responses
     ``include``); the token is the piece itself."""
     native_items: list[dict[str, Any]] = field(default_factory=list)
-    """Finished output items sent as-is by ``/v1/responses`` (e.g. a ``shell_call``)."""
+    """Finished output items sent as-is by ``/v1/responses`` (e.g. a ``shell_call``), after the text
+    (before it with ``native_first``, as OpenAI's own web search comes before its answer)."""
+    native_first: bool = False
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    """The text part's annotations (``/v1/responses``), e.g. ``url_citation``s of the upstream's own search."""
     finish_reason: str | None = None
     """Default ``tool_calls`` when there are tool calls, else ``stop``. ``length`` makes
     ``/v1/responses`` answer ``incomplete`` (max_output_tokens)."""
@@ -385,8 +389,8 @@ def _output_items(reply: Reply, body: dict[str, Any]) -> list[dict[str, Any]]:
     if reply.text or reply.refusal:
         logprobs = _token_logprobs(reply, reply.text) if reply.logprobs and _wants(
             body, "message.output_text.logprobs") else []
-        content = [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": logprobs}
-                   ] if reply.text else []
+        content = [{"type": "output_text", "text": reply.text, "annotations": list(reply.annotations),
+                    "logprobs": logprobs}] if reply.text else []
         if reply.refusal:
             content.append({"type": "refusal", "refusal": reply.refusal})
         items.append({"type": "message", "id": f"msg_{next(_ids)}", "role": "assistant", "status": "completed",
@@ -394,7 +398,8 @@ def _output_items(reply: Reply, body: dict[str, Any]) -> list[dict[str, Any]]:
     for call, call_id in zip(reply.tool_calls, _call_ids(reply), strict=True):
         items.append({"type": "function_call", "id": f"fc_{next(_ids)}", "call_id": call_id or f"call_{next(_ids)}",
                       "name": call.name, "arguments": call.arguments, "status": "completed"})
-    return items + [dict(item) for item in reply.native_items]
+    native = [dict(item) for item in reply.native_items]
+    return native + items if reply.native_first else items + native
 
 
 def response_object(reply: Reply, body: dict[str, Any], output: list[dict[str, Any]] | None = None,

@@ -161,6 +161,42 @@ class Settings(BaseSettings):
     apt_sources: Path | None = None
     """The apt sources file ``cove image build`` gives mmdebstrap; default: the host's own."""
 
+    web_search: str | None = None
+    """The engine of the hosted ``web_search`` tool: ``index:NAME``, ``searxng:BASE_URL``, ``brave``,
+    ``tavily`` or ``upstream`` (``docs/search.md``); unset: the tool is refused. A project's
+    ``web_search`` in the projects file overrides it."""
+
+    brave_api_key: str | None = None
+    """Subscription token for the ``brave`` engine (Brave Search API)."""
+
+    brave_base_url: str = "https://api.search.brave.com/res/v1"
+    """Where the ``brave`` engine sends its requests: change it only for a proxy in front of Brave, or tests."""
+
+    tavily_api_key: str | None = None
+    """API key for the ``tavily`` engine."""
+
+    tavily_base_url: str = "https://api.tavily.com"
+    """Where the ``tavily`` engine sends its requests: change it only for a proxy in front of Tavily, or tests."""
+
+    web_search_timeout: float = Field(default=15.0, gt=0)
+    """Seconds an engine (SearXNG, Brave, Tavily) may take to answer a search before the call fails."""
+
+    web_search_cache_seconds: float = Field(default=600.0, ge=0)
+    """How long search results and page reads are reused for the same query or page (0: not cached)."""
+
+    web_search_cache_size: str = "64m"
+    """Memory the cache of results and pages may hold; the least recently used go first."""
+
+    web_read_domains: str = "*"
+    """Comma-separated names page reads may reach (``*.example.com`` for subdomains, ``*`` for any);
+    only public addresses, except for a name listed exactly, which may resolve inside (an intranet)."""
+
+    web_read_max: str = "5m"
+    """Largest page a read downloads; a longer one is cut there."""
+
+    web_read_timeout: float = Field(default=20.0, gt=0)
+    """Seconds one page read may take, redirects included."""
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

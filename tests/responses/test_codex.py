@@ -4,7 +4,8 @@ model answers from it.
 
 Codex talks to Cove only (loopback): a custom model provider over plain HTTP/SSE (no WebSocket), no
 update checks, analytics, feedback, apps or plugins (those reach out to the internet), web search off
-(Cove has no ``web_search`` tool yet)."""
+(the session's server has no web search engine configured, so Codex's ``web_search`` tool would be a
+400)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ Scenarios between them make Cove emit each kind of item and event it can: text (
 function calls, reasoning text and summaries, refusals, logprobs, incomplete, failed and cancelled
 responses, background responses retrieved and streamed again, input and conversation items,
 deletion, client-side tool calls, hosted shell, apply_patch, text editor and code interpreter calls
-(and a refused one), compaction, WebSocket mode, over a Chat Completions upstream and over a
-Responses upstream.
+(and a refused one), hosted web search with url citations (and the upstream's own), compaction,
+WebSocket mode, over a Chat Completions upstream and over a Responses upstream.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ import httpx
 import pytest
 
 from tests.conftest import Server, _server_env, data_dir
+from tests.internet import Internet
 from tests.polling import eventually
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+from tests.searx import PANDAS, searx_instance, write_pages
 from tests.wire_shapes import (
     compacted_errors,
     event_errors,
@@ -45,7 +47,8 @@ pytestmark = pytest.mark.root  # every test here runs a server, and a server run
 @pytest.fixture(scope="module")
 def responses_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     """A server whose upstream speaks the Responses API (the same scripted model)."""
-    srv = Server(data_dir("cove-spec"), {**_server_env(upstream, postgres), "COVE_UPSTREAM_API": "responses"})
+    srv = Server(data_dir("cove-spec"), {**_server_env(upstream, postgres), "COVE_UPSTREAM_API": "responses",
+                                         "COVE_WEB_SEARCH": "upstream"})
     srv.start()
     yield srv
     srv.stop()
@@ -56,6 +59,21 @@ def responses_server(upstream: ScriptedUpstream, postgres: PostgresServer | None
 def rhttp(responses_server: Server) -> Iterator[httpx.Client]:
     with responses_server.http() as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def shttp(upstream: ScriptedUpstream, postgres: PostgresServer | None, internet: Internet) -> Iterator[httpx.Client]:
+    """A server whose hosted web search asks a SearXNG instance (``tests/searx.py``)."""
+    searx = searx_instance()
+    write_pages(internet)
+    srv = Server(data_dir("cove-spec-search"), {**_server_env(upstream, postgres), **internet.server_env(),
+                                                "COVE_WEB_SEARCH": f"searxng:{searx.url}/searxng"})
+    srv.start()
+    with srv.http() as c:
+        yield c
+    srv.stop()
+    searx.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 def sse(response: httpx.Response) -> list[dict[str, Any]]:
@@ -389,6 +407,38 @@ def test_code_interpreter_outputs_only_when_included(http: httpx.Client, upstrea
 
 
 # -- over a Responses upstream ----------------------------------------------------------------------
+
+def test_hosted_web_search_with_citations_and_a_failed_call(shttp: httpx.Client, upstream: ScriptedUpstream) -> None:
+    upstream.script([Reply(tool_calls=[ToolCall("web_search", json.dumps({"query": "pandas"})),
+                                       ToolCall("open_page", json.dumps({"url": "file:///etc/passwd"}))]),
+                     Reply(tool_calls=[ToolCall("find_in_page", json.dumps({"url": PANDAS, "pattern": "pyarrow"}))]),
+                     Reply(text="pandas 2.2 adds pyarrow strings [1].")])
+    include = ["web_search_call.action.sources", "web_search_call.results"]
+    events = stream(shttp, {"input": "pandas?", "tools": [{"type": "web_search"}], "include": include})
+    types = types_of(events)
+    for kind in ("in_progress", "searching", "completed"):
+        assert f"response.web_search_call.{kind}" in types
+    assert "response.output_text.annotation.added" in types
+    output = events[-1]["response"]["output"]
+    assert [(item["type"], item["status"]) for item in output] == [
+        ("web_search_call", "completed"), ("web_search_call", "failed"), ("web_search_call", "completed"),
+        ("message", "completed")]
+    assert output[-1]["content"][0]["annotations"][0]["type"] == "url_citation"
+    assert_valid(shttp.get(f"/v1/responses/{events[-1]['response']['id']}", params={"include[]": include}).json())
+
+
+def test_the_upstreams_own_web_search_and_citations(rhttp: httpx.Client, upstream: ScriptedUpstream) -> None:
+    native = {"type": "web_search_call", "id": "ws_up", "status": "completed",
+              "action": {"type": "search", "query": "pandas", "sources": [{"type": "url", "url": PANDAS}]}}
+    citation = {"type": "url_citation", "url": PANDAS, "title": "pandas", "start_index": 0, "end_index": 6}
+    upstream.script([Reply(native_items=[native], native_first=True, text="pandas 2.2 is out.",
+                           annotations=[citation])])
+    events = stream(rhttp, {"input": "pandas?", "tools": [{"type": "web_search_preview"}]})
+    output = events[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["web_search_call", "message"]
+    assert output[1]["content"][0]["annotations"] == [citation]
+    assert "response.output_text.annotation.added" in types_of(events)
+
 
 def test_reasoning_summary_and_encrypted_content_round_trip(rhttp: httpx.Client, upstream: ScriptedUpstream) -> None:
     upstream.script([Reply(summary=["Considered the options."], encrypted_content="opaque-1", text="First.")])

@@ -57,10 +57,20 @@ def test_defaults_then_project_tables_override_key_by_key(tmp_path: Path) -> Non
     ("[projects.p]\ncontainers = \"no\"\n", "projects.p.containers must be true or false"),
     ("[private_images]\nml = \"analysts\"\n", "private_images.ml must be a list of strings"),
     ("[quotas]\nx = 1\n", r"unknown tables \['quotas'\]"),
+    ("[projects.p]\nweb_search = \"google\"\n", "projects.p.web_search: Web search engine 'google' is not one"),
+    ("[projects.p]\nweb_search = 1\n", "projects.p.web_search must be a string"),
 ])
 def test_mistakes_stop_the_server(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _load(tmp_path, text)
+
+
+def test_a_project_may_have_its_own_web_search_engine(tmp_path: Path) -> None:
+    policies = _load(tmp_path, '[defaults]\nweb_search = "searxng:https://search.example.org"\n'
+                               '[projects.offline]\nweb_search = "index:handbook"\n')
+    assert policies.of("offline").web_search == "index:handbook"  # the index need not exist yet
+    assert policies.of("other").web_search == "searxng:https://search.example.org"
+    assert ProjectPolicies.load(None, SETTINGS).of("anyone").web_search is None
 
 
 def test_containers_follow_the_tools_unless_set(tmp_path: Path) -> None:

@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 
 from cove.errors import ContextWindowExceeded, UpstreamError
-from cove.upstream.base import Finish, ModelRequest, NativeItem, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStart
+from cove.upstream.base import (
+    Finish,
+    ModelRequest,
+    NativeItem,
+    ReasoningDelta,
+    TextAnnotations,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+)
 from cove.upstream.responses import ResponsesApiModel
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 from tests.upstream.conftest import Collect
@@ -78,6 +87,25 @@ def test_stream_events_become_model_events(upstream: ScriptedUpstream, collect: 
     assert (finish.usage.input_tokens, finish.usage.output_tokens) == (30, 20)
     assert (finish.usage.cached_tokens, finish.usage.reasoning_tokens) == (10, 5)
     assert sum(isinstance(e, Finish) for e in events) == 1
+
+
+def test_the_upstreams_own_web_search_and_citations_come_through(upstream: ScriptedUpstream,
+                                                                 collect: Collect) -> None:
+    """``COVE_WEB_SEARCH=upstream``: OpenAI searches itself; its call is relayed whole and its answer's
+    ``url_citation``s come with the text they index."""
+    search = {"type": "web_search_call", "id": "ws_1", "status": "completed",
+              "action": {"type": "search", "query": "pandas"}}
+    citation = {"type": "url_citation", "url": "https://pandas.pydata.org/", "title": "pandas",
+                "start_index": 7, "end_index": 13}
+    upstream.script([Reply(text="Pandas (pandas) 2.2 is out.", native_items=[search], native_first=True,
+                           annotations=[citation])])
+    events = collect(model(upstream), ask(tools=[{"type": "web_search"}]))
+    assert upstream.requests[-1]["tools"] == [{"type": "web_search"}]
+    assert [type(e).__name__ for e in events if not isinstance(e, TextDelta)] == [
+        "NativeItem", "TextAnnotations", "Finish"]
+    assert next(e for e in events if isinstance(e, NativeItem)).item == search
+    annotations = next(e for e in events if isinstance(e, TextAnnotations))
+    assert (annotations.annotations, annotations.text) == ([citation], "Pandas (pandas) 2.2 is out.")
 
 
 def test_plain_answer_finishes_with_stop(upstream: ScriptedUpstream, collect: Collect) -> None:

@@ -201,6 +201,23 @@ class ResponseBuilder:
         await self.add_item(item)
         await self.done_item(item)
 
+    async def cite(self, citations: Callable[[str], list[dict[str, Any]]]) -> None:
+        """Annotates the text part being streamed (the answer) with ``citations(text)``: annotations
+        that carry their own offsets into that text (``url_citation``), emitted before the part closes."""
+        item = self._open
+        if item is None or item["type"] != "message" or not item["content"]:
+            return
+        content_index = len(item["content"]) - 1
+        part = item["content"][content_index]
+        if part["type"] != "output_text":
+            return
+        index = self.output.index(item)
+        for annotation in citations(part["text"]):
+            part["annotations"].append(annotation)
+            await self._emit({"type": "response.output_text.annotation.added", "item_id": item["id"],
+                              "output_index": index, "content_index": content_index,
+                              "annotation_index": len(part["annotations"]) - 1, "annotation": dict(annotation)})
+
     async def annotate(self, annotations: list[dict[str, Any]]) -> None:
         """Cites files in the last message of the answer (at its end)."""
         message = next((item for item in reversed(self.output) if item["type"] == "message"), None)

@@ -9,6 +9,9 @@ next turn, whatever the client asked to see); what the client sees follows OpenA
 - ``message.output_text.logprobs``: ``logprobs`` is ``[]`` without it (asked of the upstream only then).
 - ``message.input_image.image_url``: input items (and conversation items) list an ``input_image``
   with ``image_url: null`` without it (its ``file_id``, if any, stays).
+- ``web_search_call.action.sources``: a search's ``action.sources`` only with it.
+- ``web_search_call.results``: the numbered sources and text the model was shown (``results``, Cove's)
+  only with it.
 
 Views copy only what they change: events and stored items are shared and never modified.
 """
@@ -22,6 +25,8 @@ from cove.upstream.base import ENCRYPTED_REASONING, LOGPROBS
 
 CODE_OUTPUTS = "code_interpreter_call.outputs"
 INPUT_IMAGE_URL = "message.input_image.image_url"
+SEARCH_SOURCES = "web_search_call.action.sources"
+SEARCH_RESULTS = "web_search_call.results"
 
 
 def output_item(item: dict[str, Any], include: Iterable[str] | None) -> dict[str, Any]:
@@ -32,10 +37,25 @@ def output_item(item: dict[str, Any], include: Iterable[str] | None) -> dict[str
         return {**item, "outputs": None}
     if kind == "reasoning" and ENCRYPTED_REASONING not in shown and "encrypted_content" in item:
         return {key: value for key, value in item.items() if key != "encrypted_content"}
+    if kind == "web_search_call":
+        return _search_call(item, shown)
     if kind == "message" and LOGPROBS not in shown and any(part.get("logprobs") for part in item.get("content", [])):
         return {**item, "content": [{**part, "logprobs": []} if part.get("logprobs") else part
                                     for part in item["content"]]}
     return item
+
+
+def _search_call(item: dict[str, Any], shown: set[str]) -> dict[str, Any]:
+    action = item.get("action")
+    hide_sources = SEARCH_SOURCES not in shown and isinstance(action, dict) and "sources" in action
+    hide_results = SEARCH_RESULTS not in shown and "results" in item
+    if not (hide_sources or hide_results):
+        return item
+    view = {key: value for key, value in item.items() if not (hide_results and key == "results")}
+    if hide_sources:
+        assert isinstance(action, dict)
+        view["action"] = {key: value for key, value in action.items() if key != "sources"}
+    return view
 
 
 def response(body: dict[str, Any], include: Iterable[str] | None) -> dict[str, Any]:

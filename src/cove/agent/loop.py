@@ -8,6 +8,7 @@ client: their calls end the response, and the client's outputs continue the chai
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ from typing import TYPE_CHECKING, Any
 from cove.agent.builder import ResponseBuilder
 from cove.agent.request import CreateParams
 from cove.errors import ContextWindowExceeded
+from cove.search.base import SearchEngine
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
+from cove.tools.citations import CALL_TYPE, Sources
 from cove.tools.toolbox import Toolbox
-from cove.tools.workspace import Workspace
+from cove.tools.web_search import WebSearchTool
+from cove.tools.workspace import NoContainer, Workspace
 from cove.upstream.base import Finish, Model, ModelRequest, Usage
 
 if TYPE_CHECKING:
@@ -64,6 +68,13 @@ class Turn:
     generate: bool = True
     """False for a WebSocket warm-up (``generate: false``): the response completes at once, without
     output, so a later request can chain from its input, tools and instructions."""
+    search: SearchEngine | None = None
+    """The engine ``web_search`` calls use (the service picks it per project)."""
+    upstream_search: bool = False
+    """``COVE_WEB_SEARCH=upstream``: a Responses upstream runs web search itself; its
+    ``web_search_call`` items are relayed as they come."""
+    sources: Sources | None = None
+    """Web sources shown to the model, numbered for citations; made from the context on first use."""
 
     @property
     def output_left(self) -> int | None:
@@ -87,20 +98,24 @@ def model_request(turn: Turn) -> ModelRequest:
     params = turn.params
     fmt = (params.text or {}).get("format")
     native = turn.model.native_tools
+    upstream_search = native and turn.upstream_search
     return ModelRequest(
-        model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context, native),
-        instructions=params.instructions, tools=turn.toolbox.model_tools(native, hosted=turn.hosted_left != 0),
-        tool_choice="none" if _must_answer(turn) else _tool_choice(params.tool_choice, native, turn.tools_ran),
+        model=turn.upstream_model, input=turn.toolbox.as_model_context(turn.context, native, upstream_search),
+        instructions=params.instructions,
+        tools=turn.toolbox.model_tools(native, hosted=turn.hosted_left != 0, upstream_search=upstream_search),
+        tool_choice="none" if _must_answer(turn) else _tool_choice(params.tool_choice, native, turn.tools_ran,
+                                                                   upstream_search),
         parallel_tool_calls=params.parallel_tool_calls, max_output_tokens=turn.output_left,
         temperature=params.temperature, top_p=params.top_p, text_format=fmt if isinstance(fmt, dict) else None,
         reasoning=params.reasoning, user=params.safety_identifier or params.user,
         prompt_cache_key=params.prompt_cache_key, include=params.include or [], top_logprobs=params.top_logprobs)
 
 
-def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: bool) -> str | dict[str, Any] | None:
+def _tool_choice(choice: str | dict[str, Any] | None, native: bool, tools_ran: bool,
+                 upstream_search: bool) -> str | dict[str, Any] | None:
     if tools_ran and choice is not None and choice != "none":
         return "auto"
-    return Toolbox.choice(choice, native)
+    return Toolbox.choice(choice, native, upstream_search)
 
 
 def check_input(turn: Turn, items: list[dict[str, Any]]) -> None:
@@ -111,7 +126,8 @@ def check_input(turn: Turn, items: list[dict[str, Any]]) -> None:
     read = {id(item) for item in turn.context}
     for index, item in enumerate(items):
         if id(item) in read:
-            turn.model.check_input(turn.toolbox.as_model_context([item], native), f"input[{index}]")
+            context = turn.toolbox.as_model_context([item], native, native and turn.upstream_search)
+            turn.model.check_input(context, f"input[{index}]")
 
 
 def _must_answer(turn: Turn) -> bool:
@@ -185,6 +201,8 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
     if not turn.generate:
         await builder.complete(usage)
         return
+    if turn.sources is None and turn.toolbox.searches and not turn.upstream_search:
+        turn.sources = Sources.of(turn.context)  # sources earlier responses of the chain showed keep their numbers
     await _run_released(turn, builder)
     for _ in range(turn.max_turns):
         left = turn.output_left
@@ -262,10 +280,17 @@ async def _model_turn(turn: Turn, request: ModelRequest, builder: ResponseBuilde
             if tool is not None:  # a hosted tool the upstream called in its own shape: run it here
                 arguments = json.dumps(tool.native_arguments(event.item))
                 native_calls.append((tool, event.item.get("call_id") or "", arguments))
+            elif turn.upstream_search and event.item.get("type") == CALL_TYPE:  # the upstream searched itself
+                await builder.close_open()
+                await WebSearchTool.relay(event.item, builder)
             else:
                 await builder.item(event.item)
+        elif event.type == "annotations":  # the upstream's own (its web search's url_citations)
+            await builder.cite(functools.partial(_placed, event.annotations, event.text))
         elif event.type == "finish":
             finish = event
+    if not hosted and not native_calls and turn.sources:
+        await builder.cite(turn.sources.citations)  # the answer: its [n] markers become url_citations
     await builder.close_open("incomplete" if finish.reason in ("length", "content_filter") else "completed")
     await _to_client_items(turn, builder, calls)
     ordered = [(entry[0], entry[1], entry[2]) for _, entry in sorted(hosted.items())]
@@ -284,8 +309,7 @@ async def _to_client_items(turn: Turn, builder: ResponseBuilder, calls: dict[int
 
 async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None:
     """Runs the turn's hosted calls that ``max_tool_calls`` allows; the rest are ignored, as on OpenAI."""
-    assert turn.workspace is not None, "a request with hosted tools has a workspace"
-    run = ToolRun(turn.workspace, builder, turn.toolbox.screen())  # the builder is the tools' event sink
+    run = _tool_run(turn, builder)  # the builder is the tools' event sink
     left = turn.hosted_left
     allowed = step.hosted if left is None else step.hosted[:left]
     turn.hosted_calls += len(allowed)
@@ -295,7 +319,7 @@ async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None
             parsed = json.loads(arguments or "{}")
             if not isinstance(parsed, dict):
                 raise ToolArgumentsError("The arguments must be a JSON object.")
-            call = await tool.call_item(call_id, parsed, turn.workspace)
+            call = await tool.call_item(call_id, parsed, run.workspace)
         except (ValueError, ToolArgumentsError) as exc:
             await _refuse(turn, builder, tool, call_id, arguments, str(exc))
             continue
@@ -316,8 +340,7 @@ async def _run_released(turn: Turn, builder: ResponseBuilder) -> None:
     client's answer in the context (a call has one output there)."""
     if not turn.released:
         return
-    assert turn.workspace is not None, "a request with hosted tools has a workspace"
-    run = ToolRun(turn.workspace, builder, turn.toolbox.screen())
+    run = _tool_run(turn, builder)
     for tool, call, answer in turn.released:
         output = await tool.resume(call, answer, run)
         turn.context[:] = [output if item is answer else item for item in turn.context]
@@ -330,8 +353,7 @@ async def _refuse(turn: Turn, builder: ResponseBuilder, tool: HostedTool, call_i
                   message: str) -> None:
     """Arguments that do not fit the tool: its own call and a failed output (clients resolve calls by
     item type), which the model reads next turn as why, and can retry."""
-    assert turn.workspace is not None, "a request with hosted tools has a workspace"
-    items = _call_items(*await tool.refused(call_id, arguments, message, turn.workspace))
+    items = _call_items(*await tool.refused(call_id, arguments, message, _workspace(turn)))
     for item in items:
         await builder.item(item)
     turn.context.extend(items)
@@ -341,11 +363,31 @@ async def _ignore(turn: Turn, tool: HostedTool, call_id: str, arguments: str) ->
     """A hosted call past ``max_tool_calls``: not run and not in the response's output ("ignored", as
     OpenAI documents it), but the model reads that it was not run, and its later turns are offered no
     hosted tools, so it answers from what it has."""
-    assert turn.workspace is not None, "a request with hosted tools has a workspace"
     message = (f"Not run: this response reached its limit of {turn.params.max_tool_calls} tool calls "
                "(max_tool_calls). Answer with the results you have.")
-    call, output = await tool.refused(call_id, arguments, message, turn.workspace)
+    call, output = await tool.refused(call_id, arguments, message, _workspace(turn))
     turn.context.extend(_call_items(call, output))
+
+
+def _placed(annotations: list[dict[str, Any]], theirs: str, text: str) -> list[dict[str, Any]]:
+    """An upstream's annotations of its part ``theirs`` placed in Cove's part ``text``, which ends with
+    it (Cove joins consecutive upstream messages into one); none when the two differ."""
+    if not text.endswith(theirs):
+        return []
+    shift = len(text) - len(theirs)
+    return [{**annotation, **{key: annotation[key] + shift for key in ("start_index", "end_index")
+                              if isinstance(annotation.get(key), int)}} for annotation in annotations]
+
+
+def _tool_run(turn: Turn, builder: ResponseBuilder) -> ToolRun:
+    """What the response's hosted calls run with; the builder is their event sink."""
+    sources = turn.sources if turn.sources is not None else Sources()
+    return ToolRun(_workspace(turn), builder, screen=turn.toolbox.screen(), search=turn.search, sources=sources)
+
+
+def _workspace(turn: Turn) -> Workspace:
+    """The response's container, or none for hosted tools that need none (web search alone)."""
+    return turn.workspace if turn.workspace is not None else NoContainer()
 
 
 def _call_items(call: dict[str, Any], output: dict[str, Any]) -> list[dict[str, Any]]:

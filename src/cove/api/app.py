@@ -30,6 +30,7 @@ from cove.api.loopback import LoopbackGuard
 from cove.config import Settings, parse_size
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
+from cove.search.engines import Engines
 from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
 from cove.service.conversations import ConversationService
@@ -40,6 +41,7 @@ from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
 from cove.service.secrets import SecretKeeper
+from cove.service.web_search import WebSearchEngines
 from cove.store.db import Database
 from cove.upstream.registry import ModelRegistry
 
@@ -88,8 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         files = FileService(db, service)
         project_files = ProjectFileService(db, blobs_for(settings), files, policies)
         registry = ModelRegistry(settings)
+        engines = Engines(settings)
+        search = WebSearchEngines(lambda project: policies.of(project).web_search or settings.web_search, engines.get)
         response_service = ResponseService(db, registry, service, files, settings, policies=policies,
-                                           secrets=secrets, project_files=project_files)
+                                           secrets=secrets, project_files=project_files, search=search)
         app.state.settings = settings
         app.state.containers = service
         app.state.files = files
@@ -116,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.close()
             await audit.stop()
             await registry.aclose()
+            await engines.aclose()
             await db.close()
 
     public = settings.public_docs  # else ``api/docs.py`` serves them behind a key

@@ -12,8 +12,11 @@ test servers live on loopback or in test network namespaces. Cove loads it from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import json
 import socket
+import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -71,6 +74,19 @@ def check_address(ip: str, forbidden: Iterable[str] = ()) -> str | None:
         return f"{address}, which leads to {inner}, a {kind} address" if kind else None
     kind = _kind(address, forbidden)
     return f"{address}, a {kind} address" if kind else None
+
+
+def host_addresses() -> list[str]:
+    """Every address of this host's interfaces: no name may lead a client (a container's proxy, a page
+    read) back onto the host, whose public address reaches Cove's API and whatever else listens."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+        listing = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True, timeout=5).stdout
+        found.update(info["local"] for link in json.loads(listing) for info in link.get("addr_info", [])
+                     if "local" in info)
+    with contextlib.suppress(OSError):
+        found.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
+    return sorted(found)
 
 
 def parse_test_hosts(text: str) -> dict[str, str]:

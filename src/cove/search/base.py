@@ -12,7 +12,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cove.errors import CoveError
+from cove.errors import CoveError, InvalidRequest
 
 ContextSize = Literal["low", "medium", "high"]
 """OpenAI's ``search_context_size``: how many results, and how much of each, the model is shown."""
@@ -24,6 +24,16 @@ class SearchFailed(CoveError):
 
     status_code = 502
     error_type = "server_error"
+
+
+class SearchNotConfigured(InvalidRequest):
+    """No usable engine: ``COVE_WEB_SEARCH`` (or a project's ``web_search``) is unset, malformed, names
+    an index that was never built, or an engine without its key. The message names the problem; the
+    tool answers 400 naming itself at request time (a configuration error, not the model's)."""
+
+    def __init__(self, message: str, *, param: str | None = None,
+                 code: str | None = "web_search_not_configured") -> None:
+        super().__init__(message, param=param, code=code)
 
 
 @dataclass(frozen=True)
@@ -70,3 +80,6 @@ class SearchEngine(abc.ABC):
     async def open(self, url: str, domains: tuple[str, ...] = ()) -> Page:
         """A page's main text; a URL outside ``domains`` (when given) or the read policy is refused
         with ``SearchFailed``."""
+
+    async def aclose(self) -> None:  # noqa: B027  # an optional hook: most engines hold nothing
+        """Release connections (at shutdown); the engine is not used afterwards."""

@@ -52,7 +52,8 @@ async def conversation_items(session: AsyncSession, project: str, conversation_i
 
 
 async def resolve_references(session: AsyncSession, project: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Replaces ``item_reference`` inputs by the stored items they name."""
+    """Replaces ``item_reference`` inputs by the stored items they name, and restores what the model was
+    shown of web searches (``_restore_search_results``)."""
     resolved = []
     for index, item in enumerate(items):
         if item.get("type") != "item_reference":
@@ -65,7 +66,25 @@ async def resolve_references(session: AsyncSession, project: str, items: list[di
             raise NotFound(f"Item with id '{item['id']}' not found.", param=f"input[{index}].id",
                            code="item_not_found")
         resolved.append(data)
-    return resolved
+    return await _restore_search_results(session, project, resolved)
+
+
+async def _restore_search_results(session: AsyncSession, project: str,
+                                  items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``web_search_call`` inputs as the project stored them, with the ``results`` the model was shown.
+
+    Clients that send the whole history back each time (the agents SDK) send these items as they were
+    shown them, without ``results`` (an ``include`` they did not ask for); the model would then lose
+    what it found. One query for all of them; an item this project did not store stays as sent."""
+    wanted = {item["id"] for item in items if item.get("type") == "web_search_call" and "results" not in item
+              and isinstance(item.get("id"), str)}
+    if not wanted:
+        return items
+    rows = await session.scalars(
+        select(ResponseItemRow.data).join(ResponseRow, ResponseRow.id == ResponseItemRow.response_id)
+        .where(ResponseItemRow.id.in_(wanted), ResponseRow.project == project))
+    stored = {data["id"]: data for data in rows if data.get("type") == "web_search_call" and "results" in data}
+    return [stored.get(item.get("id"), item) if item.get("type") == "web_search_call" else item for item in items]
 
 
 async def last_container(session: AsyncSession, project: str, params: Any) -> str | None:

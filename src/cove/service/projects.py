@@ -13,6 +13,7 @@
                                             # holds a tool that runs in a container (or is absent)
     images = ["default", "py-*"]            # images it may use (shell patterns); absent: every image
                                             # not private to other projects
+    web_search = "index:handbook"           # its web_search engine (docs/search.md); absent: COVE_WEB_SEARCH
     running_containers = 10                 # quotas: see below
     memory = "64g"
 
@@ -46,10 +47,13 @@ from typing import Any
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
 from cove.errors import InvalidRequest, NotFound, PermissionDenied, TooManyRequests
+from cove.search.base import SearchNotConfigured
+from cove.search.spec import parse_spec
 from cove.tools.base import HostedTool
 from cove.tools.registry import TOOLS
 
-CONTAINER_TOOLS = frozenset(name for name in TOOLS.types if isinstance(TOOLS.get(name), HostedTool))
+CONTAINER_TOOLS = frozenset(name for name in TOOLS.types
+                            if isinstance(tool := TOOLS.get(name), HostedTool) and tool.container)
 """Tool types that run in a container: a project allowed none of them has no use for containers."""
 
 
@@ -95,6 +99,8 @@ class ProjectRules:
     """Whether it may create and use containers; None: when it may use a tool that runs in one."""
     images: tuple[str, ...] | None = None
     """Shell patterns of the images it may use; None: any (that is not private to other projects)."""
+    web_search: str | None = None
+    """The spec of its ``web_search`` engine (``cove.search.spec``); None: ``COVE_WEB_SEARCH``."""
 
     @property
     def may_use_containers(self) -> bool:
@@ -103,7 +109,7 @@ class ProjectRules:
         return self.tools is None or bool(self.tools & CONTAINER_TOOLS)
 
 
-_RULES = frozenset({"tools", "allowed_domains", "domain_secrets", "containers", "images"})
+_RULES = frozenset({"tools", "allowed_domains", "domain_secrets", "containers", "images", "web_search"})
 
 
 class ProjectPolicies:
@@ -210,8 +216,22 @@ def _rules(path: Path, where: str, table: dict[str, Any], base: ProjectRules) ->
             changes[flag] = table[flag]
     if "images" in table:
         changes["images"] = tuple(_strings(path, f"{where}.images", table["images"]))
+    if "web_search" in table:
+        changes["web_search"] = _web_search(path, f"{where}.web_search", table["web_search"])
     quotas = {name: _quota(path, f"{where}.{name}", name, table[name]) for name in _QUOTAS & set(table)}
     return replace(base, quotas=replace(base.quotas, **quotas), **changes)
+
+
+def _web_search(path: Path, where: str, value: object) -> str:
+    """A syntactically valid engine spec; whether its index exists or its key is set is checked when
+    a request uses it (an index may be built after the server starts)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{path}: {where} must be a string such as \"index:docs\"")
+    try:
+        parse_spec(value)
+    except SearchNotConfigured as exc:
+        raise ValueError(f"{path}: {where}: {exc.message}") from None
+    return value.strip()
 
 
 def _quota(path: Path, where: str, name: str, value: object) -> int:

@@ -38,6 +38,7 @@ from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
+from cove.service.web_search import WebSearchEngines
 from cove.service.workspace import ContainerWorkspace
 from cove.store.bulk import insert_rows
 from cove.store.db import Database
@@ -66,8 +67,10 @@ async def _next_event_number(session: AsyncSession, response_id: str) -> int:
 class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
                  settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
-                 project_files: ProjectFileService) -> None:
+                 project_files: ProjectFileService, search: WebSearchEngines | None = None) -> None:
         self.db = db
+        self.search = search or WebSearchEngines()
+        """Each project's web search engine (none configured: a ``web_search`` tool is a 400)."""
         self.containers = containers
         self.files = files
         self.project_files = project_files
@@ -189,12 +192,14 @@ class ResponseService:
         context, summary = await seal.window(resolved[:len(earlier)], resolved[len(earlier):], history_param)
         toolbox = params.toolbox
         released = toolbox.released(context, run.input_items)  # an acknowledgement that does not fit: a 400
+        search = self.search.setup(run.project, toolbox, model)
         workspace = None
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
         return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=self.settings.max_turns,
                     max_tool_turns=model.max_tool_turns, released=released,
-                    compactor=Compactor.of(params, seal.seal, summary), steering=run.steering)
+                    compactor=Compactor.of(params, seal.seal, summary), steering=run.steering,
+                    search=search.engine, upstream_search=search.upstream)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""

@@ -16,13 +16,15 @@ import abc
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from cove.ids import new_id
 from cove.sandbox.base import Screen
+from cove.search.base import SearchEngine
+from cove.tools.citations import Sources
 from cove.tools.events import EventSink
 from cove.tools.workspace import Workspace
 
@@ -44,12 +46,16 @@ class ToolArgumentsError(ValueError):
 
 @dataclass
 class ToolRun:
-    """What a hosted call runs with: the container, and the response it streams into."""
+    """What a hosted call runs with: the container, the response it streams into, and the web search
+    engine the service picked for the project (None: none configured)."""
 
     workspace: Workspace
     events: EventSink
     screen: Screen | None = None
     """The display the request's computer tool asks for, if it has one (its size and environment)."""
+    search: SearchEngine | None = None
+    sources: Sources = field(default_factory=Sources)
+    """The web sources the model has been shown, numbered for citations (``citations.py``)."""
 
 
 class Tool(abc.ABC):
@@ -123,8 +129,16 @@ class Tool(abc.ABC):
 
 
 class HostedTool(Tool):
+    container: ClassVar[bool] = True
+    """Whether its calls run in the response's container (web search: no, it needs none)."""
+
     def hosted(self, config: ToolConfig) -> bool:
         return True
+
+    def bind(self, config: ToolConfig, function: str) -> HostedTool:
+        """The tool that runs a call of ``function`` with the request's ``config`` (most tools: itself;
+        one with several functions or options its calls need returns an instance for them)."""
+        return self
 
     def environment(self, config: ToolConfig) -> dict[str, Any] | None:
         """The container it asks for (``container_auto`` options or a ``container_reference``); None: any."""

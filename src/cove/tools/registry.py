@@ -22,6 +22,7 @@ from cove.tools.local_shell import LocalShellTool
 from cove.tools.namespace import NamespaceTool
 from cove.tools.shell import ShellTool
 from cove.tools.text_editor import TextEditorTool
+from cove.tools.web_search import WebSearchPreviewTool, WebSearchTool
 
 
 class Registry:
@@ -117,4 +118,6 @@ TOOLS = Registry([
     CodeInterpreterTool(),
     ComputerUsePreviewTool(),
     ComputerTool(),
+    WebSearchTool(),
+    WebSearchPreviewTool(),
 ])

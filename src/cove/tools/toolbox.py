@@ -12,6 +12,7 @@ from cove.tools.computer import ComputerTool, released, stale_screenshots, super
 from cove.tools.custom import CustomTool, editor_call_ids
 from cove.tools.namespace import flatten_call
 from cove.tools.registry import TOOLS
+from cove.tools.web_search import WebSearchTool
 
 
 class Toolbox:
@@ -39,7 +40,13 @@ class Toolbox:
 
     @property
     def needs_container(self) -> bool:
-        return any(tool.hosted(config) for tool, config in self.entries)
+        return any(isinstance(tool, HostedTool) and tool.container and tool.hosted(config)
+                   for tool, config in self.entries)
+
+    @property
+    def searches(self) -> bool:
+        """Whether the request has a web search tool."""
+        return any(isinstance(tool, WebSearchTool) for tool, _config in self.entries)
 
     @property
     def display_param(self) -> str | None:
@@ -68,17 +75,24 @@ class Toolbox:
                     return environment
         return {"type": "container_auto"}
 
-    def model_tools(self, native: bool = False, hosted: bool = True) -> list[dict[str, Any]]:
+    def model_tools(self, native: bool = False, hosted: bool = True,
+                    upstream_search: bool = False) -> list[dict[str, Any]]:
         """Tool definitions for the upstream: functions, or (``native``) the tools' client-side forms for
         upstreams that speak the Responses API, which then answer with the tools' own call items.
-        ``hosted=False`` leaves out the tools this server runs (``max_tool_calls`` is spent)."""
+        ``hosted=False`` leaves out the tools this server runs (``max_tool_calls`` is spent).
+        ``upstream_search``: a Responses upstream runs web search itself (``COVE_WEB_SEARCH=upstream``)
+        and is given the tool as the client gave it."""
         return [offered for tool, config in self.entries if hosted or not tool.hosted(config)
-                for offered in tool.model_tools(config, native)]
+                for offered in (
+                    [tool.upstream_form(config)] if upstream_search and isinstance(tool, WebSearchTool)
+                    else tool.model_tools(config, native))]
 
     def hosted(self, name: str) -> HostedTool | None:
         """The tool this server runs for calls of the function ``name``, if any."""
         tool, config = self._by_function.get(name, (None, None))
-        return tool if isinstance(tool, HostedTool) and config is not None and tool.hosted(config) else None
+        if isinstance(tool, HostedTool) and config is not None and tool.hosted(config):
+            return tool.bind(config, name)
+        return None
 
     def call_name(self, name: str) -> tuple[str, str | None]:
         """The ``name`` and ``namespace`` a call of the function ``name`` takes in the response (a chat
@@ -102,9 +116,11 @@ class Toolbox:
         return None
 
     @staticmethod
-    def as_model_context(items: list[dict[str, Any]], native: bool = False) -> list[dict[str, Any]]:
+    def as_model_context(items: list[dict[str, Any]], native: bool = False,
+                         upstream_search: bool = False) -> list[dict[str, Any]]:
         """Tool items rewritten as the function calls and outputs a chat upstream understands
-        (``native``: kept as they are where the upstream knows the tool, in its client-side form)."""
+        (``native``: kept as they are where the upstream knows the tool, in its client-side form;
+        ``upstream_search``: ``web_search_call`` items too, for an upstream that searches itself)."""
         result = []
         functions_only = editor_call_ids(items) if native else set()
         replaced = superseded(items)
@@ -117,7 +133,8 @@ class Toolbox:
             tool = TOOLS.of_item(item.get("type"))
             if tool is None:
                 result.append(item)
-            elif native and tool.native_form is not None and item.get("call_id") not in functions_only:
+            elif ((native and tool.native_form is not None and item.get("call_id") not in functions_only)
+                  or (upstream_search and isinstance(tool, WebSearchTool))):
                 result.append(tool.as_native(item))
             elif id(item) in stale and isinstance(tool, ComputerTool):
                 result.extend(tool.model_context(item, image=False))
@@ -126,10 +143,12 @@ class Toolbox:
         return result
 
     @staticmethod
-    def choice(choice: str | dict[str, Any] | None, native: bool) -> str | dict[str, Any] | None:
+    def choice(choice: str | dict[str, Any] | None, native: bool,
+               upstream_search: bool = False) -> str | dict[str, Any] | None:
         """A ``tool_choice`` as the upstream is told it: a named tool it knows only as a function, as that."""
         tool = TOOLS.get(choice.get("type")) if isinstance(choice, dict) else None
-        if tool is None or (native and tool.native_form is not None):
+        if (tool is None or (native and tool.native_form is not None)
+                or (upstream_search and isinstance(tool, WebSearchTool))):
             return choice
         assert isinstance(choice, dict)
         return tool.choice(choice)

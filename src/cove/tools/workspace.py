@@ -78,3 +78,14 @@ class Workspace(abc.ABC):
     async def walk_files(self, path: str) -> list[Entry]:
         async with self._files() as files:
             return await files.walk_files(path)
+
+
+class NoContainer(Workspace):
+    """The workspace of a response whose hosted tools need no container (web search alone): the
+    service made none, so a tool that reached for one would be a bug, not a request to refuse."""
+
+    async def container_id(self) -> str:
+        raise RuntimeError("this response's tools need no container, and it has none")
+
+    def _sandbox(self) -> AbstractAsyncContextManager[Sandbox]:
+        raise RuntimeError("this response's tools need no container, and it has none")

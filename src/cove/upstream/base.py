@@ -143,6 +143,16 @@ class NativeItem:
 
 
 @dataclass
+class TextAnnotations:
+    """Annotations a Responses upstream put on an output text part (its own web search's
+    ``url_citation``): their offsets index ``text``, the part's whole text."""
+
+    annotations: list[dict[str, Any]]
+    text: str
+    type: Literal["annotations"] = "annotations"
+
+
+@dataclass
 class Finish:
     reason: Literal["stop", "length", "tool_calls", "content_filter"]
     usage: Usage
@@ -150,7 +160,7 @@ class Finish:
 
 
 ModelEvent = (TextDelta | RefusalDelta | ReasoningDelta | ReasoningSummaryDelta | ReasoningStart | ReasoningEnd
-              | ToolCallStart | ToolCallDelta | NativeItem | Finish)
+              | ToolCallStart | ToolCallDelta | NativeItem | TextAnnotations | Finish)
 
 
 class Model(abc.ABC):

@@ -23,6 +23,7 @@ from cove.upstream.base import (
     ReasoningStart,
     ReasoningSummaryDelta,
     RefusalDelta,
+    TextAnnotations,
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
@@ -111,6 +112,10 @@ class _Fold:
                 yield ToolCallDelta(index, item.arguments)
         elif item.type == "reasoning":
             yield ReasoningEnd(getattr(item, "encrypted_content", None))
+        elif item.type == "message":
+            for part in item.content:
+                if part.type == "output_text" and part.annotations:
+                    yield TextAnnotations([annotation.to_dict() for annotation in part.annotations], part.text)
         elif item.type not in _FOLDED_ITEMS:
             yield NativeItem(item.to_dict())
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import re
 import resource
 import secrets
 import shutil
-import socket
-import subprocess
 
 from cove.config import Settings, parse_size
 from cove.egress.proxy import EgressProxy, SecretsTLS
-from cove.egress.resolver import Resolver, parse_test_hosts
+from cove.egress.resolver import Resolver, host_addresses, parse_test_hosts
 from cove.egress.tls import CertificateAuthority, upstream_context
 from cove.errors import NotFound, SandboxError
 from cove.sandbox.base import Limits, SandboxEngine, memory_bytes
@@ -35,18 +32,6 @@ from cove.sandbox.linux.sinks import PipeBudget
 log = logging.getLogger(__name__)
 _POOL_ID = re.compile(r"pool_[0-9a-f]{48}")
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-def host_addresses() -> list[str]:
-    """Every address of this host's interfaces: no name may lead the proxy back onto the host."""
-    found: set[str] = set()
-    with contextlib.suppress(OSError, ValueError):
-        listing = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True, timeout=5).stdout
-        found.update(info["local"] for link in json.loads(listing) for info in link.get("addr_info", [])
-                     if "local" in info)
-    with contextlib.suppress(OSError):
-        found.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
-    return sorted(found)
 
 
 def _container_nofile(wanted: int) -> int:

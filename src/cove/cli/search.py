@@ -1,0 +1,53 @@
+"""``cove search``: build the offline indexes the ``index:NAME`` web search engine answers from."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from cove.config import Settings
+from cove.errors import CoveError
+
+search_app = typer.Typer(no_args_is_help=True, help="Offline web search indexes.")
+console = Console()
+
+
+@search_app.command("index")
+def index(
+    name: Annotated[str, typer.Argument(help="Index name, used as COVE_WEB_SEARCH=index:NAME.")],
+    paths: Annotated[list[Path], typer.Argument(help="Directories of HTML, Markdown, text and PDF files, "
+                                                "and ZIM archives.")],
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes extracting text; default: one "
+                                         "per CPU.")] = os.cpu_count() or 1,
+) -> None:
+    """Build (or rebuild, replacing it whole when done) the offline index NAME from PATHs."""
+    from cove.search.build import build, plan
+
+    settings = Settings()
+    started = time.monotonic()
+    try:
+        with console.status("Looking for documents"):
+            work = plan(paths)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(f"Indexing {name}", total=work.total)
+
+            def advance(done: int, _what: str) -> None:
+                if done % 64 == 0 or done == work.total:
+                    progress.update(task, completed=done)
+
+            built = build(settings.data_dir, name, work, advance, workers)
+            progress.update(task, completed=work.total)
+    except CoveError as exc:
+        console.print(f"[red]Error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from None
+    console.print(f"Index {built.name!r}: {built.documents} documents ({built.skipped} entries skipped) in "
+                  f"{time.monotonic() - started:.1f} s, at {escape(str(built.path))}")
