@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cove.search.base import Page, SearchFailed
+from cove.search.base import Page, Query, SearchFailed
 from cove.search.engines import Engines, engine_for
 from tests.helpers import pdf_bytes
 from tests.internet import Internet
@@ -132,8 +132,19 @@ def test_pages_on_the_internet_over_https(fake: FakeEngines, settings_for: Any, 
     (www / "index.html").write_bytes(ARTICLE)
     settings = settings_for(egress_test_hosts=internet.test_hosts, egress_ca_file=internet.ca,
                             egress_ports="80,443")
+    fake.results = [{"url": "https://pypi.cove.test/search-pages", "title": "Pandas 2.2", "content": "notes"},
+                    {"url": "https://blocked.cove.test/search-pages/", "title": "Elsewhere", "content": "x"}]
+    engine = engine_for(f"searxng:{fake.url}/searxng", settings)
+    assert engine is not None
+
+    async def search_then_open() -> Page:
+        try:
+            (hit,) = await engine.search(Query("pandas", domains=("pypi.cove.test",)))
+            return await engine.open(hit.url, ("pypi.cove.test",))
+        finally:
+            await engine.aclose()
     # The host answers the directory without its slash with a redirect, which is followed.
-    page = read(settings, fake, "https://pypi.cove.test/search-pages")
+    page = asyncio.run(search_then_open())
     assert page.url == "https://pypi.cove.test/search-pages/"
     assert "Copy-on-write warnings arrive" in page.text
     assert read(settings, fake, "http://other.cove.test/search-pages/", ("cove.test",)).text == page.text

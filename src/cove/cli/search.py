@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -24,11 +23,11 @@ def index(
     name: Annotated[str, typer.Argument(help="Index name, used as COVE_WEB_SEARCH=index:NAME.")],
     paths: Annotated[list[Path], typer.Argument(help="Directories of HTML, Markdown, text and PDF files, "
                                                 "and ZIM archives.")],
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes extracting text; default: one "
-                                         "per CPU.")] = os.cpu_count() or 1,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes extracting text; default: "
+                                                "one per CPU but one, which the index writer uses.")] = None,
 ) -> None:
     """Build (or rebuild, replacing it whole when done) the offline index NAME from PATHs."""
-    from cove.search.build import build, plan
+    from cove.search.build import build, default_workers, plan
 
     settings = Settings()
     started = time.monotonic()
@@ -44,7 +43,7 @@ def index(
                 if done % 64 == 0 or done == work.total:
                     progress.update(task, completed=done)
 
-            built = build(settings.data_dir, name, work, advance, workers)
+            built = build(settings.data_dir, name, work, advance, workers or default_workers())
             progress.update(task, completed=work.total)
     except CoveError as exc:
         console.print(f"[red]Error:[/red] {escape(exc.message)}")
