@@ -203,7 +203,7 @@ async def main() -> None:
     table.add_row("engine layer adds (p50 difference)", f"{through_p50 - raw_p50:.2f}", "", "", "")
     console.print(table)
     console.print(f"offline index build: {documents:,} Markdown documents in {build_s:.1f} s "
-                  f"({documents / build_s:,.0f} documents/s, {args.workers} extraction processes)")
+                  f"({documents / build_s:,.0f} documents/s, extraction processes: {args.workers})")
     rates = [f"{rate:,.0f} documents/s with {count} process{'es' if count > 1 else ''}"
              for count, rate in html_rates.items()]
     console.print("HTML pages of 30 KB (trafilatura): " + ", ".join(rates))
