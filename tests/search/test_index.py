@@ -187,3 +187,17 @@ def test_the_cli_builds_an_index_with_progress(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "cove", "search", "index", "Bad.Name", str(docs)],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 1 and "'Bad.Name' is not an index name" in bad.stdout
+
+    def cove(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cove", "search", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+    listing = cove("ls").stdout.splitlines()
+    assert listing[0].split() == ["NAME", "DOCUMENTS", "SIZE", "BUILT"]
+    assert listing[1].split()[:2] == ["handbook", "5"]
+    assert cove("rm", "handbook").stdout.strip() == "Removed 'handbook'"
+    assert cove("ls").stdout.splitlines()[1:] == []
+    assert list((tmp_path / "data" / "search").iterdir()) == []
+    with pytest.raises(SearchNotConfigured):
+        ask(engine, Query("liveness probe"))  # a running engine finds it gone at its next query
+    assert (cove("rm", "handbook").returncode, cove("rm", "handbook").stdout.strip()) == (
+        1, "Error: There is no offline index named 'handbook'.")

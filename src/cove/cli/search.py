@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
+from cove.cli.image import human_size
 from cove.config import Settings
 from cove.errors import CoveError
 
@@ -50,3 +53,28 @@ def index(
         raise typer.Exit(1) from None
     console.print(f"Index {built.name!r}: {built.documents} documents ({built.skipped} entries skipped) in "
                   f"{time.monotonic() - started:.1f} s, at {escape(str(built.path))}")
+
+
+@search_app.command("ls")
+def list_() -> None:
+    """List the offline indexes."""
+    from cove.search.indexes import list_indexes
+
+    table = Table("NAME", "DOCUMENTS", "SIZE", "BUILT", box=None)
+    for info in list_indexes(Settings().data_dir):
+        table.add_row(info.name, f"{info.documents:,}", human_size(info.size_bytes),
+                      datetime.fromtimestamp(info.built_at).strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@search_app.command("rm")
+def remove(name: Annotated[str, typer.Argument(help="Index name.")]) -> None:
+    """Remove an offline index (a server using it answers that it is missing from its next query)."""
+    from cove.search.indexes import remove_index
+
+    try:
+        remove_index(Settings().data_dir, name)
+    except CoveError as exc:
+        console.print(f"[red]Error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from None
+    console.print(f"Removed {name!r}")

@@ -67,16 +67,26 @@ class IndexEngine(SearchEngine):
     def _current(self) -> tantivy.Index:
         """The index the link points at now (reopened after a rebuild)."""
         try:
-            target = os.readlink(self.link)
+            return self._open(self._target())
+        except (OSError, ValueError):
+            pass  # a rebuild swapped the link and removed that build between reading and opening it
+        target = self._target()
+        try:
+            return self._open(target)
+        except (OSError, ValueError) as exc:
+            raise SearchFailed(f"The offline index {self.index_name!r} cannot be opened.") from exc
+
+    def _target(self) -> str:
+        try:
+            return os.readlink(self.link)
         except OSError:
             raise SearchNotConfigured(f"There is no offline index named {self.index_name!r}: build it with "
                                       f"`cove search index {self.index_name} PATH...`.") from None
+
+    def _open(self, target: str) -> tantivy.Index:
         with self._lock:
             if self._opened is None or self._opened[0] != target:
-                try:
-                    self._opened = (target, tantivy.Index.open(str(self.link.parent / target)))
-                except (OSError, ValueError) as exc:
-                    raise SearchFailed(f"The offline index {self.index_name!r} cannot be opened.") from exc
+                self._opened = (target, tantivy.Index.open(str(self.link.parent / target)))
             return self._opened[1]
 
     async def search(self, query: Query) -> list[Hit]:
