@@ -151,6 +151,26 @@ def test_results_are_cached_and_failures_are_not(fake: FakeEngines, settings_for
     assert len(fake.requests) == 3
 
 
+def test_the_same_search_at_once_asks_the_engine_once(fake: FakeEngines, settings_for: Any) -> None:
+    engines = Engines(settings_for(web_search_cache_seconds=60))
+    fake.results = RESULTS[:1]
+    fake.delay = 0.5  # the scenario: an engine slow enough that the searches overlap
+
+    async def go() -> None:
+        engine = engines.get(f"searxng:{fake.url}/searxng")
+        assert engine is not None
+        answers = await asyncio.gather(*(engine.search(Query("same")) for _ in range(5)))
+        assert all(answer == answers[0] and answer for answer in answers)
+        fake.status = 500
+        failures = await asyncio.gather(*(engine.search(Query("other")) for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(failure, SearchFailed) for failure in failures)
+        fake.status = 200
+        assert await engine.search(Query("other"))  # the failure was shared, not kept
+        await engines.aclose()
+    run(go)
+    assert [r.params["q"] for r in fake.requests] == ["same", "other", "other"]
+
+
 def test_specs() -> None:
     assert parse_spec("index:docs") == ("index", "docs")
     assert parse_spec(" searxng:https://search.example.org ") == ("searxng", "https://search.example.org")
