@@ -120,6 +120,16 @@ def test_an_engine_that_is_down_or_slow_fails_in_time(fake: FakeEngines, setting
     assert time.monotonic() - begun < 2.5
 
 
+def test_searxng_with_all_its_engines_failing_is_an_outage(fake: FakeEngines, settings_for: Any) -> None:
+    fake.unresponsive = [["google", "CAPTCHA"], ["duckduckgo", "timeout"]]
+    with pytest.raises(SearchFailed) as failed:
+        search(engine_for(f"searxng:{fake.url}/searxng", settings_for()), Query("x"))
+    assert failed.value.message == ("SearXNG found nothing because its engines failed (google CAPTCHA, "
+                                    "duckduckgo timeout).")
+    fake.results = RESULTS[:1]  # some engines failing, results from others: an answer
+    assert len(search(engine_for(f"searxng:{fake.url}/searxng", settings_for()), Query("x"))) == 1
+
+
 @pytest.mark.parametrize("spec", ["brave", "tavily"])
 def test_a_paid_engine_over_quota_never_shows_its_key(spec: str, fake: FakeEngines, settings_for: Any) -> None:
     for status in (401, 429, 500):
