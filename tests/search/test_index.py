@@ -14,6 +14,7 @@ import pytest
 from libzim.writer import Creator, Hint, Item, StringProvider  # type: ignore[import-untyped]
 
 from cove.config import Settings
+from cove.errors import InvalidRequest
 from cove.search.base import Hit, Page, Query, SearchEngine, SearchFailed, SearchNotConfigured
 from cove.search.build import build, plan
 from cove.search.engines import engine_for
@@ -162,6 +163,14 @@ def test_a_rebuild_replaces_the_index_whole(corpus: tuple[Settings, Path], tmp_p
         build(settings.data_dir, "docs", plan([tmp_path / "docs"]), failing)
     assert ask(engine, Query("sourdough starter"))  # the old index still answers
     assert len(list((settings.data_dir / "search").iterdir())) == 2  # the half-built one is gone
+
+
+def test_sources_that_cannot_be_indexed_are_named(tmp_path: Path) -> None:
+    (tmp_path / "broken.zim").write_bytes(b"ZIM? no")
+    with pytest.raises(InvalidRequest, match=r"broken.zim is not a readable ZIM archive\.$"):
+        plan([tmp_path / "broken.zim"])
+    with pytest.raises(InvalidRequest, match=r"nowhere does not exist\.$"):
+        plan([tmp_path / "nowhere"])
 
 
 def test_a_missing_index_is_a_configuration_error(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from rich.table import Table
 from cove.cli.image import human_size
 from cove.config import Settings
 from cove.errors import CoveError
+from cove.search.spec import check_name
 
 search_app = typer.Typer(no_args_is_help=True, help="Offline web search indexes.")
 console = Console()
@@ -35,6 +36,7 @@ def index(
     settings = Settings()
     started = time.monotonic()
     try:
+        check_name(name)
         with console.status("Looking for documents"):
             work = plan(paths)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

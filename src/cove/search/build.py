@@ -72,7 +72,12 @@ def plan(paths: list[Path]) -> Plan:
                 archives.append(candidate.resolve())
             elif kind_of(candidate.name) is not None:
                 files.append(candidate.resolve())
-    total = len(files) + sum(entry_count(archive) for archive in archives)
+    total = len(files)
+    for archive in archives:
+        try:
+            total += entry_count(archive)
+        except RuntimeError as exc:  # libzim's error for a file that is not a (complete) archive
+            raise InvalidRequest(f"{archive} is not a readable ZIM archive.") from exc
     return Plan(files, archives, total)
 
 

@@ -90,10 +90,10 @@ class IndexEngine(SearchEngine):
             return self._opened[1]
 
     async def search(self, query: Query) -> list[Hit]:
-        return await asyncio.to_thread(self.search_now, query)
+        return await asyncio.to_thread(self._search_blocking, query)
 
-    def search_now(self, query: Query) -> list[Hit]:
-        """``search`` in the calling thread (for the benchmark and the CLI)."""
+    def _search_blocking(self, query: Query) -> list[Hit]:
+        """``search``, blocking the calling thread (a worker thread: tantivy and the snippets are CPU work)."""
         index = self._current()
         searcher = index.searcher()
         parsed, _errors = index.parse_query_lenient(query.text, ["title", "body"], field_boosts={"title": 2.0})
@@ -120,9 +120,9 @@ class IndexEngine(SearchEngine):
     async def open(self, url: str, domains: tuple[str, ...] = ()) -> Page:
         if not in_domains(url, domains):
             raise SearchFailed(f"{plain(url, 200)} is outside the allowed domains ({', '.join(domains)}).")
-        return await asyncio.to_thread(self.open_now, url)
+        return await asyncio.to_thread(self._open_blocking, url)
 
-    def open_now(self, url: str) -> Page:
+    def _open_blocking(self, url: str) -> Page:
         searcher = self._current().searcher()
         found = searcher.search(tantivy.Query.term_query(self.schema, "url", url), limit=1, count=False)
         if not found.hits:
