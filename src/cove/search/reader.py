@@ -30,7 +30,7 @@ from cove.search.extract import Unreadable, extract, kind_of
 from cove.search.text import MAX_TITLE, in_domains, page_text, plain, web_url
 
 MAX_REDIRECTS = 5
-USER_AGENT = "Mozilla/5.0 (compatible; Cove web_search; +https://github.com/cove)"
+USER_AGENT = "Mozilla/5.0 (compatible; Cove web_search)"
 
 
 @dataclass(frozen=True)
