@@ -99,6 +99,7 @@ def _closed_port() -> int:
     (403, None, "SearXNG refused the request (HTTP 403): its JSON format is probably not enabled"),
     (200, b"<html>not json</html>", "SearXNG answered with something that is not a JSON object."),
     (200, b"[1, 2]", "SearXNG answered with something that is not a JSON object."),
+    (200, b" " * (5 << 20), "SearXNG answered with more than 4194304 bytes."),
 ])
 def test_an_engine_that_fails_is_a_clear_search_failure(status: int, raw: bytes | None, message: str,
                                                        fake: FakeEngines, settings_for: Any) -> None:
