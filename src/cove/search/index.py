@@ -25,7 +25,7 @@ import tantivy
 from cove.egress.policy import normalize_host
 from cove.search.base import Hit, Page, Query, SearchEngine, SearchFailed, SearchNotConfigured
 from cove.search.spec import check_name
-from cove.search.text import MAX_TITLE, RESULTS, SNIPPET_CHARS, in_domains, normalize_domains, plain
+from cove.search.text import MAX_QUERY_CHARS, MAX_TITLE, RESULTS, SNIPPET_CHARS, in_domains, normalize_domains, plain
 
 
 def index_root(data_dir: Path) -> Path:
@@ -96,7 +96,8 @@ class IndexEngine(SearchEngine):
         """``search``, blocking the calling thread (a worker thread: tantivy and the snippets are CPU work)."""
         index = self._current()
         searcher = index.searcher()
-        parsed, _errors = index.parse_query_lenient(query.text, ["title", "body"], field_boosts={"title": 2.0})
+        parsed, _errors = index.parse_query_lenient(query.text[:MAX_QUERY_CHARS], ["title", "body"],
+                                                    field_boosts={"title": 2.0})
         if query.domains:
             hosts = [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, "hosts", domain))
                      for domain in normalize_domains(query.domains)]

@@ -13,8 +13,8 @@ from typing import Any
 
 from cove.search.base import Query, SearchFailed
 from cove.search.reader import PageReader
-from cove.search.text import plain, with_sites
-from cove.search.web import MAX_QUERY_CHARS, WebEngine, results_list
+from cove.search.text import MAX_QUERY_CHARS, plain, with_sites
+from cove.search.web import WebEngine, results_list
 
 
 class SearxngEngine(WebEngine):

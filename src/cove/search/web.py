@@ -23,8 +23,6 @@ from cove.search.text import MAX_TITLE, RESULTS, SNIPPET_CHARS, in_domains, plai
 
 MAX_ANSWER_BYTES = 4 << 20
 """Largest engine answer read; a few dozen results are tens of kilobytes."""
-MAX_QUERY_CHARS = 400
-"""Longest query sent (Brave's documented limit; the others take about as much)."""
 
 
 class WebEngine(SearchEngine):
