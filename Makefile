@@ -42,9 +42,9 @@ bench: setup image
 	$(VENV)/bin/python bench/tool_turns.py
 	$(VENV)/bin/python bench/search_turns.py
 	$(VENV)/bin/python bench/neighbours.py
+	$(VENV)/bin/python bench/web_search.py
 	$(VENV)/bin/python bench/egress.py
 	$(VENV)/bin/python bench/responses.py
-	$(VENV)/bin/python bench/web_search.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -36,7 +35,7 @@ from rich.table import Table
 
 from cove.config import Settings
 from cove.search.base import Query
-from cove.search.build import build, plan
+from cove.search.build import build, default_workers, plan
 from cove.search.index import IndexEngine
 from cove.search.reader import PageReader
 from cove.search.searxng import SearxngEngine
@@ -95,7 +94,7 @@ def html_build(work: Path, words: list[str], workers: int) -> dict[int, float]:
             f"<h1>Page {number}</h1>{paragraphs}<table>{'<tr><td>a</td><td>b</td></tr>' * 30}</table></main>"
             "<footer>site footer</footer></body></html>")
     rates: dict[int, float] = {}
-    for count in sorted({1, workers}):
+    for count in sorted({1, workers, 2}):
         started = time.perf_counter()
         build(work / "data", "bench-html", plan([pages]), workers=count)
         rates[count] = HTML_PAGES / (time.perf_counter() - started)
@@ -181,7 +180,7 @@ async def engine_layer() -> tuple[list[float], list[float]]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--documents", type=int, default=DOCUMENTS, help="size of the generated corpus")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="text extraction processes")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="text extraction processes")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cove-bench-search-", dir="/var/tmp"))
     try:
@@ -204,7 +203,7 @@ async def main() -> None:
     table.add_row("engine layer adds (p50 difference)", f"{through_p50 - raw_p50:.2f}", "", "", "")
     console.print(table)
     console.print(f"offline index build: {documents:,} Markdown documents in {build_s:.1f} s "
-                  f"({documents / build_s:,.0f} documents/s, {args.workers} extraction processes)")
+                  f"({documents / build_s:,.0f} documents/s, extraction processes: {args.workers})")
     rates = [f"{rate:,.0f} documents/s with {count} process{'es' if count > 1 else ''}"
              for count, rate in html_rates.items()]
     console.print("HTML pages of 30 KB (trafilatura): " + ", ".join(rates))

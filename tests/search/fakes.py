@@ -36,6 +36,8 @@ class FakeEngines:
     delay: float = 0.0
     raw: bytes | None = None
     """An answer body sent instead of the engine's JSON (garbage)."""
+    unresponsive: list[list[str]] = field(default_factory=list)
+    """SearXNG's ``unresponsive_engines``: its upstream engines that failed, with why."""
     requests: list[Recorded] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -77,7 +79,7 @@ class FakeEngines:
 
     def reset(self) -> None:
         self.results, self.pages, self.requests = [], {}, []
-        self.status, self.delay, self.raw = 200, 0.0, None
+        self.status, self.delay, self.raw, self.unresponsive = 200, 0.0, None, []
 
     def _answer(self, handler: BaseHTTPRequestHandler, body: Any) -> None:
         parts = urlsplit(handler.path)
@@ -95,7 +97,7 @@ class FakeEngines:
         if parts.path == "/searxng/search":
             answer: dict[str, Any] = {"query": params.get("q"), "number_of_results": len(self.results),
                                       "results": [{**r, "engine": "fake", "score": 1.0} for r in self.results],
-                                      "answers": [], "suggestions": [], "unresponsive_engines": []}
+                                      "answers": [], "suggestions": [], "unresponsive_engines": self.unresponsive}
         elif parts.path == "/brave/res/v1/web/search":
             answer = {"type": "search", "query": {"original": params.get("q")},
                       "web": {"type": "search", "results": [

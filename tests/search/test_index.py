@@ -14,6 +14,7 @@ import pytest
 from libzim.writer import Creator, Hint, Item, StringProvider  # type: ignore[import-untyped]
 
 from cove.config import Settings
+from cove.errors import InvalidRequest
 from cove.search.base import Hit, Page, Query, SearchEngine, SearchFailed, SearchNotConfigured
 from cove.search.build import build, plan
 from cove.search.engines import engine_for
@@ -164,6 +165,14 @@ def test_a_rebuild_replaces_the_index_whole(corpus: tuple[Settings, Path], tmp_p
     assert len(list((settings.data_dir / "search").iterdir())) == 2  # the half-built one is gone
 
 
+def test_sources_that_cannot_be_indexed_are_named(tmp_path: Path) -> None:
+    (tmp_path / "broken.zim").write_bytes(b"ZIM? no")
+    with pytest.raises(InvalidRequest, match=r"broken.zim is not a readable ZIM archive\.$"):
+        plan([tmp_path / "broken.zim"])
+    with pytest.raises(InvalidRequest, match=r"nowhere does not exist\.$"):
+        plan([tmp_path / "nowhere"])
+
+
 def test_a_missing_index_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(SearchNotConfigured) as missing:
         engine_for("index:nothing", Settings(data_dir=tmp_path))
@@ -187,3 +196,17 @@ def test_the_cli_builds_an_index_with_progress(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "cove", "search", "index", "Bad.Name", str(docs)],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 1 and "'Bad.Name' is not an index name" in bad.stdout
+
+    def cove(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cove", "search", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+    listing = cove("ls").stdout.splitlines()
+    assert listing[0].split() == ["NAME", "DOCUMENTS", "SIZE", "BUILT"]
+    assert listing[1].split()[:2] == ["handbook", "5"]
+    assert cove("rm", "handbook").stdout.strip() == "Removed 'handbook'"
+    assert cove("ls").stdout.splitlines()[1:] == []
+    assert list((tmp_path / "data" / "search").iterdir()) == []
+    with pytest.raises(SearchNotConfigured):
+        ask(engine, Query("liveness probe"))  # a running engine finds it gone at its next query
+    assert (cove("rm", "handbook").returncode, cove("rm", "handbook").stdout.strip()) == (
+        1, "Error: There is no offline index named 'handbook'.")

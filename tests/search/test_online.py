@@ -99,6 +99,7 @@ def _closed_port() -> int:
     (403, None, "SearXNG refused the request (HTTP 403): its JSON format is probably not enabled"),
     (200, b"<html>not json</html>", "SearXNG answered with something that is not a JSON object."),
     (200, b"[1, 2]", "SearXNG answered with something that is not a JSON object."),
+    (200, b" " * (5 << 20), "SearXNG answered with more than 4194304 bytes."),
 ])
 def test_an_engine_that_fails_is_a_clear_search_failure(status: int, raw: bytes | None, message: str,
                                                        fake: FakeEngines, settings_for: Any) -> None:
@@ -118,6 +119,16 @@ def test_an_engine_that_is_down_or_slow_fails_in_time(fake: FakeEngines, setting
     with pytest.raises(SearchFailed, match=r"^SearXNG did not answer within 0.5 s\.$"):
         search(engine, Query("x"))
     assert time.monotonic() - begun < 2.5
+
+
+def test_searxng_with_all_its_engines_failing_is_an_outage(fake: FakeEngines, settings_for: Any) -> None:
+    fake.unresponsive = [["google", "CAPTCHA"], ["duckduckgo", "timeout"]]
+    with pytest.raises(SearchFailed) as failed:
+        search(engine_for(f"searxng:{fake.url}/searxng", settings_for()), Query("x"))
+    assert failed.value.message == ("SearXNG found nothing because its engines failed (google CAPTCHA, "
+                                    "duckduckgo timeout).")
+    fake.results = RESULTS[:1]  # some engines failing, results from others: an answer
+    assert len(search(engine_for(f"searxng:{fake.url}/searxng", settings_for()), Query("x"))) == 1
 
 
 @pytest.mark.parametrize("spec", ["brave", "tavily"])
@@ -149,6 +160,26 @@ def test_results_are_cached_and_failures_are_not(fake: FakeEngines, settings_for
         await engines.aclose()
     run(go)
     assert len(fake.requests) == 3
+
+
+def test_the_same_search_at_once_asks_the_engine_once(fake: FakeEngines, settings_for: Any) -> None:
+    engines = Engines(settings_for(web_search_cache_seconds=60))
+    fake.results = RESULTS[:1]
+    fake.delay = 0.5  # the scenario: an engine slow enough that the searches overlap
+
+    async def go() -> None:
+        engine = engines.get(f"searxng:{fake.url}/searxng")
+        assert engine is not None
+        answers = await asyncio.gather(*(engine.search(Query("same")) for _ in range(5)))
+        assert all(answer == answers[0] and answer for answer in answers)
+        fake.status = 500
+        failures = await asyncio.gather(*(engine.search(Query("other")) for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(failure, SearchFailed) for failure in failures)
+        fake.status = 200
+        assert await engine.search(Query("other"))  # the failure was shared, not kept
+        await engines.aclose()
+    run(go)
+    assert [r.params["q"] for r in fake.requests] == ["same", "other", "other"]
 
 
 def test_specs() -> None:

@@ -5,16 +5,22 @@ name mapping, and over HTTPS on the stand-in internet (tests/internet.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cove.search.base import Page, SearchFailed
+from cove.search.base import Page, Query, SearchFailed
 from cove.search.engines import Engines, engine_for
 from tests.helpers import pdf_bytes
 from tests.internet import Internet
 from tests.search.fakes import FakeEngines
 
+ROOT = Path(__file__).parent.parent.parent
 ARTICLE = (b"<html><head><title>Release notes</title></head><body><nav>Home | Blog | About</nav>"
            b"<article><h1>Pandas 2.2 released</h1><p>Copy-on-write warnings arrive in this release, along "
            b"with a pyarrow-backed string dtype that is faster for text columns.</p><p>Several aliases "
@@ -132,8 +138,19 @@ def test_pages_on_the_internet_over_https(fake: FakeEngines, settings_for: Any, 
     (www / "index.html").write_bytes(ARTICLE)
     settings = settings_for(egress_test_hosts=internet.test_hosts, egress_ca_file=internet.ca,
                             egress_ports="80,443")
+    fake.results = [{"url": "https://pypi.cove.test/search-pages", "title": "Pandas 2.2", "content": "notes"},
+                    {"url": "https://blocked.cove.test/search-pages/", "title": "Elsewhere", "content": "x"}]
+    engine = engine_for(f"searxng:{fake.url}/searxng", settings)
+    assert engine is not None
+
+    async def search_then_open() -> Page:
+        try:
+            (hit,) = await engine.search(Query("pandas", domains=("pypi.cove.test",)))
+            return await engine.open(hit.url, ("pypi.cove.test",))
+        finally:
+            await engine.aclose()
     # The host answers the directory without its slash with a redirect, which is followed.
-    page = read(settings, fake, "https://pypi.cove.test/search-pages")
+    page = asyncio.run(search_then_open())
     assert page.url == "https://pypi.cove.test/search-pages/"
     assert "Copy-on-write warnings arrive" in page.text
     assert read(settings, fake, "http://other.cove.test/search-pages/", ("cove.test",)).text == page.text
@@ -142,3 +159,48 @@ def test_pages_on_the_internet_over_https(fake: FakeEngines, settings_for: Any, 
         "Reading pages from blocked.cove.test is not allowed by this server's policy.")
     arrived = [entry["path"] for entry in internet.requests() if entry["path"].startswith("/search-pages")]
     assert arrived == ["/search-pages", "/search-pages/", "/search-pages/"]
+
+
+_READ_ONE = """
+import asyncio, json, sys
+from cove.config import Settings
+from cove.search.base import SearchFailed
+from cove.search.reader import PageReader
+
+async def main() -> None:
+    reader = PageReader.from_settings(Settings(web_read_domains=sys.argv[1], egress_test_hosts=""))
+    try:
+        page = await reader.read(sys.argv[2])
+        print(json.dumps({"text": page.text}))
+    except SearchFailed as exc:
+        print(json.dumps({"refused": exc.message}))
+    finally:
+        await reader.aclose()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.root
+def test_private_addresses_only_for_names_listed_exactly(internet: Internet, tmp_path: Path) -> None:
+    """A name that resolves (here through /etc/hosts, in a mount namespace of its own) to a private
+    address is refused, unless COVE_WEB_READ_DOMAINS names it exactly (an intranet wiki)."""
+    www = internet.dir / "www" / "intranet"
+    www.mkdir(exist_ok=True)
+    (www / "index.html").write_bytes(ARTICLE)
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{internet.address} wiki.intranet.test\n")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+
+    def read_in_namespace(domains: str) -> dict[str, str]:
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f'mount --bind "{hosts}" /etc/hosts && exec "$0" "$@"', sys.executable, "-c", _READ_ONE, domains,
+             "http://wiki.intranet.test/intranet/"], capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    assert read_in_namespace("*") == {"refused": f"Reading wiki.intranet.test was refused: wiki.intranet.test "
+                                                 f"resolves to {internet.address}, a private address."}
+    assert read_in_namespace("*.intranet.test") == read_in_namespace("*")  # a wildcard is not an exact name
+    assert "Copy-on-write warnings arrive" in read_in_namespace("*,wiki.intranet.test")["text"]

@@ -69,7 +69,7 @@ def build(
 
             image = build_recipe(store, name, recipe, data_dir=settings.data_dir, progress=progress,
                                  rebuild=rebuild)
-    console.print(f"Image {image.name!r}: {len(image.layers)} layers, {_size(image.size_bytes)}")
+    console.print(f"Image {image.name!r}: {len(image.layers)} layers, {human_size(image.size_bytes)}")
 
 
 @image_app.command("import")
@@ -81,7 +81,7 @@ def import_(name: Annotated[str, typer.Argument(help="Image name.")],
     store, _ = _store()
     with _progress(f"Importing {tarball.name} as {name!r}") as progress:
         image = import_archive(store, name, tarball, progress)
-    console.print(f"Image {image.name!r}: {len(image.layers)} layers, {_size(image.size_bytes)}")
+    console.print(f"Image {image.name!r}: {len(image.layers)} layers, {human_size(image.size_bytes)}")
 
 
 @image_app.command("ls")
@@ -91,7 +91,7 @@ def list_images() -> None:
     table = Table("NAME", "SOURCE", "LAYERS", "SIZE", "CREATED", box=None)
     for image in store.list():
         created = datetime.fromtimestamp(image.created_at).strftime("%Y-%m-%d %H:%M")
-        table.add_row(image.name, image.source, str(len(image.layers)), _size(image.size_bytes),
+        table.add_row(image.name, image.source, str(len(image.layers)), human_size(image.size_bytes),
                       created)
     console.print(table)
 
@@ -108,7 +108,7 @@ def remove(name: Annotated[str, typer.Argument(help="Image name.")]) -> None:
     console.print(f"Removed {name!r}")
 
 
-def _size(size: int) -> str:
+def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB"):
         if value < 1024 or unit == "GB":

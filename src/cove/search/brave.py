@@ -12,8 +12,8 @@ from typing import Any
 
 from cove.search.base import Query
 from cove.search.reader import PageReader
-from cove.search.text import with_sites
-from cove.search.web import MAX_QUERY_CHARS, WebEngine, results_list
+from cove.search.text import MAX_QUERY_CHARS, with_sites
+from cove.search.web import WebEngine, results_list
 
 
 class BraveEngine(WebEngine):

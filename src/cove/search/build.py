@@ -54,6 +54,12 @@ class Built:
     skipped: int
 
 
+def default_workers() -> int:
+    """Extraction processes by default: every CPU but one, which the index writer and the reading of
+    the sources keep busy (so on 2 CPUs extraction stays in the command's process: measured faster)."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def plan(paths: list[Path]) -> Plan:
     files: list[Path] = []
     archives: list[Path] = []
@@ -66,7 +72,12 @@ def plan(paths: list[Path]) -> Plan:
                 archives.append(candidate.resolve())
             elif kind_of(candidate.name) is not None:
                 files.append(candidate.resolve())
-    total = len(files) + sum(entry_count(archive) for archive in archives)
+    total = len(files)
+    for archive in archives:
+        try:
+            total += entry_count(archive)
+        except RuntimeError as exc:  # libzim's error for a file that is not a (complete) archive
+            raise InvalidRequest(f"{archive} is not a readable ZIM archive.") from exc
     return Plan(files, archives, total)
 
 
@@ -161,7 +172,7 @@ def _article(article: Article | None) -> Document:
         doc = extract(article.html, "html")
     except Unreadable:
         return None, "", ""
-    return article.url, doc.title or article.title, doc.text
+    return article.url, article.title, doc.text  # the archive's own title, not a guess from the markup
 
 
 def _file(path: Path) -> Document:

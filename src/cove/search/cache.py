@@ -9,9 +9,10 @@ page or hit that was fetched for a wider one. Failures are not kept: an outage i
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from cove.search.base import Hit, Page, Query, SearchEngine
@@ -54,29 +55,47 @@ class TtlCache:
 
 
 class CachedEngine(SearchEngine):
-    """``engine`` with its answers kept in ``cache`` (which several engines may share)."""
+    """``engine`` with its answers kept in ``cache`` (which several engines may share). The same
+    search or read asked again while it runs waits for the one under way instead of asking the
+    engine twice (several responses of a project often search alike at once; a paid engine bills
+    each call)."""
 
     def __init__(self, engine: SearchEngine, cache: TtlCache) -> None:
         self.engine = engine
         self.name = engine.name
         self.cache = cache
+        self._running: dict[Hashable, asyncio.Task[Any]] = {}
 
     async def search(self, query: Query) -> list[Hit]:
         key = ("search", self.name, query.text, tuple(sorted(query.domains)), query.size,
                tuple(sorted(query.location.items())))
-        hits: list[Hit] | None = self.cache.get(key)
-        if hits is None:
-            hits = await self.engine.search(query)
-            self.cache.put(key, hits, 200 + sum(len(h.url) + len(h.title) + len(h.snippet) for h in hits))
+        hits: list[Hit] = await self._once(
+            key, lambda: self.engine.search(query),
+            lambda hits: 200 + sum(len(h.url) + len(h.title) + len(h.snippet) for h in hits))
         return list(hits)
 
     async def open(self, url: str, domains: tuple[str, ...] = ()) -> Page:
         key = ("open", self.name, url, tuple(sorted(domains)))
-        page: Page | None = self.cache.get(key)
-        if page is None:
-            page = await self.engine.open(url, domains)
-            self.cache.put(key, page, 200 + len(page.url) + len(page.title) + len(page.text))
+        page: Page = await self._once(key, lambda: self.engine.open(url, domains),
+                                      lambda page: 200 + len(page.url) + len(page.title) + len(page.text))
         return page
+
+    async def _once(self, key: Hashable, ask: Callable[[], Awaitable[Any]], size: Callable[[Any], int]) -> Any:
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        task = self._running.get(key)
+        if task is None:
+            task = asyncio.ensure_future(ask())
+            self._running[key] = task
+
+            def done(finished: asyncio.Task[Any]) -> None:
+                del self._running[key]
+                if not finished.cancelled() and finished.exception() is None:  # failures are not kept
+                    self.cache.put(key, finished.result(), size(finished.result()))
+            task.add_done_callback(done)
+        # A caller that gives up (its response cancelled) leaves the call running for the others.
+        return await asyncio.shield(task)
 
     async def aclose(self) -> None:
         await self.engine.aclose()

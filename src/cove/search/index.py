@@ -25,7 +25,7 @@ import tantivy
 from cove.egress.policy import normalize_host
 from cove.search.base import Hit, Page, Query, SearchEngine, SearchFailed, SearchNotConfigured
 from cove.search.spec import check_name
-from cove.search.text import MAX_TITLE, RESULTS, SNIPPET_CHARS, in_domains, normalize_domains, plain
+from cove.search.text import MAX_QUERY_CHARS, MAX_TITLE, RESULTS, SNIPPET_CHARS, in_domains, normalize_domains, plain
 
 
 def index_root(data_dir: Path) -> Path:
@@ -67,26 +67,37 @@ class IndexEngine(SearchEngine):
     def _current(self) -> tantivy.Index:
         """The index the link points at now (reopened after a rebuild)."""
         try:
-            target = os.readlink(self.link)
+            return self._open(self._target())
+        except (OSError, ValueError):
+            pass  # a rebuild swapped the link and removed that build between reading and opening it
+        target = self._target()
+        try:
+            return self._open(target)
+        except (OSError, ValueError) as exc:
+            raise SearchFailed(f"The offline index {self.index_name!r} cannot be opened.") from exc
+
+    def _target(self) -> str:
+        try:
+            return os.readlink(self.link)
         except OSError:
             raise SearchNotConfigured(f"There is no offline index named {self.index_name!r}: build it with "
                                       f"`cove search index {self.index_name} PATH...`.") from None
+
+    def _open(self, target: str) -> tantivy.Index:
         with self._lock:
             if self._opened is None or self._opened[0] != target:
-                try:
-                    self._opened = (target, tantivy.Index.open(str(self.link.parent / target)))
-                except (OSError, ValueError) as exc:
-                    raise SearchFailed(f"The offline index {self.index_name!r} cannot be opened.") from exc
+                self._opened = (target, tantivy.Index.open(str(self.link.parent / target)))
             return self._opened[1]
 
     async def search(self, query: Query) -> list[Hit]:
-        return await asyncio.to_thread(self.search_now, query)
+        return await asyncio.to_thread(self._search_blocking, query)
 
-    def search_now(self, query: Query) -> list[Hit]:
-        """``search`` in the calling thread (for the benchmark and the CLI)."""
+    def _search_blocking(self, query: Query) -> list[Hit]:
+        """``search``, blocking the calling thread (a worker thread: tantivy and the snippets are CPU work)."""
         index = self._current()
         searcher = index.searcher()
-        parsed, _errors = index.parse_query_lenient(query.text, ["title", "body"], field_boosts={"title": 2.0})
+        parsed, _errors = index.parse_query_lenient(query.text[:MAX_QUERY_CHARS], ["title", "body"],
+                                                    field_boosts={"title": 2.0})
         if query.domains:
             hosts = [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, "hosts", domain))
                      for domain in normalize_domains(query.domains)]
@@ -110,9 +121,9 @@ class IndexEngine(SearchEngine):
     async def open(self, url: str, domains: tuple[str, ...] = ()) -> Page:
         if not in_domains(url, domains):
             raise SearchFailed(f"{plain(url, 200)} is outside the allowed domains ({', '.join(domains)}).")
-        return await asyncio.to_thread(self.open_now, url)
+        return await asyncio.to_thread(self._open_blocking, url)
 
-    def open_now(self, url: str) -> Page:
+    def _open_blocking(self, url: str) -> Page:
         searcher = self._current().searcher()
         found = searcher.search(tantivy.Query.term_query(self.schema, "url", url), limit=1, count=False)
         if not found.hits:

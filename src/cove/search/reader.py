@@ -30,7 +30,7 @@ from cove.search.extract import Unreadable, extract, kind_of
 from cove.search.text import MAX_TITLE, in_domains, page_text, plain, web_url
 
 MAX_REDIRECTS = 5
-USER_AGENT = "Mozilla/5.0 (compatible; Cove web_search; +https://github.com/cove)"
+USER_AGENT = "Mozilla/5.0 (compatible; Cove web_search)"
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ class ReadPolicy:
 
 
 class PageReader:
-    """Reads pages under one policy; one per engine, safe to share between tasks."""
+    """Reads pages under one policy; one per server (``Engines`` shares it among the online engines),
+    safe to use from many tasks at once."""
 
     def __init__(self, policy: ReadPolicy, resolver: Resolver, context: ssl.SSLContext | None = None) -> None:
         self.policy = policy
@@ -91,8 +92,8 @@ class PageReader:
             raise SearchFailed(f"Reading {_shown(url)} took longer than {self.policy.timeout:g} s.") from None
         kind = kind_of(urlsplit(final).path, content_type)
         if kind is None:
-            raise SearchFailed(f"{_shown(final)} is {content_type or 'of an unknown type'}, not a page that "
-                               "can be read as text.")
+            raise SearchFailed(f"{_shown(final)} is {plain(content_type, 100) or 'of an unknown type'}, not a page "
+                               "that can be read as text.")
         if cut and kind == "pdf":
             raise SearchFailed(f"{_shown(final)} is a PDF larger than {self.policy.max_bytes} bytes.")
         try:

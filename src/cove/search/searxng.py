@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cove.search.base import Query
+from cove.search.base import Query, SearchFailed
 from cove.search.reader import PageReader
-from cove.search.text import with_sites
-from cove.search.web import MAX_QUERY_CHARS, WebEngine, results_list
+from cove.search.text import MAX_QUERY_CHARS, plain, with_sites
+from cove.search.web import WebEngine, results_list
 
 
 class SearxngEngine(WebEngine):
@@ -28,7 +28,15 @@ class SearxngEngine(WebEngine):
         params = {"q": with_sites(query.text[:MAX_QUERY_CHARS], query.domains), "format": "json", "pageno": "1"}
         data = await self._json(self.client.build_request("GET", self.endpoint, params=params,
                                                           headers={"Accept": "application/json"}))
-        return results_list(data.get("results"))
+        results = results_list(data.get("results"))
+        failing = data.get("unresponsive_engines")
+        if not results and isinstance(failing, list) and failing:
+            # Nothing found because its upstream engines failed (blocked, rate limited): an outage,
+            # not an empty answer the model should take as "no such pages".
+            names = ", ".join(plain(" ".join(map(str, entry)) if isinstance(entry, list) else entry, 80)
+                              for entry in failing[:5])
+            raise SearchFailed(f"SearXNG found nothing because its engines failed ({names}).")
+        return results
 
     def _snippet(self, result: Mapping[str, Any]) -> object:
         return result.get("content")

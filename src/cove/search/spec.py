@@ -25,13 +25,15 @@ def check_name(name: str) -> str:
 
 Kind = Literal["index", "searxng", "brave", "tavily", "upstream"]
 SPECS = "index:NAME, searxng:BASE_URL, brave, tavily or upstream"
+_BARE: dict[str, Kind] = {"brave": "brave", "tavily": "tavily", "upstream": "upstream"}
+"""The specs that take no argument."""
 
 
 def parse_spec(spec: str) -> tuple[Kind, str]:
     """The engine kind and its argument (index name, base URL, or empty), or SearchNotConfigured."""
     kind, sep, argument = spec.strip().partition(":")
-    if kind in ("brave", "tavily", "upstream") and not sep:
-        return kind, ""  # type: ignore[return-value]  # narrowed by the test above
+    if kind in _BARE and not sep:
+        return _BARE[kind], ""
     if kind == "index" and sep:
         return "index", check_name(argument)
     if kind == "searxng" and sep:

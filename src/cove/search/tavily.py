@@ -12,8 +12,8 @@ from typing import Any
 
 from cove.search.base import Query
 from cove.search.reader import PageReader
-from cove.search.text import normalize_domains
-from cove.search.web import MAX_QUERY_CHARS, WebEngine, results_list
+from cove.search.text import MAX_QUERY_CHARS, normalize_domains
+from cove.search.web import WebEngine, results_list
 
 
 class TavilyEngine(WebEngine):

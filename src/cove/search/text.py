@@ -19,6 +19,9 @@ RESULTS: dict[ContextSize, int] = {"low": 5, "medium": 10, "high": 20}
 """Hits an engine returns per ``search_context_size``."""
 SNIPPET_CHARS: dict[ContextSize, int] = {"low": 300, "medium": 600, "high": 1200}
 """Characters of each hit's snippet per ``search_context_size``."""
+MAX_QUERY_CHARS = 400
+"""Longest query an engine is asked (Brave's documented limit; the others take about as much, and
+the offline index gets no slower than a few dozen words make it)."""
 MAX_TITLE = 300
 MAX_URL = 2048
 MAX_PAGE_CHARS = 500_000

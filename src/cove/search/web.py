@@ -10,6 +10,7 @@ Messages never carry the key or the engine's URL: the model reads them.
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -22,8 +23,6 @@ from cove.search.text import MAX_TITLE, RESULTS, SNIPPET_CHARS, in_domains, plai
 
 MAX_ANSWER_BYTES = 4 << 20
 """Largest engine answer read; a few dozen results are tens of kilobytes."""
-MAX_QUERY_CHARS = 400
-"""Longest query sent (Brave's documented limit; the others take about as much)."""
 
 
 class WebEngine(SearchEngine):
@@ -63,21 +62,28 @@ class WebEngine(SearchEngine):
     async def _json(self, request: httpx.Request) -> dict[str, Any]:
         """The engine's JSON object answer to ``request``; anything else is a ``SearchFailed``."""
         try:
-            response = await self.client.send(request, stream=True)
-            try:
-                if response.status_code != 200:
-                    raise SearchFailed(self._refusal(response.status_code))
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_ANSWER_BYTES:
-                        raise SearchFailed(f"{self.label} answered with more than {MAX_ANSWER_BYTES} bytes.")
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self.timeout):  # in all: a server dripping bytes gets no longer
+                return self._parse(await self._read(request))
+        except (TimeoutError, httpx.TimeoutException):
             raise SearchFailed(f"{self.label} did not answer within {self.timeout:g} s.") from None
         except httpx.HTTPError as exc:
             raise SearchFailed(f"{self.label} could not be reached ({type(exc).__name__}).") from None
+
+    async def _read(self, request: httpx.Request) -> bytes:
+        response = await self.client.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                raise SearchFailed(self._refusal(response.status_code))
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise SearchFailed(f"{self.label} answered with more than {MAX_ANSWER_BYTES} bytes.")
+            return bytes(body)
+        finally:
+            await response.aclose()
+
+    def _parse(self, body: bytes) -> dict[str, Any]:
         try:
             data = json.loads(body)
         except ValueError:

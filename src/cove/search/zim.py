@@ -44,13 +44,18 @@ def articles(path: Path) -> Iterator[Article | None]:
     archive = Archive(str(path))
     host = archive_host(path)
     for number in range(archive.entry_count):
-        entry = archive._get_entry_by_id(number)  # libzim's Python binding iterates entries by id
-        if entry.is_redirect:
+        try:
+            yield _article(archive, number, host)
+        except RuntimeError:  # libzim's error for a damaged entry or cluster: skip it, keep the rest
             yield None
-            continue
-        item = entry.get_item()
-        if not str(item.mimetype).startswith("text/html"):
-            yield None
-            continue
-        yield Article(f"zim://{host}/{quote(entry.path, safe='/')}", str(entry.title or entry.path),
-                      bytes(item.content))
+
+
+def _article(archive: Archive, number: int, host: str) -> Article | None:
+    entry = archive._get_entry_by_id(number)  # libzim's Python binding iterates entries by id
+    if entry.is_redirect:
+        return None
+    item = entry.get_item()
+    if not str(item.mimetype).startswith("text/html"):
+        return None
+    return Article(f"zim://{host}/{quote(entry.path, safe='/')}", str(entry.title or entry.path),
+                   bytes(item.content))
