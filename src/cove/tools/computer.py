@@ -21,11 +21,11 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from openai.types.responses import ComputerToolParam, ComputerUsePreviewToolParam
 from openai.types.responses.response_computer_tool_call import Action
-from pydantic import PrivateAttr, TypeAdapter, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from cove.errors import InvalidRequest
 from cove.ids import new_id
@@ -40,7 +40,9 @@ MAX_ACTIONS = 64
 """Actions in one call's batch: a model that wants more makes another call."""
 MIN_SIDE, MAX_SIDE = 64, 4096
 """Display sizes a hosted display takes (those of ``LinuxSandbox.display``), checked before anything runs."""
-_ACTION: TypeAdapter[Any] = TypeAdapter(Action)
+_ACTION_MODELS: dict[str, type[BaseModel]] = {get_args(model.model_fields["type"].annotation)[0]: model
+                                               for model in get_args(get_args(Action)[0])}
+"""OpenAI's action types by their ``type``: the SDK's union has no discriminator pydantic uses."""
 ACTION_TYPES = ("click", "double_click", "drag", "keypress", "move", "scroll", "type", "wait", "screenshot")
 _DESCRIPTION = (
     "Use a computer ({environment}) by looking at screenshots and acting on the screen, "
@@ -285,11 +287,15 @@ class ActionError(ValueError):
 def check_action(action: Any) -> dict[str, Any]:
     """One action checked against OpenAI's action types, as the SDK dumps it (the model's calls here,
     ``POST /v1/containers/{id}/computer`` in the service); ``ActionError`` if it does not fit."""
+    model = _ACTION_MODELS.get(str(action.get("type"))) if isinstance(action, dict) else None
+    if model is None:  # checked first: the union's own error would name a field of its first member
+        raise ActionError("type", f"expected an object whose type is one of {', '.join(ACTION_TYPES)}")
     try:
-        checked = _ACTION.validate_python(action)
+        checked = model.model_validate(action)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ActionError(".".join(str(part) for part in first["loc"][1:]) or "type", first["msg"]) from None
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+        raise ActionError(where.lstrip(".") or "type", first["msg"]) from None
     result: dict[str, Any] = checked.model_dump(exclude_none=True)
     return result
 
