@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -20,13 +21,16 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.connection import Connection
+from websockets.typing import Subprotocol
 
 from cove.errors import AuthenticationError
 from cove.sandbox.linux.display import png_size
 from cove.service.displays import MAX_VIEWERS, ViewTokens
-from tests.conftest import IMAGES_DIR, KEYS, Server
+from tests.conftest import IMAGES_DIR, KEYS, Server, _server_env, data_dir
 from tests.helpers import run
 from tests.polling import eventually
+from tests.postgres import PostgresServer
+from tests.scripted_upstream import ScriptedUpstream
 from tests.tools.test_computer import BUTTON, CLICK, FIELD, OPEN_PAGE, desktop_container, wait_for
 
 pytestmark = pytest.mark.root
@@ -127,8 +131,9 @@ def test_a_fresh_display_starts_at_the_size_asked_and_checks_it(http: httpx.Clie
     created = http.post("/v1/containers", json={"name": "small", "image": "desktop", "memory_limit": "4g"})
     container_id = created.json()["id"]
     try:
-        assert error_of(act(http, container_id, [{"type": "wait"}], display_width=10), 400)["param"] == \
-            "display_width"
+        for width in (10, 0, 5000):
+            error = error_of(act(http, container_id, [{"type": "wait"}], display_width=width), 400)
+            assert error["param"] == "display_width", error
         small = screenshot_of(act(http, container_id, [{"type": "screenshot"}], environment="linux",
                                   display_width=640, display_height=480))
         assert png_size(small) == (640, 480)
@@ -206,7 +211,7 @@ def viewers(http: httpx.Client, container_id: str) -> int:
 def test_the_socket_speaks_rfb_to_several_viewers_and_closes_with_either_side(
         http: httpx.Client, server: Server, desktop: str) -> None:
     with connect(socket_url(server, desktop), additional_headers=key("alpha"),
-                 subprotocols=["binary"], open_timeout=60) as first:
+                 subprotocols=[Subprotocol("binary")], open_timeout=60) as first:
         with connect(socket_url(server, desktop), additional_headers=key("alpha"), open_timeout=60) as second:
             assert first.subprotocol == "binary" and second.subprotocol is None
             assert Rfb(first).handshake()[:2] == (1024, 768)
@@ -291,6 +296,7 @@ def test_the_view_page_serves_novnc_with_a_token(http: httpx.Client, server: Ser
     assert token is not None, page.text
     script = httpx.get(f"{server.url}/novnc/core/rfb.js")  # the browser loads noVNC without a key
     assert script.status_code == 200 and "export default class RFB" in script.text
+    assert script.headers["content-type"].startswith("text/javascript")  # browsers run modules of JS types only
     # The embedded token opens the socket, and opens the page itself (a link for a browser).
     with connect(socket_url(server, desktop, token.group(1)), open_timeout=60) as ws:
         assert Rfb(ws).handshake()[:2] == (1024, 768)
@@ -298,3 +304,17 @@ def test_the_view_page_serves_novnc_with_a_token(http: httpx.Client, server: Ser
                      params={"token": token.group(1)}).status_code == 200
     assert error_of(httpx.get(f"{server.url}/v1/containers/{desktop}/display/view"), 401)["code"] == \
         "missing_api_key"
+
+
+def test_the_view_page_says_when_novnc_is_missing(upstream: ScriptedUpstream,
+                                                  postgres: PostgresServer | None) -> None:
+    srv = Server(data_dir("cove-novnc"), {**_server_env(upstream, postgres), "COVE_NOVNC_DIR": "/nonexistent/novnc"})
+    srv.start()
+    try:
+        with srv.http() as http:
+            created = http.post("/v1/containers", json={"name": "plain"}).json()
+            error = error_of(http.get(f"/v1/containers/{created['id']}/display/view"), 404)
+            assert error["code"] == "novnc_missing" and "/nonexistent/novnc" in error["message"], error
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.data_dir, ignore_errors=True)

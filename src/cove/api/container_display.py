@@ -42,9 +42,10 @@ async def computer(container_id: str, body: ComputerRequest, request: Request, p
     """Performs the actions on the container's display (started on first use with the size and
     environment given, else the defaults) and answers with the screen once it settled."""
     screen = None
-    if body.environment or body.display_width or body.display_height:
+    if body.environment is not None or body.display_width is not None or body.display_height is not None:
         default = Screen()
-        screen = Screen(body.display_width or default.width, body.display_height or default.height,
+        screen = Screen(default.width if body.display_width is None else body.display_width,
+                        default.height if body.display_height is None else body.display_height,
                         body.environment or default.environment)
     png = await _service(request).act(project, container_id, body.actions, screen)
     return {"object": "container.computer", "screenshot": {
