@@ -27,7 +27,7 @@ from cove.errors import AuthenticationError
 from cove.sandbox.linux.display import png_size
 from cove.service.displays import MAX_VIEWERS, ViewTokens
 from tests.conftest import IMAGES_DIR, KEYS, Server, _server_env, data_dir
-from tests.helpers import run
+from tests.helpers import IdleWebSocket, run
 from tests.polling import eventually
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import ScriptedUpstream
@@ -175,7 +175,7 @@ def key(project: str) -> dict[str, str]:
 class Rfb:
     """The client side of RFB's handshake, over the socket's binary frames (however x11vnc split them)."""
 
-    def __init__(self, ws: Connection) -> None:
+    def __init__(self, ws: Connection | IdleWebSocket) -> None:
         self.ws = ws
         self.buffer = b""
 
@@ -228,6 +228,24 @@ def test_the_socket_speaks_rfb_to_several_viewers_and_closes_with_either_side(
     audit = http.get(f"/v1/containers/{desktop}/audit", params={"limit": 100}).json()
     views = [e for e in audit["data"] if e["type"] == "display_view"]
     assert len(views) >= 2 and all(v["via"] == "api_key" and v["bytes_out"] > 0 for v in views), views
+
+
+def test_a_viewer_that_stops_reading_is_dropped(http: httpx.Client, server: Server, desktop: str) -> None:
+    """Full-screen updates asked for and never read: the relay waits instead of buffering, then lets
+    the viewer go (its x11vnc ends, its view is audited)."""
+    eventually(lambda: viewers(http, desktop) == 0, what="earlier views to end")
+    idle = IdleWebSocket(socket_url(server, desktop), key("alpha"))
+    try:
+        Rfb(idle).handshake()
+        full_screen = b"\x03\x00" + struct.pack(">HHHH", 0, 0, 1024, 768)  # FramebufferUpdateRequest
+        for _ in range(10):  # ~3 MB each (raw pixels): more than the socket buffers hold
+            idle.send(full_screen)
+        assert viewers(http, desktop) == 1
+        eventually(lambda: viewers(http, desktop) == 0, timeout=60, what="the stalled viewer's x11vnc to end")
+    finally:
+        idle.sock.close()
+    audit = http.get(f"/v1/containers/{desktop}/audit", params={"limit": 5}).json()
+    assert any(e["type"] == "display_view" and e["bytes_out"] > 0 for e in audit["data"])
 
 
 def test_viewers_are_capped_per_container(http: httpx.Client, server: Server, desktop: str) -> None:

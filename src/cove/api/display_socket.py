@@ -27,8 +27,9 @@ from cove.service.displays import DisplayService, Viewer
 
 log = logging.getLogger(__name__)
 
-STALL_SECONDS = 30.0
+STALL_SECONDS = 10.0
 """How long a frame waits for a viewer to read it before the viewer counts as gone."""
+CLOSE_SECONDS = 5.0
 
 
 async def serve(websocket: WebSocket) -> None:
@@ -50,8 +51,7 @@ async def serve(websocket: WebSocket) -> None:
             return
         log.info("a live view of %s ended: %s", container_id, exc.message)
     if websocket.application_state == WebSocketState.CONNECTED:
-        with contextlib.suppress(Exception):
-            await websocket.close(1000)
+        await _close(websocket, 1000)
 
 
 async def _relay(websocket: WebSocket, viewer: Viewer) -> None:
@@ -61,8 +61,7 @@ async def _relay(websocket: WebSocket, viewer: Viewer) -> None:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if isinstance(task.exception(), TimeoutError):
-                with contextlib.suppress(Exception):
-                    await websocket.close(1008, "The viewer is not reading the display's frames.")
+                await _close(websocket, 1008, "The viewer is not reading the display's frames.")
     finally:
         for task in tasks:
             task.cancel()
@@ -87,3 +86,11 @@ async def _to_viewer(websocket: WebSocket, viewer: Viewer) -> None:
                 await websocket.send_bytes(data)
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
+
+
+async def _close(websocket: WebSocket, code: int, reason: str | None = None) -> None:
+    """Sends the close frame if the viewer makes room for it soon; one that reads nothing more is let
+    go of anyway (the server closes the connection when the route returns)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await websocket.close(code, reason)
