@@ -81,6 +81,7 @@ class _Agent:
         self.job = job
         self.reader = reader
         self.writer = writer
+        self.screen = screen
         self.max_png = screen.width * screen.height * 4 + 65536
         """A PNG of the screen: raw RGB plus filter bytes and chunk overhead, with room to spare."""
 
@@ -114,8 +115,12 @@ class _Agent:
             raise _Broken(f"no answer within {seconds:.0f} s") from None
         except (asyncio.IncompleteReadError, ConnectionError):
             raise _Broken("it ended") from None
-        if not data.startswith(_PNG):
-            raise _Broken("a screenshot that is not a PNG")
+        try:
+            size = png_size(data)
+        except ValueError:
+            raise _Broken("a screenshot that is not a PNG") from None
+        if size != (self.screen.width, self.screen.height):
+            raise _Broken(f"a screenshot of {size[0]}x{size[1]}, not the screen's size")
         return data
 
     async def kill(self) -> None:
@@ -140,19 +145,25 @@ class LinuxDisplay(Display):
         self._agent: _Agent | None = None
         self._lock = asyncio.Lock()
 
-    async def start(self) -> None:
+    async def start(self, screen: Screen | None = None) -> None:
+        """Starts the agent unless it runs; one that is not running takes ``screen`` first (the first
+        use after a stop, or after the agent died, may ask for another size)."""
         async with self._lock:
+            if screen is not None and (self._agent is None or not self._agent.alive):
+                self.screen = screen
             await self._running()
 
     async def act(self, actions: list[dict[str, Any]]) -> bytes:
-        steps, settle = compile_actions(actions, self.screen)
-        waits = sum(float(step.get("sleep", 0)) for step in steps)
-        typed = sum(len(step["xdotool"][-1]) for step in steps if step.get("xdotool", [""])[0] == "type")
-        seconds = REPLY_TIMEOUT_S + waits + typed * 0.004
-        return await self._request({"op": "act", "steps": steps, "settle": settle}, seconds)
+        async with self._lock:
+            steps, settle = compile_actions(actions, self.screen)  # checked before the display starts
+            waits = sum(float(step.get("sleep", 0)) for step in steps)
+            typed = sum(len(step["xdotool"][-1]) for step in steps if step.get("xdotool", [""])[0] == "type")
+            seconds = REPLY_TIMEOUT_S + waits + typed * 0.004
+            return await self._request({"op": "act", "steps": steps, "settle": settle}, seconds)
 
     async def screenshot(self) -> bytes:
-        return await self._request({"op": "screenshot"}, REPLY_TIMEOUT_S)
+        async with self._lock:
+            return await self._request({"op": "screenshot"}, REPLY_TIMEOUT_S)
 
     async def vnc(self) -> Channel:
         async with self._lock:
@@ -169,18 +180,18 @@ class LinuxDisplay(Display):
             agent.writer.close()
 
     async def _request(self, request: dict[str, Any], seconds: float) -> bytes:
-        async with self._lock:
-            agent = await self._running()
-            try:
-                return await agent.request(request, seconds)
-            except _Broken as exc:
+        """One request to the agent (started if needed), under the lock."""
+        agent = await self._running()
+        try:
+            return await agent.request(request, seconds)
+        except _Broken as exc:
+            await self._drop(agent)
+            raise DisplayError(f"The display stopped answering ({exc}); it starts again on the next "
+                               "action.") from None
+        except BaseException:
+            if not agent.alive:
                 await self._drop(agent)
-                raise DisplayError(f"The display stopped answering ({exc}); it starts again on the next "
-                                   "action.") from None
-            except BaseException:
-                if not agent.alive:
-                    await self._drop(agent)
-                raise
+            raise
 
     async def _drop(self, agent: _Agent) -> None:
         if self._agent is agent:
