@@ -39,6 +39,9 @@ PAGE = """<!doctype html>
  onclick="document.title = 'clicked'; document.body.style.background = '#0a0'; fetch('/clicked')">Click me</button>
 <form action="/submitted" method="get" style="position:absolute; left:0; top:150px">
 <input name="text" style="width:400px; height:40px; font-size:20px"></form>
+<div style="width:4000px; height:4000px"></div>
+<script>let quiet; addEventListener("scroll", () => { clearTimeout(quiet);
+  quiet = setTimeout(() => fetch(`/scrolled?${scrollX},${scrollY}`), 200); });</script>
 </body></html>
 """
 LOG = "/srv/http.log"
@@ -205,6 +208,16 @@ def test_actions_that_do_not_fit_are_refused_naming_them(desktop: Desktop, actio
     with pytest.raises(InvalidRequest) as empty:
         desktop.run(display.act([]))
     assert empty.value.param == "actions"
+
+
+def test_scroll_moves_the_page_by_about_the_pixels_asked(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        await open_page(desktop)
+        await display.act([{"type": "scroll", "x": 500, "y": 400, "scroll_x": 240, "scroll_y": 480}])
+        await eventually_async(lambda: _has(desktop, "GET /scrolled?240,480"), what="the page to scroll to (240, 480)")
+
+    desktop.run(body())
 
 
 def test_the_other_actions_run(desktop: Desktop) -> None:
