@@ -307,6 +307,8 @@ mode = os.path.basename(sys.argv[0])[5:-3]
 out = os.fdopen(1, "wb")
 if mode == "silent":
     time.sleep(600)
+if mode == "exits":
+    sys.exit(3)
 out.write(b'{"ready": ":9"}\\n'); out.flush()
 sys.stdin.buffer.readline()
 if mode == "dies":
@@ -322,7 +324,8 @@ time.sleep(600)
 
 @pytest.mark.parametrize(("mode", "why"), [
     ("silent", "did not start: no answer"), ("endless", "unreadable reply"), ("huge", "size out of bounds"),
-    ("garbage", "not a PNG"), ("slow", "no answer within"), ("dies", "unreadable reply")])
+    ("garbage", "not a PNG"), ("slow", "no answer within"), ("dies", "unreadable reply"),
+    ("exits", "did not start: an unreadable reply (IncompleteReadError); it exited with status 3")])
 def test_a_hostile_agent_is_bounded_and_ended(desktop: Desktop, mode: str, why: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent is code in the container, which the container can subvert: whatever it says (or

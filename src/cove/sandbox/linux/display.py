@@ -24,6 +24,7 @@ from cove.errors import DisplayError, InvalidRequest, SandboxError
 from cove.sandbox.base import DISPLAY_ENVIRONMENTS, Channel, Display, Screen
 from cove.sandbox.linux.actions import compile_actions
 from cove.sandbox.linux.init_client import Job
+from cove.sandbox.linux.process import exit_code
 from cove.sandbox.linux.spec import COVE_DIR
 
 AGENT_SOURCE = Path(__file__).with_name("display_agent.py")
@@ -213,8 +214,9 @@ class LinuxDisplay(Display):
             async with asyncio.timeout(START_TIMEOUT_S):
                 header = await agent.header()
         except (TimeoutError, _Broken) as exc:
-            await agent.kill()
             why = f"no answer within {START_TIMEOUT_S:.0f} s" if isinstance(exc, TimeoutError) else str(exc)
+            why += await _exit_note(job)
+            await agent.kill()
             raise DisplayError(f"The display did not start: {why}.") from None
         except BaseException:
             await agent.kill()
@@ -224,6 +226,17 @@ class LinuxDisplay(Display):
             raise DisplayError(f"The display did not start: {str(header.get('error', header))[:500]}")
         self._agent = agent
         return agent
+
+
+async def _exit_note(job: Job) -> str:
+    """Why an agent that never said it was ready ended, if it did (127: the image has no python3)."""
+    try:
+        async with asyncio.timeout(1):
+            status = await job.wait()
+    except (TimeoutError, SandboxError):
+        return ""
+    code = exit_code(status)
+    return "; the image has no python3" if code == 127 else f"; it exited with status {code}"
 
 
 class _SocketChannel(Channel):
