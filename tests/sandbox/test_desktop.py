@@ -39,6 +39,11 @@ PAGE = """<!doctype html>
  onclick="document.title = 'clicked'; document.body.style.background = '#0a0'; fetch('/clicked')">Click me</button>
 <form action="/submitted" method="get" style="position:absolute; left:0; top:150px">
 <input name="text" style="width:400px; height:40px; font-size:20px"></form>
+<div id="pad" style="position:absolute; left:0; top:250px; width:300px; height:100px; background:#ccf"
+ onmousedown="fetch('/down?' + event.button)" ondblclick="fetch('/double')"
+ oncontextmenu="event.preventDefault()"></div>
+<input type="range" min="0" max="100" value="0" style="position:absolute; left:0; top:400px; width:400px"
+ onchange="fetch('/range?' + this.value)">
 <div style="width:4000px; height:4000px"></div>
 <script>let quiet; addEventListener("scroll", () => { clearTimeout(quiet);
   quiet = setTimeout(() => fetch(`/scrolled?${scrollX},${scrollY}`), 200); });</script>
@@ -48,6 +53,8 @@ LOG = "/srv/http.log"
 # The page's content starts below Chromium's tab strip and toolbar (87 px at 1024x768).
 BUTTON = (150, 87 + 50)
 FIELD = (200, 87 + 170)
+PAD = (150, 87 + 300)
+SLIDER_Y = 87 + 408
 
 
 @dataclass
@@ -208,6 +215,28 @@ def test_actions_that_do_not_fit_are_refused_naming_them(desktop: Desktop, actio
     with pytest.raises(InvalidRequest) as empty:
         desktop.run(display.act([]))
     assert empty.value.param == "actions"
+
+
+def test_every_mouse_button_double_clicks_and_drags_reach_the_page(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        await open_page(desktop)
+        x, y = PAD
+        await display.act([{"type": "click", "x": x, "y": y, "button": b}
+                           for b in ("left", "right", "wheel", "forward")])
+        await display.act([{"type": "double_click", "x": x, "y": y}])
+        await display.act([{"type": "drag", "path": [{"x": 8, "y": SLIDER_Y}, {"x": 200, "y": SLIDER_Y},
+                                                     {"x": 398, "y": SLIDER_Y}]}])
+        await display.act([{"type": "click", "x": x, "y": y, "button": "back"}])  # last: it may navigate back
+
+        async def seen() -> bool:
+            log = await desktop.log()
+            return all(f"GET {path} " in log for path in (
+                "/down?0", "/down?2", "/down?1", "/down?4", "/double", "/range?100", "/down?3"))
+
+        await eventually_async(seen, what="each button, the double click and the drag to reach the page")
+
+    desktop.run(body())
 
 
 def test_scroll_moves_the_page_by_about_the_pixels_asked(desktop: Desktop) -> None:
