@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from cove.config import Settings
+from cove.egress.policy import EgressPolicy
 from cove.errors import DisplayError, InvalidRequest
 from cove.sandbox.base import Command, Limits, Screen
 from cove.sandbox.images.store import ImageStore
@@ -27,6 +28,7 @@ from cove.sandbox.linux.container import LinuxSandbox
 from cove.sandbox.linux.display import LinuxDisplay, png_size
 from cove.sandbox.linux.engine import LinuxEngine
 from tests.conftest import IMAGES_DIR, data_dir
+from tests.internet import Internet
 from tests.polling import eventually_async
 
 pytestmark = pytest.mark.root
@@ -76,9 +78,9 @@ class Desktop:
         return (await files.read(LOG, 1 << 20)).data.decode()
 
 
-def start_engine(name: str) -> LinuxEngine:
+def start_engine(name: str, **settings_: Any) -> LinuxEngine:
     data = data_dir(name)
-    settings = Settings(data_dir=data, images_dir=IMAGES_DIR, warm_pool=0, disk_limit="2g")
+    settings = Settings(data_dir=data, images_dir=IMAGES_DIR, warm_pool=0, disk_limit="2g", **settings_)
     return LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
 
 
@@ -463,3 +465,43 @@ def test_stop_and_destroy_leave_no_processes() -> None:
     asyncio.run(body())
     shutil.rmtree(engine.settings.data_dir, ignore_errors=True)
 
+
+
+def test_the_browser_goes_through_the_containers_egress_policy(internet: Internet) -> None:
+    """Chromium's traffic takes the container's egress proxy: an allowed domain is reached, another
+    is refused before it leaves, and the container's own loopback stays direct."""
+    engine = start_engine("cove-desktop-egress", egress_test_hosts=internet.test_hosts, egress_ca_file=internet.ca)
+
+    async def visit(display: Any, url: str) -> None:
+        await display.act([{"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": url},
+                           {"type": "keypress", "keys": ["DELETE"]}, {"type": "keypress", "keys": ["ENTER"]}])
+
+    def reached(marker: str) -> bool:
+        return any(marker in request["path"] for request in internet.requests())
+
+    async def body() -> None:
+        await engine.start()
+        try:
+            sandbox = await engine.create("cntr_desktop_egress", "desktop",
+                                          Limits(network=EgressPolicy(("api.cove.test",))))
+            display = await sandbox.display()
+            await visit(display, "http://blocked.cove.test/echo?from=chromium-blocked")
+            await visit(display, "http://api.cove.test/echo?from=chromium-allowed")
+            await eventually_async(lambda: reached("from=chromium-allowed"), what="the allowed site to be reached")
+            assert not reached("from=chromium-blocked")
+            files = await sandbox.files()
+            await files.write("/srv/page/index.html", [PAGE.encode()])
+            await sandbox.exec(Command(f"cd /srv/page && setsid python3 -m http.server 8000 --bind 127.0.0.1 "
+                                       f">{LOG} 2>&1 </dev/null &", 10_000, 1000))
+            await visit(display, "http://127.0.0.1:8000/")
+
+            async def loaded() -> bool:
+                return "GET /loaded" in (await files.read(LOG, 1 << 20)).data.decode()
+
+            await eventually_async(loaded, what="the container's own page, past the proxy")
+        finally:
+            await engine.destroy("cntr_desktop_egress")
+            await engine.close()
+
+    asyncio.run(body())
+    shutil.rmtree(engine.settings.data_dir, ignore_errors=True)
