@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -40,7 +41,7 @@ MAX_VIEWERS = 4
 MIN_SIDE, MAX_SIDE = 64, 4096
 """Display sizes accepted: OpenAI's computer-use models work at 1024x768 to about 1920x1080."""
 
-Connect = Callable[[list[str]], Awaitable[tuple[Job, Any]]]
+Connect = Callable[[list[str]], Awaitable[tuple[Job, socket.socket]]]
 """Starts a process in the container with a socket as stdin/stdout (``LinuxSandbox.connect``)."""
 
 
@@ -119,11 +120,11 @@ class _Agent:
         except (asyncio.IncompleteReadError, ConnectionError):
             raise _Broken("it ended") from None
         try:
-            size = png_size(data)
+            width, height = png_size(data)
         except ValueError:
             raise _Broken("a screenshot that is not a PNG") from None
-        if size != (self.screen.width, self.screen.height):
-            raise _Broken(f"a screenshot of {size[0]}x{size[1]}, not the screen's size")
+        if (width, height) != (self.screen.width, self.screen.height):
+            raise _Broken(f"a screenshot of {width}x{height}, not the screen's size")
         return data
 
     async def kill(self) -> None:
