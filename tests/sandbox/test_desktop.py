@@ -124,9 +124,10 @@ async def open_page(d: Desktop) -> bytes:
     """Navigates through the address bar, as a model would, and waits for the page to load."""
     display = await d.sandbox.display()
     before = len((await d.log()).splitlines())
-    # DELETE drops what the omnibox inlined from history (the form's earlier submissions).
-    shot = await display.act([{"type": "keypress", "keys": ["CTRL", "L"]},
-                              {"type": "type", "text": "http://127.0.0.1:8000/"},
+    # The address bar is focused first, settled, as a model would see it before typing; DELETE drops
+    # what the omnibox inlined from history (the form's earlier submissions).
+    await display.act([{"type": "keypress", "keys": ["CTRL", "L"]}])
+    shot = await display.act([{"type": "type", "text": "http://127.0.0.1:8000/"},
                               {"type": "keypress", "keys": ["DELETE"]},
                               {"type": "keypress", "keys": ["ENTER"]}])
 
@@ -480,8 +481,9 @@ def test_the_browser_goes_through_the_containers_egress_policy(internet: Interne
     engine = start_engine("cove-desktop-egress", egress_test_hosts=internet.test_hosts, egress_ca_file=internet.ca)
 
     async def visit(display: Any, url: str) -> None:
-        await display.act([{"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": url},
-                           {"type": "keypress", "keys": ["DELETE"]}, {"type": "keypress", "keys": ["ENTER"]}])
+        await display.act([{"type": "keypress", "keys": ["CTRL", "L"]}])
+        await display.act([{"type": "type", "text": url}, {"type": "keypress", "keys": ["DELETE"]},
+                           {"type": "keypress", "keys": ["ENTER"]}])
 
     def reached(marker: str) -> bool:
         return any(marker in request["path"] for request in internet.requests())
