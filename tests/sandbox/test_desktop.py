@@ -20,7 +20,7 @@ import pytest
 
 from cove.config import Settings
 from cove.egress.policy import EgressPolicy
-from cove.errors import DisplayError, InvalidRequest, TooManyRequests
+from cove.errors import DisplayError, InvalidRequest
 from cove.sandbox.base import Command, Limits, Screen
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux import display as display_module
@@ -315,13 +315,6 @@ def test_vnc_speaks_rfb_at_the_screen_size(desktop: Desktop) -> None:
             await channel.write(b"\x01")  # ClientInit, shared
             init = await read(4)
             assert (int.from_bytes(init[:2], "big"), int.from_bytes(init[2:], "big")) == (1024, 768)
-            more = [await display.vnc() for _ in range(display_module.MAX_VIEWERS - 1)]
-            with pytest.raises(TooManyRequests):
-                await display.vnc()
-            await more.pop().close()
-            more.append(await display.vnc())  # a closed view makes room
-            for view in more:
-                await view.close()
         finally:
             await channel.close()
         await eventually_async(lambda: _no_process(desktop, "x11vnc"), what="x11vnc to end with its channel")

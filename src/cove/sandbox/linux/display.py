@@ -21,7 +21,7 @@ from pathlib import Path
 from signal import SIGKILL
 from typing import Any
 
-from cove.errors import DisplayError, InvalidRequest, SandboxError, TooManyRequests
+from cove.errors import DisplayError, InvalidRequest, SandboxError
 from cove.sandbox.base import DISPLAY_ENVIRONMENTS, Channel, Display, Screen
 from cove.sandbox.linux.actions import compile_actions
 from cove.sandbox.linux.init_client import Job
@@ -36,8 +36,6 @@ REPLY_TIMEOUT_S = 15.0
 """An action batch beyond its own waits (xdotool typing 10,000 characters takes ~20 s: typed text
 gets its share on top), plus the settle and a PNG encode."""
 _PNG = b"\x89PNG\r\n\x1a\n"
-MAX_VIEWERS = 4
-"""Live views (x11vnc processes, each a socket of the server's) one display serves at once."""
 MIN_SIDE, MAX_SIDE = 64, 4096
 """Display sizes accepted: OpenAI's computer-use models work at 1024x768 to about 1920x1080."""
 
@@ -148,7 +146,6 @@ class LinuxDisplay(Display):
         self._connect = connect
         self._agent: _Agent | None = None
         self._lock = asyncio.Lock()
-        self._viewers: set[_SocketChannel] = set()
 
     async def start(self, screen: Screen | None = None) -> None:
         """Starts the agent unless it runs; one that is not running takes ``screen`` first (the first
@@ -172,16 +169,11 @@ class LinuxDisplay(Display):
 
     async def vnc(self) -> Channel:
         async with self._lock:
-            if len(self._viewers) >= MAX_VIEWERS:
-                raise TooManyRequests(f"This display already has {MAX_VIEWERS} live views open; close one first.",
-                                      code="too_many_views")
             await self._running()
-            job, sock = await self._connect(["/bin/sh", "-c", 'exec x11vnc -inetd -display "$DISPLAY" '
-                                             "-nopw -shared -noxdamage -quiet -o /dev/null"])
-            reader, writer = await asyncio.open_connection(sock=sock)
-            channel = _SocketChannel(job, reader, writer, self._viewers.discard)
-            self._viewers.add(channel)
-            return channel
+        job, sock = await self._connect(["/bin/sh", "-c", 'exec x11vnc -inetd -display "$DISPLAY" '
+                                         "-nopw -shared -noxdamage -quiet -o /dev/null"])
+        reader, writer = await asyncio.open_connection(sock=sock)
+        return _SocketChannel(job, reader, writer)
 
     def detach(self) -> None:
         """Lets go of the agent of a container that stopped (its processes are gone already)."""
@@ -251,12 +243,10 @@ async def _exit_note(job: Job) -> str:
 class _SocketChannel(Channel):
     """A process's stdin/stdout socket, as a byte stream."""
 
-    def __init__(self, job: Job, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 closed: Callable[[_SocketChannel], None]) -> None:
+    def __init__(self, job: Job, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._job = job
         self._reader = reader
         self._writer = writer
-        self._closed = closed
 
     async def read(self) -> bytes:
         try:
@@ -269,7 +259,6 @@ class _SocketChannel(Channel):
         await self._writer.drain()
 
     async def close(self) -> None:
-        self._closed(self)
         await self._job.signal(SIGKILL)
         self._writer.close()
         with contextlib.suppress(ConnectionError):
