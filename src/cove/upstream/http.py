@@ -211,6 +211,9 @@ class JsonPoster:
                 if connection.reused and not isinstance(exc, TimeoutError):
                     continue
                 raise Unreachable(str(exc) or type(exc).__name__) from exc
+            except BaseException:  # cancelled mid-exchange: the connection is in no state to reuse
+                connection.close()
+                raise
 
     async def _connect(self) -> _Connection:
         while self._idle:
@@ -232,6 +235,9 @@ class JsonPoster:
         except (OSError, TimeoutError, h11.ProtocolError) as exc:
             connection.close()
             raise Unreachable(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            connection.close()
+            raise
         self._release(connection)
         return data
 
