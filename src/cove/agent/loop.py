@@ -346,6 +346,7 @@ async def _run_released(turn: Turn, builder: ResponseBuilder) -> None:
     if not turn.released:
         return
     run = _tool_run(turn, builder)
+    turn.fitted = None  # fitted to the context before the calls' own outputs replaced the client's answers
     for tool, call, answer in turn.released:
         output = await tool.resume(call, answer, run)
         turn.context[:] = [output if item is answer else item for item in turn.context]
