@@ -83,7 +83,7 @@ async def display_view(container_id: str, request: Request, token: str | None = 
     """The live view page: noVNC connected to ``/display`` with a fresh token; a person can watch,
     or take over with mouse and keyboard. Opened with the key (header) or a view token (query)."""
     service = _service(request)
-    project = service.tokens.project_of(token, container_id) if token is not None else project_of(request)
+    project = service.tokens.project_of(token, container_id) if token is not None else await project_of(request)
     novnc = request.app.state.settings.novnc_dir
     if not (novnc / "core" / "rfb.js").is_file():
         raise NotFound(f"The live view needs noVNC's files, and {novnc} has none (no core/rfb.js): install "

@@ -40,7 +40,7 @@ async def serve(websocket: WebSocket) -> None:
     token = websocket.query_params.get("token")
     via: Literal["api_key", "token"] = "api_key" if token is None else "token"
     try:
-        project = project_of(websocket) if token is None else service.tokens.project_of(token, container_id)
+        project = await project_of(websocket) if token is None else service.tokens.project_of(token, container_id)
         async with service.view(project, container_id, via) as viewer:
             subprotocols = websocket.scope.get("subprotocols") or []
             await websocket.accept(subprotocol="binary" if "binary" in subprotocols else None)
