@@ -19,7 +19,6 @@ import httpx
 import openai
 import pytest
 
-from cove.api import containers as containers_api
 from cove.sandbox.linux.display import png_size
 from tests.conftest import IMAGES_DIR, KEYS, Server, _server_env, data_dir
 from tests.helpers import run, stream_response
@@ -153,6 +152,11 @@ def test_a_chat_model_drives_chromium_beside_a_hosted_shell(http: httpx.Client, 
     tool_results = [m["content"] for m in last if m["role"] == "tool"]
     assert len(tool_results) == 1 + len(outputs)
     assert last[-1]["role"] == "user" and last[-2]["role"] == "tool"
+    # Each call's actions are in the container's audit trail, credited to the response.
+    audit = http.get(f"/v1/containers/{container_id}/audit", params={"limit": 100, "order": "asc"}).json()
+    batches = [event for event in audit["data"] if event["type"] == "computer"]
+    assert [event["actions"] for event in batches] == [[call["action"]] for call in calls]
+    assert {event["response_id"] for event in batches} == {response["id"]}
 
 
 def test_a_responses_model_batches_actions_on_a_named_desktop_container(rhttp: httpx.Client,
@@ -282,11 +286,6 @@ def test_the_browser_is_held_to_the_egress_allowlist(own_server: Server, interne
         assert ("other.cove.test", False) in egress and ("api.cove.test", True) in egress, egress
 
 
-COMPUTER_ROUTE = "/v1/containers/{container_id}/computer"
-
-
-@pytest.mark.skipif(COMPUTER_ROUTE not in {getattr(r, "path", "") for r in containers_api.router.routes},
-                    reason="needs POST /v1/containers/{id}/computer and GET .../screenshot (the `screen` branch)")
 def test_client_side_through_the_agents_sdk_computer_tool(server: Server, http: httpx.Client,
                                                           upstream: ScriptedUpstream) -> None:
     """The agents SDK's ``ComputerTool`` runs the calls on the client, here with an ``AsyncComputer`` that
