@@ -30,7 +30,9 @@ image: setup
 run: setup image
 	$(COVE) serve --host 127.0.0.1 --port 8080
 
-# The whole suite on SQLite, then the store-facing suites again on a real PostgreSQL server.
+# The whole suite on SQLite, then the store-facing suites again on a real PostgreSQL server. The tests
+# also open Cove's pages in a real headless browser (tests/browser.py); `setup` inherits this.
+test: APT_PACKAGES += chromium
 test: setup image
 	$(VENV)/bin/pytest
 	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/store tests/api/test_containers.py tests/api/test_quotas.py tests/api/test_openai_files.py tests/fuzz/test_findings.py

@@ -26,12 +26,13 @@ from websockets.typing import Subprotocol
 from cove.errors import AuthenticationError
 from cove.sandbox.linux.display import png_size
 from cove.service.displays import MAX_VIEWERS, ViewTokens
+from tests.browser import browser
 from tests.conftest import IMAGES_DIR, KEYS, Server, _server_env, data_dir
 from tests.helpers import IdleWebSocket, run
 from tests.polling import eventually
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import ScriptedUpstream
-from tests.tools.test_computer import BUTTON, CLICK, FIELD, OPEN_PAGE, desktop_container, wait_for
+from tests.tools.test_computer import BUTTON, CLICK, FIELD, OPEN_PAGE, desktop_container, page_log, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -322,6 +323,31 @@ def test_the_view_page_serves_novnc_with_a_token(http: httpx.Client, server: Ser
                      params={"token": token.group(1)}).status_code == 200
     assert error_of(httpx.get(f"{server.url}/v1/containers/{desktop}/display/view"), 401)["code"] == \
         "missing_api_key"
+
+
+def test_a_person_watches_and_takes_over_in_a_real_browser(http: httpx.Client, server: Server,
+                                                          desktop: str) -> None:
+    """The view page in headless Chromium: noVNC connects over the token's socket, draws the
+    container's 1024x768 screen, and a click on the drawn button reaches the page in the container."""
+    screenshot_of(act(http, desktop, OPEN_PAGE, **SIZE))
+    wait_for(http, desktop, "GET /loaded")
+    clicks = page_log(http, desktop).count("GET /clicked")
+    link = http.post(f"/v1/containers/{desktop}/display/token")
+    assert link.status_code == 200, link.text
+    with browser() as page:
+        page.goto(server.url + link.json()["view_url"])
+        eventually(lambda: page.evaluate("document.getElementById('status').textContent") == "live",
+                   what="noVNC connected", timeout=60)
+        canvas = eventually(lambda: page.evaluate(
+            "(() => { const c = document.querySelector('#screen canvas'); if (!c || c.width < 2) return null;"
+            " const r = c.getBoundingClientRect();"
+            " return {width: c.width, height: c.height, left: r.left, top: r.top, shown: r.width}; })()"),
+            what="the drawn screen")
+        assert (canvas["width"], canvas["height"]) == (1024, 768)
+        scale = canvas["shown"] / canvas["width"]  # scaleViewport fits the screen to the window
+        page.click(canvas["left"] + BUTTON[0] * scale, canvas["top"] + BUTTON[1] * scale)
+        eventually(lambda: page_log(http, desktop).count("GET /clicked") > clicks,
+                   what="the person's click in the container's page")
 
 
 def test_the_view_page_says_when_novnc_is_missing(upstream: ScriptedUpstream,
