@@ -34,7 +34,9 @@ CALLS = {"apply_patch": ToolCall(name="apply_patch", arguments=json.dumps(
              {"type": "create_file", "path": "/mnt/data/walk.txt", "diff": "+walked\n"})),
          "shell": ToolCall(name="shell", arguments=json.dumps({"commands": ["printenv WALK_TOKEN"]})),
          "code_interpreter": ToolCall(name="code_interpreter",
-                                      arguments=json.dumps({"code": "import os; print(os.environ['WALK_TOKEN'])"}))}
+                                      arguments=json.dumps({"code": "import os; print(os.environ['WALK_TOKEN'])"})),
+         "computer": ToolCall(name="computer", arguments=json.dumps({"type": "screenshot"})),
+         "computer_use_preview": ToolCall(name="computer", arguments=json.dumps({"type": "screenshot"}))}
 """A call of each tool that accepts a policy, so the response makes its container from it."""
 
 
@@ -80,8 +82,9 @@ def test_no_answer_and_no_stored_byte_holds_a_secret(own_server: Server, upstrea
         answers += [made_directly.text, http.get(f"/v1/containers/{direct}").text,
                     json.dumps(run(http, direct, "printenv WALK_TOKEN")),
                     http.get(f"/v1/containers/{direct}/audit").text]
-        conversation = http.post("/v1/conversations", json={}).json()["id"]
         for kind, place in _variants():
+            # Each its own conversation: a computer tool may not follow another tool's container (no display).
+            conversation = http.post("/v1/conversations", json={}).json()["id"]
             tool = _tool(kind, place, value)
             first = http.post("/v1/responses", json={"model": MODEL, "input": "hi", "tools": [tool]})
             answers.append(first.text)
@@ -119,7 +122,8 @@ def test_no_answer_and_no_stored_byte_holds_a_secret(own_server: Server, upstrea
                 answers.append(http.get(f"/v1/containers/{container_id}/audit").text)
             answers.append(http.get(f"/v1/conversations/{conversation}/items", params={"limit": 100}).text)
         answers.append(http.get("/v1/containers", params={"limit": 100}).text)
-    assert accepted == [("apply_patch", "container"), ("code_interpreter", "container"), ("shell", "environment")]
+    assert accepted == [("apply_patch", "container"), ("code_interpreter", "container"), ("computer", "container"),
+                        ("shell", "environment")]
     for answer in answers:
         assert value not in answer
     stored = _stored_bytes(own_server)
