@@ -67,8 +67,9 @@ async def serve_page(sandbox: LinuxSandbox) -> None:
 async def open_page(sandbox: LinuxSandbox) -> None:
     """Through the address bar, as a model would; then waits for the page's own request."""
     display = await sandbox.display(SCREEN)
-    await display.act([{"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": "127.0.0.1:8000"},
-                       {"type": "keypress", "keys": ["DELETE"]}, {"type": "keypress", "keys": ["ENTER"]}])
+    await display.act([{"type": "keypress", "keys": ["CTRL", "L"]}])
+    await display.act([{"type": "type", "text": "127.0.0.1:8000"}, {"type": "keypress", "keys": ["DELETE"]},
+                       {"type": "keypress", "keys": ["ENTER"]}])
     files = await sandbox.files()
     deadline = time.monotonic() + 30
     while b"GET /loaded" not in (await files.read(LOG, 1 << 20)).data:

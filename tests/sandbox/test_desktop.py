@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from cove.config import Settings
+from cove.egress.policy import EgressPolicy
 from cove.errors import DisplayError, InvalidRequest
 from cove.sandbox.base import Command, Limits, Screen
 from cove.sandbox.images.store import ImageStore
@@ -27,6 +28,7 @@ from cove.sandbox.linux.container import LinuxSandbox
 from cove.sandbox.linux.display import LinuxDisplay, png_size
 from cove.sandbox.linux.engine import LinuxEngine
 from tests.conftest import IMAGES_DIR, data_dir
+from tests.internet import Internet
 from tests.polling import eventually_async
 
 pytestmark = pytest.mark.root
@@ -39,12 +41,22 @@ PAGE = """<!doctype html>
  onclick="document.title = 'clicked'; document.body.style.background = '#0a0'; fetch('/clicked')">Click me</button>
 <form action="/submitted" method="get" style="position:absolute; left:0; top:150px">
 <input name="text" style="width:400px; height:40px; font-size:20px"></form>
+<div id="pad" style="position:absolute; left:0; top:250px; width:300px; height:100px; background:#ccf"
+ onmousedown="fetch('/down?' + event.button)" ondblclick="fetch('/double')"
+ oncontextmenu="event.preventDefault()"></div>
+<input type="range" min="0" max="100" value="0" style="position:absolute; left:0; top:400px; width:400px"
+ onchange="fetch('/range?' + this.value)">
+<div style="width:4000px; height:4000px"></div>
+<script>let quiet; addEventListener("scroll", () => { clearTimeout(quiet);
+  quiet = setTimeout(() => fetch(`/scrolled?${scrollX},${scrollY}`), 200); });</script>
 </body></html>
 """
 LOG = "/srv/http.log"
 # The page's content starts below Chromium's tab strip and toolbar (87 px at 1024x768).
 BUTTON = (150, 87 + 50)
 FIELD = (200, 87 + 170)
+PAD = (150, 87 + 300)
+SLIDER_Y = 87 + 408
 
 
 @dataclass
@@ -66,9 +78,9 @@ class Desktop:
         return (await files.read(LOG, 1 << 20)).data.decode()
 
 
-def start_engine(name: str) -> LinuxEngine:
+def start_engine(name: str, **settings_: Any) -> LinuxEngine:
     data = data_dir(name)
-    settings = Settings(data_dir=data, images_dir=IMAGES_DIR, warm_pool=0, disk_limit="2g")
+    settings = Settings(data_dir=data, images_dir=IMAGES_DIR, warm_pool=0, disk_limit="2g", **settings_)
     return LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
 
 
@@ -112,9 +124,10 @@ async def open_page(d: Desktop) -> bytes:
     """Navigates through the address bar, as a model would, and waits for the page to load."""
     display = await d.sandbox.display()
     before = len((await d.log()).splitlines())
-    # DELETE drops what the omnibox inlined from history (the form's earlier submissions).
-    shot = await display.act([{"type": "keypress", "keys": ["CTRL", "L"]},
-                              {"type": "type", "text": "http://127.0.0.1:8000/"},
+    # The address bar is focused first, settled, as a model would see it before typing; DELETE drops
+    # what the omnibox inlined from history (the form's earlier submissions).
+    await display.act([{"type": "keypress", "keys": ["CTRL", "L"]}])
+    shot = await display.act([{"type": "type", "text": "http://127.0.0.1:8000/"},
                               {"type": "keypress", "keys": ["DELETE"]},
                               {"type": "keypress", "keys": ["ENTER"]}])
 
@@ -207,6 +220,38 @@ def test_actions_that_do_not_fit_are_refused_naming_them(desktop: Desktop, actio
     assert empty.value.param == "actions"
 
 
+def test_every_mouse_button_double_clicks_and_drags_reach_the_page(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        await open_page(desktop)
+        x, y = PAD
+        await display.act([{"type": "click", "x": x, "y": y, "button": b}
+                           for b in ("left", "right", "wheel", "forward")])
+        await display.act([{"type": "double_click", "x": x, "y": y}])
+        await display.act([{"type": "drag", "path": [{"x": 8, "y": SLIDER_Y}, {"x": 200, "y": SLIDER_Y},
+                                                     {"x": 398, "y": SLIDER_Y}]}])
+        await display.act([{"type": "click", "x": x, "y": y, "button": "back"}])  # last: it may navigate back
+
+        async def seen() -> bool:
+            log = await desktop.log()
+            return all(f"GET {path} " in log for path in (
+                "/down?0", "/down?2", "/down?1", "/down?4", "/double", "/range?100", "/down?3"))
+
+        await eventually_async(seen, what="each button, the double click and the drag to reach the page")
+
+    desktop.run(body())
+
+
+def test_scroll_moves_the_page_by_about_the_pixels_asked(desktop: Desktop) -> None:
+    async def body() -> None:
+        display = await desktop.sandbox.display()
+        await open_page(desktop)
+        await display.act([{"type": "scroll", "x": 500, "y": 400, "scroll_x": 240, "scroll_y": 480}])
+        await eventually_async(lambda: _has(desktop, "GET /scrolled?240,480"), what="the page to scroll to (240, 480)")
+
+    desktop.run(body())
+
+
 def test_the_other_actions_run(desktop: Desktop) -> None:
     async def body() -> None:
         display = await desktop.sandbox.display()
@@ -294,6 +339,8 @@ mode = os.path.basename(sys.argv[0])[5:-3]
 out = os.fdopen(1, "wb")
 if mode == "silent":
     time.sleep(600)
+if mode == "exits":
+    sys.exit(3)
 out.write(b'{"ready": ":9"}\\n'); out.flush()
 sys.stdin.buffer.readline()
 if mode == "dies":
@@ -309,7 +356,8 @@ time.sleep(600)
 
 @pytest.mark.parametrize(("mode", "why"), [
     ("silent", "did not start: no answer"), ("endless", "unreadable reply"), ("huge", "size out of bounds"),
-    ("garbage", "not a PNG"), ("slow", "no answer within"), ("dies", "unreadable reply")])
+    ("garbage", "not a PNG"), ("slow", "no answer within"), ("dies", "unreadable reply"),
+    ("exits", "did not start: an unreadable reply (IncompleteReadError); it exited with status 3")])
 def test_a_hostile_agent_is_bounded_and_ended(desktop: Desktop, mode: str, why: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent is code in the container, which the container can subvert: whatever it says (or
@@ -407,7 +455,8 @@ def test_stop_and_destroy_leave_no_processes() -> None:
             await sandbox.stop()
             await eventually_async(lambda: not any(_alive(pid) for pid in pids), what="the display's processes to end")
             again = await sandbox.display(Screen(640, 480, "linux"))
-            assert is_png_of(await again.screenshot(), Screen(640, 480))
+            assert again is display  # one display per container: a handle kept from before the stop stays valid
+            assert is_png_of(await display.screenshot(), Screen(640, 480))
             pids = _cgroup_pids(sandbox.id)
             await engine.destroy("cntr_desktop_stop")
             await eventually_async(lambda: not any(_alive(pid) for pid in pids), what="every process to end")
@@ -417,3 +466,44 @@ def test_stop_and_destroy_leave_no_processes() -> None:
     asyncio.run(body())
     shutil.rmtree(engine.settings.data_dir, ignore_errors=True)
 
+
+
+def test_the_browser_goes_through_the_containers_egress_policy(internet: Internet) -> None:
+    """Chromium's traffic takes the container's egress proxy: an allowed domain is reached, another
+    is refused before it leaves, and the container's own loopback stays direct."""
+    engine = start_engine("cove-desktop-egress", egress_test_hosts=internet.test_hosts, egress_ca_file=internet.ca)
+
+    async def visit(display: Any, url: str) -> None:
+        await display.act([{"type": "keypress", "keys": ["CTRL", "L"]}])
+        await display.act([{"type": "type", "text": url}, {"type": "keypress", "keys": ["DELETE"]},
+                           {"type": "keypress", "keys": ["ENTER"]}])
+
+    def reached(marker: str) -> bool:
+        return any(marker in request["path"] for request in internet.requests())
+
+    async def body() -> None:
+        await engine.start()
+        try:
+            sandbox = await engine.create("cntr_desktop_egress", "desktop",
+                                          Limits(network=EgressPolicy(("api.cove.test",))))
+            display = await sandbox.display()
+            await visit(display, "http://blocked.cove.test/echo?from=chromium-blocked")
+            await visit(display, "http://api.cove.test/echo?from=chromium-allowed")
+            await eventually_async(lambda: reached("from=chromium-allowed"), what="the allowed site to be reached")
+            assert not reached("from=chromium-blocked")
+            files = await sandbox.files()
+            await files.write("/srv/page/index.html", [PAGE.encode()])
+            await sandbox.exec(Command(f"cd /srv/page && setsid python3 -m http.server 8000 --bind 127.0.0.1 "
+                                       f">{LOG} 2>&1 </dev/null &", 10_000, 1000))
+            await visit(display, "http://127.0.0.1:8000/")
+
+            async def loaded() -> bool:
+                return "GET /loaded" in (await files.read(LOG, 1 << 20)).data.decode()
+
+            await eventually_async(loaded, what="the container's own page, past the proxy")
+        finally:
+            await engine.destroy("cntr_desktop_egress")
+            await engine.close()
+
+    asyncio.run(body())
+    shutil.rmtree(engine.settings.data_dir, ignore_errors=True)

@@ -18,8 +18,9 @@ MAX_TEXT = 10_000
 """Characters one ``type`` action may type (xdotool types ~500 a second)."""
 MAX_DRAG_POINTS = 1_000
 MAX_SCROLL_CLICKS = 50
-SCROLL_CLICK_PX = 100
-"""Pixels a wheel click stands for: OpenAI's scroll_x/scroll_y are pixels, X has wheel clicks."""
+SCROLL_CLICK_PX = 120
+"""Pixels a wheel click scrolls in Chromium (measured): OpenAI's scroll_x/scroll_y are pixels, X has
+wheel clicks, so a scroll moves by the nearest whole number of clicks (at least one)."""
 WAIT_S = 1.0
 """OpenAI's ``wait`` names no duration; its reference implementations wait about a second."""
 DOUBLE_CLICK_GAP_MS = "40"

@@ -236,15 +236,15 @@ class LinuxSandbox(Sandbox):
 
     async def display(self, screen: Screen | None = None) -> Display:
         """The one display of a container whose image declares one (``DISPLAY`` in its env, as the
-        desktop image does); its agent is started now if it is not running."""
+        desktop image does), for the container's lifetime; its agent is started now if it is not
+        running (then at ``screen``: after a stop the next display may have another size)."""
         if display_of(self._image_env) is None:
             return await super().display(screen)
-        requested = check_screen(screen or Screen())
+        requested = check_screen(screen) if screen is not None else None
         if self._display is None:
-            self._display = LinuxDisplay(requested, self.host.display_agent, self.connect)
-        display = self._display
-        await display.start()
-        return display
+            self._display = LinuxDisplay(requested or Screen(), self.host.display_agent, self.connect)
+        await self._display.start(requested)
+        return self._display
 
     @property
     def has_display(self) -> bool:
@@ -259,10 +259,9 @@ class LinuxSandbox(Sandbox):
 
     async def stop(self) -> None:
         async with self._lock:
-            display, self._display = self._display, None
             await self._cleanup_runtime()
-            if display is not None:
-                display.detach()
+            if self._display is not None:
+                self._display.detach()
             await asyncio.to_thread(unmount_all, self.rootfs, self.disk)
 
     async def _cleanup_runtime(self) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from cove.errors import DisplayError, InvalidRequest, SandboxError
 from cove.sandbox.base import DISPLAY_ENVIRONMENTS, Channel, Display, Screen
 from cove.sandbox.linux.actions import compile_actions
 from cove.sandbox.linux.init_client import Job
+from cove.sandbox.linux.process import exit_code
 from cove.sandbox.linux.spec import COVE_DIR
 
 AGENT_SOURCE = Path(__file__).with_name("display_agent.py")
@@ -37,7 +39,7 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 MIN_SIDE, MAX_SIDE = 64, 4096
 """Display sizes accepted: OpenAI's computer-use models work at 1024x768 to about 1920x1080."""
 
-Connect = Callable[[list[str]], Awaitable[tuple[Job, Any]]]
+Connect = Callable[[list[str]], Awaitable[tuple[Job, socket.socket]]]
 """Starts a process in the container with a socket as stdin/stdout (``LinuxSandbox.connect``)."""
 
 
@@ -81,6 +83,7 @@ class _Agent:
         self.job = job
         self.reader = reader
         self.writer = writer
+        self.screen = screen
         self.max_png = screen.width * screen.height * 4 + 65536
         """A PNG of the screen: raw RGB plus filter bytes and chunk overhead, with room to spare."""
 
@@ -114,8 +117,12 @@ class _Agent:
             raise _Broken(f"no answer within {seconds:.0f} s") from None
         except (asyncio.IncompleteReadError, ConnectionError):
             raise _Broken("it ended") from None
-        if not data.startswith(_PNG):
-            raise _Broken("a screenshot that is not a PNG")
+        try:
+            width, height = png_size(data)
+        except ValueError:
+            raise _Broken("a screenshot that is not a PNG") from None
+        if (width, height) != (self.screen.width, self.screen.height):
+            raise _Broken(f"a screenshot of {width}x{height}, not the screen's size")
         return data
 
     async def kill(self) -> None:
@@ -140,19 +147,25 @@ class LinuxDisplay(Display):
         self._agent: _Agent | None = None
         self._lock = asyncio.Lock()
 
-    async def start(self) -> None:
+    async def start(self, screen: Screen | None = None) -> None:
+        """Starts the agent unless it runs; one that is not running takes ``screen`` first (the first
+        use after a stop, or after the agent died, may ask for another size)."""
         async with self._lock:
+            if screen is not None and (self._agent is None or not self._agent.alive):
+                self.screen = screen
             await self._running()
 
     async def act(self, actions: list[dict[str, Any]]) -> bytes:
-        steps, settle = compile_actions(actions, self.screen)
-        waits = sum(float(step.get("sleep", 0)) for step in steps)
-        typed = sum(len(step["xdotool"][-1]) for step in steps if step.get("xdotool", [""])[0] == "type")
-        seconds = REPLY_TIMEOUT_S + waits + typed * 0.004
-        return await self._request({"op": "act", "steps": steps, "settle": settle}, seconds)
+        async with self._lock:
+            steps, settle = compile_actions(actions, self.screen)  # checked before the display starts
+            waits = sum(float(step.get("sleep", 0)) for step in steps)
+            typed = sum(len(step["xdotool"][-1]) for step in steps if step.get("xdotool", [""])[0] == "type")
+            seconds = REPLY_TIMEOUT_S + waits + typed * 0.004
+            return await self._request({"op": "act", "steps": steps, "settle": settle}, seconds)
 
     async def screenshot(self) -> bytes:
-        return await self._request({"op": "screenshot"}, REPLY_TIMEOUT_S)
+        async with self._lock:
+            return await self._request({"op": "screenshot"}, REPLY_TIMEOUT_S)
 
     async def vnc(self) -> Channel:
         async with self._lock:
@@ -169,18 +182,18 @@ class LinuxDisplay(Display):
             agent.writer.close()
 
     async def _request(self, request: dict[str, Any], seconds: float) -> bytes:
-        async with self._lock:
-            agent = await self._running()
-            try:
-                return await agent.request(request, seconds)
-            except _Broken as exc:
+        """One request to the agent (started if needed), under the lock."""
+        agent = await self._running()
+        try:
+            return await agent.request(request, seconds)
+        except _Broken as exc:
+            await self._drop(agent)
+            raise DisplayError(f"The display stopped answering ({exc}); it starts again on the next "
+                               "action.") from None
+        except BaseException:
+            if not agent.alive:
                 await self._drop(agent)
-                raise DisplayError(f"The display stopped answering ({exc}); it starts again on the next "
-                                   "action.") from None
-            except BaseException:
-                if not agent.alive:
-                    await self._drop(agent)
-                raise
+            raise
 
     async def _drop(self, agent: _Agent) -> None:
         if self._agent is agent:
@@ -202,8 +215,9 @@ class LinuxDisplay(Display):
             async with asyncio.timeout(START_TIMEOUT_S):
                 header = await agent.header()
         except (TimeoutError, _Broken) as exc:
-            await agent.kill()
             why = f"no answer within {START_TIMEOUT_S:.0f} s" if isinstance(exc, TimeoutError) else str(exc)
+            why += await _exit_note(job)
+            await agent.kill()
             raise DisplayError(f"The display did not start: {why}.") from None
         except BaseException:
             await agent.kill()
@@ -213,6 +227,17 @@ class LinuxDisplay(Display):
             raise DisplayError(f"The display did not start: {str(header.get('error', header))[:500]}")
         self._agent = agent
         return agent
+
+
+async def _exit_note(job: Job) -> str:
+    """Why an agent that never said it was ready ended, if it did (127: the image has no python3)."""
+    try:
+        async with asyncio.timeout(1):
+            status = await job.wait()
+    except (TimeoutError, SandboxError):
+        return ""
+    code = exit_code(status)
+    return "; the image has no python3" if code == 127 else f"; it exited with status {code}"
 
 
 class _SocketChannel(Channel):

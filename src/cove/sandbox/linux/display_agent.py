@@ -87,6 +87,10 @@ class Framebuffer:
     def pixels(self) -> bytes:
         return self._map[self._start:self._end]
 
+    def rows(self, count: int) -> bytes:
+        """The top ``count`` rows only (cheaper to poll than the whole screen)."""
+        return self._map[self._start:self._start + self.stride * count]
+
     def png(self, pixels: bytes | None = None) -> bytes:
         image_module: Any = importlib.import_module("PIL.Image")
         raw = self.pixels() if pixels is None else pixels
@@ -164,8 +168,6 @@ class Desktop:
         finally:
             os.close(ready_r)
         if not number.endswith(b"\n"):
-            number = b""
-        if not number:
             server.poll()
             with open(os.path.join(STATE_DIR, "xvfb.log"), errors="replace") as log:
                 tail = log.read()[-500:]
@@ -183,9 +185,11 @@ class Desktop:
         # Ready once Chromium has painted its tab strip (the top rows: the pointer, which a window
         # manager may redraw meanwhile, starts mid-screen) and the screen has then been still for
         # a while. Bounded: a browser that never shows still leaves a usable desktop.
-        top = self.fb.stride * BROWSER_TOP_ROWS
-        started = time.monotonic()
-        while self.fb.pixels()[:top] == blank[:top] and time.monotonic() - started < BROWSER_START_S:
+        top = blank[:self.fb.stride * BROWSER_TOP_ROWS]
+        deadline = time.monotonic() + BROWSER_START_S
+        while self.fb.rows(BROWSER_TOP_ROWS) == top:
+            if time.monotonic() > deadline:
+                return
             time.sleep(POLL_S)
         self.fb.settle(blank, time.monotonic(), quiet=BROWSER_QUIET_S, bound=BROWSER_START_S)
 
