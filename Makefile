@@ -4,6 +4,8 @@ VENV := .venv
 COVE := $(VENV)/bin/cove
 PYTHON ?= python3
 APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates postgresql git
+# noVNC's files for the live view page (docs/dependencies.md).
+APT_PACKAGES += novnc
 export COVE_DATA_DIR ?= /var/lib/cove
 
 .PHONY: setup image run test fuzz bench lint clean-venv

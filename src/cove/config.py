@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     desktop_image: str = "desktop"
     """Image of the containers a request with a hosted computer tool makes (``container_auto``)."""
 
+    novnc_dir: Path = Path("/usr/share/novnc")
+    """noVNC's files (Debian's ``novnc`` package), served at ``/novnc/`` for the live view page."""
+
     container_idle_minutes: int = 20
     """Idle expiry when a create request gives no ``expires_after``."""
 

@@ -19,7 +19,6 @@ import httpx
 import openai
 import pytest
 
-from cove.api import containers as containers_api
 from cove.sandbox.linux.display import png_size
 from tests.conftest import IMAGES_DIR, KEYS, Server, _server_env, data_dir
 from tests.helpers import run, stream_response
@@ -282,11 +281,6 @@ def test_the_browser_is_held_to_the_egress_allowlist(own_server: Server, interne
         assert ("other.cove.test", False) in egress and ("api.cove.test", True) in egress, egress
 
 
-COMPUTER_ROUTE = "/v1/containers/{container_id}/computer"
-
-
-@pytest.mark.skipif(COMPUTER_ROUTE not in {getattr(r, "path", "") for r in containers_api.router.routes},
-                    reason="needs POST /v1/containers/{id}/computer and GET .../screenshot (the `screen` branch)")
 def test_client_side_through_the_agents_sdk_computer_tool(server: Server, http: httpx.Client,
                                                           upstream: ScriptedUpstream) -> None:
     """The agents SDK's ``ComputerTool`` runs the calls on the client, here with an ``AsyncComputer`` that

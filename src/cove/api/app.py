@@ -11,12 +11,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from starlette.routing import WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from cove import __version__
 from cove.api import (
+    container_display,
     container_files,
     containers,
     conversations,
+    display_socket,
     docs,
     errors,
     files,
@@ -34,6 +37,7 @@ from cove.search.engines import Engines
 from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
 from cove.service.conversations import ConversationService
+from cove.service.displays import DisplayService
 from cove.service.file_blobs import blobs_for
 from cove.service.files import FileService
 from cove.service.models import ModelService
@@ -96,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                            secrets=secrets, project_files=project_files, search=search)
         app.state.settings = settings
         app.state.containers = service
+        app.state.displays = DisplayService(service)
         app.state.files = files
         app.state.project_files = project_files
         app.state.models = ModelService(registry)
@@ -136,6 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LoopbackGuard, keyless=not settings.keys)  # outermost: before anything reads the body
     app.include_router(containers.router)
     app.include_router(container_files.router)
+    app.include_router(container_display.router)
+    app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/display", display_socket.serve))
+    # noVNC's own files, for the live view page: public (Debian's), and a browser loads them without a key.
+    app.mount("/novnc", StaticFiles(directory=settings.novnc_dir, check_dir=False), name="novnc")
     app.include_router(files.router)
     app.include_router(responses.router)
     # A Starlette route: the app-wide dependencies are for HTTP requests (the socket checks each message).

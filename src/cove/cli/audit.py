@@ -12,13 +12,13 @@ from rich.table import Table
 
 from cove.config import Settings
 from cove.service.audit import AuditLog
-from cove.service.objects import EgressEvent, OperatorAuditEvent
+from cove.service.objects import ComputerEvent, DisplayViewEvent, EgressEvent, OperatorAuditEvent
 from cove.store.db import Database
 
 
 def audit(container_id: str, limit: int = typer.Option(100, help="How many of the newest events."),
           as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Show the commands run (and egress decisions) in a container, oldest first."""
+    """Show the commands run, computer actions, live views and egress decisions of a container, oldest first."""
     events, pruned = asyncio.run(_load(container_id, limit))
     note = f"{pruned} older events were pruned (the project's audit_rows quota)" if pruned else None
     if as_json:
@@ -42,6 +42,10 @@ def _describe(event: OperatorAuditEvent) -> tuple[str, str]:
     if isinstance(event, EgressEvent):
         verdict = "allowed" if event.allowed else "refused"
         return f"{event.method or '-'} {event.host}:{event.port}", f"{verdict}: {event.reason}"
+    if isinstance(event, ComputerEvent):
+        return " ".join(str(action.get("type")) for action in event.actions), event.outcome.type
+    if isinstance(event, DisplayViewEvent):
+        return f"live view ({event.via})", f"{event.bytes_in} bytes in, {event.bytes_out} out"
     outcome = event.outcome
     return event.command, "timeout" if outcome.type == "timeout" else f"exit {outcome.exit_code}"
 

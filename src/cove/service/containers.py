@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
-from cove.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
+from cove.errors import Conflict, CoveError, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
 from cove.sandbox.base import (
+    Channel,
     Command,
     CommandOutput,
     Display,
@@ -312,7 +313,9 @@ class AuditedSandbox(Sandbox):
         return await self._inner.files()
 
     async def display(self, screen: Screen | None = None) -> Display:
-        return await self._inner.display(screen)
+        display = await self._inner.display(screen)
+        return AuditedDisplay(display, lambda data: self._audit.record(self._project, self.id, "computer", data,
+                                                                       self._response_id))
 
     @property
     def has_display(self) -> bool:
@@ -324,6 +327,62 @@ class AuditedSandbox(Sandbox):
     @property
     def running(self) -> bool:
         return self._inner.running
+
+
+class AuditedDisplay(Display):
+    """A display whose action batches are written to the audit trail, whoever sends them (a
+    response's computer tool, ``POST /v1/containers/{id}/computer``), however they end: the actions
+    as given (typed text and keys kept, as commands are kept; a long drag path cut to its ends), the
+    duration and the outcome. Screenshots change nothing and are not recorded."""
+
+    def __init__(self, inner: Display, record: Callable[[dict[str, Any]], None]) -> None:
+        self.screen = inner.screen
+        self._inner = inner
+        self._record = record
+
+    async def act(self, actions: list[dict[str, Any]]) -> bytes:
+        started = time.monotonic()
+        outcome: dict[str, Any] = {"type": "completed"}
+        try:
+            return await self._inner.act(actions)
+        except BaseException as exc:
+            outcome = _failure(exc)
+            raise
+        finally:
+            self._record({"actions": [_audited_action(action) for action in actions], "outcome": outcome,
+                          "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+
+    async def screenshot(self) -> bytes:
+        return await self._inner.screenshot()
+
+    async def vnc(self) -> Channel:
+        return await self._inner.vnc()
+
+
+AUDITED_PATH_POINTS = 2
+"""Points of a drag path the audit trail keeps (its ends; ``points`` says how many it had): a path may
+hold a thousand, and the row would be mostly coordinates nobody reads."""
+
+
+def _audited_action(action: Any) -> Any:
+    if not isinstance(action, dict) or action.get("type") != "drag" or not isinstance(action.get("path"), list):
+        return action
+    path = action["path"]
+    if len(path) <= AUDITED_PATH_POINTS:
+        return action
+    return {**action, "path": [path[0], path[-1]], "points": len(path)}
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    """How an action batch ended when it did not complete: refused before anything ran (a key the
+    display does not know), failed on the way (the display stopped answering), or cut off."""
+    if isinstance(exc, InvalidRequest):
+        return {"type": "refused", "message": exc.message}
+    if isinstance(exc, CoveError):
+        return {"type": "failed", "message": exc.message}
+    if isinstance(exc, asyncio.CancelledError):
+        return {"type": "cancelled", "message": "The request ended before the actions did."}
+    return {"type": "failed", "message": "The server had an error."}
 
 
 def _gib(size: int) -> str:

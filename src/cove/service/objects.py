@@ -183,7 +183,38 @@ class EgressEvent(_AuditEvent):
     """The address the proxy connected to (allowed requests only)."""
 
 
-AuditEvent = TypeAliasType("AuditEvent", Annotated[CommandEvent | EgressEvent, Field(discriminator="type")])
+class ComputerOutcome(_Object):
+    type: Literal["completed", "refused", "failed", "cancelled"]
+    """``refused``: nothing ran (an action the display does not take); ``failed``: the display failed on
+    the way; ``cancelled``: the request ended first."""
+    message: str | None = None
+
+
+class ComputerEvent(_AuditEvent):
+    """A batch of computer actions on the container's display, through ``/computer`` or a response's
+    computer tool."""
+
+    type: Literal["computer"] = "computer"
+    actions: list[dict[str, Any]]
+    """As given: typed text and keys kept; a drag's path cut to its ends, with ``points`` its length."""
+    outcome: ComputerOutcome
+    duration_ms: float
+
+
+class DisplayViewEvent(_AuditEvent):
+    """A live view of the display (``/display``) that ended: who opened it and how much went each way
+    (what a person typed or clicked in it is RFB input, not recorded)."""
+
+    type: Literal["display_view"] = "display_view"
+    via: Literal["api_key", "token"]
+    duration_ms: float
+    bytes_in: int
+    """From the viewer to the display: input, if the person took over."""
+    bytes_out: int
+
+
+AuditEvent = TypeAliasType("AuditEvent", Annotated[CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent,
+                                                   Field(discriminator="type")])
 
 
 class AuditPage(ListPage[AuditEvent]):
@@ -209,8 +240,19 @@ class OperatorEgressEvent(EgressEvent):
     """The operator's view (``cove audit``) spans projects, so it names each event's."""
 
 
-OperatorAuditEvent = TypeAliasType("OperatorAuditEvent",
-                                   Annotated[OperatorCommandEvent | OperatorEgressEvent, Field(discriminator="type")])
+class OperatorComputerEvent(ComputerEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
+class OperatorDisplayViewEvent(DisplayViewEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
+OperatorAuditEvent = TypeAliasType("OperatorAuditEvent", Annotated[
+    OperatorCommandEvent | OperatorEgressEvent | OperatorComputerEvent | OperatorDisplayViewEvent,
+    Field(discriminator="type")])
 
 _AUDIT_EVENT: TypeAdapter[AuditEvent] = TypeAdapter(AuditEvent)
 _OPERATOR_AUDIT_EVENT: TypeAdapter[OperatorAuditEvent] = TypeAdapter(OperatorAuditEvent)

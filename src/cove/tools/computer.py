@@ -21,11 +21,11 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from openai.types.responses import ComputerToolParam, ComputerUsePreviewToolParam
 from openai.types.responses.response_computer_tool_call import Action
-from pydantic import PrivateAttr, TypeAdapter, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from cove.errors import InvalidRequest
 from cove.ids import new_id
@@ -40,8 +40,10 @@ MAX_ACTIONS = 64
 """Actions in one call's batch: a model that wants more makes another call."""
 MIN_SIDE, MAX_SIDE = 64, 4096
 """Display sizes a hosted display takes (those of ``LinuxSandbox.display``), checked before anything runs."""
-_ACTION: TypeAdapter[Any] = TypeAdapter(Action)
-_ACTION_TYPES = ("click", "double_click", "drag", "keypress", "move", "scroll", "type", "wait", "screenshot")
+_ACTION_MODELS: dict[str, type[BaseModel]] = {get_args(model.model_fields["type"].annotation)[0]: model
+                                               for model in get_args(get_args(Action)[0])}
+"""OpenAI's action types by their ``type``: the SDK's union has no discriminator pydantic uses."""
+ACTION_TYPES = ("click", "double_click", "drag", "keypress", "move", "scroll", "type", "wait", "screenshot")
 _DESCRIPTION = (
     "Use a computer ({environment}) by looking at screenshots and acting on the screen, "
     "{width}x{height} pixels, origin at the top left. Each call performs one action{batch} and returns "
@@ -130,7 +132,7 @@ class ComputerTool(HostedTool):
         point = {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
                  "required": ["x", "y"]}
         action: dict[str, Any] = {"type": "object", "properties": {
-            "type": {"type": "string", "enum": list(_ACTION_TYPES)},
+            "type": {"type": "string", "enum": list(ACTION_TYPES)},
             "x": {"type": "integer"}, "y": {"type": "integer"},
             "button": {"type": "string", "enum": ["left", "right", "wheel", "back", "forward"]},
             "keys": {"type": "array", "items": {"type": "string"}},
@@ -210,7 +212,7 @@ class ComputerTool(HostedTool):
     def output_text(self, output: dict[str, Any]) -> str:
         if output.get("status") == "failed":
             return ("Failed: nothing was done. Each action is an object whose `type` is one of "
-                    f"{', '.join(_ACTION_TYPES)}, with that action's fields (x and y as integers, button, keys as "
+                    f"{', '.join(ACTION_TYPES)}, with that action's fields (x and y as integers, button, keys as "
                     "key names, text, scroll_x and scroll_y, path as [{x, y}, ...]).")
         return "Done. The screenshot of the screen after the action follows."
 
@@ -266,14 +268,36 @@ def _actions(arguments: dict[str, Any]) -> list[dict[str, Any]]:
     actions = []
     for index, action in enumerate(given):
         try:
-            checked = _ACTION.validate_python(action)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"][1:]) or "type"
-            raise ToolArgumentsError(f"Action {index}: '{where}': {first['msg']} (types: "
-                                     f"{', '.join(_ACTION_TYPES)}).") from None
-        actions.append(checked.model_dump(exclude_none=True))
+            actions.append(check_action(action))
+        except ActionError as exc:
+            raise ToolArgumentsError(f"Action {index}: '{exc.where}': {exc.reason} (types: "
+                                     f"{', '.join(ACTION_TYPES)}).") from None
     return actions
+
+
+class ActionError(ValueError):
+    """An action that does not fit OpenAI's types: ``where`` names the field, ``reason`` says why."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+def check_action(action: Any) -> dict[str, Any]:
+    """One action checked against OpenAI's action types, as the SDK dumps it (the model's calls here,
+    ``POST /v1/containers/{id}/computer`` in the service); ``ActionError`` if it does not fit."""
+    model = _ACTION_MODELS.get(str(action.get("type"))) if isinstance(action, dict) else None
+    if model is None:  # checked first: the union's own error would name a field of its first member
+        raise ActionError("type", f"expected an object whose type is one of {', '.join(ACTION_TYPES)}")
+    try:
+        checked = model.model_validate(action)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+        raise ActionError(where.lstrip(".") or "type", first["msg"]) from None
+    result: dict[str, Any] = checked.model_dump(exclude_none=True)
+    return result
 
 
 def _fitting(given: list[Any]) -> list[dict[str, Any]]:
@@ -281,8 +305,8 @@ def _fitting(given: list[Any]) -> list[dict[str, Any]]:
     fitting = []
     for action in given:
         try:
-            fitting.append(_ACTION.validate_python(action).model_dump(exclude_none=True))
-        except ValidationError:
+            fitting.append(check_action(action))
+        except ActionError:
             continue
     return fitting
 
