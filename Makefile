@@ -6,6 +6,8 @@ PYTHON ?= python3
 APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates postgresql git
 # noVNC's files for the live view page (docs/dependencies.md).
 APT_PACKAGES += novnc
+# Headless Chromium on the host for the live view page's test in a real browser (docs/dependencies.md).
+APT_PACKAGES += chromium
 export COVE_DATA_DIR ?= /var/lib/cove
 
 .PHONY: setup image run test fuzz bench lint clean-venv
