@@ -17,9 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.api.test_display import SIZE, act, error_of, screenshot_of
+from tests.api.test_display import SIZE, Rfb, act, error_of, key, screenshot_of, socket_url
 from tests.conftest import IMAGES_DIR, Server
 from tests.polling import eventually
 from tests.tools.test_computer import BUTTON, OPEN_PAGE, desktop_container, wait_for
@@ -131,3 +132,20 @@ def test_a_page_opened_by_a_token_embeds_that_token(http: httpx.Client, server: 
     assert re.findall(r"display\?token=([A-Za-z0-9_.-]+)", watching.text) != [token]  # with the key: a fresh one
     assert error_of(httpx.get(f"{server.url}/v1/containers/{desktop}/display/view",
                               params={"token": token + "x"}), 401)["code"] == "invalid_display_token"
+    # noVNC's modules are served without a key (the page's imports load), nothing else of its directory.
+    assert httpx.get(f"{server.url}/novnc/vendor/pako/lib/zlib/inflate.js").status_code == 200
+    assert httpx.get(f"{server.url}/novnc/vnc.html").status_code == 404
+
+
+def test_deleting_the_container_ends_its_views(http: httpx.Client, server: Server) -> None:
+    container_id = desktop_container(http)
+    with connect(socket_url(server, container_id), additional_headers=key("alpha"), open_timeout=60) as ws:
+        assert Rfb(ws).handshake()[:2] == (1024, 768)
+        deleted = http.delete(f"/v1/containers/{container_id}")
+        assert deleted.status_code == 200, deleted.text
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=30)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(socket_url(server, container_id), additional_headers=key("alpha"), open_timeout=30)
+    assert refused.value.response.status_code == 404
