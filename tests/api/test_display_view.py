@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -149,3 +150,19 @@ def test_deleting_the_container_ends_its_views(http: httpx.Client, server: Serve
     with pytest.raises(InvalidStatus) as refused:
         connect(socket_url(server, container_id), additional_headers=key("alpha"), open_timeout=30)
     assert refused.value.response.status_code == 404
+
+
+def test_a_viewer_sending_garbage_ends_only_its_own_view(http: httpx.Client, server: Server, desktop: str) -> None:
+    with connect(socket_url(server, desktop), additional_headers=key("alpha"), open_timeout=60) as good, \
+            connect(socket_url(server, desktop), additional_headers=key("alpha"), open_timeout=60,
+                    max_size=None) as hostile:
+        rfb = Rfb(good)
+        assert rfb.handshake()[:2] == (1024, 768)
+        hostile.send(b"NOT RFB AT ALL\n" + bytes(4 << 20))  # a bad version and 4 MiB of zeros
+        with pytest.raises(ConnectionClosed):
+            while True:
+                hostile.recv(timeout=30)
+        # The other view goes on: a full framebuffer update request is answered.
+        good.send(struct.pack(">BBHHHH", 3, 0, 0, 0, 1024, 768))
+        assert rfb.read(1) == b"\0"  # FramebufferUpdate
+    assert http.get(f"/v1/containers/{desktop}/screenshot").status_code == 200
