@@ -6,6 +6,7 @@ over). Also: a page opened with a token never hands out a longer-lived one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -21,7 +22,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.api.test_display import SIZE, Rfb, act, error_of, key, screenshot_of, socket_url
+from cove.api.display_socket import STALL_SECONDS
+from tests.api.test_display import SIZE, Rfb, act, error_of, key, screenshot_of, socket_url, viewers
 from tests.conftest import IMAGES_DIR, Server
 from tests.polling import eventually
 from tests.tools.test_computer import BUTTON, OPEN_PAGE, desktop_container, wait_for
@@ -166,3 +168,27 @@ def test_a_viewer_sending_garbage_ends_only_its_own_view(http: httpx.Client, ser
         good.send(struct.pack(">BBHHHH", 3, 0, 0, 0, 1024, 768))
         assert rfb.read(1) == b"\0"  # FramebufferUpdate
     assert http.get(f"/v1/containers/{desktop}/screenshot").status_code == 200
+
+
+def test_a_viewer_that_stops_reading_is_dropped(http: httpx.Client, server: Server, desktop: str) -> None:
+    """A viewer that asks for frames and reads none holds its x11vnc only for a bounded time: it is
+    dropped by the server's WebSocket keepalive (a ping every 20 s, 20 s to answer) or, once the
+    sockets between are full (on loopback they take tens of MB first), by ``STALL_SECONDS`` of a
+    frame waiting; whichever comes first."""
+    before = viewers(http, desktop)
+    update = struct.pack(">BBHHHH", 3, 0, 0, 0, 1024, 768)  # a full update, raw: 3 MiB
+
+    with connect(socket_url(server, desktop), additional_headers=key("alpha"), open_timeout=60,
+                 max_queue=1, max_size=None, ping_interval=None) as ws:  # no keepalive: it is not reading
+
+        def dropped() -> bool:
+            with contextlib.suppress(ConnectionClosed):  # asks for more all along, reads none of it
+                ws.send(update)
+            return viewers(http, desktop) == before
+
+        assert Rfb(ws).handshake()[:2] == (1024, 768)
+        assert viewers(http, desktop) == before + 1
+        eventually(dropped, timeout=STALL_SECONDS + 40, interval=0.5, what="the stalled view's x11vnc to end")
+    audit = http.get(f"/v1/containers/{desktop}/audit", params={"limit": 20}).json()
+    view = next(e for e in audit["data"] if e["type"] == "display_view")
+    assert view["bytes_out"] > 0 and view["duration_ms"] <= (STALL_SECONDS + 40) * 1000, view
