@@ -6,8 +6,6 @@ PYTHON ?= python3
 APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates postgresql git
 # noVNC's files for the live view page (docs/dependencies.md).
 APT_PACKAGES += novnc
-# Headless Chromium on the host for the live view page's test in a real browser (docs/dependencies.md).
-APT_PACKAGES += chromium
 export COVE_DATA_DIR ?= /var/lib/cove
 
 .PHONY: setup image run test fuzz bench lint clean-venv
@@ -32,7 +30,9 @@ image: setup
 run: setup image
 	$(COVE) serve --host 127.0.0.1 --port 8080
 
-# The whole suite on SQLite, then the store-facing suites again on a real PostgreSQL server.
+# The whole suite on SQLite, then the store-facing suites again on a real PostgreSQL server. The tests
+# also open Cove's pages in a real headless browser (tests/browser.py); `setup` inherits this.
+test: APT_PACKAGES += chromium
 test: setup image
 	$(VENV)/bin/pytest
 	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/store tests/api/test_containers.py tests/api/test_quotas.py tests/api/test_openai_files.py tests/fuzz/test_findings.py

@@ -6,11 +6,15 @@ import base64
 import hashlib
 import io
 import json
+import socket
 import zipfile
 from typing import Any
 
 import httpx
 from pypdf import PdfWriter
+from websockets.client import ClientProtocol
+from websockets.frames import Frame
+from websockets.uri import parse_uri
 
 
 def run(http: httpx.Client, container_id: str, *commands: str, **options: object) -> list[dict[str, object]]:
@@ -80,3 +84,54 @@ def encrypted(pdf: bytes) -> bytes:
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+class IdleWebSocket:
+    """A WebSocket client that reads only when told to (websockets' sans-I/O protocol over a plain
+    socket with a small receive buffer): the SDK's and websockets' own clients read on in a thread."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        uri = parse_uri(url)
+        self.protocol = ClientProtocol(uri, max_size=None)
+        self.sock = socket.create_connection((uri.host, uri.port))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        request = self.protocol.connect()
+        for name, value in headers.items():
+            request.headers[name] = value
+        self.protocol.send_request(request)
+        self._flush()
+        self.pending: list[Any] = []
+        assert self._next() is not None  # the handshake's response
+
+    def send(self, message: str | bytes) -> None:
+        if isinstance(message, str):
+            self.protocol.send_text(message.encode())
+        else:
+            self.protocol.send_binary(message)
+        self._flush()
+
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            self.sock.sendall(data)
+
+    def _next(self) -> Any:
+        while not self.pending:
+            data = self.sock.recv(65536)
+            if not data:
+                self.protocol.receive_eof()
+                return None
+            self.protocol.receive_data(data)
+            self.pending.extend(self.protocol.events_received())
+        return self.pending.pop(0)
+
+    def frame(self) -> Frame | None:
+        event = self._next()
+        assert event is None or isinstance(event, Frame)
+        return event
+
+    def recv(self, timeout: float) -> bytes:
+        """The next data frame's payload (the shape of websockets' ``recv`` that ``Rfb`` reads with)."""
+        self.sock.settimeout(timeout)
+        frame = self.frame()
+        assert frame is not None
+        return bytes(frame.data)

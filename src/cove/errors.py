@@ -4,12 +4,14 @@
     ├── InvalidRequest (400)            bad parameters, naming the ``param``
     │   ├── Conflict (409)              the request is valid but clashes with the object's state
     │   ├── RequestTooLarge (413)       a body beyond ``COVE_MAX_REQUEST`` / ``COVE_MAX_UPLOAD``
-    │   └── ContextWindowExceeded       the input does not fit the model's context window
+    │   ├── ContextWindowExceeded       the input does not fit the model's context window
+    │   └── SearchNotConfigured         web search has no usable engine (``search/base.py``)
     ├── AuthenticationError (401)
     ├── PermissionDenied (403)          the project may not do this at all; keyless mode, a foreign request
     ├── NotFound (404)                  unknown id, or an id of another project
     ├── TooManyRequests (429)           a capacity cap was reached
     ├── UpstreamError (502)             the model upstream failed; the message says how
+    ├── SearchFailed (502)              a web search engine or page read failed (``search/base.py``)
     └── SandboxError (500)              the container engine failed; the message says how
         ├── ImageError                  an image could not be built, imported or found
         ├── DisplayError (502)          a container's display did not start or stopped answering

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -20,14 +21,18 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.connection import Connection
+from websockets.typing import Subprotocol
 
 from cove.errors import AuthenticationError
 from cove.sandbox.linux.display import png_size
 from cove.service.displays import MAX_VIEWERS, ViewTokens
-from tests.conftest import IMAGES_DIR, KEYS, Server
-from tests.helpers import run
+from tests.browser import browser
+from tests.conftest import IMAGES_DIR, KEYS, Server, _server_env, data_dir
+from tests.helpers import IdleWebSocket, run
 from tests.polling import eventually
-from tests.tools.test_computer import BUTTON, CLICK, FIELD, OPEN_PAGE, desktop_container, wait_for
+from tests.postgres import PostgresServer
+from tests.scripted_upstream import ScriptedUpstream
+from tests.tools.test_computer import BUTTON, CLICK, FIELD, OPEN_PAGE, desktop_container, page_log, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -127,8 +132,9 @@ def test_a_fresh_display_starts_at_the_size_asked_and_checks_it(http: httpx.Clie
     created = http.post("/v1/containers", json={"name": "small", "image": "desktop", "memory_limit": "4g"})
     container_id = created.json()["id"]
     try:
-        assert error_of(act(http, container_id, [{"type": "wait"}], display_width=10), 400)["param"] == \
-            "display_width"
+        for width in (10, 0, 5000):
+            error = error_of(act(http, container_id, [{"type": "wait"}], display_width=width), 400)
+            assert error["param"] == "display_width", error
         small = screenshot_of(act(http, container_id, [{"type": "screenshot"}], environment="linux",
                                   display_width=640, display_height=480))
         assert png_size(small) == (640, 480)
@@ -170,7 +176,7 @@ def key(project: str) -> dict[str, str]:
 class Rfb:
     """The client side of RFB's handshake, over the socket's binary frames (however x11vnc split them)."""
 
-    def __init__(self, ws: Connection) -> None:
+    def __init__(self, ws: Connection | IdleWebSocket) -> None:
         self.ws = ws
         self.buffer = b""
 
@@ -206,7 +212,7 @@ def viewers(http: httpx.Client, container_id: str) -> int:
 def test_the_socket_speaks_rfb_to_several_viewers_and_closes_with_either_side(
         http: httpx.Client, server: Server, desktop: str) -> None:
     with connect(socket_url(server, desktop), additional_headers=key("alpha"),
-                 subprotocols=["binary"], open_timeout=60) as first:
+                 subprotocols=[Subprotocol("binary")], open_timeout=60) as first:
         with connect(socket_url(server, desktop), additional_headers=key("alpha"), open_timeout=60) as second:
             assert first.subprotocol == "binary" and second.subprotocol is None
             assert Rfb(first).handshake()[:2] == (1024, 768)
@@ -223,6 +229,24 @@ def test_the_socket_speaks_rfb_to_several_viewers_and_closes_with_either_side(
     audit = http.get(f"/v1/containers/{desktop}/audit", params={"limit": 100}).json()
     views = [e for e in audit["data"] if e["type"] == "display_view"]
     assert len(views) >= 2 and all(v["via"] == "api_key" and v["bytes_out"] > 0 for v in views), views
+
+
+def test_a_viewer_that_stops_reading_is_dropped(http: httpx.Client, server: Server, desktop: str) -> None:
+    """Full-screen updates asked for and never read: the relay waits instead of buffering, then lets
+    the viewer go (its x11vnc ends, its view is audited)."""
+    eventually(lambda: viewers(http, desktop) == 0, what="earlier views to end")
+    idle = IdleWebSocket(socket_url(server, desktop), key("alpha"))
+    try:
+        Rfb(idle).handshake()
+        full_screen = b"\x03\x00" + struct.pack(">HHHH", 0, 0, 1024, 768)  # FramebufferUpdateRequest
+        for _ in range(10):  # ~3 MB each (raw pixels): more than the socket buffers hold
+            idle.send(full_screen)
+        assert viewers(http, desktop) == 1
+        eventually(lambda: viewers(http, desktop) == 0, timeout=60, what="the stalled viewer's x11vnc to end")
+    finally:
+        idle.sock.close()
+    audit = http.get(f"/v1/containers/{desktop}/audit", params={"limit": 5}).json()
+    assert any(e["type"] == "display_view" and e["bytes_out"] > 0 for e in audit["data"])
 
 
 def test_viewers_are_capped_per_container(http: httpx.Client, server: Server, desktop: str) -> None:
@@ -291,6 +315,7 @@ def test_the_view_page_serves_novnc_with_a_token(http: httpx.Client, server: Ser
     assert token is not None, page.text
     script = httpx.get(f"{server.url}/novnc/core/rfb.js")  # the browser loads noVNC without a key
     assert script.status_code == 200 and "export default class RFB" in script.text
+    assert script.headers["content-type"].startswith("text/javascript")  # browsers run modules of JS types only
     # The embedded token opens the socket, and opens the page itself (a link for a browser).
     with connect(socket_url(server, desktop, token.group(1)), open_timeout=60) as ws:
         assert Rfb(ws).handshake()[:2] == (1024, 768)
@@ -298,3 +323,91 @@ def test_the_view_page_serves_novnc_with_a_token(http: httpx.Client, server: Ser
                      params={"token": token.group(1)}).status_code == 200
     assert error_of(httpx.get(f"{server.url}/v1/containers/{desktop}/display/view"), 401)["code"] == \
         "missing_api_key"
+
+
+def test_a_person_watches_and_takes_over_in_a_real_browser(http: httpx.Client, server: Server,
+                                                          desktop: str) -> None:
+    """The view page in headless Chromium: noVNC connects over the token's socket, draws the
+    container's 1024x768 screen, and a click on the drawn button reaches the page in the container."""
+    screenshot_of(act(http, desktop, OPEN_PAGE, **SIZE))
+    wait_for(http, desktop, "GET /loaded")
+    clicks = page_log(http, desktop).count("GET /clicked")
+    link = http.post(f"/v1/containers/{desktop}/display/token")
+    assert link.status_code == 200, link.text
+    with browser() as page:
+        page.goto(server.url + link.json()["view_url"])
+        eventually(lambda: page.evaluate("document.getElementById('status').textContent") == "live",
+                   what="noVNC connected", timeout=60)
+        canvas = eventually(lambda: page.evaluate(
+            "(() => { const c = document.querySelector('#screen canvas'); if (!c || c.width < 2) return null;"
+            " const r = c.getBoundingClientRect();"
+            " return {width: c.width, height: c.height, left: r.left, top: r.top, shown: r.width}; })()"),
+            what="the drawn screen")
+        assert (canvas["width"], canvas["height"]) == (1024, 768)
+        scale = canvas["shown"] / canvas["width"]  # scaleViewport fits the screen to the window
+        page.click(canvas["left"] + BUTTON[0] * scale, canvas["top"] + BUTTON[1] * scale)
+        eventually(lambda: page_log(http, desktop).count("GET /clicked") > clicks,
+                   what="the person's click in the container's page")
+
+
+def test_the_view_page_says_when_novnc_is_missing(upstream: ScriptedUpstream,
+                                                  postgres: PostgresServer | None) -> None:
+    srv = Server(data_dir("cove-novnc"), {**_server_env(upstream, postgres), "COVE_NOVNC_DIR": "/nonexistent/novnc"})
+    srv.start()
+    try:
+        with srv.http() as http:
+            created = http.post("/v1/containers", json={"name": "plain"}).json()
+            error = error_of(http.get(f"/v1/containers/{created['id']}/display/view"), 404)
+            assert error["code"] == "novnc_missing" and "/nonexistent/novnc" in error["message"], error
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def test_a_page_opened_by_a_token_embeds_that_token(http: httpx.Client, server: Server, desktop: str) -> None:
+    token = http.post(f"/v1/containers/{desktop}/display/token").json()["token"]
+    page = httpx.get(f"{server.url}/v1/containers/{desktop}/display/view", params={"token": token})
+    assert page.status_code == 200, page.text
+    embedded = re.findall(r"display\?token=([A-Za-z0-9_.-]+)", page.text)
+    assert embedded == [token]  # not a fresh one: reloading the link never outlives its token
+    assert "rfb.viewOnly = false;" in page.text
+    watching = http.get(f"/v1/containers/{desktop}/display/view", params={"view_only": "true"})
+    assert "rfb.viewOnly = true;" in watching.text
+    assert re.findall(r"display\?token=([A-Za-z0-9_.-]+)", watching.text) != [token]  # with the key: a fresh one
+    assert error_of(httpx.get(f"{server.url}/v1/containers/{desktop}/display/view",
+                              params={"token": token + "x"}), 401)["code"] == "invalid_display_token"
+    # noVNC's modules are served without a key (the page's imports load), nothing else of its directory.
+    assert httpx.get(f"{server.url}/novnc/vendor/pako/lib/zlib/inflate.js").status_code == 200
+    assert httpx.get(f"{server.url}/novnc/vnc.html").status_code == 404
+
+
+
+def test_deleting_the_container_ends_its_views(http: httpx.Client, server: Server) -> None:
+    container_id = desktop_container(http)
+    with connect(socket_url(server, container_id), additional_headers=key("alpha"), open_timeout=60) as ws:
+        assert Rfb(ws).handshake()[:2] == (1024, 768)
+        deleted = http.delete(f"/v1/containers/{container_id}")
+        assert deleted.status_code == 200, deleted.text
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=30)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(socket_url(server, container_id), additional_headers=key("alpha"), open_timeout=30)
+    assert refused.value.response.status_code == 404
+
+
+
+def test_a_viewer_sending_garbage_ends_only_its_own_view(http: httpx.Client, server: Server, desktop: str) -> None:
+    with connect(socket_url(server, desktop), additional_headers=key("alpha"), open_timeout=60) as good, \
+            connect(socket_url(server, desktop), additional_headers=key("alpha"), open_timeout=60,
+                    max_size=None) as hostile:
+        rfb = Rfb(good)
+        assert rfb.handshake()[:2] == (1024, 768)
+        hostile.send(b"NOT RFB AT ALL\n" + bytes(4 << 20))  # a bad version and 4 MiB of zeros
+        with pytest.raises(ConnectionClosed):
+            while True:
+                hostile.recv(timeout=30)
+        # The other view goes on: a full framebuffer update request is answered.
+        good.send(struct.pack(">BBHHHH", 3, 0, 0, 0, 1024, 768))
+        assert rfb.read(1) == b"\0"  # FramebufferUpdate
+    assert http.get(f"/v1/containers/{desktop}/screenshot").status_code == 200

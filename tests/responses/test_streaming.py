@@ -110,3 +110,15 @@ def test_disconnect_does_not_kill_stored_response(client: openai.OpenAI, server:
     final = eventually(lambda: (r := client.responses.retrieve(response_id)).status == "completed" and r,
                        what="the abandoned stream's response to complete")
     assert final.output_text == "slow and steady " * 20
+
+
+def test_disconnect_lets_go_of_a_response_nobody_stores(server: Server, upstream: ScriptedUpstream) -> None:
+    """With ``store: false`` the stream's reader is all a response has: when it hangs up, the run stops
+    and hangs up on the upstream in turn, rather than generating to the end for nobody."""
+    upstream.script([Reply(text="word " * 200, chunk_delay=0.02)])  # 4 s to the end
+    with server.http() as http, http.stream("POST", "/v1/responses", json={
+            "model": MODEL, "input": "hi", "stream": True, "store": False}) as response:
+        for line in response.iter_lines():
+            if "output_text.delta" in line:
+                break  # hang up mid-stream
+    eventually(lambda: upstream.abandoned == 1, timeout=3, what="the upstream to see its stream abandoned")

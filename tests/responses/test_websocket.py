@@ -8,7 +8,6 @@ import asyncio
 import json
 import queue
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,13 +17,12 @@ import openai
 import pytest
 from openai.resources.responses.responses import ResponsesConnection
 from openai.types.websocket_reconnection import ReconnectingEvent
-from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.frames import Close, Frame, Opcode
+from websockets.frames import Close, Opcode
 from websockets.sync.client import connect
-from websockets.uri import parse_uri
 
 from tests.conftest import KEYS, Server, _server_env, data_dir
+from tests.helpers import IdleWebSocket
 from tests.polling import eventually
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall, last_user_text
 
@@ -341,46 +339,6 @@ def small_limits_server(upstream: ScriptedUpstream) -> Iterator[Server]:
     shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
-class _IdleClient:
-    """A WebSocket client that reads only when told to (websockets' sans-I/O protocol over a plain
-    socket with a small receive buffer): the SDK's and websockets' own clients read on in a thread."""
-
-    def __init__(self, server: Server) -> None:
-        self.protocol = ClientProtocol(parse_uri(server.url.replace("http://", "ws://") + "/v1/responses"),
-                                       max_size=None)
-        self.sock = socket.create_connection(("127.0.0.1", server.port))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        request = self.protocol.connect()
-        request.headers["Authorization"] = f"Bearer {KEYS['alpha']}"
-        self.protocol.send_request(request)
-        self._flush()
-        self.pending: list[Any] = []
-        assert self._next() is not None  # the handshake's response
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.protocol.send_text(json.dumps(message).encode())
-        self._flush()
-
-    def _flush(self) -> None:
-        for data in self.protocol.data_to_send():
-            self.sock.sendall(data)
-
-    def _next(self) -> Any:
-        while not self.pending:
-            data = self.sock.recv(65536)
-            if not data:
-                self.protocol.receive_eof()
-                return None
-            self.protocol.receive_data(data)
-            self.pending.extend(self.protocol.events_received())
-        return self.pending.pop(0)
-
-    def frame(self) -> Frame | None:
-        event = self._next()
-        assert event is None or isinstance(event, Frame)
-        return event
-
-
 def test_a_client_that_stops_reading_is_dropped(small_limits_server: Server, upstream: ScriptedUpstream) -> None:
     """Events past the buffer are not held for a client that does not read: after ten seconds without
     room the socket closes (1008). The run does not wait for it, and a reading client gets a response
@@ -388,8 +346,9 @@ def test_a_client_that_stops_reading_is_dropped(small_limits_server: Server, ups
     flood, text = "x" * 6_000_000, "y" * 2_000_000  # the flood's deltas alone pass what the kernel buffers
     upstream.script([Reply(text=flood, chunk_chars=16_000), Reply(text=text, chunk_chars=16_000)])
     client = small_limits_server.client()
-    idle = _IdleClient(small_limits_server)
-    idle.send({"type": "response.create", "model": MODEL, "input": "flood"})
+    idle = IdleWebSocket(small_limits_server.url.replace("http://", "ws://") + "/v1/responses",
+                         {"Authorization": f"Bearer {KEYS['alpha']}"})
+    idle.send(json.dumps({"type": "response.create", "model": MODEL, "input": "flood"}))
     created = idle.frame()
     assert created is not None and json.loads(created.data)["type"] == "response.created"
     response_id = json.loads(created.data)["response"]["id"]

@@ -152,6 +152,11 @@ def test_a_chat_model_drives_chromium_beside_a_hosted_shell(http: httpx.Client, 
     tool_results = [m["content"] for m in last if m["role"] == "tool"]
     assert len(tool_results) == 1 + len(outputs)
     assert last[-1]["role"] == "user" and last[-2]["role"] == "tool"
+    # Each call's actions are in the container's audit trail, credited to the response.
+    audit = http.get(f"/v1/containers/{container_id}/audit", params={"limit": 100, "order": "asc"}).json()
+    batches = [event for event in audit["data"] if event["type"] == "computer"]
+    assert [event["actions"] for event in batches] == [[call["action"]] for call in calls]
+    assert {event["response_id"] for event in batches} == {response["id"]}
 
 
 def test_a_responses_model_batches_actions_on_a_named_desktop_container(rhttp: httpx.Client,

@@ -75,6 +75,9 @@ class Turn:
     ``web_search_call`` items are relayed as they come."""
     sources: Sources | None = None
     """Web sources shown to the model, numbered for citations; made from the context on first use."""
+    fitted: ModelRequest | None = None
+    """The first model turn's request when it was already fitted to the window (on create, to refuse an
+    oversized input as a 400), so that the run does not build and count it a second time."""
 
     @property
     def output_left(self) -> int | None:
@@ -135,15 +138,16 @@ def _must_answer(turn: Turn) -> bool:
     return turn.max_tool_turns is not None and turn.tool_turns >= turn.max_tool_turns
 
 
-async def fit_context(turn: Turn) -> ModelRequest:
+async def fit_context(turn: Turn, *, inline: bool = False) -> ModelRequest:
     """The request, cut to the model's context window as ``truncation`` allows.
 
     ``auto`` drops the oldest items (whole user turns, so a tool result never loses its call);
     ``disabled`` refuses an input that does not fit. Counting is CPU work proportional to the input
     (JSON or a tokenizer over what may be megabytes), so it runs in a worker thread, never on the
-    event loop that serves every tenant.
+    event loop that serves every tenant; ``inline`` when the caller knows the context is small (a
+    hand-over to a thread then costs more than the work).
     """
-    return await asyncio.to_thread(_fit, turn)
+    return _fit(turn) if inline else await asyncio.to_thread(_fit, turn)
 
 
 def _fit(turn: Turn) -> ModelRequest:
@@ -214,7 +218,8 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
             if turn.compactor.ends_response:  # a compaction_trigger asked for the compaction alone
                 await builder.complete(usage)
                 return
-        step = await _model_turn(turn, await fit_context(turn), builder)
+        fitted, turn.fitted = turn.fitted, None
+        step = await _model_turn(turn, fitted or await fit_context(turn), builder)
         _add_usage(usage, step.finish.usage)
         turn.output_used = usage.output_tokens
         if step.finish.reason in ("length", "content_filter"):
@@ -341,6 +346,7 @@ async def _run_released(turn: Turn, builder: ResponseBuilder) -> None:
     if not turn.released:
         return
     run = _tool_run(turn, builder)
+    turn.fitted = None  # fitted to the context before the calls' own outputs replaced the client's answers
     for tool, call, answer in turn.released:
         output = await tool.resume(call, answer, run)
         turn.context[:] = [output if item is answer else item for item in turn.context]

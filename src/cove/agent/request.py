@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from cove.errors import InvalidRequest
 from cove.tools.toolbox import Toolbox
 
+INLINE_BYTES = 64 * 1024
+"""A request body up to this size is parsed, checked and fitted on the event loop: for it a hand-over
+to a worker thread costs more than the work (and adds latency to every response). Larger ones go to
+a thread, so that megabytes of input never hold up the loop that serves every tenant."""
+
 INCLUDABLE = {
     "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
     "message.input_image.image_url", "computer_call_output.output.image_url", "code_interpreter_call.outputs",

@@ -11,9 +11,11 @@ from cove.errors import AuthenticationError
 OPEN_PROJECT = "default"
 
 
-def project_of(request: HTTPConnection) -> str:
+async def project_of(request: HTTPConnection) -> str:
     """FastAPI dependency: the caller's project, from ``Authorization: Bearer <key>``; also the check
-    on a WebSocket's handshake (``api/responses_socket.py``)."""
+    on a WebSocket's handshake (``api/responses_socket.py``). A coroutine although it never waits:
+    FastAPI runs a plain function dependency in its thread pool, a hand-over to a thread and back on
+    every request for a few microseconds of work."""
     keys: dict[str, str] = request.app.state.settings.keys
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

@@ -42,9 +42,10 @@ async def computer(container_id: str, body: ComputerRequest, request: Request, p
     """Performs the actions on the container's display (started on first use with the size and
     environment given, else the defaults) and answers with the screen once it settled."""
     screen = None
-    if body.environment or body.display_width or body.display_height:
+    if body.environment is not None or body.display_width is not None or body.display_height is not None:
         default = Screen()
-        screen = Screen(body.display_width or default.width, body.display_height or default.height,
+        screen = Screen(default.width if body.display_width is None else body.display_width,
+                        default.height if body.display_height is None else body.display_height,
                         body.environment or default.environment)
     png = await _service(request).act(project, container_id, body.actions, screen)
     return {"object": "container.computer", "screenshot": {
@@ -85,7 +86,7 @@ async def display_view(container_id: str, request: Request, token: str | None = 
     or a view token (query). ``view_only`` makes the page send no input: a guard against a stray
     click while watching, not a permission (the token itself opens input too)."""
     service = _service(request)
-    project = service.tokens.project_of(token, container_id) if token is not None else project_of(request)
+    project = service.tokens.project_of(token, container_id) if token is not None else await project_of(request)
     novnc = request.app.state.settings.novnc_dir
     if not (novnc / "core" / "rfb.js").is_file():
         raise NotFound(f"The live view needs noVNC's files, and {novnc} has none (no core/rfb.js): install "

@@ -7,10 +7,8 @@ error the other routes give (401, 404, 400 ``no_display``, 429 ``too_many_viewer
 upgrade. Binary frames go to x11vnc as they come; what x11vnc writes goes out in binary frames. Each
 direction waits for the other end (a full socket to x11vnc stops reading the viewer, a viewer that
 does not read stops reading x11vnc), so a relay holds at most one read of each side; a viewer that
-leaves the server's frames unread for ``STALL_SECONDS`` is dropped (close code 1008). On loopback the
-sockets between absorb tens of MB before a send waits, and uvicorn's keepalive (a ping every 20 s, 20 s
-to answer) drops a viewer that stops reading first (measured: 40 s, ``tests/api/test_display_view.py``).
-Either side closing ends the other.
+leaves the server's frames unread for ``STALL_SECONDS`` is dropped (close code 1008). Either side
+closing ends the other.
 """
 
 from __future__ import annotations
@@ -29,10 +27,9 @@ from cove.service.displays import DisplayService, Viewer
 
 log = logging.getLogger(__name__)
 
-STALL_SECONDS = 30.0
+STALL_SECONDS = 10.0
 """How long a frame waits for a viewer to read it before the viewer counts as gone."""
-CLOSE_SECONDS = 1.0
-"""How long a stalled viewer's close frame may wait to be written."""
+CLOSE_SECONDS = 5.0
 
 
 async def serve(websocket: WebSocket) -> None:
@@ -43,7 +40,7 @@ async def serve(websocket: WebSocket) -> None:
     token = websocket.query_params.get("token")
     via: Literal["api_key", "token"] = "api_key" if token is None else "token"
     try:
-        project = project_of(websocket) if token is None else service.tokens.project_of(token, container_id)
+        project = await project_of(websocket) if token is None else service.tokens.project_of(token, container_id)
         async with service.view(project, container_id, via) as viewer:
             subprotocols = websocket.scope.get("subprotocols") or []
             await websocket.accept(subprotocol="binary" if "binary" in subprotocols else None)
@@ -54,8 +51,7 @@ async def serve(websocket: WebSocket) -> None:
             return
         log.info("a live view of %s ended: %s", container_id, exc.message)
     if websocket.application_state == WebSocketState.CONNECTED:
-        with contextlib.suppress(Exception):
-            await websocket.close(1000)
+        await _close(websocket, 1000)
 
 
 async def _relay(websocket: WebSocket, viewer: Viewer) -> None:
@@ -65,11 +61,7 @@ async def _relay(websocket: WebSocket, viewer: Viewer) -> None:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if isinstance(task.exception(), TimeoutError):
-                # Its socket is full, so even the close frame may never be read: the attempt is bounded,
-                # and the view (its x11vnc, its place among the viewers) ends now either way.
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(CLOSE_SECONDS):
-                        await websocket.close(1008, "The viewer is not reading the display's frames.")
+                await _close(websocket, 1008, "The viewer is not reading the display's frames.")
     finally:
         for task in tasks:
             task.cancel()
@@ -94,3 +86,11 @@ async def _to_viewer(websocket: WebSocket, viewer: Viewer) -> None:
                 await websocket.send_bytes(data)
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
+
+
+async def _close(websocket: WebSocket, code: int, reason: str | None = None) -> None:
+    """Sends the close frame if the viewer makes room for it soon; one that reads nothing more is let
+    go of anyway (the server closes the connection when the route returns)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await websocket.close(code, reason)

@@ -12,13 +12,11 @@ import re
 
 from fastapi import Request
 
+from cove.agent.request import INLINE_BYTES
 from cove.errors import InvalidRequest
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 """Cheap pre-check: only bodies with a surrogate escape (valid pairs included) are parsed to look closer."""
-_INLINE_BYTES = 64 * 1024
-"""Larger bodies are checked in a worker thread: a body may be tens of megabytes, and scanning or
-parsing it on the event loop would hold up every other tenant."""
 
 
 async def refuse_lone_surrogates(request: Request) -> None:
@@ -30,7 +28,7 @@ async def refuse_lone_surrogates(request: Request) -> None:
 
 async def check_json_text(body: bytes) -> None:
     """Refuses one JSON text (a body, or a WebSocket message) carrying a lone surrogate."""
-    lone = _has_lone_surrogate(body) if len(body) <= _INLINE_BYTES else await asyncio.to_thread(
+    lone = _has_lone_surrogate(body) if len(body) <= INLINE_BYTES else await asyncio.to_thread(
         _has_lone_surrogate, body)
     if lone:
         raise InvalidRequest("The request body contains a lone UTF-16 surrogate escape, which is not text.",

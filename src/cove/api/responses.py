@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from cove.agent import includes
 from cove.agent.compaction import CompactParams
-from cove.agent.request import CountParams, CreateParams, check_include
+from cove.agent.request import INLINE_BYTES, CountParams, CreateParams, check_include
 from cove.api import sse
 from cove.api.auth import project_of
 from cove.service.objects import Deleted, ListPage
@@ -34,10 +34,12 @@ def _service(request: Request) -> ResponseService:
 
 
 async def _params(request: Request) -> CreateParams:
-    """The request body, parsed and validated in a worker thread: a body may be tens of megabytes
-    (up to ``max_request``), and parsing it on the event loop would hold up every other tenant."""
+    """The request body, parsed and validated; a large one in a worker thread: a body may be tens of
+    megabytes (up to ``max_request``), and parsing it on the event loop would hold up every other tenant."""
     body = await request.body()
     try:
+        if len(body) <= INLINE_BYTES:
+            return CreateParams.model_validate_json(body)
         return await asyncio.to_thread(CreateParams.model_validate_json, body)
     except ValidationError as exc:  # answered as FastAPI's own body errors are
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
@@ -65,7 +67,7 @@ async def _follow(run: Run) -> AsyncIterator[dict[str, Any]]:
 @router.post("", response_model=None)
 async def create_response(params: Params, request: Request, project: Project) -> Any:
     service = _service(request)
-    run = await service.create(project, params)
+    run = await service.create(project, params, body_bytes=len(await request.body()))  # the body is cached
     if params.stream:
         return sse.stream(includes.events(_follow(run), params.include))
     if params.background:

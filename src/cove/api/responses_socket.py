@@ -350,7 +350,7 @@ def _as_items(value: str | list[Any]) -> list[Any]:
 async def serve(websocket: WebSocket) -> None:
     """The route: the handshake's key is checked before the upgrade, then the connection runs."""
     try:
-        project = project_of(websocket)
+        project = await project_of(websocket)
     except CoveError as exc:
         await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=exc.status_code))
         return

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import operator
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,7 @@ from cove.agent.compaction import Compactor, CompactParams, take_trigger
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn, check_input, fit_context, model_request, run_response
-from cove.agent.request import CreateParams
+from cove.agent.request import INLINE_BYTES, CreateParams
 from cove.agent.response_object import echo_tools, new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
@@ -118,20 +119,25 @@ class ResponseService:
 
     # -- create -----------------------------------------------------------------------------------
     async def create(self, project: str, params: CreateParams, *, earlier: list[dict[str, Any]] | None = None,
-                     generate: bool = True) -> Run:
+                     generate: bool = True, body_bytes: int | None = None) -> Run:
         """Validates, stores and starts (or queues) a response; returns its run. ``earlier``: the items
         before its input when the caller holds them (a WebSocket continuing a response it made, even
         one not stored), else they are read from the store. ``generate``: False for a WebSocket warm-up
-        (``Turn.generate``)."""
+        (``Turn.generate``). ``body_bytes``: the size of the request's JSON where the caller knows it;
+        a small one (``INLINE_BYTES``) is prepared on the event loop, not in worker threads."""
         params.check()
         refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
         await self._check_tool_environments(project, params)
-        turn, run = await self._prepare(project, params, earlier)
+        small = body_bytes is not None and body_bytes <= INLINE_BYTES
+        turn, run = await self._prepare(project, params, earlier, small=small)
         turn.generate = generate
-        # An item the upstream cannot take is a 400, not a failed run (checked off the event loop: it
-        # is proportional to the input).
-        await asyncio.to_thread(check_input, turn, run.input_items)
+        # An item the upstream cannot take is a 400, not a failed run (checked off the event loop unless
+        # small: it is proportional to the input).
+        if small:
+            check_input(turn, run.input_items)
+        else:
+            await asyncio.to_thread(check_input, turn, run.input_items)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
             display_param = params.toolbox.display_param
@@ -139,7 +145,11 @@ class ResponseService:
                 await turn.workspace.check_display(display_param)
         run.response["tools"] = echo_tools(self.secrets.seal_tools(params.tools, run.id))
         if turn.compactor is None:  # with compaction asked for, the run compacts an oversized input instead
-            await fit_context(turn)  # refuse an oversized input now, as a 400, rather than as a failed run
+            # Refuse an oversized input now, as a 400, rather than as a failed run; the first model turn
+            # sends what this fitted. Inline when the whole context is the small request's own items
+            # (no history, no file read into it).
+            own = len(turn.context) == len(run.input_items) and all(map(operator.is_, turn.context, run.input_items))
+            turn.fitted = await fit_context(turn, inline=small and own)
         if run.stored:
             await self._insert(run, params)
         if params.background:
@@ -166,9 +176,10 @@ class ResponseService:
             if environment.get("file_ids"):
                 await self.project_files.check(project, list(environment["file_ids"]), f"tools[{index}].{key}.file_ids")
 
-    async def _prepare(self, project: str, params: CreateParams,
-                       earlier: list[dict[str, Any]] | None = None) -> tuple[Turn, Run]:
-        new_items = await asyncio.to_thread(normalize_input, params.input)  # megabytes of input are CPU work
+    async def _prepare(self, project: str, params: CreateParams, earlier: list[dict[str, Any]] | None = None,
+                       *, small: bool = False) -> tuple[Turn, Run]:
+        # Megabytes of input are CPU work: off the event loop unless the request is small.
+        new_items = normalize_input(params.input) if small else await asyncio.to_thread(normalize_input, params.input)
         new_items = take_trigger(new_items)
         response_id = new_id("resp")
         async with self.db.begin() as session:

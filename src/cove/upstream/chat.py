@@ -8,13 +8,13 @@ from the upstream's name.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, Literal
 
 import openai
-from openai import AsyncStream
 
 from cove.errors import InvalidRequest, UpstreamError
 from cove.upstream.base import (
@@ -30,7 +30,8 @@ from cove.upstream.base import (
     ToolCallStart,
     Usage,
 )
-from cove.upstream.client import ClientModel, create, upstream_errors, upstream_message
+from cove.upstream.client import ClientModel, upstream_errors, upstream_message
+from cove.upstream.http import StatusError
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
@@ -43,11 +44,11 @@ class ChatCompletionsModel(ClientModel):
         turn = _Turn(self, request)
         with upstream_errors(self.where):
             answer = await self._open(to_chat_params(request))
-            if not isinstance(answer, AsyncStream):
+            if not isinstance(answer, AsyncGenerator):
                 for event in turn.whole(answer):
                     yield event
             else:
-                async with answer:  # a consumer that stops early closes the upstream's stream too
+                async with contextlib.aclosing(answer):  # a consumer that stops early hangs up on the upstream
                     async for chunk in answer:
                         for event in turn.feed(chunk):
                             yield event
@@ -63,8 +64,8 @@ class ChatCompletionsModel(ClientModel):
         tried: set[str] = set()
         while True:
             try:
-                return await create(self.client, "/chat/completions", params)
-            except openai.APIStatusError as exc:
+                return await self.post("/chat/completions", params)
+            except (openai.APIStatusError, StatusError) as exc:
                 fix = _compat_fix(params, exc) if exc.status_code == 400 else None
                 if fix is None or fix[0] in tried:
                     raise
@@ -76,7 +77,7 @@ _OPTIONAL = ("stream_options", "prompt_cache_key")
 """Fields an upstream may not know, sent again without them when its 400 names them."""
 
 
-def _compat_fix(params: dict[str, Any], exc: openai.APIStatusError) -> tuple[str, dict[str, Any]] | None:
+def _compat_fix(params: dict[str, Any], exc: openai.APIStatusError | StatusError) -> tuple[str, dict[str, Any]] | None:
     message = upstream_message(exc)
     for optional in _OPTIONAL:
         if optional in params and optional in message:

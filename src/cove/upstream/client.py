@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +14,7 @@ from openai import AsyncOpenAI, AsyncStream
 
 from cove.errors import ContextWindowExceeded, UpstreamError
 from cove.upstream.base import Model
+from cove.upstream.http import JsonPoster, StatusError, StreamFailed, Unreachable, usable
 
 _CONTEXT_ERROR = re.compile(r"context[ _](length|size|window)|maximum context|too many tokens|prompt is too long"
                             r"|exceeds? the (available )?context", re.IGNORECASE)
@@ -36,11 +37,19 @@ async def create(client: AsyncOpenAI, path: str, params: dict[str, Any]) -> Any:
     largest costs of a response in the server. Retries, auth, timeouts, error events and errors are the
     SDK's own; the caller checks the shape of what it reads."""
     stream = bool(params.get("stream"))
-    return await client.post(path, body=params, cast_to=object, stream=stream, stream_cls=AsyncStream[object],
-                             options={"security": {"bearer_auth": True}})
+    answer = await client.post(path, body=params, cast_to=object, stream=stream, stream_cls=AsyncStream[object],
+                               options={"security": {"bearer_auth": True}})
+    return _chunks(answer) if isinstance(answer, AsyncStream) else answer
 
 
-def upstream_message(exc: openai.APIStatusError) -> str:
+async def _chunks(stream: AsyncStream[object]) -> AsyncIterator[object]:
+    """A stream the caller closes as it closes ``JsonPoster``'s (closing it hangs up on the upstream)."""
+    async with stream:
+        async for chunk in stream:
+            yield chunk
+
+
+def upstream_message(exc: openai.APIStatusError | StatusError) -> str:
     body = exc.body
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return str(body["message"])
@@ -61,19 +70,23 @@ def scrub_urls(text: str) -> str:
 @contextlib.contextmanager
 def upstream_errors(where: str) -> Iterator[None]:
     """Turns SDK errors into Cove's: unreachable, refused (in the upstream's own words), or too long.
-    ``where`` names the upstream in messages (``ClientModel.where``)."""
+    ``where`` names the upstream in messages (``ClientModel.where``).
+    The SDK's errors and those of ``JsonPoster`` (``upstream/http.py``) read the same to a client.
+    """
     try:
         yield
     except openai.APIConnectionError as exc:  # includes timeouts
         raise UpstreamError(scrub_urls(f"{where} could not be reached: {exc.__cause__ or exc}")) from exc
-    except openai.APIStatusError as exc:
+    except Unreachable as exc:
+        raise UpstreamError(scrub_urls(f"{where} could not be reached: {exc}")) from exc
+    except (openai.APIStatusError, StatusError) as exc:
         message = scrub_urls(upstream_message(exc))
         if exc.status_code in (400, 413, 422) and (
                 exc.code == "context_length_exceeded" or _CONTEXT_ERROR.search(message)):
             raise ContextWindowExceeded(f"The input is too long for the model: {message}", param="input",
                                         code="context_length_exceeded") from exc
         raise UpstreamError(f"{where} answered {exc.status_code}: {message}") from exc
-    except openai.APIError as exc:  # an error event inside a stream
+    except (openai.APIError, StreamFailed) as exc:  # an error event inside a stream
         raise UpstreamError(scrub_urls(f"{where} failed: {exc.message}")) from exc
     except json.JSONDecodeError as exc:
         raise UpstreamError(f"{where} sent an event that is not JSON: {exc}") from exc
@@ -90,7 +103,29 @@ class ClientModel(Model):
         self.context_window = context_window
         self._owns_client = client is None
         self.client = client or make_client(self.base_url, api_key, max_retries=max_retries, timeout=timeout)
+        self.poster = _poster(self.client) if usable(self.base_url) else None
+        """The lean path for JSON posts where it serves as the SDK would (``upstream/http.py``)."""
+
+    async def post(self, path: str, params: dict[str, Any]) -> Any:
+        """What ``client.<resource>.create(**params)`` sends, answered as plain JSON: a dict, or for
+        ``params["stream"]`` an async generator of dicts (close it to hang up early). Raises the SDK's
+        errors or ``JsonPoster``'s; ``upstream_errors`` maps either."""
+        if self.poster is not None:
+            return await self.poster.post(path, params)
+        return await create(self.client, path, params)
 
     async def aclose(self) -> None:
+        if self.poster is not None:
+            await self.poster.aclose()
         if self._owns_client:
             await self.client.close()
+
+
+def _poster(client: AsyncOpenAI) -> JsonPoster:
+    """A ``JsonPoster`` with the client's key, retries and timeouts (``make_client``'s, or a caller's)."""
+    timeout = client.timeout
+    read = timeout if isinstance(timeout, int | float) else getattr(timeout, "read", None)
+    connect = getattr(timeout, "connect", None)
+    return JsonPoster(str(client.base_url), client.api_key if isinstance(client.api_key, str) else None,
+                      max_retries=client.max_retries, timeout=float(read) if read is not None else 300.0,
+                      connect_timeout=float(connect) if connect is not None else 10.0)

@@ -179,6 +179,8 @@ class ModelRegistry:
         return {"id": name, "object": "model", "created": self._created, "owned_by": owner}
 
     async def aclose(self) -> None:
+        for model in self._models.values():  # their own connections (``upstream/http.py``)
+            await model.aclose()
         for client in self._clients.values():
             await client.close()
         if self._local is not None:
