@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     """Image of the containers a request with a hosted computer tool makes (``container_auto``)."""
 
     novnc_dir: Path = Path("/usr/share/novnc")
-    """noVNC's files (Debian's ``novnc`` package), served at ``/novnc/`` for the live view page."""
+    """noVNC's files (Debian's ``novnc`` package): its ``core/`` and ``vendor/`` are served at ``/novnc/`` for the live
+    view page, nothing else of the directory."""
 
     container_idle_minutes: int = 20
     """Idle expiry when a create request gives no ``expires_after``."""

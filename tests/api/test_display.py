@@ -362,3 +362,52 @@ def test_the_view_page_says_when_novnc_is_missing(upstream: ScriptedUpstream,
     finally:
         srv.stop()
         shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def test_a_page_opened_by_a_token_embeds_that_token(http: httpx.Client, server: Server, desktop: str) -> None:
+    token = http.post(f"/v1/containers/{desktop}/display/token").json()["token"]
+    page = httpx.get(f"{server.url}/v1/containers/{desktop}/display/view", params={"token": token})
+    assert page.status_code == 200, page.text
+    embedded = re.findall(r"display\?token=([A-Za-z0-9_.-]+)", page.text)
+    assert embedded == [token]  # not a fresh one: reloading the link never outlives its token
+    assert "rfb.viewOnly = false;" in page.text
+    watching = http.get(f"/v1/containers/{desktop}/display/view", params={"view_only": "true"})
+    assert "rfb.viewOnly = true;" in watching.text
+    assert re.findall(r"display\?token=([A-Za-z0-9_.-]+)", watching.text) != [token]  # with the key: a fresh one
+    assert error_of(httpx.get(f"{server.url}/v1/containers/{desktop}/display/view",
+                              params={"token": token + "x"}), 401)["code"] == "invalid_display_token"
+    # noVNC's modules are served without a key (the page's imports load), nothing else of its directory.
+    assert httpx.get(f"{server.url}/novnc/vendor/pako/lib/zlib/inflate.js").status_code == 200
+    assert httpx.get(f"{server.url}/novnc/vnc.html").status_code == 404
+
+
+
+def test_deleting_the_container_ends_its_views(http: httpx.Client, server: Server) -> None:
+    container_id = desktop_container(http)
+    with connect(socket_url(server, container_id), additional_headers=key("alpha"), open_timeout=60) as ws:
+        assert Rfb(ws).handshake()[:2] == (1024, 768)
+        deleted = http.delete(f"/v1/containers/{container_id}")
+        assert deleted.status_code == 200, deleted.text
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=30)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(socket_url(server, container_id), additional_headers=key("alpha"), open_timeout=30)
+    assert refused.value.response.status_code == 404
+
+
+
+def test_a_viewer_sending_garbage_ends_only_its_own_view(http: httpx.Client, server: Server, desktop: str) -> None:
+    with connect(socket_url(server, desktop), additional_headers=key("alpha"), open_timeout=60) as good, \
+            connect(socket_url(server, desktop), additional_headers=key("alpha"), open_timeout=60,
+                    max_size=None) as hostile:
+        rfb = Rfb(good)
+        assert rfb.handshake()[:2] == (1024, 768)
+        hostile.send(b"NOT RFB AT ALL\n" + bytes(4 << 20))  # a bad version and 4 MiB of zeros
+        with pytest.raises(ConnectionClosed):
+            while True:
+                hostile.recv(timeout=30)
+        # The other view goes on: a full framebuffer update request is answered.
+        good.send(struct.pack(">BBHHHH", 3, 0, 0, 0, 1024, 768))
+        assert rfb.read(1) == b"\0"  # FramebufferUpdate
+    assert http.get(f"/v1/containers/{desktop}/screenshot").status_code == 200

@@ -143,8 +143,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(container_files.router)
     app.include_router(container_display.router)
     app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/display", display_socket.serve))
-    # noVNC's own files, for the live view page: public (Debian's), and a browser loads them without a key.
-    app.mount("/novnc", StaticFiles(directory=settings.novnc_dir, check_dir=False), name="novnc")
+    # noVNC's RFB client for the live view page: public (Debian's), and a browser loads it without a key.
+    # Only the two trees its modules import from are served, so a COVE_NOVNC_DIR set to the wrong
+    # directory cannot put the host's files behind no key.
+    for part in ("core", "vendor"):
+        app.mount(f"/novnc/{part}", StaticFiles(directory=settings.novnc_dir / part, check_dir=False),
+                  name=f"novnc-{part}")
     app.include_router(files.router)
     app.include_router(responses.router)
     # A Starlette route: the app-wide dependencies are for HTTP requests (the socket checks each message).

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cove.api.auth import project_of
 from cove.errors import NotFound
 from cove.sandbox.base import Screen
-from cove.service.displays import DisplayService, ViewToken
+from cove.service.displays import DisplayService
 
 router = APIRouter(prefix="/v1/containers", tags=["containers"])
 Project = Annotated[str, Depends(project_of)]
@@ -79,9 +79,12 @@ async def display_token(container_id: str, request: Request, project: Project) -
 
 
 @router.get("/{container_id}/display/view", response_class=HTMLResponse)
-async def display_view(container_id: str, request: Request, token: str | None = None) -> HTMLResponse:
-    """The live view page: noVNC connected to ``/display`` with a fresh token; a person can watch,
-    or take over with mouse and keyboard. Opened with the key (header) or a view token (query)."""
+async def display_view(container_id: str, request: Request, token: str | None = None,
+                       view_only: bool = False) -> HTMLResponse:
+    """The live view page: noVNC connected to ``/display`` with a view token; a person can watch,
+    or take over with mouse and keyboard. Opened with the key (header: the page gets a fresh token)
+    or a view token (query). ``view_only`` makes the page send no input: a guard against a stray
+    click while watching, not a permission (the token itself opens input too)."""
     service = _service(request)
     project = service.tokens.project_of(token, container_id) if token is not None else await project_of(request)
     novnc = request.app.state.settings.novnc_dir
@@ -89,14 +92,17 @@ async def display_view(container_id: str, request: Request, token: str | None = 
         raise NotFound(f"The live view needs noVNC's files, and {novnc} has none (no core/rfb.js): install "
                        "Debian's novnc package (make setup does) or set COVE_NOVNC_DIR.", code="novnc_missing")
     await service.start(project, container_id)
-    return HTMLResponse(view_page(container_id, service.tokens.make(project, container_id)),
+    # A page opened by a token embeds that token, never a fresh one: reloading the link cannot outlive
+    # it, so a token copied out of a log or a shared URL opens the view for its few minutes, no longer.
+    embedded = token if token is not None else service.tokens.make(project, container_id).token
+    return HTMLResponse(view_page(container_id, embedded, view_only),
                         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
-def view_page(container_id: str, token: ViewToken) -> str:
+def view_page(container_id: str, token: str, view_only: bool = False) -> str:
     """The page: noVNC's RFB module on a full-window canvas, connecting to this container's display
     on the page's own host (``wss:`` behind TLS)."""
-    path = json.dumps(f"/v1/containers/{container_id}/display?token={token.token}").replace("<", "\\u003c")
+    path = json.dumps(f"/v1/containers/{container_id}/display?token={token}").replace("<", "\\u003c")
     title = html.escape(f"Cove: {container_id}")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -110,8 +116,9 @@ const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 const rfb = new RFB(document.getElementById("screen"), scheme + "//" + location.host + {path},
                     {{wsProtocols: ["binary"]}});
 rfb.scaleViewport = true;
+rfb.viewOnly = {json.dumps(view_only)};
 const status = document.getElementById("status");
 rfb.addEventListener("connect", () => {{ status.textContent = "live"; }});
-rfb.addEventListener("disconnect", () => {{ status.textContent = "disconnected: reload for a new view"; }});
+rfb.addEventListener("disconnect", () => {{ status.textContent = "disconnected"; }});
 </script></body></html>
 """

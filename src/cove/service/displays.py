@@ -113,12 +113,14 @@ class ViewTokens:
 
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
-        """Made at start-up, never stored: a restart voids the tokens (they last minutes, and a page
-        reload gets a new one)."""
+        """Made at start-up, never stored: a restart voids the tokens (they last minutes, and the
+        client mints another with its key)."""
 
     def make(self, project: str, container_id: str, seconds: int = TOKEN_SECONDS) -> ViewToken:
         expires_at = int(time.time()) + seconds
-        payload = _b64(json.dumps([project, container_id, expires_at], separators=(",", ":")).encode())
+        # A nonce makes every token its own: one handed to a page is told apart from one made for it.
+        payload = _b64(json.dumps([project, container_id, expires_at, secrets.token_hex(8)],
+                                  separators=(",", ":")).encode())
         return ViewToken(f"{payload}.{self._sign(payload)}", expires_at)
 
     def project_of(self, token: str, container_id: str) -> str:
@@ -127,14 +129,15 @@ class ViewTokens:
         payload, _, signature = token.partition(".")
         if hmac.compare_digest(self._sign(payload).encode(), signature.encode(errors="replace")):
             try:
-                project, container, expires_at = json.loads(_unb64(payload))
+                project, container, expires_at, _nonce = json.loads(_unb64(payload))
             except (ValueError, binascii.Error, TypeError):
                 pass
             else:
                 if container == container_id and isinstance(expires_at, int) and time.time() < expires_at:
                     return str(project)
-        raise AuthenticationError("The display token is invalid, expired, or for another container: load the "
-                                  "view page again for a new one.", code="invalid_display_token")
+        raise AuthenticationError("The display token is invalid, expired, or for another container: ask for a "
+                                  "new one (POST /v1/containers/{id}/display/token with the API key).",
+                                  code="invalid_display_token")
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(errors="replace"), hashlib.sha256).digest())
