@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -130,25 +131,31 @@ def _server_env(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> 
     return env
 
 
+@contextmanager
+def running_server(directory: Path, env: dict[str, str]) -> Iterator[Server]:
+    """A server started on ``directory`` with ``env``; stopped and its data removed afterwards."""
+    srv = Server(directory, env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     if not (IMAGES_DIR / "manifests" / "default.json").exists():
         pytest.fail(f"the default image is missing in {IMAGES_DIR}: run `make image`")
-    srv = Server(data_dir("cove-data"), _server_env(upstream, postgres))
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    with running_server(data_dir("cove-data"), _server_env(upstream, postgres)) as srv:
+        yield srv
 
 
 @pytest.fixture
 def own_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     """A server of the test's own, for restarts and crashes."""
-    srv = Server(data_dir("cove-own"), _server_env(upstream, postgres))
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    with running_server(data_dir("cove-own"), _server_env(upstream, postgres)) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

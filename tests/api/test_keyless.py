@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from websockets.typing import Origin
 
 from cove.api.app import create_app
 from cove.config import Settings
-from tests.conftest import Server, data_dir
+from tests.conftest import Server, data_dir, running_server
 from tests.scripted_upstream import ScriptedUpstream
 
 
@@ -59,12 +58,9 @@ def test_docs_need_a_key_unless_public(tmp_path: Path) -> None:
 
 @pytest.fixture
 def keyless_server(upstream: ScriptedUpstream) -> Iterator[Server]:
-    srv = Server(data_dir("cove-keyless"), {"COVE_API_KEYS": "", "COVE_UPSTREAM_URL": upstream.url,
-                                            "COVE_WARM_POOL": "0"})
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    env = {"COVE_API_KEYS": "", "COVE_UPSTREAM_URL": upstream.url, "COVE_WARM_POOL": "0"}
+    with running_server(data_dir("cove-keyless"), env) as srv:
+        yield srv
 
 
 @pytest.mark.root

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server, _server_env, data_dir
+from tests.conftest import Server, _server_env, data_dir, running_server
 from tests.internet import Internet
 from tests.polling import eventually
 from tests.postgres import PostgresServer
@@ -47,12 +47,9 @@ pytestmark = pytest.mark.root  # every test here runs a server, and a server run
 @pytest.fixture(scope="module")
 def responses_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     """A server whose upstream speaks the Responses API (the same scripted model)."""
-    srv = Server(data_dir("cove-spec"), {**_server_env(upstream, postgres), "COVE_UPSTREAM_API": "responses",
-                                         "COVE_WEB_SEARCH": "upstream"})
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    env = {**_server_env(upstream, postgres), "COVE_UPSTREAM_API": "responses", "COVE_WEB_SEARCH": "upstream"}
+    with running_server(data_dir("cove-spec"), env) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import KEYS, Server, _server_env, data_dir
+from tests.conftest import KEYS, Server, _server_env, data_dir, running_server
 from tests.internet import Internet
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
@@ -60,11 +60,8 @@ def search_server(upstream: ScriptedUpstream, postgres: PostgresServer | None, s
                   pages: Internet) -> Iterator[Server]:
     """A server whose web search is the SearXNG instance above."""
     env = {**_server_env(upstream, postgres), **pages.server_env(), "COVE_WEB_SEARCH": f"searxng:{searx.url}/searxng"}
-    srv = Server(data_dir("cove-search"), env)
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    with running_server(data_dir("cove-search"), env) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -288,11 +285,8 @@ def test_a_client_resending_its_history_keeps_what_the_model_found(search_server
 def upstream_search_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     """A server whose Responses upstream runs web search itself (``COVE_WEB_SEARCH=upstream``)."""
     env = {**_server_env(upstream, postgres), "COVE_UPSTREAM_API": "responses", "COVE_WEB_SEARCH": "upstream"}
-    srv = Server(data_dir("cove-upsearch"), env)
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    with running_server(data_dir("cove-upsearch"), env) as srv:
+        yield srv
 
 
 def test_upstream_mode_relays_the_upstreams_own_search_and_citations(upstream_search_server: Server,

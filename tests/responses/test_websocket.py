@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
-import shutil
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Close, Opcode
 from websockets.sync.client import connect
 
-from tests.conftest import KEYS, Server, _server_env, data_dir
+from tests.conftest import KEYS, Server, _server_env, data_dir, running_server
 from tests.helpers import IdleWebSocket
 from tests.polling import eventually
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall, last_user_text
@@ -331,12 +330,9 @@ def test_the_sdk_reconnects_across_a_restart(small_limits_server: Server, upstre
 @pytest.fixture(scope="module")
 def small_limits_server(upstream: ScriptedUpstream) -> Iterator[Server]:
     """This module's own server, with small limits (a test may restart it)."""
-    srv = Server(data_dir("cove-ws"), {**_server_env(upstream, None), "COVE_WEBSOCKET_BUFFER": "64k",
-                                       "COVE_MAX_REQUEST": "256k"})
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    env = {**_server_env(upstream, None), "COVE_WEBSOCKET_BUFFER": "64k", "COVE_MAX_REQUEST": "256k"}
+    with running_server(data_dir("cove-ws"), env) as srv:
+        yield srv
 
 
 def test_a_client_that_stops_reading_is_dropped(small_limits_server: Server, upstream: ScriptedUpstream) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -20,7 +19,8 @@ import openai
 import pytest
 
 from cove.sandbox.linux.display import png_size
-from tests.conftest import IMAGES_DIR, KEYS, Server, _server_env, data_dir
+from tests.conftest import IMAGES_DIR, KEYS, Server, _server_env, data_dir, running_server
+from tests.desktop_page import BUTTON, FIELD, LOG, PAGE
 from tests.helpers import run, stream_response
 from tests.internet import Internet
 from tests.polling import eventually
@@ -31,22 +31,9 @@ from tests.wire_shapes import event_errors, response_errors
 pytestmark = pytest.mark.root
 
 MODEL = "scripted-model"
-PAGE = """<!doctype html>
-<html><head><title>start</title><style>body { margin: 0 }</style></head>
-<body onload="fetch('/loaded')">
-<button id="b" style="position:absolute; left:0; top:0; width:300px; height:100px; font-size:30px"
- onclick="document.title = 'clicked'; document.body.style.background = '#0a0'; fetch('/clicked')">Click me</button>
-<form action="/submitted" method="get" style="position:absolute; left:0; top:150px">
-<input name="text" style="width:400px; height:40px; font-size:20px"></form>
-</body></html>
-"""
-LOG = "/srv/http.log"
 SERVE = [f"mkdir -p /srv/page && cat > /srv/page/index.html <<'EOF'\n{PAGE}EOF",
          f"cd /srv/page && setsid python3 -m http.server 8000 --bind 127.0.0.1 >{LOG} 2>&1 </dev/null &"]
 URL = "http://127.0.0.1:8000/"
-# The page starts below Chromium's tab strip and toolbar (87 px at 1024x768).
-BUTTON = (150, 87 + 50)
-FIELD = (200, 87 + 170)
 SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
 PREVIEW = {"type": "computer_use_preview", "display_width": 1024, "display_height": 768, "environment": "browser"}
 OPEN_PAGE = [{"type": "keypress", "keys": ["CTRL", "L"]}, {"type": "type", "text": URL},
@@ -66,11 +53,9 @@ def need_desktop() -> None:
 @pytest.fixture(scope="module")
 def responses_server(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     """A server whose upstream speaks the Responses API (the same scripted model)."""
-    srv = Server(data_dir("cove-computer"), {**_server_env(upstream, postgres), "COVE_UPSTREAM_API": "responses"})
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    env = {**_server_env(upstream, postgres), "COVE_UPSTREAM_API": "responses"}
+    with running_server(data_dir("cove-computer"), env) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
