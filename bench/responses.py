@@ -14,6 +14,7 @@ c=64, <= 3 ms added p50, >= 3x llama-stack at c=16.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -42,6 +43,9 @@ class Load:
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    failures: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Why requests failed (status and the end of the body, or the client's exception), to be printed:
+    an error count alone cannot be chased once the run is over."""
 
     @property
     def per_second(self) -> float:
@@ -55,13 +59,18 @@ def _free_port() -> int:
         return port
 
 
-async def _one(client: httpx.AsyncClient, url: str, body: dict[str, object], stream: bool) -> bool:
+async def _one(client: httpx.AsyncClient, url: str, body: dict[str, object], stream: bool) -> str | None:
+    """None for a completed response, else why it failed."""
     if not stream:
         answer = await client.post(url, json=body)
-        return answer.status_code == 200 and answer.json().get("status") == "completed"
+        if answer.status_code == 200 and answer.json().get("status") == "completed":
+            return None
+        return f"{answer.status_code} {answer.text[-200:]}"
     async with client.stream("POST", url, json={**body, "stream": True}) as answer:
         text = b"".join([chunk async for chunk in answer.aiter_bytes()])
-        return answer.status_code == 200 and b"response.completed" in text
+        if answer.status_code == 200 and b"response.completed" in text:
+            return None
+        return f"{answer.status_code} {text[-200:].decode(errors='replace')}"
 
 
 async def load(url: str, body: dict[str, object], concurrency: int, stream: bool, seconds: float,
@@ -77,14 +86,15 @@ async def load(url: str, body: dict[str, object], concurrency: int, stream: bool
             while time.monotonic() < deadline:
                 started = time.monotonic()
                 try:
-                    ok = await _one(client, url, body, stream)
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
+                    failure = await _one(client, url, body, stream)
+                except httpx.HTTPError as exc:
+                    failure = repr(exc)
+                if failure is None:
                     result.done += 1
                     result.latencies.append((time.monotonic() - started) * 1000)
                 else:
                     result.errors += 1
+                    result.failures[failure] += 1
 
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -174,6 +184,9 @@ async def main() -> int:
     console.print(f"c=16 plain: {rate:.0f} responses/s (target >= 300) {'PASS' if rate >= 300 else 'MISS'}; "
                   f"c=64 errors: {errors} {'PASS' if errors == 0 else 'MISS'}; "
                   f"added p50 at c=1: {added:.1f} ms (target <= 3) {'PASS' if added <= 3 else 'MISS'}")
+    for name, result in cove.items():
+        for failure, count in result.failures.most_common(5):
+            console.print(f"failed ({name}, {count}x): {failure}", markup=False)
     if baseline is not None:
         ratio = rate / max(baseline["plain-16"].per_second, 1e-9)
         console.print(f"vs llama-stack at c=16 plain: {ratio:.1f}x (target >= 3x) {'PASS' if ratio >= 3 else 'MISS'}")
