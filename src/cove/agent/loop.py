@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cove.agent.builder import ResponseBuilder
-from cove.agent.request import CreateParams
+from cove.agent.request import CreateParams, sized
 from cove.errors import ContextWindowExceeded
 from cove.search.base import SearchEngine
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
@@ -147,7 +147,7 @@ async def fit_context(turn: Turn, *, inline: bool = False) -> ModelRequest:
     event loop that serves every tenant; ``inline`` when the caller knows the context is small (a
     hand-over to a thread then costs more than the work).
     """
-    return _fit(turn) if inline else await asyncio.to_thread(_fit, turn)
+    return await sized(inline, _fit, turn)
 
 
 def _fit(turn: Turn) -> ModelRequest:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +16,14 @@ INLINE_BYTES = 64 * 1024
 """A request body up to this size is parsed, checked and fitted on the event loop: for it a hand-over
 to a worker thread costs more than the work (and adds latency to every response). Larger ones go to
 a thread, so that megabytes of input never hold up the loop that serves every tenant."""
+
+T = TypeVar("T")
+
+
+async def sized(inline: bool, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` on the event loop when ``inline`` (the input is small: within ``INLINE_BYTES``),
+    else in a worker thread."""
+    return work(*args) if inline else await asyncio.to_thread(work, *args)
 
 INCLUDABLE = {
     "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",

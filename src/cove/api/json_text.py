@@ -6,13 +6,12 @@ writing to the store or a container, or, once stored, on every read of the objec
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
 from fastapi import Request
 
-from cove.agent.request import INLINE_BYTES
+from cove.agent.request import INLINE_BYTES, sized
 from cove.errors import InvalidRequest
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -28,9 +27,7 @@ async def refuse_lone_surrogates(request: Request) -> None:
 
 async def check_json_text(body: bytes) -> None:
     """Refuses one JSON text (a body, or a WebSocket message) carrying a lone surrogate."""
-    lone = _has_lone_surrogate(body) if len(body) <= INLINE_BYTES else await asyncio.to_thread(
-        _has_lone_surrogate, body)
-    if lone:
+    if await sized(len(body) <= INLINE_BYTES, _has_lone_surrogate, body):
         raise InvalidRequest("The request body contains a lone UTF-16 surrogate escape, which is not text.",
                              code="invalid_unicode")
 

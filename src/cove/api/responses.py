@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -13,7 +12,7 @@ from pydantic import ValidationError
 
 from cove.agent import includes
 from cove.agent.compaction import CompactParams
-from cove.agent.request import INLINE_BYTES, CountParams, CreateParams, check_include
+from cove.agent.request import INLINE_BYTES, CountParams, CreateParams, check_include, sized
 from cove.api import sse
 from cove.api.auth import project_of
 from cove.service.objects import Deleted, ListPage
@@ -38,9 +37,7 @@ async def _params(request: Request) -> CreateParams:
     megabytes (up to ``max_request``), and parsing it on the event loop would hold up every other tenant."""
     body = await request.body()
     try:
-        if len(body) <= INLINE_BYTES:
-            return CreateParams.model_validate_json(body)
-        return await asyncio.to_thread(CreateParams.model_validate_json, body)
+        return await sized(len(body) <= INLINE_BYTES, CreateParams.model_validate_json, body)
     except ValidationError as exc:  # answered as FastAPI's own body errors are
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
 

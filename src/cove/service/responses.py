@@ -23,7 +23,7 @@ from cove.agent.compaction import Compactor, CompactParams, take_trigger
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn, check_input, fit_context, model_request, run_response
-from cove.agent.request import INLINE_BYTES, CreateParams
+from cove.agent.request import INLINE_BYTES, CreateParams, sized
 from cove.agent.response_object import echo_tools, new_response
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
@@ -134,10 +134,7 @@ class ResponseService:
         turn.generate = generate
         # An item the upstream cannot take is a 400, not a failed run (checked off the event loop unless
         # small: it is proportional to the input).
-        if small:
-            check_input(turn, run.input_items)
-        else:
-            await asyncio.to_thread(check_input, turn, run.input_items)
+        await sized(small, check_input, turn, run.input_items)
         if isinstance(turn.workspace, ContainerWorkspace):
             await turn.workspace.admit()  # refused now, as a 403 or 429, rather than as a failed run
             display_param = params.toolbox.display_param
@@ -179,7 +176,7 @@ class ResponseService:
     async def _prepare(self, project: str, params: CreateParams, earlier: list[dict[str, Any]] | None = None,
                        *, small: bool = False) -> tuple[Turn, Run]:
         # Megabytes of input are CPU work: off the event loop unless the request is small.
-        new_items = normalize_input(params.input) if small else await asyncio.to_thread(normalize_input, params.input)
+        new_items = await sized(small, normalize_input, params.input)
         new_items = take_trigger(new_items)
         response_id = new_id("resp")
         async with self.db.begin() as session:

@@ -366,10 +366,11 @@ since each image costs a vision model on the order of a thousand tokens and the 
 gone (OpenAI's own computer-use guidance keeps only recent screenshots too)."""
 
 
-def stale_screenshots(items: list[dict[str, Any]]) -> set[int]:
-    """``id()`` of the ``computer_call_output`` items whose screenshots a chat model no longer sees."""
-    shots = [item for item in items
-             if item.get("type") == "computer_call_output" and (item.get("output") or {}).get("image_url")]
+def stale_screenshots(items: list[dict[str, Any]], left_out: set[int]) -> set[int]:
+    """``id()`` of the ``computer_call_output`` items whose screenshots a chat model no longer sees
+    (among ``items`` less those whose ``id()`` is in ``left_out``)."""
+    shots = [item for item in items if item.get("type") == "computer_call_output" and id(item) not in left_out
+             and (item.get("output") or {}).get("image_url")]
     return {id(item) for item in shots[:-SCREENSHOTS_SHOWN]}
 
 

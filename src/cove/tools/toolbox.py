@@ -124,7 +124,7 @@ class Toolbox:
         result = []
         functions_only = editor_call_ids(items) if native else set()
         replaced = superseded(items)
-        stale = stale_screenshots([item for item in items if id(item) not in replaced])
+        stale = stale_screenshots(items, replaced)
         for item in items:
             if id(item) in replaced:
                 continue
