@@ -21,7 +21,11 @@ from cove.egress.resolver import Refused, Resolver
 
 
 async def checked_addresses(resolver: Resolver, host: str, port: int, *, named_exactly: bool) -> tuple[str, ...]:
-    """The addresses ``host`` may be reached at; raises ``Refused`` (with a reason a client may read)."""
+    """The addresses ``host`` may be reached at; raises ``Refused`` (with a reason a client may read).
+
+    ``.invalid`` names never resolve (RFC 6761 asks resolvers to answer them at once, without a query)."""
+    if (host == "invalid" or host.endswith(".invalid")) and host not in resolver.hosts:
+        raise Refused(f"cannot resolve {host}", 502)
     if not named_exactly or host in resolver.hosts:
         return (await resolver.resolve(host, port)).addresses
     loop = asyncio.get_running_loop()

@@ -14,6 +14,8 @@
     images = ["default", "py-*"]            # images it may use (shell patterns); absent: every image
                                             # not private to other projects
     web_search = "index:handbook"           # its web_search engine (docs/search.md); absent: COVE_WEB_SEARCH
+    webhook_urls = ["https://hooks.example/"]  # where its webhook endpoints may point (docs/webhooks.md);
+                                            # absent: ["*"], any https URL of a public host
     running_containers = 10                 # quotas: see below
     memory = "64g"
 
@@ -43,6 +45,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
@@ -101,6 +104,8 @@ class ProjectRules:
     """Shell patterns of the images it may use; None: any (that is not private to other projects)."""
     web_search: str | None = None
     """The spec of its ``web_search`` engine (``cove.search.spec``); None: ``COVE_WEB_SEARCH``."""
+    webhook_urls: tuple[str, ...] = ("*",)
+    """Where its webhook endpoints may point: URL prefixes, or ``*`` for any https URL of a public host."""
 
     @property
     def may_use_containers(self) -> bool:
@@ -109,7 +114,8 @@ class ProjectRules:
         return self.tools is None or bool(self.tools & CONTAINER_TOOLS)
 
 
-_RULES = frozenset({"tools", "allowed_domains", "domain_secrets", "containers", "images", "web_search"})
+_RULES = frozenset({"tools", "allowed_domains", "domain_secrets", "containers", "images", "web_search",
+                    "webhook_urls"})
 
 
 class ProjectPolicies:
@@ -218,6 +224,10 @@ def _rules(path: Path, where: str, table: dict[str, Any], base: ProjectRules) ->
         changes["images"] = tuple(_strings(path, f"{where}.images", table["images"]))
     if "web_search" in table:
         changes["web_search"] = _web_search(path, f"{where}.web_search", table["web_search"])
+    if "webhook_urls" in table:
+        changes["webhook_urls"] = tuple(_webhook_url(path, f"{where}.webhook_urls[{index}]", pattern)
+                                        for index, pattern in enumerate(
+                                            _strings(path, f"{where}.webhook_urls", table["webhook_urls"])))
     quotas = {name: _quota(path, f"{where}.{name}", name, table[name]) for name in _QUOTAS & set(table)}
     return replace(base, quotas=replace(base.quotas, **quotas), **changes)
 
@@ -232,6 +242,17 @@ def _web_search(path: Path, where: str, value: object) -> str:
     except SearchNotConfigured as exc:
         raise ValueError(f"{path}: {where}: {exc.message}") from None
     return value.strip()
+
+
+def _webhook_url(path: Path, where: str, pattern: str) -> str:
+    """``*``, or an http(s) URL prefix naming its host (the operator may name an internal one)."""
+    if pattern == "*":
+        return pattern
+    parts = urlsplit(pattern)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{path}: {where} must be \"*\" or an http(s) URL prefix such as "
+                         "\"https://hooks.example/cove/\"")
+    return pattern
 
 
 def _quota(path: Path, where: str, name: str, value: object) -> int:
