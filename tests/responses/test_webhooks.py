@@ -72,15 +72,18 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
+def _hook_env(upstream: ScriptedUpstream, postgres: PostgresServer | None, projects: Path) -> dict[str, str]:
+    return {**_server_env(upstream, postgres), "COVE_PROJECTS_FILE": str(projects),
+            "COVE_EGRESS_TEST_HOSTS": f"{HOOKS_HOST}=127.0.0.1", "COVE_WEBHOOK_RETRIES": "0.2s,0.2s,0.2s"}
+
+
 @pytest.fixture
 def hook_server(receiver: Receiver, upstream: ScriptedUpstream, postgres: PostgresServer | None,
                 tmp_path: Path) -> Iterator[Server]:
     """A server whose projects may point webhooks at the receiver (by name, mapped to loopback)."""
     projects = tmp_path / "projects.toml"
     projects.write_text(f'[defaults]\nwebhook_urls = ["http://{HOOKS_HOST}:{receiver.port}/"]\n')
-    env = {**_server_env(upstream, postgres), "COVE_PROJECTS_FILE": str(projects),
-           "COVE_EGRESS_TEST_HOSTS": f"{HOOKS_HOST}=127.0.0.1", "COVE_WEBHOOK_RETRIES": "0.2s,0.2s,0.2s"}
-    with running_server(data_dir("cove-hooks"), env) as srv:
+    with running_server(data_dir("cove-hooks"), _hook_env(upstream, postgres, projects)) as srv:
         yield srv
 
 
@@ -214,3 +217,49 @@ def test_projects_get_only_their_own_events(hook_server: Server, receiver: Recei
     assert len(receiver.received) == 1
     with hook_server.http("beta") as http:
         assert http.get(f"/v1/responses/{response.id}/webhook_deliveries").status_code == 404
+
+
+def _operator_file(path: Path, receiver: Receiver, secret: str) -> None:
+    path.write_text(f"""[[projects.beta.webhooks]]
+name = "ops"
+url = "{receiver.url('/ops')}"
+secret = "{secret}"
+event_types = ["response.completed"]
+""")
+
+
+def test_endpoints_of_the_projects_file(receiver: Receiver, upstream: ScriptedUpstream,
+                                        postgres: PostgresServer | None, tmp_path: Path) -> None:
+    first, second = "whsec_" + "A" * 43 + "=", "whsec_" + "B" * 43 + "="
+    projects = tmp_path / "projects.toml"
+    _operator_file(projects, receiver, first)  # an http URL, though beta's webhook_urls is the default "*"
+    with running_server(data_dir("cove-hooks-ops"), _hook_env(upstream, postgres, projects)) as srv:
+        client = srv.client("beta")
+        [shown] = list(client.webhooks.list())
+        assert shown.name == "ops" and shown.url == receiver.url("/ops")
+        assert list(srv.client("alpha").webhooks.list()) == []
+        for change in (lambda: client.webhooks.update(shown.id, name="mine now"),
+                       lambda: client.webhooks.rotate_secret(shown.id), lambda: client.webhooks.delete(shown.id)):
+            with pytest.raises(openai.BadRequestError) as refused:
+                change()
+            assert refused.value.code == "endpoint_managed"
+        upstream.script([Reply(text="one"), Reply(text="two")])
+        response = client.responses.create(model=MODEL, input="x", background=True)
+        eventually(lambda: receiver.received, what="the operator's endpoint to get the event")
+        event = client.webhooks.unwrap(receiver.received[0].body, receiver.received[0].headers, secret=first)
+        assert event.data.id == response.id
+
+        srv.stop()
+        _operator_file(projects, receiver, second)  # the operator rotates the secret in the file
+        srv.start()
+        client = srv.client("beta")
+        assert [e.id for e in client.webhooks.list()] == [shown.id]
+        again = client.responses.create(model=MODEL, input="y", background=True)
+        eventually(lambda: len(receiver.received) == 2, what="the second event")
+        event = client.webhooks.unwrap(receiver.received[1].body, receiver.received[1].headers, secret=second)
+        assert event.data.id == again.id
+
+        srv.stop()
+        projects.write_text("")  # and removes the endpoint
+        srv.start()
+        assert list(srv.client("beta").webhooks.list()) == []

@@ -112,8 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.conversations = ConversationService(db)
         app.state.audit = audit
         app.state.webhooks = webhooks
+        await webhooks.start()  # the projects file's endpoints first: start-up may fail responses
         await response_service.start()
-        webhooks.start()
         warm_up = registry.warm_up()
         service.start_expiry()
         project_files.start_expiry(settings.expiry_check_seconds)

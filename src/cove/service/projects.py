@@ -19,10 +19,16 @@
     running_containers = 10                 # quotas: see below
     memory = "64g"
 
+    [[projects.analysts.webhooks]]          # an endpoint the operator keeps (in a project's table only)
+    name = "ci"
+    url = "http://ci.internal/cove"         # any URL: the operator's own, not bound by webhook_urls
+    secret = "whsec_..."
+    event_types = ["response.completed"]
+
     [private_images]
     py-ml = ["analysts", "research"]        # only these projects may use the image `py-ml`
 
-Every key of a project table may also stand in ``[defaults]``; a project's own table overrides it
+Every key of a project table but ``webhooks`` may also stand in ``[defaults]``; a project's own table overrides it
 key by key. Unknown keys, tool types or malformed values stop the server at start-up.
 
 Quotas (each project on its own; beyond one, 429 ``quota_exceeded`` with ``param`` naming it):
@@ -39,6 +45,7 @@ as an image that does not exist (404 ``image_not_found``), so private images sta
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import math
 import tomllib
@@ -90,6 +97,16 @@ _QUOTAS = frozenset(f.name for f in fields(Quotas))
 
 
 @dataclass(frozen=True)
+class OperatorWebhook:
+    """A webhook endpoint written in the projects file: trusted as the operator's (any URL it names)."""
+
+    name: str
+    url: str
+    secret: str
+    event_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ProjectRules:
     quotas: Quotas
     tools: frozenset[str] | None = None
@@ -106,6 +123,8 @@ class ProjectRules:
     """The spec of its ``web_search`` engine (``cove.search.spec``); None: ``COVE_WEB_SEARCH``."""
     webhook_urls: tuple[str, ...] = ("*",)
     """Where its webhook endpoints may point: URL prefixes, or ``*`` for any https URL of a public host."""
+    webhooks: tuple[OperatorWebhook, ...] = ()
+    """Endpoints the operator declares for it: listed with its own, changed only in the file."""
 
     @property
     def may_use_containers(self) -> bool:
@@ -115,7 +134,7 @@ class ProjectRules:
 
 
 _RULES = frozenset({"tools", "allowed_domains", "domain_secrets", "containers", "images", "web_search",
-                    "webhook_urls"})
+                    "webhook_urls", "webhooks"})
 
 
 class ProjectPolicies:
@@ -224,6 +243,10 @@ def _rules(path: Path, where: str, table: dict[str, Any], base: ProjectRules) ->
         changes["images"] = tuple(_strings(path, f"{where}.images", table["images"]))
     if "web_search" in table:
         changes["web_search"] = _web_search(path, f"{where}.web_search", table["web_search"])
+    if "webhooks" in table:
+        if where == "defaults":
+            raise ValueError(f"{path}: webhooks belong in a project's own table, not in [defaults]")
+        changes["webhooks"] = _webhooks(path, f"{where}.webhooks", table["webhooks"])
     if "webhook_urls" in table:
         changes["webhook_urls"] = tuple(_webhook_url(path, f"{where}.webhook_urls[{index}]", pattern)
                                         for index, pattern in enumerate(
@@ -253,6 +276,30 @@ def _webhook_url(path: Path, where: str, pattern: str) -> str:
         raise ValueError(f"{path}: {where} must be \"*\" or an http(s) URL prefix such as "
                          "\"https://hooks.example/cove/\"")
     return pattern
+
+
+def _webhooks(path: Path, where: str, value: object) -> tuple[OperatorWebhook, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: {where} must be a list of tables")
+    found: list[OperatorWebhook] = []
+    for index, entry in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(entry, dict) or set(entry) != {"name", "url", "secret", "event_types"}:
+            raise ValueError(f"{path}: {at} must have exactly name, url, secret and event_types")
+        if not all(isinstance(entry[key], str) and entry[key] for key in ("name", "url", "secret")):
+            raise ValueError(f"{path}: {at}: name, url and secret must be non-empty strings")
+        _webhook_url(path, f"{at}.url", entry["url"])
+        if entry["url"] == "*" or not entry["secret"].startswith("whsec_"):
+            raise ValueError(f"{path}: {at} needs a URL and a whsec_ secret")
+        try:
+            base64.b64decode(entry["secret"][6:], validate=True)
+        except ValueError:
+            raise ValueError(f"{path}: {at}.secret is not whsec_ and base64") from None
+        found.append(OperatorWebhook(entry["name"], entry["url"], entry["secret"],
+                                     tuple(_strings(path, f"{at}.event_types", entry["event_types"]))))
+    if len({hook.name for hook in found}) != len(found):
+        raise ValueError(f"{path}: {where} names an endpoint twice")
+    return tuple(found)
 
 
 def _quota(path: Path, where: str, name: str, value: object) -> int:

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import secrets
@@ -41,7 +42,7 @@ from cove.egress.resolver import Refused, Resolver, host_addresses, parse_test_h
 from cove.errors import InvalidRequest, NotFound
 from cove.ids import new_id
 from cove.service.pagination import Page, paginate
-from cove.service.projects import ProjectPolicies
+from cove.service.projects import OperatorWebhook, ProjectPolicies
 from cove.store.db import Database
 from cove.store.models import WebhookDeliveryRow, WebhookEndpointRow
 from cove.store.sealing import Sealer
@@ -101,7 +102,7 @@ class WebhookService:
         secret = _new_secret()
         row = WebhookEndpointRow(id=new_id("whep"), project=project, name=_name(name),
                                  url=url, event_types=_event_types(event_types), secret="",
-                                 secret_hint=_hint(secret), created_at=now, updated_at=now)
+                                 secret_hint=_hint(secret), managed=False, created_at=now, updated_at=now)
         row.secret = self.sealer.seal(secret, _purpose(row.id))
         async with self.db.begin() as session:
             count = len(list(await session.scalars(select(WebhookEndpointRow.id).where(
@@ -132,7 +133,7 @@ class WebhookService:
         if event_types is not None:
             changes["event_types"] = _event_types(event_types)
         async with self.db.begin() as session:
-            row = await self._row(project, endpoint_id, session)
+            row = await self._row(project, endpoint_id, session, changing=True)
             if any(getattr(row, key) != value for key, value in changes.items()):
                 for key, value in changes.items():
                     setattr(row, key, value)
@@ -142,7 +143,7 @@ class WebhookService:
     async def delete(self, project: str, endpoint_id: str) -> None:
         """The endpoint and its deliveries still waiting (nothing is sent to it after this)."""
         async with self.db.begin() as session:
-            await self._row(project, endpoint_id, session)
+            await self._row(project, endpoint_id, session, changing=True)
             await session.execute(delete(WebhookDeliveryRow).where(WebhookDeliveryRow.endpoint_id == endpoint_id,
                                                                    WebhookDeliveryRow.status == "pending"))
             await session.execute(delete(WebhookEndpointRow).where(WebhookEndpointRow.id == endpoint_id))
@@ -151,7 +152,7 @@ class WebhookService:
         """A new secret from now on, deliveries waiting included (they are signed when sent)."""
         secret = _new_secret()
         async with self.db.begin() as session:
-            row = await self._row(project, endpoint_id, session)
+            row = await self._row(project, endpoint_id, session, changing=True)
             row.secret, row.secret_hint = self.sealer.seal(secret, _purpose(row.id)), _hint(secret)
             row.updated_at = int(time.time())
         return {**endpoint_object(row), "signing_secret": secret}
@@ -169,7 +170,8 @@ class WebhookService:
         return {"object": "webhook_endpoint.test", "webhook_endpoint_id": row.id, "event_type": event_type,
                 "status_code": status, "success": True}
 
-    async def _row(self, project: str, endpoint_id: str, session: Any = None) -> WebhookEndpointRow:
+    async def _row(self, project: str, endpoint_id: str, session: Any = None,
+                   changing: bool = False) -> WebhookEndpointRow:
         query = select(WebhookEndpointRow).where(WebhookEndpointRow.id == endpoint_id,
                                                  WebhookEndpointRow.project == project)
         if session is not None:
@@ -181,10 +183,50 @@ class WebhookService:
             raise NotFound(f"No webhook endpoint found with id '{endpoint_id}'.", param="webhook_endpoint_id",
                            code="webhook_endpoint_not_found")
         assert isinstance(row, WebhookEndpointRow)
+        if changing and row.managed:
+            raise InvalidRequest(f"Webhook endpoint '{endpoint_id}' is set in the server's projects file; "
+                                 "only its operator can change it.", param="webhook_endpoint_id",
+                                 code="endpoint_managed")
         return row
 
-    def _target(self, project: str, url: str, param: str) -> Target:
-        """Where ``url`` leads, if the project's ``webhook_urls`` allow it (else a 400 naming ``param``)."""
+    async def sync(self) -> None:
+        """Makes the store's operator-declared endpoints those of the projects file: added, changed (a
+        new secret applies from the next attempt) or removed with their waiting deliveries."""
+        declared: dict[str, tuple[str, OperatorWebhook]] = {}
+        for project, rules in self.policies.rules.items():
+            for hook in rules.webhooks:
+                try:
+                    _event_types(list(hook.event_types))
+                except InvalidRequest as exc:
+                    raise ValueError(f"projects file: projects.{project}.webhooks {hook.name!r}: "
+                                     f"{exc.message}") from None
+                endpoint_id = "whep_" + hashlib.sha256(f"{project}\0{hook.name}".encode()).hexdigest()[:48]
+                declared[endpoint_id] = (project, hook)
+        now = int(time.time())
+        async with self.db.begin() as session:
+            kept = {row.id: row for row in await session.scalars(select(WebhookEndpointRow).where(
+                WebhookEndpointRow.managed.is_(True)))}
+            for endpoint_id in set(kept) - set(declared):
+                await session.execute(delete(WebhookDeliveryRow).where(
+                    WebhookDeliveryRow.endpoint_id == endpoint_id, WebhookDeliveryRow.status == "pending"))
+                await session.delete(kept[endpoint_id])
+            for endpoint_id, (project, hook) in declared.items():
+                row = kept.get(endpoint_id)
+                if row is None:
+                    row = WebhookEndpointRow(id=endpoint_id, project=project, name=hook.name, managed=True,
+                                             created_at=now, updated_at=now, secret="", secret_hint="")
+                    session.add(row)
+                elif (row.url, list(row.event_types), row.secret_hint) == (
+                        hook.url, list(hook.event_types), _hint(hook.secret)) and \
+                        self.sealer.open(row.secret, _purpose(row.id)) == hook.secret:
+                    continue
+                row.url, row.event_types = hook.url, list(hook.event_types)
+                row.secret, row.secret_hint = self.sealer.seal(hook.secret, _purpose(endpoint_id)), _hint(hook.secret)
+                row.updated_at = now
+
+    def _target(self, project: str, url: str, param: str, trusted: bool = False) -> Target:
+        """Where ``url`` leads, if the project's ``webhook_urls`` allow it (else a 400 naming ``param``);
+        ``trusted``: the operator wrote the URL itself (an endpoint of the projects file)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
             raise InvalidRequest("url must be an http(s) URL without credentials.", param=param,
@@ -198,7 +240,7 @@ class WebhookService:
         except ValueError:
             raise InvalidRequest("url has an invalid host or port.", param=param, code="invalid_url") from None
         patterns = self.policies.of(project).webhook_urls
-        if any(pattern != "*" and url.startswith(pattern) for pattern in patterns):
+        if trusted or any(pattern != "*" and url.startswith(pattern) for pattern in patterns):
             return Target(host, port, named_exactly=True)
         if "*" in patterns and parts.scheme == "https":
             return Target(host, port, named_exactly=False)
@@ -239,7 +281,8 @@ class WebhookService:
         return [delivery_object(row) for row in rows]
 
     # -- delivery -------------------------------------------------------------------------------------
-    def start(self) -> None:
+    async def start(self) -> None:
+        await self.sync()
         self._task = asyncio.create_task(self._deliverer())
 
     async def stop(self) -> None:
@@ -320,7 +363,7 @@ class WebhookService:
                        payload: str) -> tuple[int | None, str | None]:
         """One POST of ``payload``, signed now: the receiver's status, or None and why there was none."""
         try:
-            target = self._target(endpoint.project, endpoint.url, "url")
+            target = self._target(endpoint.project, endpoint.url, "url", trusted=endpoint.managed)
             addresses = await checked_addresses(self.resolver, target.host, target.port,
                                                 named_exactly=target.named_exactly)
         except InvalidRequest as exc:  # the operator narrowed webhook_urls since

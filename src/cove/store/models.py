@@ -171,6 +171,8 @@ class WebhookEndpointRow(Base):
     event_types: Mapped[list[str]] = mapped_column(JSON)
     secret: Mapped[str] = mapped_column(Text)
     secret_hint: Mapped[str] = mapped_column(String(32))
+    managed: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Declared in the projects file: kept in step with it at start, not changed through the API."""
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 

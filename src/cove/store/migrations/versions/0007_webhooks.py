@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("event_types", sa.JSON, nullable=False),
         sa.Column("secret", sa.Text, nullable=False),
         sa.Column("secret_hint", sa.String(32), nullable=False),
+        sa.Column("managed", sa.Boolean, nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
     )
