@@ -201,10 +201,31 @@ class Settings(BaseSettings):
     web_read_timeout: float = Field(default=20.0, gt=0)
     """Seconds one page read may take, redirects included."""
 
+    webhook_retries: str = "5s,5m,30m,2h,5h,10h,10h,10h"
+    """Waits between a webhook delivery's attempts, comma-separated (``s``, ``m``, ``h``): one attempt, then
+    one more after each wait; after the last the delivery is ``failed``. The default retries for 42 hours."""
+
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one webhook attempt may take (connect, send, the receiver's answer)."""
+
+    webhook_concurrency: int = Field(default=16, ge=1)
+    """Webhook deliveries in flight at once, server-wide; each endpoint has at most one."""
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("webhook_retries")
+    @classmethod
+    def _waits(cls, value: str) -> str:
+        parse_waits(value)
+        return value
+
+    @property
+    def webhook_waits(self) -> list[float]:
+        """``webhook_retries`` in seconds."""
+        return parse_waits(self.webhook_retries)
 
     @cached_property
     def keys(self) -> dict[str, str]:
@@ -253,6 +274,21 @@ def parse_size(text: str) -> int:
         return int(float(value[:-1]) * units[value[-1]]) if value and value[-1] in units else int(value)
     except ValueError:
         raise ValueError(f"Not a size: {text!r} (use e.g. 512m or 10g)") from None
+
+
+def parse_waits(text: str) -> list[float]:
+    """``5s,5m,2h`` as seconds; empty means no retry."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    waits = []
+    for item in filter(None, (part.strip().lower() for part in text.split(","))):
+        try:
+            wait = float(item[:-1]) * units[item[-1]] if item[-1] in units else float(item)
+        except (ValueError, KeyError):
+            raise ValueError(f"Not a wait: {item!r} (use e.g. 30s, 5m or 2h)") from None
+        if wait < 0:
+            raise ValueError(f"A wait cannot be negative: {item!r}")
+        waits.append(wait)
+    return waits
 
 
 def is_loopback_host(host: str) -> bool:

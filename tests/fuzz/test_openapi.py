@@ -48,7 +48,7 @@ RSS_GROWTH_MIB = 16
 OWNER, NEIGHBOUR = KEYS["alpha"], KEYS["beta"]
 # Mostly the owner's key, so most requests get past authentication.
 KEY_CHOICES = [OWNER] * 6 + [NEIGHBOUR, "sk-not-a-key", None]
-OWNED_IDS = ("container_id", "file_id", "response_id", "conversation_id", "item_id")
+OWNED_IDS = ("container_id", "file_id", "response_id", "conversation_id", "item_id", "webhook_endpoint_id")
 
 
 @dataclass
@@ -81,9 +81,12 @@ def _known_objects(server: Server) -> dict[str, str]:
         items = http.get(f"/v1/conversations/{conversation['id']}/items").raise_for_status().json()
         upload = http.post("/v1/files", files={"file": ("kept.pdf", b"%PDF-1.4")},
                            data={"purpose": "user_data"}).raise_for_status().json()
+        endpoint = http.post("/v1/webhook_endpoints", json={  # never reached: no such host here
+            "name": "kept", "url": "https://hooks.invalid/cove", "event_types": ["response.completed"]},
+        ).raise_for_status().json()
     return {"container_id": container["id"], "file_id": file["id"], "response_id": response.json()["id"],
             "conversation_id": conversation["id"], "item_id": items["data"][0]["id"], "model_id": "scripted-model",
-            "upload_id": upload["id"]}
+            "upload_id": upload["id"], "webhook_endpoint_id": endpoint["id"]}
 
 
 def _real(path: str, known: dict[str, str]) -> dict[str, str]:

@@ -26,6 +26,7 @@ from cove.api import (
     models,
     responses,
     responses_socket,
+    webhooks,
 )
 from cove.api.body_limit import BodyLimit
 from cove.api.json_text import refuse_lone_surrogates
@@ -46,6 +47,7 @@ from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
 from cove.service.secrets import SecretKeeper
 from cove.service.web_search import WebSearchEngines
+from cove.service.webhooks import WebhookService
 from cove.store.db import Database
 from cove.upstream.registry import ModelRegistry
 
@@ -96,8 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = ModelRegistry(settings)
         engines = Engines(settings)
         search = WebSearchEngines(lambda project: policies.of(project).web_search or settings.web_search, engines.get)
+        webhooks = WebhookService.from_settings(db, policies, secrets.sealer, settings)
         response_service = ResponseService(db, registry, service, files, settings, policies=policies,
-                                           secrets=secrets, project_files=project_files, search=search)
+                                           secrets=secrets, project_files=project_files, search=search,
+                                           webhooks=webhooks)
         app.state.settings = settings
         app.state.containers = service
         app.state.displays = DisplayService(service)
@@ -107,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.responses = response_service
         app.state.conversations = ConversationService(db)
         app.state.audit = audit
+        app.state.webhooks = webhooks
+        await webhooks.start()  # the projects file's endpoints first: start-up may fail responses
         await response_service.start()
         warm_up = registry.warm_up()
         service.start_expiry()
@@ -120,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 warm_up.cancel()
                 await asyncio.gather(warm_up, return_exceptions=True)
             await response_service.stop()
+            await webhooks.stop()
             await service.stop_expiry()
             await project_files.stop_expiry()
             await engine.close()
@@ -155,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(WebSocketRoute("/v1/responses", responses_socket.serve))
     app.include_router(conversations.router)
     app.include_router(models.router)
+    app.include_router(webhooks.router)
     if not public:
         app.include_router(docs.router)
 

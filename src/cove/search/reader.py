@@ -13,8 +13,6 @@ narrows each hop. Size and time are bounded, and the body is extracted to text
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -22,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from cove.config import Settings, parse_size
+from cove.egress.outbound import checked_addresses, pinned_request
 from cove.egress.policy import EgressPolicy, is_ip_literal, normalize_host
 from cove.egress.resolver import Refused, Resolver, host_addresses, parse_test_hosts
 from cove.egress.tls import upstream_context
@@ -143,31 +142,17 @@ class PageReader:
         return host, port
 
     async def _addresses(self, host: str, port: int) -> tuple[str, ...]:
-        if self.policy.named_exactly(host) and host not in self.resolver.hosts:
-            # Named exactly by the operator, so a private address is fine (an intranet wiki); this
-            # host's own addresses and loopback still are not.
-            loop = asyncio.get_running_loop()
-            try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-            except OSError:
-                raise SearchFailed(f"Cannot resolve {host}.") from None
-            addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
-            if any(_on_this_host(address, self.resolver.forbidden) for address in addresses):
-                raise SearchFailed(f"{host} resolves to an address of this server.")
-            return addresses
         try:
-            return (await self.resolver.resolve(host, port)).addresses
+            return await checked_addresses(self.resolver, host, port, named_exactly=self.policy.named_exactly(host))
         except Refused as exc:
+            if exc.reason.endswith("an address of this server"):
+                raise SearchFailed(f"{exc.reason}.") from None
             raise SearchFailed(f"Reading {host} was refused: {exc.reason}.") from None
 
     async def _request(self, url: str, host: str, port: int) -> httpx.Response:
-        target = httpx.URL(url)
-        authority = host if port == (443 if target.scheme == "https" else 80) else f"{host}:{port}"
         failure = "no address"
         for address in await self._addresses(host, port):
-            request = self.client.build_request(
-                "GET", target.copy_with(host=address), headers={"Host": authority},
-                extensions={"sni_hostname": host})
+            request = pinned_request(self.client, "GET", url, host, port, address)
             try:
                 return await self.client.send(request, stream=True)
             except httpx.TimeoutException:
@@ -191,11 +176,6 @@ class PageReader:
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-def _on_this_host(address: str, own: tuple[str, ...]) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return ip.is_loopback or ip.is_unspecified or any(ip in ipaddress.ip_network(net) for net in own)
 
 
 def _shown(url: str) -> str:

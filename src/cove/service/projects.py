@@ -14,13 +14,21 @@
     images = ["default", "py-*"]            # images it may use (shell patterns); absent: every image
                                             # not private to other projects
     web_search = "index:handbook"           # its web_search engine (docs/search.md); absent: COVE_WEB_SEARCH
+    webhook_urls = ["https://hooks.example/"]  # where its webhook endpoints may point (docs/webhooks.md);
+                                            # absent: ["*"], any https URL of a public host
     running_containers = 10                 # quotas: see below
     memory = "64g"
+
+    [[projects.analysts.webhooks]]          # an endpoint the operator keeps (in a project's table only)
+    name = "ci"
+    url = "http://ci.internal/cove"         # any URL: the operator's own, not bound by webhook_urls
+    secret = "whsec_..."
+    event_types = ["response.completed"]
 
     [private_images]
     py-ml = ["analysts", "research"]        # only these projects may use the image `py-ml`
 
-Every key of a project table may also stand in ``[defaults]``; a project's own table overrides it
+Every key of a project table but ``webhooks`` may also stand in ``[defaults]``; a project's own table overrides it
 key by key. Unknown keys, tool types or malformed values stop the server at start-up.
 
 Quotas (each project on its own; beyond one, 429 ``quota_exceeded`` with ``param`` naming it):
@@ -37,12 +45,14 @@ as an image that does not exist (404 ``image_not_found``), so private images sta
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import math
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
@@ -87,6 +97,16 @@ _QUOTAS = frozenset(f.name for f in fields(Quotas))
 
 
 @dataclass(frozen=True)
+class OperatorWebhook:
+    """A webhook endpoint written in the projects file: trusted as the operator's (any URL it names)."""
+
+    name: str
+    url: str
+    secret: str
+    event_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ProjectRules:
     quotas: Quotas
     tools: frozenset[str] | None = None
@@ -101,6 +121,10 @@ class ProjectRules:
     """Shell patterns of the images it may use; None: any (that is not private to other projects)."""
     web_search: str | None = None
     """The spec of its ``web_search`` engine (``cove.search.spec``); None: ``COVE_WEB_SEARCH``."""
+    webhook_urls: tuple[str, ...] = ("*",)
+    """Where its webhook endpoints may point: URL prefixes, or ``*`` for any https URL of a public host."""
+    webhooks: tuple[OperatorWebhook, ...] = ()
+    """Endpoints the operator declares for it: listed with its own, changed only in the file."""
 
     @property
     def may_use_containers(self) -> bool:
@@ -109,7 +133,8 @@ class ProjectRules:
         return self.tools is None or bool(self.tools & CONTAINER_TOOLS)
 
 
-_RULES = frozenset({"tools", "allowed_domains", "domain_secrets", "containers", "images", "web_search"})
+_RULES = frozenset({"tools", "allowed_domains", "domain_secrets", "containers", "images", "web_search",
+                    "webhook_urls", "webhooks"})
 
 
 class ProjectPolicies:
@@ -218,6 +243,14 @@ def _rules(path: Path, where: str, table: dict[str, Any], base: ProjectRules) ->
         changes["images"] = tuple(_strings(path, f"{where}.images", table["images"]))
     if "web_search" in table:
         changes["web_search"] = _web_search(path, f"{where}.web_search", table["web_search"])
+    if "webhooks" in table:
+        if where == "defaults":
+            raise ValueError(f"{path}: webhooks belong in a project's own table, not in [defaults]")
+        changes["webhooks"] = _webhooks(path, f"{where}.webhooks", table["webhooks"])
+    if "webhook_urls" in table:
+        changes["webhook_urls"] = tuple(_webhook_url(path, f"{where}.webhook_urls[{index}]", pattern)
+                                        for index, pattern in enumerate(
+                                            _strings(path, f"{where}.webhook_urls", table["webhook_urls"])))
     quotas = {name: _quota(path, f"{where}.{name}", name, table[name]) for name in _QUOTAS & set(table)}
     return replace(base, quotas=replace(base.quotas, **quotas), **changes)
 
@@ -232,6 +265,41 @@ def _web_search(path: Path, where: str, value: object) -> str:
     except SearchNotConfigured as exc:
         raise ValueError(f"{path}: {where}: {exc.message}") from None
     return value.strip()
+
+
+def _webhook_url(path: Path, where: str, pattern: str) -> str:
+    """``*``, or an http(s) URL prefix naming its host (the operator may name an internal one)."""
+    if pattern == "*":
+        return pattern
+    parts = urlsplit(pattern)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{path}: {where} must be \"*\" or an http(s) URL prefix such as "
+                         "\"https://hooks.example/cove/\"")
+    return pattern
+
+
+def _webhooks(path: Path, where: str, value: object) -> tuple[OperatorWebhook, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: {where} must be a list of tables")
+    found: list[OperatorWebhook] = []
+    for index, entry in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(entry, dict) or set(entry) != {"name", "url", "secret", "event_types"}:
+            raise ValueError(f"{path}: {at} must have exactly name, url, secret and event_types")
+        if not all(isinstance(entry[key], str) and entry[key] for key in ("name", "url", "secret")):
+            raise ValueError(f"{path}: {at}: name, url and secret must be non-empty strings")
+        _webhook_url(path, f"{at}.url", entry["url"])
+        if entry["url"] == "*" or not entry["secret"].startswith("whsec_"):
+            raise ValueError(f"{path}: {at} needs a URL and a whsec_ secret")
+        try:
+            base64.b64decode(entry["secret"][6:], validate=True)
+        except ValueError:
+            raise ValueError(f"{path}: {at}.secret is not whsec_ and base64") from None
+        found.append(OperatorWebhook(entry["name"], entry["url"], entry["secret"],
+                                     tuple(_strings(path, f"{at}.event_types", entry["event_types"]))))
+    if len({hook.name for hook in found}) != len(found):
+        raise ValueError(f"{path}: {where} names an endpoint twice")
+    return tuple(found)
 
 
 def _quota(path: Path, where: str, name: str, value: object) -> int:

@@ -40,6 +40,7 @@ from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
 from cove.service.web_search import WebSearchEngines
+from cove.service.webhooks import WebhookService
 from cove.service.workspace import ContainerWorkspace
 from cove.store.bulk import insert_rows
 from cove.store.db import Database
@@ -68,8 +69,11 @@ async def _next_event_number(session: AsyncSession, response_id: str) -> int:
 class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
                  settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
-                 project_files: ProjectFileService, search: WebSearchEngines | None = None) -> None:
+                 project_files: ProjectFileService, search: WebSearchEngines | None = None,
+                 webhooks: WebhookService | None = None) -> None:
         self.db = db
+        self.webhooks = webhooks
+        """Sends the project's webhooks when a background response ends (None: no webhooks)."""
         self.search = search or WebSearchEngines()
         """Each project's web search engine (none configured: a ``web_search`` tool is a 400)."""
         self.containers = containers
@@ -102,6 +106,8 @@ class ResponseService:
                     number = await _next_event_number(session, row.id)
                     session.add(ResponseEventRow(response_id=row.id, sequence_number=number, data={
                         "type": "response.failed", "sequence_number": number, "response": body}))
+                    if self.webhooks is not None:
+                        await execute(session, await self.webhooks.response_finished(row.project, row.id, "failed"))
             queued = (await session.execute(select(ResponseRow.project, ResponseRow.id)
                                             .where(ResponseRow.status == "queued").order_by(ResponseRow.seq))).all()
         for project, response_id in queued:
@@ -363,12 +369,17 @@ class ResponseService:
         writes = [Write(_SAVE_RESULT, [{"b_id": run.id, "b_status": run.response["status"], "b_body": body}]),
                   Write(_INSERT_ITEMS, [{"id": item["id"], "response_id": run.id, "role": "output", "position": i,
                                          "data": item} for i, item in enumerate(output)])]
+        hooks = (await self.webhooks.response_finished(run.project, run.id, run.response["status"])
+                 if self.webhooks is not None and run.background else [])
+        writes.extend(hooks)
         if not (run.conversation_id and run.response["status"] in ("completed", "incomplete")):
             await self.db.write(*writes)
-            return
-        async with self.db.begin() as session:
-            await execute(session, writes)
-            await self._append_to_conversation(session, run.conversation_id, [*run.input_items, *output])
+        else:
+            async with self.db.begin() as session:
+                await execute(session, writes)
+                await self._append_to_conversation(session, run.conversation_id, [*run.input_items, *output])
+        if hooks and self.webhooks is not None:
+            self.webhooks.queued()
 
     @staticmethod
     async def _append_to_conversation(session: AsyncSession, conversation_id: str,
