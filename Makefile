@@ -43,6 +43,8 @@ FUZZ_EXAMPLES ?= 500
 fuzz: setup image
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/fuzz -s --timeout=7200
 
+# bench/containers.py also times bwrap directly beside runc (the machine's floor).
+bench: APT_PACKAGES += bubblewrap
 bench: setup image
 	$(VENV)/bin/python bench/containers.py
 	$(VENV)/bin/python bench/tool_turns.py
