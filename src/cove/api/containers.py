@@ -111,6 +111,19 @@ async def delete_container(container_id: str, request: Request, project: Project
     return Deleted.of("container", container_id)
 
 
+@router.post("/{container_id}/pause")
+async def pause_container(container_id: str, request: Request, project: Project) -> Container:
+    """Cove extension: freezes every process of the container (no CPU; memory, files and connections
+    kept); status ``paused`` until ``/resume`` or its next use (an exec or a file call resumes it)."""
+    return await _service(request).pause(project, container_id)
+
+
+@router.post("/{container_id}/resume")
+async def resume_container(container_id: str, request: Request, project: Project) -> Container:
+    """Cove extension: thaws a paused container; one that is not paused is answered as it is."""
+    return await _service(request).resume(project, container_id)
+
+
 @router.get("/{container_id}/audit")
 async def container_audit(container_id: str, request: Request, project: Project, after: str | None = None,
                           limit: int = 20, order: Literal["asc", "desc"] = "desc") -> AuditPage:

@@ -258,6 +258,21 @@ class Sandbox(abc.ABC):
     def running(self) -> bool:
         """Whether its processes are alive now."""
 
+    async def pause(self) -> None:
+        """Freezes every process where it is (no CPU; memory, files and sockets kept) until ``resume``;
+        a stopped container has nothing to freeze. Engines that cannot freeze refuse."""
+        raise InvalidRequest("This server's containers cannot be paused.", code="pause_not_supported")
+
+    async def resume(self) -> None:
+        """Thaws what ``pause`` froze; a container that is not paused is left as it is."""
+        if self.paused:
+            raise InvalidRequest("This server's containers cannot be resumed.", code="pause_not_supported")
+
+    @property
+    def paused(self) -> bool:
+        """Whether its processes are frozen now (commands would wait: resume first)."""
+        return False
+
 
 class SandboxEngine(abc.ABC):
     @abc.abstractmethod

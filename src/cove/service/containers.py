@@ -48,6 +48,8 @@ from cove.store.models import ContainerRow
 
 log = logging.getLogger(__name__)
 
+LIVE = ("running", "paused")
+"""Statuses of containers that hold their processes (and count against quotas)."""
 MAX_COMMANDS = 64
 MAX_COMMAND_CHARS = 1 << 20
 MAX_EXEC_OUTPUT = 10_000_000
@@ -127,7 +129,7 @@ class ContainerService:
         """The project's quotas, then the server's cap, for one more running container."""
         quotas = self.policies.quotas(project)
         running = list(await session.scalars(select(ContainerRow.memory_limit).where(
-            ContainerRow.project == project, ContainerRow.status == "running")))
+            ContainerRow.project == project, ContainerRow.status.in_(LIVE))))
         if len(running) + 1 > quotas.running_containers:
             raise quotas.exceeded("running_containers",
                                   f"this project may run {quotas.running_containers} containers at once")
@@ -138,7 +140,7 @@ class ContainerService:
             raise quotas.exceeded("disk", f"this project's running containers may have {_gib(quotas.disk)} of "
                                           f"disk, {_gib(parse_size(self.settings.disk_limit))} each")
         full = await session.scalar(
-            select(ContainerRow.seq).where(ContainerRow.status == "running")
+            select(ContainerRow.seq).where(ContainerRow.status.in_(LIVE))
             .offset(self.settings.max_containers - 1).limit(1))
         if full is not None:
             raise TooManyRequests(f"This server runs at most {self.settings.max_containers} containers.")
@@ -176,9 +178,12 @@ class ContainerService:
         run through it go to the audit trail (with ``response_id`` when a response runs them)."""
         self.policies.check_containers(project)
         row = await self._row(project, container_id)
-        if row.status != "running":
+        if row.status not in LIVE:
             raise Conflict(f"Container '{container_id}' has {row.status} and cannot be used.",
                            param="container_id", code=f"container_{row.status}")
+        if row.status == "paused":  # a command or a file on a paused container resumes it
+            await self.resume(project, container_id)
+            row.status = "running"
         self._busy[row.id] += 1
         if response_id is not None:
             self._responses.setdefault(row.id, []).append(response_id)
@@ -219,6 +224,31 @@ class ContainerService:
                                       .values(last_active_at=now))
         except Exception:
             log.exception("could not record the use of container %s", container_id)
+
+    async def pause(self, project: str, container_id: str) -> Container:
+        """Freezes every process of the container (no CPU, memory kept) until ``resume`` or its next use."""
+        return await self._set_paused(project, container_id, True)
+
+    async def resume(self, project: str, container_id: str) -> Container:
+        return await self._set_paused(project, container_id, False)
+
+    async def _set_paused(self, project: str, container_id: str, paused: bool) -> Container:
+        self.policies.check_containers(project)
+        row = await self._row(project, container_id)
+        if row.status not in LIVE:
+            raise Conflict(f"Container '{container_id}' has {row.status} and cannot be "
+                           f"{'paused' if paused else 'resumed'}.", param="container_id",
+                           code=f"container_{row.status}")
+        limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self.secrets.container_egress(row),
+                        project=project)
+        sandbox = await self.engine.get(row.id, limits)
+        await (sandbox.pause() if paused else sandbox.resume())
+        row.status = "paused" if paused else "running"
+        async with self.db.begin() as session:
+            await session.execute(update(ContainerRow).where(ContainerRow.id == row.id, ContainerRow.status.in_(LIVE))
+                                  .values(status=row.status))
+        self._touch(row)
+        return Container.from_row(row)
 
     async def exec(self, project: str, container_id: str, commands: list[Command],
                    on_output: Any | None = None, on_done: Any | None = None) -> list[CommandOutput]:
@@ -278,7 +308,7 @@ class ContainerService:
         """Expires containers idle past their ``expires_after``: processes, mounts and disk go."""
         now = int(time.time())
         async with self.db.begin() as session:
-            rows = list(await session.scalars(select(ContainerRow).where(ContainerRow.status == "running")))
+            rows = list(await session.scalars(select(ContainerRow).where(ContainerRow.status.in_(LIVE))))
         expired = [row.id for row in rows
                    if row.last_active_at + row.expires_minutes * 60 <= now and row.id not in self._busy]
         for container_id in expired:
@@ -327,6 +357,16 @@ class AuditedSandbox(Sandbox):
     @property
     def running(self) -> bool:
         return self._inner.running
+
+    async def pause(self) -> None:
+        await self._inner.pause()
+
+    async def resume(self) -> None:
+        await self._inner.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self._inner.paused
 
 
 class AuditedDisplay(Display):

@@ -89,7 +89,8 @@ class Container(_Object):
     object: Literal["container"] = "container"
     name: str
     created_at: int
-    status: Literal["running", "expired"]
+    status: Literal["running", "paused", "expired"]
+    """``paused``: a Cove extension (``POST .../pause``); its processes are frozen until resumed."""
     expires_after: ContainerExpiresAfter
     last_active_at: int
     memory_limit: Literal["1g", "4g", "16g", "64g"]

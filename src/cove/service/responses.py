@@ -224,7 +224,7 @@ class ResponseService:
         container_id = named or followed
         if container_id is not None:
             container = await self.containers.get(run.project, container_id)
-            if container.status != "running":
+            if container.status not in ("running", "paused"):  # a paused one resumes on first use
                 raise Conflict(f"Container '{container_id}' has {container.status}; start a new chain or name a "
                                "running container.", param="container_id", code=f"container_{container.status}")
             run.response["container_id"] = container_id

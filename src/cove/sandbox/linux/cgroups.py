@@ -30,6 +30,29 @@ def oom_kills(cgroup_path: str) -> int:
     return 0
 
 
+def _freezer(cgroup_path: str) -> tuple[Path, str, str, str]:
+    """The file that freezes the cgroup, what to write to freeze and to thaw, and where the state shows."""
+    rel = cgroup_path.lstrip("/")
+    if is_unified():
+        return _ROOT / rel / "cgroup.freeze", "1", "0", "cgroup.events"
+    return _ROOT / "freezer" / rel / "freezer.state", "FROZEN", "THAWED", "freezer.state"
+
+
+def set_frozen(cgroup_path: str, frozen: bool) -> None:
+    """Asks the kernel to freeze (or thaw) every process of the cgroup; ``is_frozen`` says when it has."""
+    control, freeze, thaw, _state = _freezer(cgroup_path)
+    control.write_text(freeze if frozen else thaw)
+
+
+def is_frozen(cgroup_path: str) -> bool:
+    """Whether every process of the cgroup is frozen (v1 passes through FREEZING on the way)."""
+    control, _freeze, _thaw, state = _freezer(cgroup_path)
+    text = (control.parent / state).read_text()
+    if is_unified():
+        return any(line.strip() == "frozen 1" for line in text.splitlines())
+    return text.strip() == "FROZEN"
+
+
 def remove_leftovers(parent: str) -> None:
     """Removes empty container cgroups under ``parent`` that a crash left behind."""
     rel = parent.lstrip("/")

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class LinuxSandbox(Sandbox):
         self._lock = asyncio.Lock()
         self._image_env = dict(entry.split("=", 1) for entry in image.env if "=" in entry)
         self._display: LinuxDisplay | None = None
+        self._paused = False
 
     # -- layout ---------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -165,6 +167,8 @@ class LinuxSandbox(Sandbox):
         await self._ensure_started()
 
     async def _ensure_started(self) -> InitClient:
+        if self._paused:  # a command in a frozen container would wait for ever
+            await self.resume()
         init = self._init
         if init is not None and not init.closed:
             return init
@@ -266,6 +270,10 @@ class LinuxSandbox(Sandbox):
 
     async def _cleanup_runtime(self) -> None:
         """Ends the init (and with it every process), reaps it and removes runc's state."""
+        if self._paused:  # frozen processes cannot die (cgroup v1): thaw them for the kill
+            with contextlib.suppress(OSError):
+                cgroups.set_frozen(self.cgroup_path, False)
+            self._paused = False
         init, self._init = self._init, None
         if init is not None:
             init.close()
@@ -277,6 +285,29 @@ class LinuxSandbox(Sandbox):
             self._init_pid = 0
         if self.host.runc.has_state(self.id):
             await self.host.runc.delete(self.id)
+
+    # -- pause --------------------------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def pause(self) -> None:
+        """Freezes the container's cgroup (the kernel's freezer: no CPU, memory kept). A stopped
+        container is marked paused with nothing to freeze; its next use starts it as usual."""
+        async with self._lock:
+            if self._paused:
+                return
+            if self.running:
+                await asyncio.to_thread(_freeze, self.cgroup_path)
+            self._paused = True
+
+    async def resume(self) -> None:
+        async with self._lock:
+            if not self._paused:
+                return
+            if self.running:
+                await asyncio.to_thread(cgroups.set_frozen, self.cgroup_path, False)
+            self._paused = False
 
     # -- commands -------------------------------------------------------------------------------
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
@@ -342,6 +373,22 @@ class LinuxSandbox(Sandbox):
                 raise InvalidRequest(f"Invalid environment variable {key!r}.", param="env")
             env[key] = value
         return env
+
+
+FREEZE_TIMEOUT = 2.0
+"""How long the kernel may take to freeze every process (one in an uninterruptible wait delays it)."""
+
+
+def _freeze(cgroup_path: str) -> None:
+    """Freezes the cgroup and waits until the kernel says every process is; thaws and fails past
+    ``FREEZE_TIMEOUT``. Blocking: runs in a worker thread."""
+    cgroups.set_frozen(cgroup_path, True)
+    deadline = time.monotonic() + FREEZE_TIMEOUT
+    while not cgroups.is_frozen(cgroup_path):
+        if time.monotonic() > deadline:
+            cgroups.set_frozen(cgroup_path, False)
+            raise SandboxError("The container's processes could not all be frozen; it keeps running.")
+        time.sleep(0.001)  # a worker thread, polling the kernel's state
 
 
 async def _wait_exit(pid: int, grace: float) -> None:
