@@ -34,7 +34,7 @@ from cove.sandbox.base import (
 from cove.sandbox.images.layers import lookup
 from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
-from cove.sandbox.linux.disk import create_disk, mount_disk
+from cove.sandbox.linux.disk import mount_disk
 from cove.sandbox.linux.display import LinuxDisplay, check_screen, display_of
 from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
@@ -85,11 +85,11 @@ class LinuxSandbox(Sandbox):
     def prepare(self) -> None:
         """Creates the writable layer on its own disk, with the mount points runc needs in it.
 
-        Blocking (mkfs, mount): the engine runs it in a worker thread."""
+        Blocking (a disk image copied and mounted): the engine runs it in a worker thread."""
         uid = self.host.uid_base
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o711)
-        create_disk(self.disk_image, self.host.disk_bytes, uid)
+        self.host.disks.make(self.disk_image)
         mount_disk(self.disk_image, self.disk)
         for path in (self.upper, self.work, self.rootfs):
             path.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from cove.sandbox.base import Limits, SandboxEngine, memory_bytes
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
+from cove.sandbox.linux.disk import DiskMaker
 from cove.sandbox.linux.display import install_agent
 from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
@@ -91,7 +92,9 @@ class LinuxEngine(SandboxEngine):
             init_binary=init_binary, display_agent=install_agent(self.libexec), uid_base=settings.subuid_base,
             pids_limit=settings.pids_limit,
             runc=Runc(settings.data_dir / "runc", hidden=(settings.data_dir, gate.path)),
-            nofile_limit=_container_nofile(settings.nofile_limit), disk_bytes=parse_size(settings.disk_limit),
+            nofile_limit=_container_nofile(settings.nofile_limit),
+            disks=DiskMaker(settings.data_dir / "disk-templates", parse_size(settings.disk_limit),
+                            settings.subuid_base),
             egress=self.egress,
             egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(8),
             pipes=PipeBudget.derived(settings.background_pipes_per_container, settings.background_pipes_per_project,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.egress.proxy import EgressProxy
+from cove.sandbox.linux.disk import DiskMaker
 from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.runc import Runc
 from cove.sandbox.linux.sinks import PipeBudget
@@ -34,8 +35,8 @@ class Host:
     """Host uid of container root (container uids 0-65535 map onto ``uid_base + 0-65535``)."""
     pids_limit: int
     nofile_limit: int
-    disk_bytes: int
-    """Size of each container's writable filesystem."""
+    disks: DiskMaker
+    """Makes each container's writable filesystem (its size is the disk quota)."""
     egress: EgressProxy
     """Serves the network of containers with an allowlist, on a socket inside each one's namespace."""
     egress_ca_pem: bytes
