@@ -179,27 +179,16 @@ class LinuxSandbox(Sandbox):
 
     async def _start(self) -> InitClient:
         host = self.host
-        ca_bundle = self._ca_bundle()
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            # runc, as container root, reaches the directory only through the gate (``gate.py``).
-            with host.gate.exposing(self.dir, self.id) as bundle:
-                spec = ContainerSpec(
-                    rootfs=bundle / "rootfs", hostname=self.id[:63], libexec_dir=host.libexec,
-                    limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,
-                                          pids=host.pids_limit, nofile=host.nofile_limit),
-                    cgroup_path=self.cgroup_path, uid_base=host.uid_base,
-                    args=[f"{COVE_DIR}/{host.init_binary.name}", "0"], env=[f"PATH={DEFAULT_PATH}"],
-                    hosts_file=bundle / "hosts", ca_bundle=bundle / ca_bundle.name if ca_bundle else None)
-                (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
-                self._init_pid = await host.runc.run_detached(self.id, bundle, child_end, self.dir / "init.log")
+            # In a worker thread: mounts, files and runc's ~30 ms never hold the event loop.
+            self._init_pid = await asyncio.to_thread(self._run_init, child_end)
         except BaseException:
             host_end.close()
             raise
         finally:
             child_end.close()
         host_end.setblocking(False)
-        self._shell = self._find_shell()
         init = InitClient(host_end)
         if self.limits.network is not None:
             try:
@@ -209,6 +198,24 @@ class LinuxSandbox(Sandbox):
                 init.close()
                 raise
         return init
+
+    def _run_init(self, control: socket.socket) -> int:
+        """Starts the container with runc (blocking); its init gets ``control``. Returns the init's pid."""
+        host = self.host
+        ca_bundle = self._ca_bundle()
+        # runc, as container root, reaches the directory only through the gate (``gate.py``).
+        with host.gate.exposing(self.dir, self.id) as bundle:
+            spec = ContainerSpec(
+                rootfs=bundle / "rootfs", hostname=self.id[:63], libexec_dir=host.libexec,
+                limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,
+                                      pids=host.pids_limit, nofile=host.nofile_limit),
+                cgroup_path=self.cgroup_path, uid_base=host.uid_base,
+                args=[f"{COVE_DIR}/{host.init_binary.name}", "0"], env=[f"PATH={DEFAULT_PATH}"],
+                hosts_file=bundle / "hosts", ca_bundle=bundle / ca_bundle.name if ca_bundle else None)
+            (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
+            pid = host.runc.run_detached(self.id, bundle, control, self.dir / "init.log")
+        self._shell = self._find_shell()
+        return pid
 
     def _ca_bundle(self) -> Path | None:
         """For a container with domain secrets: its image's trusted CAs plus Cove's egress CA.
