@@ -54,7 +54,7 @@ class PoolDemand:
             self._recent.popleft()
 
     def _decayed_peak(self, now: float) -> float:
-        return self._peak * 0.5 ** ((now - self._peak_at) / self.half_life_s)
+        return float(self._peak * 0.5 ** ((now - self._peak_at) / self.half_life_s))
 
 
 def memory_to_spare(meminfo: Path = Path("/proc/meminfo")) -> bool:
