@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -182,7 +183,7 @@ class LinuxSandbox(Sandbox):
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # In a worker thread: mounts, files and runc's ~30 ms never hold the event loop.
-            self._init_pid = await asyncio.to_thread(self._run_init, child_end)
+            self._init_pid = await host.blocking_start(functools.partial(self._run_init, child_end))
         except BaseException:
             host_end.close()
             raise

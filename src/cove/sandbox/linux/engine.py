@@ -12,6 +12,7 @@ import resource
 import secrets
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from cove.config import Settings, parse_size
 from cove.egress.proxy import EgressProxy, SecretsTLS
@@ -83,6 +84,7 @@ class LinuxEngine(SandboxEngine):
         self._pool_wanted = asyncio.Event()
         """Set by a create that took from the pool (or could have): the keeper looks again at once."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._start_threads = ThreadPoolExecutor(max_workers=_start_slots(), thread_name_prefix="cove-start")
 
     @property
     def host(self) -> Host:
@@ -112,6 +114,7 @@ class LinuxEngine(SandboxEngine):
                             settings.subuid_base),
             egress=self.egress,
             egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(_start_slots()),
+            start_threads=self._start_threads,
             pipes=PipeBudget.derived(settings.background_pipes_per_container, settings.background_pipes_per_project,
                                      settings.background_pipes))
         await self._clean_crash_leftovers()
@@ -153,7 +156,7 @@ class LinuxEngine(SandboxEngine):
         sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), limits)
         if live_as is not None:
             self._live[live_as] = sandbox
-        prepared = asyncio.ensure_future(asyncio.to_thread(sandbox.prepare))  # mkfs and mount, off the loop
+        prepared = asyncio.ensure_future(self.host.blocking_start(sandbox.prepare))  # disk and mounts, off the loop
         try:
             await asyncio.shield(prepared)
             await sandbox.exec_ready()
@@ -276,3 +279,4 @@ class LinuxEngine(SandboxEngine):
                 await sandbox.stop()
         if self._host is not None:
             self._host.gate.close()
+        self._start_threads.shutdown(wait=False, cancel_futures=True)
