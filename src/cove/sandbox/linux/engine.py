@@ -219,9 +219,9 @@ class LinuxEngine(SandboxEngine):
 
     async def _keep_pool(self) -> None:
         """Holds the pool at ``pool_demand``'s target for as long as the engine runs: starts what is
-        missing a few at a time (creates that find the pool empty start their own meanwhile) and
-        removes what demand no longer asks for."""
-        width = os.cpu_count() or 1
+        missing, a start slot's worth at a time (creates that find the pool empty start their own
+        meanwhile), and removes what demand no longer asks for."""
+        width = _start_slots()
         while True:
             self._pool_wanted.clear()
             missing = self.pool_demand.target() - len(self._pool)
