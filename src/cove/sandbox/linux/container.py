@@ -173,7 +173,6 @@ class LinuxSandbox(Sandbox):
             if self._init is not None and not self._init.closed:
                 return self._init
             await self._cleanup_runtime()
-            await asyncio.to_thread(self._ensure_mounted)
             async with self.host.start_slots:
                 self._init = await self._start()
             return self._init
@@ -201,8 +200,10 @@ class LinuxSandbox(Sandbox):
         return init
 
     def _run_init(self, control: socket.socket) -> int:
-        """Starts the container with runc (blocking); its init gets ``control``. Returns the init's pid."""
+        """Mounts what is not mounted and starts the container with runc (blocking, in one thread
+        hop); its init gets ``control``. Returns the init's pid."""
         host = self.host
+        self._ensure_mounted()
         ca_bundle = self._ca_bundle()
         # runc, as container root, reaches the directory only through the gate (``gate.py``).
         with host.gate.exposing(self.dir, self.id) as bundle:
