@@ -7,7 +7,7 @@ written (about 4 MiB of ext4 metadata for a new 10g disk).
 Making one per container is on every cold create's path, so neither step spawns a program: mkfs
 runs once per size and owner, into a template image, and each container's disk is a sparse copy
 of it (only the template's data extents are copied, ~1 ms, where mkfs.ext4 took ~10 ms); the loop
-device is attached with ``LOOP_CONFIGURE`` and mounted with mount(2) (where mount(8) took ~7 ms).
+device is attached with ``LOOP_CONFIGURE`` (Linux 5.8+) and mounted with mount(2) (where mount(8) took ~7 ms).
 The copies share the template's filesystem UUID, which nothing in Cove or the kernel relies on.
 """
 
