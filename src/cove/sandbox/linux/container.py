@@ -180,9 +180,17 @@ class LinuxSandbox(Sandbox):
     async def _start(self) -> InitClient:
         host = self.host
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # In a worker thread: mounts, files and runc's ~30 ms never hold the event loop.
+        started = asyncio.ensure_future(host.blocking_start(functools.partial(self._run_init, child_end)))
         try:
-            # In a worker thread: mounts, files and runc's ~30 ms never hold the event loop.
-            self._init_pid = await host.blocking_start(functools.partial(self._run_init, child_end))
+            try:
+                self._init_pid = await asyncio.shield(started)
+            except asyncio.CancelledError:
+                # The thread goes on: wait for its container (and its use of ``child_end``), so the
+                # caller's cleanup finds the init's pid and runc's state to remove.
+                with contextlib.suppress(Exception):
+                    self._init_pid = await started
+                raise
         except BaseException:
             host_end.close()
             raise
