@@ -156,8 +156,13 @@ class Settings(BaseSettings):
     from their output (its next turn gets ``tool_choice: none``): a 135M model's calls are close to
     random, and without a cap it spends ``max_turns`` repeating them."""
 
-    warm_pool: int = 4
-    """Containers kept started for creates with the default image and limits (0 turns it off)."""
+    warm_pool: int = Field(default=4, ge=0)
+    """Containers kept started for creates with the default image and limits (0 turns the pool off):
+    the pool's floor; it grows past it after bursts of creates (``warm_pool_max``)."""
+
+    warm_pool_max: int = Field(default=128, ge=0)
+    """The most containers the warm pool grows to after a burst of creates (it keeps as many as the
+    largest burst of the last minutes, while the host has memory to spare, and shrinks back)."""
 
     background_workers: int = 8
     """Background responses generated at once; more wait in the queue (in the store)."""

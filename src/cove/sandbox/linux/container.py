@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -35,7 +36,7 @@ from cove.sandbox.base import (
 from cove.sandbox.images.layers import lookup
 from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
-from cove.sandbox.linux.disk import create_disk, mount_disk
+from cove.sandbox.linux.disk import mount_disk
 from cove.sandbox.linux.display import LinuxDisplay, check_screen, display_of
 from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
@@ -87,11 +88,11 @@ class LinuxSandbox(Sandbox):
     def prepare(self) -> None:
         """Creates the writable layer on its own disk, with the mount points runc needs in it.
 
-        Blocking (mkfs, mount): the engine runs it in a worker thread."""
+        Blocking (a disk image copied and mounted): the engine runs it in a worker thread."""
         uid = self.host.uid_base
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o711)
-        create_disk(self.disk_image, self.host.disk_bytes, uid)
+        self.host.disks.make(self.disk_image)
         mount_disk(self.disk_image, self.disk)
         for path in (self.upper, self.work, self.rootfs):
             path.mkdir(parents=True, exist_ok=True)
@@ -176,34 +177,30 @@ class LinuxSandbox(Sandbox):
             if self._init is not None and not self._init.closed:
                 return self._init
             await self._cleanup_runtime()
-            await asyncio.to_thread(self._ensure_mounted)
             async with self.host.start_slots:
                 self._init = await self._start()
             return self._init
 
     async def _start(self) -> InitClient:
         host = self.host
-        ca_bundle = self._ca_bundle()
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # In a worker thread: mounts, files and runc's ~30 ms never hold the event loop.
+        started = asyncio.ensure_future(host.blocking_start(functools.partial(self._run_init, child_end)))
         try:
-            # runc, as container root, reaches the directory only through the gate (``gate.py``).
-            with host.gate.exposing(self.dir, self.id) as bundle:
-                spec = ContainerSpec(
-                    rootfs=bundle / "rootfs", hostname=self.id[:63], libexec_dir=host.libexec,
-                    limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,
-                                          pids=host.pids_limit, nofile=host.nofile_limit),
-                    cgroup_path=self.cgroup_path, uid_base=host.uid_base,
-                    args=[f"{COVE_DIR}/{host.init_binary.name}", "0"], env=[f"PATH={DEFAULT_PATH}"],
-                    hosts_file=bundle / "hosts", ca_bundle=bundle / ca_bundle.name if ca_bundle else None)
-                (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
-                self._init_pid = await host.runc.run_detached(self.id, bundle, child_end, self.dir / "init.log")
+            try:
+                self._init_pid = await asyncio.shield(started)
+            except asyncio.CancelledError:
+                # The thread goes on: wait for its container (and its use of ``child_end``), so the
+                # caller's cleanup finds the init's pid and runc's state to remove.
+                with contextlib.suppress(Exception):
+                    self._init_pid = await started
+                raise
         except BaseException:
             host_end.close()
             raise
         finally:
             child_end.close()
         host_end.setblocking(False)
-        self._shell = self._find_shell()
         init = InitClient(host_end)
         if self.limits.network is not None:
             try:
@@ -213,6 +210,26 @@ class LinuxSandbox(Sandbox):
                 init.close()
                 raise
         return init
+
+    def _run_init(self, control: socket.socket) -> int:
+        """Mounts what is not mounted and starts the container with runc (blocking, in one thread
+        hop); its init gets ``control``. Returns the init's pid."""
+        host = self.host
+        self._ensure_mounted()
+        ca_bundle = self._ca_bundle()
+        # runc, as container root, reaches the directory only through the gate (``gate.py``).
+        with host.gate.exposing(self.dir, self.id) as bundle:
+            spec = ContainerSpec(
+                rootfs=bundle / "rootfs", hostname=self.id[:63], libexec_dir=host.libexec,
+                limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,
+                                      pids=host.pids_limit, nofile=host.nofile_limit),
+                cgroup_path=self.cgroup_path, uid_base=host.uid_base,
+                args=[f"{COVE_DIR}/{host.init_binary.name}", "0"], env=[f"PATH={DEFAULT_PATH}"],
+                hosts_file=bundle / "hosts", ca_bundle=bundle / ca_bundle.name if ca_bundle else None)
+            (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
+            pid = host.runc.run_detached(self.id, bundle, control, self.dir / "init.log")
+        self._shell = self._find_shell()
+        return pid
 
     def _ca_bundle(self) -> Path | None:
         """For a container with domain secrets: its image's trusted CAs plus Cove's egress CA.

@@ -2,28 +2,150 @@
 
 That is the disk quota: writes past the image's size fail inside the container with ENOSPC, and
 the host's disk cannot be filled by one container. The image is sparse, so it costs what is
-written; making and mounting one takes about 10 ms here.
+written (about 4 MiB of ext4 metadata for a new 10g disk).
+
+Making one per container is on every cold create's path, so neither step spawns a program: mkfs
+runs once per size and owner, into a template image, and each container's disk is a sparse copy
+of it (only the template's data extents are copied, ~1 ms, where mkfs.ext4 took ~10 ms); the loop
+device is attached with ``LOOP_CONFIGURE`` (Linux 5.8+) and mounted with mount(2) (where mount(8) took ~7 ms).
+The copies share the template's filesystem UUID, which nothing in Cove or the kernel relies on.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
+import os
+import struct
 import subprocess
+import threading
 from pathlib import Path
 
 from cove.errors import SandboxError
 
+_MKFS_OPTIONS = ("-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner={uid}:{uid}")
+_TEMPLATE_VERSION = 1
+"""Part of a template's file name: bump it when ``_MKFS_OPTIONS`` change, so old templates are unused."""
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_LOOP_CTL_GET_FREE = 0x4C82
+_LOOP_CONFIGURE = 0x4C0A
+_LO_FLAGS_AUTOCLEAR = 4
+_LOOP_CONFIG = struct.Struct("=II5Q4I64s64s32s2Q8Q")
+"""``struct loop_config``: fd, block_size, then ``struct loop_info64`` and reserved words."""
+_LOOP_ATTEMPTS = 32
+"""A free loop device can be taken by another attach between asking and configuring: retry."""
+_MS_NOSUID = 0x2
+_MS_NODEV = 0x4
+
 
 def create_disk(image: Path, size_bytes: int, uid: int) -> None:
-    """A new, empty filesystem of ``size_bytes`` whose root belongs to container root."""
+    """A new, empty filesystem of ``size_bytes`` whose root belongs to container root (runs mkfs)."""
     with image.open("wb") as handle:
         handle.truncate(size_bytes)
-    _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
-          f"lazy_itable_init=1,lazy_journal_init=1,root_owner={uid}:{uid}", str(image)])
+    options = [option.format(uid=uid) for option in _MKFS_OPTIONS]
+    _run(["mkfs.ext4", *options, str(image)])
+
+
+class DiskMaker:
+    """Makes container disks of one size and owner by copying a template made once with mkfs."""
+
+    def __init__(self, templates_dir: Path, size_bytes: int, uid: int) -> None:
+        self.size_bytes = size_bytes
+        self.template = templates_dir / f"ext4-v{_TEMPLATE_VERSION}-{size_bytes}-{uid}.img"
+        self._uid = uid
+        self._lock = threading.Lock()
+        """Creates run ``make`` in worker threads: the first of them makes the template."""
+
+    def make(self, image: Path) -> None:
+        """A new, empty filesystem at ``image`` (blocking: run it in a worker thread)."""
+        copy_sparse(self._ensure_template(), image)
+
+    def _ensure_template(self) -> Path:
+        if self.template.exists():
+            return self.template
+        with self._lock:
+            if not self.template.exists():
+                self.template.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                partial = self.template.with_suffix(".partial")
+                create_disk(partial, self.size_bytes, self._uid)
+                os.replace(partial, self.template)  # a crash mid-mkfs never leaves a template
+        return self.template
+
+
+def copy_sparse(source: Path, target: Path) -> None:
+    """Copies ``source`` to a new file ``target`` extent by extent, so its holes stay holes."""
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            size = os.fstat(src).st_size
+            offset = 0
+            while offset < size:
+                try:
+                    start = os.lseek(src, offset, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:  # no data after offset
+                        break
+                    raise
+                end = os.lseek(src, start, os.SEEK_HOLE)
+                while start < end:
+                    copied = os.copy_file_range(src, dst, end - start, start, start)
+                    if copied == 0:
+                        raise SandboxError("Copying the container disk template ended early.")
+                    start += copied
+                offset = end
+            os.ftruncate(dst, size)
+        finally:
+            os.close(dst)
+    except OSError as exc:
+        target.unlink(missing_ok=True)
+        raise SandboxError(f"Making a container disk failed: {os.strerror(exc.errno or 0)}") from exc
+    finally:
+        os.close(src)
 
 
 def mount_disk(image: Path, target: Path) -> None:
+    """Mounts ``image`` (nosuid, nodev) at ``target`` through a loop device that detaches itself
+    when the filesystem is unmounted, as ``mount -o loop`` does."""
     target.mkdir(exist_ok=True)
-    _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(target)])
+    backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        loop, device = _attach(backing)
+    finally:
+        os.close(backing)
+    try:
+        if _libc.mount(device.encode(), os.fsencode(target), b"ext4", _MS_NOSUID | _MS_NODEV, None) != 0:
+            err = ctypes.get_errno()
+            raise SandboxError(f"Mounting a container disk failed: {os.strerror(err)}")
+    finally:
+        os.close(loop)  # the mount holds the device now; unmounted, autoclear detaches it
+
+
+def _attach(backing: int) -> tuple[int, str]:
+    """A free loop device configured onto ``backing`` with autoclear: (its open fd, its path)."""
+    config = _LOOP_CONFIG.pack(backing, 0, 0, 0, 0, 0, 0, 0, 0, 0, _LO_FLAGS_AUTOCLEAR,
+                               b"", b"", b"", 0, 0, *([0] * 8))
+    control = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for _ in range(_LOOP_ATTEMPTS):
+            number = fcntl.ioctl(control, _LOOP_CTL_GET_FREE)
+            device = f"/dev/loop{number}"
+            loop = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.ioctl(loop, _LOOP_CONFIGURE, config)
+            except OSError as exc:
+                os.close(loop)
+                if exc.errno == errno.EBUSY:  # another attach took it first
+                    continue
+                raise SandboxError(f"Attaching a container disk failed: {os.strerror(exc.errno or 0)}") from exc
+            return loop, device
+    except OSError as exc:
+        raise SandboxError(f"Attaching a container disk failed: {os.strerror(exc.errno or 0)}") from exc
+    finally:
+        os.close(control)
+    raise SandboxError("Attaching a container disk failed: no free loop device.")
 
 
 def _run(argv: list[str]) -> None:
@@ -35,4 +157,3 @@ def _run(argv: list[str]) -> None:
             if arg.startswith("/"):
                 detail = detail.replace(arg, "<host path>")
         raise SandboxError(f"{argv[0]} failed for a container disk: {detail}")
-

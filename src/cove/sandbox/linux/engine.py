@@ -11,6 +11,8 @@ import re
 import resource
 import secrets
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from cove.config import Settings, parse_size
 from cove.egress.proxy import EgressProxy, SecretsTLS
@@ -21,17 +23,30 @@ from cove.sandbox.base import Limits, SandboxEngine, memory_bytes
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
+from cove.sandbox.linux.disk import DiskMaker
 from cove.sandbox.linux.display import install_agent
 from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
 from cove.sandbox.linux.overlay import mounts_under, unmount, unmount_all
+from cove.sandbox.linux.pool_demand import PoolDemand
 from cove.sandbox.linux.runc import Runc
 from cove.sandbox.linux.sinks import PipeBudget
 
 log = logging.getLogger(__name__)
 _POOL_ID = re.compile(r"pool_[0-9a-f]{48}")
 _PR_SET_CHILD_SUBREAPER = 36
+_POOL_CHECK_S = 5.0
+"""How often the pool keeper looks at demand without a create waking it (to shrink the pool)."""
+_POOL_LULL_S = 0.1
+_POOL_LULL_MAX_S = 1.0
+"""The pool refills once creates pause for ``_POOL_LULL_S``, or after this long in a steady stream."""
+
+
+def _start_slots() -> int:
+    """Containers starting at once: enough to keep every core busy while some wait on the kernel,
+    few enough that a burst cannot pile hundreds of runc processes onto the machine."""
+    return max(8, 4 * (os.cpu_count() or 1))
 
 
 def _container_nofile(wanted: int) -> int:
@@ -61,12 +76,15 @@ class LinuxEngine(SandboxEngine):
         """What the containers share; known once ``start`` has the init binary."""
         self._live: dict[str, LinuxSandbox] = {}
         """Sandboxes by container (API) id."""
-        self.pool_size = settings.warm_pool
+        self.pool_demand = PoolDemand(settings.warm_pool, settings.warm_pool_max)
         self.pool_image = settings.default_image
         self.pool_limits = Limits(memory="1g", cpus=settings.default_cpu_limit)
         self._pool: list[LinuxSandbox] = []
-        self._refill_task: asyncio.Task[None] | None = None
+        self._pool_keeper: asyncio.Task[None] | None = None
+        self._pool_wanted = asyncio.Event()
+        """Set by a create that took from the pool (or could have): the keeper looks again at once."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._start_threads = ThreadPoolExecutor(max_workers=_start_slots(), thread_name_prefix="cove-start")
 
     @property
     def host(self) -> Host:
@@ -91,14 +109,18 @@ class LinuxEngine(SandboxEngine):
             init_binary=init_binary, display_agent=install_agent(self.libexec), uid_base=settings.subuid_base,
             pids_limit=settings.pids_limit,
             runc=Runc(settings.data_dir / "runc", hidden=(settings.data_dir, gate.path)),
-            nofile_limit=_container_nofile(settings.nofile_limit), disk_bytes=parse_size(settings.disk_limit),
+            nofile_limit=_container_nofile(settings.nofile_limit),
+            disks=DiskMaker(settings.data_dir / "disk-templates", parse_size(settings.disk_limit),
+                            settings.subuid_base),
             egress=self.egress,
-            egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(8),
+            egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(_start_slots()),
+            start_threads=self._start_threads,
             pipes=PipeBudget.derived(settings.background_pipes_per_container, settings.background_pipes_per_project,
                                      settings.background_pipes))
         await self._clean_crash_leftovers()
         self._remove_unadopted_pool_dirs()
-        self._schedule_refill()
+        if self.pool_demand.floor:
+            self._pool_keeper = asyncio.create_task(self._keep_pool())
 
     async def _clean_crash_leftovers(self) -> None:
         """A crashed Cove leaves runc state, mounts and cgroups; none of it may linger."""
@@ -125,7 +147,6 @@ class LinuxEngine(SandboxEngine):
             pooled.limits = limits  # equal to the pool's, but labelled with its project
             (self.containers_dir / container_id).symlink_to(pooled.id)
             self._live[container_id] = pooled
-            self._schedule_refill()
             return pooled
         return await self._start_new(container_id, image, limits, live_as=container_id)
 
@@ -135,7 +156,7 @@ class LinuxEngine(SandboxEngine):
         sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), limits)
         if live_as is not None:
             self._live[live_as] = sandbox
-        prepared = asyncio.ensure_future(asyncio.to_thread(sandbox.prepare))  # mkfs and mount, off the loop
+        prepared = asyncio.ensure_future(self.host.blocking_start(sandbox.prepare))  # disk and mounts, off the loop
         try:
             await asyncio.shield(prepared)
             await sandbox.exec_ready()
@@ -179,31 +200,60 @@ class LinuxEngine(SandboxEngine):
 
     # -- the warm pool: started containers waiting for creates with the default image and limits --
     def _take_pooled(self, image: str, limits: Limits) -> LinuxSandbox | None:
-        if image != self.pool_image or limits != self.pool_limits:
+        if image != self.pool_image or limits != self.pool_limits or not self.pool_demand.floor:
             return None
+        self.pool_demand.record()
+        self._pool_wanted.set()
         layers = self.images.get(image).layers
         while self._pool:
             sandbox = self._pool.pop(0)
             if sandbox.running and sandbox.image.layers == layers:
                 return sandbox
-            task = asyncio.create_task(self._remove(sandbox.id, sandbox))  # stale: the image was rebuilt
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._remove_later(sandbox)  # stale: the image was rebuilt
         return None
 
-    def _schedule_refill(self) -> None:
-        if self.pool_size and (self._refill_task is None or self._refill_task.done()):
-            self._refill_task = asyncio.create_task(self._refill())
+    def _remove_later(self, sandbox: LinuxSandbox) -> None:
+        task = asyncio.create_task(self._remove(sandbox.id, sandbox))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _refill(self) -> None:
-        while len(self._pool) < self.pool_size:
-            runtime_id = f"pool_{secrets.token_hex(24)}"
-            try:
-                sandbox = await self._start_new(runtime_id, self.pool_image, self.pool_limits, live_as=None)
-            except Exception as exc:
-                log.warning("warm pool: could not start a container (%s); creates start their own", exc)
+    async def _keep_pool(self) -> None:
+        """Holds the pool at ``pool_demand``'s target for as long as the engine runs: starts what is
+        missing, a start slot's worth at a time (creates that find the pool empty start their own
+        meanwhile), and removes what demand no longer asks for."""
+        width = _start_slots()
+        while True:
+            self._pool_wanted.clear()
+            missing = self.pool_demand.target() - len(self._pool)
+            if missing > 0:
+                await self._lull()
+                started = await asyncio.gather(*(self._start_pooled() for _ in range(min(missing, width))),
+                                               return_exceptions=True)
+                failures = [result for result in started if isinstance(result, BaseException)]
+                self._pool.extend(result for result in started if isinstance(result, LinuxSandbox))
+                if not failures:
+                    continue
+                log.warning("warm pool: could not start a container (%s); creates start their own", failures[0])
+            for _ in range(-missing):
+                self._remove_later(self._pool.pop())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_POOL_CHECK_S):
+                    await self._pool_wanted.wait()
+
+    async def _lull(self) -> None:
+        """Waits for a pause in creates (at most ``_POOL_LULL_MAX_S``): starting containers for the
+        pool while a burst takes from it would slow the very creates the pool is there to serve."""
+        deadline = time.monotonic() + _POOL_LULL_MAX_S
+        while (now := time.monotonic()) < deadline:
+            quiet = now - self.pool_demand.last_create
+            if quiet >= _POOL_LULL_S:
                 return
-            self._pool.append(sandbox)
+            await asyncio.sleep(_POOL_LULL_S - quiet)
+
+    async def _start_pooled(self) -> LinuxSandbox:
+        """One container for the pool, ready to hand out."""
+        runtime_id = f"pool_{secrets.token_hex(24)}"
+        return await self._start_new(runtime_id, self.pool_image, self.pool_limits, live_as=None)
 
     def _remove_unadopted_pool_dirs(self) -> None:
         adopted = {os.readlink(p) for p in self.containers_dir.iterdir() if p.is_symlink()}
@@ -213,10 +263,10 @@ class LinuxEngine(SandboxEngine):
                 self.images.unpin(directory.name)
 
     async def close(self) -> None:
-        if self._refill_task is not None:
-            self._refill_task.cancel()
+        if self._pool_keeper is not None:
+            self._pool_keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._refill_task
+                await self._pool_keeper
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.egress.aclose()
         pool, self._pool = self._pool, []
@@ -229,3 +279,4 @@ class LinuxEngine(SandboxEngine):
                 await sandbox.stop()
         if self._host is not None:
             self._host.gate.close()
+        self._start_threads.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,68 @@
+"""How many started containers the warm pool should hold: as many as recent bursts of creates took.
+
+A fixed pool of a few serves one agent at a time, but a burst of a hundred creates empties it at
+once and the rest start cold, each paying for a runc start on a busy machine. So the pool learns:
+its target is the most creates seen within any ``window_s`` lately, decaying by half every
+``half_life_s`` once the bursts stop, never below the configured floor nor above the ceiling, and
+only above the floor while the host has memory to spare (pooled containers are idle, but each holds
+a mount, a loop device and a few processes).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from pathlib import Path
+
+_MEMORY_SPARE = 0.25
+"""Fraction of the host's memory that must stay available for the pool to grow past its floor."""
+
+
+class PoolDemand:
+    def __init__(self, floor: int, ceiling: int, window_s: float = 10.0, half_life_s: float = 60.0) -> None:
+        self.floor = floor
+        self.ceiling = max(floor, ceiling)
+        self.window_s = window_s
+        self.half_life_s = half_life_s
+        self._recent: collections.deque[float] = collections.deque()
+        self._peak = 0.0
+        self._peak_at = 0.0
+        self.last_create = -math.inf
+        """When the last create came (``time.monotonic``)."""
+
+    def record(self, now: float | None = None) -> None:
+        """One create that the pool could have served."""
+        now = time.monotonic() if now is None else now
+        self.last_create = now
+        self._recent.append(now)
+        self._forget(now)
+        if len(self._recent) >= self._decayed_peak(now):
+            self._peak, self._peak_at = float(len(self._recent)), now
+
+    def target(self, now: float | None = None) -> int:
+        """How many containers the pool should hold now."""
+        now = time.monotonic() if now is None else now
+        self._forget(now)
+        wanted = max(len(self._recent), math.ceil(self._decayed_peak(now) - 0.5))
+        if wanted > self.floor and not memory_to_spare():
+            return self.floor
+        return max(self.floor, min(self.ceiling, wanted))
+
+    def _forget(self, now: float) -> None:
+        while self._recent and self._recent[0] < now - self.window_s:
+            self._recent.popleft()
+
+    def _decayed_peak(self, now: float) -> float:
+        return float(self._peak * 0.5 ** ((now - self._peak_at) / self.half_life_s))
+
+
+def memory_to_spare(meminfo: Path = Path("/proc/meminfo")) -> bool:
+    """Whether more than ``_MEMORY_SPARE`` of the host's memory is available."""
+    fields: dict[str, int] = {}
+    for line in meminfo.read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("MemTotal", "MemAvailable"):
+            fields[key] = int(value.split()[0])
+    total, available = fields.get("MemTotal", 0), fields.get("MemAvailable", 0)
+    return total > 0 and available > _MEMORY_SPARE * total
