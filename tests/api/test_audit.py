@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,24 @@ def test_commands_are_audited(client: openai.OpenAI, http: httpx.Client, server:
     lines = subprocess.run([str(cove), "audit", cid, "--json"], env=server.env, capture_output=True, text=True,
                            check=True).stdout.splitlines()
     assert [json.loads(line)["command"] for line in lines] == ["echo first", "exit 3", "echo from-tool"]
+
+
+def test_a_crash_right_after_commands_loses_no_audit_row(own_server: Server) -> None:
+    """The server is killed (SIGKILL) within the flush interval of its last commands: the journal
+    brings every one of them into the store at the next start, once."""
+    with own_server.http() as http:
+        cid = http.post("/v1/containers", json={"name": "crashy"}).raise_for_status().json()["id"]
+        commands = [f"echo {n}" for n in range(30)]
+        for command in commands:
+            run(http, cid, command)
+    own_server.stop(signal.SIGKILL)
+    own_server.start()
+    with own_server.http() as http:
+        events = http.get(f"/v1/containers/{cid}/audit", params={"order": "asc", "limit": 100}).json()["data"]
+        assert [e["command"] for e in events] == commands
+    own_server.stop()  # a clean stop leaves no journal behind, and a start after it adds nothing
+    assert not list((own_server.data_dir / "audit-journal").glob("*.jsonl"))
+    own_server.start()
+    with own_server.http() as http:
+        events = http.get(f"/v1/containers/{cid}/audit", params={"order": "asc", "limit": 100}).json()["data"]
+        assert [e["command"] for e in events] == commands

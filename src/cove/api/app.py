@@ -88,8 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
         await engine.start()
         policies = ProjectPolicies.load(settings.projects_file, settings)
-        audit = AuditLog(db, keep=lambda project: policies.quotas(project).audit_rows)
-        audit.start()
+        audit = AuditLog(db, keep=lambda project: policies.quotas(project).audit_rows,
+                         journal=settings.data_dir / "audit-journal")
+        await audit.start()
         secrets = SecretKeeper(settings.secrets_key_path)
         service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
         engine.egress.on_decision = service.record_egress

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cove.api import sse
@@ -145,8 +146,10 @@ async def exec_commands(container_id: str, body: ExecRequest, request: Request,
     service = _service(request)
     commands = [Command(command=text, timeout_ms=body.timeout_ms, max_output_length=body.max_output_length,
                         env=body.env, workdir=body.workdir) for text in body.commands]
-    if not body.stream:
-        return _exec_object(container_id, await service.exec(project, container_id, commands))
+    if not body.stream:  # encoded here: FastAPI's generic encoder walks every field again
+        outputs = await service.exec(project, container_id, commands)
+        return Response(json.dumps(_exec_object(container_id, outputs), separators=(",", ":")),
+                        media_type="application/json")
     await service.get(project, container_id)  # unknown ids fail as JSON, before the stream starts
     return sse.stream(sse.numbered(_exec_events(service, project, container_id, commands)))
 

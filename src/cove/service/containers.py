@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -76,6 +76,9 @@ class ContainerService:
         """Responses using each container now; the latest is credited with its egress in the audit trail."""
         self._touches: set[asyncio.Task[None]] = set()
         """Uses being recorded in the store (``_touch``), awaited at shutdown."""
+        self._held: dict[str, _Held] = {}
+        """Live containers this server made or has looked up, with their limits: a command on one needs
+        no database round trip and no secrets opened. Dropped when deleted or expired here."""
 
     # -- create / read / delete -------------------------------------------------------------------
     async def create(self, project: str, *, name: str, image: str | None, memory_limit: str,
@@ -106,14 +109,15 @@ class ContainerService:
             await locks.hold(session, "containers")
             await self._check_room(session, project, memory_limit)
             session.add(row)
+        limits = Limits(memory=memory_limit, cpus=cpus, network=egress, project=project)
         try:
             self._projects[row.id] = project
-            await self.engine.create(row.id, image_name,
-                                     Limits(memory=memory_limit, cpus=cpus, network=egress, project=project))
+            await self.engine.create(row.id, image_name, limits)
         except BaseException:
             async with self.db.begin() as session:
                 await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
             raise
+        self._held[row.id] = _Held(row, limits)
         return Container.from_row(row)
 
     async def admit(self, project: str, memory_limit: str, image: str | None = None) -> None:
@@ -167,6 +171,7 @@ class ContainerService:
 
     async def delete(self, project: str, container_id: str) -> None:
         row = await self._row(project, container_id)
+        self._held.pop(row.id, None)
         await self.engine.destroy(row.id)
         async with self.db.begin() as session:
             await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
@@ -177,22 +182,17 @@ class ContainerService:
         """The live sandbox of an active container, kept from expiring while in use; the commands
         run through it go to the audit trail (with ``response_id`` when a response runs them)."""
         self.policies.check_containers(project)
-        row = await self._row(project, container_id)
-        if row.status not in LIVE:
-            raise Conflict(f"Container '{container_id}' has {row.status} and cannot be used.",
-                           param="container_id", code=f"container_{row.status}")
+        held = await self._live(project, container_id, "used")
+        row = held.row
         if row.status == "paused":  # a command or a file on a paused container resumes it
             await self.resume(project, container_id)
-            row.status = "running"
         self._busy[row.id] += 1
         if response_id is not None:
             self._responses.setdefault(row.id, []).append(response_id)
         try:
             self._touch(row)
             self._projects[row.id] = project
-            limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self.secrets.container_egress(row),
-                            project=project)
-            sandbox = await self.engine.get(row.id, limits)
+            sandbox = await self.engine.get(row.id, held.limits)
             yield sandbox if self.audit is None else AuditedSandbox(sandbox, self.audit, project, row.id, response_id)
         finally:
             self._busy[row.id] -= 1
@@ -203,6 +203,19 @@ class ContainerService:
                 if not self._responses[row.id]:
                     del self._responses[row.id]
             self._touch(row)
+
+    async def _live(self, project: str, container_id: str, verb: str) -> _Held:
+        """The container, running or paused, as this server holds it (from the store the first time)."""
+        held = self._held.get(container_id)
+        if held is None or held.row.project != project:
+            row = await self._row(project, container_id)
+            if row.status not in LIVE:
+                raise Conflict(f"Container '{container_id}' has {row.status} and cannot be {verb}.",
+                               param="container_id", code=f"container_{row.status}")
+            held = _Held(row, Limits(memory=row.memory_limit, cpus=row.cpu_limit,
+                                     network=self.secrets.container_egress(row), project=project))
+            self._held[row.id] = held
+        return held
 
     def _touch(self, row: ContainerRow) -> None:
         """Records use for the expiry clock, in the background: with SQLite one tenant's long write
@@ -234,14 +247,9 @@ class ContainerService:
 
     async def _set_paused(self, project: str, container_id: str, paused: bool) -> Container:
         self.policies.check_containers(project)
-        row = await self._row(project, container_id)
-        if row.status not in LIVE:
-            raise Conflict(f"Container '{container_id}' has {row.status} and cannot be "
-                           f"{'paused' if paused else 'resumed'}.", param="container_id",
-                           code=f"container_{row.status}")
-        limits = Limits(memory=row.memory_limit, cpus=row.cpu_limit, network=self.secrets.container_egress(row),
-                        project=project)
-        sandbox = await self.engine.get(row.id, limits)
+        held = await self._live(project, container_id, "paused" if paused else "resumed")
+        row = held.row
+        sandbox = await self.engine.get(row.id, held.limits)
         await (sandbox.pause() if paused else sandbox.resume())
         row.status = "paused" if paused else "running"
         async with self.db.begin() as session:
@@ -312,12 +320,19 @@ class ContainerService:
         expired = [row.id for row in rows
                    if row.last_active_at + row.expires_minutes * 60 <= now and row.id not in self._busy]
         for container_id in expired:
+            self._held.pop(container_id, None)
             async with self.db.begin() as session:
                 await session.execute(update(ContainerRow).where(ContainerRow.id == container_id)
                                       .values(status="expired"))
             await self.engine.destroy(container_id)
             log.info("container %s expired", container_id)
         return expired
+
+
+@dataclass
+class _Held:
+    row: ContainerRow
+    limits: Limits
 
 
 class AuditedSandbox(Sandbox):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 from pathlib import Path
 
 _ROOT = Path("/sys/fs/cgroup")
 
 
+@functools.cache
 def is_unified() -> bool:
-    """cgroup v2 only (as opposed to v1 or hybrid)."""
+    """cgroup v2 only (as opposed to v1 or hybrid); the machine's layout does not change while Cove runs."""
     return (_ROOT / "cgroup.controllers").exists()
 
 
@@ -19,14 +22,23 @@ def _memory_dir(cgroup_path: str) -> Path:
 
 
 def oom_kills(cgroup_path: str) -> int:
-    """How many processes the OOM killer ended in this container so far."""
-    directory = _memory_dir(cgroup_path)
+    """How many processes the OOM killer ended in this container so far. Read twice per command, so
+    with plain ``os`` calls rather than ``pathlib``'s (a third of the cost)."""
     name = "memory.events" if is_unified() else "memory.oom_control"
-    with contextlib.suppress(OSError):
-        for line in (directory / name).read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
+    try:
+        fd = os.open(f"{_memory_dir(cgroup_path)}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        text = os.read(fd, 4096)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    for line in text.splitlines():
+        key, _, value = line.partition(b" ")
+        if key == b"oom_kill":
+            return int(value)
     return 0
 
 
