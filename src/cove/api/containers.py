@@ -16,7 +16,6 @@ from cove.api import sse
 from cove.api.auth import project_of
 from cove.errors import CoveError, InvalidRequest
 from cove.sandbox.base import Command, CommandOutput
-from cove.sandbox.output import marker
 from cove.service.audit import AuditLog
 from cove.service.containers import ContainerService
 from cove.service.objects import AuditPage, Container, Deleted, ListPage
@@ -28,8 +27,9 @@ Project = Annotated[str, Depends(project_of)]
 
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_MAX_OUTPUT = 1_000_000
-MAX_PENDING_OUTPUT = 1 << 20
-"""Characters of streamed output held for a client that reads slower than its commands write."""
+MAX_PENDING_OUTPUT = 4 << 20
+"""Characters of streamed output held for a client that reads slower than its commands write;
+past it the commands wait for the client (``_Outbox``)."""
 _EVENT_COST = 256
 """What one queued event costs besides its text, counted against ``MAX_PENDING_OUTPUT``."""
 
@@ -162,29 +162,31 @@ class _Delta:
 
 
 class _Outbox:
-    """A streaming exec's events on their way to the client, in bounded memory.
+    """A streaming exec's events on their way to the client, in bounded memory, losing nothing.
 
-    The sandbox calls back as output arrives and cannot wait, so nothing here blocks: consecutive
-    output of one stream is merged into one delta, and once ``MAX_PENDING_OUTPUT`` characters wait,
-    further output is dropped until the client catches up, and the next delta of that stream starts
-    with a marker saying how much. ``command.done`` events always go out whole (their size is bounded by
-    the exec's output budget), so a slow client still gets every command's result.
+    The sandbox hands output over as it arrives (consecutive output of one stream merges into one
+    delta). Once ``MAX_PENDING_OUTPUT`` characters wait, ``output`` answers with a future that is done
+    when the client has read half of them: the sandbox stops reading until then and the command blocks
+    on its full pipe, so a slow client slows the command rather than losing its output or growing the
+    server. A client that goes away (``close``) releases the command, whose further output is dropped.
     """
 
     def __init__(self) -> None:
         self._events: deque[dict[str, Any] | _Delta] = deque()
         self._pending = 0
-        self._dropped: dict[tuple[int, str], int] = {}
         self._ready = asyncio.Event()
+        self._drained: asyncio.Future[None] | None = None
+        self._closed = False
 
-    def output(self, index: int, stream: str, text: str) -> None:
-        key = (index, stream)
-        if self._pending + len(text) + _EVENT_COST > MAX_PENDING_OUTPUT:
-            self._dropped[key] = self._dropped.get(key, 0) + len(text)
-            return
-        if cut := self._dropped.pop(key, 0):
-            text = marker(cut) + text
+    def output(self, index: int, stream: str, text: str) -> asyncio.Future[None] | None:
+        if self._closed:
+            return None
         self._add(index, stream, text)
+        if self._pending <= MAX_PENDING_OUTPUT:
+            return None
+        if self._drained is None or self._drained.done():
+            self._drained = asyncio.get_running_loop().create_future()
+        return self._drained
 
     def _add(self, index: int, stream: str, text: str) -> None:
         last = self._events[-1] if self._events else None
@@ -198,11 +200,9 @@ class _Outbox:
         self._ready.set()
 
     def put(self, event: dict[str, Any]) -> None:
-        if event["type"] == "container.exec.command.done":
-            for key in [key for key in self._dropped if key[0] == event["command_index"]]:
-                self._add(*key, marker(self._dropped.pop(key)))
-        self._events.append(event)
-        self._ready.set()
+        if not self._closed:
+            self._events.append(event)
+            self._ready.set()
 
     async def get(self) -> dict[str, Any]:
         while not self._events:
@@ -213,7 +213,20 @@ class _Outbox:
             return event
         text = "".join(event.pieces)
         self._pending -= len(text) + _EVENT_COST
+        if self._pending <= MAX_PENDING_OUTPUT // 2:
+            self._release()
         return {"type": "container.exec.output.delta", "command_index": event.index, "delta": {event.stream: text}}
+
+    def close(self) -> None:
+        """The client is gone: nothing more is kept, and a command held back runs on."""
+        self._closed = True
+        self._events.clear()
+        self._pending = 0
+        self._release()
+
+    def _release(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
 
 async def _exec_events(service: ContainerService, project: str, container_id: str,
@@ -228,9 +241,12 @@ async def _exec_events(service: ContainerService, project: str, container_id: st
     # callback only retrieves the task's exception, so asyncio does not warn that nobody did.
     task.add_done_callback(lambda t: t.cancelled() or t.exception() or True)
     task.add_done_callback(lambda _t: outbox.put({"type": "_end"}))
-    yield {"type": "container.exec.started", "container_id": container_id, "commands": len(commands)}
-    while (event := await outbox.get())["type"] != "_end":
-        yield event
+    try:
+        yield {"type": "container.exec.started", "container_id": container_id, "commands": len(commands)}
+        while (event := await outbox.get())["type"] != "_end":
+            yield event
+    finally:  # the end, or a client that went away: a command held back for it must not wait on
+        outbox.close()
     try:
         outputs = task.result()
     except CoveError as exc:

@@ -9,6 +9,7 @@ the host reaches them. The Linux engine in ``sandbox/linux`` is the implementati
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -63,8 +64,10 @@ class Command:
     workdir: str | None = None
 
 
-OutputCallback = Callable[[Literal["stdout", "stderr"], str], None]
-"""Receives output text as the command produces it."""
+OutputCallback = Callable[[Literal["stdout", "stderr"], str], "asyncio.Future[None] | None"]
+"""Receives all output text as the command produces it (the command's result keeps only its capped
+part). It may return a future: no more output is read until the future is done, and the command
+blocks on its full pipe meanwhile, so a slow consumer holds back a fast command."""
 
 
 @dataclass(frozen=True)

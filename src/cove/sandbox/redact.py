@@ -10,6 +10,7 @@ is trusted with it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Literal
 
@@ -37,12 +38,11 @@ class Redactor:
     def stream(self, on_output: OutputCallback) -> OutputCallback:
         """A callback that redacts before calling ``on_output``; it holds back the last few characters
         (which may begin a value) until more arrive or ``flush`` is called."""
-        def redacted(stream: Stream, chunk: str) -> None:
+        def redacted(stream: Stream, chunk: str) -> asyncio.Future[None] | None:
             text = self.text(self._pending[stream] + chunk)
             cut = max(len(text) - self._hold, 0)
             self._pending[stream] = text[cut:]
-            if cut:
-                on_output(stream, text[:cut])
+            return on_output(stream, text[:cut]) if cut else None  # the consumer's hold passes through
         return redacted
 
     def flush(self, on_output: OutputCallback) -> None:

@@ -275,8 +275,9 @@ class ContainerService:
             for index, command in enumerate(commands):
                 callback: OutputCallback | None = None
                 if on_output is not None:
-                    def callback(stream: Any, text: str, _index: int = index) -> None:
-                        on_output(_index, stream, text)
+                    def callback(stream: Any, text: str, _index: int = index) -> asyncio.Future[None] | None:
+                        held: asyncio.Future[None] | None = on_output(_index, stream, text)
+                        return held
                 limit = max(1, min(command.max_output_length, left - share * (len(commands) - index - 1)))
                 results.append(await sandbox.exec(replace(command, max_output_length=limit), callback))
                 left -= len(results[-1].stdout) + len(results[-1].stderr)
