@@ -19,7 +19,7 @@ from cove.egress.proxy import EgressProxy, SecretsTLS
 from cove.egress.resolver import Resolver, host_addresses, parse_test_hosts
 from cove.egress.tls import CertificateAuthority, upstream_context
 from cove.errors import NotFound, SandboxError
-from cove.sandbox.base import Limits, SandboxEngine, memory_bytes
+from cove.sandbox.base import Command, ExitOutcome, Limits, SandboxEngine, memory_bytes
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
@@ -34,6 +34,7 @@ from cove.sandbox.linux.runc import Runc
 from cove.sandbox.linux.sinks import PipeBudget
 
 log = logging.getLogger(__name__)
+_WARM_UP_MS = 10_000
 _POOL_ID = re.compile(r"pool_[0-9a-f]{48}")
 _PR_SET_CHILD_SUBREAPER = 36
 _POOL_CHECK_S = 5.0
@@ -251,9 +252,19 @@ class LinuxEngine(SandboxEngine):
             await asyncio.sleep(_POOL_LULL_S - quiet)
 
     async def _start_pooled(self) -> LinuxSandbox:
-        """One container for the pool, ready to hand out."""
+        """One container for the pool, ready to hand out: started, and its shell run once, so the
+        first command a client sends costs what any later one does (the first spawn in a new
+        container pays for the shell's path lookups and page mappings in its fresh overlay)."""
         runtime_id = f"pool_{secrets.token_hex(24)}"
-        return await self._start_new(runtime_id, self.pool_image, self.pool_limits, live_as=None)
+        sandbox = await self._start_new(runtime_id, self.pool_image, self.pool_limits, live_as=None)
+        try:
+            warmed = await sandbox.exec(Command("true", _WARM_UP_MS, 1000))
+            if warmed.outcome != ExitOutcome(exit_code=0):
+                raise SandboxError(f"a new container's shell did not run: {warmed.outcome}")
+        except BaseException:
+            await self._remove(sandbox.id, sandbox)
+            raise
+        return sandbox
 
     def _remove_unadopted_pool_dirs(self) -> None:
         adopted = {os.readlink(p) for p in self.containers_dir.iterdir() if p.is_symlink()}
