@@ -242,10 +242,14 @@ class LinuxEngine(SandboxEngine):
                     await self._pool_wanted.wait()
 
     async def _lull(self) -> None:
-        """Waits for a pause in creates (at most ``_POOL_LULL_MAX_S``): starting containers for the
-        pool while a burst takes from it would slow the very creates the pool is there to serve."""
+        """Waits for a pause in a burst of creates (at most ``_POOL_LULL_MAX_S``): starting containers
+        for the pool while a burst takes from it would slow the very creates the pool is there to
+        serve. Creates coming one at a time (a client creating, using, deleting) are no burst: the
+        pool refills behind each at once, so the next one finds a container waiting."""
         deadline = time.monotonic() + _POOL_LULL_MAX_S
         while (now := time.monotonic()) < deadline:
+            if self.pool_demand.within(_POOL_LULL_S, now) <= 1:
+                return
             quiet = now - self.pool_demand.last_create
             if quiet >= _POOL_LULL_S:
                 return

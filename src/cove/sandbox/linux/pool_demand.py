@@ -49,6 +49,11 @@ class PoolDemand:
             return self.floor
         return max(self.floor, min(self.ceiling, wanted))
 
+    def within(self, seconds: float, now: float | None = None) -> int:
+        """How many creates came in the last ``seconds``: one at a time is a client working, many a burst."""
+        now = time.monotonic() if now is None else now
+        return sum(1 for at in reversed(self._recent) if at >= now - seconds) if self._recent else 0
+
     def _forget(self, now: float) -> None:
         while self._recent and self._recent[0] < now - self.window_s:
             self._recent.popleft()
