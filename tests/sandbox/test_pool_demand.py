@@ -12,9 +12,17 @@ def test_a_burst_grows_the_pool_and_quiet_shrinks_it_back() -> None:
     assert demand.target(now=0.0) == 4
     for i in range(100):
         demand.record(now=1.0 + i / 100)
-    assert demand.target(now=2.0) == 100  # the next burst of the same size finds the pool full
-    assert demand.target(now=1.99 + 60.0) == 50  # one half-life after the burst peaked
+    assert demand.target(now=2.0) == 104  # the next burst of the same size finds the pool full
+    assert demand.target(now=1.99 + 60.0) == 54  # one half-life after the burst peaked
     assert demand.target(now=1.99 + 600.0) == 4  # back to the floor
+
+
+def test_creates_the_pool_serves_do_not_grow_it() -> None:
+    demand = PoolDemand(floor=4, ceiling=128)
+    for i in range(100):  # one client, create after create, each served from the pool
+        demand.record(now=i / 20, served=True)
+    assert demand.target(now=5.0) == 4
+    assert demand.within(0.99, now=4.95) == 20
 
 
 def test_the_ceiling_bounds_the_pool() -> None:

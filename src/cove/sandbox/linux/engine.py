@@ -203,14 +203,15 @@ class LinuxEngine(SandboxEngine):
     def _take_pooled(self, image: str, limits: Limits) -> LinuxSandbox | None:
         if image != self.pool_image or limits != self.pool_limits or not self.pool_demand.floor:
             return None
-        self.pool_demand.record()
         self._pool_wanted.set()
         layers = self.images.get(image).layers
         while self._pool:
             sandbox = self._pool.pop(0)
             if sandbox.running and sandbox.image.layers == layers:
+                self.pool_demand.record(served=True)
                 return sandbox
             self._remove_later(sandbox)  # stale: the image was rebuilt
+        self.pool_demand.record(served=False)
         return None
 
     def _remove_later(self, sandbox: LinuxSandbox) -> None:

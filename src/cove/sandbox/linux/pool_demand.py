@@ -15,6 +15,7 @@ import math
 import time
 from pathlib import Path
 
+_ARRIVALS_S = 1.0
 _MEMORY_SPARE = 0.25
 """Fraction of the host's memory that must stay available for the pool to grow past its floor."""
 
@@ -26,15 +27,25 @@ class PoolDemand:
         self.window_s = window_s
         self.half_life_s = half_life_s
         self._recent: collections.deque[float] = collections.deque()
+        """Creates the pool could not serve, within ``window_s``."""
+        self._arrivals: collections.deque[float] = collections.deque()
+        """Every create within ``_ARRIVALS_S`` (``within``)."""
         self._peak = 0.0
         self._peak_at = 0.0
         self.last_create = -math.inf
         """When the last create came (``time.monotonic``)."""
 
-    def record(self, now: float | None = None) -> None:
-        """One create that the pool could have served."""
+    def record(self, now: float | None = None, *, served: bool = False) -> None:
+        """One create of the pool's kind; ``served``: the pool had a container for it. Only creates it
+        could not serve grow it: a client creating one container at a time, served each time, needs
+        no more than the floor however fast it goes."""
         now = time.monotonic() if now is None else now
         self.last_create = now
+        self._arrivals.append(now)
+        while self._arrivals[0] < now - _ARRIVALS_S:
+            self._arrivals.popleft()
+        if served:
+            return
         self._recent.append(now)
         self._forget(now)
         if len(self._recent) >= self._decayed_peak(now):
@@ -44,7 +55,7 @@ class PoolDemand:
         """How many containers the pool should hold now."""
         now = time.monotonic() if now is None else now
         self._forget(now)
-        wanted = max(len(self._recent), math.ceil(self._decayed_peak(now) - 0.5))
+        wanted = self.floor + max(len(self._recent), math.ceil(self._decayed_peak(now) - 0.5))
         if wanted > self.floor and not memory_to_spare():
             return self.floor
         return max(self.floor, min(self.ceiling, wanted))
@@ -52,7 +63,7 @@ class PoolDemand:
     def within(self, seconds: float, now: float | None = None) -> int:
         """How many creates came in the last ``seconds``: one at a time is a client working, many a burst."""
         now = time.monotonic() if now is None else now
-        return sum(1 for at in reversed(self._recent) if at >= now - seconds) if self._recent else 0
+        return sum(1 for at in self._arrivals if at >= now - seconds)
 
     def _forget(self, now: float) -> None:
         while self._recent and self._recent[0] < now - self.window_s:
