@@ -229,10 +229,15 @@ class LinuxEngine(SandboxEngine):
             missing = self.pool_demand.target() - len(self._pool)
             if missing > 0:
                 await self._lull()
-                started = await asyncio.gather(*(self._start_pooled() for _ in range(min(missing, width))),
-                                               return_exceptions=True)
+                # Tasks the engine tracks, each putting its container in the pool itself: when the
+                # keeper is cancelled (the server stops), ``close`` still waits for starts under way
+                # and then removes what they made, rather than leaving it mounted.
+                starts = [asyncio.create_task(self._start_into_pool()) for _ in range(min(missing, width))]
+                for task in starts:
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                started = await asyncio.gather(*(asyncio.shield(task) for task in starts), return_exceptions=True)
                 failures = [result for result in started if isinstance(result, BaseException)]
-                self._pool.extend(result for result in started if isinstance(result, LinuxSandbox))
                 if not failures:
                     continue
                 log.warning("warm pool: could not start a container (%s); creates start their own", failures[0])
@@ -255,6 +260,9 @@ class LinuxEngine(SandboxEngine):
             if quiet >= _POOL_LULL_S:
                 return
             await asyncio.sleep(_POOL_LULL_S - quiet)
+
+    async def _start_into_pool(self) -> None:
+        self._pool.append(await self._start_pooled())
 
     async def _start_pooled(self) -> LinuxSandbox:
         """One container for the pool, ready to hand out: started, and its shell run once, so the
