@@ -68,8 +68,6 @@ class ContainerService:
         self.audit = audit
         self.secrets = secrets
         self._expiry_task: asyncio.Task[None] | None = None
-        self._projects: dict[str, str] = {}
-        """Container id -> project, for labelling egress decisions in the audit trail."""
         self._busy: Counter[str] = Counter()
         """In-flight uses per container: a container never expires under a running command."""
         self._responses: dict[str, list[str]] = {}
@@ -111,7 +109,6 @@ class ContainerService:
             session.add(row)
         limits = Limits(memory=memory_limit, cpus=cpus, network=egress, project=project)
         try:
-            self._projects[row.id] = project
             await self.engine.create(row.id, image_name, limits)
         except BaseException:
             async with self.db.begin() as session:
@@ -191,7 +188,6 @@ class ContainerService:
             self._responses.setdefault(row.id, []).append(response_id)
         try:
             self._touch(row)
-            self._projects[row.id] = project
             sandbox = await self.engine.get(row.id, held.limits)
             yield sandbox if self.audit is None else AuditedSandbox(sandbox, self.audit, project, row.id, response_id)
         finally:
@@ -289,7 +285,8 @@ class ContainerService:
         """The egress proxy's decisions go to the audit trail of their container."""
         if self.audit is not None:
             using = self._responses.get(decision.client)
-            self.audit.record(self._projects.get(decision.client, ""), decision.client, "egress", {
+            held = self._held.get(decision.client)
+            self.audit.record(held.row.project if held else "", decision.client, "egress", {
                 "method": decision.method, "host": decision.host, "port": decision.port,
                 "allowed": decision.allowed, "reason": decision.reason, "address": decision.address},
                 using[-1] if using else None)

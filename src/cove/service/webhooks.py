@@ -162,8 +162,9 @@ class WebhookService:
         if event_type not in EVENT_TYPES:
             raise InvalidRequest(f"event_type must be one of {', '.join(EVENT_TYPES)}.", param="event_type")
         row = await self._row(project, endpoint_id)
-        payload = event_payload(new_id("evt"), event_type, new_id("resp"), int(time.time()))
-        status, error = await self._attempt(row, json.loads(payload)["id"], payload)
+        event_id = new_id("evt")
+        status, error = await self._attempt(row, event_id, event_payload(event_id, event_type, new_id("resp"),
+                                                                          int(time.time())))
         if status is None:
             raise InvalidRequest(f"The endpoint could not be reached: {error}", param="webhook_endpoint_id",
                                  code="webhook_unreachable")
