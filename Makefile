@@ -4,6 +4,8 @@ VENV := .venv
 COVE := $(VENV)/bin/cove
 PYTHON ?= python3
 APT_PACKAGES := runc mmdebstrap busybox-static gcc libc6-dev iproute2 ca-certificates postgresql git
+# mkfs.xfs for the reflink disk pool that snapshots and forks copy by reference (docs/snapshots.md).
+APT_PACKAGES += xfsprogs
 # noVNC's files for the live view page (docs/dependencies.md).
 APT_PACKAGES += novnc
 export COVE_DATA_DIR ?= /var/lib/cove

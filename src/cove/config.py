@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     disk_limit: str = "10g"
     """Each container's writable layer is a filesystem of this size: writes past it fail with ENOSPC."""
 
+    disk_pool: Literal["auto", "off"] = "auto"
+    """``auto``: container disks live on a filesystem with reflinks (the data dir's own, or an XFS pool
+    Cove mounts), so snapshots and forks are O(1) in what a container wrote. ``off``: copied block by block."""
+
     egress_ports: str = "80,443"
     """Ports the egress proxy connects to."""
 

@@ -38,6 +38,9 @@ disk = "25g"                 # COVE_DISK_LIMIT is 10g: two running containers
 [projects.fn]
 tools = ["function"]
 
+[projects.snapq]
+disk = 10745806848           # one 10g disk and 8 MiB of snapshots
+
 [projects.nobox]
 tools = ["function", "shell"]
 containers = false
@@ -46,9 +49,9 @@ containers = false
 images = ["test-*"]
 
 [private_images]
-default = ["alpha", "beta", "nobox"]
+default = ["alpha", "beta", "nobox", "snapq"]
 """
-MORE_KEYS = {project: f"test-key-{project}" for project in ("fn", "nobox", "narrow", "outsider")}
+MORE_KEYS = {project: f"test-key-{project}" for project in ("fn", "nobox", "narrow", "outsider", "snapq")}
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +121,30 @@ def test_memory_and_disk_quotas(quota_server: Server) -> None:
         finally:
             _delete_all(alpha)
             _delete_all(beta)
+
+
+def test_snapshots_count_against_the_disk_quota(quota_server: Server) -> None:
+    with _http(quota_server, "snapq") as http:
+        try:
+            cid = _create(http).raise_for_status().json()["id"]
+            http.post(f"/v1/containers/{cid}/exec", json={"commands": [
+                "head -c 20000000 /dev/urandom > /tmp/blob"]}).raise_for_status()
+            _quota_error(http.post(f"/v1/containers/{cid}/snapshots"), "disk")  # 10g + 20 MB of 10g + 8 MiB
+            assert http.get("/v1/snapshots").json()["data"] == []  # the refused one was not kept
+            assert not list((quota_server.data_dir / "disks" / "snapshots").iterdir())
+            http.post(f"/v1/containers/{cid}/exec", json={"commands": ["rm /tmp/blob"]}).raise_for_status()
+            http.delete(f"/v1/containers/{cid}").raise_for_status()
+            # Without running containers there is room; a kept snapshot then leaves none for a disk.
+            fresh = _create(http).raise_for_status().json()["id"]
+            http.post(f"/v1/containers/{fresh}/exec", json={"commands": [
+                "head -c 20000000 /dev/urandom > /tmp/blob"]}).raise_for_status()
+            forked = http.post(f"/v1/containers/{fresh}/fork")
+            _quota_error(forked, "disk")  # a fork is a second running disk: 20g
+            assert [c["id"] for c in http.get("/v1/containers").json()["data"]] == [fresh]
+        finally:
+            _delete_all(http)
+            for snapshot in http.get("/v1/snapshots").json()["data"]:
+                http.delete(f"/v1/snapshots/{snapshot['id']}")
 
 
 def test_responses_that_would_make_a_container_meet_the_same_quota(quota_server: Server,

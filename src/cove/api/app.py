@@ -26,6 +26,7 @@ from cove.api import (
     models,
     responses,
     responses_socket,
+    snapshots,
     webhooks,
 )
 from cove.api.body_limit import BodyLimit
@@ -46,6 +47,7 @@ from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
 from cove.service.secrets import SecretKeeper
+from cove.service.snapshots import SnapshotService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
 from cove.store.db import Database
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         secrets = SecretKeeper(settings.secrets_key_path)
         service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
         engine.egress.on_decision = service.record_egress
+        snapshot_service = SnapshotService(db, engine, service, settings, audit)
         files = FileService(db, service)
         project_files = ProjectFileService(db, blobs_for(settings), files, policies)
         registry = ModelRegistry(settings)
@@ -102,9 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks = WebhookService.from_settings(db, policies, secrets.sealer, settings)
         response_service = ResponseService(db, registry, service, files, settings, policies=policies,
                                            secrets=secrets, project_files=project_files, search=search,
-                                           webhooks=webhooks)
+                                           webhooks=webhooks, snapshots=snapshot_service)
         app.state.settings = settings
         app.state.containers = service
+        app.state.snapshots = snapshot_service
         app.state.displays = DisplayService(service)
         app.state.files = files
         app.state.project_files = project_files
@@ -150,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(containers.router)
     app.include_router(container_files.router)
     app.include_router(container_display.router)
+    app.include_router(snapshots.router)
     app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/display", display_socket.serve))
     # noVNC's RFB client for the live view page: public (Debian's), and a browser loads it without a key.
     # Only the two trees its modules import from are served, so a COVE_NOVNC_DIR set to the wrong

@@ -21,6 +21,7 @@ from cove.service.containers import ContainerService
 from cove.service.objects import AuditPage, Container, Deleted, ListPage
 from cove.service.pagination import Page
 from cove.service.project_files import ProjectFileService
+from cove.service.snapshots import SnapshotService
 
 router = APIRouter(prefix="/v1/containers", tags=["containers"])
 Project = Annotated[str, Depends(project_of)]
@@ -58,6 +59,8 @@ class ContainerCreate(_Strict):
     skills: list[dict[str, Any]] | None = None
     image: str | None = Field(default=None, description="Cove extension: the image to start from.")
     cpu_limit: float | None = Field(default=None, description="Cove extension: CPUs it may use.")
+    snapshot_id: str | None = Field(default=None, description="Cove extension: start with this snapshot's files "
+                                                              "(and its image).")
 
 
 class ExecRequest(_Strict):
@@ -80,10 +83,18 @@ async def create_container(body: ContainerCreate, request: Request, project: Pro
         raise InvalidRequest("Skills are not supported by this server.", param="skills")
     project_files: ProjectFileService = request.app.state.project_files
     await project_files.check(project, body.file_ids or [], "file_ids")  # refused before anything is made
+    snapshot = None
+    if body.snapshot_id is not None:
+        snapshots: SnapshotService = request.app.state.snapshots
+        snapshot = await snapshots.row(project, body.snapshot_id)
+        if body.image is not None and body.image != snapshot.image:
+            raise InvalidRequest(f"A container made from snapshot {snapshot.id!r} runs on its image "
+                                 f"{snapshot.image!r}; leave out image or name that one.", param="image")
     container = await _service(request).create(
         project, name=body.name, image=body.image, memory_limit=body.memory_limit, cpu_limit=body.cpu_limit,
         expires_minutes=body.expires_after.minutes if body.expires_after else None,
-        network_policy=body.network_policy.model_dump(exclude_none=True) if body.network_policy else {})
+        network_policy=body.network_policy.model_dump(exclude_none=True) if body.network_policy else {},
+        snapshot=snapshot)
     try:
         for index, file_id in enumerate(body.file_ids or []):  # copied to /mnt/data/<filename>
             await project_files.copy_to_container(project, container.id, file_id, f"file_ids[{index}]")

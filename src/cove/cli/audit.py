@@ -12,7 +12,14 @@ from rich.table import Table
 
 from cove.config import Settings
 from cove.service.audit import AuditLog
-from cove.service.objects import ComputerEvent, DisplayViewEvent, EgressEvent, OperatorAuditEvent
+from cove.service.objects import (
+    ComputerEvent,
+    DisplayViewEvent,
+    EgressEvent,
+    ForkEvent,
+    OperatorAuditEvent,
+    SnapshotEvent,
+)
 from cove.store.db import Database
 
 
@@ -46,6 +53,10 @@ def _describe(event: OperatorAuditEvent) -> tuple[str, str]:
         return " ".join(str(action.get("type")) for action in event.actions), event.outcome.type
     if isinstance(event, DisplayViewEvent):
         return f"live view ({event.via})", f"{event.bytes_in} bytes in, {event.bytes_out} out"
+    if isinstance(event, SnapshotEvent):
+        return f"snapshot {event.snapshot_id}", f"{event.bytes} bytes"
+    if isinstance(event, ForkEvent):
+        return f"fork from {event.snapshot_id or 'its files now'}", ", ".join(event.containers)
     outcome = event.outcome
     return event.command, "timeout" if outcome.type == "timeout" else f"exit {outcome.exit_code}"
 

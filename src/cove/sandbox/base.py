@@ -283,8 +283,19 @@ class SandboxEngine(abc.ABC):
         """Prepares the engine and cleans what a crash left behind."""
 
     @abc.abstractmethod
-    async def create(self, container_id: str, image: str, limits: Limits) -> Sandbox:
-        """Makes a new container (its writable layer and runtime config) and starts it."""
+    async def create(self, container_id: str, image: str, limits: Limits, *,
+                     snapshot_id: str | None = None) -> Sandbox:
+        """Makes a new container (its writable layer and runtime config) and starts it; with
+        ``snapshot_id``, on a copy of that snapshot's files and on its image (``image`` is unused)."""
+
+    @abc.abstractmethod
+    async def snapshot(self, container_id: str, snapshot_id: str) -> int:
+        """Keeps the container's files as they are now under ``snapshot_id`` (O(1) in their size
+        where the disks allow); returns the bytes the snapshot holds."""
+
+    @abc.abstractmethod
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Frees a snapshot (nothing happens for one that does not exist)."""
 
     @abc.abstractmethod
     async def get(self, container_id: str, limits: Limits) -> Sandbox:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.config import Settings, parse_size
@@ -44,7 +45,7 @@ from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
 from cove.store.db import Database
-from cove.store.models import ContainerRow
+from cove.store.models import ContainerFileRow, ContainerRow, SnapshotRow
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class ContainerService:
         """Responses using each container now; the latest is credited with its egress in the audit trail."""
         self._touches: set[asyncio.Task[None]] = set()
         """Uses being recorded in the store (``_touch``), awaited at shutdown."""
+        self._epoch = os.urandom(4).hex()
+        self._response_uses: Counter[str] = Counter()
+        """Uses by responses per container since this server started (``generation``)."""
         self._held: dict[str, _Held] = {}
         """Live containers this server made or has looked up, with their limits: a command on one needs
         no database round trip and no secrets opened. Dropped when deleted or expired here."""
@@ -81,7 +85,9 @@ class ContainerService:
     # -- create / read / delete -------------------------------------------------------------------
     async def create(self, project: str, *, name: str, image: str | None, memory_limit: str,
                      cpu_limit: float | None, expires_minutes: int | None,
-                     network_policy: dict[str, Any]) -> Container:
+                     network_policy: dict[str, Any], snapshot: SnapshotRow | None = None) -> Container:
+        """A new container from ``image`` (or the server's default), or from ``snapshot``: its files
+        and its image, whatever the request's ``image`` says (the request's limits and policy apply)."""
         self.policies.check_containers(project)
         cpus = self.settings.default_cpu_limit if cpu_limit is None else cpu_limit
         if not 0.01 <= cpus <= self.settings.max_cpu_limit:
@@ -94,11 +100,18 @@ class ContainerService:
         refuse_sealed(network_policy, "network_policy")
         egress = network_limits(network_policy)
         self.policies.check_network(project, egress, "network_policy")
-        image_name = image or self.settings.default_image
+        image_name = snapshot.image if snapshot is not None else image or self.settings.default_image
         self.policies.check_image(project, image_name)
+        return await self.create_checked(project, name=name, image=image_name, memory_limit=memory_limit, cpus=cpus,
+                                         minutes=minutes, egress=egress, snapshot=snapshot)
+
+    async def create_checked(self, project: str, *, name: str, image: str, memory_limit: str, cpus: float,
+                             minutes: int, egress: EgressPolicy | None, snapshot: SnapshotRow | None) -> Container:
+        """``create`` once the request is known to be allowed: quotas, the row, the container (and,
+        from a snapshot, its file records). Forks come here with their parent's settings."""
         now = int(time.time())
         container_id = new_id("cntr")
-        row = ContainerRow(id=container_id, project=project, name=name, image=image_name,
+        row = ContainerRow(id=container_id, project=project, name=name, image=image,
                            status="running", memory_limit=memory_limit, cpu_limit=cpus,
                            expires_minutes=minutes, network_policy=policy_object(egress),
                            secrets=self.secrets.seal_container(egress, container_id), created_at=now,
@@ -107,9 +120,13 @@ class ContainerService:
             await locks.hold(session, "containers")
             await self._check_room(session, project, memory_limit)
             session.add(row)
+            if snapshot is not None:
+                await session.flush()  # the container's row before the file rows that refer to it
+                session.add_all(ContainerFileRow(id=new_id("cfile"), container_id=container_id, **record)
+                                for record in snapshot.files)
         limits = Limits(memory=memory_limit, cpus=cpus, network=egress, project=project)
         try:
-            await self.engine.create(row.id, image_name, limits)
+            await self.engine.create(row.id, image, limits, snapshot_id=snapshot.id if snapshot else None)
         except BaseException:
             async with self.db.begin() as session:
                 await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
@@ -137,14 +154,23 @@ class ContainerService:
         if sum(map(parse_size, [*running, memory_limit])) > quotas.memory:
             raise quotas.exceeded("memory", "the memory_limit of this project's running containers may add "
                                             f"up to {_gib(quotas.memory)}")
-        if (len(running) + 1) * parse_size(self.settings.disk_limit) > quotas.disk:
-            raise quotas.exceeded("disk", f"this project's running containers may have {_gib(quotas.disk)} of "
-                                          f"disk, {_gib(parse_size(self.settings.disk_limit))} each")
+        await self.check_disk(session, project, (len(running) + 1) * parse_size(self.settings.disk_limit))
         full = await session.scalar(
             select(ContainerRow.seq).where(ContainerRow.status.in_(LIVE))
             .offset(self.settings.max_containers - 1).limit(1))
         if full is not None:
             raise TooManyRequests(f"This server runs at most {self.settings.max_containers} containers.")
+
+    async def check_disk(self, session: AsyncSession, project: str, running_disks: int) -> None:
+        """The project's ``disk`` quota: its running containers' disks (``running_disks`` in all)
+        and its snapshots (their ``bytes``)."""
+        quotas = self.policies.quotas(project)
+        kept = await session.scalar(select(func.coalesce(func.sum(SnapshotRow.bytes), 0)).where(
+            SnapshotRow.project == project)) or 0
+        if running_disks + kept > quotas.disk:
+            each = _gib(parse_size(self.settings.disk_limit))
+            raise quotas.exceeded("disk", f"this project's running containers ({each} each) and snapshots may "
+                                          f"have {_gib(quotas.disk)} of disk")
 
     async def get(self, project: str, container_id: str) -> Container:
         return Container.from_row(await self._row(project, container_id))
@@ -186,6 +212,7 @@ class ContainerService:
         self._busy[row.id] += 1
         if response_id is not None:
             self._responses.setdefault(row.id, []).append(response_id)
+            self._response_uses[row.id] += 1
         try:
             self._touch(row)
             sandbox = await self.engine.get(row.id, held.limits)
@@ -199,6 +226,27 @@ class ContainerService:
                 if not self._responses[row.id]:
                     del self._responses[row.id]
             self._touch(row)
+
+    async def held(self, project: str, container_id: str, verb: str) -> tuple[ContainerRow, Limits]:
+        """The running or paused container's row and limits (its secrets opened), or a 404/409 that
+        says why it cannot be ``verb``."""
+        held = await self._live(project, container_id, verb)
+        return held.row, held.limits
+
+    # -- branches: whether a container is still as a response left it -------------------------------
+    def generation(self, container_id: str) -> str:
+        """Changes each time a response starts using the container (this server's epoch first, so
+        a restart never makes an old value match again)."""
+        return f"{self._epoch}:{self._response_uses[container_id]}"
+
+    def claim(self, container_id: str, generation: str) -> bool:
+        """Takes the container for a response continuing from the moment ``generation`` was read,
+        if no response has used it since and none is using it now; a later claim from the same
+        moment then fails (that branch gets a fork)."""
+        if self.generation(container_id) != generation or self._responses.get(container_id):
+            return False
+        self._response_uses[container_id] += 1
+        return True
 
     async def _live(self, project: str, container_id: str, verb: str) -> _Held:
         """The container, running or paused, as this server holds it (from the store the first time)."""

@@ -87,6 +87,12 @@ async def _restore_search_results(session: AsyncSession, project: str,
     return [stored.get(item.get("id"), item) if item.get("type") == "web_search_call" else item for item in items]
 
 
+async def chain_ids(session: AsyncSession, project: str, response_id: str) -> list[str]:
+    """The ids of the chain ending at ``response_id``, newest first."""
+    link = _chain(project, response_id)
+    return list(await session.scalars(select(link.c.id).order_by(link.c.seq.desc())))
+
+
 async def last_container(session: AsyncSession, project: str, params: Any) -> str | None:
     """The container the chain or conversation used last (``container_auto`` follows it)."""
     query = select(ResponseRow.body).where(ResponseRow.project == project)

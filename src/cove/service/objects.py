@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypeAliasType
 
 from cove.sandbox.base import Outcome
-from cove.store.models import AuditEventRow, ContainerFileRow, ContainerRow, ConversationRow, StoredFileRow
+from cove.store.models import (
+    AuditEventRow,
+    ContainerFileRow,
+    ContainerRow,
+    ConversationRow,
+    SnapshotRow,
+    StoredFileRow,
+)
 
 Item = TypeVar("Item")
 
@@ -107,6 +114,26 @@ class Container(_Object):
             "expires_after": {"minutes": row.expires_minutes}, "last_active_at": row.last_active_at,
             "memory_limit": row.memory_limit, "network_policy": row.network_policy, "image": row.image,
             "cpu_limit": row.cpu_limit})
+
+
+class Snapshot(_Object):
+    """Cove extension: a container's files at one moment (``POST /v1/containers/{id}/snapshots``)."""
+
+    id: str
+    object: Literal["container.snapshot"] = "container.snapshot"
+    container_id: str
+    """The container it was taken of (which may since have been deleted)."""
+    name: str | None
+    created_at: int
+    bytes: int
+    """The space its disk takes, counted as if it shared nothing (it counts so against the ``disk`` quota)."""
+    image: str
+    """The image a container made from it runs on."""
+
+    @classmethod
+    def from_row(cls, row: SnapshotRow) -> Snapshot:
+        return cls.model_validate({"id": row.id, "container_id": row.container_id, "name": row.name,
+                                   "created_at": row.created_at, "bytes": row.bytes, "image": row.image})
 
 
 class ContainerFile(_Object):
@@ -214,8 +241,26 @@ class DisplayViewEvent(_AuditEvent):
     bytes_out: int
 
 
-AuditEvent = TypeAliasType("AuditEvent", Annotated[CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent,
-                                                   Field(discriminator="type")])
+class SnapshotEvent(_AuditEvent):
+    """A snapshot of the container's files, through the API or at the end of a response (a branch point)."""
+
+    type: Literal["snapshot"] = "snapshot"
+    snapshot_id: str
+    bytes: int
+
+
+class ForkEvent(_AuditEvent):
+    """New containers made with the container's files: a fork, or branches of responses that continued
+    from one of its snapshots (``snapshot_id``) after it had moved on."""
+
+    type: Literal["fork"] = "fork"
+    containers: list[str]
+    snapshot_id: str | None = None
+
+
+AuditEvent = TypeAliasType("AuditEvent", Annotated[
+    CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent | SnapshotEvent | ForkEvent,
+    Field(discriminator="type")])
 
 
 class AuditPage(ListPage[AuditEvent]):
@@ -251,9 +296,19 @@ class OperatorDisplayViewEvent(DisplayViewEvent):
     """The operator's view (``cove audit``) spans projects, so it names each event's."""
 
 
+class OperatorSnapshotEvent(SnapshotEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
+class OperatorForkEvent(ForkEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
 OperatorAuditEvent = TypeAliasType("OperatorAuditEvent", Annotated[
-    OperatorCommandEvent | OperatorEgressEvent | OperatorComputerEvent | OperatorDisplayViewEvent,
-    Field(discriminator="type")])
+    OperatorCommandEvent | OperatorEgressEvent | OperatorComputerEvent | OperatorDisplayViewEvent
+    | OperatorSnapshotEvent | OperatorForkEvent, Field(discriminator="type")])
 
 _AUDIT_EVENT: TypeAdapter[AuditEvent] = TypeAdapter(AuditEvent)
 _OPERATOR_AUDIT_EVENT: TypeAdapter[OperatorAuditEvent] = TypeAdapter(OperatorAuditEvent)

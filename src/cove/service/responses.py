@@ -39,6 +39,7 @@ from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
+from cove.service.snapshots import SnapshotService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
 from cove.service.workspace import ContainerWorkspace
@@ -70,8 +71,10 @@ class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
                  settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
                  project_files: ProjectFileService, search: WebSearchEngines | None = None,
-                 webhooks: WebhookService | None = None) -> None:
+                 webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None) -> None:
         self.db = db
+        self.snapshots = snapshots
+        """Snapshots a response's container at its end, and branches continuations (None: they share it)."""
         self.webhooks = webhooks
         """Sends the project's webhooks when a background response ends (None: no webhooks)."""
         self.search = search or WebSearchEngines()
@@ -221,6 +224,8 @@ class ResponseService:
         named = params.container_id or (environment.get("container_id")
                                         if environment.get("type") == "container_reference" else None)
         followed = None if named else await history.last_container(session, run.project, params)
+        if followed is not None and params.previous_response_id and self.snapshots is not None:
+            followed = await self._branch(session, run.project, params.previous_response_id, followed)
         container_id = named or followed
         if container_id is not None:
             container = await self.containers.get(run.project, container_id)
@@ -239,6 +244,16 @@ class ResponseService:
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
                                   project_files=self.project_files, image=image,
                                   container_id=container_id, auto=auto, on_container=record)
+
+    async def _branch(self, session: AsyncSession, project: str, previous_response_id: str, container_id: str) -> str:
+        """The chain's container, or a new one made from the snapshot its latest response left when
+        the container has moved on since (``docs/snapshots.md``)."""
+        assert self.snapshots is not None
+        chain = await history.chain_ids(session, project, previous_response_id)
+        snapshot = await self.snapshots.response_snapshot(session, project, chain, container_id)
+        if snapshot is None:  # responses from before snapshots, or the snapshot was pruned
+            return container_id
+        return await self.snapshots.branch(project, container_id, snapshot)
 
     async def _history(self, session: AsyncSession, project: str, params: CreateParams) -> list[dict[str, Any]]:
         if params.previous_response_id:
@@ -355,6 +370,9 @@ class ResponseService:
         try:
             if run.stored:
                 await run.flush()
+                container_id = run.response.get("container_id")
+                if container_id and self.snapshots is not None:  # before a continuation can find the result
+                    await self.snapshots.mark_response(run.project, container_id, run.id)
                 await self._save_result(run)
         finally:
             run.done.set()
@@ -445,6 +463,8 @@ class ResponseService:
             await run.done.wait()
         async with self.db.begin() as session:
             await session.execute(delete(ResponseRow).where(ResponseRow.id == response_id))
+        if self.snapshots is not None:
+            await self.snapshots.forget_response(response_id)
 
     async def cancel(self, project: str, response_id: str) -> dict[str, Any]:
         row = await self._row(project, response_id)

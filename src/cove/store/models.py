@@ -201,3 +201,26 @@ class WebhookDeliveryRow(Base):
     last_error: Mapped[str | None] = mapped_column(String(512), nullable=True, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger)
     delivered_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
+
+
+class SnapshotRow(Base):
+    """A container's disk as it was at one moment (``disks/snapshots/<id>.img``), with the image it ran on.
+
+    It outlives its container until deleted. ``response_id`` marks the snapshot Cove takes at the end of
+    a response that used a container (a branch point for continuations), kept out of the snapshot lists."""
+
+    __tablename__ = "snapshots"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    container_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(256), nullable=True, default=None)
+    image: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """The container's file records (``container_files``) when it was taken; a container made from it gets them."""
+    response_id: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None, index=True)
+    generation: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    """For a response's snapshot: how far the container's use by responses had got (``ContainerService``)."""
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cove.errors import CoveError, InvalidRequest, SandboxError
+from cove.errors import Conflict, CoveError, InvalidRequest, SandboxError
 from cove.sandbox.base import (
     Command,
     CommandOutput,
@@ -37,6 +37,7 @@ from cove.sandbox.images.layers import lookup
 from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.disk import mount_disk
+from cove.sandbox.linux.disk_pool import frozen
 from cove.sandbox.linux.display import LinuxDisplay, check_screen, display_of
 from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
@@ -67,7 +68,8 @@ class LinuxSandbox(Sandbox):
         self.image = image
         self.limits = limits
         self.dir = host.containers_dir / container_id
-        self.disk_image = self.dir / "disk.img"
+        legacy = self.dir / "disk.img"  # containers made before the disk pool keep theirs
+        self.disk_image = legacy if legacy.exists() else host.disks.pool.containers / f"{container_id}.img"
         self.disk = self.dir / "disk"
         # Containers made before disk quotas keep their writable layer directly in their directory.
         base = self.dir if (self.dir / "upper").is_dir() and not self.disk_image.exists() else self.disk
@@ -85,17 +87,28 @@ class LinuxSandbox(Sandbox):
         self._paused = False
 
     # -- layout ---------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Creates the writable layer on its own disk, with the mount points runc needs in it.
+    def prepare(self, source: Path | None = None) -> None:
+        """Creates the writable layer on its own disk (empty, or a copy of the snapshot disk
+        ``source``), with the mount points runc needs in it.
 
         Blocking (a disk image copied and mounted): the engine runs it in a worker thread."""
         uid = self.host.uid_base
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o711)
-        self.host.disks.make(self.disk_image)
+        self.host.disks.make(self.disk_image, source)
         mount_disk(self.disk_image, self.disk)
         for path in (self.upper, self.work, self.rootfs):
             path.mkdir(parents=True, exist_ok=True)
+        if source is None:
+            # A copied disk was scaffolded when it was first made; its upper layer is now the
+            # container's to shape (a symlink where a scaffold dir was), and root must not walk it.
+            self._scaffold(uid)
+        hostname = self.id[:63]
+        (self.dir / "hosts").write_text(
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
+
+    def _scaffold(self, uid: int) -> None:
+        """What runc mounts onto, and ``/mnt/data``, in a new container's empty upper layer."""
         os.chown(self.upper, uid, uid)
         for rel in _SCAFFOLD_DIRS:
             if not self._in_image(rel):
@@ -104,9 +117,6 @@ class LinuxSandbox(Sandbox):
             if not self._in_image(rel):
                 self._make_owned(rel, is_dir=False)
         self._own_data_dir()
-        hostname = self.id[:63]
-        (self.dir / "hosts").write_text(
-            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
 
     def _make_owned(self, rel: str, *, is_dir: bool) -> None:
         current = self.upper
@@ -137,6 +147,24 @@ class LinuxSandbox(Sandbox):
         data.mkdir(exist_ok=True)
         os.lchown(data, uid, uid)
         data.chmod(0o755)
+
+    async def copy_disk(self, target: Path) -> int:
+        """Copies the container's disk to ``target`` as it is now (a reflink where the pool has
+        them), with its filesystem frozen meanwhile so the copy is clean and consistent; returns
+        the bytes the copy holds (counted as if none were shared)."""
+        if not self.disk_image.exists():
+            raise Conflict(f"Container {self.id} predates container disks: it has no disk to copy.",
+                           code="container_without_disk")
+        async with self._lock:  # no stop unmounts the disk meanwhile
+            await asyncio.to_thread(self._copy_disk, target)
+        return os.stat(target).st_blocks * 512
+
+    def _copy_disk(self, target: Path) -> None:
+        if os.path.ismount(self.disk):
+            with frozen(self.disk):
+                self.host.disks.pool.copy(self.disk_image, target)
+        else:
+            self.host.disks.pool.copy(self.disk_image, target)
 
     def _in_image(self, rel: str) -> bool:
         return lookup(self.image.layers, rel) is not None

@@ -5,8 +5,9 @@ the host's disk cannot be filled by one container. The image is sparse, so it co
 written (about 4 MiB of ext4 metadata for a new 10g disk).
 
 Making one per container is on every cold create's path, so neither step spawns a program: mkfs
-runs once per size and owner, into a template image, and each container's disk is a sparse copy
-of it (only the template's data extents are copied, ~1 ms, where mkfs.ext4 took ~10 ms); the loop
+runs once per size and owner, into a template image, and each container's disk is a copy of it made
+by the disk pool (``disk_pool.py``: a reflink, or where there are none a sparse copy of the template's
+data extents, ~1 ms, where mkfs.ext4 took ~10 ms); the loop
 device is attached with ``LOOP_CONFIGURE`` (Linux 5.8+) and mounted with mount(2) (where mount(8) took ~7 ms).
 The copies share the template's filesystem UUID, which nothing in Cove or the kernel relies on.
 """
@@ -21,8 +22,12 @@ import struct
 import subprocess
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cove.errors import SandboxError
+
+if TYPE_CHECKING:
+    from cove.sandbox.linux.disk_pool import DiskPool
 
 _MKFS_OPTIONS = ("-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner={uid}:{uid}")
 _TEMPLATE_VERSION = 1
@@ -49,26 +54,29 @@ def create_disk(image: Path, size_bytes: int, uid: int) -> None:
 
 
 class DiskMaker:
-    """Makes container disks of one size and owner by copying a template made once with mkfs."""
+    """Makes container disks of one size and owner: reflink copies of a template made once with mkfs,
+    or of a snapshot's disk."""
 
-    def __init__(self, templates_dir: Path, size_bytes: int, uid: int) -> None:
+    def __init__(self, pool: DiskPool, size_bytes: int, uid: int) -> None:
+        self.pool = pool
         self.size_bytes = size_bytes
-        self.template = templates_dir / f"ext4-v{_TEMPLATE_VERSION}-{size_bytes}-{uid}.img"
+        self.template = pool.templates / f"ext4-v{_TEMPLATE_VERSION}-{size_bytes}-{uid}.img"
         self._uid = uid
         self._lock = threading.Lock()
         """Creates run ``make`` in worker threads: the first of them makes the template."""
 
-    def make(self, image: Path) -> None:
-        """A new, empty filesystem at ``image`` (blocking: run it in a worker thread)."""
-        copy_sparse(self._ensure_template(), image)
+    def make(self, image: Path, source: Path | None = None) -> None:
+        """A new filesystem at ``image``: empty, or a copy of the disk ``source`` (blocking: run it
+        in a worker thread)."""
+        self.pool.copy(source or self._ensure_template(), image)
 
     def _ensure_template(self) -> Path:
         if self.template.exists():
             return self.template
         with self._lock:
             if not self.template.exists():
-                self.template.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 partial = self.template.with_suffix(".partial")
+                partial.unlink(missing_ok=True)
                 create_disk(partial, self.size_bytes, self._uid)
                 os.replace(partial, self.template)  # a crash mid-mkfs never leaves a template
         return self.template
@@ -112,7 +120,7 @@ def mount_disk(image: Path, target: Path) -> None:
     target.mkdir(exist_ok=True)
     backing = os.open(image, os.O_RDWR | os.O_CLOEXEC)
     try:
-        loop, device = _attach(backing)
+        loop, device = attach_loop(backing)
     finally:
         os.close(backing)
     try:
@@ -123,7 +131,7 @@ def mount_disk(image: Path, target: Path) -> None:
         os.close(loop)  # the mount holds the device now; unmounted, autoclear detaches it
 
 
-def _attach(backing: int) -> tuple[int, str]:
+def attach_loop(backing: int) -> tuple[int, str]:
     """A free loop device configured onto ``backing`` with autoclear: (its open fd, its path)."""
     config = _LOOP_CONFIG.pack(backing, 0, 0, 0, 0, 0, 0, 0, 0, 0, _LO_FLAGS_AUTOCLEAR,
                                b"", b"", b"", 0, 0, *([0] * 8))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ import secrets
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from cove.config import Settings, parse_size
 from cove.egress.proxy import EgressProxy, SecretsTLS
@@ -20,10 +22,11 @@ from cove.egress.resolver import Resolver, host_addresses, parse_test_hosts
 from cove.egress.tls import CertificateAuthority, upstream_context
 from cove.errors import NotFound, SandboxError
 from cove.sandbox.base import Command, ExitOutcome, Limits, SandboxEngine, memory_bytes
-from cove.sandbox.images.store import ImageStore
+from cove.sandbox.images.store import Image, ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
 from cove.sandbox.linux.disk import DiskMaker
+from cove.sandbox.linux.disk_pool import DiskPool
 from cove.sandbox.linux.display import install_agent
 from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
@@ -36,6 +39,7 @@ from cove.sandbox.linux.sinks import PipeBudget
 log = logging.getLogger(__name__)
 _WARM_UP_MS = 10_000
 _POOL_ID = re.compile(r"pool_[0-9a-f]{48}")
+_SNAPSHOT_ID = re.compile(r"snap_[0-9A-Za-z]{1,64}")
 _PR_SET_CHILD_SUBREAPER = 36
 _POOL_CHECK_S = 5.0
 """How often the pool keeper looks at demand without a create waking it (to shrink the pool)."""
@@ -86,6 +90,7 @@ class LinuxEngine(SandboxEngine):
         """Set by a create that took from the pool (or could have): the keeper looks again at once."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._start_threads = ThreadPoolExecutor(max_workers=_start_slots(), thread_name_prefix="cove-start")
+        self.disk_pool = DiskPool(settings.data_dir, settings.disk_pool)
 
     @property
     def host(self) -> Host:
@@ -105,14 +110,14 @@ class LinuxEngine(SandboxEngine):
         gate.open()
         init_binary = ensure_init_binary(self.libexec)
         ensure_busybox(self.libexec)
+        await asyncio.to_thread(self.disk_pool.open)
         self._host = Host(
             containers_dir=self.containers_dir, libexec=gate.expose(self.libexec, "libexec"), gate=gate,
             init_binary=init_binary, display_agent=install_agent(self.libexec), uid_base=settings.subuid_base,
             pids_limit=settings.pids_limit,
             runc=Runc(settings.data_dir / "runc", hidden=(settings.data_dir, gate.path)),
             nofile_limit=_container_nofile(settings.nofile_limit),
-            disks=DiskMaker(settings.data_dir / "disk-templates", parse_size(settings.disk_limit),
-                            settings.subuid_base),
+            disks=DiskMaker(self.disk_pool, parse_size(settings.disk_limit), settings.subuid_base),
             egress=self.egress,
             egress_ca_pem=self._egress_ca.cert_pem, start_slots=asyncio.Semaphore(_start_slots()),
             start_threads=self._start_threads,
@@ -120,6 +125,7 @@ class LinuxEngine(SandboxEngine):
                                      settings.background_pipes))
         await self._clean_crash_leftovers()
         self._remove_unadopted_pool_dirs()
+        self._remove_orphan_disks()
         if self.pool_demand.floor:
             self._pool_keeper = asyncio.create_task(self._keep_pool())
 
@@ -141,23 +147,30 @@ class LinuxEngine(SandboxEngine):
                 return target
         return container_id
 
-    async def create(self, container_id: str, image: str, limits: Limits) -> LinuxSandbox:
+    async def create(self, container_id: str, image: str, limits: Limits, *,
+                     snapshot_id: str | None = None) -> LinuxSandbox:
         memory_bytes(limits.memory)  # an unknown tier is refused before anything is made
+        if snapshot_id is not None:
+            source = self._snapshot_disk(snapshot_id)
+            return await self._start_new(container_id, self.images.pinned(snapshot_id), limits,
+                                         live_as=container_id, source=source)
         pooled = self._take_pooled(image, limits)
         if pooled is not None:
             pooled.limits = limits  # equal to the pool's, but labelled with its project
             (self.containers_dir / container_id).symlink_to(pooled.id)
             self._live[container_id] = pooled
             return pooled
-        return await self._start_new(container_id, image, limits, live_as=container_id)
+        return await self._start_new(container_id, self.images.get(image), limits, live_as=container_id)
 
-    async def _start_new(self, runtime_id: str, image: str, limits: Limits, live_as: str | None) -> LinuxSandbox:
+    async def _start_new(self, runtime_id: str, image: Image, limits: Limits, live_as: str | None,
+                         source: Path | None = None) -> LinuxSandbox:
         # The container keeps the layers it started from, even if the image is rebuilt or removed.
-        self.images.pin(runtime_id, self.images.get(image))
+        self.images.pin(runtime_id, image)
         sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), limits)
         if live_as is not None:
             self._live[live_as] = sandbox
-        prepared = asyncio.ensure_future(self.host.blocking_start(sandbox.prepare))  # disk and mounts, off the loop
+        # Disk and mounts, off the loop.
+        prepared = asyncio.ensure_future(self.host.blocking_start(functools.partial(sandbox.prepare, source)))
         try:
             await asyncio.shield(prepared)
             await sandbox.exec_ready()
@@ -169,6 +182,31 @@ class LinuxEngine(SandboxEngine):
                 self._live.pop(live_as, None)
             raise
         return sandbox
+
+    # -- snapshots: a container's disk, copied by reference, with the image it runs on ------------
+    async def snapshot(self, container_id: str, snapshot_id: str) -> int:
+        sandbox = self._live.get(container_id)
+        if sandbox is None:  # not started since the server did: its disk is not mounted
+            runtime_id = self._runtime_id(container_id)
+            if not (self.containers_dir / runtime_id).is_dir():
+                raise NotFound(f"Container {container_id} has no files on disk.", code="container_not_found")
+            sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), Limits())
+        target = self._snapshot_disk(snapshot_id)
+        self.images.pin(snapshot_id, sandbox.image)
+        try:
+            return await sandbox.copy_disk(target)
+        except BaseException:
+            await self.delete_snapshot(snapshot_id)
+            raise
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        await asyncio.to_thread(self._snapshot_disk(snapshot_id).unlink, True)
+        self.images.unpin(snapshot_id)
+
+    def _snapshot_disk(self, snapshot_id: str) -> Path:
+        if not _SNAPSHOT_ID.fullmatch(snapshot_id):
+            raise NotFound(f"No snapshot found with id '{snapshot_id}'.", code="snapshot_not_found")
+        return self.disk_pool.snapshots / f"{snapshot_id}.img"
 
     async def get(self, container_id: str, limits: Limits) -> LinuxSandbox:
         sandbox = self._live.get(container_id)
@@ -197,6 +235,7 @@ class LinuxEngine(SandboxEngine):
                                     self.containers_dir / runtime_id / "disk")
         # rmtree never follows symlinks, so links planted inside cannot redirect the delete.
         await asyncio.to_thread(shutil.rmtree, self.containers_dir / runtime_id, True)
+        (self.disk_pool.containers / f"{runtime_id}.img").unlink(missing_ok=True)
         self.images.unpin(runtime_id)
 
     # -- the warm pool: started containers waiting for creates with the default image and limits --
@@ -269,7 +308,8 @@ class LinuxEngine(SandboxEngine):
         first command a client sends costs what any later one does (the first spawn in a new
         container pays for the shell's path lookups and page mappings in its fresh overlay)."""
         runtime_id = f"pool_{secrets.token_hex(24)}"
-        sandbox = await self._start_new(runtime_id, self.pool_image, self.pool_limits, live_as=None)
+        sandbox = await self._start_new(runtime_id, self.images.get(self.pool_image), self.pool_limits,
+                                        live_as=None)
         try:
             warmed = await sandbox.exec(Command("true", _WARM_UP_MS, 1000))
             if warmed.outcome != ExitOutcome(exit_code=0):
@@ -285,6 +325,12 @@ class LinuxEngine(SandboxEngine):
             if _POOL_ID.fullmatch(directory.name) and directory.name not in adopted:
                 shutil.rmtree(directory, ignore_errors=True)
                 self.images.unpin(directory.name)
+
+    def _remove_orphan_disks(self) -> None:
+        """Disks whose container directory is gone (a crash between the two deletes)."""
+        for image in self.disk_pool.containers.glob("*.img"):
+            if not (self.containers_dir / image.stem).is_dir():
+                image.unlink(missing_ok=True)
 
     async def close(self) -> None:
         if self._pool_keeper is not None:
@@ -303,4 +349,5 @@ class LinuxEngine(SandboxEngine):
                 await sandbox.stop()
         if self._host is not None:
             self._host.gate.close()
+        await asyncio.to_thread(self.disk_pool.close)
         self._start_threads.shutdown(wait=False, cancel_futures=True)
