@@ -49,6 +49,7 @@ fuzz: setup image
 bench: APT_PACKAGES += bubblewrap
 bench: setup image
 	$(VENV)/bin/python bench/containers.py
+	$(VENV)/bin/python bench/branches.py
 	$(VENV)/bin/python bench/tool_turns.py
 	$(VENV)/bin/python bench/search_turns.py
 	$(VENV)/bin/python bench/neighbours.py

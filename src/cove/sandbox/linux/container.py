@@ -92,17 +92,18 @@ class LinuxSandbox(Sandbox):
         ``source``), with the mount points runc needs in it.
 
         Blocking (a disk image copied and mounted): the engine runs it in a worker thread."""
-        uid = self.host.uid_base
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o711)
         self.host.disks.make(self.disk_image, source)
-        mount_disk(self.disk_image, self.disk)
-        for path in (self.upper, self.work, self.rootfs):
-            path.mkdir(parents=True, exist_ok=True)
+        self.rootfs.mkdir(exist_ok=True)
+        # A copied disk was scaffolded when it was first made; its upper layer is now the container's
+        # to shape (a symlink where a scaffold dir was), and root must not walk it. It is mounted when
+        # the container starts or its files are used.
         if source is None:
-            # A copied disk was scaffolded when it was first made; its upper layer is now the
-            # container's to shape (a symlink where a scaffold dir was), and root must not walk it.
-            self._scaffold(uid)
+            mount_disk(self.disk_image, self.disk)
+            for path in (self.upper, self.work):
+                path.mkdir(exist_ok=True)
+            self._scaffold(self.host.uid_base)
         hostname = self.id[:63]
         (self.dir / "hosts").write_text(
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")

@@ -13,8 +13,10 @@ import resource
 import secrets
 import shutil
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from cove.config import Settings, parse_size
 from cove.egress.proxy import EgressProxy, SecretsTLS
@@ -173,7 +175,8 @@ class LinuxEngine(SandboxEngine):
         prepared = asyncio.ensure_future(self.host.blocking_start(functools.partial(sandbox.prepare, source)))
         try:
             await asyncio.shield(prepared)
-            await sandbox.exec_ready()
+            if source is None:  # a copy of a snapshot starts on first use: a fork costs its disk copy only
+                await sandbox.exec_ready()
         except BaseException:
             # A cancelled wait leaves the thread mounting: undo only what it has finished making.
             await asyncio.gather(prepared, return_exceptions=True)
@@ -254,9 +257,14 @@ class LinuxEngine(SandboxEngine):
         return None
 
     def _remove_later(self, sandbox: LinuxSandbox) -> None:
-        task = asyncio.create_task(self._remove(sandbox.id, sandbox))
+        self._track(self._remove(sandbox.id, sandbox))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Runs ``work`` as a task that ``close`` waits for."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _keep_pool(self) -> None:
         """Holds the pool at ``pool_demand``'s target for as long as the engine runs: starts what is
@@ -271,10 +279,7 @@ class LinuxEngine(SandboxEngine):
                 # Tasks the engine tracks, each putting its container in the pool itself: when the
                 # keeper is cancelled (the server stops), ``close`` still waits for starts under way
                 # and then removes what they made, rather than leaving it mounted.
-                starts = [asyncio.create_task(self._start_into_pool()) for _ in range(min(missing, width))]
-                for task in starts:
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                starts = [self._track(self._start_into_pool()) for _ in range(min(missing, width))]
                 started = await asyncio.gather(*(asyncio.shield(task) for task in starts), return_exceptions=True)
                 failures = [result for result in started if isinstance(result, BaseException)]
                 if not failures:
