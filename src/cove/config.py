@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     container_idle_minutes: int = 20
     """Idle expiry when a create request gives no ``expires_after``."""
 
+    idle_action: Literal["delete", "stop"] = "delete"
+    """What idle expiry does: ``delete`` the container (status ``expired``, its files gone), or ``stop``
+    it (status ``stopped``: processes end, files stay, its next use starts it again)."""
+
+    stopped_hours: int = Field(default=168, ge=1)
+    """With ``idle_action`` ``stop``: how long a stopped container keeps its files before it expires."""
+
     pids_limit: int = 1024
     """Process cap per container: a fork bomb stops here."""
 

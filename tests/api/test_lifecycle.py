@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, _server_env, data_dir, running_server
 from tests.helpers import make_wheel, run
 from tests.polling import eventually
+from tests.postgres import PostgresServer
+from tests.scripted_upstream import ScriptedUpstream
 
 pytestmark = pytest.mark.root
 
@@ -67,3 +70,23 @@ def test_idle_containers_expire(own_server: Server) -> None:
     assert client.containers.retrieve(keep.id).status == "running"
     with pytest.raises(openai.NotFoundError):
         client.containers.files.content.retrieve("cfile_x", container_id=container.id)
+
+
+def test_idle_containers_stop_and_start_again_with_their_files(upstream: ScriptedUpstream,
+                                                                postgres: PostgresServer | None) -> None:
+    """``COVE_IDLE_ACTION=stop``: an idle container's processes end and its files stay; its next
+    command starts it again."""
+    env = {**_server_env(upstream, postgres), "COVE_IDLE_ACTION": "stop"}
+    with running_server(data_dir("cove-stop"), env) as server, server.http() as http:
+        cid = http.post("/v1/containers", json={"name": "sleepy", "expires_after": {
+            "anchor": "last_active_at", "minutes": 1}}).raise_for_status().json()["id"]
+        run(http, cid, "echo kept > /root/state; (sleep 3600 &)")
+        assert run(http, cid, "ps -eo comm | grep -c '^sleep$'")[0]["stdout"] == "1\n"
+        eventually(lambda: http.get(f"/v1/containers/{cid}").json()["status"] == "stopped", timeout=100,
+                   interval=0.5, what="the idle container to stop")
+        runtime = (server.data_dir / "containers" / cid).resolve()
+        assert (runtime / "disk").is_dir() and not os.path.ismount(runtime / "rootfs")  # mounts released
+        out = run(http, cid, "cat /root/state; ps -eo comm | grep -c '^sleep$' || true")[0]
+        assert out["stdout"] == "kept\n0\n", out  # files kept, processes not
+        assert http.get(f"/v1/containers/{cid}").json()["status"] == "running"
+        http.delete(f"/v1/containers/{cid}").raise_for_status()

@@ -3,7 +3,9 @@ processes not copied, quotas and projects respected, snapshots outliving their c
 
 from __future__ import annotations
 
+import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -153,3 +155,23 @@ def test_snapshot_disk_is_clean_while_the_container_writes(server: Server) -> No
         for container_id in (cid, restored):
             http.delete(f"/v1/containers/{container_id}").raise_for_status()
         http.delete(f"/v1/snapshots/{snapshot['id']}").raise_for_status()
+
+
+def test_snapshots_and_forks_survive_a_crash(own_server: Server) -> None:
+    """After SIGKILL the disk pool is still mounted: the next server adopts it, its snapshots are
+    there, and a container not started since can be forked (its disk copied unmounted)."""
+    with own_server.http() as http:
+        cid = _create(http)["id"]
+        _exec(http, cid, "echo durable > /root/state")
+        snapshot = http.post(f"/v1/containers/{cid}/snapshots").raise_for_status().json()
+    own_server.stop(signal.SIGKILL)
+    own_server.start()
+    with own_server.http() as http:
+        restored = _create(http, snapshot_id=snapshot["id"])["id"]
+        assert _exec(http, restored, "cat /root/state")["stdout"] == "durable\n"
+        child = http.post(f"/v1/containers/{cid}/fork").raise_for_status().json()["data"][0]["id"]
+        assert _exec(http, child, "cat /root/state")["stdout"] == "durable\n"
+        assert _exec(http, cid, "cat /root/state")["stdout"] == "durable\n"
+    own_server.stop()  # a clean stop unmounts the pool it adopted
+    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if str(own_server.data_dir) in line]

@@ -302,6 +302,11 @@ class SandboxEngine(abc.ABC):
         """The handle of an existing container (with the image it was created from), from disk if needed."""
 
     @abc.abstractmethod
+    async def stop(self, container_id: str) -> None:
+        """Ends the container's processes and releases its mounts; its files stay, and ``get`` then
+        ``exec`` starts it again."""
+
+    @abc.abstractmethod
     async def destroy(self, container_id: str) -> None:
         """Stops a container and frees its processes, mounts, cgroups and disk."""
 

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 LIVE = ("running", "paused")
 """Statuses of containers that hold their processes (and count against quotas)."""
+KEPT = (*LIVE, "stopped")
+"""Statuses of containers that keep their files: ``stopped`` ones (idle, ``COVE_IDLE_ACTION=stop``)
+start again on their next use, and their disks count against the ``disk`` quota."""
 MAX_COMMANDS = 64
 MAX_COMMAND_CHARS = 1 << 20
 MAX_EXEC_OUTPUT = 10_000_000
@@ -143,18 +146,22 @@ class ContainerService:
         async with self.db.begin() as session:
             await self._check_room(session, project, memory_limit)
 
-    async def _check_room(self, session: AsyncSession, project: str, memory_limit: str) -> None:
-        """The project's quotas, then the server's cap, for one more running container."""
+    async def _check_room(self, session: AsyncSession, project: str, memory_limit: str, *,
+                          new_disk: bool = True) -> None:
+        """The project's quotas, then the server's cap, for one more running container (a stopped one
+        starting again has its disk already: ``new_disk`` False)."""
         quotas = self.policies.quotas(project)
         running = list(await session.scalars(select(ContainerRow.memory_limit).where(
             ContainerRow.project == project, ContainerRow.status.in_(LIVE))))
+        disks = await session.scalar(select(func.count()).where(
+            ContainerRow.project == project, ContainerRow.status.in_(KEPT))) or 0
         if len(running) + 1 > quotas.running_containers:
             raise quotas.exceeded("running_containers",
                                   f"this project may run {quotas.running_containers} containers at once")
         if sum(map(parse_size, [*running, memory_limit])) > quotas.memory:
             raise quotas.exceeded("memory", "the memory_limit of this project's running containers may add "
                                             f"up to {_gib(quotas.memory)}")
-        await self.check_disk(session, project, (len(running) + 1) * parse_size(self.settings.disk_limit))
+        await self.check_disk(session, project, (disks + new_disk) * parse_size(self.settings.disk_limit))
         full = await session.scalar(
             select(ContainerRow.seq).where(ContainerRow.status.in_(LIVE))
             .offset(self.settings.max_containers - 1).limit(1))
@@ -169,8 +176,8 @@ class ContainerService:
             SnapshotRow.project == project)) or 0
         if running_disks + kept > quotas.disk:
             each = _gib(parse_size(self.settings.disk_limit))
-            raise quotas.exceeded("disk", f"this project's running containers ({each} each) and snapshots may "
-                                          f"have {_gib(quotas.disk)} of disk")
+            raise quotas.exceeded("disk", f"this project's containers ({each} each, stopped ones too) and "
+                                          f"snapshots may have {_gib(quotas.disk)} of disk")
 
     async def get(self, project: str, container_id: str) -> Container:
         return Container.from_row(await self._row(project, container_id))
@@ -228,9 +235,9 @@ class ContainerService:
             self._touch(row)
 
     async def held(self, project: str, container_id: str, verb: str) -> tuple[ContainerRow, Limits]:
-        """The running or paused container's row and limits (its secrets opened), or a 404/409 that
-        says why it cannot be ``verb``."""
-        held = await self._live(project, container_id, verb)
+        """The row and limits (its secrets opened) of a container that keeps its files, running,
+        paused or stopped (left so), or a 404/409 that says why it cannot be ``verb``."""
+        held = await self._live(project, container_id, verb, wake=False)
         return held.row, held.limits
 
     # -- branches: whether a container is still as a response left it -------------------------------
@@ -248,18 +255,38 @@ class ContainerService:
         self._response_uses[container_id] += 1
         return True
 
-    async def _live(self, project: str, container_id: str, verb: str) -> _Held:
-        """The container, running or paused, as this server holds it (from the store the first time)."""
+    async def _live(self, project: str, container_id: str, verb: str, *, wake: bool = True) -> _Held:
+        """The container, running or paused, as this server holds it (from the store the first time).
+        A stopped one is started again (``wake``, within the project's quotas), or with ``wake``
+        False answered as it is, stopped, its files untouched."""
         held = self._held.get(container_id)
         if held is None or held.row.project != project:
             row = await self._row(project, container_id)
-            if row.status not in LIVE:
+            if row.status == "stopped" and wake:
+                await self._wake(row)
+            if row.status not in (LIVE if wake else KEPT):
                 raise Conflict(f"Container '{container_id}' has {row.status} and cannot be {verb}.",
                                param="container_id", code=f"container_{row.status}")
             held = _Held(row, Limits(memory=row.memory_limit, cpus=row.cpu_limit,
                                      network=self.secrets.container_egress(row), project=project))
-            self._held[row.id] = held
+            if row.status in LIVE:
+                self._held[row.id] = held
         return held
+
+    async def _wake(self, row: ContainerRow) -> None:
+        """A stopped container counts as running again (its processes start on this use)."""
+        now = int(time.time())
+        async with self.db.begin() as session:
+            await locks.hold(session, "containers")
+            await self._check_room(session, row.project, row.memory_limit, new_disk=False)
+            woken = await session.execute(update(ContainerRow).where(
+                ContainerRow.id == row.id, ContainerRow.status == "stopped").values(status="running",
+                                                                                    last_active_at=now))
+        if woken.rowcount:  # type: ignore[attr-defined]
+            row.status, row.last_active_at = "running", now
+            log.info("container %s started again", row.id)
+        else:  # expired or deleted meanwhile: the caller's check says so
+            row.status = (await self._row(row.project, row.id)).status
 
     def _touch(self, row: ContainerRow) -> None:
         """Records use for the expiry clock, in the background: with SQLite one tenant's long write
@@ -359,12 +386,21 @@ class ContainerService:
             await asyncio.sleep(self.settings.expiry_check_seconds)
 
     async def expire_idle(self) -> list[str]:
-        """Expires containers idle past their ``expires_after``: processes, mounts and disk go."""
+        """Expires containers idle past their ``expires_after``: processes, mounts and disk go. With
+        ``COVE_IDLE_ACTION=stop`` they are stopped instead (processes go, files stay) and expire once
+        stopped for ``COVE_STOPPED_HOURS``."""
         now = int(time.time())
         async with self.db.begin() as session:
-            rows = list(await session.scalars(select(ContainerRow).where(ContainerRow.status.in_(LIVE))))
-        expired = [row.id for row in rows
-                   if row.last_active_at + row.expires_minutes * 60 <= now and row.id not in self._busy]
+            rows = list(await session.scalars(select(ContainerRow).where(ContainerRow.status.in_(KEPT))))
+        idle = [row for row in rows if row.status in LIVE and row.id not in self._busy
+                and row.last_active_at + row.expires_minutes * 60 <= now]
+        if self.settings.idle_action == "stop":
+            for row in idle:
+                if row.id not in self._busy:  # a use that began since the query keeps it going
+                    await self._stop(row.id)
+            idle = [row for row in rows if row.status == "stopped" and row.last_active_at + row.expires_minutes * 60
+                    + self.settings.stopped_hours * 3600 <= now]
+        expired = [row.id for row in idle]
         for container_id in expired:
             self._held.pop(container_id, None)
             async with self.db.begin() as session:
@@ -373,6 +409,15 @@ class ContainerService:
             await self.engine.destroy(container_id)
             log.info("container %s expired", container_id)
         return expired
+
+
+    async def _stop(self, container_id: str) -> None:
+        self._held.pop(container_id, None)
+        async with self.db.begin() as session:
+            await session.execute(update(ContainerRow).where(ContainerRow.id == container_id,
+                                                             ContainerRow.status.in_(LIVE)).values(status="stopped"))
+        await self.engine.stop(container_id)
+        log.info("container %s stopped (idle)", container_id)
 
 
 @dataclass

@@ -96,8 +96,9 @@ class Container(_Object):
     object: Literal["container"] = "container"
     name: str
     created_at: int
-    status: Literal["running", "paused", "expired"]
-    """``paused``: a Cove extension (``POST .../pause``); its processes are frozen until resumed."""
+    status: Literal["running", "paused", "stopped", "expired"]
+    """``paused``: a Cove extension (``POST .../pause``); its processes are frozen until resumed.
+    ``stopped``: a Cove extension (``COVE_IDLE_ACTION=stop``); idle, its files kept, started by its next use."""
     expires_after: ContainerExpiresAfter
     last_active_at: int
     memory_limit: Literal["1g", "4g", "16g", "64g"]

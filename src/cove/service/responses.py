@@ -31,7 +31,7 @@ from cove.ids import new_id
 from cove.service import history, locks
 from cove.service.background import FairQueue
 from cove.service.compaction import CompactionSeal, compact
-from cove.service.containers import LIVE, ContainerService
+from cove.service.containers import KEPT, ContainerService
 from cove.service.file_inputs import FileInputs
 from cove.service.files import FileService
 from cove.service.pagination import Page, paginate
@@ -229,7 +229,7 @@ class ResponseService:
         container_id = named or followed
         if container_id is not None:
             container = await self.containers.get(run.project, container_id)
-            if container.status not in LIVE:  # a paused one resumes on first use
+            if container.status not in KEPT:  # a paused one resumes on first use, a stopped one starts
                 raise Conflict(f"Container '{container_id}' has {container.status}; start a new chain or name a "
                                "running container.", param="container_id", code=f"container_{container.status}")
             run.response["container_id"] = container_id

@@ -28,7 +28,7 @@ from cove.ids import new_id
 from cove.sandbox.base import SandboxEngine
 from cove.service import locks
 from cove.service.audit import AuditLog
-from cove.service.containers import LIVE, ContainerService
+from cove.service.containers import KEPT, ContainerService
 from cove.service.objects import Container, ListPage, Snapshot
 from cove.service.pagination import Page, paginate
 from cove.store.db import Database
@@ -75,9 +75,9 @@ class SnapshotService:
         return row
 
     async def _check_room(self, session: AsyncSession, project: str, size: int) -> None:
-        running = len(list(await session.scalars(select(ContainerRow.id).where(
-            ContainerRow.project == project, ContainerRow.status.in_(LIVE)))))
-        await self.containers.check_disk(session, project, running * parse_size(self.settings.disk_limit) + size)
+        disks = len(list(await session.scalars(select(ContainerRow.id).where(
+            ContainerRow.project == project, ContainerRow.status.in_(KEPT)))))
+        await self.containers.check_disk(session, project, disks * parse_size(self.settings.disk_limit) + size)
 
     async def _file_records(self, container_id: str) -> list[dict[str, Any]]:
         async with self.db.begin() as session:
@@ -162,13 +162,13 @@ class SnapshotService:
         async with self.db.begin() as session:
             container = await session.scalar(select(ContainerRow).where(
                 ContainerRow.id == container_id, ContainerRow.project == project))
-        if container is not None and container.status in LIVE and snapshot.generation is not None \
+        if container is not None and container.status in KEPT and snapshot.generation is not None \
                 and self.containers.claim(container_id, snapshot.generation):
             return container_id
         if container is None:
             raise NotFound(f"Container '{container_id}' of the previous response no longer exists.",
                            param="previous_response_id", code="container_not_found")
-        held = await self.containers.held(project, container_id, "branched") if container.status in LIVE else None
+        held = await self.containers.held(project, container_id, "branched") if container.status in KEPT else None
         egress = held[1].network if held is not None else self.containers.secrets.container_egress(container)
         child = await self.containers.create_checked(
             project, name=container.name, image=snapshot.image, memory_limit=container.memory_limit,

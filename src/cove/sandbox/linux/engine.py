@@ -221,6 +221,11 @@ class LinuxEngine(SandboxEngine):
             self._live[container_id] = sandbox
         return sandbox
 
+    async def stop(self, container_id: str) -> None:
+        sandbox = self._live.pop(container_id, None)
+        if sandbox is not None:
+            await sandbox.stop()
+
     async def destroy(self, container_id: str) -> None:
         sandbox = self._live.pop(container_id, None)
         runtime_id = sandbox.id if sandbox is not None else self._runtime_id(container_id)
