@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     """What idle expiry does: ``delete`` the container (status ``expired``, its files gone), or ``stop``
     it (status ``stopped``: processes end, files stay, its next use starts it again)."""
 
+    response_snapshot_hours: float = Field(default=168, gt=0)
+    """How long the snapshot Cove takes at the end of a response that used a container is kept (a
+    continuation from that response branches from it; ``docs/snapshots.md``)."""
+
     stopped_hours: int = Field(default=168, ge=1)
     """With ``idle_action`` ``stop``: how long a stopped container keeps its files before it expires."""
 

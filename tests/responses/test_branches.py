@@ -11,7 +11,9 @@ import openai
 import pytest
 from openai.types.responses import Response
 
-from tests.conftest import Server
+from tests.conftest import Server, _server_env, data_dir, running_server
+from tests.polling import eventually
+from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall, last_user_text
 
 pytestmark = pytest.mark.root
@@ -106,3 +108,23 @@ def test_five_parallel_branches_each_see_only_their_own_changes(server: Server, 
         before = len(list(snapshots_dir.iterdir()))
         client.responses.delete(later.id)
         assert len(list(snapshots_dir.iterdir())) == before - 1
+
+
+def test_response_snapshots_are_pruned_after_their_time(upstream: ScriptedUpstream,
+                                                        postgres: PostgresServer | None) -> None:
+    env = {**_server_env(upstream, postgres), "COVE_RESPONSE_SNAPSHOT_HOURS": "0.0005"}  # 1.8 s
+    upstream.reset()
+    with running_server(data_dir("cove-prune"), env) as server:
+        client = server.client()
+        upstream.script([_runs({"start": "echo base > /mnt/data/state"})] * 2)
+        root = client.responses.create(model=MODEL, input="start", tools=[SHELL])
+        snapshots = server.data_dir / "disks" / "snapshots"
+        assert len(list(snapshots.iterdir())) == 1
+        eventually(lambda: not list(snapshots.iterdir()), timeout=30, what="the response snapshot to be pruned")
+        # Without its snapshot a continuation uses the container as it is, moved on or not.
+        upstream.script([_runs({"one": "echo one >> /mnt/data/state"})] * 2)
+        first = client.responses.create(model=MODEL, input="one", tools=[SHELL], previous_response_id=root.id)
+        upstream.script([_runs({"two": "cat /mnt/data/state"})] * 2)
+        second = client.responses.create(model=MODEL, input="two", tools=[SHELL], previous_response_id=root.id)
+        assert _stdout(second) == "base\none\n"
+        assert _container(first) == _container(second) == _container(root)

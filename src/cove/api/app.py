@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await response_service.start()
         warm_up = registry.warm_up()
         service.start_expiry()
+        snapshot_service.start_expiry()
         project_files.start_expiry(settings.expiry_check_seconds)
         app.state.ready = True
         try:
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await response_service.stop()
             await webhooks.stop()
             await service.stop_expiry()
+            await snapshot_service.stop_expiry()
             await project_files.stop_expiry()
             await engine.close()
             await audit.stop()

@@ -8,7 +8,6 @@ quotas and inserts its row as one step under a lock row (``service/locks.py``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -44,6 +43,7 @@ from cove.service.objects import Container, ListPage
 from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
+from cove.service.sweeper import Sweeper
 from cove.store.db import Database
 from cove.store.models import ContainerFileRow, ContainerRow, SnapshotRow
 
@@ -71,7 +71,7 @@ class ContainerService:
         self.settings = settings
         self.audit = audit
         self.secrets = secrets
-        self._expiry_task: asyncio.Task[None] | None = None
+        self._expiry = Sweeper("container expiry", self._expire, settings.expiry_check_seconds)
         self._busy: Counter[str] = Counter()
         """In-flight uses per container: a container never expires under a running command."""
         self._responses: dict[str, list[str]] = {}
@@ -368,22 +368,15 @@ class ContainerService:
 
     # -- expiry -------------------------------------------------------------------------------------
     def start_expiry(self) -> None:
-        self._expiry_task = asyncio.create_task(self._expiry_loop())
+        self._expiry.start()
 
     async def stop_expiry(self) -> None:
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry_task
+        await self._expiry.stop()
         await asyncio.gather(*self._touches, return_exceptions=True)
 
-    async def _expiry_loop(self) -> None:
-        while True:
-            try:
-                await self.expire_idle()
-            except Exception:
-                log.exception("container expiry pass failed")
-            await asyncio.sleep(self.settings.expiry_check_seconds)
+    async def _expire(self) -> bool:
+        await self.expire_idle()
+        return False
 
     async def expire_idle(self) -> list[str]:
         """Expires containers idle past their ``expires_after``: processes, mounts and disk go. With

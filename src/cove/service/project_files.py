@@ -8,7 +8,6 @@ every read at once, and a sweep every ``COVE_EXPIRY_CHECK_SECONDS`` removes thei
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from cove.service.files import DATA_DIR, FileService
 from cove.service.objects import ContainerFile, FileObject, ListPage
 from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
+from cove.service.sweeper import Sweeper
 from cove.store.db import Database
 from cove.store.models import StoredFileRow
 
@@ -75,7 +75,7 @@ class ProjectFileService:
         self.blobs = blobs
         self.container_files = container_files
         self.policies = policies
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper: Sweeper | None = None
 
     async def create(self, project: str, filename: str, purpose: str, expires_seconds: int | None,
                      source: IO[bytes]) -> FileObject:
@@ -101,22 +101,15 @@ class ProjectFileService:
         return FileObject.from_row(row)
 
     def start_expiry(self, every: float) -> None:
-        self._sweeper = asyncio.create_task(self._expiry_loop(every))
+        self._sweeper = Sweeper("file expiry", self._sweep, every)
+        self._sweeper.start()
 
     async def stop_expiry(self) -> None:
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await self._sweeper.stop()
 
-    async def _expiry_loop(self, every: float) -> None:
-        while True:
-            try:
-                while len(await self.remove_expired()) == _SWEEP_BATCH:
-                    continue  # a whole batch: more may be waiting
-            except Exception:
-                log.exception("file expiry pass failed")
-            await asyncio.sleep(every)
+    async def _sweep(self) -> bool:
+        return len(await self.remove_expired()) == _SWEEP_BATCH
 
     async def remove_expired(self) -> list[str]:
         """Removes up to a batch of expired files, rows first (so none is read half-removed), then bytes."""

@@ -31,11 +31,13 @@ from cove.service.audit import AuditLog
 from cove.service.containers import KEPT, ContainerService
 from cove.service.objects import Container, ListPage, Snapshot
 from cove.service.pagination import Page, paginate
+from cove.service.sweeper import Sweeper
 from cove.store.db import Database
 from cove.store.models import ContainerFileRow, ContainerRow, SnapshotRow
 
 log = logging.getLogger(__name__)
 MAX_FORKS = 100
+_PRUNE_BATCH = 200
 
 
 class SnapshotService:
@@ -46,6 +48,7 @@ class SnapshotService:
         self.containers = containers
         self.settings = settings
         self.audit = audit
+        self._expiry = Sweeper("response snapshot expiry", self.prune_responses, settings.expiry_check_seconds)
 
     # -- snapshots the API makes ----------------------------------------------------------------------
     async def create(self, project: str, container_id: str, name: str | None) -> Snapshot:
@@ -185,6 +188,24 @@ class SnapshotService:
             SnapshotRow.project == project, SnapshotRow.container_id == container_id,
             SnapshotRow.response_id.in_(response_ids)))}
         return next((rows[rid] for rid in response_ids if rid in rows), None)
+
+    def start_expiry(self) -> None:
+        self._expiry.start()
+
+    async def stop_expiry(self) -> None:
+        await self._expiry.stop()
+
+    async def prune_responses(self) -> bool:
+        """Drops a batch of response snapshots older than ``COVE_RESPONSE_SNAPSHOT_HOURS`` (a
+        continuation of such a response then uses its container as it is); True if there may be more."""
+        cutoff = int(time.time() - self.settings.response_snapshot_hours * 3600)
+        async with self.db.begin() as session:
+            ids = list(await session.scalars(select(SnapshotRow.id).where(
+                SnapshotRow.response_id.is_not(None), SnapshotRow.created_at <= cutoff)
+                .order_by(SnapshotRow.seq).limit(_PRUNE_BATCH)))
+        for snapshot_id in ids:
+            await self._drop(snapshot_id)
+        return len(ids) == _PRUNE_BATCH
 
     async def forget_response(self, response_id: str) -> None:
         """A deleted response's snapshot goes with it."""
