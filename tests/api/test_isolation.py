@@ -216,5 +216,6 @@ def test_disk_quota_stops_a_disk_filler(own_server: Server) -> None:
         assert "No space left on device" in str(out["stdout"])
         assert run(http, cid, "rm /root/fill && echo freed && echo small > /root/ok && cat /root/ok")[0]["stdout"] == \
             "freed\nsmall\n"
-    image = own_server.data_dir / "containers" / cid
-    assert (image.resolve() / "disk.img").stat().st_blocks * 512 < 300 * (1 << 20)
+    runtime_id = (own_server.data_dir / "containers" / cid).resolve().name
+    disk = own_server.data_dir / "disks" / "containers" / f"{runtime_id}.img"
+    assert disk.stat().st_blocks * 512 < 300 * (1 << 20)

@@ -34,14 +34,15 @@ def _shell(*commands: str) -> Reply:
 
 def _files_holding(root: Path, needle: bytes) -> list[Path]:
     """Files under ``root`` holding ``needle``. A container's writes all land in its ``upper``
-    directory, which is scanned; its ``rootfs`` (the image under them) and ``disk.img`` (the sparse
-    filesystem holding that same upper directory) are skipped."""
+    directory (``containers/<id>/disk/upper``, mounted), which is scanned; its ``rootfs`` (the image
+    under them) and the disk images (``disks/``, the sparse filesystems holding those same upper
+    directories, in the pool ``disks.xfs``) are skipped."""
     found = []
     for directory, dirs, files in os.walk(root):
-        dirs[:] = [name for name in dirs if name != "rootfs"]
+        dirs[:] = [name for name in dirs if name != "rootfs" and Path(directory, name) != root / "disks"]
         for name in files:
             path = Path(directory) / name
-            if name == "disk.img" or path.is_symlink() or not path.is_file():
+            if path == root / "disks.xfs" or path.is_symlink() or not path.is_file():
                 continue
             with path.open("rb") as source:
                 if needle in source.read():
@@ -126,6 +127,17 @@ def test_secret_reaches_its_domain_and_nothing_else_sees_it(own_server: Server, 
     assert base64.b64decode(arrived[1]["Authorization"].removeprefix("Basic ")) == f"x-token:{value}".encode()
     # The scan above does see what a container writes:
     assert _files_holding(data_dir, placeholder[::-1].encode())
+
+    # A fork has the same secret (sealed again for the child): the same placeholder works from it, and
+    # the value never enters it.
+    before = len(internet.requests())
+    with own_server.http() as http:
+        child = http.post(f"/v1/containers/{container_id}/fork").raise_for_status().json()["data"][0]
+        assert child["network_policy"] == container["network_policy"]
+        forked = run(http, child["id"], "printenv API_TOKEN", f"curl -sS -m 10 {CODE} -H \"X-Key: $API_TOKEN\" {CHECK}")
+    assert forked[0]["stdout"] == f"{placeholder}\n" and forked[1]["stdout"] == "404"
+    assert [dict(e["headers"])["X-Key"] for e in internet.requests()[before:]] == [value]
+    assert _files_holding(data_dir, value.encode()) == []
 
 
 def test_only_containers_with_secrets_trust_coves_ca(own_server: Server, internet: Internet) -> None:

@@ -3,6 +3,8 @@ processes not copied, quotas and projects respected, snapshots outliving their c
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -15,6 +17,7 @@ from tests.conftest import Server
 from tests.helpers import run
 
 pytestmark = pytest.mark.root
+_FIFREEZE = 0xC0045877
 
 
 def _exec(http: httpx.Client, container_id: str, command: str) -> dict[str, Any]:
@@ -164,9 +167,16 @@ def test_snapshots_and_forks_survive_a_crash(own_server: Server) -> None:
         cid = _create(http)["id"]
         _exec(http, cid, "echo durable > /root/state")
         snapshot = http.post(f"/v1/containers/{cid}/snapshots").raise_for_status().json()
+        frozen = _create(http)["id"]
+        _exec(http, frozen, "true")
+    # A crash in the middle of a snapshot leaves the disk frozen: its writers would wait for ever.
+    disk = os.open((own_server.data_dir / "containers" / frozen).resolve() / "disk", os.O_RDONLY)
+    fcntl.ioctl(disk, _FIFREEZE, 0)
+    os.close(disk)
     own_server.stop(signal.SIGKILL)
     own_server.start()
     with own_server.http() as http:
+        assert _exec(http, frozen, "echo thawed > /root/after && cat /root/after")["stdout"] == "thawed\n"
         restored = _create(http, snapshot_id=snapshot["id"])["id"]
         assert _exec(http, restored, "cat /root/state")["stdout"] == "durable\n"
         child = http.post(f"/v1/containers/{cid}/fork").raise_for_status().json()["data"][0]["id"]
@@ -175,3 +185,23 @@ def test_snapshots_and_forks_survive_a_crash(own_server: Server) -> None:
     own_server.stop()  # a clean stop unmounts the pool it adopted
     assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
                 if str(own_server.data_dir) in line]
+
+
+def test_the_openai_sdk_reaches_snapshots_and_forks_unchanged(server: Server) -> None:
+    """As docs/snapshots.md shows: ``client.post`` for the extension routes, ``extra_body`` for a create
+    from a snapshot."""
+    client = server.client()
+    box = client.containers.create(name="sdk")
+    client.containers.files.create(box.id, file=("hello.txt", b"hello\n"))
+    snap: dict[str, Any] = client.post(f"/containers/{box.id}/snapshots", body={"name": "clean"}, cast_to=object)
+    assert snap["object"] == "container.snapshot" and snap["name"] == "clean"
+    again = client.containers.create(name="again", extra_body={"snapshot_id": snap["id"]})
+    kids: dict[str, Any] = client.post(f"/containers/{box.id}/fork", body={"count": 2}, cast_to=object)
+    for container_id in [again.id, *(kid["id"] for kid in kids["data"])]:
+        assert [f.path for f in client.containers.files.list(container_id)] == ["/mnt/data/hello.txt"]
+        content = client.containers.files.content.retrieve(client.containers.files.list(container_id).data[0].id,
+                                                           container_id=container_id)
+        assert content.read() == b"hello\n"
+        client.containers.delete(container_id)
+    client.containers.delete(box.id)
+    client.delete(f"/snapshots/{snap['id']}", cast_to=object)

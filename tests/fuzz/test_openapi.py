@@ -48,7 +48,8 @@ RSS_GROWTH_MIB = 16
 OWNER, NEIGHBOUR = KEYS["alpha"], KEYS["beta"]
 # Mostly the owner's key, so most requests get past authentication.
 KEY_CHOICES = [OWNER] * 6 + [NEIGHBOUR, "sk-not-a-key", None]
-OWNED_IDS = ("container_id", "file_id", "response_id", "conversation_id", "item_id", "webhook_endpoint_id")
+OWNED_IDS = ("container_id", "file_id", "response_id", "conversation_id", "item_id", "webhook_endpoint_id",
+             "snapshot_id")
 
 
 @dataclass
@@ -84,9 +85,10 @@ def _known_objects(server: Server) -> dict[str, str]:
         endpoint = http.post("/v1/webhook_endpoints", json={  # never reached: no such host here
             "name": "kept", "url": "https://hooks.invalid/cove", "event_types": ["response.completed"]},
         ).raise_for_status().json()
+        snapshot = http.post(f"/v1/containers/{container['id']}/snapshots").raise_for_status().json()
     return {"container_id": container["id"], "file_id": file["id"], "response_id": response.json()["id"],
             "conversation_id": conversation["id"], "item_id": items["data"][0]["id"], "model_id": "scripted-model",
-            "upload_id": upload["id"], "webhook_endpoint_id": endpoint["id"]}
+            "upload_id": upload["id"], "webhook_endpoint_id": endpoint["id"], "snapshot_id": snapshot["id"]}
 
 
 def _real(path: str, known: dict[str, str]) -> dict[str, str]:
@@ -124,9 +126,16 @@ def _prepare(case: Case) -> None:
 def _clean_up(case: Case, response: requests.Response, server: Server, known: dict[str, str]) -> None:
     """Containers the fuzzer made are deleted at once, so a long run never fills the machine; known
     objects the fuzzer deleted are made again, so later operations still meet real ones."""
-    if case.method == "POST" and case.operation.path == "/v1/containers" and response.status_code == 200:
+    if case.method == "POST" and response.status_code == 200:
+        made = response.json()
         with server.http() as http:
-            http.delete(f"/v1/containers/{response.json()['id']}")
+            if case.operation.path == "/v1/containers":
+                http.delete(f"/v1/containers/{made['id']}")
+            elif case.operation.path.endswith("/fork"):
+                for child in made["data"]:
+                    http.delete(f"/v1/containers/{child['id']}")
+            elif case.operation.path.endswith("/snapshots"):
+                http.delete(f"/v1/snapshots/{made['id']}")
     if case.method == "DELETE" and response.status_code == 200 and _reaches_owned(case, known):
         known.update(_known_objects(server))
 

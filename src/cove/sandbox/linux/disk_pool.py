@@ -92,6 +92,22 @@ def frozen(mountpoint: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def thaw(mountpoint: Path) -> bool:
+    """Thaws the filesystem at ``mountpoint`` if a Cove that crashed mid-snapshot left it frozen
+    (its writers would wait for ever, unkillable); True if it was frozen."""
+    try:
+        fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.ioctl(fd, _FITHAW, 0)
+        return True
+    except OSError:  # EINVAL: not frozen
+        return False
+    finally:
+        os.close(fd)
+
+
 class DiskPool:
     """The directory container disks and snapshots are kept in, on a filesystem with reflinks.
 
