@@ -126,6 +126,8 @@ def test_bad_requests_and_other_projects(server: Server) -> None:
         assert other.post(f"/v1/containers/{cid}/fork").status_code == 404
         assert other.post(f"/v1/containers/{cid}/snapshots").status_code == 404
         assert other.get("/v1/snapshots").json()["data"] == []
+        assert other.get(f"/v1/containers/{cid}/snapshots").status_code == 404
+        assert http.get("/v1/containers/cntr_never/snapshots").status_code == 404
         stolen = other.post("/v1/containers", json={"name": "x", "snapshot_id": snapshot["id"]})
         assert stolen.status_code == 404
         # An id that could walk the snapshot directory is just not found.

@@ -105,11 +105,23 @@ class SnapshotService:
 
     async def list_page(self, project: str, page: Page, container_id: str | None = None) -> ListPage[Snapshot]:
         query = select(SnapshotRow).where(SnapshotRow.project == project, SnapshotRow.response_id.is_(None))
-        if container_id is not None:
-            query = query.where(SnapshotRow.container_id == container_id)
         async with self.db.begin() as session:
+            if container_id is not None:
+                query = query.where(SnapshotRow.container_id == container_id)
+                await self._check_container(session, project, container_id)
             rows, has_more = await paginate(session, query, SnapshotRow, page)
         return ListPage.of([Snapshot.from_row(row) for row in rows], has_more)
+
+    @staticmethod
+    async def _check_container(session: AsyncSession, project: str, container_id: str) -> None:
+        """A 404 for a container the project never had (one it deleted may still have snapshots)."""
+        known = await session.scalar(select(ContainerRow.id).where(
+            ContainerRow.id == container_id, ContainerRow.project == project)) or await session.scalar(
+            select(SnapshotRow.id).where(SnapshotRow.container_id == container_id, SnapshotRow.project == project)
+            .limit(1))
+        if known is None:
+            raise NotFound(f"No container found with id '{container_id}'.", param="container_id",
+                           code="container_not_found")
 
     async def delete(self, project: str, snapshot_id: str, container_id: str | None = None) -> None:
         row = await self.row(project, snapshot_id, container_id)
