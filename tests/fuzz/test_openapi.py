@@ -126,15 +126,14 @@ def _prepare(case: Case) -> None:
 def _clean_up(case: Case, response: requests.Response, server: Server, known: dict[str, str]) -> None:
     """Containers the fuzzer made are deleted at once, so a long run never fills the machine; known
     objects the fuzzer deleted are made again, so later operations still meet real ones."""
-    if case.method == "POST" and response.status_code == 200:
-        made = response.json()
+    path = case.operation.path
+    if case.method == "POST" and response.status_code == 200 and (
+            path == "/v1/containers" or path.endswith(("/fork", "/snapshots"))):
+        made = response.json()  # other POSTs may answer a stream
         with server.http() as http:
-            if case.operation.path == "/v1/containers":
-                http.delete(f"/v1/containers/{made['id']}")
-            elif case.operation.path.endswith("/fork"):
-                for child in made["data"]:
-                    http.delete(f"/v1/containers/{child['id']}")
-            elif case.operation.path.endswith("/snapshots"):
+            for container in made["data"] if path.endswith("/fork") else [made] if path == "/v1/containers" else []:
+                http.delete(f"/v1/containers/{container['id']}")
+            if path.endswith("/snapshots"):
                 http.delete(f"/v1/snapshots/{made['id']}")
     if case.method == "DELETE" and response.status_code == 200 and _reaches_owned(case, known):
         known.update(_known_objects(server))
