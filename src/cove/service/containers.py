@@ -151,10 +151,10 @@ class ContainerService:
         """The project's quotas, then the server's cap, for one more running container (a stopped one
         starting again has its disk already: ``new_disk`` False)."""
         quotas = self.policies.quotas(project)
-        running = list(await session.scalars(select(ContainerRow.memory_limit).where(
-            ContainerRow.project == project, ContainerRow.status.in_(LIVE))))
-        disks = await session.scalar(select(func.count()).where(
-            ContainerRow.project == project, ContainerRow.status.in_(KEPT))) or 0
+        kept = (await session.execute(select(ContainerRow.status, ContainerRow.memory_limit).where(
+            ContainerRow.project == project, ContainerRow.status.in_(KEPT)))).all()
+        running = [memory for status, memory in kept if status in LIVE]
+        disks = len(kept)
         if len(running) + 1 > quotas.running_containers:
             raise quotas.exceeded("running_containers",
                                   f"this project may run {quotas.running_containers} containers at once")

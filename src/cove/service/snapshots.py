@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.config import Settings, parse_size
-from cove.errors import InvalidRequest, NotFound
+from cove.errors import CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
 from cove.sandbox.base import SandboxEngine
 from cove.service import locks
@@ -168,6 +168,9 @@ class SnapshotService:
             row, _ = await self.containers.held(project, container_id, "snapshotted")
             await self._take(project, row, response_id=response_id,
                              generation=self.containers.generation(container_id))
+        except CoveError as exc:  # deleted or expired meanwhile: a continuation then finds it so
+            log.info("no snapshot of container %s at the end of response %s: %s", container_id, response_id,
+                     exc.message)
         except Exception:  # the response has its result; a continuation then uses the container as it is
             log.exception("could not snapshot container %s at the end of response %s", container_id, response_id)
 
