@@ -122,16 +122,28 @@ def test_top_level_container_id_and_dead_containers(client: openai.OpenAI, upstr
 
 
 @pytest.mark.slow  # the shortest expiry is a minute
-def test_expired_container_fails_clearly(own_server: Server, upstream: ScriptedUpstream) -> None:
+def test_a_chain_whose_container_expired_goes_on_from_its_snapshot(own_server: Server,
+                                                                    upstream: ScriptedUpstream) -> None:
+    """The container expired, but the response that used it left a snapshot (docs/snapshots.md): a
+    continuation gets a new container with the files as that response left them."""
     client = own_server.client()
     container = client.containers.create(name="short", expires_after={"anchor": "last_active_at", "minutes": 1})
-    upstream.script([shell("true"), Reply(text="ok")])
+    upstream.script([shell("echo kept > /root/state"), Reply(text="ok")])
     first = client.responses.create(model=MODEL, input="go", tools=[SHELL],  # type: ignore[list-item]
                                     extra_body={"container_id": container.id})
     eventually(lambda: client.containers.retrieve(container.id).status == "expired", timeout=100, interval=0.5,
                what="the idle container to expire")
+    upstream.script([shell("cat /root/state"), Reply(text="ok")])
+    more = client.responses.create(model=MODEL, input="more", previous_response_id=first.id,
+                                   tools=[SHELL])  # type: ignore[list-item]
+    assert outputs(more)[0]["stdout"] == "kept\n"
+    revived = more.model_extra["container_id"]  # type: ignore[index]
+    assert revived != container.id and client.containers.retrieve(revived).status == "running"
+    assert client.containers.retrieve(container.id).status == "expired"
+    # A container named by the request is used as it is: an expired one is a clear 409.
     with pytest.raises(openai.ConflictError) as info:
-        client.responses.create(model=MODEL, input="more", previous_response_id=first.id, tools=[SHELL])  # type: ignore[list-item]
+        client.responses.create(model=MODEL, input="named", tools=[SHELL],  # type: ignore[list-item]
+                                extra_body={"container_id": container.id})
     assert info.value.body["code"] == "container_expired"  # type: ignore[index]
 
 
