@@ -35,7 +35,7 @@ async def _exec_ms(sandbox: object, command: str) -> float:
 
 
 async def _until_pooled(engine: LinuxEngine) -> None:
-    while len(engine._pool) < engine.pool_size:  # noqa: SLF001 - a bench may look inside
+    while len(engine._pool) < engine.pool_size:
         await asyncio.sleep(0.01)
 
 
@@ -52,7 +52,7 @@ async def main() -> int:
     await engine.start()
     result: dict[str, float] = {}
     try:
-        sandbox = await engine._start_new("cntr_bench", "default", Limits(), live_as="cntr_bench")  # noqa: SLF001
+        sandbox = await engine._start_new("cntr_bench", "default", Limits(), live_as="cntr_bench")
         for _ in range(30):
             await _exec_ms(sandbox, "true")
         warm = [await _exec_ms(sandbox, "true") for _ in range(args.samples)]
@@ -79,7 +79,7 @@ async def main() -> int:
             result["pooled_warm_echo_p50"] = statistics.median(seconds)
     finally:
         await engine.close()
-        for container_id in list(engine._live):  # noqa: SLF001
+        for container_id in list(engine._live):
             await engine.destroy(container_id)
         await engine.destroy("cntr_bench")
         shutil.rmtree(data, ignore_errors=True)
