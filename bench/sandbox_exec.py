@@ -35,7 +35,7 @@ async def _exec_ms(sandbox: object, command: str) -> float:
 
 
 async def _until_pooled(engine: LinuxEngine) -> None:
-    while len(engine._pool) < engine.pool_size:
+    while len(engine._pool) < engine.pool_demand.target():
         await asyncio.sleep(0.01)
 
 
