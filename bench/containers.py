@@ -53,6 +53,8 @@ N_IDLE, IDLE_SETTLE_S = 200, 2.0
 N_DOCKER_RUN, N_DOCKER_EXEC, WARM_DOCKER = 20, 50, 2
 N_FLOOR, WARM_FLOOR = 20, 2
 STREAM_BYTES = 100_000_000
+SETTLE_WINDOW_S, SETTLE_IDLE, SETTLE_MAX_S = 1.0, 0.05, 120.0
+"""(e) starts once the server used at most 5% of a CPU over a second (the burst's pool refill is done)."""
 N_MANY, MANY_STEP = 2000, 100
 MANY_SERVER_ENV = {"COVE_MAX_CONTAINERS": str(4 * N_MANY)}
 """A project may run a quarter of the server's cap: this lets the bench's project run ``N_MANY``."""
@@ -145,6 +147,24 @@ class CoveServer:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         return 0
+
+    def cpu_seconds(self) -> float:
+        """CPU the server and its reaped children (runc) have used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+    def settle(self) -> float:
+        """Waits until the server has been nearly idle for ``SETTLE_WINDOW_S`` (at most ``SETTLE_MAX_S``);
+        returns how long that took. After the burst the warm pool refills towards the demand the burst
+        showed, and shrinks as it decays: dozens of container starts and removals that take both cores."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < SETTLE_MAX_S:
+            before = self.cpu_seconds()
+            time.sleep(SETTLE_WINDOW_S)
+            if self.cpu_seconds() - before <= SETTLE_IDLE * SETTLE_WINDOW_S:
+                break
+        return time.perf_counter() - started
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -303,6 +323,7 @@ class Bench:
         """(e) a command printing ``STREAM_BYTES`` through the streaming exec API: bytes per second at
         the client (every delta parsed, as a client does) and the server's RSS, sampled meanwhile."""
         container_id = self.create("bench-e")
+        settle_s = self.server.settle()  # after the burst, a create may set the pool refilling
         command = f"head -c {STREAM_BYTES} /dev/zero | tr '\\0' a"
         rss_before, peak = self.server.rss_bytes(), [0]
         done = threading.Event()
@@ -333,7 +354,7 @@ class Bench:
             done.set()
             sampler.join()
         self.delete(container_id)
-        return {"bytes": STREAM_BYTES, "received": received, "seconds": elapsed, "events": events,
+        return {"bytes": STREAM_BYTES, "received": received, "seconds": elapsed, "events": events, "settle_s": settle_s,
                 "rss_before": rss_before, "rss_peak": max(peak[0], rss_before)}
 
     async def many_idle(self, count: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from cove.api import sse
 from tests.conftest import Server
 from tests.helpers import run
 
@@ -209,3 +210,26 @@ def test_pid1_reaps_orphans(client: openai.OpenAI, http: httpx.Client) -> None:
     run(http, cid, "for i in $(seq 20); do (sleep 0.1 &) ; done; sleep 0.5")
     out = run(http, cid, "ps -eo stat --no-headers | grep -c '^Z' || true")[0]
     assert out["stdout"] == "0\n"
+
+
+def test_streaming_exec_carries_awkward_text_in_big_chunks_exactly(client: openai.OpenAI, server: Server) -> None:
+    """Long deltas sparse in escapes take a faster JSON encoding (``sse.json_escaped``), others json's
+    own: each kind, in large chunks, arrives exactly as printed."""
+    cid = client.containers.create(name="awkward").id
+    words = "and some more words " * 4
+    patterns = [f'say "hi" to C:\\dir\\ {words}', f"col\t{words}\r", 'say "hi" \\ C:\\x\tcol\r',
+                "bell\x07 esc\x1b[0m", "caf\u00e9 \u2028 \u3042"]
+    repeat = 20_000
+    # Written to a file first, so that cat writes it in large blocks.
+    commands = [f'yes -- "$P{index}" | head -n {repeat} > /tmp/out; cat /tmp/out' for index in range(len(patterns))]
+    body = {"commands": commands, "env": {f"P{index}": pattern for index, pattern in enumerate(patterns)},
+            "max_output_length": 10_000_000, "stream": True}
+    with server.http() as http, http.stream("POST", f"/v1/containers/{cid}/exec", json=body) as response:
+        assert response.status_code == 200
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    deltas = [e for e in events if e["type"] == "container.exec.output.delta"]
+    for index, pattern in enumerate(patterns):
+        chunks = [e["delta"]["stdout"] for e in deltas if e["command_index"] == index]
+        assert "".join(chunks) == (pattern + "\n") * repeat
+    fast = [e["delta"]["stdout"] for e in deltas if e["command_index"] < 2]
+    assert any(sse.json_escaped(chunk) is not None for chunk in fast)  # the fast path was taken

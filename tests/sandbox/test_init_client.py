@@ -250,6 +250,9 @@ def test_oom_score_adj_is_reset_for_commands(init_binary: Path) -> None:
         # sandboxes), so shift it the other way: either way commands must start from 0.
         Path(f"/proc/{proc.pid}/oom_score_adj").write_text("500")
         assert await run(client, ["/bin/cat", "/proc/self/oom_score_adj"]) == (0, b"0\n", b"")
+        # The child resets it while still sharing init's memory (CLONE_VM): the kernel must not
+        # carry the write over to init, as it does for processes that share memory outside a vfork.
+        assert Path(f"/proc/{proc.pid}/oom_score_adj").read_text() == "500\n"
 
     with_client(init_binary, body)
 

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -186,34 +187,53 @@ static void kill_everything(void) {
     }
 }
 
-/* Runs in the forked child: becomes the command or reports errno on errfd and exits 127. */
-static _Noreturn void child(const int *fds, int errfd, const char *cwd, char **argv, char **envp) {
+/* What spawn() hands the child, and where the child leaves errno if chdir or execve fails. */
+struct spawn_args {
+    const int *fds;
+    const char *cwd;
+    char **argv, **envp;
+    int err;
+};
+
+/* Signals whose disposition is not SIG_DFL (ignored by us or by whoever started us): a child resets
+ * exactly these. Init never changes a disposition after startup, so the set is fixed there. */
+static uint64_t non_default;
+/* The child's stack: it runs in our memory (CLONE_VM) while we are suspended (CLONE_VFORK). */
+static char child_stack[64 * 1024] __attribute__((aligned(16)));
+
+struct kernel_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    uint64_t mask;
+};
+
+/* Runs in the cloned child, on child_stack, in init's memory until execve: becomes the command or
+ * leaves errno in args->err and exits 127. It only makes system calls and writes args->err, so
+ * sharing init's memory (init is suspended meanwhile) is safe, as in posix_spawn. */
+static int child(void *p) {
+    struct spawn_args *a = p;
     /* Ignored dispositions and the blocked mask survive execve; the command must not inherit ours,
      * nor what Cove's own parent ignored. The raw syscall also resets the realtime signals glibc
-     * reserves (32, 33), which its sigaction() refuses to touch. */
-    struct {
-        void (*handler)(int);
-        unsigned long flags;
-        void (*restorer)(void);
-        uint64_t mask;
-    } dfl = {SIG_DFL, 0, NULL, 0};
-    for (int s = 1; s <= 64; s++) syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof dfl.mask);
+     * reserves (32, 33), which its sigaction() refuses to touch. No CLONE_SIGHAND: the table reset
+     * here is the child's own. */
+    struct kernel_sigaction dfl = {SIG_DFL, 0, NULL, 0};
+    for (int s = 1; s <= 64; s++)
+        if (non_default >> (s - 1) & 1) syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof dfl.mask);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     setsid();
     /* Received fds are >= 3 (main keeps 0-2 occupied), so these dup2s cannot clobber each other. */
     for (int i = 0; i < 3; i++)
-        if (dup2(fds[i], i) < 0) goto fail;
-    /* Close everything else but errfd, which is CLOEXEC and so closes itself on a successful exec. */
+        if (dup2(a->fds[i], i) < 0) goto fail;
+    /* Close everything else (no CLONE_FILES: the fd table is the child's own copy). */
 #ifdef SYS_close_range
-    if ((errfd > 3 && syscall(SYS_close_range, 3U, (unsigned)errfd - 1, 0U) < 0) ||
-        syscall(SYS_close_range, (unsigned)errfd + 1, ~0U, 0U) < 0)
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
 #endif
     {
         long max = sysconf(_SC_OPEN_MAX);
-        for (long fd = 3; fd < (max > 0 ? max : 65536); fd++)
-            if (fd != errfd) close((int)fd);
+        for (long fd = 3; fd < (max > 0 ? max : 65536); fd++) close((int)fd);
     }
     /* Init may run with a low OOM score so the kernel spares it; commands must not inherit that.
      * Going back up to 0 needs no privilege, and failure (no /proc) is harmless. */
@@ -223,12 +243,19 @@ static _Noreturn void child(const int *fds, int errfd, const char *cwd, char **a
         }
         close(oom);
     }
-    if (chdir(cwd) == 0) execve(argv[0], argv, envp);
-fail:;
-    int err = errno;
-    if (write(errfd, &err, sizeof err) < 0) {
-    }
+    if (chdir(a->cwd) == 0) execve(a->argv[0], a->argv, a->envp);
+fail:
+    a->err = errno ? errno : EINVAL;
     _exit(127);
+}
+
+/* Records which signals a child must reset. */
+static void note_inherited_state(void) {
+    for (int s = 1; s <= 64; s++) {
+        struct kernel_sigaction old;
+        if (syscall(SYS_rt_sigaction, s, NULL, &old, sizeof old.mask) == 0 && old.handler == SIG_DFL) continue;
+        non_default |= (uint64_t)1 << (s - 1);
+    }
 }
 
 /* Starts the job a SPAWN message describes; returns 0 (STARTED sent) or the errno to report. */
@@ -261,28 +288,15 @@ static int spawn(uint32_t id, size_t len, const int *fds, int nfds) {
     strs[argc + 1] = NULL;
     strs[nstr + 1] = NULL;
 
-    /* The child reports chdir/execve failure through this CLOEXEC pipe: EOF means exec succeeded.
-     * Reading it before replying guarantees exactly one of STARTED or SPAWN_FAILED per SPAWN. */
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0) {
-        int err = errno;
-        free(strs);
-        return err;
-    }
-    pid_t pid = fork();
-    if (pid == 0) child(fds, pfd[1], strs[0], strs + 1, strs + argc + 2);
-    int err = errno;
-    close(pfd[1]);
+    /* CLONE_VFORK suspends us until the child's execve succeeds or it exits, so args.err then says
+     * which: exactly one of STARTED or SPAWN_FAILED per SPAWN, without a pipe or a copied address
+     * space (CLONE_VM). */
+    struct spawn_args args = {fds, strs[0], strs + 1, strs + argc + 2, 0};
+    pid_t pid = clone(child, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+    int err = pid < 0 ? errno : args.err;
     free(strs);
-    if (pid < 0) {
-        close(pfd[0]);
-        return err;
-    }
-    ssize_t r;
-    while ((r = read(pfd[0], &err, sizeof err)) < 0 && errno == EINTR) {
-    }
-    close(pfd[0]);
-    if (r == sizeof err) return err ? err : EINVAL; /* the child _exits; reap() collects it silently */
+    if (pid < 0) return err;
+    if (err) return err; /* the child _exits; reap() collects it silently */
     slot->id = id;
     slot->pid = pid;
     reply(OP_STARTED, id, pid);
@@ -356,6 +370,7 @@ int main(int argc, char **argv) {
      * must not die from a stray terminal or shell signal either. */
     int ignored[] = {SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};
     for (size_t i = 0; i < sizeof ignored / sizeof *ignored; i++) signal(ignored[i], SIG_IGN);
+    note_inherited_state();
 
     sigset_t chld;
     sigemptyset(&chld);
