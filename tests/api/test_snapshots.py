@@ -207,3 +207,31 @@ def test_the_openai_sdk_reaches_snapshots_and_forks_unchanged(server: Server) ->
         client.containers.delete(container_id)
     client.containers.delete(box.id)
     client.delete(f"/snapshots/{snap['id']}", cast_to=object)
+
+
+def test_a_disk_made_before_the_pool_keeps_working_and_forks(own_server: Server) -> None:
+    """Upgrading: a container whose disk image is still in its own directory (``containers/<id>/disk.img``,
+    on the data dir's filesystem) runs on it, and its forks copy it block by block into the pool."""
+    with own_server.http() as http:
+        cid = _create(http)["id"]
+        _exec(http, cid, "echo old > /root/state")
+    own_server.stop()
+    runtime = (own_server.data_dir / "containers" / cid).resolve()
+    pooled = own_server.data_dir / "disks" / "containers" / f"{runtime.name}.img"
+    # Move the disk out of the pool (unmounted by the stop), to where an older Cove kept it.
+    subprocess.run(["mount", "-o", "loop", str(own_server.data_dir / "disks.xfs"), str(own_server.data_dir / "disks")],
+                   check=True)
+    try:
+        subprocess.run(["cp", "--sparse=always", str(pooled), str(runtime / "disk.img")], check=True)
+        pooled.unlink()
+    finally:
+        subprocess.run(["umount", str(own_server.data_dir / "disks")], check=True)
+    own_server.start()
+    with own_server.http() as http:
+        assert _exec(http, cid, "cat /root/state; echo new >> /root/state")["stdout"] == "old\n"
+        forked = http.post(f"/v1/containers/{cid}/fork")
+        assert forked.status_code == 200, forked.text
+        child = forked.json()["data"][0]["id"]
+        assert _exec(http, child, "cat /root/state")["stdout"] == "old\nnew\n"
+        http.delete(f"/v1/containers/{cid}").raise_for_status()
+    assert not runtime.exists()

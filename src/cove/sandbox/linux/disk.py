@@ -98,11 +98,7 @@ def copy_sparse(source: Path, target: Path) -> None:
                         break
                     raise
                 end = os.lseek(src, start, os.SEEK_HOLE)
-                while start < end:
-                    copied = os.copy_file_range(src, dst, end - start, start, start)
-                    if copied == 0:
-                        raise SandboxError("Copying the container disk template ended early.")
-                    start += copied
+                _copy_range(src, dst, start, end)
                 offset = end
             os.ftruncate(dst, size)
         finally:
@@ -112,6 +108,22 @@ def copy_sparse(source: Path, target: Path) -> None:
         raise SandboxError(f"Making a container disk failed: {os.strerror(exc.errno or 0)}") from exc
     finally:
         os.close(src)
+
+
+def _copy_range(src: int, dst: int, start: int, end: int) -> None:
+    """Bytes ``start``-``end`` of ``src`` to the same offsets of ``dst``: in the kernel where it can
+    (``copy_file_range``), else (EXDEV: another kind of filesystem) through a buffer."""
+    while start < end:
+        try:
+            copied = os.copy_file_range(src, dst, end - start, start, start)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            chunk = os.pread(src, min(end - start, 1 << 20), start)
+            copied = os.pwrite(dst, chunk, start) if chunk else 0
+        if copied == 0:
+            raise SandboxError("Copying a container disk ended early.")
+        start += copied
 
 
 def mount_disk(image: Path, target: Path) -> None:
