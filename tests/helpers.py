@@ -8,6 +8,7 @@ import io
 import json
 import socket
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,19 @@ def run(http: httpx.Client, container_id: str, *commands: str, **options: object
     body = response.json()
     assert body["object"] == "container.exec"
     return list(body["output"])
+
+
+def running_commands(commands: list[str]) -> set[str]:
+    """Which of ``commands`` some host process runs (container processes included)."""
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:  # it ended while we looked
+                continue
+    return {command for command in commands if any(f"{command} " in line or line.endswith(command)
+                                                   for line in lines)}
 
 
 def stream_response(http: httpx.Client, body: dict[str, Any]) -> list[dict[str, Any]]:

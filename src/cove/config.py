@@ -163,8 +163,26 @@ class Settings(BaseSettings):
     beyond it is truncated or refused. 128k: a coding agent's first request alone passes 8k."""
 
     max_turns: int = Field(default=50, ge=1)
-    """Model turns one response may take (each after hosted tool calls): a runaway agent ends
+    """Model turns one foreground response may take (each after hosted tool calls): a runaway agent ends
     ``incomplete`` (``max_messages``) here rather than running up the upstream's bill forever."""
+
+    background_max_turns: int = Field(default=1000, ge=1)
+    """The same for a background response, which may work for hours: its bounds are this, its own
+    ``max_tool_calls`` and ``response_time_limit``."""
+
+    response_time_limit: float = Field(default=21600.0, gt=0)
+    """Seconds of wall-clock time a response may run, from when it starts (not while queued), server
+    restarts included: then it ends ``incomplete`` (``max_messages``) and the tool call in flight is stopped."""
+
+    heartbeat_seconds: float = Field(default=30.0, gt=0)
+    """How often a running background response's row gets its ``heartbeat_at`` and current step written."""
+
+    stuck_tool_seconds: float = Field(default=900.0, gt=0)
+    """A hosted tool call running longer than this is logged as stuck (with the response, tool and time)."""
+
+    max_resumes: int = Field(default=3, ge=0)
+    """Server restarts a running background response is resumed after; at the next one it fails (0:
+    every restart fails it)."""
 
     local_max_tool_turns: int = Field(default=3, ge=0)
     """Rounds of hosted tool calls the embedded model may make in one response before it must answer

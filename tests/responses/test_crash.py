@@ -9,13 +9,13 @@ import json
 import signal
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import Server
+from tests.helpers import running_commands
 from tests.polling import eventually
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
@@ -28,19 +28,6 @@ EXEC_SLEEPS = [f"sleep {3100 + n}" for n in range(EXEC_CONTAINERS * EXECS_PER_CO
 TOOL_SLEEP = "sleep 3999"
 """Distinctive commands (one per exec), so the test can find each one's process on the host."""
 TERMINAL = {"completed", "failed", "incomplete", "cancelled"}
-
-
-def _running(commands: list[str]) -> set[str]:
-    """Which of ``commands`` some host process runs (container processes included)."""
-    lines = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-            except OSError:  # it ended while we looked
-                continue
-    return {command for command in commands if any(f"{command} " in line or line.endswith(command)
-                                                   for line in lines)}
 
 
 def _replay(http: httpx.Client, response_id: str) -> list[dict[str, Any]]:
@@ -101,8 +88,8 @@ def test_kill_9_under_load_loses_nothing(own_server: Server, upstream: ScriptedU
     def statuses() -> Counter[str]:
         return Counter(http.get(f"/v1/responses/{rid}").raise_for_status().json()["status"] for rid in ids)
 
-    eventually(lambda: _running(EXEC_SLEEPS) == set(EXEC_SLEEPS), timeout=60, what="all 20 execs running")
-    eventually(lambda: _running([TOOL_SLEEP]), timeout=60, what="a hosted tool call running")
+    eventually(lambda: running_commands(EXEC_SLEEPS) == set(EXEC_SLEEPS), timeout=60, what="all 20 execs running")
+    eventually(lambda: running_commands([TOOL_SLEEP]), timeout=60, what="a hosted tool call running")
     before = eventually(lambda: (seen := statuses())["in_progress"] and seen["queued"] and seen, timeout=60,
                         what="responses both running and queued")
     http.close()
@@ -130,7 +117,7 @@ def test_kill_9_under_load_loses_nothing(own_server: Server, upstream: ScriptedU
         assert events[-1]["type"] == f"response.{body['status']}", (rid, events[-3:])
         assert events[-1]["response"]["status"] == body["status"], (rid, events[-1])
 
-    eventually(lambda: not _running([*EXEC_SLEEPS, TOOL_SLEEP]), timeout=60,
+    eventually(lambda: not running_commands([*EXEC_SLEEPS, TOOL_SLEEP]), timeout=60,
                what="no command of the killed server still running")
     for container_id in containers:
         done = http.post(f"/v1/containers/{container_id}/exec", timeout=60,

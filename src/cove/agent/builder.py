@@ -15,6 +15,8 @@ from cove.ids import new_id
 from cove.upstream.base import Usage
 
 Emit = Callable[[dict[str, Any]], Awaitable[Any]]
+RUNNING = frozenset({"in_progress", "searching", "interpreting"})
+"""Statuses of an item not done yet (a message or call streaming, a search or code running)."""
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
@@ -194,6 +196,15 @@ class ResponseBuilder:
                               "output_index": index, "name": item["name"], "arguments": item["arguments"]})
         await self.done_item(item)
 
+    async def close_all(self, status: str) -> None:
+        """Finishes the open item and any other still running (a hosted call the response's end stopped),
+        so that every item added is also done, with ``status``."""
+        await self.close_open(status)
+        for item in self.output:
+            if item.get("status") in RUNNING:
+                item["status"] = status
+                await self.done_item(item)
+
     async def item(self, item: dict[str, Any]) -> None:
         """A complete item (native upstream items, tool outputs): added and done at once."""
         await self.close_open()
@@ -246,13 +257,13 @@ class ResponseBuilder:
         await self.lifecycle("completed")
 
     async def incomplete(self, reason: str, usage: Usage | None) -> None:
-        await self.close_open("incomplete")
+        await self.close_all("incomplete")
         self._finish("incomplete", usage)
         self.response["incomplete_details"] = {"reason": reason}
         await self.lifecycle("incomplete")
 
     async def fail(self, code: str, message: str) -> None:
-        await self.close_open("incomplete")
+        await self.close_all("incomplete")
         self._finish("failed", None)
         self.response["error"] = {"code": code, "message": message}
         await self.lifecycle("failed")

@@ -190,6 +190,7 @@ class Compactor:
         kept = [entry for entry in turn.context if is_user_message(entry) and entry is not self.summary]
         self.summary = summary_message(item["id"], summary)
         turn.context[:] = [*kept, self.summary]
+        turn.context_base = None  # a checkpoint now holds the whole context
         await builder.done_item(item)
         return usage
 

@@ -8,6 +8,7 @@ client: their calls end the response, and the client's outputs continue the chai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import json
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cove.agent.builder import ResponseBuilder
+from cove.agent.progress import Call, Progress
 from cove.agent.request import CreateParams, sized
 from cove.errors import ContextWindowExceeded
 from cove.search.base import SearchEngine
@@ -44,7 +46,12 @@ class Turn:
     tools_ran: bool = False
     """After a turn that ran tools, ``tool_choice`` no longer forces a call (else "required" loops)."""
     max_turns: int = 50
-    """Model turns per response (``COVE_MAX_TURNS``): a runaway agent ends ``incomplete`` here."""
+    """Model turns per response (``COVE_MAX_TURNS``, ``COVE_BACKGROUND_MAX_TURNS``): a runaway agent ends
+    ``incomplete`` here."""
+    usage: Usage = field(default_factory=Usage)
+    """Tokens this response's model turns (and compactions) spent so far."""
+    progress: Progress = field(default_factory=Progress)
+    """Its step, calls in flight and last checkpoint (``agent/progress.py``)."""
     output_used: int = 0
     """Output tokens this response's earlier model turns spent: ``max_output_tokens`` bounds them all,
     as on OpenAI, not each turn alone."""
@@ -78,6 +85,26 @@ class Turn:
     fitted: ModelRequest | None = None
     """The first model turn's request when it was already fitted to the window (on create, to refuse an
     oversized input as a 400), so that the run does not build and count it a second time."""
+
+    context_base: int | None = field(init=False)
+    """How many of ``context``'s first items are the history and input the service builds again on a
+    resume; None once compaction replaced them (a checkpoint then holds the whole context)."""
+
+    def __post_init__(self) -> None:
+        self.context_base = len(self.context)
+
+    def checkpoint(self, output: list[dict[str, Any]], pending: list[dict[str, Any]] | None = None,
+                   client_calls: bool = False) -> dict[str, Any]:
+        """This response as JSON, for a resume after a restart: its counters and usage, and what its turns
+        added to the context, in order (items of ``output`` by id, any other item whole). ``pending``:
+        the hosted calls now starting, which a resume must not run again blindly (``agent/resume.py``);
+        ``client_calls``: their turn also called client tools, so the response ends after them."""
+        shown = {id(item) for item in output}
+        added = self.context[self.context_base or 0:]
+        return {"turns": self.progress.turns, "tool_turns": self.tool_turns, "hosted_calls": self.hosted_calls,
+                "usage": dataclasses.asdict(self.usage), "base": self.context_base is not None,
+                "context": [item["id"] if id(item) in shown and "id" in item else item for item in added],
+                "pending": pending or [], "client_calls": client_calls}
 
     @property
     def output_left(self) -> int | None:
@@ -201,14 +228,14 @@ class _Step:
 
 async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
     """Model turns and hosted tool calls until the model answers, then ends the response."""
-    usage = Usage()
+    usage = turn.usage
     if not turn.generate:
         await builder.complete(usage)
         return
     if turn.sources is None and turn.toolbox.searches and not turn.upstream_search:
         turn.sources = Sources.of(turn.context)  # sources earlier responses of the chain showed keep their numbers
     await _run_released(turn, builder)
-    for _ in range(turn.max_turns):
+    while turn.progress.turns < turn.max_turns:
         left = turn.output_left
         if left is not None and left <= 0:  # the tools ran, but no output budget is left to read them
             await builder.incomplete("max_output_tokens", usage)
@@ -219,7 +246,9 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
                 await builder.complete(usage)
                 return
         fitted, turn.fitted = turn.fitted, None
+        turn.progress.enter("model")
         step = await _model_turn(turn, fitted or await fit_context(turn), builder)
+        turn.progress.turns += 1
         _add_usage(usage, step.finish.usage)
         turn.output_used = usage.output_tokens
         if step.finish.reason in ("length", "content_filter"):
@@ -240,6 +269,7 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
         if turn.steering:
             await builder.incomplete("steered", usage)
             return
+        await turn.progress.save(turn.checkpoint(builder.output))
     await builder.incomplete("max_messages", usage)
 
 
@@ -318,26 +348,42 @@ async def _run_hosted(turn: Turn, step: _Step, builder: ResponseBuilder) -> None
     left = turn.hosted_left
     allowed = step.hosted if left is None else step.hosted[:left]
     turn.hosted_calls += len(allowed)
-    items: list[tuple[HostedTool, dict[str, Any]]] = []
+    calls: list[tuple[HostedTool, str, str, dict[str, Any] | str]] = []  # with its call item, or why refused
     for tool, call_id, arguments in allowed:
         try:
             parsed = json.loads(arguments or "{}")
             if not isinstance(parsed, dict):
                 raise ToolArgumentsError("The arguments must be a JSON object.")
-            call = await tool.call_item(call_id, parsed, run.workspace)
+            calls.append((tool, call_id, arguments, await tool.call_item(call_id, parsed, run.workspace)))
         except (ValueError, ToolArgumentsError) as exc:
-            await _refuse(turn, builder, tool, call_id, arguments, str(exc))
-            continue
-        await tool.emit_call(call, run)
-        if tool.held(call):  # the client's word first: the response ends with the call
-            step.client_calls = True
-            continue
-        items.append((tool, call))
-    outputs = await asyncio.gather(*(tool.run(call, run) for tool, call in items))
+            calls.append((tool, call_id, arguments, str(exc)))
+    held = [isinstance(call, dict) and tool.held(call) for tool, _id, _arguments, call in calls]
+    step.client_calls = step.client_calls or any(held)  # the client's word first: the response ends with them
+    items = [(tool, call) for (tool, _id, _arguments, call), hold in zip(calls, held, strict=True)
+             if isinstance(call, dict) and not hold]
+    # Saved before any call shows or runs: after a restart, these are the calls that may have run.
+    turn.progress.enter("tools")
+    await turn.progress.save(turn.checkpoint(builder.output, [call for _tool, call in items], step.client_calls))
+    for tool, call_id, arguments, call in calls:
+        if isinstance(call, str):
+            await _refuse(turn, builder, tool, call_id, arguments, call)
+        else:
+            await tool.emit_call(call, run)
+    outputs = await asyncio.gather(*(_tracked(turn.progress, tool, call, run) for tool, call in items))
     for (_tool, call), output in zip(items, outputs, strict=True):
         turn.context.extend(_call_items(call, output))
     for tool, call_id, arguments in step.hosted[len(allowed):]:
         await _ignore(turn, tool, call_id, arguments)
+
+
+async def _tracked(progress: Progress, tool: HostedTool, call: dict[str, Any], run: ToolRun) -> dict[str, Any]:
+    """Runs a hosted call, listed in ``progress`` while it runs (heartbeats show it, a stuck one is logged)."""
+    key = call.get("call_id") or call["id"]
+    progress.calls[key] = Call(key, tool.name)
+    try:
+        return await tool.run(call, run)
+    finally:
+        progress.calls.pop(key, None)
 
 
 async def _run_released(turn: Turn, builder: ResponseBuilder) -> None:

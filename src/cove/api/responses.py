@@ -106,6 +106,12 @@ async def cancel_response(response_id: str, request: Request, project: Project) 
     return await _service(request).cancel(project, response_id)
 
 
+@router.get("/{response_id}/progress")
+async def response_progress(response_id: str, request: Request, project: Project) -> dict[str, Any]:
+    """Cove extension: a response's step, hosted calls in flight and heartbeat (``docs/responses.md``)."""
+    return await _service(request).progress(project, response_id)
+
+
 @router.get("/{response_id}/input_items")
 async def list_input_items(response_id: str, request: Request, project: Project, after: str | None = None,
                            limit: int = 20, order: Literal["asc", "desc"] = "desc",

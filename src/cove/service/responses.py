@@ -2,7 +2,10 @@
 
 Every response runs as a ``Run`` task. Stored responses are written to the store when created
 (with their input) and when they end (with their output), so a finished response is readable
-at once and a crash can leave nothing half-written but a status, which start-up repairs.
+at once and a crash can leave nothing half-written but a status, which start-up repairs: a
+background response goes on from its last checkpoint (its stream events and ``progress`` in the
+store, ``agent/resume.py``), others fail. Every response ends at ``COVE_RESPONSE_TIME_LIMIT``; a
+running background response's row gets a heartbeat with its step every ``COVE_HEARTBEAT_SECONDS``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import operator
 import time
@@ -23,8 +27,10 @@ from cove.agent.compaction import Compactor, CompactParams, take_trigger
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
 from cove.agent.loop import Turn, check_input, fit_context, model_request, run_response
+from cove.agent.progress import Progress
 from cove.agent.request import INLINE_BYTES, CreateParams, sized
 from cove.agent.response_object import echo_tools, new_response
+from cove.agent.resume import replay, resume
 from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
@@ -58,6 +64,10 @@ _INSERT_ITEMS = insert(ResponseItemRow)
 _SET_STATUS = update(ResponseRow).where(ResponseRow.id == bindparam("b_id")).values(status=bindparam("b_status"))
 _SAVE_RESULT = update(ResponseRow).where(ResponseRow.id == bindparam("b_id")).values(
     status=bindparam("b_status"), body=bindparam("b_body", type_=ResponseRow.__table__.c.body.type))
+_SAVE_PROGRESS = update(ResponseRow).where(ResponseRow.id == bindparam("b_id")).values(
+    heartbeat_at=bindparam("b_heartbeat"),
+    progress=bindparam("b_progress", type_=ResponseRow.__table__.c.progress.type))
+_RESTARTED = "The server restarted while this response was being generated; run it again."
 
 
 async def _next_event_number(session: AsyncSession, response_id: str) -> int:
@@ -90,32 +100,63 @@ class ResponseService:
         self.runs: dict[str, Run] = {}
         self._queue = FairQueue(lambda project: policies.quotas(project).background_running)
         self._workers: list[asyncio.Task[None]] = []
+        self._resuming: set[str] = set()
+        """Background responses a restart cut off, waiting in the queue to go on."""
 
     # -- start-up and shutdown -------------------------------------------------------------------
     async def start(self) -> None:
-        """Repairs what a stop left: runs that were going are failed, queued ones are queued again.
+        """Repairs what a stop left: a background response that was running goes on where it was (up to
+        ``max_resumes`` times), other running ones fail, queued ones are queued again.
 
         A failed background response's stored stream gets its ``response.failed`` event too, so a
         client streaming it again (or resuming) sees why it ended instead of a stream that just stops."""
+        resumed: list[ResponseRow] = []
         async with self.db.begin() as session:
-            stale = list(await session.scalars(select(ResponseRow).where(ResponseRow.status == "in_progress")))
+            stale = list(await session.scalars(select(ResponseRow).where(ResponseRow.status == "in_progress")
+                                               .order_by(ResponseRow.seq)))
             for row in stale:
-                body = dict(row.body)
-                body.update(status="failed", error={
-                    "code": "server_error",
-                    "message": "The server restarted while this response was being generated; run it again."})
-                row.status, row.body = "failed", body
-                if row.background:
-                    number = await _next_event_number(session, row.id)
-                    session.add(ResponseEventRow(response_id=row.id, sequence_number=number, data={
-                        "type": "response.failed", "sequence_number": number, "response": body}))
-                    if self.webhooks is not None:
-                        await execute(session, await self.webhooks.response_finished(row.project, row.id, "failed"))
+                if row.background and row.resumes < self.settings.max_resumes:
+                    row.resumes += 1
+                    resumed.append(row)
+                else:
+                    await self._fail_stale(session, row)
             queued = (await session.execute(select(ResponseRow.project, ResponseRow.id)
                                             .where(ResponseRow.status == "queued").order_by(ResponseRow.seq))).all()
+        async with self.db.begin() as session:
+            for row in resumed:  # followed and read as running at once, before a worker takes it up
+                await self._rebuild(session, row, resuming=True)
+                self._resuming.add(row.id)
+                self._queue.put(row.project, row.id)
         for project, response_id in queued:
             self._queue.put(project, response_id)
         self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.background_workers)]
+        self._workers.append(asyncio.create_task(self._heartbeats()))
+
+    async def _fail_stale(self, session: AsyncSession, row: ResponseRow) -> None:
+        """A response a restart cut off that does not go on: failed, saying why, with the output its
+        stream had shown (a background one), and its webhook."""
+        message = _RESTARTED
+        if row.background and self.settings.max_resumes:
+            message = (f"The server restarted while this response was being generated, {row.resumes + 1} times; "
+                       f"it was resumed {row.resumes} times (COVE_MAX_RESUMES) and is not resumed again.")
+        body = dict(row.body)
+        body.update(status="failed", error={"code": "server_error", "message": message})
+        row.status, row.body = "failed", body
+        if not row.background:
+            return
+        events = list(await session.scalars(select(ResponseEventRow.data).where(
+            ResponseEventRow.response_id == row.id).order_by(ResponseEventRow.sequence_number)))
+        output, cut = replay(events)
+        for index in cut:
+            output[index]["status"] = "incomplete"
+        await insert_rows(session, ResponseItemRow, (
+            {"id": item.get("id") or new_id("item"), "response_id": row.id, "role": "output", "position": i,
+             "data": item} for i, item in enumerate(output)))
+        number = events[-1]["sequence_number"] + 1 if events else 0
+        session.add(ResponseEventRow(response_id=row.id, sequence_number=number, data={
+            "type": "response.failed", "sequence_number": number, "response": {**body, "output": output}}))
+        if self.webhooks is not None:
+            await execute(session, await self.webhooks.response_finished(row.project, row.id, "failed"))
 
     async def stop(self) -> None:
         for task in self._workers:
@@ -213,8 +254,9 @@ class ResponseService:
         workspace = None
         if toolbox.needs_container:
             workspace = await self._workspace(session, run, params)
-        return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=self.settings.max_turns,
-                    max_tool_turns=model.max_tool_turns, released=released,
+        max_turns = self.settings.background_max_turns if run.background else self.settings.max_turns
+        return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=max_turns,
+                    max_tool_turns=model.max_tool_turns, released=released, progress=run.progress,
                     compactor=Compactor.of(params, seal.seal, summary), steering=run.steering,
                     search=search.engine, upstream_search=search.upstream)
 
@@ -223,6 +265,7 @@ class ResponseService:
         environment = params.toolbox.environment()
         named = params.container_id or (environment.get("container_id")
                                         if environment.get("type") == "container_reference" else None)
+        named = named or run.response.get("container_id")  # a resumed response's own, made before the restart
         followed = None if named else await history.last_container(session, run.project, params)
         if followed is not None and params.previous_response_id and self.snapshots is not None:
             followed = await self._branch(session, run.project, params.previous_response_id, followed)
@@ -318,9 +361,11 @@ class ResponseService:
                 self._queue.done(project)
 
     async def _run_queued(self, response_id: str) -> None:
+        resuming = response_id in self._resuming
+        self._resuming.discard(response_id)
         async with self.db.begin() as session:
             row = await session.scalar(select(ResponseRow).where(ResponseRow.id == response_id))
-            if row is None or row.status != "queued":
+            if row is None or row.status != ("in_progress" if resuming else "queued"):
                 return
             run = self.runs.get(response_id) or await self._rebuild(session, row)
             params = CreateParams.model_validate(row.request)
@@ -332,14 +377,24 @@ class ResponseService:
         run.task = asyncio.create_task(self._execute(run, turn))
         await asyncio.wait([run.task])
 
-    async def _rebuild(self, session: AsyncSession, row: ResponseRow) -> Run:
-        """A run for a response queued before a restart, continuing its stored event numbering."""
+    async def _rebuild(self, session: AsyncSession, row: ResponseRow, *, resuming: bool = False) -> Run:
+        """A run for a response queued before a restart, continuing its stored event numbering; when
+        ``resuming`` one that was running, with the output its stored stream shows (``agent/resume.py``)."""
         items = list(await session.scalars(select(ResponseItemRow.data).where(
             ResponseItemRow.response_id == row.id, ResponseItemRow.role == "input")
             .order_by(ResponseItemRow.position)))
-        run = Run(id=row.id, project=row.project, response={**row.body, "output": []}, stored=True,
+        response: dict[str, Any] = {**row.body, "output": []}
+        cut = None
+        if resuming:
+            events = list(await session.scalars(select(ResponseEventRow.data).where(
+                ResponseEventRow.response_id == row.id).order_by(ResponseEventRow.sequence_number)))
+            response["output"], cut = await asyncio.to_thread(replay, events)
+            response["status"] = "in_progress"
+            response["container_id"] = (row.progress or {}).get("container_id") or response.get("container_id")
+        run = Run(id=row.id, project=row.project, response=response, stored=True,
                   background=True, conversation_id=row.conversation_id, input_items=items,
-                  log=EventLog(first_sequence=await _next_event_number(session, row.id)))
+                  log=EventLog(first_sequence=await _next_event_number(session, row.id)),
+                  progress=Progress.of(row.progress), cut=cut)
         run.keep_events(self.db)
         self.runs[run.id] = run
         return run
@@ -350,21 +405,40 @@ class ResponseService:
 
     async def _execute(self, run: Run, turn: Turn) -> None:
         builder = run.builder
+        # Wall clock from when it first started (a resumed response's time before the restart counts).
+        if run.cut is None:
+            run.progress.started_at = run.progress.step_started_at = time.time()
+        limit = asyncio.timeout(max(run.progress.started_at + self.settings.response_time_limit - time.time(), 0))
         try:
-            if run.stored and run.background:  # others were stored in progress
-                await self._set_status(run.id, "in_progress")
-            if not run.background:
-                await builder.lifecycle("created")
-            await builder.lifecycle("in_progress", "in_progress")
-            await run_response(turn, builder)
+            async with limit:
+                if run.stored and run.background:
+                    run.progress.on_checkpoint = functools.partial(self._save_progress, run)
+                    if run.cut is None:  # others were stored in progress
+                        await self._set_status(run.id, "in_progress")
+                if run.cut is not None:
+                    if await resume(turn, builder, run.cut):
+                        await builder.complete(turn.usage)
+                        return
+                else:
+                    if not run.background:
+                        await builder.lifecycle("created")
+                    await builder.lifecycle("in_progress", "in_progress")
+                await run_response(turn, builder)
         except asyncio.CancelledError:
             await builder.cancel()
         except CoveError as exc:  # upstream failures, context overflow, a container that cannot start ...
             await builder.fail(exc.code or exc.error_type, exc.message)
         except Exception as exc:
-            log.exception("response %s failed", run.id)
-            await builder.fail("server_error", f"The response failed: {exc}")
-        await self._finish(run)
+            if isinstance(exc, TimeoutError) and limit.expired():
+                # The SDK's reasons name no time limit; max_messages is its "the agent's budget ran out".
+                log.info("response %s reached its time limit (COVE_RESPONSE_TIME_LIMIT=%g s)", run.id,
+                         self.settings.response_time_limit)
+                await builder.incomplete("max_messages", turn.usage)
+            else:
+                log.exception("response %s failed", run.id)
+                await builder.fail("server_error", f"The response failed: {exc}")
+        finally:
+            await self._finish(run)
 
     async def _finish(self, run: Run) -> None:
         try:
@@ -410,6 +484,42 @@ class ResponseService:
             {"id": item["id"], "conversation_id": conversation_id, "data": item, "created_at": now}
             for item in items if item["id"] not in known))
 
+    def _progress_row(self, run: Run, now: float) -> dict[str, Any]:
+        return {"b_id": run.id, "b_heartbeat": now,
+                "b_progress": {**run.progress.as_json(), "container_id": run.response.get("container_id")}}
+
+    async def _save_progress(self, run: Run) -> None:
+        """A new checkpoint, stored at once, after the events it counts on (a resume replays them)."""
+        await run.flush()
+        now = time.time()
+        await self.db.write(Write(_SAVE_PROGRESS, [self._progress_row(run, now)]))
+        run.heartbeat_at = now
+
+    async def _heartbeats(self) -> None:
+        """Every ``heartbeat_seconds``: each running background response's heartbeat and step into its
+        row (one statement for all), and a warning for a hosted call running past ``stuck_tool_seconds``."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            now = time.time()
+            for run in list(self.runs.values()):
+                for call in run.progress.calls.values():
+                    if not call.reported and now - call.started_at > self.settings.stuck_tool_seconds:
+                        call.reported = True
+                        log.warning("response %s: its %s call %s has run for %.0f s (COVE_STUCK_TOOL_SECONDS=%g)",
+                                    run.id, call.tool, call.call_id, now - call.started_at,
+                                    self.settings.stuck_tool_seconds)
+            beating = [run for run in self.runs.values()
+                       if run.background and run.stored and run.task is not None and not run.done.is_set()]
+            if not beating:
+                continue
+            try:
+                await self.db.write(Write(_SAVE_PROGRESS, [self._progress_row(run, now) for run in beating]))
+            except Exception:  # the store is away for a moment: the next beat tries again
+                log.exception("could not write the heartbeats of %d responses", len(beating))
+                continue
+            for run in beating:
+                run.heartbeat_at = now
+
     async def _set_status(self, response_id: str, status: str) -> None:
         await self.db.write(Write(_SET_STATUS, [{"b_id": response_id, "b_status": status}]))
 
@@ -433,6 +543,28 @@ class ResponseService:
                 ResponseItemRow.response_id == response_id, ResponseItemRow.role == "output")
                 .order_by(ResponseItemRow.position)))
         return {**copy.deepcopy(row.body), "output": output}
+
+    async def progress(self, project: str, response_id: str) -> dict[str, Any]:
+        """``GET /v1/responses/{id}/progress`` (a Cove extension): what a response is doing now, from
+        this server's run when it runs here, else from its row (another server's last heartbeat)."""
+        row = await self._row(project, response_id)
+        run = self.runs.get(response_id)
+        if run is not None and run.project != project:
+            run = None
+        progress = run.progress if run is not None else Progress.of(row.progress)
+        status = run.response["status"] if run is not None else row.status
+        known = run is not None or row.progress is not None
+        running = status == "in_progress"
+        now = time.time()
+        return {"object": "response.progress", "id": response_id, "status": status, "background": row.background,
+                "started_at": progress.started_at if known else None,
+                "heartbeat_at": run.heartbeat_at if run is not None else row.heartbeat_at,
+                "turns": progress.turns, "resumes": row.resumes,
+                "step": progress.step if running else None,
+                "step_started_at": progress.step_started_at if running else None,
+                "tool_calls": [{"call_id": call.call_id, "tool": call.tool, "started_at": call.started_at,
+                                "running_seconds": round(now - call.started_at, 3)}
+                               for call in progress.calls.values()] if running else []}
 
     async def events(self, project: str, response_id: str, starting_after: int) -> AsyncIterator[dict[str, Any]]:
         """The stream of a background response from ``starting_after``: stored, then live."""

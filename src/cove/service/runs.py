@@ -16,6 +16,7 @@ from sqlalchemy import insert
 
 from cove.agent.builder import ResponseBuilder
 from cove.agent.events import EventLog
+from cove.agent.progress import Progress
 from cove.store.db import Database
 from cove.store.models import ResponseEventRow
 from cove.store.writer import Write
@@ -41,6 +42,12 @@ class Run:
     """Input a WebSocket client queued into this running response (``response.steer``), which the loop
     watches (``Turn.steering``)."""
     log: EventLog = field(default_factory=EventLog)
+    progress: Progress = field(default_factory=Progress)
+    """What it is doing (``agent/progress.py``); the loop's turn keeps it up to date."""
+    heartbeat_at: float | None = None
+    """When this server last wrote its heartbeat (background runs)."""
+    cut: set[int] | None = None
+    """A run resumed after a restart: the indices of its output items the restart cut off (``agent/resume.py``)."""
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     builder: ResponseBuilder = field(init=False)

@@ -60,6 +60,13 @@ class ResponseRow(Base):
     """The response object as last saved (without ``output``, which lives in items)."""
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     """What is needed to run it (again): the validated create parameters."""
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
+    """When a running background response last showed it is alive (every ``COVE_HEARTBEAT_SECONDS``)."""
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    """A background response's step, calls in flight and last checkpoint (``agent/progress.py``): what
+    the progress endpoint shows and a resume after a restart goes on from."""
+    resumes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Server restarts it was resumed after (at most ``COVE_MAX_RESUMES``)."""
 
 
 class ResponseItemRow(Base):

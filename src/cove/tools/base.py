@@ -199,18 +199,24 @@ class HostedTool(Tool):
 
 
 async def relay(work: Awaitable[T], queue: asyncio.Queue[Q], emit: Callable[[Q], Awaitable[None]]) -> T:
-    """Awaits ``work`` while emitting what it puts on ``queue`` (its streamed output), in order."""
+    """Awaits ``work`` while emitting what it puts on ``queue`` (its streamed output), in order. Cancelled
+    (the response cancelled, or past its time limit), it cancels ``work``: a command stops with its call."""
     task = asyncio.ensure_future(work)
-    while True:
-        getter = asyncio.ensure_future(queue.get())
-        await asyncio.wait([task, getter], return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            await emit(getter.result())
-            continue
-        getter.cancel()
-        while not queue.empty():
-            await emit(queue.get_nowait())
-        return task.result()
+    getter: asyncio.Future[Q] | None = None
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait([task, getter], return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                await emit(getter.result())
+                continue
+            while not queue.empty():
+                await emit(queue.get_nowait())
+            return task.result()
+    finally:
+        for pending in (task, getter):
+            if pending is not None:
+                pending.cancel()
 
 
 def parse_arguments(arguments: str) -> dict[str, Any]:

@@ -115,6 +115,15 @@ class Toolbox:
                 return tool
         return None
 
+    def for_item(self, item: dict[str, Any]) -> HostedTool | None:
+        """The server-side tool whose call ``item`` is (to settle a call a server restart cut off)."""
+        for tool, config in self.entries:
+            if isinstance(tool, HostedTool) and tool.hosted(config) and item.get("type") == tool.call_type:
+                name = item.get("name")
+                if name is None or name in tool.function_names(config):
+                    return tool.bind(config, name if isinstance(name, str) else tool.function_name(config))
+        return None
+
     @staticmethod
     def as_model_context(items: list[dict[str, Any]], native: bool = False,
                          upstream_search: bool = False) -> list[dict[str, Any]]:

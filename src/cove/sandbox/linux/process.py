@@ -158,6 +158,12 @@ async def run_process(
         except TimeoutError:
             # The init did not report the kill: it is wedged or subverted. Only a stop is sure now.
             raise InitUnresponsive("The container did not end a timed-out command.") from None
+    except asyncio.CancelledError:
+        # Whoever waited for it is gone (a response cancelled or past its time limit): the command
+        # is killed rather than left running unseen.
+        with contextlib.suppress(Exception):
+            await job.signal(signal.SIGKILL)
+        raise
     finally:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_DRAIN_GRACE):
