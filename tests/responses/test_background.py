@@ -86,8 +86,10 @@ def test_stream_resumes_by_sequence_number(client: openai.OpenAI, server: Server
 
 
 def test_restart_never_loses_or_strands_a_background_response(own_server: Server, upstream: ScriptedUpstream) -> None:
+    """A running one goes on after a restart (its model turn cut off is kept, closed, and run again), up
+    to ``COVE_MAX_RESUMES`` times, then fails saying so; a queued one waits its turn and runs."""
     own_server.stop()
-    own_server.env["COVE_BACKGROUND_WORKERS"] = "1"
+    own_server.env.update(COVE_BACKGROUND_WORKERS="1", COVE_MAX_RESUMES="1")
     own_server.start()
     client = own_server.client()
     upstream.script([Reply(text="slow " * 200, chunk_delay=0.05), Reply(text="second one")])
@@ -95,14 +97,29 @@ def test_restart_never_loses_or_strands_a_background_response(own_server: Server
     waiting = client.responses.create(model=MODEL, input="second", background=True)
     _wait(client, running.id, "in_progress")
     eventually(lambda: upstream.requests, what="the first response's model call")  # it took the slow turn
+    # A second of its text streamed: its stored events (written every 0.2 s) hold some of it.
+    eventually(lambda: len(client.responses.retrieve(running.id).output_text) > 80, what="its text streaming")
     assert client.responses.retrieve(waiting.id).status == "queued"
     own_server.stop(signal.SIGKILL)
+    upstream.reset()
+    upstream.script([Reply(text="slower " * 200, chunk_delay=0.05)])
+    own_server.start()
+    client = own_server.client()
+    eventually(lambda: upstream.requests, what="the resumed response's model call")
+    resumed = client.responses.retrieve(running.id)
+    assert resumed.status == "in_progress"
+    cut = resumed.output[0]
+    assert cut.type == "message" and cut.status == "incomplete", cut
+    assert cut.content[0].type == "output_text" and cut.content[0].text.startswith("slow slow")
+    assert client.responses.retrieve(waiting.id).status == "queued"
+    own_server.stop(signal.SIGKILL)
+    upstream.reset()
+    upstream.script([Reply(text="second one")])
     own_server.start()
     client = own_server.client()
     failed = client.responses.retrieve(running.id)
-    assert failed.status == "failed"
-    assert failed.error is not None and "restarted" in failed.error.message
-    upstream.reset()
-    upstream.script([Reply(text="second one")])
+    assert failed.status == "failed" and failed.error is not None, failed
+    assert "restarted" in failed.error.message and "COVE_MAX_RESUMES" in failed.error.message
+    assert [item.status for item in failed.output] == ["incomplete", "incomplete"]  # both cut-off turns kept
     assert _wait(client, waiting.id, "completed") == "completed"
     assert client.responses.retrieve(waiting.id).output_text == "second one"

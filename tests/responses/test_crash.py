@@ -1,6 +1,6 @@
 """``kill -9`` of a busy server: 100 background responses (running, queued, some in hosted tools)
 and 20 running execs in four containers. After a restart on the same data dir nothing is lost or
-stuck: every response ends (completed, or failed saying why), every container runs commands and
+stuck: every response completes (the running ones resumed), every container runs commands and
 keeps its files, the audit trail reads back whole, and no process of the old server lives on."""
 
 from __future__ import annotations
@@ -108,10 +108,11 @@ def test_kill_9_under_load_loses_nothing(own_server: Server, upstream: ScriptedU
 
     final = eventually(all_ended, timeout=120, what="every response to end after the restart")
     after = Counter(body["status"] for body in final.values())
-    assert after["completed"] and after["failed"], (before, after)  # some ran after the restart, some failed
+    assert after == Counter(completed=RESPONSES), (before, after)  # running ones went on, queued ones ran
+    restarted = [item for body in final.values() for item in body["output"]
+                 if item["type"] == "shell_call_output" and "restarted" in json.dumps(item)]
+    assert restarted, final  # a call the kill cut off was not run again: its output says why
     for rid, body in final.items():
-        if body["status"] == "failed":
-            assert "restarted" in body["error"]["message"], body["error"]
         events = _replay(http, rid)  # a client streaming it again gets a whole stream with its end
         assert [e["sequence_number"] for e in events] == list(range(len(events))), (rid, events)
         assert events[-1]["type"] == f"response.{body['status']}", (rid, events[-3:])

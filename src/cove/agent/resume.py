@@ -58,6 +58,8 @@ async def resume(turn: Turn, builder: ResponseBuilder, cut: set[int]) -> bool:
     (its last turn called client tools, so it ends once its hosted calls have their outputs)."""
     checkpoint = turn.progress.checkpoint or {}
     turn.released = []  # acknowledged held calls ran before the first model turn: never twice
+    turn.progress.calls.clear()  # those the restart cut off run no more
+    turn.progress.turns = checkpoint.get("turns", 0)
     if checkpoint:
         by_id = {item.get("id"): item for item in builder.output}
         if not checkpoint["base"]:  # compaction had replaced the history and input

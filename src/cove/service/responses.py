@@ -464,6 +464,8 @@ class ResponseService:
         hooks = (await self.webhooks.response_finished(run.project, run.id, run.response["status"])
                  if self.webhooks is not None and run.background else [])
         writes.extend(hooks)
+        if run.background:  # its last turns and step, for the progress endpoint
+            writes.append(Write(_SAVE_PROGRESS, [self._progress_row(run, time.time())]))
         if not (run.conversation_id and run.response["status"] in ("completed", "incomplete")):
             await self.db.write(*writes)
         else:
@@ -542,7 +544,8 @@ class ResponseService:
             output = list(await session.scalars(select(ResponseItemRow.data).where(
                 ResponseItemRow.response_id == response_id, ResponseItemRow.role == "output")
                 .order_by(ResponseItemRow.position)))
-        return {**copy.deepcopy(row.body), "output": output}
+        # The status column, not the body's: a queued response's body was stored before it was queued.
+        return {**copy.deepcopy(row.body), "status": row.status, "output": output}
 
     async def progress(self, project: str, response_id: str) -> dict[str, Any]:
         """``GET /v1/responses/{id}/progress`` (a Cove extension): what a response is doing now, from
