@@ -556,7 +556,7 @@ class ResponseService:
             run = None
         progress = run.progress if run is not None else Progress.of(row.progress)
         status = run.response["status"] if run is not None else row.status
-        known = run is not None or row.progress is not None
+        known = (run is not None and status != "queued") or row.progress is not None
         running = status == "in_progress"
         now = time.time()
         return {"object": "response.progress", "id": response_id, "status": status, "background": row.background,
