@@ -269,7 +269,7 @@ class ResponseBuilder:
         await self.lifecycle("failed")
 
     async def cancel(self) -> None:
-        await self.close_open("incomplete")
+        await self.close_all("incomplete")
         self._finish("cancelled", None)
 
 

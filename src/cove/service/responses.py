@@ -366,6 +366,7 @@ class ResponseService:
         async with self.db.begin() as session:
             row = await session.scalar(select(ResponseRow).where(ResponseRow.id == response_id))
             if row is None or row.status != ("in_progress" if resuming else "queued"):
+                self.runs.pop(response_id, None)  # deleted or cancelled while it waited
                 return
             run = self.runs.get(response_id) or await self._rebuild(session, row)
             params = CreateParams.model_validate(row.request)
@@ -374,6 +375,8 @@ class ResponseService:
             except CoveError as exc:
                 await self._fail_early(run, exc)
                 return
+        if run.done.is_set():  # cancelled while its turn was made
+            return
         run.task = asyncio.create_task(self._execute(run, turn))
         await asyncio.wait([run.task])
 
@@ -609,7 +612,7 @@ class ResponseService:
         if run is not None and run.task is not None:
             run.task.cancel()
             await run.done.wait()
-        elif row.status == "queued":
+        elif row.status == "queued" or run is not None:  # waiting for a worker (queued, or to resume)
             if run is None:
                 async with self.db.begin() as session:
                     run = await self._rebuild(session, row)
