@@ -1,14 +1,14 @@
 """Long-running background responses: a heartbeat, their progress (checkpoint) and how often resumed.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 
 
 def upgrade() -> None:
