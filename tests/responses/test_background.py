@@ -106,6 +106,12 @@ def test_restart_never_loses_or_strands_a_background_response(own_server: Server
     own_server.start()
     client = own_server.client()
     eventually(lambda: upstream.requests, what="the resumed response's model call")
+
+    def second_turn_streamed() -> bool:  # for a second, as above
+        output = client.responses.retrieve(running.id).output
+        return len(output) == 2 and output[1].type == "message" and len(output[1].content[0].text) > 80
+
+    eventually(second_turn_streamed, what="the resumed response's text streaming")
     resumed = client.responses.retrieve(running.id)
     assert resumed.status == "in_progress"
     cut = resumed.output[0]
