@@ -193,7 +193,8 @@ def test_retries_then_survives_a_crash(hook_server: Server, receiver: Receiver, 
     receiver.statuses = [500] * 1000  # refuses until the server is gone
     upstream.script([Reply(text="two")])
     second = client.responses.create(model=MODEL, input="y", background=True)
-    eventually(lambda: receiver.received, what="a first attempt")
+    # The failed first attempt recorded (the kill comes after it, not between the request and its record).
+    eventually(lambda: (d := _deliveries(hook_server, second.id)) and d[0]["attempts"] >= 1, what="a first attempt")
     hook_server.stop(signal.SIGKILL)
     receiver.statuses = []
     hook_server.start()
