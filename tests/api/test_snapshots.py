@@ -3,8 +3,6 @@ processes not copied, quotas and projects respected, snapshots outliving their c
 
 from __future__ import annotations
 
-import fcntl
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -13,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from cove.sandbox.linux import cgroups
 from tests.conftest import Server
 from tests.helpers import run
 
 pytestmark = pytest.mark.root
-_FIFREEZE = 0xC0045877
 
 
 def _exec(http: httpx.Client, container_id: str, command: str) -> dict[str, Any]:
@@ -164,17 +162,16 @@ def test_snapshot_disk_is_clean_while_the_container_writes(server: Server) -> No
 
 def test_snapshots_and_forks_survive_a_crash(own_server: Server) -> None:
     """After SIGKILL the disk pool is still mounted: the next server adopts it, its snapshots are
-    there, and a container not started since can be forked (its disk copied unmounted)."""
+    there, a container a crash left frozen runs again, and a container not started since can be
+    forked (its disk copied unmounted)."""
     with own_server.http() as http:
         cid = _create(http)["id"]
         _exec(http, cid, "echo durable > /root/state")
         snapshot = http.post(f"/v1/containers/{cid}/snapshots").raise_for_status().json()
         frozen = _create(http)["id"]
         _exec(http, frozen, "true")
-    # A crash in the middle of a snapshot leaves the disk frozen: its writers would wait for ever.
-    disk = os.open((own_server.data_dir / "containers" / frozen).resolve() / "disk", os.O_RDONLY)
-    fcntl.ioctl(disk, _FIFREEZE, 0)
-    os.close(disk)
+    # A crash in the middle of a snapshot leaves the container's processes frozen (cgroup freezer).
+    cgroups.set_frozen(f"/cove/{(own_server.data_dir / 'containers' / frozen).resolve().name}", True)
     own_server.stop(signal.SIGKILL)
     own_server.start()
     with own_server.http() as http:

@@ -37,7 +37,7 @@ from cove.sandbox.images.layers import lookup
 from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.disk import mount_disk
-from cove.sandbox.linux.disk_pool import frozen
+from cove.sandbox.linux.disk_pool import sync_filesystem
 from cove.sandbox.linux.display import LinuxDisplay, check_screen, display_of
 from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
@@ -161,11 +161,21 @@ class LinuxSandbox(Sandbox):
         return os.stat(target).st_blocks * 512
 
     def _copy_disk(self, target: Path) -> None:
-        if os.path.ismount(self.disk):
-            with frozen(self.disk):
-                self.host.disks.pool.copy(self.disk_image, target)
-        else:
+        """With the container's processes frozen (cgroup freezer: no new writes) its filesystem is
+        synced, so the image holds every write and a committed journal, then copied. Not FIFREEZE:
+        the kernel's filesystem freeze waits for RCU grace periods, 30-40 ms here on a busy machine."""
+        if not os.path.ismount(self.disk):
             self.host.disks.pool.copy(self.disk_image, target)
+            return
+        thaw = self.running and not self._paused
+        if thaw:
+            _freeze(self.cgroup_path)
+        try:
+            sync_filesystem(self.disk)
+            self.host.disks.pool.copy(self.disk_image, target)
+        finally:
+            if thaw:
+                cgroups.set_frozen(self.cgroup_path, False)
 
     def _in_image(self, rel: str) -> bool:
         return lookup(self.image.layers, rel) is not None

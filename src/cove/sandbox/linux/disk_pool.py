@@ -15,7 +15,6 @@ the filesystem the data dir is on, so it can never be the smaller of the two.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import fcntl
@@ -23,7 +22,6 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 from cove.errors import SandboxError
@@ -33,8 +31,6 @@ log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 _FICLONE = 0x40049409
-_FIFREEZE = 0xC0045877
-_FITHAW = 0xC0045878
 _MS_NOSUID = 0x2
 _MS_NODEV = 0x4
 _MS_NOEXEC = 0x8
@@ -77,33 +73,13 @@ def supports_reflinks(directory: Path) -> bool:
         copy.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def frozen(mountpoint: Path) -> Iterator[None]:
-    """The filesystem at ``mountpoint`` frozen: its journal flushed, its image clean and consistent,
-    every writer (the container's processes, Cove's own file writes) waiting until the thaw."""
+def sync_filesystem(mountpoint: Path) -> None:
+    """Writes out everything the filesystem at ``mountpoint`` holds in memory and commits its journal
+    (syncfs(2)): its image is then a consistent ext4 (the journal replays on its next mount)."""
     fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fd, _FIFREEZE, 0)
-        try:
-            yield
-        finally:
-            fcntl.ioctl(fd, _FITHAW, 0)
-    finally:
-        os.close(fd)
-
-
-def thaw(mountpoint: Path) -> bool:
-    """Thaws the filesystem at ``mountpoint`` if a Cove that crashed mid-snapshot left it frozen
-    (its writers would wait for ever, unkillable); True if it was frozen."""
-    try:
-        fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.ioctl(fd, _FITHAW, 0)
-        return True
-    except OSError:  # EINVAL: not frozen
-        return False
+        if _libc.syncfs(fd) != 0:
+            raise SandboxError(f"Syncing a container disk failed: {os.strerror(ctypes.get_errno())}")
     finally:
         os.close(fd)
 

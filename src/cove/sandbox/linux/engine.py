@@ -28,7 +28,7 @@ from cove.sandbox.images.store import Image, ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
 from cove.sandbox.linux.disk import DiskMaker
-from cove.sandbox.linux.disk_pool import DiskPool, thaw
+from cove.sandbox.linux.disk_pool import DiskPool
 from cove.sandbox.linux.display import install_agent
 from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
@@ -133,14 +133,10 @@ class LinuxEngine(SandboxEngine):
 
     async def _clean_crash_leftovers(self) -> None:
         """A crashed Cove leaves runc state, mounts and cgroups; none of it may linger."""
-        leftover = mounts_under(self.containers_dir)
-        for point in leftover:  # before any kill: a writer waiting on a frozen disk cannot die
-            if point.name == "disk" and thaw(point):
-                log.warning("thawed %s, left frozen by a crash during a snapshot", point)
         for container_id in await self.host.runc.list_ids():
             log.info("removing leftover container runtime %s", container_id)
             await self.host.runc.delete(container_id)
-        for point in leftover:
+        for point in mounts_under(self.containers_dir):
             unmount(point)
         cgroups.remove_leftovers("/cove")
 
