@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
@@ -151,9 +152,11 @@ class ContainerService:
         """The project's quotas, then the server's cap, for one more running container (a stopped one
         starting again has its disk already: ``new_disk`` False)."""
         quotas = self.policies.quotas(project)
-        kept = (await session.execute(select(ContainerRow.status, ContainerRow.memory_limit).where(
+        # The snapshots' bytes ride along on each row: one round trip on a create's path, not two.
+        kept = (await session.execute(select(ContainerRow.status, ContainerRow.memory_limit,
+                                             _snapshot_bytes(project)).where(
             ContainerRow.project == project, ContainerRow.status.in_(KEPT)))).all()
-        running = [memory for status, memory in kept if status in LIVE]
+        running = [memory for status, memory, _bytes in kept if status in LIVE]
         disks = len(kept)
         if len(running) + 1 > quotas.running_containers:
             raise quotas.exceeded("running_containers",
@@ -161,19 +164,21 @@ class ContainerService:
         if sum(map(parse_size, [*running, memory_limit])) > quotas.memory:
             raise quotas.exceeded("memory", "the memory_limit of this project's running containers may add "
                                             f"up to {_gib(quotas.memory)}")
-        await self.check_disk(session, project, (disks + new_disk) * parse_size(self.settings.disk_limit))
+        await self.check_disk(session, project, (disks + new_disk) * parse_size(self.settings.disk_limit),
+                              snapshot_bytes=int(kept[0][2]) if kept else None)
         full = await session.scalar(
             select(ContainerRow.seq).where(ContainerRow.status.in_(LIVE))
             .offset(self.settings.max_containers - 1).limit(1))
         if full is not None:
             raise TooManyRequests(f"This server runs at most {self.settings.max_containers} containers.")
 
-    async def check_disk(self, session: AsyncSession, project: str, running_disks: int) -> None:
-        """The project's ``disk`` quota: its running containers' disks (``running_disks`` in all)
-        and its snapshots (their ``bytes``)."""
+    async def check_disk(self, session: AsyncSession, project: str, running_disks: int, *,
+                         snapshot_bytes: int | None = None) -> None:
+        """The project's ``disk`` quota: its containers' disks (``running_disks`` in all) and its
+        snapshots (their ``bytes``, read here unless the caller has them)."""
         quotas = self.policies.quotas(project)
-        kept = await session.scalar(select(func.coalesce(func.sum(SnapshotRow.bytes), 0)).where(
-            SnapshotRow.project == project)) or 0
+        kept = snapshot_bytes if snapshot_bytes is not None else await session.scalar(
+            select(_snapshot_bytes(project))) or 0
         if running_disks + kept > quotas.disk:
             each = _gib(parse_size(self.settings.disk_limit))
             raise quotas.exceeded("disk", f"this project's containers ({each} each, stopped ones too) and "
@@ -411,6 +416,11 @@ class ContainerService:
                                                              ContainerRow.status.in_(LIVE)).values(status="stopped"))
         await self.engine.stop(container_id)
         log.info("container %s stopped (idle)", container_id)
+
+
+def _snapshot_bytes(project: str) -> ScalarSelect[Any]:
+    """What the project's snapshots hold, for its ``disk`` quota."""
+    return select(func.coalesce(func.sum(SnapshotRow.bytes), 0)).where(SnapshotRow.project == project).scalar_subquery()
 
 
 @dataclass
