@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-from containers import RESULTS_DIR, CoveServer, _terminate_as_exit
+from containers import RESULTS_DIR, Bench, CoveServer, _terminate_as_exit, cove_server
 from percentiles import p50_p95
 from rich.console import Console
 from rich.table import Table
@@ -40,34 +39,19 @@ READ_1G = "dd if=/root/big of=/dev/null bs=1M status=none"
 console = Console(width=None if sys.stdout.isatty() else 110)
 
 
-class Client:
-    def __init__(self, server: CoveServer, http: httpx.Client) -> None:
-        self.server = server
-        self.http = http
-        self.created: set[str] = set()
+def _run(bench: Bench, container_id: str, command: str) -> None:
+    """``command`` in the container, which must succeed (writing or reading 1 GB takes seconds)."""
+    output = bench.client.post(f"/v1/containers/{container_id}/exec", json={
+        "commands": [command], "timeout_ms": 120_000}).raise_for_status().json()["output"][0]
+    if output["outcome"] != {"type": "exit", "exit_code": 0}:
+        raise RuntimeError(f"{command!r} ended with {output['outcome']}: {output['stderr']}")
 
-    def create(self, name: str) -> str:
-        answer = self.http.post("/v1/containers", json={"name": name, "image": IMAGE}).raise_for_status()
-        container_id: str = answer.json()["id"]
-        self.created.add(container_id)
-        return container_id
 
-    def exec(self, container_id: str, command: str, timeout_ms: int = 120_000) -> None:
-        output = self.http.post(f"/v1/containers/{container_id}/exec",
-                                json={"commands": [command], "timeout_ms": timeout_ms}).raise_for_status().json()
-        outcome = output["output"][0]["outcome"]
-        if outcome != {"type": "exit", "exit_code": 0}:
-            raise RuntimeError(f"{command!r} ended with {outcome}: {output['output'][0]['stderr']}")
-
-    def fork(self, container_id: str, count: int = 1) -> list[str]:
-        answer = self.http.post(f"/v1/containers/{container_id}/fork", json={"count": count}).raise_for_status()
-        children = [child["id"] for child in answer.json()["data"]]
-        self.created.update(children)
-        return children
-
-    def delete(self, container_id: str) -> None:
-        self.http.delete(f"/v1/containers/{container_id}").raise_for_status()
-        self.created.discard(container_id)
+def _fork(bench: Bench, container_id: str, count: int = 1) -> list[str]:
+    answer = bench.client.post(f"/v1/containers/{container_id}/fork", json={"count": count}).raise_for_status()
+    children = [child["id"] for child in answer.json()["data"]]
+    bench.created.update(children)
+    return children
 
 
 def _timed(samples: int, step: Callable[[], Any], after: Callable[[Any], None] | None = None) -> list[float]:
@@ -82,36 +66,36 @@ def _timed(samples: int, step: Callable[[], Any], after: Callable[[Any], None] |
     return times
 
 
-def snapshot_times(client: Client, container_id: str, samples: int) -> list[float]:
+def snapshot_times(bench: Bench, container_id: str, samples: int) -> list[float]:
     def take() -> str:
-        answer = client.http.post(f"/v1/containers/{container_id}/snapshots").raise_for_status()
+        answer = bench.client.post(f"/v1/containers/{container_id}/snapshots").raise_for_status()
         snapshot_id: str = answer.json()["id"]
         return snapshot_id
-    return _timed(samples, take, lambda snapshot_id: client.http.delete(f"/v1/snapshots/{snapshot_id}"))
+    return _timed(samples, take, lambda snapshot_id: bench.client.delete(f"/v1/snapshots/{snapshot_id}"))
 
 
-def fork_times(client: Client, container_id: str, samples: int) -> dict[str, list[float]]:
+def fork_times(bench: Bench, container_id: str, samples: int) -> dict[str, list[float]]:
     """Fork (count 1) with the children deleted unused; then forks whose child runs ``true`` (its
     processes start on first use) before it is deleted: the fork and that first command timed apart."""
-    fork = _timed(samples, lambda: client.fork(container_id), lambda children: [client.delete(c) for c in children])
+    fork = _timed(samples, lambda: _fork(bench, container_id), lambda children: [bench.delete(c) for c in children])
     churn, first = [], []
     for _ in range(samples):
         started = time.perf_counter()
-        child = client.fork(container_id)[0]
+        child = _fork(bench, container_id)[0]
         forked = time.perf_counter()
-        client.exec(child, "true")
+        _run(bench, child, "true")
         churn.append((forked - started) * 1000)
         first.append((time.perf_counter() - forked) * 1000)
-        client.delete(child)
+        bench.delete(child)
     return {"fork": fork, "fork_churn": churn, "first_exec": first}
 
 
-def pause_resume_times(client: Client, container_id: str) -> dict[str, list[float]]:
-    client.exec(container_id, "(while true; do sleep 0.05; done) >/dev/null 2>&1 &")
+def pause_resume_times(bench: Bench, container_id: str) -> dict[str, list[float]]:
+    _run(bench, container_id, "(while true; do sleep 0.05; done) >/dev/null 2>&1 &")
     pause, resume = [], []
     for _ in range(N_PAUSE):
-        pause += _timed(1, lambda: client.http.post(f"/v1/containers/{container_id}/pause").raise_for_status())
-        resume += _timed(1, lambda: client.http.post(f"/v1/containers/{container_id}/resume").raise_for_status())
+        pause += _timed(1, lambda: bench.client.post(f"/v1/containers/{container_id}/pause").raise_for_status())
+        resume += _timed(1, lambda: bench.client.post(f"/v1/containers/{container_id}/resume").raise_for_status())
     return {"pause_ms": pause, "resume_ms": resume}
 
 
@@ -124,72 +108,61 @@ def _pool_used(server: CoveServer) -> int:
     return (disks.f_blocks - disks.f_bfree) * disks.f_frsize
 
 
-def disk_of_forks(client: Client, container_id: str) -> dict[str, Any]:
+def disk_of_forks(bench: Bench, container_id: str) -> dict[str, Any]:
     """What ``N_DISK`` forks of the 1 GB container add: in the pool, and on the host (the pool file)."""
-    pool_file = client.server.data_dir / "disks.xfs"
-    before_pool, before_host = _pool_used(client.server), _allocated(pool_file)
+    pool_file = bench.server.data_dir / "disks.xfs"
+    before_pool, before_host = _pool_used(bench.server), _allocated(pool_file)
     started = time.perf_counter()
-    children = client.fork(container_id, N_DISK)
+    children = _fork(bench, container_id, N_DISK)
     seconds = time.perf_counter() - started
-    client.exec(children[-1], "cmp /root/big /root/big")  # a child reads it whole
-    after_pool, after_host = _pool_used(client.server), _allocated(pool_file)
+    _run(bench, children[-1], "cmp /root/big /root/big")  # a child reads it whole
+    after_pool, after_host = _pool_used(bench.server), _allocated(pool_file)
     for child in children:
-        client.delete(child)
+        bench.delete(child)
     return {"forks": N_DISK, "seconds": seconds, "pool_bytes": after_pool - before_pool,
             "host_bytes": after_host - before_host}
 
 
-def cold_read_ms(client: Client, container_id: str) -> float:
+def cold_read_ms(bench: Bench, container_id: str) -> float:
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
     started = time.perf_counter()
-    client.exec(container_id, READ_1G)
+    _run(bench, container_id, READ_1G)
     return (time.perf_counter() - started) * 1000
 
 
-def generations(client: Client, container_id: str) -> dict[str, Any]:
+def generations(bench: Bench, container_id: str) -> dict[str, Any]:
     """A fork of a fork ... ``GENERATIONS`` deep: how reads there compare with reads in the first."""
     chain = [container_id]
     for _ in range(GENERATIONS):
-        chain.append(client.fork(chain[-1])[0])
-        client.exec(chain[-1], f"echo {len(chain)} >> /root/generations")  # each generation writes
-    first = [cold_read_ms(client, container_id) for _ in range(3)]
-    last = [cold_read_ms(client, chain[-1]) for _ in range(3)]
+        chain.append(_fork(bench, chain[-1])[0])
+        _run(bench, chain[-1], f"echo {len(chain)} >> /root/generations")  # each generation writes
+    first = [cold_read_ms(bench, container_id) for _ in range(3)]
+    last = [cold_read_ms(bench, chain[-1]) for _ in range(3)]
     for child in chain[1:]:
-        client.delete(child)
+        bench.delete(child)
     return {"depth": GENERATIONS, "first_read_ms": first, "deep_read_ms": last}
 
 
 def measure(server_env: dict[str, str], images_dir: Path, *, full: bool) -> dict[str, Any]:
-    server = CoveServer(images_dir, server_env)
     results: dict[str, Any] = {}
-    try:
-        server.start()
-        with httpx.Client(base_url=server.url, timeout=600) as http:
-            client = Client(server, http)
-            try:
-                empty = client.create("bench-empty")
-                big = client.create("bench-1g")
-                client.exec(big, WRITE_1G)
-                samples = N_SNAPSHOT if full else N_COPY
-                results["snapshot_1g_ms"] = snapshot_times(client, big, samples)
-                results["fork_1g_ms"] = fork_times(client, big, samples)["fork"]
-                if full:
-                    results["snapshot_0_ms"] = snapshot_times(client, empty, N_SNAPSHOT)
-                    forks = fork_times(client, empty, N_FORK)
-                    results["fork_0_ms"], results["fork_churn_0_ms"] = forks["fork"], forks["fork_churn"]
-                    results["first_exec_0_ms"] = forks["first_exec"]
-                    wide = _timed(3, lambda: client.fork(big, N_WIDE), lambda cs: [client.delete(c) for c in cs])
-                    results["fork_wide_ms_per_fork"] = [ms / N_WIDE for ms in wide]
-                    results.update(pause_resume_times(client, empty))
-                    results["disk"] = disk_of_forks(client, big)
-                    results["generations"] = generations(client, big)
-            finally:
-                for container_id in list(client.created):
-                    with contextlib.suppress(httpx.HTTPError):
-                        client.delete(container_id)
-    finally:
-        server.stop()
+    with cove_server(images_dir, server_env) as bench:
+        empty = bench.create("bench-empty")
+        big = bench.create("bench-1g")
+        _run(bench, big, WRITE_1G)
+        samples = N_SNAPSHOT if full else N_COPY
+        results["snapshot_1g_ms"] = snapshot_times(bench, big, samples)
+        results["fork_1g_ms"] = fork_times(bench, big, samples)["fork"]
+        if full:
+            results["snapshot_0_ms"] = snapshot_times(bench, empty, N_SNAPSHOT)
+            forks = fork_times(bench, empty, N_FORK)
+            results["fork_0_ms"], results["fork_churn_0_ms"] = forks["fork"], forks["fork_churn"]
+            results["first_exec_0_ms"] = forks["first_exec"]
+            wide = _timed(3, lambda: _fork(bench, big, N_WIDE), lambda cs: [bench.delete(c) for c in cs])
+            results["fork_wide_ms_per_fork"] = [ms / N_WIDE for ms in wide]
+            results.update(pause_resume_times(bench, empty))
+            results["disk"] = disk_of_forks(bench, big)
+            results["generations"] = generations(bench, big)
     return results
 
 

@@ -164,16 +164,22 @@ class ContainerService:
         if sum(map(parse_size, [*running, memory_limit])) > quotas.memory:
             raise quotas.exceeded("memory", "the memory_limit of this project's running containers may add "
                                             f"up to {_gib(quotas.memory)}")
-        await self.check_disk(session, project, (disks + new_disk) * parse_size(self.settings.disk_limit),
-                              snapshot_bytes=int(kept[0][2]) if kept else None)
+        await self._check_disk(session, project, (disks + new_disk) * parse_size(self.settings.disk_limit),
+                               snapshot_bytes=int(kept[0][2]) if kept else None)
         full = await session.scalar(
             select(ContainerRow.seq).where(ContainerRow.status.in_(LIVE))
             .offset(self.settings.max_containers - 1).limit(1))
         if full is not None:
             raise TooManyRequests(f"This server runs at most {self.settings.max_containers} containers.")
 
-    async def check_disk(self, session: AsyncSession, project: str, running_disks: int, *,
-                         snapshot_bytes: int | None = None) -> None:
+    async def check_snapshot_room(self, session: AsyncSession, project: str, size: int) -> None:
+        """The ``disk`` quota for one more snapshot of ``size`` bytes."""
+        disks = await session.scalar(select(func.count()).where(
+            ContainerRow.project == project, ContainerRow.status.in_(KEPT))) or 0
+        await self._check_disk(session, project, disks * parse_size(self.settings.disk_limit) + size)
+
+    async def _check_disk(self, session: AsyncSession, project: str, running_disks: int, *,
+                          snapshot_bytes: int | None = None) -> None:
         """The project's ``disk`` quota: its containers' disks (``running_disks`` in all) and its
         snapshots (their ``bytes``, read here unless the caller has them)."""
         quotas = self.policies.quotas(project)

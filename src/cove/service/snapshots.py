@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cove.config import Settings, parse_size
+from cove.config import Settings
 from cove.errors import CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
 from cove.sandbox.base import SandboxEngine
@@ -68,7 +68,7 @@ class SnapshotService:
             async with self.db.begin() as session:
                 await locks.hold(session, "containers")
                 if response_id is None:  # a response's own snapshot is Cove's, not the client's to count
-                    await self._check_room(session, project, size)
+                    await self.containers.check_snapshot_room(session, project, size)
                 session.add(row)
         except BaseException:
             await self.engine.delete_snapshot(snapshot_id)
@@ -76,11 +76,6 @@ class SnapshotService:
         if self.audit is not None and response_id is None:  # a response's own is Cove's bookkeeping
             self.audit.record(project, container.id, "snapshot", {"snapshot_id": snapshot_id, "bytes": size})
         return row
-
-    async def _check_room(self, session: AsyncSession, project: str, size: int) -> None:
-        disks = len(list(await session.scalars(select(ContainerRow.id).where(
-            ContainerRow.project == project, ContainerRow.status.in_(KEPT)))))
-        await self.containers.check_disk(session, project, disks * parse_size(self.settings.disk_limit) + size)
 
     async def _file_records(self, container_id: str) -> list[dict[str, Any]]:
         async with self.db.begin() as session:

@@ -151,8 +151,8 @@ class LinuxSandbox(Sandbox):
 
     async def copy_disk(self, target: Path) -> int:
         """Copies the container's disk to ``target`` as it is now (a reflink where the pool has
-        them), with its filesystem frozen meanwhile so the copy is clean and consistent; returns
-        the bytes the copy holds (counted as if none were shared)."""
+        them), consistent (``_copy_disk``); returns the bytes the copy holds (counted as if none
+        were shared)."""
         if not self.disk_image.exists():
             raise Conflict(f"Container {self.id} predates container disks: it has no disk to copy.",
                            code="container_without_disk")
