@@ -21,7 +21,12 @@ setup: $(VENV)/.synced
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	uv sync --frozen --python $(PYTHON)
+	uv sync --frozen --inexact --python $(PYTHON)
+	@touch $@
+
+# Ray for the sandbox fleet (docs/fleet.md): the tests start a local cluster; `make run` needs none of it.
+$(VENV)/.synced-fleet: $(VENV)/.synced
+	uv sync --frozen --inexact --extra fleet --python $(PYTHON)
 	@touch $@
 
 # The desktop image (computer use) builds on the default one: ~25 s the first time, a no-op after.
@@ -35,7 +40,7 @@ run: setup image
 # The whole suite on SQLite, then the store-facing suites again on a real PostgreSQL server. The tests
 # also open Cove's pages in a real headless browser (tests/browser.py); `setup` inherits this.
 test: APT_PACKAGES += chromium
-test: setup image
+test: setup $(VENV)/.synced-fleet image
 	$(VENV)/bin/pytest
 	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/store tests/api/test_containers.py tests/api/test_quotas.py tests/api/test_openai_files.py tests/fuzz/test_findings.py
 
