@@ -249,6 +249,10 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=16, ge=1)
     """Webhook deliveries in flight at once, server-wide; each endpoint has at most one."""
 
+    # -- metrics (docs/metrics.md) --
+    metrics_token: str | None = None
+    """Bearer token a scraper sends for ``GET /metrics``; unset, only clients on this machine may read it."""
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
