@@ -71,6 +71,17 @@ def test_a_response_is_traced_request_response_model_and_tool(traced: Server, up
     assert tool.attributes["gen_ai.tool.call.id"] == upstream.requests[-1]["messages"][-1]["tool_call_id"]
 
 
+@pytest.mark.root
+def test_query_values_never_reach_the_trace_store(traced: Server, receiver: OtlpReceiver) -> None:
+    """A browser's ``?token=`` (display views, terminals) opens a container: its value is not exported."""
+    with traced.http() as http:
+        assert http.get("/healthz", params={"token": "sekrit-view-token", "limit": "5"}).status_code == 200
+    (span,) = eventually(lambda: [span for span in receiver.named("GET /healthz") if "url.query" in span.attributes],
+                         what="the request's span")  # the others are the fixture's readiness polls
+    assert span.attributes["url.query"] == "token=REDACTED&limit=REDACTED"
+    assert "sekrit" not in repr(receiver.spans)
+
+
 def _loaded(env: dict[str, str], tmp_path: Path) -> list[str]:
     """The OpenTelemetry SDK modules an app built with ``env`` loads."""
     code = ("import sys; from cove.api.app import create_app; from cove.config import Settings; "

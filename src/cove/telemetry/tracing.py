@@ -43,9 +43,28 @@ def start() -> None:
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "cove"),
                                 "service.version": __version__})
     provider = TracerProvider(resource=resource)
+    provider.add_span_processor(_query_redactor())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider, _tracer = provider, provider.get_tracer("cove", __version__)
+
+
+def _query_redactor() -> Any:
+    """A span processor that keeps a request span's query keys and drops their values: ``?token=`` view
+    and terminal tokens open containers, and a trace store is no place for them (FastAPI redacts only
+    cloud signatures)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class QueryRedactor(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            query = (span.attributes or {}).get("url.query")
+            if isinstance(query, str):
+                span.set_attribute("url.query", urlencode([(key, "REDACTED") for key, _value
+                                                           in parse_qsl(query, keep_blank_values=True)]))
+
+    return QueryRedactor()
 
 
 def flush() -> None:
