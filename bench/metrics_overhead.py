@@ -1,18 +1,20 @@
 """What metrics and tracing cost a warm exec: the server's own CPU (utime + stime from /proc/PID/stat)
-per ``POST /v1/containers/{id}/exec`` of ``true``, this tree against another source tree (``--base``,
-e.g. main's ``src`` before the instrumentation), in alternating rounds on fresh servers.
+per ``POST /v1/containers/{id}/exec`` of ``true``, this tree against other source trees (``--base``,
+e.g. a tree before the instrumentation).
 
 CPU time rather than wall time: on a shared 2-core machine the wall clock of a 3 ms request moves by
-more than the few microseconds this is looking for; the server's CPU per request barely does.
-Target: no measurable difference (the medians within the rounds' spread). Also reports one scrape of
-``/metrics`` (ms), which costs the store's counts.
+more than the few microseconds looked for here. CPU time still moves with the machine's load (caches,
+frequency), so the servers run side by side and take the requests in small interleaved blocks: each
+tree sees the same load. Target: no measurable difference (the medians of the blocks within their
+spread). Also reports one scrape of ``/metrics`` per tree (ms).
 
-    .venv/bin/python bench/metrics_overhead.py --base /path/to/other/src
+    .venv/bin/python bench/metrics_overhead.py --base /path/to/other/src [--base ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -20,7 +22,8 @@ import time
 from pathlib import Path
 
 import httpx
-from containers import IMAGE, cove_server
+from containers import IMAGE, Bench, cove_server
+from percentiles import p50_p95
 from rich.console import Console
 from rich.table import Table
 
@@ -28,39 +31,30 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 console = Console()
 
 
-def server_cpu(pid: int) -> float:
+def server_cpu(bench: Bench) -> float:
     """The server process's own CPU seconds (utime + stime; no children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert bench.server.proc is not None
+    fields = Path(f"/proc/{bench.server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_per_exec(images_dir: Path, src: Path, execs: int, warm: int) -> tuple[float, float]:
-    """Microseconds of server CPU per warm exec, and ms per scrape, for a server importing ``src``."""
-    env = {"PYTHONPATH": str(src), "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-           "COVE_WARM_POOL": "1"}
-    with cove_server(images_dir, env) as bench:
-        assert bench.server.proc is not None
-        pid = bench.server.proc.pid
-        container_id = bench.create("cpu")
-        body = {"commands": ["true"]}
-        for _ in range(warm):
-            bench.client.post(f"/v1/containers/{container_id}/exec", json=body).raise_for_status()
-        before = server_cpu(pid)
-        for _ in range(execs):
-            bench.client.post(f"/v1/containers/{container_id}/exec", json=body).raise_for_status()
-        per_exec = (server_cpu(pid) - before) / execs * 1e6
-        started = time.perf_counter()
-        scraped = httpx.get(f"{bench.server.url}/metrics", timeout=30)
-        scrape_ms = (time.perf_counter() - started) * 1000 if scraped.status_code == 200 else float("nan")
-        return per_exec, scrape_ms
+def execs(bench: Bench, container_id: str, count: int) -> None:
+    for _ in range(count):
+        bench.client.post(f"/v1/containers/{container_id}/exec", json={"commands": ["true"]}).raise_for_status()
+
+
+def scrape_ms(bench: Bench) -> float:
+    started = time.perf_counter()
+    answer = httpx.get(f"{bench.server.url}/metrics", timeout=30)
+    return (time.perf_counter() - started) * 1000 if answer.status_code == 200 else float("nan")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--base", type=Path, action="append", default=[],
                         help="another source tree to compare with (its src directory); may be repeated")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--execs", type=int, default=3000)
+    parser.add_argument("--execs", type=int, default=3000, help="warm execs per tree")
+    parser.add_argument("--block", type=int, default=100, help="execs per tree in a row")
     parser.add_argument("--warm", type=int, default=200)
     args = parser.parse_args()
     images_dir = Path(os.environ.get("COVE_IMAGES_DIR") or "/var/lib/cove/images")
@@ -68,21 +62,29 @@ def main() -> int:
         console.print(f"[red]no image {IMAGE!r} in {images_dir}: run `make image` first[/]")
         return 1
     trees = {"this tree": SRC, **{f"base {index + 1}": base.resolve() for index, base in enumerate(args.base)}}
-    cpu: dict[str, list[float]] = {name: [] for name in trees}
-    scrapes: dict[str, list[float]] = {name: [] for name in trees}
-    for round_ in range(args.rounds):
-        order = list(trees)[round_ % len(trees):] + list(trees)[:round_ % len(trees)]  # each first in turn
-        for name in order:
-            per_exec, scrape_ms = cpu_per_exec(images_dir, trees[name], args.execs, args.warm)
-            cpu[name].append(per_exec)
-            scrapes[name].append(scrape_ms)
-            console.print(f"round {round_ + 1} {name}: {per_exec:.1f} µs CPU per exec, scrape {scrape_ms:.1f} ms")
-    table = Table(title=f"server CPU per warm exec ({args.execs} execs x {args.rounds} rounds)")
-    for column in ("tree", "rounds (µs)", "median (µs)", "scrape (ms)"):
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    with contextlib.ExitStack() as stack:
+        benches = {name: stack.enter_context(cove_server(images_dir, {"PYTHONPATH": str(src), "PATH": path,
+                                                                         "COVE_WARM_POOL": "1"}))
+                   for name, src in trees.items()}
+        containers = {name: bench.create("cpu") for name, bench in benches.items()}
+        for name, bench in benches.items():
+            execs(bench, containers[name], args.warm)
+        blocks: dict[str, list[float]] = {name: [] for name in trees}
+        for index in range(args.execs // args.block):
+            names = list(trees)[index % len(trees):] + list(trees)[:index % len(trees)]  # each first in turn
+            for name in names:
+                before = server_cpu(benches[name])
+                execs(benches[name], containers[name], args.block)
+                blocks[name].append((server_cpu(benches[name]) - before) / args.block * 1e6)
+        scrapes = {name: scrape_ms(bench) for name, bench in benches.items()}
+    table = Table(title=f"server CPU per warm exec, µs ({args.execs} execs per tree in blocks of {args.block})")
+    for column in ("tree", "mean", "p50 of blocks", "p95 of blocks", "scrape (ms)"):
         table.add_column(column)
-    for name in trees:
-        table.add_row(f"{name} ({trees[name]})", ", ".join(f"{v:.1f}" for v in cpu[name]),
-                      f"{statistics.median(cpu[name]):.1f}", f"{statistics.median(scrapes[name]):.1f}")
+    for name, src in trees.items():
+        p50, p95 = p50_p95(blocks[name])
+        table.add_row(f"{name} ({src})", f"{statistics.fmean(blocks[name]):.1f}", f"{p50:.1f}", f"{p95:.1f}",
+                      f"{scrapes[name]:.1f}")
     console.print(table)
     return 0
 

@@ -73,12 +73,16 @@ def flush() -> None:
         _provider.force_flush()
 
 
+UNTRACED = frozenset({"/metrics", "/healthz"})
+"""Paths polled every few seconds by scrapers and probes: their spans would bury the requests that matter."""
+
+
 def fastapi_telemetry() -> TelemetryConfig:
     """FastAPI's native telemetry: request spans when tracing, nothing at all otherwise (its metrics and
     logs would go to providers Cove does not install; its per-operation spans add little to a trace)."""
     on = _provider is not None
     return {"tracer_provider": _provider, "tracing": on, "metrics": False, "logs": False,
-            "operation_spans": False, "auto_configure": False}
+            "operation_spans": False, "auto_configure": False, "exclude": lambda scope: scope["path"] in UNTRACED}
 
 
 def span(name: str, attributes: dict[str, Any] | None = None) -> AbstractContextManager[Any]:
