@@ -79,12 +79,13 @@ def main() -> int:
                 blocks[name].append((server_cpu(benches[name]) - before) / args.block * 1e6)
         scrapes = {name: scrape_ms(bench) for name, bench in benches.items()}
     table = Table(title=f"server CPU per warm exec, µs ({args.execs} execs per tree in blocks of {args.block})")
-    for column in ("tree", "mean", "p50 of blocks", "p95 of blocks", "scrape (ms)"):
+    for column in ("tree", "mean ± standard error", "p50 of blocks", "p95 of blocks", "scrape (ms)"):
         table.add_column(column)
     for name, src in trees.items():
         p50, p95 = p50_p95(blocks[name])
-        table.add_row(f"{name} ({src})", f"{statistics.fmean(blocks[name]):.1f}", f"{p50:.1f}", f"{p95:.1f}",
-                      f"{scrapes[name]:.1f}")
+        error = statistics.stdev(blocks[name]) / len(blocks[name]) ** 0.5
+        table.add_row(f"{name} ({src})", f"{statistics.fmean(blocks[name]):.1f} ± {error:.1f}", f"{p50:.1f}",
+                      f"{p95:.1f}", f"{scrapes[name]:.1f}")
     console.print(table)
     return 0
 
