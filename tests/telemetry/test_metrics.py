@@ -139,3 +139,32 @@ def test_model_labels_are_bounded() -> None:
     labels = {metrics.admit_model(name) for name in names}
     assert len(labels - {"other"}) <= metrics.MAX_MODEL_LABELS and "other" in labels
     assert metrics.model_label(None) == "other"
+
+
+@pytest.mark.root
+def test_the_queue_depth_and_a_failing_upstream(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> None:
+    upstream.reset()
+    env = {**_server_env(upstream, postgres), "COVE_BACKGROUND_WORKERS": "1"}
+    with running_server(data_dir("cove-metrics-queue"), env) as srv:
+        client = srv.client()
+        # The scenario is a slow upstream: the first response holds the only worker for 3 s.
+        upstream.script([Reply(text="slow", delay=3), Reply(error=(400, "the upstream refused it")), Reply(text="fine")])
+        made = [client.responses.create(model=MODEL, input=f"question {n}", background=True) for n in range(3)]
+
+        def queued() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+            samples = scrape(srv.url)
+            waiting = value(samples, "cove_background_responses", status="queued")
+            running = value(samples, "cove_background_responses", status="in_progress")
+            return samples if (waiting, running) == (2, 1) else {}
+
+        eventually(queued, what="two responses queued behind the running one")
+        statuses = eventually(lambda: (s := [client.responses.retrieve(r.id).status for r in made])
+                              and all(x not in ("queued", "in_progress") for x in s) and s, what="all three")
+        assert sorted(statuses) == ["completed", "completed", "failed"]
+        samples = scrape(srv.url)
+        assert value(samples, "cove_background_responses", status="queued") == 0
+        assert value(samples, "cove_upstream_seconds_count", model=MODEL, outcome="error") == 1
+        assert value(samples, "cove_upstream_seconds_count", model=MODEL, outcome="ok") == 2
+        assert value(samples, "cove_responses_total", status="completed", model=MODEL) == 2
+        assert value(samples, "cove_responses_total", status="failed", model=MODEL) == 1
+    upstream.reset()
