@@ -142,13 +142,15 @@ def test_model_labels_are_bounded() -> None:
 
 
 @pytest.mark.root
-def test_the_queue_depth_and_a_failing_upstream(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> None:
+def test_the_queue_depth_a_failing_upstream_and_a_cancel(upstream: ScriptedUpstream,
+                                                          postgres: PostgresServer | None) -> None:
     upstream.reset()
     env = {**_server_env(upstream, postgres), "COVE_BACKGROUND_WORKERS": "1"}
     with running_server(data_dir("cove-metrics-queue"), env) as srv:
         client = srv.client()
         # The scenario is a slow upstream: the first response holds the only worker for 3 s.
-        upstream.script([Reply(text="slow", delay=3), Reply(error=(400, "the upstream refused it")), Reply(text="fine")])
+        upstream.script([Reply(text="slow", delay=3), Reply(error=(400, "the upstream refused it")),
+                         Reply(text="fine")])
         made = [client.responses.create(model=MODEL, input=f"question {n}", background=True) for n in range(3)]
 
         def queued() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -167,4 +169,14 @@ def test_the_queue_depth_and_a_failing_upstream(upstream: ScriptedUpstream, post
         assert value(samples, "cove_upstream_seconds_count", model=MODEL, outcome="ok") == 2
         assert value(samples, "cove_responses_total", status="completed", model=MODEL) == 2
         assert value(samples, "cove_responses_total", status="failed", model=MODEL) == 1
+        upstream.script([Reply(text="never", delay=30)])  # cancelled while the upstream is still thinking
+        waiting = client.responses.create(model=MODEL, input="slow", background=True)
+        eventually(lambda: upstream.requests and upstream.requests[-1]["messages"][-1]["content"] == "slow",
+                   what="the model turn to start")
+        client.responses.cancel(waiting.id)
+        eventually(lambda: client.responses.retrieve(waiting.id).status == "cancelled", what="the cancel")
+        samples = scrape(srv.url)
+        assert value(samples, "cove_upstream_seconds_count", model=MODEL, outcome="cancelled") == 1
+        assert value(samples, "cove_upstream_seconds_count", model=MODEL, outcome="error") == 1  # not one more
+        assert value(samples, "cove_responses_total", status="cancelled", model=MODEL) == 1
     upstream.reset()

@@ -3,6 +3,7 @@ tracing, puts a span around it (OpenTelemetry's GenAI names: ``chat <model>``, `
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,9 @@ from typing import Any, Protocol
 
 from cove.telemetry import metrics
 from cove.telemetry.tracing import span
+
+_STATUSES = frozenset({"completed", "incomplete", "failed", "in_progress", "searching", "interpreting"})
+"""Item statuses a tool's output may carry: any other value (a tool's own) is not made a label."""
 
 
 class Usage(Protocol):
@@ -61,6 +65,9 @@ def model_call(model: str, upstream_model: str) -> Iterator[ModelCall]:
         try:
             yield call
             outcome = "ok"
+        except asyncio.CancelledError:  # the response was cancelled or timed out: not the upstream's failure
+            outcome = "cancelled"
+            raise
         finally:
             label = metrics.admit_model(model) if outcome == "ok" else metrics.model_label(model)
             metrics.UPSTREAM_SECONDS.labels(label, outcome).observe(time.perf_counter() - started)
@@ -82,10 +89,10 @@ def tool_call(tool_type: str, call: dict[str, Any]) -> Iterator[ToolCall]:
             yield running
             status = running.output.get("status") if running.output is not None else None
             outcome = status if isinstance(status, str) and status in _STATUSES else "completed"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
         finally:
             metrics.TOOL_CALLS.labels(tool_type, outcome).inc()
             metrics.TOOL_SECONDS.labels(tool_type).observe(time.perf_counter() - started)
 
-
-_STATUSES = frozenset({"completed", "incomplete", "failed", "in_progress", "searching", "interpreting"})
-"""Item statuses a tool's output may carry: any other value (a tool's own) is not made a label."""

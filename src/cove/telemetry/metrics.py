@@ -40,13 +40,13 @@ EXEC_SECONDS = Histogram("cove_exec_seconds", "Time one command took in a contai
                          "by how it ended.", ["outcome"], registry=REGISTRY, buckets=_QUICK)
 RESPONSES = Counter("cove_responses", "Responses finished, by final status and model.", ["status", "model"],
                     registry=REGISTRY)
-UPSTREAM_SECONDS = Histogram("cove_upstream_seconds", "Time of one model turn at an upstream, first byte to last "
-                             "event, by model and outcome (ok, error).", ["model", "outcome"], registry=REGISTRY,
-                             buckets=_SLOW)
+UPSTREAM_SECONDS = Histogram("cove_upstream_seconds", "Time of one model turn at an upstream, request to last "
+                             "event, by model and outcome (ok, error, cancelled).", ["model", "outcome"],
+                             registry=REGISTRY, buckets=_SLOW)
 UPSTREAM_TOKENS = Counter("cove_upstream_tokens", "Tokens model turns used, by model and kind (input, output, "
                           "cached, reasoning).", ["model", "kind"], registry=REGISTRY)
 TOOL_CALLS = Counter("cove_tool_calls", "Hosted tool calls run, by tool type and outcome (the output item's "
-                     "status, or error when the call raised).", ["type", "outcome"], registry=REGISTRY)
+                     "status, error when the call raised, cancelled).", ["type", "outcome"], registry=REGISTRY)
 TOOL_SECONDS = Histogram("cove_tool_call_seconds", "Time one hosted tool call took, by tool type.", ["type"],
                          registry=REGISTRY, buckets=_QUICK)
 EGRESS = Counter("cove_egress_decisions", "The egress proxy's decisions on containers' requests (allowed, denied).",
