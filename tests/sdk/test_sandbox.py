@@ -1,0 +1,197 @@
+"""The sandbox SDK (``from cove import Sandbox``) against a real server and real containers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+
+import pytest
+
+from cove import AsyncSandbox, Sandbox
+from cove.sdk import CommandExitError, FilesystemEventType, FileType, NotFoundError
+from cove.sdk.connection import ConnectionConfig
+from tests.conftest import KEYS, Server
+from tests.polling import eventually
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def env(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The SDK finds the server the way users point it there: COVE_BASE_URL (here with /v1) and COVE_API_KEY."""
+    monkeypatch.setenv("COVE_BASE_URL", f"{server.url}/v1")
+    monkeypatch.setenv("COVE_API_KEY", KEYS["alpha"])
+    return server
+
+
+@pytest.fixture
+def sbx(env: Server) -> Sandbox:
+    with Sandbox(name="sdk-test") as sandbox:
+        yield sandbox
+
+
+def test_base_url_with_or_without_v1(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/"):
+        monkeypatch.setenv("COVE_BASE_URL", url)
+        assert ConnectionConfig.of().base_url == "http://h:1"
+    assert ConnectionConfig.of("https://x/v1").ws_url("/containers/c/pty") == "wss://x/v1/containers/c/pty"
+
+
+def test_context_manager_kills(env: Server) -> None:
+    with Sandbox(name="sdk-ctx") as sandbox:
+        assert sandbox.is_running()
+        sandbox_id = sandbox.sandbox_id
+    with env.http() as http:
+        assert http.get(f"/v1/containers/{sandbox_id}").status_code == 404
+
+
+def test_commands_stream_and_exit_codes(sbx: Sandbox) -> None:
+    seen: list[str] = []
+    result = sbx.commands.run("for i in 1 2 3; do echo line $i; done; echo oops >&2", on_stdout=seen.append,
+                              envs={"X": "y"})
+    assert result.stdout == "line 1\nline 2\nline 3\n" and result.stderr == "oops\n" and result.exit_code == 0
+    assert "".join(seen) == result.stdout
+    assert sbx.commands.run("echo $X; pwd", envs={"X": "from-env"}, cwd="/tmp").stdout == "from-env\n/tmp\n"
+    with pytest.raises(CommandExitError) as failed:
+        sbx.commands.run("echo partial; exit 7")
+    assert failed.value.exit_code == 7 and failed.value.stdout == "partial\n"
+    with pytest.raises(CommandExitError) as slow:
+        sbx.commands.run("sleep 30", timeout=1)
+    assert slow.value.timed_out and slow.value.exit_code is None
+
+
+def test_background_command_wait_and_kill(sbx: Sandbox) -> None:
+    lines: list[str] = []
+    handle = sbx.commands.run("echo started; sleep 0.5; echo finished", background=True, on_stdout=lines.append)
+    assert handle.wait().stdout == "started\nfinished\n"
+    assert "".join(lines) == "started\nfinished\n"
+    looping = sbx.commands.run("while true; do echo tick; sleep 0.2; done", background=True, timeout=600)
+    eventually(lambda: "tick" in looping.stdout, what="the background loop to print")
+    assert looping.kill()
+    with pytest.raises(CommandExitError) as killed:
+        looping.wait()
+    assert killed.value.exit_code == 137
+
+
+def test_files_write_read_list_remove(sbx: Sandbox) -> None:
+    blob = bytes(range(256)) * 1000
+    info = sbx.files.write("/srv/data/blob.bin", blob)
+    assert info.path == "/srv/data/blob.bin" and info.size == len(blob) and info.id.startswith("cfile")
+    assert sbx.files.read("/srv/data/blob.bin", format="bytes") == blob
+    sbx.files.write("/srv/data/hello.txt", "héllo\n")
+    assert sbx.files.read("/srv/data/hello.txt") == "héllo\n"
+    sbx.files.make_dir("/srv/data/sub")
+    entries = sbx.files.list("/srv/data")
+    assert [(e.name, e.type) for e in entries] == [("blob.bin", FileType.FILE), ("hello.txt", FileType.FILE),
+                                                   ("sub", FileType.DIR)]
+    assert entries[0].size == len(blob)
+    sbx.files.remove("/srv/data/hello.txt")
+    assert not sbx.files.exists("/srv/data/hello.txt") and sbx.files.exists("/srv/data/blob.bin")
+    with pytest.raises(NotFoundError):
+        sbx.files.read("/srv/data/hello.txt")
+    with pytest.raises(NotFoundError):
+        sbx.files.list("/nowhere")
+
+
+def test_watch_dir(sbx: Sandbox) -> None:
+    sbx.files.make_dir("/srv/watched")
+    handle = sbx.files.watch_dir("/srv/watched")
+    try:
+        sbx.files.write("/srv/watched/a.txt", "one")
+        events: list[tuple[str, FilesystemEventType]] = []
+
+        def saw(name: str, kind: FilesystemEventType) -> bool:
+            events.extend((e.name, e.type) for e in handle.get_new_events())
+            return (name, kind) in events
+
+        eventually(lambda: saw("a.txt", FilesystemEventType.CREATE), what="the create event")
+        sbx.commands.run("echo more >> /srv/watched/a.txt")
+        eventually(lambda: saw("a.txt", FilesystemEventType.WRITE), what="the write event")
+        sbx.files.remove("/srv/watched/a.txt")
+        eventually(lambda: saw("a.txt", FilesystemEventType.REMOVE), what="the remove event")
+    finally:
+        handle.stop()
+    assert "python3 -c" not in sbx.commands.run("ps -eo args").stdout  # the watcher is gone
+    with pytest.raises(NotFoundError):
+        sbx.files.watch_dir("/nowhere")
+
+
+def test_run_code_is_stateful_like_e2b(sbx: Sandbox) -> None:
+    printed: list[str] = []
+    first = sbx.run_code("x = 41\nprint('hi')\nx + 1", on_stdout=printed.append)
+    assert first.text == "42" and first.logs.stdout == ["hi", "\n"] and first.error is None
+    assert printed == ["hi", "\n"]
+    assert sbx.run_code("x * 2").text == "82"  # variables survive between cells
+    failed = sbx.run_code("1 / 0")
+    assert failed.error is not None and failed.error.name == "ZeroDivisionError"
+    assert failed.error.value == "division by zero" and "ZeroDivisionError" in failed.error.traceback
+    assert sbx.run_code("y = 3").text is None
+    big = sbx.run_code("s = '" + "a" * 100_000 + "'\nlen(s)")  # past the inline limit: uploaded
+    assert big.text == "100000"
+
+
+def test_run_code_figure(sbx: Sandbox) -> None:
+    if sbx.commands.run("python3 -c 'import matplotlib' 2>/dev/null; echo $?").stdout.strip() != "0":
+        pytest.skip("the default image has no matplotlib")
+    figure = sbx.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nNone")
+    pngs = [r.png for r in figure.results if r.png]
+    assert len(pngs) == 1 and base64.b64decode(pngs[0]).startswith(b"\x89PNG")
+
+
+def test_snapshot_and_fork(sbx: Sandbox) -> None:
+    sbx.files.write("/mnt/data/state.txt", "v1")
+    snapshot = sbx.snapshot("sdk-snap")
+    assert snapshot.sandbox_id == sbx.sandbox_id and snapshot.name == "sdk-snap"
+    (forked,) = sbx.fork()
+    with forked:
+        assert forked.files.read("/mnt/data/state.txt") == "v1"
+        forked.files.write("/mnt/data/state.txt", "forked")
+        assert sbx.files.read("/mnt/data/state.txt") == "v1"
+    with Sandbox(snapshot_id=snapshot.snapshot_id) as restored:
+        assert restored.files.read("/mnt/data/state.txt") == "v1"
+
+
+def test_errors_and_connect(env: Server) -> None:
+    with pytest.raises(NotFoundError) as missing:
+        Sandbox.connect("cntr_nope")
+    assert missing.value.status == 404
+    with Sandbox(name="sdk-connect") as sandbox:
+        other = Sandbox.connect(sandbox.sandbox_id)
+        assert other.commands.run("echo shared").stdout == "shared\n"
+        assert sandbox.sandbox_id in {info.sandbox_id for info in Sandbox.list()}
+        other.close()
+        with pytest.raises(NotFoundError):  # another project's key sees nothing
+            Sandbox.connect(sandbox.sandbox_id, api_key=KEYS["beta"])
+
+
+def test_async_twin(env: Server) -> None:
+    async def main() -> None:
+        async with await AsyncSandbox.create(name="sdk-async") as sandbox:
+            chunks: list[str] = []
+
+            async def collect(text: str) -> None:
+                chunks.append(text)
+
+            results = await asyncio.gather(*(sandbox.commands.run(f"echo {i}", on_stdout=collect) for i in range(4)))
+            assert sorted(r.stdout for r in results) == ["0\n", "1\n", "2\n", "3\n"]
+            assert sorted(chunks) == ["0\n", "1\n", "2\n", "3\n"]
+            assert (await sandbox.run_code("2 ** 10")).text == "1024"
+            await sandbox.files.write("/tmp/async.txt", b"bytes")
+            assert await sandbox.files.read("/tmp/async.txt") == "bytes"
+
+    asyncio.run(main())
+
+
+def test_sync_calls_from_threads(sbx: Sandbox) -> None:
+    outputs: list[str] = []
+
+    def worker(i: int) -> None:
+        outputs.append(sbx.commands.run(f"echo {i}").stdout)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outputs) == ["0\n", "1\n", "2\n", "3\n"]
