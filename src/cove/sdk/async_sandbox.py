@@ -129,11 +129,14 @@ class AsyncSandbox:
         return [AsyncSandbox(Connection(self._connection.config), SandboxInfo.of(raw)) for raw in made["data"]]
 
     async def kill(self) -> bool:
-        """Deletes the container (processes, files, disk); False if it was gone already."""
+        """Deletes the container (processes, files, disk) and closes this client's connection, which
+        has nothing left to reach; False if the container was gone already."""
         try:
             await self._connection.request("DELETE", f"/containers/{self.sandbox_id}")
         except NotFoundError:
             return False
+        finally:
+            await self.close()
         return True
 
     async def close(self) -> None:
@@ -145,7 +148,4 @@ class AsyncSandbox:
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        try:
-            await self.kill()
-        finally:
-            await self.close()
+        await self.kill()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from cove.sdk.connection import Connection
-from cove.sdk.errors import APIError, SandboxError
+from cove.sdk.errors import APIError
 from cove.sdk.models import PtySize
 
 if TYPE_CHECKING:
@@ -84,10 +84,11 @@ class AsyncPty:
         url = self._connection.config.ws_url(f"/containers/{self._sandbox_id}/pty?{urlencode(query)}")
         try:
             socket = await connect(url, additional_headers=self._connection.config.headers, max_size=None)
-        except InvalidStatus as exc:
-            body = exc.response.body or b""
+        except InvalidStatus as exc:  # refused before the upgrade: the HTTP error answer (none: no such route)
+            status, body = exc.response.status_code, (exc.response.body or b"").decode(errors="replace")
             try:
-                raise APIError.of(exc.response.status_code, json.loads(body)) from None
+                answer = json.loads(body)
             except ValueError:
-                raise SandboxError(f"The terminal was refused: HTTP {exc.response.status_code}") from None
+                answer = body or f"HTTP {status}: this server has no terminal route"
+            raise APIError.of(status, answer) from None
         return AsyncPtyHandle(socket, on_data)
