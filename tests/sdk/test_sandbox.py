@@ -73,6 +73,10 @@ def test_background_command_wait_and_kill(sbx: Sandbox) -> None:
     with pytest.raises(CommandExitError) as killed:
         looping.wait()
     assert killed.value.exit_code == 137
+    tree = sbx.commands.run("sh -c 'sleep 321' & sh -c 'sleep 322' & echo up; wait", background=True)
+    eventually(lambda: "up" in tree.stdout, what="the tree to start")
+    assert tree.kill()
+    assert "sleep 32" not in sbx.commands.run("ps -eo args").stdout  # grandchildren too
 
 
 def test_files_write_read_list_remove(sbx: Sandbox) -> None:

@@ -20,6 +20,8 @@ MAX_TIMEOUT = 3600.0
 """The exec route's bound for one command (``timeout_ms`` up to an hour)."""
 PID_DIR = "/tmp/.cove-sdk"
 """Where a background command leaves its shell's pid, for ``kill``."""
+_KILL_TREE = 'tree() { kill -STOP "$1" 2>/dev/null; for c in $(pgrep -P "$1"); do tree "$c"; done; kill -KILL "$1"; };'
+"""A shell function that SIGKILLs a process and its descendants, each stopped first so none forks away."""
 
 
 class _Output:
@@ -91,13 +93,13 @@ class AsyncCommandHandle:
         return _result(self._output, exit_code, timed_out)
 
     async def kill(self) -> bool:
-        """SIGKILLs the command (its shell and that shell's children); False if it had ended already."""
+        """SIGKILLs the command and every process it started; False if it had ended already."""
         if self._task.done():
             return False
         pid = shlex.quote(self._pid_file)
         # The pid file may not be written yet when kill follows run at once: wait for it (5 s at most).
         await self._commands.run(f"for i in $(seq 50); do [ -s {pid} ] && break; sleep 0.1; done; "
-                                 f"p=$(cat {pid}) && pkill -KILL -P \"$p\"; kill -KILL \"$p\"; true", timeout=30)
+                                 f"{_KILL_TREE} p=$(cat {pid}) && tree $p; true", timeout=30)
         await asyncio.wait([self._task])
         return True
 
