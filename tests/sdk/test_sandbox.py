@@ -77,6 +77,7 @@ def test_background_command_wait_and_kill(sbx: Sandbox) -> None:
     eventually(lambda: "up" in tree.stdout, what="the tree to start")
     assert tree.kill()
     assert "sleep 32" not in sbx.commands.run("ps -eo args").stdout  # grandchildren too
+    assert sbx.files.list("/tmp/.cove-sdk") == []  # no pid file left behind
 
 
 def test_files_write_read_list_remove(sbx: Sandbox) -> None:

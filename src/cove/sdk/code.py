@@ -16,7 +16,7 @@ import json
 import secrets
 from typing import Any
 
-from cove.sdk.commands import OutputHandler, _Output, stream_command
+from cove.sdk.commands import Output, OutputHandler, stream_command
 from cove.sdk.connection import Connection
 from cove.sdk.errors import SandboxError
 from cove.sdk.files import AsyncFiles
@@ -40,7 +40,7 @@ class _Cell:
     def __init__(self, on_stdout: OutputHandler | None, on_stderr: OutputHandler | None) -> None:
         self.execution = Execution()
         self.images: list[str] = []
-        self.handlers = _Output(on_stdout, on_stderr)
+        self.handlers = Output(on_stdout, on_stderr)
         self.buffer = ""
 
     async def feed(self, text: str) -> None:
@@ -80,13 +80,13 @@ async def run_code(connection: Connection, sandbox_id: str, files: AsyncFiles, c
                f'printf %s "$COVE_KERNEL" | base64 -d > {KERNEL}; fi && {write_cell} && '
                f"exec env -u COVE_KERNEL -u COVE_CELL python3 {KERNEL} run {cell_path}")
     cell = _Cell(on_stdout, on_stderr)
-    lines = _Output(cell.feed, None)
+    lines = Output(cell.feed, None)
     exit_code, timed_out = await stream_command(connection, sandbox_id, command, envs=envs, cwd=None,
                                                 timeout=DEFAULT_TIMEOUT if timeout is None else timeout, output=lines)
     if timed_out:
         await stream_command(connection, sandbox_id, f"kill -9 $(cat {KERNEL_DIR}/kernel.pid) 2>/dev/null; "
                              f"rm -f {KERNEL_DIR}/kernel.sock", envs=None, cwd=None, timeout=30,
-                             output=_Output(None, None))
+                             output=Output(None, None))
         cell.execution.error = ExecutionError("TimeoutError", "The cell ran out of time; the session was "
                                               "restarted and its variables are gone.", "")
     elif exit_code != 0:

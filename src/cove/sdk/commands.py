@@ -24,7 +24,7 @@ _KILL_TREE = 'tree() { kill -STOP "$1" 2>/dev/null; for c in $(pgrep -P "$1"); d
 """A shell function that SIGKILLs a process and its descendants, each stopped first so none forks away."""
 
 
-class _Output:
+class Output:
     """The text of one command as the stream delivers it (deltas are never cut, unlike the final output)."""
 
     def __init__(self, on_stdout: OutputHandler | None, on_stderr: OutputHandler | None) -> None:
@@ -44,7 +44,7 @@ class _Output:
 
 
 async def stream_command(connection: Connection, sandbox_id: str, command: str, *, envs: dict[str, str] | None,
-                         cwd: str | None, timeout: float | None, output: _Output) -> tuple[int | None, bool]:
+                         cwd: str | None, timeout: float | None, output: Output) -> tuple[int | None, bool]:
     """Runs one command, feeding ``output``; answers its exit code (None on timeout) and whether it timed out."""
     limit = MAX_TIMEOUT if timeout is None else min(max(timeout, 0.001), MAX_TIMEOUT)
     body = {"commands": [command], "timeout_ms": int(limit * 1000), "max_output_length": 1,
@@ -65,7 +65,7 @@ async def stream_command(connection: Connection, sandbox_id: str, command: str, 
     return None, True
 
 
-def _result(output: _Output, exit_code: int | None, timed_out: bool) -> CommandResult:
+def _result(output: Output, exit_code: int | None, timed_out: bool) -> CommandResult:
     stdout, stderr = output.text("stdout"), output.text("stderr")
     if timed_out or exit_code != 0:
         raise CommandExitError(stdout, stderr, exit_code, timed_out=timed_out)
@@ -75,7 +75,7 @@ def _result(output: _Output, exit_code: int | None, timed_out: bool) -> CommandR
 class AsyncCommandHandle:
     """A command running in the background: its output so far, ``wait()`` for its end, ``kill()``."""
 
-    def __init__(self, commands: AsyncCommands, pid_file: str, output: _Output,
+    def __init__(self, commands: AsyncCommands, pid_file: str, output: Output,
                  task: asyncio.Task[tuple[int | None, bool]]) -> None:
         self._commands, self._pid_file, self._output, self._task = commands, pid_file, output, task
 
@@ -99,7 +99,7 @@ class AsyncCommandHandle:
         pid = shlex.quote(self._pid_file)
         # The pid file may not be written yet when kill follows run at once: wait for it (5 s at most).
         await self._commands.run(f"for i in $(seq 50); do [ -s {pid} ] && break; sleep 0.1; done; "
-                                 f"{_KILL_TREE} p=$(cat {pid}) && tree $p; true", timeout=30)
+                                 f"{_KILL_TREE} p=$(cat {pid}) && tree $p; rm -f {pid}; true", timeout=30)
         await asyncio.wait([self._task])
         return True
 
@@ -128,13 +128,14 @@ class AsyncCommands:
         or a timeout, as E2B does). With ``background=True`` it is a handle at once. ``timeout`` is in
         seconds, at most an hour (None: an hour).
         """
-        output = _Output(on_stdout, on_stderr)
+        output = Output(on_stdout, on_stderr)
         if not background:
             code, timed_out = await stream_command(self._connection, self._sandbox_id, cmd, envs=envs, cwd=cwd,
                                                    timeout=timeout, output=output)
             return _result(output, code, timed_out)
         pid_file = f"{PID_DIR}/{secrets.token_hex(8)}.pid"
-        wrapped = f"mkdir -p {PID_DIR} && echo $$ > {pid_file} && exec /bin/sh -c {shlex.quote(cmd)}"
+        wrapped = (f"mkdir -p {PID_DIR} && echo $$ > {pid_file} && /bin/sh -c {shlex.quote(cmd)}; "
+                   f"status=$?; rm -f {pid_file}; exit $status")
         task = asyncio.create_task(stream_command(self._connection, self._sandbox_id, wrapped, envs=envs, cwd=cwd,
                                                   timeout=timeout, output=output))
         return AsyncCommandHandle(self, pid_file, output, task)

@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Callable
 from typing import IO, Any, Literal, overload
 
-from cove.sdk.commands import _Output, stream_command
+from cove.sdk.commands import Output, stream_command
 from cove.sdk.connection import Connection
 from cove.sdk.errors import NotFoundError, SandboxError
 from cove.sdk.models import EntryInfo, FilesystemEvent, FilesystemEventType, FileType, WriteInfo
@@ -100,9 +100,9 @@ class AsyncFiles:
     def __init__(self, connection: Connection, sandbox_id: str) -> None:
         self._connection, self._sandbox_id = connection, sandbox_id
 
-    async def _run(self, command: str, output: _Output | None = None,
+    async def _run(self, command: str, output: Output | None = None,
                    timeout: float | None = 300) -> tuple[str, str, int | None]:
-        output = output or _Output(None, None)
+        output = output or Output(None, None)
         code, _ = await stream_command(self._connection, self._sandbox_id, command, envs=None, cwd=None,
                                        timeout=timeout, output=output)
         return output.text("stdout"), output.text("stderr"), code
@@ -166,7 +166,7 @@ class AsyncFiles:
         0.1 s, until ``stop()`` or ``timeout`` seconds (None: an hour)."""
         handle = AsyncWatchHandle(self, on_event)
         command = f"python3 -c {shlex.quote(_WATCHER)} {shlex.quote(path)} {int(recursive)}"
-        task = handle._task = asyncio.create_task(self._run(command, _Output(handle._feed, None), timeout))
+        task = handle._task = asyncio.create_task(self._run(command, Output(handle._feed, None), timeout))
         waiting: list[asyncio.Future[Any]] = [task, handle._started]
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not handle._started.done():
