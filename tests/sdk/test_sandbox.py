@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from cove import AsyncSandbox, Sandbox
-from cove.sdk import APIError, CommandExitError, FilesystemEventType, FileType, NotFoundError, PtySize
+from cove.sdk import (
+    APIError,
+    CommandExitError,
+    FilesystemEventType,
+    FileType,
+    InvalidRequestError,
+    NotFoundError,
+    PtySize,
+)
 from cove.sdk.connection import ConnectionConfig
 from tests.conftest import KEYS, Server
 from tests.polling import eventually
@@ -229,3 +237,14 @@ def test_pty(sbx: Sandbox) -> None:
     eventually(lambda: b"40 120" in terminal.output, what="the new size")
     terminal.send_stdin("exit 5\n")
     assert terminal.wait() == 5
+
+
+def test_create_options(env: Server) -> None:
+    with Sandbox(name="sdk-opts", network=["example.com"], timeout=90, memory_limit="4g", cpu_limit=1.5) as sandbox:
+        raw = sandbox.get_info().raw
+        assert raw["network_policy"] == {"type": "allowlist", "allowed_domains": ["example.com"]}
+        assert raw["expires_after"] == {"anchor": "last_active_at", "minutes": 2}  # idle seconds, rounded up
+        assert (raw["memory_limit"], raw["cpu_limit"], raw["name"]) == ("4g", 1.5, "sdk-opts")
+    with pytest.raises(InvalidRequestError) as bad:
+        Sandbox(memory_limit="3g")
+    assert bad.value.param is not None and "memory_limit" in bad.value.param
