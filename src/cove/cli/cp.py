@@ -14,6 +14,7 @@ import secrets
 import shlex
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -46,11 +47,12 @@ def _upload(source: Path, sandbox: Sandbox, target: str) -> None:
         with source.open("rb") as handle:
             sandbox.files.write(target, handle)
         return
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        tar.add(source, arcname=".")
     staged = f"/tmp/.cove-cp-{secrets.token_hex(6)}.tar"
-    sandbox.files.write(staged, archive.getvalue())
+    with tempfile.TemporaryFile() as archive:  # on disk: a directory may be larger than memory
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            tar.add(source, arcname=".")
+        archive.seek(0)
+        sandbox.files.write(staged, archive)
     sandbox.commands.run(f"mkdir -p {shlex.quote(target)} && tar -xf {staged} -C {shlex.quote(target)} "
                          "--no-same-owner; status=$?; rm -f " + staged + "; exit $status", timeout=3600)
 
