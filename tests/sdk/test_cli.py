@@ -137,3 +137,11 @@ def test_list_responses_route(server: Server, client: openai.OpenAI, http: httpx
 
 def test_images_ls(server: Server) -> None:
     assert "default" in cove(server, "images", "ls").stdout
+
+
+def test_the_server_never_loads_the_sdk() -> None:
+    """``cove serve`` is the same program as the client commands, and ``from cove import Sandbox`` is lazy."""
+    probe = ("import sys, cove, cove.api.app\nfrom cove.cli import app\n"
+             "print(sorted(name for name in sys.modules if name.startswith('cove.sdk')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert loaded.stdout == "[]\n"

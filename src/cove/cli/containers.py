@@ -10,8 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from cove.cli.remote import console, failing_clearly, when
-from cove.sdk import Sandbox, SandboxError
-from cove.sdk.client import Client
 
 containers_app = typer.Typer(no_args_is_help=True, help="List, create, remove containers; read their logs.")
 
@@ -20,6 +18,8 @@ containers_app = typer.Typer(no_args_is_help=True, help="List, create, remove co
 def list_containers(limit: Annotated[int | None, typer.Option(help="Show at most this many.")] = None,
                     as_json: Annotated[bool, typer.Option("--json", help="The container objects.")] = False) -> None:
     """The project's containers, newest first."""
+    from cove.sdk import Sandbox
+
     with failing_clearly():
         found = Sandbox.list(limit=limit)
     if as_json:
@@ -43,6 +43,8 @@ def create(name: Annotated[str, typer.Option(help="Its name.")] = "cli",
            idle_minutes: Annotated[int | None, typer.Option(help="Minutes unused before it expires.")] = None,
            snapshot: Annotated[str | None, typer.Option(help="Start with this snapshot's files.")] = None) -> None:
     """Makes a container and prints its id (keep it: the container lives until removed or idle)."""
+    from cove.sdk import Sandbox
+
     with failing_clearly():
         sandbox = Sandbox(image, name=name, memory_limit=memory, cpu_limit=cpus, network=allow or None,
                           timeout=None if idle_minutes is None else idle_minutes * 60, snapshot_id=snapshot)
@@ -53,6 +55,9 @@ def create(name: Annotated[str, typer.Option(help="Its name.")] = "cli",
 @containers_app.command("rm")
 def remove(container_ids: Annotated[list[str], typer.Argument(help="Container ids.")]) -> None:
     """Removes containers (processes, files, disk)."""
+    from cove.sdk import SandboxError
+    from cove.sdk.client import Client
+
     missing = False
     with failing_clearly(), Client() as client:
         for container_id in container_ids:
@@ -84,6 +89,8 @@ def logs(container_id: Annotated[str, typer.Argument(help="A container id.")],
          as_json: Annotated[bool, typer.Option("--json", help="The audit event objects.")] = False) -> None:
     """What happened in a container, oldest first: each command (with its response, outcome and
     duration), egress decision, computer action and live view (its audit trail)."""
+    from cove.sdk.client import Client
+
     with failing_clearly(), Client() as client:
         events = list(client.pages(f"/containers/{container_id}/audit", limit=limit))[::-1]
     if as_json:

@@ -16,12 +16,14 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cove.cli.remote import errors, failing_clearly
-from cove.sdk import CommandExitError, Sandbox
+
+if TYPE_CHECKING:
+    from cove.sdk import Sandbox
 
 
 def _remote(arg: str) -> tuple[str, str] | None:
@@ -33,6 +35,8 @@ def _remote(arg: str) -> tuple[str, str] | None:
 
 
 def _is_dir(sandbox: Sandbox, path: str) -> bool:
+    from cove.sdk import CommandExitError
+
     try:
         sandbox.commands.run(f"test -d {shlex.quote(path)}")
     except CommandExitError:
@@ -87,6 +91,8 @@ def _download(sandbox: Sandbox, source: str, target: str) -> None:
 def cp(source: Annotated[str, typer.Argument(help="CONTAINER_ID:PATH or a local path.")],
        target: Annotated[str, typer.Argument(help="A local path (- for stdout) or CONTAINER_ID:PATH.")]) -> None:
     """Copies a file or a directory into a container or out of one."""
+    from cove.sdk import Sandbox
+
     remote_source, remote_target = _remote(source), _remote(target)
     if (remote_source is None) == (remote_target is None):
         errors.print("[red]Error:[/red] one side must be CONTAINER_ID:PATH and the other a local path")

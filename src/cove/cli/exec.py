@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 
 from cove.cli.remote import failing_clearly
-from cove.sdk import CommandExitError, Sandbox
 
 TIMEOUT_EXIT = 124
 
@@ -32,7 +31,9 @@ def exec_(container_id: Annotated[str, typer.Argument(help="A container id.")],
           env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE (repeat).")] = None,
           workdir: Annotated[str | None, typer.Option("--workdir", "-w", help="Where to run it.")] = None,
           timeout: Annotated[float, typer.Option(help="Seconds before it is killed (at most 3600).")] = 3600) -> None:
-    """Runs a command in a container: output streams here as it is made, the exit code is cove's."""
+    """Runs a command in a container: its output streams here as it is made, and cove exits with its exit code."""
+    from cove.sdk import CommandExitError, Sandbox
+
     line = command[0] if len(command) == 1 else shlex.join(command)
     envs = dict(item.split("=", 1) for item in env or [] if "=" in item)
     with failing_clearly():

@@ -1,5 +1,8 @@
 """What the CLI's client commands share: the server they talk to (``COVE_BASE_URL``,
-``COVE_API_KEY``, as the SDK reads them) and one way of failing (a red line, exit code 1)."""
+``COVE_API_KEY``, as the SDK reads them) and one way of failing (a red line, exit code 1).
+
+The client commands import the SDK when they run, so ``cove serve`` (the same program) never loads it.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cove.sdk import SandboxError
-from cove.sdk.connection import ConnectionConfig
-
 console = Console()
 errors = Console(stderr=True)
 
@@ -22,6 +22,9 @@ errors = Console(stderr=True)
 @contextmanager
 def failing_clearly() -> Iterator[None]:
     """An API error or an unreachable server as one line on stderr and exit code 1, not a traceback."""
+    from cove.sdk import SandboxError
+    from cove.sdk.connection import ConnectionConfig
+
     try:
         yield
     except SandboxError as exc:

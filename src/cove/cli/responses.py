@@ -11,8 +11,6 @@ from rich.table import Table
 
 from cove.cli import trajectory
 from cove.cli.remote import console, failing_clearly, when
-from cove.sdk import NotFoundError
-from cove.sdk.client import Client
 
 responses_app = typer.Typer(no_args_is_help=True, help="List responses; show one's trajectory.")
 INCLUDE = ["code_interpreter_call.outputs", "web_search_call.action.sources", "reasoning.encrypted_content"]
@@ -22,6 +20,8 @@ INCLUDE = ["code_interpreter_call.outputs", "web_search_call.action.sources", "r
 def list_responses(limit: Annotated[int, typer.Option(help="The newest this many.")] = 20,
                    as_json: Annotated[bool, typer.Option("--json", help="The response objects.")] = False) -> None:
     """The project's stored responses, newest first, with status, model and tokens."""
+    from cove.sdk.client import Client
+
     with failing_clearly(), Client() as client:
         found = list(client.pages("/responses", limit=limit))
     if as_json:
@@ -62,6 +62,9 @@ def show(response_id: Annotated[str, typer.Argument(help="A response id.")],
                                                "commands' audit events.")] = False) -> None:
     """A response's trajectory: input, then each output item in order; tool calls with what they ran,
     their output and duration; tokens and timings."""
+    from cove.sdk import NotFoundError
+    from cove.sdk.client import Client
+
     with failing_clearly(), Client() as client:
         response = client.get(f"/responses/{response_id}", include=INCLUDE)
         inputs = list(client.pages(f"/responses/{response_id}/input_items", order="asc"))
