@@ -248,3 +248,14 @@ def test_create_options(env: Server) -> None:
     with pytest.raises(InvalidRequestError) as bad:
         Sandbox(memory_limit="3g")
     assert bad.value.param is not None and "memory_limit" in bad.value.param
+
+
+def test_pause_and_resume(sbx: Sandbox) -> None:
+    counter = sbx.commands.run("while true; do echo x >> /tmp/count; sleep 0.05; done", background=True, timeout=600)
+    eventually(lambda: sbx.files.exists("/tmp/count"), what="the counter to start")
+    assert sbx.pause().status == "paused"
+    assert sbx.get_info().status == "paused"
+    assert sbx.resume().status == "running"
+    before = sbx.files.read("/tmp/count").count("x")
+    eventually(lambda: sbx.files.read("/tmp/count").count("x") > before, what="the counter to go on after resume")
+    assert counter.kill()

@@ -128,6 +128,16 @@ class AsyncSandbox:
         made = await self._connection.request("POST", f"/containers/{self.sandbox_id}/fork", json={"count": count})
         return [AsyncSandbox(Connection(self._connection.config), SandboxInfo.of(raw)) for raw in made["data"]]
 
+    async def pause(self) -> SandboxInfo:
+        """Freezes every process of the sandbox (no CPU; memory, files and connections kept); any call
+        that uses it (a command, a file) resumes it first."""
+        self.info = SandboxInfo.of(await self._connection.request("POST", f"/containers/{self.sandbox_id}/pause"))
+        return self.info
+
+    async def resume(self) -> SandboxInfo:
+        self.info = SandboxInfo.of(await self._connection.request("POST", f"/containers/{self.sandbox_id}/resume"))
+        return self.info
+
     async def kill(self) -> bool:
         """Deletes the container (processes, files, disk) and closes this client's connection, which
         has nothing left to reach; False if the container was gone already."""

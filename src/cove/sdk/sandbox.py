@@ -214,6 +214,12 @@ class Sandbox:
     def fork(self, count: int = 1) -> builtins.list[Sandbox]:
         return [Sandbox._of(forked) for forked in call(self._async.fork(count))]
 
+    def pause(self) -> SandboxInfo:
+        return call(self._async.pause())
+
+    def resume(self) -> SandboxInfo:
+        return call(self._async.resume())
+
     def kill(self) -> bool:
         return call(self._async.kill())
 
