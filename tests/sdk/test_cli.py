@@ -45,6 +45,22 @@ def test_containers_create_ls_logs_rm(server: Server, container: str) -> None:
     cove(server, "exec", container, "--", "echo", "logged")
     logs = cove(server, "containers", "logs", container).stdout
     assert "$ echo logged  [exit 0," in logs
+    assert json.loads(cove(server, "containers", "logs", container, "--json").stdout)["command"] == "echo logged"
+    env = {**os.environ, "COVE_BASE_URL": server.url, "COVE_API_KEY": KEYS["alpha"]}
+    with subprocess.Popen([COVE, "containers", "logs", container, "--follow"], env=env, stdout=subprocess.PIPE,
+                          text=True) as following:
+        try:
+            assert following.stdout is not None
+            assert "$ echo logged " in following.stdout.readline()
+            cove(server, "exec", container, "--", "echo later")
+            assert "$ echo later " in following.stdout.readline()
+            cove(server, "containers", "rm", container)
+            assert f"{container} was removed" in following.stdout.read()
+            assert following.wait(timeout=60) == 0
+        finally:
+            if following.poll() is None:
+                following.kill()
+    container = cove(server, "containers", "create", "--name", "cli-test").stdout.strip()
     removed = cove(server, "containers", "rm", container, "cntr_unknown", check=False)
     assert removed.returncode == 1 and f"Removed {container}" in removed.stdout and "cntr_unknown" in removed.stdout
     assert container not in cove(server, "containers", "ls").stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 import typer
@@ -83,20 +84,44 @@ def _line(event: dict[str, Any]) -> str:
     return f"{kind} {json.dumps({k: v for k, v in event.items() if k not in ('id', 'object', 'type')})}"
 
 
+FOLLOW_SECONDS = 0.5
+"""How often ``logs --follow`` asks for new events."""
+
+
+def _show(event: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(event))
+        return
+    response = f" {event['response_id']}" if event.get("response_id") else ""
+    console.print(f"[dim]{when(event.get('created_at'))}{response}[/dim] {escape(_line(event))}",
+                  highlight=False, soft_wrap=True)
+
+
 @containers_app.command("logs")
 def logs(container_id: Annotated[str, typer.Argument(help="A container id.")],
          limit: Annotated[int, typer.Option(help="The newest this many events.")] = 100,
-         as_json: Annotated[bool, typer.Option("--json", help="The audit event objects.")] = False) -> None:
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Then print new events as they happen, "
+                                              "until Ctrl-C or the container is removed.")] = False,
+         as_json: Annotated[bool, typer.Option("--json", help="The audit event objects, one JSON per "
+                                               "line.")] = False) -> None:
     """What happened in a container, oldest first: each command (with its response, outcome and
     duration), egress decision, computer action and live view (its audit trail)."""
+    from cove.sdk import NotFoundError
     from cove.sdk.client import Client
 
+    path = f"/containers/{container_id}/audit"
     with failing_clearly(), Client() as client:
-        events = list(client.pages(f"/containers/{container_id}/audit", limit=limit))[::-1]
-    if as_json:
-        console.print_json(json.dumps(events))
-        return
-    for event in events:
-        response = f" {event['response_id']}" if event.get("response_id") else ""
-        console.print(f"[dim]{when(event.get('created_at'))}{response}[/dim] {escape(_line(event))}",
-                      highlight=False, soft_wrap=True)
+        events = list(client.pages(path, limit=limit))[::-1]
+        for event in events:
+            _show(event, as_json)
+        last = events[-1]["id"] if events else None
+        while follow:
+            time.sleep(FOLLOW_SECONDS)
+            try:
+                events = list(client.pages(path, order="asc", after=last))
+            except NotFoundError:
+                console.print(f"[dim]{container_id} was removed[/dim]")
+                return
+            for event in events:
+                _show(event, as_json)
+                last = event["id"]

@@ -27,10 +27,11 @@ class Client:
     def delete(self, path: str) -> Any:
         return _portal.call(self._connection.request("DELETE", path))
 
-    def pages(self, path: str, *, limit: int | None = None, order: str = "desc",
+    def pages(self, path: str, *, limit: int | None = None, order: str = "desc", after: str | None = None,
               **params: Any) -> Iterator[dict[str, Any]]:
-        """The objects of a cursor-paginated list, page by page, the first ``limit`` of them (None: all)."""
-        after, seen = None, 0
+        """The objects of a cursor-paginated list (those past ``after``), page by page, the first
+        ``limit`` of them (None: all)."""
+        seen = 0
         while True:
             page = self.get(path, limit=100 if limit is None else min(100, limit - seen), order=order, after=after,
                             **params)
