@@ -133,9 +133,10 @@ def test_watch_dir(sbx: Sandbox) -> None:
 
 def test_run_code_is_stateful_like_e2b(sbx: Sandbox) -> None:
     printed: list[str] = []
-    first = sbx.run_code("x = 41\nprint('hi')\nx + 1", on_stdout=printed.append)
-    assert first.text == "42" and first.logs.stdout == ["hi", "\n"] and first.error is None
-    assert printed == ["hi", "\n"]
+    first = sbx.run_code("x = 41\nprint('hi')\nprint('a', end='')\nprint('b')\nx + 1", on_stdout=printed.append)
+    assert first.text == "42" and first.logs.stdout == ["hi\n", "ab\n"] and first.error is None
+    assert printed == ["hi\n", "ab\n"]
+    assert sbx.run_code("import sys\nsys.stderr.write('no newline')").logs.stderr == ["no newline"]
     assert sbx.run_code("x * 2").text == "82"  # variables survive between cells
     failed = sbx.run_code("1 / 0")
     assert failed.error is not None and failed.error.name == "ZeroDivisionError"

@@ -35,13 +35,33 @@ def _kernel_source() -> bytes:
 
 
 class _Cell:
-    """One cell's JSON lines, turned into an ``Execution`` as they arrive."""
+    """One cell's JSON lines, turned into an ``Execution`` as they arrive.
+
+    Printed text is handed on by lines (``print("hi")`` is one ``"hi\n"``, as a notebook sends it,
+    though Python writes it in two pieces); what is left without a newline goes at the end.
+    """
 
     def __init__(self, on_stdout: OutputHandler | None, on_stderr: OutputHandler | None) -> None:
         self.execution = Execution()
         self.images: list[str] = []
         self.handlers = Output(on_stdout, on_stderr)
         self.buffer = ""
+        self.partial = {"stdout": "", "stderr": ""}
+
+    async def _print(self, name: str, text: str) -> None:
+        (self.execution.logs.stdout if name == "stdout" else self.execution.logs.stderr).append(text)
+        await self.handlers.add(name, text)
+
+    async def _stream(self, name: str, text: str) -> None:
+        *lines, self.partial[name] = (self.partial[name] + text).split("\n")
+        for line in lines:
+            await self._print(name, line + "\n")
+
+    async def flush(self) -> None:
+        for name, rest in self.partial.items():
+            if rest:
+                await self._print(name, rest)
+        self.partial = {"stdout": "", "stderr": ""}
 
     async def feed(self, text: str) -> None:
         self.buffer += text
@@ -52,9 +72,7 @@ class _Cell:
     async def _message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "stream":
-            name, text = str(message["name"]), str(message["text"])
-            (self.execution.logs.stdout if name == "stdout" else self.execution.logs.stderr).append(text)
-            await self.handlers.add(name, text)
+            await self._stream("stderr" if message.get("name") == "stderr" else "stdout", str(message["text"]))
         elif kind == "result":
             self.execution.results.append(Result(text=str(message["text"]), is_main_result=True))
         elif kind == "image":
@@ -83,6 +101,7 @@ async def run_code(connection: Connection, sandbox_id: str, files: AsyncFiles, c
     lines = Output(cell.feed, None)
     exit_code, timed_out = await stream_command(connection, sandbox_id, command, envs=envs, cwd=None,
                                                 timeout=DEFAULT_TIMEOUT if timeout is None else timeout, output=lines)
+    await cell.flush()
     if timed_out:
         await stream_command(connection, sandbox_id, f"kill -9 $(cat {KERNEL_DIR}/kernel.pid) 2>/dev/null; "
                              f"rm -f {KERNEL_DIR}/kernel.sock", envs=None, cwd=None, timeout=30,
