@@ -14,6 +14,8 @@ import openai
 import pytest
 
 from tests.conftest import KEYS, Server, free_port
+from tests.helpers import run
+from tests.polling import eventually
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 pytestmark = pytest.mark.root
@@ -161,3 +163,36 @@ def test_the_server_never_loads_the_sdk() -> None:
              "print(sorted(name for name in sys.modules if name.startswith('cove.sdk')))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert loaded.stdout == "[]\n"
+
+
+def test_responses_show_follows_a_running_response(server: Server, client: openai.OpenAI,
+                                                   upstream: ScriptedUpstream, http: httpx.Client) -> None:
+    waiting = "while [ ! -e /mnt/data/go ]; do sleep 0.1; done; echo released"
+    upstream.script([Reply(tool_calls=[ToolCall("shell", json.dumps({"commands": [waiting]}))]),
+                     Reply(text="Released and done.")])
+    response = client.responses.create(model="scripted-model", input="Wait for go.", background=True,
+                                       tools=[{"type": "shell", "environment": {"type": "container_auto"}}])  # type: ignore[list-item]
+
+    def container_id() -> str | None:
+        extra = client.responses.retrieve(response.id).model_extra or {}
+        return extra.get("container_id")
+
+    container = eventually(container_id, what="the response's container")
+    env = {**os.environ, "COVE_BASE_URL": server.url, "COVE_API_KEY": KEYS["alpha"], "COLUMNS": "200"}
+    with subprocess.Popen([COVE, "responses", "show", response.id, "--follow"], env=env, stdout=subprocess.PIPE,
+                          text=True) as following:
+        try:
+            assert following.stdout is not None
+            seen = ""
+            while "$ while [ ! -e /mnt/data/go ]" not in seen:
+                line = following.stdout.readline()
+                assert line, f"the follow ended early: {seen}"
+                seen += line
+            assert "Wait for go." in seen and following.poll() is None  # live: the command still waits
+            assert run(http, container, "touch /mnt/data/go")[0]["outcome"] == {"type": "exit", "exit_code": 0}
+            rest = following.stdout.read()
+            assert "released" in rest and "Released and done." in rest and "completed" in rest
+            assert following.wait(timeout=60) == 0
+        finally:
+            if following.poll() is None:
+                following.kill()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -11,6 +11,9 @@ from rich.table import Table
 
 from cove.cli import trajectory
 from cove.cli.remote import console, failing_clearly, when
+
+if TYPE_CHECKING:
+    from cove.sdk.client import Client
 
 responses_app = typer.Typer(no_args_is_help=True, help="List responses; show one's trajectory.")
 INCLUDE = ["code_interpreter_call.outputs", "web_search_call.action.sources", "reasoning.encrypted_content"]
@@ -55,9 +58,28 @@ def _containers(response: dict[str, Any]) -> set[str]:
     return found
 
 
+RUNNING = ("queued", "in_progress")
+ENDS = ("response.completed", "response.failed", "response.incomplete")
+
+
+def _follow(client: Client, response_id: str, inputs: list[dict[str, Any]], full: bool) -> None:
+    """A running background response live: its input, each output item as it is done (no timings:
+    the audit trail has them once the command ends), then its header once it ends."""
+    for part in trajectory.render_input(inputs, full):
+        console.print(part)
+    timings = trajectory.Timings([])
+    for event in client.events(f"/responses/{response_id}", stream="true", include=INCLUDE):
+        if event.get("type") == "response.output_item.done":
+            console.print(trajectory.item(event["item"], timings, full))
+        elif event.get("type") in ENDS:
+            console.print(trajectory.header(event["response"]))
+
+
 @responses_app.command("show")
 def show(response_id: Annotated[str, typer.Argument(help="A response id.")],
          full: Annotated[bool, typer.Option("--full", help="Every line of every output.")] = False,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="A background response still running: "
+                                              "print its items as they are done, until it ends.")] = False,
          as_json: Annotated[bool, typer.Option("--json", help="The response, its input items and its "
                                                "commands' audit events.")] = False) -> None:
     """A response's trajectory: input, then each output item in order; tool calls with what they ran,
@@ -68,6 +90,9 @@ def show(response_id: Annotated[str, typer.Argument(help="A response id.")],
     with failing_clearly(), Client() as client:
         response = client.get(f"/responses/{response_id}", include=INCLUDE)
         inputs = list(client.pages(f"/responses/{response_id}/input_items", order="asc"))
+        if follow and not as_json and response.get("background") and response.get("status") in RUNNING:
+            _follow(client, response_id, inputs, full)
+            return
         audit = []
         for container_id in sorted(_containers(response)):
             try:

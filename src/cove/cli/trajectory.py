@@ -137,11 +137,16 @@ def item(entry: dict[str, Any], timings: Timings, full: bool) -> RenderableType:
     return Text(f"{kind}: {_clip(json.dumps(rest), full)}", style="dim")
 
 
+def render_input(inputs: list[dict[str, Any]], full: bool) -> list[RenderableType]:
+    """The input items, then the heading of the output that follows them."""
+    timings = Timings([])
+    return [Text("input", style="bold underline"), *(item(entry, timings, full) for entry in inputs),
+            Text("output", style="bold underline")]
+
+
 def render(response: dict[str, Any], inputs: list[dict[str, Any]], audit: list[dict[str, Any]],
            full: bool) -> list[RenderableType]:
     timings = Timings(audit)
-    shown: list[RenderableType] = [header(response), Text("input", style="bold underline")]
-    shown += [item(entry, timings, full) for entry in inputs]
-    shown.append(Text("output", style="bold underline"))
+    shown: list[RenderableType] = [header(response), *render_input(inputs, full)]
     shown += [item(entry, timings, full) for entry in response.get("output") or []]
     return shown

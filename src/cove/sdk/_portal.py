@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from cove.sdk.errors import SandboxError
@@ -43,3 +43,21 @@ def call(coroutine: Coroutine[Any, Any, T]) -> T:
     except BaseException:
         future.cancel()
         raise
+
+
+async def _next(iterator: AsyncIterator[T]) -> T:
+    return await iterator.__anext__()
+
+
+def iterate(iterator: AsyncIterator[T]) -> Iterator[T]:
+    """The items of an async iterator of the SDK's loop, each waited for here; closed at the end."""
+    try:
+        while True:
+            try:
+                yield call(_next(iterator))
+            except StopAsyncIteration:
+                return
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            call(aclose())

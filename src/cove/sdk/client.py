@@ -17,9 +17,11 @@ class Client:
 
     def get(self, path: str, **params: Any) -> Any:
         """``GET /v1{path}``; list parameters (``include``) go as repeated ``include[]``."""
-        query = [(f"{key}[]" if isinstance(value, list) else key, item) for key, value in params.items()
-                 if value is not None for item in (value if isinstance(value, list) else [value])]
-        return _portal.call(self._connection.request("GET", path, params=query))
+        return _portal.call(self._connection.request("GET", path, params=_query(params)))
+
+    def events(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """The server-sent events of ``GET /v1{path}`` (e.g. a background response followed live)."""
+        return _portal.iterate(self._connection.events("GET", path, params=_query(params), timeout=None))
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return _portal.call(self._connection.request("POST", path, json=body or {}))
@@ -50,3 +52,8 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _query(params: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(f"{key}[]" if isinstance(value, list) else key, item) for key, value in params.items()
+            if value is not None for item in (value if isinstance(value, list) else [value])]

@@ -51,7 +51,7 @@ async def stream_command(connection: Connection, sandbox_id: str, command: str, 
             "env": envs or {}, "workdir": cwd, "stream": True}
     # max_output_length only cuts the final output object, which is not used: the deltas carry everything.
     outcome: dict[str, Any] = {}
-    async for event in connection.events(f"/containers/{sandbox_id}/exec", body, timeout=None):
+    async for event in connection.events("POST", f"/containers/{sandbox_id}/exec", json=body, timeout=None):
         kind = event.get("type")
         if kind == "container.exec.output.delta":
             for stream, text in event["delta"].items():

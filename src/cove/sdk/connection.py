@@ -60,13 +60,13 @@ class Connection:
             raise APIError.of(response.status_code, _json_or_text(response))
         return response.json()
 
-    async def events(self, path: str, body: dict[str, Any], timeout: float | None) -> AsyncIterator[dict[str, Any]]:
-        """The events of a streaming POST (``data:`` lines, up to ``[DONE]``), each as it arrives.
+    async def events(self, method: str, path: str, *, timeout: float | None,
+                     **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        """The events of a streaming route (``data:`` lines, up to ``[DONE]``), each as it arrives.
 
         ``timeout`` bounds the wait between two reads (None: a background command may be silent for long).
         """
-        request = self.http.build_request("POST", path, json=body,
-                                          timeout=httpx.Timeout(timeout, connect=10.0))
+        request = self.http.build_request(method, path, timeout=httpx.Timeout(timeout, connect=10.0), **kwargs)
         response = await self.http.send(request, stream=True)
         try:
             if response.status_code >= 400:
