@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -11,7 +13,6 @@ import pytest
 
 from cove import AsyncSandbox, Sandbox
 from cove.sdk import (
-    APIError,
     CommandExitError,
     FilesystemEventType,
     FileType,
@@ -19,7 +20,8 @@ from cove.sdk import (
     NotFoundError,
     PtySize,
 )
-from cove.sdk.connection import ConnectionConfig
+from cove.sdk.connection import Connection, ConnectionConfig
+from cove.sdk.pty import AsyncPty
 from tests.conftest import KEYS, Server
 from tests.polling import eventually
 
@@ -222,13 +224,8 @@ def test_the_e2b_example_ported(env: Server, capsys: pytest.CaptureFixture[str])
 
 
 def test_pty(sbx: Sandbox) -> None:
-    """``sbx.pty`` to the PTY WebSocket protocol (docs/api.md): typing, resize, exit code."""
-    try:
-        terminal = sbx.pty.create(PtySize(rows=30, cols=100), command="/bin/sh")
-    except APIError as exc:
-        if exc.status in (403, 404) and exc.type is None:  # Starlette's refusal of an unknown WebSocket path
-            pytest.skip(f"this server has no PTY route yet: {exc.message}")
-        raise
+    """``sbx.pty`` on the PTY WebSocket (docs/terminals.md): typing, resize, exit code, hang-up, errors."""
+    terminal = sbx.pty.create(PtySize(rows=30, cols=100), command="/bin/sh")
     terminal.send_stdin("echo hi-$((6*7))\n")
     eventually(lambda: b"hi-42" in terminal.output, what="the echo back")
     terminal.send_stdin("stty size\n")
@@ -238,6 +235,26 @@ def test_pty(sbx: Sandbox) -> None:
     eventually(lambda: b"40 120" in terminal.output, what="the new size")
     terminal.send_stdin("exit 5\n")
     assert terminal.wait() == 5
+    received: list[bytes] = []
+    waiting = sbx.pty.create(command="sleep 600", on_data=received.append)
+    eventually(lambda: "sleep 600" in sbx.commands.run("ps -eo args").stdout, what="the terminal's program")
+    waiting.kill()  # hanging up ends it
+    eventually(lambda: "sleep 600" not in sbx.commands.run("ps -eo args").stdout, what="the program to end")
+    assert waiting.wait() is None and bytes(waiting.output) == b"".join(received)
+
+    async def refused(sandbox_id: str, api_key: str) -> None:
+        connection = Connection(ConnectionConfig.of(api_key=api_key))
+        try:
+            with pytest.raises(NotFoundError):  # the server's JSON error before the upgrade, as an APIError
+                await AsyncPty(connection, sandbox_id).create()
+        finally:
+            await connection.close()
+
+    done = subprocess.run([str(Path(sys.executable).parent / "cove"), "containers", "logs", sbx.sandbox_id],
+                          capture_output=True, text=True, timeout=120, check=True)  # the terminals, audited
+    assert "terminal /bin/sh 100x30  [exit 5," in done.stdout
+    asyncio.run(refused("cntr_nope", KEYS["alpha"]))
+    asyncio.run(refused(sbx.sandbox_id, KEYS["beta"]))  # another project's container
 
 
 def test_create_options(env: Server) -> None:

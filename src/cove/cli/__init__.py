@@ -10,10 +10,12 @@ from cove.cli.image import image_app
 from cove.cli.responses import responses_app
 from cove.cli.search import search_app
 from cove.cli.serve import serve
+from cove.cli.shell import shell
 
 app = typer.Typer(no_args_is_help=True, help="Cove: a self-hosted agent runtime.")
 app.command()(serve)
 app.command()(audit)
+app.command()(shell)
 app.add_typer(image_app, name="images")
 app.add_typer(image_app, name="image", hidden=True)  # the name before `cove images`, kept for scripts
 app.add_typer(containers_app, name="containers")

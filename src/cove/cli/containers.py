@@ -78,6 +78,9 @@ def _line(event: dict[str, Any]) -> str:
         outcome = event.get("outcome") or {}
         result = f"exit {outcome['exit_code']}" if outcome.get("type") == "exit" else outcome.get("type", "?")
         return f"$ {event.get('command')}  [{result}, {event.get('duration_ms', '?')} ms]"
+    if kind == "terminal":
+        return (f"terminal {event.get('command') or '(shell)'} {event.get('cols')}x{event.get('rows')}  "
+                f"[exit {event.get('exit_code')}, {event.get('duration_ms', '?')} ms]")
     if kind == "egress":
         verdict = "allowed" if event.get("allowed") else f"refused ({event.get('reason')})"
         return f"egress {event.get('method')} {event.get('host')}:{event.get('port')} {verdict}"
