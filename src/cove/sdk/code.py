@@ -98,7 +98,7 @@ async def run_code(connection: Connection, sandbox_id: str, files: AsyncFiles, c
                f'printf %s "$COVE_KERNEL" | base64 -d > {KERNEL}; fi && {write_cell} && '
                f"exec env -u COVE_KERNEL -u COVE_CELL python3 {KERNEL} run {cell_path}")
     cell = _Cell(on_stdout, on_stderr)
-    lines = Output(cell.feed, None)
+    lines = Output(cell.feed, None, keep_handled=False)
     exit_code, timed_out = await stream_command(connection, sandbox_id, command, envs=envs, cwd=None,
                                                 timeout=DEFAULT_TIMEOUT if timeout is None else timeout, output=lines)
     await cell.flush()

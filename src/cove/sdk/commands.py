@@ -25,15 +25,22 @@ _KILL_TREE = 'tree() { kill -STOP "$1" 2>/dev/null; for c in $(pgrep -P "$1"); d
 
 
 class Output:
-    """The text of one command as the stream delivers it (deltas are never cut, unlike the final output)."""
+    """The text of one command as the stream delivers it (deltas are never cut, unlike the final output).
 
-    def __init__(self, on_stdout: OutputHandler | None, on_stderr: OutputHandler | None) -> None:
+    With ``keep_handled=False`` a stream that has a handler is only handed on, not kept: a watch or a
+    kernel's messages may run long, and their handler has taken what it needs.
+    """
+
+    def __init__(self, on_stdout: OutputHandler | None, on_stderr: OutputHandler | None, *,
+                 keep_handled: bool = True) -> None:
         self.handlers = {"stdout": on_stdout, "stderr": on_stderr}
         self.pieces: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.keep_handled = keep_handled
 
     async def add(self, stream: str, text: str) -> None:
-        self.pieces[stream].append(text)
         handler = self.handlers.get(stream)
+        if handler is None or self.keep_handled:
+            self.pieces[stream].append(text)
         if handler is not None:
             done = handler(text)
             if inspect.isawaitable(done):

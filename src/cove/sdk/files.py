@@ -166,7 +166,8 @@ class AsyncFiles:
         0.1 s, until ``stop()`` or ``timeout`` seconds (None: an hour)."""
         handle = AsyncWatchHandle(self, on_event)
         command = f"python3 -c {shlex.quote(_WATCHER)} {shlex.quote(path)} {int(recursive)}"
-        task = handle._task = asyncio.create_task(self._run(command, Output(handle._feed, None), timeout))
+        events = Output(handle._feed, None, keep_handled=False)
+        task = handle._task = asyncio.create_task(self._run(command, events, timeout))
         waiting: list[asyncio.Future[Any]] = [task, handle._started]
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not handle._started.done():
