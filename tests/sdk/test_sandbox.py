@@ -19,6 +19,7 @@ from cove.sdk import (
     InvalidRequestError,
     NotFoundError,
     PtySize,
+    SandboxError,
 )
 from cove.sdk.connection import Connection, ConnectionConfig
 from cove.sdk.pty import AsyncPty
@@ -277,3 +278,10 @@ def test_pause_and_resume(sbx: Sandbox) -> None:
     before = sbx.files.read("/tmp/count").count("x")
     eventually(lambda: sbx.files.read("/tmp/count").count("x") > before, what="the counter to go on after resume")
     assert counter.kill()
+
+
+def test_sync_callbacks_cannot_call_the_sync_sdk(sbx: Sandbox) -> None:
+    """They run on the SDK's own thread, which would wait on itself: refused, not a hang."""
+    with pytest.raises(SandboxError, match="callbacks"):
+        sbx.commands.run("echo x", on_stdout=lambda _text: sbx.files.exists("/"))
+    assert sbx.commands.run("echo still fine").stdout == "still fine\n"
