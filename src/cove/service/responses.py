@@ -45,6 +45,8 @@ from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
+from cove.service.skill_bundles import Bundle
+from cove.service.skills import SkillService, mounted
 from cove.service.snapshots import SnapshotService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
@@ -81,8 +83,11 @@ class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
                  settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
                  project_files: ProjectFileService, search: WebSearchEngines | None = None,
-                 webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None) -> None:
+                 webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None,
+                 skills: SkillService | None = None) -> None:
         self.db = db
+        self.skills = skills
+        """Reads the skills a ``container_auto`` names (None: skills are refused)."""
         self.snapshots = snapshots
         """Snapshots a response's container at its end, and branches continuations (None: they share it)."""
         self.webhooks = webhooks
@@ -286,7 +291,24 @@ class ResponseService:
             auto = {**auto, "network_policy": self.secrets.open_policy(auto["network_policy"], run.id)}
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
                                   project_files=self.project_files, image=image,
-                                  container_id=container_id, auto=auto, on_container=record)
+                                  container_id=container_id, auto=auto, on_container=record,
+                                  skills=await self._skills(run.project, params))
+
+    async def _skills(self, project: str, params: CreateParams) -> tuple[SkillService, list[Bundle]] | None:
+        """The skills ``container_auto`` names, read and checked now (a 400 or 404 before anything runs),
+        and marked mounted on the tool so the model is told of them."""
+        found = params.toolbox.auto_environment()
+        if found is None or not found[1].skills:
+            return None
+        index, environment = found
+        param = f"tools[{index}].environment.skills"
+        if self.skills is None:
+            raise InvalidRequest("Skills are not supported by this server.", param=param)
+        assert environment.skills is not None
+        bundles = await self.skills.resolve(project, [skill.model_dump(exclude_none=True)
+                                                      for skill in environment.skills], param)
+        environment.mount(mounted(bundles))
+        return self.skills, bundles
 
     async def _branch(self, session: AsyncSession, project: str, previous_response_id: str, container_id: str) -> str:
         """The chain's container, or a new one made from the snapshot its latest response left when
