@@ -145,7 +145,8 @@ def from_zip(source: IO[bytes], limits: Limits, param: str) -> Bundle:
         budget = limits.max_bytes
         for entry in files:
             mode = entry.external_attr >> 16
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = stat.S_IFMT(mode)  # 0: a zip that records no Unix file type (Windows, Python's writestr)
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise _refuse(f"The skill's zip has '{entry.filename[:80]}', which is not a regular file "
                               "(a symlink?): only files and folders are allowed.", param)
             body = _inflate(archive, entry, budget, limits, param)
