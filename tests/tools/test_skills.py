@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import Server
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 pytestmark = pytest.mark.root
@@ -139,3 +140,20 @@ def test_local_skills_are_told_to_the_model_and_the_call_returns(client: openai.
     assert call["type"] == "shell_call" and call["environment"] == {"type": "local"}
     assert "- deploy (/home/me/skills/deploy/SKILL.md): Deploys the site." in (
         upstream.requests[0]["tools"][0]["function"]["description"])
+
+
+def test_a_responses_upstream_is_told_of_the_skills_as_local_ones(own_server: Server,
+                                                                   upstream: ScriptedUpstream) -> None:
+    own_server.stop()
+    own_server.env["COVE_UPSTREAM_API"] = "responses"
+    own_server.start()
+    client = own_server.client()
+    created = client.skills.create(files=skill_files("Sums the second column of a CSV file.", 1))
+    native_call = {"type": "shell_call", "id": "sh_up", "call_id": "call_native", "status": "completed",
+                   "action": {"commands": [DATA, RUN]}, "environment": {"type": "local"}}
+    upstream.script([Reply(native_items=[native_call]), Reply(text="ran natively")])
+    response = client.responses.create(model=MODEL, input="Sum it.", tools=[  # type: ignore[list-item]
+        auto({"type": "skill_reference", "skill_id": created.id})])
+    assert upstream.requests[0]["tools"] == [{"type": "shell", "environment": {"type": "local", "skills": [
+        {"name": "csv-stats", "description": "Sums the second column of a CSV file.", "path": "/skills/csv-stats"}]}}]
+    assert outputs(response)[1]["stdout"] == "6.5\n"
