@@ -17,7 +17,8 @@ pytestmark = pytest.mark.root
 
 
 def manifest(name: str = "csv-stats", description: str = "Sums a column of a CSV file.") -> bytes:
-    return f"---\nname: {name}\ndescription: {description}\n---\n# csv-stats\nRun `python3 scripts/sum.py FILE`.\n".encode()
+    return (f"---\nname: {name}\ndescription: {description}\n---\n"
+            "# csv-stats\nRun `python3 scripts/sum.py FILE`.\n").encode()
 
 
 SCRIPT = b"import csv, sys\nprint(sum(float(row[1]) for row in csv.reader(open(sys.argv[1]))))\n"

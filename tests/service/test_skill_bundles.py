@@ -10,7 +10,7 @@ import pytest
 
 from cove.errors import InvalidRequest
 from cove.sandbox.base import SkillFile
-from cove.service.skill_bundles import MAX_FRONT_MATTER, Limits, bundle_of, front_matter, from_zip, to_zip
+from cove.service.skill_bundles import MAX_FRONT_MATTER, Limits, bundle_of, from_zip, front_matter, to_zip
 
 LIMITS = Limits(max_bytes=1 << 20, max_files=20)
 MANIFEST = b"---\nname: csv-stats\ndescription: Sums a CSV column.\n---\n# Use\nRun scripts/sum.py FILE\n"

@@ -71,6 +71,18 @@ def test_a_scripted_model_runs_a_skill_script(client: openai.OpenAI, upstream: S
         ("csv-stats", "/skills/csv-stats", 2)]
 
 
+def test_the_chains_container_gets_the_skills_of_a_later_request(client: openai.OpenAI, upstream: ScriptedUpstream,
+                                                                  skill: str) -> None:
+    upstream.script([shell(DATA, "ls /skills"), Reply(text="no skills yet")])
+    first = client.responses.create(model=MODEL, input="Prepare.", tools=[auto()])  # type: ignore[list-item]
+    assert outputs(first)[1]["stdout"] == ""
+    upstream.script([shell(RUN), Reply(text="summed")])
+    second = client.responses.create(model=MODEL, input="Sum it.", previous_response_id=first.id, tools=[  # type: ignore[list-item]
+        auto({"type": "skill_reference", "skill_id": skill, "version": 1})])
+    assert second.model_extra["container_id"] == first.model_extra["container_id"]  # type: ignore[index]
+    assert outputs(second)[0]["stdout"] == "6.5\n"
+
+
 def test_a_version_is_chosen_by_number(client: openai.OpenAI, upstream: ScriptedUpstream, skill: str) -> None:
     upstream.script([shell(DATA, RUN), Reply(text="65")])
     response = client.responses.create(model=MODEL, input="Sum it.", tools=[  # type: ignore[list-item]
@@ -98,8 +110,9 @@ def test_an_inline_skill(client: openai.OpenAI, upstream: ScriptedUpstream) -> N
     with zipfile.ZipFile(out, "w") as archive:
         archive.writestr("greet/SKILL.md", "---\nname: greet\ndescription: Says hello.\n---\nRun hello.sh\n")
         archive.writestr("greet/hello.sh", "#!/bin/sh\necho hello from a skill\n")
+    data = base64.b64encode(out.getvalue()).decode()
     inline = {"type": "inline", "name": "greet", "description": "Says hello.",
-              "source": {"type": "base64", "media_type": "application/zip", "data": base64.b64encode(out.getvalue()).decode()}}
+              "source": {"type": "base64", "media_type": "application/zip", "data": data}}
     upstream.script([shell("/skills/greet/hello.sh"), Reply(text="greeted")])
     response = client.responses.create(model=MODEL, input="Greet.", tools=[auto(inline)])  # type: ignore[list-item]
     assert outputs(response)[0]["stdout"] == "hello from a skill\n"
@@ -123,7 +136,7 @@ def test_bad_skill_entries_are_refused_before_anything_runs(client: openai.OpenA
             auto({"type": "skill_reference", "skill_id": "skill_nope"})])
     assert missing.value.body["param"] == "tools[0].environment.skills[0].skill_id"  # type: ignore[index]
     bad_zip = {"type": "inline", "name": "x", "description": "y",
-               "source": {"type": "base64", "media_type": "application/zip", "data": base64.b64encode(b"nope").decode()}}
+               "source": {"type": "base64", "media_type": "application/zip", "data": "bm9wZQ=="}}
     with pytest.raises(openai.BadRequestError, match="not a zip") as refused:
         client.responses.create(model=MODEL, input="x", tools=[auto(bad_zip)])  # type: ignore[list-item]
     assert refused.value.body["param"] == "tools[0].environment.skills[0].source.data"  # type: ignore[index]

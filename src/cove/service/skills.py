@@ -217,7 +217,8 @@ class SkillService:
     # -- skills in containers ----------------------------------------------------------------------
     async def resolve(self, project: str, skills: list[dict[str, Any]], param: str) -> list[Bundle]:
         """The checked bundles a ``skills`` list names (``skill_reference`` with an optional version,
-        or an inline base64 zip); a 400 or 404 names the entry (``param[i]``) that fails."""
+        or an inline base64 zip); a 400 or 404 names the entry (``param[i]``) that fails. They are held
+        in memory until the container has them, so together they are held to one skill's size cap."""
         if len(skills) > MAX_SKILLS_PER_CONTAINER:
             raise InvalidRequest(f"At most {MAX_SKILLS_PER_CONTAINER} skills per container.", param=param)
         bundles: list[Bundle] = []
@@ -225,6 +226,9 @@ class SkillService:
             where = f"{param}[{index}]"
             bundle = await (self._referenced(project, entry, where) if entry.get("type") == "skill_reference"
                             else self._inline(entry, where))
+            if sum(known.size for known in bundles) + bundle.size > self.limits.max_bytes:
+                raise InvalidRequest(f"The skills of one container may total at most {self.limits.max_bytes} bytes "
+                                     "unzipped.", param=where, code="invalid_skill")
             if any(known.name == bundle.name for known in bundles):
                 raise InvalidRequest(f"Two skills are named {bundle.name!r}; each is mounted at "
                                      f"{SKILLS_DIR}/<name>, so names must differ.", param=where,
