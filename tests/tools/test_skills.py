@@ -4,6 +4,7 @@ and runs the skill's script; the mount is read-only; a client-side shell is told
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -15,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import KEYS, Server
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 pytestmark = pytest.mark.root
@@ -170,3 +171,23 @@ def test_a_responses_upstream_is_told_of_the_skills_as_local_ones(own_server: Se
     assert upstream.requests[0]["tools"] == [{"type": "shell", "environment": {"type": "local", "skills": [
         {"name": "csv-stats", "description": "Sums the second column of a CSV file.", "path": "/skills/csv-stats"}]}}]
     assert outputs(response)[1]["stdout"] == "6.5\n"
+
+
+def test_an_agents_sdk_shell_tool_with_a_skill(server: Server, upstream: ScriptedUpstream, skill: str) -> None:
+    from agents import Agent, OpenAIResponsesModel, Runner, ShellTool, set_tracing_disabled
+
+    set_tracing_disabled(True)  # the SDK would otherwise export traces to a remote service
+    upstream.script([shell(DATA, RUN), Reply(text="The sum is 6.5.")])
+
+    async def main() -> str:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=KEYS["alpha"]) as client:
+            tool = ShellTool(environment={"type": "container_auto", "skills": [
+                {"type": "skill_reference", "skill_id": skill, "version": "1"}]})
+            agent = Agent(name="csv", instructions="Use the csv-stats skill.", tools=[tool],
+                          model=OpenAIResponsesModel(model=MODEL, openai_client=client))
+            return str((await Runner.run(agent, "Sum the CSV.")).final_output)
+
+    assert asyncio.run(main()) == "The sum is 6.5."
+    tool_messages = [m for m in upstream.requests[-1]["messages"] if m["role"] == "tool"]
+    assert "6.5" in tool_messages[-1]["content"]
+    assert "csv-stats (/skills/csv-stats/SKILL.md)" in upstream.requests[0]["tools"][0]["function"]["description"]
