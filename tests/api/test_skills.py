@@ -4,6 +4,8 @@ zip, versions and the default, content, refusals that name the problem, and proj
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import stat
 import zipfile
 from collections.abc import Iterator
@@ -11,7 +13,9 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, _server_env, data_dir
+from tests.postgres import PostgresServer
+from tests.scripted_upstream import ScriptedUpstream
 
 pytestmark = pytest.mark.root
 
@@ -126,3 +130,32 @@ def test_another_project_never_sees_a_skill(skills: openai.OpenAI, server: Serve
     with pytest.raises(openai.NotFoundError):
         other.containers.create(name="steal", skills=[{"type": "skill_reference", "skill_id": mine.id}])
     assert skills.skills.retrieve(mine.id).name == "private-tool"
+
+
+@pytest.fixture
+def capped(upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
+    """A server whose skills hold at most 3 files, and whose project beta may store 1000 KiB."""
+    srv = Server(data_dir("cove-skills"), {**_server_env(upstream, postgres), "COVE_SKILL_MAX_FILES": "3"})
+    projects = srv.data_dir.with_name(srv.data_dir.name + "-projects.toml")
+    projects.write_text('[projects.beta]\nfile_bytes = "1000k"\n')
+    srv.env["COVE_PROJECTS_FILE"] = str(projects)
+    srv.start()
+    yield srv
+    srv.stop()
+    shutil.rmtree(srv.data_dir, ignore_errors=True)
+
+
+def test_caps_and_the_shared_files_quota(capped: Server) -> None:
+    beta = capped.client("beta")
+    with pytest.raises(openai.BadRequestError, match="Maximum number of files is 3"):  # the parser stops it
+        beta.skills.create(files=[("SKILL.md", manifest()), *((f"f{i}.txt", b"x") for i in range(3))])
+    kept = beta.files.create(file=("one.bin", os.urandom(600_000)), purpose="user_data")
+    with pytest.raises(openai.RateLimitError) as refused:
+        beta.skills.create(files=[("SKILL.md", manifest()), ("blob.bin", os.urandom(600_000))])
+    assert (refused.value.body["code"], refused.value.body["param"]) == ("quota_exceeded", "file_bytes")  # type: ignore[index]
+    assert sorted(path.name for path in (capped.data_dir / "files").iterdir()) == [kept.id]  # no stray zip
+    skill = beta.skills.create(files=[("SKILL.md", manifest()), ("blob.bin", os.urandom(300_000))])
+    with pytest.raises(openai.RateLimitError):  # and files count the skills' bytes too
+        beta.files.create(file=("two.bin", os.urandom(200_000)), purpose="user_data")
+    beta.skills.delete(skill.id)
+    beta.files.create(file=("two.bin", os.urandom(200_000)), purpose="user_data")

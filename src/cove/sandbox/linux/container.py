@@ -86,6 +86,7 @@ class LinuxSandbox(Sandbox):
         self._shell = ""
         self._sinks = OutputSinks(host.pipes)
         self._lock = asyncio.Lock()
+        self._skills_lock = asyncio.Lock()
         self._image_env = dict(entry.split("=", 1) for entry in image.env if "=" in entry)
         self._display: LinuxDisplay | None = None
         self._paused = False
@@ -283,7 +284,8 @@ class LinuxSandbox(Sandbox):
         return skills
 
     async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
-        await asyncio.to_thread(self._write_skill, name, list(files))
+        async with self._skills_lock:  # two writers of one name would trip over each other's renames
+            await asyncio.to_thread(self._write_skill, name, list(files))
         return f"{SKILLS_DIR}/{name}"
 
     def _write_skill(self, name: str, files: list[SkillFile]) -> None:
