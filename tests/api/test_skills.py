@@ -159,3 +159,19 @@ def test_caps_and_the_shared_files_quota(capped: Server) -> None:
         beta.files.create(file=("two.bin", os.urandom(200_000)), purpose="user_data")
     beta.skills.delete(skill.id)
     beta.files.create(file=("two.bin", os.urandom(200_000)), purpose="user_data")
+
+
+def test_objects_have_exactly_the_sdks_fields(skills: openai.OpenAI, server: Server) -> None:
+    from openai.types import DeletedSkill, Skill
+    from openai.types.skills import DeletedSkillVersion, SkillVersion
+
+    with server.http() as http:
+        made = http.post("/v1/skills", files={"files": ("SKILL.md", manifest())}).raise_for_status().json()
+        version = http.post(f"/v1/skills/{made['id']}/versions", files={"files": ("SKILL.md", manifest())},
+                            data={"default": "false"}).raise_for_status().json()
+        gone_version = http.delete(f"/v1/skills/{made['id']}/versions/2").raise_for_status().json()
+        gone = http.delete(f"/v1/skills/{made['id']}").raise_for_status().json()
+    for body, model in ((made, Skill), (version, SkillVersion), (gone_version, DeletedSkillVersion),
+                        (gone, DeletedSkill)):
+        assert set(body) == set(model.model_fields), (body, model)
+        assert model.model_validate(body, strict=True).model_dump() == body
