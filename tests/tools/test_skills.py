@@ -24,6 +24,10 @@ pytestmark = pytest.mark.root
 MODEL = "scripted-model"
 DATA = "printf 'a,1\\nb,2.5\\nc,3\\n' > /tmp/data.csv"
 RUN = "python3 /skills/csv-stats/scripts/sum.py /tmp/data.csv"
+_SYSCALL = ("python3 -c \"import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); r = libc.{}; "
+            "print(os.strerror(ctypes.get_errno()) if r else 'done'); sys.exit(1 if r else 0)\"")
+REMOUNT_RW = _SYSCALL.format("mount(b'none', b'/skills', None, 32 | 4096, None)")  # MS_REMOUNT | MS_BIND, no MS_RDONLY
+UNMOUNT = _SYSCALL.format("umount2(b'/skills', 2)")  # MNT_DETACH: what is under it would be writable
 
 
 def shell(*commands: str) -> Reply:
@@ -95,13 +99,14 @@ def test_a_version_is_chosen_by_number(client: openai.OpenAI, upstream: Scripted
 def test_the_mount_is_read_only(client: openai.OpenAI, upstream: ScriptedUpstream, skill: str) -> None:
     attacks = ["touch /skills/csv-stats/new", "echo evil > /skills/csv-stats/SKILL.md",
                "rm -rf /skills/csv-stats", "chmod 777 /skills/csv-stats/scripts/sum.py",
-               "mount -o remount,rw /skills", "umount /skills", "mkdir /skills/other"]
+               "mkdir /skills/other", REMOUNT_RW, UNMOUNT]
     upstream.script([shell(*attacks, "cat /skills/csv-stats/SKILL.md; ls /skills"), Reply(text="tried")])
     response = client.responses.create(model=MODEL, input="Break it.", tools=[  # type: ignore[list-item]
         auto({"type": "skill_reference", "skill_id": skill})])
     results = outputs(response)
     for attack, result in zip(attacks, results, strict=False):
         assert result["outcome"]["exit_code"] != 0, (attack, result)
+    assert [result["stdout"] for result in results[-3:-1]] == ["Operation not permitted\n"] * 2  # the syscalls ran
     assert "Sum the second column" in results[-1]["stdout"]
     assert results[-1]["stdout"].endswith("csv-stats\n")
 
