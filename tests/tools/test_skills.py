@@ -86,6 +86,9 @@ def test_the_chains_container_gets_the_skills_of_a_later_request(client: openai.
         auto({"type": "skill_reference", "skill_id": skill, "version": 1})])
     assert second.model_extra["container_id"] == first.model_extra["container_id"]  # type: ignore[index]
     assert outputs(second)[0]["stdout"] == "6.5\n"
+    upstream.script([Reply(text="still there")])  # a later turn that names no skill is told of the container's
+    client.responses.create(model=MODEL, input="Again?", previous_response_id=second.id, tools=[auto()])  # type: ignore[list-item]
+    assert "csv-stats (/skills/csv-stats/SKILL.md)" in upstream.requests[-1]["tools"][0]["function"]["description"]
 
 
 def test_a_version_is_chosen_by_number(client: openai.OpenAI, upstream: ScriptedUpstream, skill: str) -> None:
@@ -124,7 +127,7 @@ def test_an_inline_skill(client: openai.OpenAI, upstream: ScriptedUpstream) -> N
     assert outputs(response)[0]["stdout"] == "hello from a skill\n"
 
 
-def test_skills_given_to_a_new_container(client: openai.OpenAI, skill: str) -> None:
+def test_skills_given_to_a_new_container(client: openai.OpenAI, upstream: ScriptedUpstream, skill: str) -> None:
     container = client.containers.create(name="with-skills", skills=[
         {"type": "skill_reference", "skill_id": skill, "version": "latest"}])
     try:
@@ -132,6 +135,12 @@ def test_skills_given_to_a_new_container(client: openai.OpenAI, skill: str) -> N
                             headers={"Authorization": f"Bearer {client.api_key}"}, timeout=60,
                             json={"commands": [DATA, RUN]}).json()
         assert answer["output"][1]["stdout"] == "65.0\n", answer
+        upstream.script([shell(RUN), Reply(text="done")])  # a shell naming the container is told of its skills
+        reference = {"type": "shell", "environment": {"type": "container_reference", "container_id": container.id}}
+        response = client.responses.create(model=MODEL, input="Sum.", tools=[reference])  # type: ignore[list-item]
+        assert outputs(response)[0]["stdout"] == "65.0\n"
+        assert "- csv-stats (/skills/csv-stats/SKILL.md): Sums it, times ten." in (
+            upstream.requests[0]["tools"][0]["function"]["description"])
     finally:
         client.containers.delete(container.id)
 

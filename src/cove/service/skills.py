@@ -34,7 +34,7 @@ from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
 from cove.service.skill_bundles import Bundle, Limits, from_zip, to_zip
 from cove.store.db import Database
-from cove.store.models import SkillRow, SkillVersionRow, StoredFileRow
+from cove.store.models import ContainerRow, ContainerSkillRow, SkillRow, SkillVersionRow, StoredFileRow
 from cove.tools.environment import SkillNote
 
 MAX_SKILLS_PER_CONTAINER = 32
@@ -275,8 +275,23 @@ class SkillService:
 
     async def install(self, project: str, container_id: str, bundles: list[Bundle],
                       response_id: str | None = None) -> list[SkillNote]:
-        """Puts each skill in the container, read-only at ``/skills/<name>/``."""
+        """Puts each skill in the container, read-only at ``/skills/<name>/``, and notes it there."""
         async with self.containers.use(project, container_id, response_id) as sandbox:
             for bundle in bundles:
                 await sandbox.add_skill(bundle.name, bundle.files)
-        return mounted(bundles)
+        notes = mounted(bundles)
+        async with self.db.begin() as session:
+            await session.execute(delete(ContainerSkillRow).where(
+                ContainerSkillRow.container_id == container_id,
+                ContainerSkillRow.name.in_([note.name for note in notes])))
+            session.add_all(ContainerSkillRow(container_id=container_id, **note.model_dump()) for note in notes)
+        return notes
+
+    async def in_container(self, project: str, container_id: str) -> list[SkillNote]:
+        """The skills put in the project's container so far (none for another project's)."""
+        async with self.db.begin() as session:
+            rows = await session.scalars(select(ContainerSkillRow).join(
+                ContainerRow, ContainerRow.id == ContainerSkillRow.container_id).where(
+                ContainerSkillRow.container_id == container_id, ContainerRow.project == project)
+                .order_by(ContainerSkillRow.seq))
+            return [SkillNote(name=row.name, description=row.description, path=row.path) for row in rows]

@@ -267,3 +267,17 @@ class SkillVersionRow(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     """The zip's size (what the blob store holds)."""
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ContainerSkillRow(Base):
+    """A skill put in a container (``/skills/<name>``), so a later request naming the container tells
+    the model of it; the newest of a name wins, as it does on disk."""
+
+    __tablename__ = "container_skills"
+    __table_args__ = (UniqueConstraint("container_id", "name"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    container_id: Mapped[str] = mapped_column(ForeignKey("containers.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(String(128))

@@ -63,18 +63,12 @@ class SkillNote(BaseModel):
     path: str
 
 
-class ContainerAuto(_Strict):
-    """A container Cove picks: the chain's or conversation's, else a new one with these options."""
+class _Mounted(_Strict):
+    """An environment whose container may have skills mounted."""
 
-    type: Literal["container_auto"]
-    file_ids: list[str] | None = None
-    memory_limit: MemoryLimit | None = None
-    network_policy: dict[str, Any] | None = None
-    """OpenAI's ``network_policy``; checked by the egress policy's rules in ``check_environment``."""
-    skills: list[Annotated[SkillReference | InlineSkill, Field(discriminator="type")]] | None = None
     _mounted: list[SkillNote] = PrivateAttr(default_factory=list)
-    """The skills as mounted in the container, set by the service once it has read them (a reference
-    names only an id): what the shell tool tells the model."""
+    """The skills in the container, set by the service once it knows them (a reference names only an
+    id; a named container may have skills from its create): what the shell tool tells the model."""
 
     @property
     def mounted(self) -> list[SkillNote]:
@@ -84,7 +78,18 @@ class ContainerAuto(_Strict):
         self._mounted = skills
 
 
-class ContainerReference(_Strict):
+class ContainerAuto(_Mounted):
+    """A container Cove picks: the chain's or conversation's, else a new one with these options."""
+
+    type: Literal["container_auto"]
+    file_ids: list[str] | None = None
+    memory_limit: MemoryLimit | None = None
+    network_policy: dict[str, Any] | None = None
+    """OpenAI's ``network_policy``; checked by the egress policy's rules in ``check_environment``."""
+    skills: list[Annotated[SkillReference | InlineSkill, Field(discriminator="type")]] | None = None
+
+
+class ContainerReference(_Mounted):
     type: Literal["container_reference"]
     container_id: str
 

@@ -84,7 +84,7 @@ class ShellTool(HostedTool):
     def skills(self, config: ToolConfig) -> list[SkillNote]:
         """The skills the commands can use: mounted in the container, or on the client's machine."""
         environment = self._environment(config)
-        if isinstance(environment, ContainerAuto):
+        if isinstance(environment, ContainerAuto | ContainerReference):
             return environment.mounted
         if isinstance(environment, LocalEnvironment):
             return [SkillNote(**skill.model_dump()) for skill in environment.skills or []]
