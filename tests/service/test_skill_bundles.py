@@ -86,6 +86,16 @@ def test_a_zip_that_lies_about_its_sizes_is_still_capped() -> None:
         from_zip(io.BytesIO(bytes(patched)), LIMITS, "files")
 
 
+def test_bzip2_and_lzma_entries_are_refused_before_they_inflate() -> None:
+    for method in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", method) as archive:
+            archive.writestr("SKILL.md", MANIFEST)
+        out.seek(0)
+        with pytest.raises(InvalidRequest, match=f"compressed with method {method}"):
+            from_zip(out, LIMITS, "files")
+
+
 def test_too_many_files_and_duplicates() -> None:
     refused("at most 20 files", {"SKILL.md": MANIFEST, **{f"f{i}": b"" for i in range(25)}})
     with pytest.raises(InvalidRequest, match="twice"):

@@ -8,7 +8,8 @@ Everything here is hostile input, read before anything is stored or mounted:
 - zip entries that are symlinks (or anything but files and folders) are refused, not followed;
 - a zip's entry count and its declared sizes are checked before a byte is inflated, and the bytes
   are counted as they inflate (``zipfile`` stops at the declared size and checks the CRC), so a zip
-  bomb costs at most ``max_bytes``;
+  bomb costs at most ``max_bytes``; only stored and deflated entries are read (deflate inflates in
+  bounded steps; zipfile's bzip2 and LZMA do not);
 - ``SKILL.md``'s front matter is read from at most ``MAX_FRONT_MATTER`` bytes; ``name`` and
   ``description`` follow the Agent Skills rules (``name``: lowercase letters, digits and hyphens,
   at most 64; ``description``: at most 1,024 characters). ``name`` becomes the folder the skill is
@@ -149,6 +150,11 @@ def from_zip(source: IO[bytes], limits: Limits, param: str) -> Bundle:
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise _refuse(f"The skill's zip has '{entry.filename[:80]}', which is not a regular file "
                               "(a symlink?): only files and folders are allowed.", param)
+            if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                # zipfile inflates bzip2 and LZMA a whole input chunk at a time, unbounded: a few KiB of
+                # bzip2 zeros would be gigabytes in memory before any count could stop them.
+                raise _refuse(f"The skill's zip entry '{entry.filename[:80]}' is compressed with method "
+                              f"{entry.compress_type}: only stored and deflated entries are read.", param)
             body = _inflate(archive, entry, budget, limits, param)
             budget -= len(body)
             read.append(SkillFile(entry.filename, body, bool(mode & 0o111)))
