@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,6 +37,7 @@ from cove.sandbox.base import (
     Sandbox,
     SandboxEngine,
     Screen,
+    SkillFile,
     Terminal,
     TerminalRequest,
 )
@@ -489,6 +490,14 @@ class AuditedSandbox(Sandbox):
     @property
     def paused(self) -> bool:
         return self._inner.paused
+
+    async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
+        listed = list(files)
+        path = await self._inner.add_skill(name, listed)
+        self._audit.record(self._project, self.id, "skill", {
+            "name": name, "path": path, "files": len(listed), "bytes": sum(len(file.data) for file in listed)},
+            self._response_id)
+        return path
 
 
 class AuditedDisplay(Display):
