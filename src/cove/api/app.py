@@ -42,6 +42,7 @@ from cove.service.conversations import ConversationService
 from cove.service.displays import DisplayService
 from cove.service.file_blobs import blobs_for
 from cove.service.files import FileService
+from cove.service.mcp import McpServers
 from cove.service.models import ModelService
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
@@ -103,9 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engines = Engines(settings)
         search = WebSearchEngines(lambda project: policies.of(project).web_search or settings.web_search, engines.get)
         webhooks = WebhookService.from_settings(db, policies, secrets.sealer, settings)
+        mcp = McpServers.from_settings(policies, secrets.sealer, audit, settings)
         response_service = ResponseService(db, registry, service, files, settings, policies=policies,
                                            secrets=secrets, project_files=project_files, search=search,
-                                           webhooks=webhooks, snapshots=snapshot_service)
+                                           webhooks=webhooks, snapshots=snapshot_service, mcp=mcp)
         app.state.settings = settings
         app.state.containers = service
         app.state.snapshots = snapshot_service
