@@ -168,7 +168,8 @@ def test_the_header_secret_is_never_shown(mcp_cove: Server, mcp_server: McpTestS
         events = [event.model_dump_json(warnings=False) for event in stream]
         response = stream.get_final_response()
     assert mcp_server.saw(f"Bearer {SECRET}") and mcp_server.saw(SECRET + "-h")  # the server got them
-    shown = [*events, response.model_dump_json(warnings=False), client.responses.retrieve(response.id).model_dump_json(),
+    stored = client.responses.retrieve(response.id).model_dump_json()
+    shown = [*events, response.model_dump_json(warnings=False), stored,
              json.dumps([item.model_dump() for item in client.responses.input_items.list(response.id)])]
     assert not any(SECRET in text for text in shown)
     assert json.loads(response.model_dump_json(warnings=False))["tools"][0]["authorization"] == "[redacted]"
