@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 warm_up.cancel()
                 await asyncio.gather(warm_up, return_exceptions=True)
             await response_service.stop()
+            await mcp.aclose()
             await webhooks.stop()
             await service.stop_expiry()
             await snapshot_service.stop_expiry()

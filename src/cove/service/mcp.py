@@ -10,12 +10,22 @@ resolve to a private address.
 (``SecretKeeper.seal_tools``), shown as ``[redacted]``, opened here only to connect, and never written
 to a log or the audit trail. Each call is audited (server, tool, duration, outcome) in the trail kept
 under the response's id (``cove audit RESPONSE_ID``).
+
+Connections are kept open between responses (``IDLE_SECONDS``) and shared by the responses of one
+project that name the same URL with the same secrets (a hash of them is part of the key, so another
+project, or other credentials, never use them): a chain's later turns pay no handshake, and the SDK's
+own listing (which it makes once per connection to validate results) is not repeated. A connection
+whose transport failed is dropped, so the next call opens a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import ssl
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from cove.config import Settings
@@ -28,9 +38,18 @@ from cove.store.sealing import Sealer, is_sealed
 from cove.tools.mcp import McpConfig
 from cove.tools.mcp_client import Endpoint, McpFailure, McpSession, connect, url_parts
 
+IDLE_SECONDS = 300.0
+"""How long an unused connection stays open for the next response."""
+
+
+@dataclass
+class _Pooled:
+    opening: asyncio.Task[McpSession]
+    used_at: float
+
 
 class McpServers:
-    """The server-wide part: the rules, the resolver, the sealer, the audit trail."""
+    """The server-wide part: the rules, the resolver, the sealer, the audit trail, the open connections."""
 
     def __init__(self, policies: ProjectPolicies, resolver: Resolver, sealer: Sealer, audit: AuditLog | None,
                  context: ssl.SSLContext | None = None) -> None:
@@ -39,6 +58,37 @@ class McpServers:
         self.sealer = sealer
         self.audit = audit
         self.context = context
+        self._pool: dict[str, _Pooled] = {}
+
+    async def session(self, project: str, endpoint: Endpoint) -> McpSession:
+        """An open connection for ``project`` to ``endpoint`` (with its secrets), shared or opened now."""
+        await self._close_idle()
+        key = hashlib.sha256(json.dumps([project, endpoint.url, endpoint.named_exactly, sorted(
+            endpoint.headers.items())]).encode()).hexdigest()
+        pooled = self._pool.get(key)
+        if pooled is None or (pooled.opening.done() and (pooled.opening.cancelled() or pooled.opening.exception()
+                                                         or pooled.opening.result().broken)):
+            pooled = self._pool[key] = _Pooled(asyncio.create_task(connect(endpoint, self.resolver, self.context)),
+                                               time.monotonic())
+        pooled.used_at = time.monotonic()
+        try:
+            return await asyncio.shield(pooled.opening)
+        except McpFailure:
+            if self._pool.get(key) is pooled:
+                del self._pool[key]  # the next response tries again
+            raise
+
+    async def _close_idle(self) -> None:
+        now = time.monotonic()
+        for key, pooled in list(self._pool.items()):
+            if now - pooled.used_at > IDLE_SECONDS and pooled.opening.done():
+                del self._pool[key]
+                await _close(pooled)
+
+    async def aclose(self) -> None:
+        pooled, self._pool = list(self._pool.values()), {}
+        for entry in pooled:
+            await _close(entry)
 
     @classmethod
     def from_settings(cls, policies: ProjectPolicies, sealer: Sealer, audit: AuditLog | None,
@@ -75,15 +125,8 @@ class ResponseMcp:
         self.servers = servers
         self.project = project
         self.response_id = response_id
-        self._sessions: dict[str, asyncio.Task[McpSession]] = {}
 
     async def session(self, config: McpConfig) -> McpSession:
-        task = self._sessions.get(config.server_label)
-        if task is None:
-            task = self._sessions[config.server_label] = asyncio.create_task(self._connect(config))
-        return await asyncio.shield(task)
-
-    async def _connect(self, config: McpConfig) -> McpSession:
         url = config.server_url or ""
         parts = url_parts(url)
         if parts is None:
@@ -95,8 +138,7 @@ class ResponseMcp:
         headers = {name: self._open(value) for name, value in (config.headers or {}).items()}
         if config.authorization:
             headers["Authorization"] = f"Bearer {self._open(config.authorization)}"
-        return await connect(Endpoint(url, parts[0], parts[1], exactly, headers), self.servers.resolver,
-                             self.servers.context)
+        return await self.servers.session(self.project, Endpoint(url, parts[0], parts[1], exactly, headers))
 
     def _open(self, value: str) -> str:
         """A secret as the request gave it, or as its stored (sealed) copy holds it (a queued response)."""
@@ -110,10 +152,10 @@ class ResponseMcp:
             "server_label": config.server_label, "server": f"{parts[0]}:{parts[1]}" if parts else "",
             "tool": tool, "duration_ms": round(seconds * 1000, 3), "outcome": outcome}, response_id=self.response_id)
 
-    async def aclose(self) -> None:
-        for task in self._sessions.values():
-            if task.done() and not task.cancelled() and task.exception() is None:
-                await task.result().close()
-            else:
-                task.cancel()
-        self._sessions.clear()
+
+
+async def _close(pooled: _Pooled) -> None:
+    if not pooled.opening.done():
+        pooled.opening.cancel()
+    elif not pooled.opening.cancelled() and pooled.opening.exception() is None:
+        await pooled.opening.result().close()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import anyio
 import httpx2
 from mcp import Client
 from mcp.client.sse import sse_client
@@ -109,6 +110,11 @@ class McpSession:
         self._done = done
         self._task = task
 
+    @property
+    def broken(self) -> bool:
+        """Whether the connection ended (its transport failed, or it was closed): not to be used again."""
+        return self._task.done() or self._done.is_set()
+
     async def list_tools(self) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
         cursor: str | None = None
@@ -130,7 +136,8 @@ class McpSession:
             result = await self.client.call_tool(name, arguments, read_timeout_seconds=CALL_TIMEOUT)
         except MCPError as exc:
             raise protocol_error(exc.code, exc.message) from None
-        except (httpx2.HTTPError, OSError) as exc:
+        except (httpx2.HTTPError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            self._done.set()  # the transport is gone: the next call opens another connection
             raise http_error(502, f"the MCP server failed ({type(exc).__name__})") from None
         content = [part.model_dump(by_alias=True, exclude_none=True, mode="json") for part in result.content]
         text = "\n".join(part.get("text", "") if part.get("type") == "text" else f"[{part.get('type')} content]"
