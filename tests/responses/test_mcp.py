@@ -239,3 +239,46 @@ def _all_text(database: Path) -> str:
         tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         return "\n".join(str(value) for table in tables for row in db.execute(f'SELECT * FROM "{table}"')
                          for value in row)
+
+
+STDIO_SERVER = r'''
+import json, os, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if "id" not in message:
+        continue  # a notification
+    method, result = message.get("method"), None
+    if method == "initialize":
+        result = {"protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "in-box", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "where", "description": "Says where it runs.",
+                             "inputSchema": {"type": "object", "properties": {}}}]}
+    elif method == "tools/call":
+        text = f"cove-init here: {os.path.exists('/.cove')}, pid {os.getpid()}"
+        result = {"content": [{"type": "text", "text": text}], "isError": False}
+    reply = {"jsonrpc": "2.0", "id": message["id"]}
+    if result is None:
+        reply["error"] = {"code": -32601, "message": f"no method {method}"}
+    else:
+        reply["result"] = result
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+'''
+
+
+def test_a_stdio_server_inside_the_container(mcp_cove: Server, upstream: ScriptedUpstream) -> None:
+    """Cove's extension: ``command`` runs the MCP server in the response's container, over stdio."""
+    client = mcp_cove.client()
+    tools: Any = [{"type": "mcp", "server_label": "box", "command": ["python3", "-c", STDIO_SERVER],
+                   "require_approval": "never"}]
+    upstream.script([Reply(tool_calls=[ToolCall("box__where", "{}")]), Reply(text="inside")])
+    response = client.responses.create(model=MODEL, input="where?", tools=tools)
+    assert response.output[0].type == "mcp_list_tools" and not response.output[0].error, response.output[0]
+    assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call", "message"]
+    call = response.output[1]
+    assert call.type == "mcp_call" and call.output and call.output.startswith("cove-init here: True"), call
+    assert response.container_id  # it ran in the response's container
+    with pytest.raises(openai.BadRequestError) as caught:  # one of server_url or command, not both
+        client.responses.create(model=MODEL, input="x", tools=[{**tools[0], "server_url": "https://a.example/"}])
+    assert caught.value.body["param"] == "tools[0].server_url"  # type: ignore[index]

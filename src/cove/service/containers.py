@@ -457,6 +457,9 @@ class AuditedSandbox(Sandbox):
     async def files(self) -> Files:
         return await self._inner.files()
 
+    async def channel(self, argv: list[str]) -> Channel:
+        return await self._inner.channel(argv)
+
     async def display(self, screen: Screen | None = None) -> Display:
         display = await self._inner.display(screen)
         return AuditedDisplay(display, lambda data: self._audit.record(self._project, self.id, "computer", data,

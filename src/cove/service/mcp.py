@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shlex
 import ssl
 import time
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ from cove.service.audit import AuditLog
 from cove.service.projects import ProjectPolicies
 from cove.store.sealing import Sealer, is_sealed
 from cove.tools.mcp import McpConfig
-from cove.tools.mcp_client import Endpoint, McpFailure, McpSession, connect, url_parts
+from cove.tools.mcp_client import Endpoint, McpFailure, McpSession, connect, connect_stdio, url_parts
+from cove.tools.workspace import Workspace
 
 IDLE_SECONDS = 300.0
 """How long an unused connection stays open for the next response."""
@@ -125,8 +127,16 @@ class ResponseMcp:
         self.servers = servers
         self.project = project
         self.response_id = response_id
+        self._stdio: dict[str, asyncio.Task[McpSession]] = {}
 
-    async def session(self, config: McpConfig) -> McpSession:
+    async def session(self, config: McpConfig, workspace: Workspace) -> McpSession:
+        if config.command is not None:  # in the response's container, for this response alone
+            task = self._stdio.get(config.server_label)
+            if task is None or (task.done() and not task.cancelled() and task.exception() is None
+                                and task.result().broken):
+                task = self._stdio[config.server_label] = asyncio.create_task(connect_stdio(workspace,
+                                                                                            config.command))
+            return await asyncio.shield(task)
         url = config.server_url or ""
         parts = url_parts(url)
         if parts is None:
@@ -148,10 +158,17 @@ class ResponseMcp:
         if self.servers.audit is None:
             return
         parts = url_parts(str(config.server_url))
+        server = f"{parts[0]}:{parts[1]}" if parts else f"stdio: {shlex.join(config.command or [])}"[:200]
         self.servers.audit.record(self.project, self.response_id, "mcp_call", {
-            "server_label": config.server_label, "server": f"{parts[0]}:{parts[1]}" if parts else "",
+            "server_label": config.server_label, "server": server,
             "tool": tool, "duration_ms": round(seconds * 1000, 3), "outcome": outcome}, response_id=self.response_id)
 
+
+    async def aclose(self) -> None:
+        """Ends the response's servers in its container (connections to URLs stay pooled)."""
+        tasks, self._stdio = list(self._stdio.values()), {}
+        for task in tasks:
+            await _close(_Pooled(task, 0.0))
 
 
 async def _close(pooled: _Pooled) -> None:

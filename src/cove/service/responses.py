@@ -40,7 +40,7 @@ from cove.service.compaction import CompactionSeal, compact
 from cove.service.containers import KEPT, ContainerService
 from cove.service.file_inputs import FileInputs
 from cove.service.files import FileService
-from cove.service.mcp import McpServers
+from cove.service.mcp import McpServers, ResponseMcp
 from cove.service.pagination import Page, paginate
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
@@ -448,6 +448,8 @@ class ResponseService:
                 log.exception("response %s failed", run.id)
                 await builder.fail("server_error", f"The response failed: {exc}")
         finally:
+            if isinstance(turn.mcp, ResponseMcp):
+                await turn.mcp.aclose()
             await self._finish(run)
 
     async def _finish(self, run: Run) -> None:

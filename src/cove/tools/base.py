@@ -140,6 +140,10 @@ class HostedTool(Tool):
     def hosted(self, config: ToolConfig) -> bool:
         return True
 
+    def uses_container(self, config: ToolConfig) -> bool:
+        """Whether the request's ``config`` of it needs the response's container (most tools: ``container``)."""
+        return self.container
+
     def bind(self, config: ToolConfig, function: str) -> HostedTool:
         """The tool that runs a call of ``function`` with the request's ``config`` (most tools: itself;
         one with several functions or options its calls need returns an instance for them)."""

@@ -76,6 +76,8 @@ class McpConfig(ToolConfig):
     require_approval: Literal["always", "never"] | ApprovalFilter | None = None
     server_description: str | None = None
     defer_loading: bool | None = None
+    command: list[str] | None = None
+    """Cove's extension: the argv of an MCP server run in the response's container, over stdio."""
     _listing: list[dict[str, Any]] | None = PrivateAttr(default=None)
     """The server's allowed tools, once listed (or read back from the chain's ``mcp_list_tools``)."""
 
@@ -107,6 +109,7 @@ class McpTool(HostedTool):
     types: ClassVar[tuple[str, ...]] = ("mcp",)
     config: ClassVar[type[ToolConfig]] = McpConfig
     sdk_type: ClassVar[type | None] = Mcp
+    extensions: ClassVar[tuple[str, ...]] = ("command",)
     name = "mcp"
     call_type = "mcp_call"
     output_type = "mcp_call"
@@ -129,10 +132,19 @@ class McpTool(HostedTool):
             if getattr(config, field) is not None:
                 raise InvalidRequest(f"'{param}.{field}' is not supported by this server: give server_url.",
                                      param=f"{param}.{field}", code="invalid_value")
-        if config.server_url is None:
-            raise InvalidRequest(f"Missing required parameter: '{param}.server_url'.", param=f"{param}.server_url",
-                                 code="missing_required_parameter")
-        if url_parts(config.server_url) is None:
+        if (config.server_url is None) == (config.command is None):
+            raise InvalidRequest(f"'{param}' needs exactly one of server_url or command.", param=f"{param}.server_url",
+                                 code="missing_required_parameter" if config.server_url is None else "invalid_value")
+        if config.command is not None:
+            if not config.command or not all(isinstance(arg, str) and arg and "\0" not in arg
+                                              for arg in config.command):
+                raise InvalidRequest(f"Invalid value for '{param}.command': a non-empty argv of non-empty strings.",
+                                     param=f"{param}.command", code="invalid_value")
+            if config.headers or config.authorization:
+                raise InvalidRequest(f"'{param}' runs its server in the container: headers and authorization "
+                                     "belong to a server_url.", param=f"{param}.headers", code="invalid_value")
+            return
+        if config.server_url is not None and url_parts(config.server_url) is None:
             raise InvalidRequest(f"Invalid value for '{param}.server_url': an http(s) URL without credentials.",
                                  param=f"{param}.server_url", code="invalid_url")
         if config.headers and any(_bad_header(k, v) for k, v in config.headers.items()):
@@ -145,6 +157,10 @@ class McpTool(HostedTool):
         if labels.count(config.server_label) > 1:
             raise InvalidRequest(f"Two mcp tools have the server_label {config.server_label!r}.", param="tools",
                                  code="duplicate_tool_name")
+
+    def uses_container(self, config: ToolConfig) -> bool:
+        """A server run over stdio (``command``) runs in the response's container."""
+        return isinstance(config, McpConfig) and config.command is not None
 
     # -- what a model sees ------------------------------------------------------------------------
     def function_names(self, config: ToolConfig) -> list[str]:
@@ -221,7 +237,7 @@ class McpTool(HostedTool):
         try:
             if run.mcp is None:
                 raise McpFailure({}, "MCP is not available on this server.")
-            listed = await (await run.mcp.session(config)).list_tools()
+            listed = await (await run.mcp.session(config, run.workspace)).list_tools()
         except McpFailure as exc:
             item["error"] = exc.message
             await _emit(run.events, "response.mcp_list_tools.failed", item, index)
@@ -278,7 +294,7 @@ class McpTool(HostedTool):
             if run.mcp is None:
                 raise McpFailure({"type": "http_error", "code": 503, "message": "MCP is not available."},
                                  "MCP is not available on this server.")
-            session = await run.mcp.session(self.bound)
+            session = await run.mcp.session(self.bound, run.workspace)
             output = await session.call(call["name"], parse_arguments(call["arguments"]))
         except McpFailure as exc:
             if run.mcp is not None:

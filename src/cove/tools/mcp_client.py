@@ -26,13 +26,17 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx2
+import mcp_types
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 
 from cove.egress.outbound import checked_addresses
 from cove.egress.resolver import Refused, Resolver
+from cove.sandbox.base import Channel
+from cove.tools.workspace import Workspace
 
 CONNECT_TIMEOUT = 10.0
 """Seconds a connection (resolution, TCP, TLS, the MCP handshake) may take."""
@@ -75,8 +79,9 @@ class McpAccess(Protocol):
     """What MCP calls run with, per response: the service checks where a server may be and opens its
     sealed secrets, connects once per server and response, and audits every call."""
 
-    async def session(self, config: Any) -> McpSession:
-        """The response's connection to the server an ``mcp`` tool entry names (opened on first use)."""
+    async def session(self, config: Any, workspace: Workspace) -> McpSession:
+        """The response's connection to the server an ``mcp`` tool entry names (opened on first use; a
+        ``command`` runs in ``workspace``, the response's container)."""
 
     def record(self, config: Any, tool: str, seconds: float, outcome: str) -> None:
         """Audits one call: server, tool, duration, outcome (never arguments, headers or output)."""
@@ -190,6 +195,54 @@ async def _sse(endpoint: Endpoint, address: str, context: ssl.SSLContext | None)
         yield streams
 
 
+async def connect_stdio(workspace: Workspace, argv: list[str]) -> McpSession:
+    """Starts ``argv`` in the container and speaks MCP over its stdin and stdout (JSON-RPC, one message a
+    line); the program ends when the session closes."""
+    return await _open(functools.partial(_stdio, workspace, argv))
+
+
+MAX_LINE = 16 << 20
+"""Bytes one message from a server in a container may take (it is hostile: its memory is not Cove's)."""
+
+
+@contextlib.asynccontextmanager
+async def _stdio(workspace: Workspace, argv: list[str]) -> AsyncIterator[Any]:
+    async with workspace.channel(argv) as channel:
+        read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
+        async with anyio.create_task_group() as group:
+            group.start_soon(_read_lines, channel, read_writer)
+            group.start_soon(_write_lines, channel, write_reader)
+            try:
+                yield read_stream, write_stream
+            finally:
+                group.cancel_scope.cancel()
+
+
+async def _read_lines(channel: Channel, sink: anyio.abc.ObjectSendStream[SessionMessage | Exception]) -> None:
+    buffer = b""
+    async with sink:
+        while chunk := await channel.read():
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            if len(buffer) > MAX_LINE:
+                await sink.send(ValueError("the MCP server sent a message larger than 16 MiB"))
+                return
+            for line in lines:
+                if line.strip():
+                    try:
+                        message = mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    except ValueError as exc:
+                        await sink.send(exc)
+                        continue
+                    await sink.send(SessionMessage(message))
+
+
+async def _write_lines(channel: Channel, source: anyio.abc.ObjectReceiveStream[SessionMessage]) -> None:
+    async with source:
+        async for message in source:
+            await channel.write(message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n")
+
+
 def _http_client(endpoint: Endpoint, address: str, context: ssl.SSLContext | None) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(transport=_Pinned(endpoint.host, address, context), headers=endpoint.headers,
                               timeout=httpx2.Timeout(CONNECT_TIMEOUT, read=CALL_TIMEOUT), trust_env=False)
@@ -233,7 +286,7 @@ def _failure(exc: BaseException) -> McpFailure:
         return http_error(exc.response.status_code, f"the MCP server answered HTTP {exc.response.status_code}")
     if isinstance(exc, MCPError):
         return protocol_error(exc.code, exc.message)
-    return http_error(502, f"could not connect to the MCP server ({type(exc).__name__})")
+    return http_error(502, f"could not connect to the MCP server ({type(exc).__name__}: {exc})"[:500])
 
 
 def url_parts(url: str) -> tuple[str, int] | None:

@@ -51,7 +51,7 @@ class Toolbox:
 
     @property
     def needs_container(self) -> bool:
-        return any(isinstance(tool, HostedTool) and tool.container and tool.hosted(config)
+        return any(isinstance(tool, HostedTool) and tool.uses_container(config) and tool.hosted(config)
                    for tool, config in self.entries)
 
     @property
