@@ -282,3 +282,31 @@ def test_a_stdio_server_inside_the_container(mcp_cove: Server, upstream: Scripte
     with pytest.raises(openai.BadRequestError) as caught:  # one of server_url or command, not both
         client.responses.create(model=MODEL, input="x", tools=[{**tools[0], "server_url": "https://a.example/"}])
     assert caught.value.body["param"] == "tools[0].server_url"  # type: ignore[index]
+
+
+def test_a_responses_upstream_gets_functions_and_a_background_response_its_secret(
+        mcp_cove: Server, mcp_server: McpTestServer, upstream: ScriptedUpstream) -> None:
+    """Cove holds the connection whatever the upstream: a Responses upstream is offered the server's tools
+    as functions and reads the calls back as function calls. A queued background response opens the
+    header it keeps sealed in the store when it runs."""
+    mcp_cove.stop()
+    mcp_cove.env["COVE_UPSTREAM_API"] = "responses"
+    mcp_cove.start()
+    try:
+        client = mcp_cove.client()
+        token = SECRET + "-background"
+        upstream.script([Reply(tool_calls=[ToolCall("calc__add", json.dumps({"a": 3, "b": 4}))]), Reply(text="7")])
+        job = client.responses.create(model=MODEL, input="add", background=True,
+                                      tools=[_tool(mcp_server, authorization=token)])  # type: ignore[list-item]
+        done = eventually(lambda: (r := client.responses.retrieve(job.id)).status == "completed" and r,
+                          what="the background response to complete")
+        assert [item.type for item in done.output] == ["mcp_list_tools", "mcp_call", "message"]
+        assert mcp_server.saw(f"Bearer {token}") and token not in done.model_dump_json()
+        offered = sorted(tool["name"] for tool in upstream.requests[0]["tools"])
+        assert offered == ["calc__add", "calc__broken", "calc__slow"]
+        read_back = [item for item in upstream.requests[1]["input"] if item.get("type") == "function_call_output"]
+        assert read_back and read_back[0]["output"].startswith("7")
+    finally:
+        mcp_cove.stop()
+        del mcp_cove.env["COVE_UPSTREAM_API"]
+        mcp_cove.start()
