@@ -18,10 +18,12 @@ import pytest
 from agents import Agent, HostedMCPTool, ModelSettings, OpenAIResponsesModel, Runner
 
 from tests.conftest import Server, _server_env, data_dir, running_server
+from tests.helpers import stream_response
 from tests.mcp_server import MCP_HOST, McpTestServer
 from tests.polling import eventually
 from tests.postgres import PostgresServer
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+from tests.wire_shapes import event_errors, response_errors
 
 pytestmark = pytest.mark.root
 
@@ -310,3 +312,20 @@ def test_a_responses_upstream_gets_functions_and_a_background_response_its_secre
         mcp_cove.stop()
         del mcp_cove.env["COVE_UPSTREAM_API"]
         mcp_cove.start()
+
+
+def test_wire_shapes(mcp_cove: Server, mcp_server: McpTestServer, upstream: ScriptedUpstream) -> None:
+    """Every MCP item and event Cove streams fits the ``openai`` SDK's types (and the Open Responses
+    document where one is at hand): a listing, a completed and a failed call, an approval request."""
+    tools = [_tool(mcp_server, require_approval={"always": {"tool_names": ["slow"]}})]
+    upstream.script([Reply(tool_calls=[ToolCall("calc__add", json.dumps({"a": 1, "b": 2})),
+                                       ToolCall("calc__broken", "{}")]),
+                     Reply(tool_calls=[ToolCall("calc__slow", json.dumps({"seconds": 0.1}))])])
+    with mcp_cove.http() as http:
+        events = stream_response(http, {"model": MODEL, "input": "go", "tools": tools})
+    errors = [error for event in events for error in event_errors(event)]
+    assert not errors, "\n".join(errors)
+    final = events[-1]["response"]
+    assert not response_errors(final), response_errors(final)
+    assert [item["type"] for item in final["output"]] == ["mcp_list_tools", "mcp_call", "mcp_call",
+                                                          "mcp_approval_request"]
