@@ -38,6 +38,9 @@ SEPARATOR = "__"
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_FUNCTION = 64
+MAX_TOOLS = 200
+"""Tools of one server offered to the model (a hostile server's listing may be endless)."""
+MAX_DESCRIPTION = 4_000
 MAX_OUTPUT = 100_000
 """Characters of a tool's output kept (the model reads them; the rest is cut with a note)."""
 
@@ -176,8 +179,8 @@ class McpTool(HostedTool):
         about = f" (MCP server {config.server_label}" + (f": {config.server_description})" if
                                                           config.server_description else ")")
         return [{"type": "function", "name": function_name(config.server_label, tool["name"]),
-                 "description": ((tool.get("description") or tool["name"]) + about)[:4_000],
-                 "parameters": _schema(tool.get("inputSchema") or tool.get("input_schema"))}
+                 "description": ((tool.get("description") or tool["name"]) + about)[:MAX_DESCRIPTION],
+                 "parameters": _schema(tool.get("input_schema"))}
                 for tool in config._listing or []]
 
     def bind(self, config: ToolConfig, function: str) -> HostedTool:
@@ -227,8 +230,7 @@ class McpTool(HostedTool):
         earlier = next((item for item in reversed(context) if item.get("type") == LIST_TYPE
                         and item.get("server_label") == config.server_label and not item.get("error")), None)
         if earlier is not None:
-            config._listing = [tool for tool in earlier.get("tools") or [] if isinstance(tool, dict)
-                               and isinstance(tool.get("name"), str) and config.allows(tool)]
+            config._listing = _usable(config, [tool for tool in earlier.get("tools") or [] if isinstance(tool, dict)])
             return None
         item: dict[str, Any] = {"id": new_id("mcpl"), "type": LIST_TYPE, "server_label": config.server_label,
                                 "tools": []}
@@ -244,9 +246,7 @@ class McpTool(HostedTool):
             await run.events.done_item(item)
             config._listing = []
             return item
-        item["tools"] = [{"name": tool["name"], "description": tool.get("description"),
-                          "input_schema": tool.get("inputSchema") or {"type": "object", "properties": {}},
-                          "annotations": tool.get("annotations")} for tool in listed if config.allows(tool)]
+        item["tools"] = _usable(config, listed)
         config._listing = item["tools"]
         await _emit(run.events, "response.mcp_list_tools.completed", item, index)
         await run.events.done_item(item)
@@ -347,6 +347,25 @@ def approvals(context: list[dict[str, Any]], new_items: list[dict[str, Any]]
         if request.get("id") not in done:
             pairs.append((request, item, index))
     return pairs
+
+
+def _usable(config: McpConfig, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The allowed tools of a listing as the item keeps them: each function name once (a name that only
+    differs in characters a function cannot carry would call another tool), descriptions bounded, at
+    most ``MAX_TOOLS``."""
+    kept: dict[str, dict[str, Any]] = {}
+    for tool in listed:
+        name = tool.get("name")
+        if not isinstance(name, str) or not name or not config.allows(tool):
+            continue
+        function = function_name(config.server_label, name)
+        if function in kept or len(kept) >= MAX_TOOLS:
+            continue
+        description = tool.get("description")
+        kept[function] = {"name": name, "description": description[:MAX_DESCRIPTION] if isinstance(description, str)
+                          else None, "input_schema": _schema(tool.get("inputSchema", tool.get("input_schema"))),
+                          "annotations": tool.get("annotations")}
+    return list(kept.values())
 
 
 def _bad_header(name: str, value: str) -> bool:
