@@ -3,6 +3,8 @@ requests refused before anything runs."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from cove.agent.request import CreateParams
 from cove.errors import InvalidRequest
 from cove.tools.mcp import MAX_TOOLS, McpConfig, _usable
+from cove.tools.toolbox import Toolbox
+from cove.tools.workspace import NoContainer
 
 
 @pytest.fixture
@@ -65,3 +69,15 @@ def test_two_servers_with_one_label_are_refused() -> None:
     tool = {"type": "mcp", "server_label": "a", "server_url": "https://a.example/"}
     with pytest.raises(InvalidRequest):
         CreateParams(model="m", input="hi", tools=[tool, tool]).check()
+
+
+def test_a_call_a_restart_cut_off_is_settled_as_failed() -> None:
+    """``agent/resume.py`` finds the tool of an ``mcp_call`` by its server and closes it with the reason."""
+    box = Toolbox([{"type": "mcp", "server_label": "s", "server_url": "https://a.example/"}])
+    call = {"id": "mcp_1", "type": "mcp_call", "server_label": "s", "name": "add", "arguments": '{"a": 1}',
+            "status": "in_progress"}
+    tool = box.for_item(call)
+    assert tool is not None and box.for_item({**call, "server_label": "other"}) is None
+    failed, same = asyncio.run(tool.refused("", json.dumps(tool.function_arguments(call)), "restarted", NoContainer()))
+    assert failed is same and failed["status"] == "failed" and failed["name"] == "add"
+    assert json.loads(failed["arguments"]) == {"a": 1} and "restarted" in tool.output_text(failed)

@@ -214,6 +214,9 @@ class McpTool(HostedTool):
                 {"type": "function_call_output", "id": new_id("fco"), "call_id": call_id,
                  "output": f"Not run: the user did not approve this call.{reason}"}]
 
+    def function_arguments(self, call: dict[str, Any]) -> dict[str, Any]:
+        return parse_arguments(str(call.get("arguments") or "{}"))
+
     def output_text(self, output: dict[str, Any]) -> str:
         error = output.get("error")
         if error:

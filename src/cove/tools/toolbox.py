@@ -140,6 +140,10 @@ class Toolbox:
     def for_item(self, item: dict[str, Any]) -> HostedTool | None:
         """The server-side tool whose call ``item`` is (to settle a call a server restart cut off)."""
         for tool, config in self.entries:
+            if isinstance(config, McpConfig):  # its calls name the server's tool, not the function
+                if item.get("type") == McpTool.call_type and item.get("server_label") == config.server_label:
+                    return McpTool(config, {"name": item.get("name")})
+                continue
             if isinstance(tool, HostedTool) and tool.hosted(config) and item.get("type") == tool.call_type:
                 name = item.get("name")
                 if name is None or name in tool.function_names(config):
