@@ -9,6 +9,8 @@ import asyncio
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,12 @@ def test_every_call_is_audited(mcp_cove: Server, mcp_server: McpTestServer, upst
     assert sorted((e["tool"], e["outcome"]) for e in events) == [("add", "completed"),
                                                                  ("broken", "mcp_tool_execution_error")]
     assert all(e["server"] == f"{MCP_HOST}:{mcp_server.port}" and e["duration_ms"] >= 0 for e in events)
+    # The operator reads them with `cove audit RESPONSE_ID`.
+    cove = Path(sys.executable).parent / "cove"
+    shown = subprocess.run([str(cove), "audit", response.id, "--json"], env=mcp_cove.env, capture_output=True,
+                           text=True, check=True, timeout=60).stdout
+    lines = [json.loads(line) for line in shown.splitlines()]
+    assert sorted(line["tool"] for line in lines if line["type"] == "mcp_call") == ["add", "broken"]
 
 
 def test_hosted_mcp_tool_of_the_agents_sdk(mcp_cove: Server, mcp_server: McpTestServer,
