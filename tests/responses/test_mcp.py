@@ -337,3 +337,14 @@ def test_wire_shapes(mcp_cove: Server, mcp_server: McpTestServer, upstream: Scri
     assert not response_errors(final), response_errors(final)
     assert [item["type"] for item in final["output"]] == ["mcp_list_tools", "mcp_call", "mcp_call",
                                                           "mcp_approval_request"]
+
+
+def test_an_older_server_over_sse(mcp_cove: Server, mcp_server: McpTestServer, upstream: ScriptedUpstream) -> None:
+    """A server that only speaks the SSE transport refuses Streamable HTTP; Cove connects over SSE."""
+    upstream.script([Reply(tool_calls=[ToolCall("old__add", json.dumps({"a": 1, "b": 1}))]), Reply(text="2")])
+    response = mcp_cove.client().responses.create(model=MODEL, input="add", tools=[  # type: ignore[list-item]
+        {"type": "mcp", "server_label": "old", "server_url": mcp_server.url("/legacy/sse"),
+         "require_approval": "never"}])
+    assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call", "message"]
+    call = response.output[1]
+    assert call.type == "mcp_call" and call.output and call.output.startswith("2")
