@@ -45,6 +45,7 @@ from cove.service.conversations import ConversationService
 from cove.service.displays import DisplayService
 from cove.service.file_blobs import blobs_for
 from cove.service.files import FileService
+from cove.service.mcp import McpServers
 from cove.service.models import ModelService
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
@@ -109,9 +110,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engines = Engines(settings)
         search = WebSearchEngines(lambda project: policies.of(project).web_search or settings.web_search, engines.get)
         webhooks = WebhookService.from_settings(db, policies, secrets.sealer, settings)
+        mcp = McpServers.from_settings(policies, secrets.sealer, audit, settings)
         response_service = ResponseService(db, registry, service, files, settings, policies=policies,
                                            secrets=secrets, project_files=project_files, search=search,
-                                           webhooks=webhooks, snapshots=snapshot_service, skills=skills)
+                                           webhooks=webhooks, snapshots=snapshot_service, skills=skills,
+                                           mcp=mcp)
         app.state.settings = settings
         app.state.containers = service
         app.state.snapshots = snapshot_service
@@ -140,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 warm_up.cancel()
                 await asyncio.gather(warm_up, return_exceptions=True)
             await response_service.stop()
+            await mcp.aclose()
             await webhooks.stop()
             await service.stop_expiry()
             await snapshot_service.stop_expiry()

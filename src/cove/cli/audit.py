@@ -17,6 +17,7 @@ from cove.service.objects import (
     DisplayViewEvent,
     EgressEvent,
     ForkEvent,
+    McpCallEvent,
     OperatorAuditEvent,
     SkillEvent,
     SnapshotEvent,
@@ -60,6 +61,8 @@ def _describe(event: OperatorAuditEvent) -> tuple[str, str]:
         return f"terminal: {event.command or 'shell'} ({event.via})", ended
     if isinstance(event, SnapshotEvent):
         return f"snapshot {event.snapshot_id}", f"{event.bytes} bytes"
+    if isinstance(event, McpCallEvent):
+        return f"mcp {event.server_label}/{event.tool} ({event.server})", f"{event.outcome} in {event.duration_ms:g} ms"
     if isinstance(event, ForkEvent):
         return f"fork from {event.snapshot_id or 'its files now'}", ", ".join(event.containers)
     if isinstance(event, SkillEvent):

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from cove.egress.policy import EgressPolicy
-from cove.errors import InvalidRequest
+from cove.errors import InvalidRequest, SandboxError
 
 MEMORY_TIERS = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
 """Memory limits as OpenAI names them."""
@@ -296,6 +296,11 @@ class Sandbox(abc.ABC):
         """Starts a program on a new pseudo-terminal, starting the container first if it is not
         running. Engines without terminals refuse (``InvalidRequest``)."""
         raise InvalidRequest("This server's containers have no terminals.", code="terminal_not_supported")
+
+    async def channel(self, argv: list[str]) -> Channel:
+        """A long-lived program in the container (``argv``, with the environment commands get) talking over
+        its stdin and stdout, as an MCP server over stdio does; closing the channel ends it."""
+        raise SandboxError("This container cannot run long-lived programs.")
 
     async def display(self, screen: Screen | None = None) -> Display:
         """The container's display, started with ``screen`` if it is not running yet (None: the

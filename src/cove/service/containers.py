@@ -465,6 +465,9 @@ class AuditedSandbox(Sandbox):
         ``service/terminals.py``, which alone knows how it ended and what crossed it."""
         return await self._inner.terminal(request)
 
+    async def channel(self, argv: list[str]) -> Channel:
+        return await self._inner.channel(argv)
+
     async def display(self, screen: Screen | None = None) -> Display:
         display = await self._inner.display(screen)
         return AuditedDisplay(display, lambda data: self._audit.record(self._project, self.id, "computer", data,

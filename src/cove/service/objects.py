@@ -332,9 +332,23 @@ class SkillEvent(_AuditEvent):
     bytes: int
 
 
+class McpCallEvent(_AuditEvent):
+    """A call of a tool on an MCP server by a response (kept in the trail under the response's id): which
+    server and tool, how long it took, how it ended; never its arguments, output or headers."""
+
+    type: Literal["mcp_call"] = "mcp_call"
+    server_label: str
+    server: str
+    """``host:port`` of the server's URL."""
+    tool: str
+    duration_ms: float
+    outcome: str
+    """``completed``, or the error's type (``http_error``, ``mcp_protocol_error``, ``mcp_tool_execution_error``)."""
+
+
 AuditEvent = TypeAliasType("AuditEvent", Annotated[
     CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent | TerminalEvent | SnapshotEvent | ForkEvent
-    | SkillEvent,
+    | SkillEvent | McpCallEvent,
     Field(discriminator="type")])
 
 
@@ -391,10 +405,15 @@ class OperatorSkillEvent(SkillEvent):
     """The operator's view (``cove audit``) spans projects, so it names each event's."""
 
 
+class OperatorMcpCallEvent(McpCallEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
 OperatorAuditEvent = TypeAliasType("OperatorAuditEvent", Annotated[
     OperatorCommandEvent | OperatorEgressEvent | OperatorComputerEvent | OperatorDisplayViewEvent
-    | OperatorTerminalEvent | OperatorSnapshotEvent | OperatorForkEvent | OperatorSkillEvent,
-    Field(discriminator="type")])
+    | OperatorTerminalEvent | OperatorSnapshotEvent | OperatorForkEvent | OperatorSkillEvent
+    | OperatorMcpCallEvent, Field(discriminator="type")])
 
 _AUDIT_EVENT: TypeAdapter[AuditEvent] = TypeAdapter(AuditEvent)
 _OPERATOR_AUDIT_EVENT: TypeAdapter[OperatorAuditEvent] = TypeAdapter(OperatorAuditEvent)

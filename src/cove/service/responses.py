@@ -40,6 +40,7 @@ from cove.service.compaction import CompactionSeal, compact
 from cove.service.containers import KEPT, ContainerService
 from cove.service.file_inputs import FileInputs
 from cove.service.files import FileService
+from cove.service.mcp import McpServers, ResponseMcp
 from cove.service.pagination import Page, paginate
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
@@ -85,10 +86,12 @@ class ResponseService:
                  settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
                  project_files: ProjectFileService, search: WebSearchEngines | None = None,
                  webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None,
-                 skills: SkillService | None = None) -> None:
+                 skills: SkillService | None = None, mcp: McpServers | None = None) -> None:
         self.db = db
         self.skills = skills
         """Reads the skills a ``container_auto`` names (None: skills are refused)."""
+        self.mcp = mcp
+        """Where ``mcp`` tools may connect, and their connections (None: ``mcp`` tools cannot connect)."""
         self.snapshots = snapshots
         """Snapshots a response's container at its end, and branches continuations (None: they share it)."""
         self.webhooks = webhooks
@@ -184,6 +187,8 @@ class ResponseService:
         params.check()
         refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
+        if self.mcp is not None:
+            self.mcp.check(project, params.tools)
         await self._check_tool_environments(project, params)
         small = body_bytes is not None and body_bytes <= INLINE_BYTES
         turn, run = await self._prepare(project, params, earlier, small=small)
@@ -264,7 +269,8 @@ class ResponseService:
         return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=max_turns,
                     max_tool_turns=model.max_tool_turns, released=released, progress=run.progress,
                     compactor=Compactor.of(params, seal.seal, summary), steering=run.steering,
-                    search=search.engine, upstream_search=search.upstream)
+                    search=search.engine, upstream_search=search.upstream,
+                    mcp=self.mcp.for_response(run.project, run.id) if self.mcp and toolbox.mcp_servers else None)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""
@@ -473,6 +479,8 @@ class ResponseService:
                 log.exception("response %s failed", run.id)
                 await builder.fail("server_error", f"The response failed: {exc}")
         finally:
+            if isinstance(turn.mcp, ResponseMcp):
+                await turn.mcp.aclose()
             await self._finish(run)
 
     async def _finish(self, run: Run) -> None:

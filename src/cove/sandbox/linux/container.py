@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from cove.errors import Conflict, CoveError, InvalidRequest, SandboxError
 from cove.sandbox.base import (
     SKILLS_DIR,
+    Channel,
     Command,
     CommandOutput,
     Display,
@@ -44,7 +45,7 @@ from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.disk import mount_disk
 from cove.sandbox.linux.disk_pool import sync_filesystem
-from cove.sandbox.linux.display import LinuxDisplay, check_screen, display_of
+from cove.sandbox.linux.display import LinuxDisplay, SocketChannel, check_screen, display_of
 from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.init_client import InitClient, Job
@@ -356,6 +357,11 @@ class LinuxSandbox(Sandbox):
     @property
     def has_display(self) -> bool:
         return display_of(self._image_env) is not None
+
+    async def channel(self, argv: list[str]) -> Channel:
+        job, sock = await self.connect(["/bin/sh", "-c", 'exec "$0" "$@"', *argv])  # found on PATH, as commands are
+        reader, writer = await asyncio.open_connection(sock=sock)
+        return SocketChannel(job, reader, writer)
 
     async def connect(self, argv: list[str]) -> tuple[Job, socket.socket]:
         """Starts a long-lived process (with the environment commands get) whose stdin and stdout
