@@ -256,6 +256,10 @@ class Settings(BaseSettings):
     skill_max_files: int = Field(default=500, ge=1)
     """Most files one skill may hold."""
 
+    # -- metrics (docs/metrics.md) --
+    metrics_token: str | None = None
+    """Bearer token a scraper sends for ``GET /metrics``; unset, only clients on this machine may read it."""
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
