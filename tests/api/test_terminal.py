@@ -202,3 +202,23 @@ def test_terminals_per_container_are_capped(server: Server, box: str) -> None:
     finally:
         for ws in sockets:
             ws.close()
+
+
+def test_a_paused_container_resumes_for_a_terminal_as_for_a_command(http: httpx.Client, server: Server,
+                                                                     box: str) -> None:
+    assert http.post(f"/v1/containers/{box}/pause").json()["status"] == "paused"
+    with open_pty(server, box, command="echo awake-$((2*21))") as ws:
+        read_until(ws, b"awake-42")
+        assert exit_message(ws) == {"type": "exit", "exit_code": 0}
+    assert http.get(f"/v1/containers/{box}").json()["status"] == "running"
+
+
+def test_a_deleted_container_ends_its_terminal(http: httpx.Client, server: Server) -> None:
+    container_id = http.post("/v1/containers", json={"name": "doomed"}).json()["id"]
+    with open_pty(server, container_id) as ws:
+        ws.send(b"echo up-$((1+1))\r")
+        read_until(ws, b"up-2")
+        assert http.delete(f"/v1/containers/{container_id}").status_code == 200
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=30)
