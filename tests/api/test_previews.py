@@ -196,3 +196,8 @@ def test_smuggled_framing_from_the_app_is_a_502(http: httpx.Client, box: str) ->
     answer = http.get(f"/v1/containers/{box}/ports/8002/")
     assert answer.status_code == 502, answer.text
     assert "x-injected" not in answer.headers
+
+
+def test_a_prefix_spelled_otherwise_still_reaches_the_same_path(http: httpx.Client, box: str) -> None:
+    assert echoed(http.get(f"/v1/containers/{box}/ports/08001/a/b"))["path"] == "/a/b"
+    assert echoed(http.get(f"/v1/containers/{box}/p%6Frts/8001/a%20b"))["path"] == "/a%20b"

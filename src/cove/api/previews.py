@@ -28,6 +28,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import httpcore
 from fastapi import APIRouter, Depends, Request
@@ -99,9 +100,12 @@ async def _target(scope: Scope) -> Target | str:
     service: PreviewService = scope["app"].state.previews
     container_id, port = scope["path_params"]["container_id"], scope["path_params"]["port"]
     prefix = f"/v1/containers/{container_id}/ports/{port}"
-    raw: bytes = scope.get("raw_path") or scope["path"].encode()
-    rest = raw[raw.find(b"/ports/") + len(b"/ports/"):]
-    rest = rest[rest.find(b"/"):] if b"/" in rest else b""
+    raw: bytes = scope.get("raw_path") or b""
+    if raw.startswith(prefix.encode()):  # the path after the prefix exactly as the client sent it
+        rest = raw[len(prefix):]
+    else:  # the prefix was spelled otherwise (percent-encoded, a leading zero): from the decoded path
+        after: str = scope["path"].split("/ports/", 1)[1]  # "8000/..." or "8000"
+        rest = quote(after[after.index("/"):]).encode() if "/" in after else b""
     query = scope.get("query_string", b"")
     if rest.startswith(b"/~"):
         token, slash, after = rest[2:].partition(b"/")
