@@ -104,8 +104,8 @@ async def _target(scope: Scope) -> Target | str:
     if raw.startswith(prefix.encode()):  # the path after the prefix exactly as the client sent it
         rest = raw[len(prefix):]
     else:  # the prefix was spelled otherwise (percent-encoded, a leading zero): from the decoded path
-        after: str = scope["path"].split("/ports/", 1)[1]  # "8000/..." or "8000"
-        rest = quote(after[after.index("/"):]).encode() if "/" in after else b""
+        tail: str = scope["path"].split("/ports/", 1)[1]  # "8000/..." or "8000"
+        rest = quote(tail[tail.index("/"):]).encode() if "/" in tail else b""
     query = scope.get("query_string", b"")
     if rest.startswith(b"/~"):
         token, slash, after = rest[2:].partition(b"/")
