@@ -14,7 +14,9 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
+from websockets.sync.connection import Connection
 
+from cove.service.previews import MAX_CONNECTIONS
 from tests.conftest import KEYS, Server
 from tests.helpers import run
 from tests.polling import eventually
@@ -55,7 +57,11 @@ class Echo(http.server.BaseHTTPRequestHandler):
         self.end_headers(); self.wfile.flush()
         while True:
             head = self.rfile.read(2)
-            if len(head) < 2 or head[0] & 0x0F == 8:
+            if len(head) < 2:
+                return
+            if head[0] & 0x0F == 8:  # a close: answered, and the connection ends, as the protocol asks
+                self.wfile.write(b"\x88\x00"); self.wfile.flush()
+                self.close_connection = True
                 return
             n = head[1] & 0x7F
             if n == 126: n = struct.unpack(">H", self.rfile.read(2))[0]
@@ -201,3 +207,31 @@ def test_smuggled_framing_from_the_app_is_a_502(http: httpx.Client, box: str) ->
 def test_a_prefix_spelled_otherwise_still_reaches_the_same_path(http: httpx.Client, box: str) -> None:
     assert echoed(http.get(f"/v1/containers/{box}/ports/08001/a/b"))["path"] == "/a/b"
     assert echoed(http.get(f"/v1/containers/{box}/p%6Frts/8001/a%20b"))["path"] == "/a%20b"
+
+
+def test_preview_connections_per_container_are_capped(http: httpx.Client, server: Server, box: str) -> None:
+    url = server.url.replace("http://", "ws://") + http.post(f"/v1/containers/{box}/ports/8001/url").json()["url"]
+    sockets: list[Connection] = []
+
+    def all_open() -> bool:
+        """Connections of earlier tests end a moment after their clients left: until then some are refused."""
+        try:
+            while len(sockets) < MAX_CONNECTIONS:
+                sockets.append(connect(url + "socket", open_timeout=30))
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 429
+            return False
+        return True
+
+    try:
+        eventually(all_open, what=f"{MAX_CONNECTIONS} preview connections", ignoring=(AssertionError,))
+        for ws in sockets[:3]:
+            ws.send("still")
+            assert ws.recv(timeout=10) == "echo:still"
+        refused = http.get(f"/v1/containers/{box}/ports/8000/")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_preview_connections"
+    finally:
+        for ws in sockets:
+            ws.close()
+    eventually(lambda: http.get(f"/v1/containers/{box}/ports/8000/").status_code == 200,
+               what="the connections to be released")

@@ -219,7 +219,8 @@ async def proxy_websocket(websocket: WebSocket) -> None:
             try:
                 app = await connect(f"ws://127.0.0.1:{port}{target.path.decode('latin-1')}", sock=sock,
                                     additional_headers=extra, subprotocols=offered or None,
-                                    max_size=WS_MAX_MESSAGE, open_timeout=TIMEOUTS["connect"], proxy=None)
+                                    max_size=WS_MAX_MESSAGE, open_timeout=TIMEOUTS["connect"], close_timeout=2,
+                                    proxy=None)
             except (InvalidHandshake, OSError, TimeoutError) as exc:
                 raise PortUnreachable(f"The app on port {port} refused the WebSocket ({exc}).") from None
             async with app:

@@ -11,15 +11,19 @@ browser can follow the app's relative links; a token names project, container an
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from cove.errors import InvalidRequest, SandboxError
+from cove.errors import InvalidRequest, SandboxError, TooManyRequests
 from cove.service.containers import ContainerService
 from cove.service.tokens import SignedToken, Tokens
 
 DEFAULT_SECONDS = 3600
 MAX_SECONDS = 7 * 24 * 3600
+MAX_CONNECTIONS = 32
+"""Connections (HTTP requests in flight, open WebSockets) to one container's ports at once: each holds
+two sockets on the server, and a browser loading a page makes about six."""
 
 
 class PortUnreachable(SandboxError):
@@ -41,6 +45,7 @@ def check_port(port: int) -> int:
 class PreviewService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
+        self._open: Counter[str] = Counter()
         self.tokens = Tokens("preview", DEFAULT_SECONDS, "The preview URL is invalid, expired, or for another "
                              "container or port: ask for a new one (POST /v1/containers/{id}/ports/{port}/url "
                              "with the API key).", code="invalid_preview_token")
@@ -62,16 +67,26 @@ class PreviewService:
         """A connection to the port in the container, which is held (kept from expiring, started if
         stopped) while it is open; closed on leaving."""
         check_port(port)
-        async with self.containers.use(project, container_id) as sandbox:
-            try:
-                sock = await sandbox.connect_port(port)
-            except OSError as exc:
-                raise PortUnreachable(f"Nothing answers on port {port} in container '{container_id}' "
-                                      f"({exc.strerror or exc}).") from None
-            try:
-                yield sock
-            finally:
-                sock.close()
+        await self.containers.get(project, container_id)  # a foreign id is a 404 before the count says anything
+        if self._open[container_id] >= MAX_CONNECTIONS:
+            raise TooManyRequests(f"Container '{container_id}' has {MAX_CONNECTIONS} preview connections open "
+                                  "already.", code="too_many_preview_connections")
+        self._open[container_id] += 1
+        try:
+            async with self.containers.use(project, container_id) as sandbox:
+                try:
+                    sock = await sandbox.connect_port(port)
+                except OSError as exc:
+                    raise PortUnreachable(f"Nothing answers on port {port} in container '{container_id}' "
+                                          f"({exc.strerror or exc}).") from None
+                try:
+                    yield sock
+                finally:
+                    sock.close()
+        finally:
+            self._open[container_id] -= 1
+            if not self._open[container_id]:
+                del self._open[container_id]
 
 
 def subject(container_id: str, port: int) -> str:
