@@ -18,6 +18,7 @@ from cove.service.objects import (
     EgressEvent,
     ForkEvent,
     OperatorAuditEvent,
+    SkillEvent,
     SnapshotEvent,
     TerminalEvent,
 )
@@ -61,6 +62,8 @@ def _describe(event: OperatorAuditEvent) -> tuple[str, str]:
         return f"snapshot {event.snapshot_id}", f"{event.bytes} bytes"
     if isinstance(event, ForkEvent):
         return f"fork from {event.snapshot_id or 'its files now'}", ", ".join(event.containers)
+    if isinstance(event, SkillEvent):
+        return f"skill {event.name} at {event.path}", f"{event.files} files, {event.bytes} bytes"
     outcome = event.outcome
     return event.command, "timeout" if outcome.type == "timeout" else f"exit {outcome.exit_code}"
 

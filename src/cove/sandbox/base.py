@@ -123,6 +123,19 @@ class FileContent:
     """Permission bits, so that a rewrite can keep them (an executable stays executable)."""
 
 
+SKILLS_DIR = "/skills"
+"""Where a container's skills are, each in ``/skills/<name>/``: read-only to everything in the container."""
+
+
+@dataclass(frozen=True)
+class SkillFile:
+    """One file of a skill: its path inside the skill's folder (relative, already checked)."""
+
+    path: str
+    data: bytes
+    executable: bool = False
+
+
 WALK_VISITS = 50_000
 """Entries (files and directories alike) one listing or walk looks at before it stops and returns what
 it found. A walk costs per entry, above all per directory opened (about 18 us each here: a tree of
@@ -326,6 +339,11 @@ class Sandbox(abc.ABC):
     def paused(self) -> bool:
         """Whether its processes are frozen now (commands would wait: resume first)."""
         return False
+
+    async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
+        """Puts a skill's files at ``SKILLS_DIR/<name>/``, read-only to the container, in place of any
+        skill of that name; returns that path. Engines that cannot mount skills refuse."""
+        raise InvalidRequest("This server's containers cannot carry skills.", code="skills_not_supported")
 
 
 class SandboxEngine(abc.ABC):

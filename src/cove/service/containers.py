@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,6 +38,7 @@ from cove.sandbox.base import (
     Sandbox,
     SandboxEngine,
     Screen,
+    SkillFile,
     Terminal,
     TerminalRequest,
 )
@@ -493,6 +494,14 @@ class AuditedSandbox(Sandbox):
     @property
     def paused(self) -> bool:
         return self._inner.paused
+
+    async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
+        listed = list(files)
+        path = await self._inner.add_skill(name, listed)
+        self._audit.record(self._project, self.id, "skill", {
+            "name": name, "path": path, "files": len(listed), "bytes": sum(len(file.data) for file in listed)},
+            self._response_id)
+        return path
 
 
 class AuditedDisplay(Display):

@@ -45,6 +45,8 @@ from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
+from cove.service.skill_bundles import Bundle
+from cove.service.skills import SkillService, mounted
 from cove.service.snapshots import SnapshotService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
@@ -53,6 +55,7 @@ from cove.store.bulk import insert_rows
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.store.writer import Write, execute
+from cove.tools.environment import ContainerAuto
 from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,11 @@ class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
                  settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
                  project_files: ProjectFileService, search: WebSearchEngines | None = None,
-                 webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None) -> None:
+                 webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None,
+                 skills: SkillService | None = None) -> None:
         self.db = db
+        self.skills = skills
+        """Reads the skills a ``container_auto`` names (None: skills are refused)."""
         self.snapshots = snapshots
         """Snapshots a response's container at its end, and branches continuations (None: they share it)."""
         self.webhooks = webhooks
@@ -286,7 +292,33 @@ class ResponseService:
             auto = {**auto, "network_policy": self.secrets.open_policy(auto["network_policy"], run.id)}
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
                                   project_files=self.project_files, image=image,
-                                  container_id=container_id, auto=auto, on_container=record)
+                                  container_id=container_id, auto=auto, on_container=record,
+                                  skills=await self._skills(run.project, params, container_id))
+
+    async def _skills(self, project: str, params: CreateParams,
+                      container_id: str | None) -> tuple[SkillService, list[Bundle]] | None:
+        """The skills ``container_auto`` names, read and checked now (a 400 or 404 before anything runs),
+        and, with those the named or followed container already has, marked on the tool so the model
+        is told of them."""
+        found = params.toolbox.container_environment()
+        if found is None:
+            return None
+        index, environment = found
+        asked = environment.skills if isinstance(environment, ContainerAuto) else None
+        param = f"tools[{index}].environment.skills"
+        if self.skills is None:
+            if asked:
+                raise InvalidRequest("Skills are not supported by this server.", param=param)
+            return None
+        bundles: list[Bundle] = []
+        if asked:
+            bundles = await self.skills.resolve(project, [skill.model_dump(exclude_none=True) for skill in asked],
+                                                param)
+        notes = {note.name: note for note in
+                 await self.skills.in_container(project, container_id)} if container_id else {}
+        notes.update((note.name, note) for note in mounted(bundles))
+        environment.mount(list(notes.values()))
+        return (self.skills, bundles) if bundles else None
 
     async def _branch(self, session: AsyncSession, project: str, previous_response_id: str, container_id: str) -> str:
         """The chain's container, or a new one made from the snapshot its latest response left when
@@ -549,6 +581,14 @@ class ResponseService:
                 .order_by(ResponseItemRow.position)))
         # The status column, not the body's: a queued response's body was stored before it was queued.
         return {**copy.deepcopy(row.body), "status": row.status, "output": output}
+
+    async def list_page(self, project: str, page: Page) -> tuple[list[dict[str, Any]], bool]:
+        """Cove extension: the project's stored responses, each as last saved without ``output`` (a
+        retrieve has the items), so a page is one query however long the trajectories are."""
+        query = select(ResponseRow).where(ResponseRow.project == project, ResponseRow.stored.is_(True))
+        async with self.db.begin() as session:
+            rows, has_more = await paginate(session, query, ResponseRow, page)
+        return [{**row.body, "status": row.status} for row in rows], has_more
 
     async def progress(self, project: str, response_id: str) -> dict[str, Any]:
         """``GET /v1/responses/{id}/progress`` (a Cove extension): what a response is doing now, from

@@ -10,6 +10,7 @@ from cove.tools.base import HostedTool, Tool, ToolConfig
 from cove.tools.computer import NAME as COMPUTER
 from cove.tools.computer import ComputerTool, released, stale_screenshots, superseded
 from cove.tools.custom import CustomTool, editor_call_ids
+from cove.tools.environment import ContainerAuto, ContainerReference
 from cove.tools.namespace import flatten_call
 from cove.tools.registry import TOOLS
 from cove.tools.web_search import WebSearchTool
@@ -74,6 +75,15 @@ class Toolbox:
                 if environment is not None:
                     return environment
         return {"type": "container_auto"}
+
+    def container_environment(self) -> tuple[int, ContainerAuto | ContainerReference] | None:
+        """The environment (and the tool's index) that ``environment`` answers with, parsed: where a
+        request's skills for its container are, and where the service marks the container's skills."""
+        for index, (tool, config) in enumerate(self.entries):
+            if isinstance(tool, HostedTool) and tool.hosted(config) and tool.environment(config) is not None:
+                environment = getattr(config, "environment", None)
+                return (index, environment) if isinstance(environment, ContainerAuto | ContainerReference) else None
+        return None
 
     def model_tools(self, native: bool = False, hosted: bool = True,
                     upstream_search: bool = False) -> list[dict[str, Any]]:
