@@ -15,6 +15,7 @@
     └── SandboxError (500)              the container engine failed; the message says how
         ├── ImageError                  an image could not be built, imported or found
         ├── DisplayError (502)          a container's display did not start or stopped answering
+        ├── PortUnreachable (502)       nothing answers on a previewed port (``service/previews.py``)
         ├── InitUnresponsive            a container's init stopped answering (``sandbox/linux/process.py``)
         └── SpawnError                  init could not start a command (``sandbox/linux/init_client.py``)
 

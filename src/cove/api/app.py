@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from cove import __version__
@@ -26,6 +26,7 @@ from cove.api import (
     files,
     metrics,
     models,
+    previews,
     responses,
     responses_socket,
     snapshots,
@@ -49,6 +50,7 @@ from cove.service.files import FileService
 from cove.service.mcp import McpServers
 from cove.service.metrics import StoreGauges
 from cove.service.models import ModelService
+from cove.service.previews import PreviewService
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
@@ -123,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.snapshots = snapshot_service
         app.state.displays = DisplayService(service)
         app.state.terminals = TerminalService(service)
+        app.state.previews = PreviewService(service)
         app.state.files = files
         app.state.project_files = project_files
         app.state.skills = skills
@@ -179,6 +182,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/display", display_socket.serve))
     app.include_router(container_terminals.router)
     app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/pty", terminal_socket.serve))
+    app.include_router(previews.router)  # before the proxy: POST .../ports/{port}/url is Cove's own
+    for path in (previews.PREVIEW_PATH, previews.PREVIEW_PATH.removesuffix("/{rest:path}")):
+        app.router.routes.append(Route(path, previews.HttpProxy()))
+        app.router.routes.append(WebSocketRoute(path, previews.proxy_websocket))
     # noVNC's RFB client for the live view page: public (Debian's), and a browser loads it without a key.
     # Only the two trees its modules import from are served, so a COVE_NOVNC_DIR set to the wrong
     # directory cannot put the host's files behind no key.

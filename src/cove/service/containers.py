@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -465,6 +466,9 @@ class AuditedSandbox(Sandbox):
 
     async def files(self) -> Files:
         return await self._inner.files()
+
+    async def connect_port(self, port: int) -> socket.socket:
+        return await self._inner.connect_port(port)
 
     async def terminal(self, request: TerminalRequest) -> Terminal:
         """The inner terminal as it is: a terminal's session is audited when it ends, by
