@@ -264,6 +264,10 @@ class Settings(BaseSettings):
     fleet_check_seconds: float = Field(default=1.0, gt=0)
     """How often the server asks every fleet node for its capacity, finding lost and rejoined nodes."""
 
+    fleet_host_engine: str = "cove.sandbox.fleet.host:linux_host"
+    """``module:function`` making the engine each node's ``SandboxHost`` runs (tests and the bench use
+    ``cove.testing.fleet:simulated_host``: containers in memory)."""
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

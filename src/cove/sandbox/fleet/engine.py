@@ -19,13 +19,30 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import ray
-from ray.actor import ActorHandle
 from ray.exceptions import RayError, RayTaskError
 
-from cove.errors import ContainerLost, CoveError, InvalidRequest, NotFound, SandboxError, SandboxUnavailable, \
-    TooManyRequests
-from cove.sandbox.base import WALK_VISITS, Command, CommandOutput, Entry, FileContent, Files, Limits, \
-    OutputCallback, Sandbox, SandboxEngine, memory_bytes
+from cove.errors import (
+    ContainerLost,
+    CoveError,
+    InvalidRequest,
+    NotFound,
+    SandboxError,
+    SandboxUnavailable,
+    TooManyRequests,
+)
+from cove.sandbox.base import (
+    WALK_VISITS,
+    Command,
+    CommandOutput,
+    Entry,
+    FileContent,
+    Files,
+    Limits,
+    OutputCallback,
+    Sandbox,
+    SandboxEngine,
+    memory_bytes,
+)
 from cove.sandbox.fleet.host import SandboxHost
 from cove.sandbox.fleet.placement import Assignment, Need, NodeReport, Placement
 
@@ -38,6 +55,9 @@ one per node and it lives nowhere else."""
 SLOTS_RESOURCE = "cove_slots"
 """Containers a node runs at most (``ray start --resources``); without it, ``_DEFAULT_SLOTS``."""
 _DEFAULT_SLOTS = 100
+
+HostHandle = Any
+"""A ``SandboxHost`` actor's handle (Ray's own typing does not follow ``.remote`` calls to its methods)."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +83,11 @@ def offers(nodes: Iterable[dict[str, Any]]) -> list[NodeOffer]:
     return found
 
 
-def host_actor(offer: NodeOffer, factory: str) -> ActorHandle:
+def host_actor(offer: NodeOffer, factory: str) -> HostHandle:
     """The node's host: named, so every API replica finds the same one; detached, so it outlives the
     replica that made it; restarted by Ray when its node comes back (empty, a new incarnation)."""
     remote = ray.remote(SandboxHost)
-    handle: ActorHandle = remote.options(  # type: ignore[attr-defined]
+    handle: HostHandle = remote.options(
         name=f"cove-host-{offer.node}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         resources={HOST_RESOURCE + offer.node: 1}, num_cpus=0, max_restarts=-1, max_task_retries=0,
         max_concurrency=1000,
@@ -82,13 +102,15 @@ class FleetEngine(SandboxEngine):
         self.address, self.node_ip = address, node_ip
         self.call_timeout, self.check_seconds = call_timeout, check_seconds
         self.host_factory = host_factory
-        self.hosts: dict[str, ActorHandle] = {}
+        self.hosts: dict[str, HostHandle] = {}
         self.live: dict[str, NodeReport] = {}
         """Nodes that answered the last check, by name: creates go only to these."""
         self.lost: set[str] = set()
         self._assignments: dict[str, Assignment] = {}
         """Where containers are, as read from the registry: it only changes when a node is lost, and then
         the check drops the node's entries, so exec does not pay a database round trip."""
+        self._incarnations: dict[str, str] = {}
+        """Each node's incarnation when it last answered (also after it was lost)."""
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -127,19 +149,21 @@ class FleetEngine(SandboxEngine):
             if node in self.lost:
                 # Back from lost: a hung node that resumed still has its incarnation and containers the
                 # registry gave up; it destroys them and starts over, like a node that restarted.
-                if report.incarnation == getattr(self.live.get(node), "incarnation", report.incarnation):
+                if report.incarnation == self._incarnations.get(node):
                     report = await self.call(self.hosts[node].reset.remote())
                 self.lost.discard(node)
                 log.warning("fleet node %s rejoined", node)
             live[node] = report
+            self._incarnations[node] = report.incarnation
         await self.placement.seen(list(live.values()))
         self.live = live
         self._assignments = {cid: a for cid, a in self._assignments.items()
                              if a.node in live and live[a.node].incarnation == a.incarnation}
 
-    async def call(self, ref: Awaitable[Any], timeout: float | None = None) -> Any:
-        """One host call, within ``timeout`` (default ``COVE_FLEET_CALL_TIMEOUT``), with Ray's errors made Cove's."""
-        timeout = self.call_timeout if timeout is None else timeout
+    async def call(self, ref: Awaitable[Any], within: float | None = None) -> Any:
+        """One host call, within ``within`` seconds (default ``COVE_FLEET_CALL_TIMEOUT``), with Ray's
+        errors made Cove's."""
+        timeout = self.call_timeout if within is None else within
         try:
             async with asyncio.timeout(timeout):
                 return await ref
@@ -198,7 +222,7 @@ class FleetEngine(SandboxEngine):
     async def get(self, container_id: str, limits: Limits) -> Sandbox:
         return RemoteSandbox(self, container_id, await self._assignment(container_id), limits)
 
-    def host(self, placed: Assignment) -> ActorHandle:
+    def host(self, placed: Assignment) -> HostHandle:
         if placed.node in self.lost or placed.node not in self.hosts:
             raise SandboxUnavailable(f"Fleet node {placed.node} is not answering; the call did not run.")
         return self.hosts[placed.node]
@@ -242,7 +266,7 @@ class RemoteSandbox(Sandbox):
         self._engine, self._placed, self._limits = engine, placed, limits
         self._running = True
 
-    def _host(self) -> ActorHandle:
+    def _host(self) -> HostHandle:
         return self._engine.host(self._placed)
 
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
@@ -279,7 +303,7 @@ class RemoteSandbox(Sandbox):
 
 
 class RemoteFiles(Files):
-    def __init__(self, engine: FleetEngine, host: ActorHandle, placed: Assignment, container_id: str,
+    def __init__(self, engine: FleetEngine, host: HostHandle, placed: Assignment, container_id: str,
                  limits: Limits) -> None:
         self._engine, self._host = engine, host
         self._args = (placed.incarnation, container_id, limits)
