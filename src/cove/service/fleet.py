@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -84,10 +85,33 @@ class FleetRegistry:
         async with self.db.begin() as session:
             return await _usage(session, None)
 
-    async def nodes(self) -> list[FleetNodeRow]:
-        """Every node the fleet has seen, by name (``cove fleet status``)."""
+    async def status(self) -> list[NodeStatus]:
+        """Every node the fleet has seen, by name, with what is placed there (``cove fleet status``)."""
         async with self.db.begin() as session:
-            return list(await session.scalars(select(FleetNodeRow).order_by(FleetNodeRow.node)))
+            rows = list(await session.scalars(select(FleetNodeRow).order_by(FleetNodeRow.node)))
+            used = await _usage(session, None)
+            lost = dict((await session.execute(
+                select(FleetPlacementRow.node, func.count()).where(FleetPlacementRow.state == "lost")
+                .group_by(FleetPlacementRow.node))).tuples().all())
+        return [NodeStatus(row.node, row.alive, row.incarnation, row.memory, row.cpus, row.slots, row.images,
+                           row.seen_at, used.get(row.node, Usage()).containers, lost.get(row.node, 0),
+                           used.get(row.node, Usage()).memory, used.get(row.node, Usage()).cpus) for row in rows]
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: str
+    alive: bool
+    incarnation: str
+    memory: int
+    cpus: float
+    slots: int
+    images: list[str]
+    seen_at: int
+    containers: int
+    lost: int
+    memory_used: int
+    cpus_used: float
 
 
 async def _usage(session: AsyncSession, nodes: list[str] | None) -> dict[str, Usage]:

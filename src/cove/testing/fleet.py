@@ -2,7 +2,8 @@
 
 Run a host on it with ``COVE_FLEET_HOST_ENGINE=cove.testing.fleet:simulated_host``. Commands are
 understood just enough to exercise the fleet's paths: ``echo TEXT`` writes TEXT, ``sleep S`` takes S
-seconds (a call in flight when a node dies), anything else exits 0 quietly.
+seconds (a call in flight when a node dies), ``hostname`` writes the node's name (where placement put
+the container), anything else exits 0 quietly.
 """
 
 from __future__ import annotations
@@ -14,27 +15,27 @@ from cove.sandbox.base import Command, CommandOutput, ExitOutcome, Limits, Sandb
 from cove.sandbox.fleet.host import HostEngine
 from cove.testing.sandbox import MemorySandbox
 
-SIMULATED_IMAGES = frozenset({"debian"})
-
-
-async def simulate(command: Command) -> CommandOutput:
-    verb, _, rest = command.command.partition(" ")
-    if verb == "sleep":
-        await asyncio.sleep(float(rest))
-    stdout = rest + "\n" if verb == "echo" else ""
-    return CommandOutput(stdout=stdout, stderr="", outcome=ExitOutcome(exit_code=0))
+SIMULATED_IMAGES = frozenset({"default"})
 
 
 class SimulatedEngine(SandboxEngine):
-    def __init__(self) -> None:
+    def __init__(self, node: str = "local") -> None:
+        self.node = node
         self.containers: dict[str, MemorySandbox] = {}
+
+    async def simulate(self, command: Command) -> CommandOutput:
+        verb, _, rest = command.command.partition(" ")
+        if verb == "sleep":
+            await asyncio.sleep(float(rest))
+        stdout = {"echo": rest + "\n", "hostname": self.node + "\n"}.get(verb, "")
+        return CommandOutput(stdout=stdout, stderr="", outcome=ExitOutcome(exit_code=0))
 
     async def start(self) -> None:
         pass
 
     async def create(self, container_id: str, image: str, limits: Limits, *,
                      snapshot_id: str | None = None) -> Sandbox:
-        sandbox = self.containers[container_id] = MemorySandbox(run=simulate, container_id=container_id)
+        sandbox = self.containers[container_id] = MemorySandbox(run=self.simulate, container_id=container_id)
         return sandbox
 
     async def snapshot(self, container_id: str, snapshot_id: str) -> int:
@@ -60,5 +61,5 @@ class SimulatedEngine(SandboxEngine):
         self.containers.clear()
 
 
-def simulated_host() -> HostEngine:
-    return SimulatedEngine(), lambda: SIMULATED_IMAGES
+def simulated_host(node: str) -> HostEngine:
+    return SimulatedEngine(node), lambda: SIMULATED_IMAGES

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -55,6 +56,8 @@ one per node and it lives nowhere else."""
 SLOTS_RESOURCE = "cove_slots"
 """Containers a node runs at most (``ray start --resources``); without it, ``_DEFAULT_SLOTS``."""
 _DEFAULT_SLOTS = 100
+_START_TIMEOUT = 60.0
+"""Seconds the server waits at start for the hosts' first reports (Ray starts a worker for each new one)."""
 
 HostHandle = Any
 """A ``SandboxHost`` actor's handle (Ray's own typing does not follow ``.remote`` calls to its methods)."""
@@ -115,9 +118,14 @@ class FleetEngine(SandboxEngine):
 
     async def start(self) -> None:
         if not ray.is_initialized():
+            # Ray's driver takes over SIGTERM and SIGINT (exiting at once); the server's own handlers
+            # must stay, or a stop would skip the graceful shutdown.
+            kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
             ray.init(address=self.address, _node_ip_address=self.node_ip, namespace=NAMESPACE,
                      log_to_driver=False, logging_level=logging.WARNING)
-        await self.check()
+            for sig, handler in kept.items():
+                signal.signal(sig, handler)
+        await self.check(_START_TIMEOUT)  # a new host's worker takes seconds to start
         self._watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -128,14 +136,15 @@ class FleetEngine(SandboxEngine):
             except Exception:
                 log.exception("fleet check failed")
 
-    async def check(self) -> None:
-        """Finds new nodes (making their hosts), asks every host for its report, and records the outcome:
-        nodes that did not answer are lost, nodes that answer again start empty."""
+    async def check(self, within: float | None = None) -> None:
+        """Finds new nodes (making their hosts), asks every host for its report (within ``within`` seconds,
+        default ``COVE_FLEET_CALL_TIMEOUT``), and records the outcome: nodes that did not answer are lost,
+        nodes that answer again start empty."""
         for offer in offers(await asyncio.to_thread(ray.nodes)):
             if offer.node not in self.hosts:
                 self.hosts[offer.node] = host_actor(offer, self.host_factory)
         nodes = list(self.hosts)
-        answers = await asyncio.gather(*(self.call(self.hosts[node].report.remote()) for node in nodes),
+        answers = await asyncio.gather(*(self.call(self.hosts[node].report.remote(), within) for node in nodes),
                                        return_exceptions=True)
         live: dict[str, NodeReport] = {}
         for node, answer in zip(nodes, answers, strict=True):
@@ -187,10 +196,10 @@ class FleetEngine(SandboxEngine):
         avoid: set[str] = set()
         while True:
             candidates = [report for node, report in self.live.items() if node not in avoid]
+            if not candidates:
+                raise SandboxUnavailable("No fleet node is answering; the container was not created.")
             placed = await self.placement.place(container_id, need, candidates)
             if placed is None:
-                if avoid:
-                    raise SandboxUnavailable("The fleet nodes chosen for the container did not answer.")
                 raise TooManyRequests("No fleet node has room for another container of these limits.",
                                       code="fleet_full")
             host = self.hosts[placed.node]

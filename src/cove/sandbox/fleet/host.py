@@ -35,14 +35,15 @@ FILE_CALLS = frozenset({"stat", "read", "write", "delete", "list_dir", "walk_fil
 """``Files`` methods a host forwards (``stream`` has its own generator)."""
 
 
-def load_factory(path: str) -> Callable[[], HostEngine]:
-    """``module:function`` -> the function (so that tests and the bench can run hosts on a simulated engine)."""
+def load_factory(path: str) -> Callable[[str], HostEngine]:
+    """``module:function`` -> the function, called with the node's name (so that tests and the bench can
+    run hosts on a simulated engine)."""
     module, _, name = path.partition(":")
-    factory: Callable[[], HostEngine] = getattr(importlib.import_module(module), name)
+    factory: Callable[[str], HostEngine] = getattr(importlib.import_module(module), name)
     return factory
 
 
-def linux_host() -> HostEngine:
+def linux_host(_node: str) -> HostEngine:
     """The production host: ``LinuxEngine`` with the node's own settings (``COVE_*`` in the environment
     of its ``ray start``), as ``cove serve`` builds it on one machine."""
     from cove.config import Settings
@@ -60,7 +61,7 @@ class SandboxHost:
     def __init__(self, node: str, factory: str, memory: int, cpus: float, slots: int) -> None:
         self.node = node
         self.memory, self.cpus, self.slots = memory, cpus, slots
-        self.engine, self._images = load_factory(factory)()
+        self.engine, self._images = load_factory(factory)(node)
         self.incarnation = uuid.uuid4().hex
         self._held: set[str] = set()
         self._started = asyncio.Lock()
