@@ -55,17 +55,18 @@ class Assignment:
 
 
 def choose(need: Need, candidates: Sequence[tuple[NodeReport, Usage]]) -> NodeReport | None:
-    """The node for ``need`` among those with room for it (None: none has): nodes that have the image
-    first (a pull costs seconds, a busier node milliseconds), then the one with the most memory left,
-    then the most free slots. CPU is overcommitted like on one machine (a limit, not a reservation), so
-    it only rules out a node whose limits already add up to twice its cores."""
+    """The node for ``need`` among those with a free slot and the memory (None: none has): nodes that
+    have the image first (a pull costs seconds, a busier node milliseconds), then the one with the most
+    memory left, then the most CPU left, then the most free slots. Memory is a reservation (a container's
+    limit is its share, as on one machine); CPU is a limit, not a reservation, so it is overcommitted and
+    only ranks the nodes."""
     fitting = [(report, used) for report, used in candidates
-               if used.containers < report.slots and used.memory + need.memory <= report.memory
-               and used.cpus + need.cpus <= 2 * report.cpus]
+               if used.containers < report.slots and used.memory + need.memory <= report.memory]
     if not fitting:
         return None
     best = max(fitting, key=lambda pair: (need.image in pair[0].images, pair[0].memory - pair[1].memory,
-                                          pair[0].slots - pair[1].containers, pair[0].node))
+                                          pair[0].cpus - pair[1].cpus, pair[0].slots - pair[1].containers,
+                                          pair[0].node))
     return best[0]
 
 
