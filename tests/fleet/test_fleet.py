@@ -9,7 +9,6 @@ about a gigabyte and ten seconds to start).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -47,7 +46,6 @@ def cluster() -> Iterator[RayCluster]:
         yield ray
     finally:
         ray.stop()
-        shutil.rmtree(ray.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

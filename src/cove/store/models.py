@@ -246,6 +246,11 @@ class FleetNodeRow(Base):
     images: Mapped[list[str]] = mapped_column(JSON)
     alive: Mapped[bool] = mapped_column(Boolean)
     seen_at: Mapped[int] = mapped_column(BigInteger)
+    used_memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_cpus: Mapped[float] = mapped_column(Float, default=0.0)
+    used_slots: Mapped[int] = mapped_column(Integer, default=0)
+    """What the node's placed containers take, kept with each placement so that placing reads one row per
+    node rather than summing the placements."""
 
 
 class FleetPlacementRow(Base):

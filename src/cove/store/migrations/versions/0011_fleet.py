@@ -22,6 +22,9 @@ def upgrade() -> None:
         sa.Column("images", sa.JSON, nullable=False),
         sa.Column("alive", sa.Boolean, nullable=False),
         sa.Column("seen_at", sa.BigInteger, nullable=False),
+        sa.Column("used_memory", sa.BigInteger, nullable=False),
+        sa.Column("used_cpus", sa.Float, nullable=False),
+        sa.Column("used_slots", sa.Integer, nullable=False),
     )
     op.create_table(
         "fleet_placements",
