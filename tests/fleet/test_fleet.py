@@ -54,6 +54,9 @@ def fleet(cluster: RayCluster, upstream: ScriptedUpstream, postgres: PostgresSer
            "COVE_FLEET_HOST_ENGINE": "cove.testing.fleet:simulated_host",
            "COVE_FLEET_CALL_TIMEOUT": str(CALL_TIMEOUT), "COVE_FLEET_CHECK_SECONDS": "0.5"}
     with running_server(data_dir("cove-fleet"), env) as srv:
+        # Nodes register with the head a moment after their raylets start; the server finds them on a check.
+        eventually(lambda: {node: row["alive"] for node, row in _status(srv).items()} == {"n2": True, "n3": True},
+                   timeout=60, what="both nodes' hosts to report")
         yield srv
 
 
