@@ -135,9 +135,9 @@ class FleetRegistry:
         """Every node the fleet has seen, by name, with what is placed there (``cove fleet status``)."""
         async with self.db.begin() as session:
             rows = list(await session.scalars(select(FleetNodeRow).order_by(FleetNodeRow.node)))
-            lost: dict[str, int] = {node: count for node, count in await session.execute(
+            lost: dict[str, int] = dict((await session.execute(
                 select(FleetPlacementRow.node, func.count()).where(FleetPlacementRow.state == "lost")
-                .group_by(FleetPlacementRow.node))}
+                .group_by(FleetPlacementRow.node))).all())
         return [NodeStatus(row.node, row.alive, row.incarnation, row.memory, row.cpus, row.slots, row.images,
                            row.seen_at, row.used_slots, lost.get(row.node, 0), row.used_memory, row.used_cpus)
                 for row in rows]
