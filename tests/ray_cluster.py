@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,8 +61,11 @@ def _comm(pid: int) -> str:
 
 
 class RayNode:
-    def __init__(self, cluster: RayCluster, ip: str, resources: dict[str, float], head: bool) -> None:
+    def __init__(self, cluster: RayCluster, ip: str, resources: dict[str, float], head: bool,
+                 env: dict[str, str] | None = None) -> None:
         self.cluster, self.ip, self.resources, self.head = cluster, ip, resources, head
+        self.env = env or {}
+        """The node's own settings (``COVE_DATA_DIR`` for a host on the Linux engine)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.pids: set[int] = set()
         """Every process this node started, for the final kill."""
@@ -81,7 +85,7 @@ class RayNode:
         else:
             args += [f"--address={self.cluster.address}"]
         with (self.cluster.dir / f"{self.ip}.log").open("ab") as log:
-            self.proc = subprocess.Popen(args, env={**os.environ, **FAST_HEALTH}, stdout=log, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(args, env={**os.environ, **FAST_HEALTH, **self.env}, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         eventually(self.raylet, timeout=60, what=f"the raylet of {self.ip}")
 
@@ -119,15 +123,22 @@ class RayCluster:
         self.address = f"{HEAD_IP}:{self.port}"
         self.nodes: list[RayNode] = []
 
-    def add(self, ip: str, resources: dict[str, float] | None = None, head: bool = False) -> RayNode:
-        node = RayNode(self, ip, resources or {}, head)
+    def add(self, ip: str, resources: dict[str, float] | None = None, head: bool = False,
+            env: dict[str, str] | None = None) -> RayNode:
+        node = RayNode(self, ip, resources or {}, head, env)
         node.start()
         self.nodes.append(node)
         return node
 
     def stop(self) -> None:
+        """Kills every node by PID, waits for the processes to be gone, then removes the temp dir."""
+        pids: set[int] = set()
         for node in reversed(self.nodes):
             node.stop()
+            pids |= node.pids
+        eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), timeout=30,
+                   what="the cluster's processes to exit")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def all_pids(self) -> set[int]:
         pids: set[int] = set()

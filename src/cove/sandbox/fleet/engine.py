@@ -56,6 +56,8 @@ one per node and it lives nowhere else."""
 SLOTS_RESOURCE = "cove_slots"
 """Containers a node runs at most (``ray start --resources``); without it, ``_DEFAULT_SLOTS``."""
 _DEFAULT_SLOTS = 100
+_CREATE_ATTEMPTS = 3
+"""Placements one create tries (each after a node failed it) before it gives up with 503."""
 _START_TIMEOUT = 60.0
 """Seconds the server waits at start for the hosts' first reports (Ray starts a worker for each new one)."""
 
@@ -194,10 +196,10 @@ class FleetEngine(SandboxEngine):
                                  code="fleet_snapshots_unsupported")
         need = Need(memory_bytes(limits.memory), limits.cpus, image)
         avoid: set[str] = set()
-        while True:
+        for _ in range(_CREATE_ATTEMPTS):
             candidates = [report for node, report in self.live.items() if node not in avoid]
             if not candidates:
-                raise SandboxUnavailable("No fleet node is answering; the container was not created.")
+                break
             placed = await self.placement.place(container_id, need, candidates)
             if placed is None:
                 raise TooManyRequests("No fleet node has room for another container of these limits.",
@@ -205,7 +207,11 @@ class FleetEngine(SandboxEngine):
             host = self.hosts[placed.node]
             try:
                 await self.call(host.create.remote(placed.incarnation, container_id, image, limits, None))
-            except (SandboxUnavailable, ContainerLost):
+            except ContainerLost:  # the host restarted since its last report: learn its new incarnation
+                await self.placement.forget(container_id)
+                await self.check()
+                continue
+            except SandboxUnavailable:
                 # It may have been made there: the node is asked to drop it, and the create goes elsewhere.
                 await self.placement.forget(container_id)
                 host.destroy.remote(placed.incarnation, container_id)
@@ -216,6 +222,7 @@ class FleetEngine(SandboxEngine):
                 raise
             self._assignments[container_id] = placed
             return RemoteSandbox(self, container_id, placed, limits)
+        raise SandboxUnavailable("No fleet node is answering; the container was not created.")
 
     async def _assignment(self, container_id: str) -> Assignment:
         placed = self._assignments.get(container_id)

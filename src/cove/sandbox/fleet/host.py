@@ -11,8 +11,9 @@ made by ``linux_host``). It adds only what a remote owner needs:
 - ``reset``: a node that comes back after it was declared lost destroys what it still holds and takes
   a new incarnation, so a rejoining node always starts empty.
 
-Containers are not the Ray worker's: the engine starts them detached (runc), so they survive the
-worker, and an engine that starts again removes whatever a crashed one left (``LinuxEngine.start``).
+Containers are not the Ray worker's: the engine starts them detached (runc) and, unlike on one machine,
+does not make itself their subreaper, so their inits belong to the machine's init. They survive the
+worker, and the engine of the host Ray restarts removes whatever the dead one left (``LinuxEngine.start``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def linux_host(_node: str) -> HostEngine:
 
     settings = Settings()
     images = ImageStore(settings.image_root, settings.subuid_base)
-    return LinuxEngine(settings, images), lambda: frozenset(image.name for image in images.list())
+    return LinuxEngine(settings, images, subreaper=False), lambda: frozenset(image.name for image in images.list())
 
 
 class SandboxHost:
