@@ -19,7 +19,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from tests.conftest import Server
 from tests.polling import eventually
 
 HEAD_IP = "127.0.0.2"
@@ -53,6 +55,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def _started(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/PID/stat), or None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -67,10 +77,23 @@ class RayNode:
         self.env = env or {}
         """The node's own settings (``COVE_DATA_DIR`` for a host on the Linux engine)."""
         self.proc: subprocess.Popen[bytes] | None = None
-        self.pids: set[int] = set()
-        """Every process this node started, for the final kill."""
+        self.pids: dict[int, str] = {}
+        """Every process this node started, with its start time (so that a PID reused by another
+        process since is never killed), for the final kill."""
 
     def start(self) -> None:
+        """Starts the node; again on fresh ports if ``ray start`` exits (a port taken between the probe
+        that found it free and Ray's bind: the machine is shared)."""
+        for attempt in range(3):
+            try:
+                self._start()
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                self.stop()
+
+    def _start(self) -> None:
         temp = self.cluster.dir / self.ip.replace(".", "_")
         low = _port(self.ip)
         args = [str(_RAY), "start", "--block", f"--node-ip-address={self.ip}", "--num-cpus=1",
@@ -85,8 +108,8 @@ class RayNode:
         else:
             args += [f"--address={self.cluster.address}"]
         with (self.cluster.dir / f"{self.ip}.log").open("ab") as log:
-            self.proc = subprocess.Popen(args, env={**os.environ, **FAST_HEALTH, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(args, env={**os.environ, **FAST_HEALTH, **self.env}, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         eventually(self.raylet, timeout=60, what=f"the raylet of {self.ip}")
 
     def raylet(self) -> int | None:
@@ -94,7 +117,7 @@ class RayNode:
         if self.proc.poll() is not None:
             raise RuntimeError(f"ray start on {self.ip} exited: {(self.cluster.dir / f'{self.ip}.log').read_text()}")
         below = descendants(self.proc.pid)
-        self.pids.update(below)
+        self._remember(below)
         return next((pid for pid in below if _comm(pid) == "raylet"), None)
 
     def kill(self) -> None:
@@ -107,12 +130,24 @@ class RayNode:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.pids.update(descendants(self.proc.pid))
-        for pid in [self.proc.pid, *self.pids]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self._remember(descendants(self.proc.pid))
+        self.proc.kill()
+        for pid, started in self.pids.items():
+            if _started(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.proc.wait()
         self.proc = None
+
+    def _remember(self, pids: list[int]) -> None:
+        for pid in pids:
+            started = _started(pid)
+            if started is not None:
+                self.pids.setdefault(pid, started)
+
+    def alive(self) -> set[int]:
+        """The processes this node started that still run (not PIDs reused since)."""
+        return {pid for pid, started in self.pids.items() if _started(pid) == started}
 
 
 class RayCluster:
@@ -132,11 +167,9 @@ class RayCluster:
 
     def stop(self) -> None:
         """Kills every node by PID, waits for the processes to be gone, then removes the temp dir."""
-        pids: set[int] = set()
         for node in reversed(self.nodes):
             node.stop()
-            pids |= node.pids
-        eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), timeout=30,
+        eventually(lambda: not any(node.alive() for node in self.nodes), timeout=30,
                    what="the cluster's processes to exit")
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -146,6 +179,13 @@ class RayCluster:
             if node.proc is not None:
                 pids |= {node.proc.pid, *descendants(node.proc.pid)}
         return pids
+
+
+def fleet_status(server: Server) -> dict[str, dict[str, Any]]:
+    """``cove fleet status --json`` against a server's database, by node."""
+    out = subprocess.run([str(Path(sys.executable).parent / "cove"), "fleet", "status", "--json"], env=server.env,
+                         capture_output=True, text=True, check=True).stdout
+    return {node["node"]: node for node in map(json.loads, out.splitlines())}
 
 
 def _loopback(host: str) -> bool:

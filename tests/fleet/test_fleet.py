@@ -9,13 +9,9 @@ about a gigabyte and ten seconds to start).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +19,7 @@ import pytest
 from tests.conftest import Server, _server_env, data_dir, running_server
 from tests.polling import eventually
 from tests.postgres import PostgresServer
-from tests.ray_cluster import HEAD_IP, RayCluster, RayNode, sockets_of
+from tests.ray_cluster import HEAD_IP, RayCluster, RayNode, fleet_status, sockets_of
 from tests.scripted_upstream import ScriptedUpstream
 
 pytestmark = pytest.mark.root
@@ -55,16 +51,9 @@ def fleet(cluster: RayCluster, upstream: ScriptedUpstream, postgres: PostgresSer
            "COVE_FLEET_CALL_TIMEOUT": str(CALL_TIMEOUT), "COVE_FLEET_CHECK_SECONDS": "0.5"}
     with running_server(data_dir("cove-fleet"), env) as srv:
         # Nodes register with the head a moment after their raylets start; the server finds them on a check.
-        eventually(lambda: {node: row["alive"] for node, row in _status(srv).items()} == {"n2": True, "n3": True},
+        eventually(lambda: {node: row["alive"] for node, row in fleet_status(srv).items()} == {"n2": True, "n3": True},
                    timeout=60, what="both nodes' hosts to report")
         yield srv
-
-
-def _status(server: Server) -> dict[str, dict[str, Any]]:
-    """``cove fleet status --json`` against the server's database, by node."""
-    out = subprocess.run([str(Path(sys.executable).parent / "cove"), "fleet", "status", "--json"], env=server.env,
-                         capture_output=True, text=True, check=True).stdout
-    return {node["node"]: node for node in map(json.loads, out.splitlines())}
 
 
 def _create(http: httpx.Client) -> str:
@@ -87,7 +76,7 @@ def test_containers_spread_over_the_nodes_and_commands_stream_through_ray(fleet:
     with fleet.http() as http:
         ids = [_create(http) for _ in range(4)]
         assert sorted(_node_of(http, cid) for cid in ids) == ["n2", "n2", "n3", "n3"]
-        status = _status(fleet)
+        status = fleet_status(fleet)
         assert {node: (row["alive"], row["containers"]) for node, row in status.items()} == {
             "n2": (True, 2), "n3": (True, 2)}
         assert _exec(http, ids[0], "echo hello").json()["output"][0]["stdout"] == "hello\n"
@@ -98,7 +87,7 @@ def test_containers_spread_over_the_nodes_and_commands_stream_through_ray(fleet:
         assert deltas == "streamed\n"
         for cid in ids:
             assert http.delete(f"/v1/containers/{cid}").status_code == 200
-        assert {node: row["containers"] for node, row in _status(fleet).items()} == {"n2": 0, "n3": 0}
+        assert {node: row["containers"] for node, row in fleet_status(fleet).items()} == {"n2": 0, "n3": 0}
 
 
 def test_a_killed_node_fails_calls_in_time_loses_its_containers_and_rejoins_empty(
@@ -136,7 +125,7 @@ def test_a_killed_node_fails_calls_in_time_loses_its_containers_and_rejoins_empt
         assert _exec(http, kept[0], "echo alive").json()["output"][0]["stdout"] == "alive\n"
         fresh = [_create(http) for _ in range(2)]
         assert {_node_of(http, cid) for cid in fresh} == {"n3"}
-        status = _status(fleet)
+        status = fleet_status(fleet)
         assert (status["n2"]["alive"], status["n2"]["lost"]) == (False, 2)
 
         outside, _wildcard = sockets_of(cluster.all_pids() | {fleet.proc.pid if fleet.proc else 0})
@@ -145,6 +134,6 @@ def test_a_killed_node_fails_calls_in_time_loses_its_containers_and_rejoins_empt
         rejoined = RayNode(cluster, NODES["n2"], _resources("n2"), head=False)
         rejoined.start()
         cluster.nodes.append(rejoined)
-        eventually(lambda: _status(fleet)["n2"]["alive"], timeout=60, what="n2 to rejoin")
-        assert _status(fleet)["n2"]["containers"] == 0
+        eventually(lambda: fleet_status(fleet)["n2"]["alive"], timeout=60, what="n2 to rejoin")
+        assert fleet_status(fleet)["n2"]["containers"] == 0
         assert _node_of(http, _create(http)) == "n2"  # the emptiest node takes the next create

@@ -20,10 +20,9 @@ from cove.config import Settings
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
 from tests.conftest import IMAGES_DIR, Server, _server_env, data_dir, running_server
-from tests.fleet.test_fleet import _status
 from tests.polling import eventually
 from tests.postgres import PostgresServer
-from tests.ray_cluster import HEAD_IP, RayCluster, RayNode, _comm, descendants
+from tests.ray_cluster import HEAD_IP, RayCluster, RayNode, _comm, descendants, fleet_status
 from tests.scripted_upstream import ScriptedUpstream
 
 pytestmark = pytest.mark.root
@@ -61,7 +60,7 @@ def fleet(node: RayNode, upstream: ScriptedUpstream, postgres: PostgresServer | 
     env = {**_server_env(upstream, postgres), "COVE_RAY_ADDRESS": node.cluster.address, "COVE_RAY_NODE_IP": HEAD_IP,
            "COVE_FLEET_CALL_TIMEOUT": "10", "COVE_FLEET_CHECK_SECONDS": "0.5"}
     with running_server(data_dir("cove-fleet-api"), env) as srv:
-        eventually(lambda: _status(srv).get("real", {}).get("alive"), timeout=60, what="the node's host to report")
+        eventually(lambda: fleet_status(srv).get("real", {}).get("alive"), timeout=60, what="the node's host to report")
         yield srv
 
 
@@ -97,7 +96,7 @@ def test_a_real_container_runs_streams_and_keeps_files_through_the_fleet(fleet: 
             return late.status_code == 410 and late.json()["error"]["code"] == "container_lost"
 
         eventually(lost, timeout=30, what="the container to be lost")
-        eventually(lambda: _status(fleet)["real"]["alive"], timeout=60, what="the restarted host to report")
+        eventually(lambda: fleet_status(fleet)["real"]["alive"], timeout=60, what="the restarted host to report")
         created = http.post("/v1/containers", json={"name": "after"})
         assert created.status_code == 200, created.text
         fresh = created.json()["id"]
