@@ -293,15 +293,19 @@ class RemoteSandbox(Sandbox):
             output: CommandOutput = await self._engine.call(self._host().exec.remote(*args), deadline)
             return output
         stream = self._host().exec_stream.remote(*args)
-        async with asyncio.timeout(deadline):
-            async for ref in stream:
-                item = await self._engine.call(ref, deadline)
-                if isinstance(item, CommandOutput):
-                    return item
-                name, text = cast(tuple[Literal["stdout", "stderr"], str], item)
-                pending = on_output(name, text)
-                if pending is not None:
-                    await pending
+        try:
+            async with asyncio.timeout(deadline):
+                async for ref in stream:
+                    item = await self._engine.call(ref, deadline)
+                    if isinstance(item, CommandOutput):
+                        return item
+                    name, text = cast(tuple[Literal["stdout", "stderr"], str], item)
+                    pending = on_output(name, text)
+                    if pending is not None:
+                        await pending
+        except TimeoutError:
+            raise SandboxUnavailable(f"The container's node did not finish the command within {deadline:g} s; "
+                                     "it may or may not have run.") from None
         raise SandboxUnavailable("The container's node ended the command's output without its result; the "
                                  "command may or may not have run.")
 
