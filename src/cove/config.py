@@ -267,6 +267,16 @@ class Settings(BaseSettings):
     fleet_host_engine: str = "cove.sandbox.fleet.host:linux_host"
     """``module:function`` making the engine each node's ``SandboxHost`` runs (tests and the bench use
     ``cove.testing.fleet:simulated_host``: containers in memory)."""
+    # -- skills (/v1/skills, docs/skills.md) --
+    skill_max_bytes: str = "32m"
+    """Largest skill: its files' total size once unzipped (a zip that inflates past it is refused)."""
+
+    skill_max_files: int = Field(default=500, ge=1)
+    """Most files one skill may hold."""
+
+    # -- metrics (docs/metrics.md) --
+    metrics_token: str | None = None
+    """Bearer token a scraper sends for ``GET /metrics``; unset, only clients on this machine may read it."""
 
     @field_validator("data_dir")
     @classmethod
