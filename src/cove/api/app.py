@@ -38,6 +38,7 @@ from cove.api.body_limit import BodyLimit
 from cove.api.json_text import refuse_lone_surrogates
 from cove.api.loopback import LoopbackGuard
 from cove.config import Settings, parse_size
+from cove.sandbox.base import SandboxEngine
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
 from cove.search.engines import Engines
@@ -85,6 +86,18 @@ def fresh_spool_dir(settings: Settings) -> None:
     settings.spool_dir.chmod(0o700)
 
 
+def fleet_engine(settings: Settings, db: Database) -> SandboxEngine:
+    """Containers on a Ray cluster's nodes (``COVE_RAY_ADDRESS``); imported only then, so that one
+    machine never loads Ray."""
+    from cove.sandbox.fleet.engine import FleetEngine
+    from cove.service.fleet import FleetRegistry
+
+    assert settings.ray_address is not None
+    return FleetEngine(FleetRegistry(db), address=settings.ray_address, node_ip=settings.ray_node_ip,
+                       call_timeout=settings.fleet_call_timeout, check_seconds=settings.fleet_check_seconds,
+                       host_factory=settings.fleet_host_engine)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -98,7 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fresh_spool_dir(settings)
         db = Database(settings.db_url)
         await db.migrate()
-        engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
+        engine = fleet_engine(settings, db) if settings.ray_address else LinuxEngine(
+            settings, ImageStore(settings.image_root, settings.subuid_base))
         await engine.start()
         policies = ProjectPolicies.load(settings.projects_file, settings)
         audit = AuditLog(db, keep=lambda project: policies.quotas(project).audit_rows,
@@ -106,7 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await audit.start()
         secrets = SecretKeeper(settings.secrets_key_path)
         service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
-        engine.egress.on_decision = service.record_egress
+        if isinstance(engine, LinuxEngine):  # a fleet node's egress decisions stay in its log (docs/fleet.md)
+            engine.egress.on_decision = service.record_egress
         snapshot_service = SnapshotService(db, engine, service, settings, audit)
         files = FileService(db, service)
         project_files = ProjectFileService(db, blobs_for(settings), files, policies)

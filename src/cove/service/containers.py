@@ -26,7 +26,7 @@ from cove import telemetry
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
-from cove.errors import Conflict, CoveError, InvalidRequest, NotFound, TooManyRequests
+from cove.errors import Conflict, ContainerLost, CoveError, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
 from cove.sandbox.base import (
     Channel,
@@ -282,6 +282,8 @@ class ContainerService:
             row = await self._row(project, container_id)
             if row.status == "stopped" and wake:
                 await self._wake(row)
+            if row.status == "lost":  # its fleet node died (``service/fleet.py``)
+                raise ContainerLost(row.id)
             if row.status not in (LIVE if wake else KEPT):
                 raise Conflict(f"Container '{container_id}' has {row.status} and cannot be {verb}.",
                                param="container_id", code=f"container_{row.status}")
