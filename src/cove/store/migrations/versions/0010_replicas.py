@@ -1,0 +1,31 @@
+"""Replicas: several servers on one PostgreSQL. Each registers with a heartbeat; a response records the
+replica running it (``owner``) and a container the replica holding it (``holder``).
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+
+
+def upgrade() -> None:
+    op.create_table("replicas",
+                    sa.Column("id", sa.String(128), primary_key=True),
+                    sa.Column("started_at", sa.Float, nullable=False),
+                    sa.Column("heartbeat_at", sa.Float, nullable=False))
+    op.add_column("responses", sa.Column("owner", sa.String(128), nullable=True))
+    op.create_index("ix_responses_owner", "responses", ["owner"])
+    op.add_column("containers", sa.Column("holder", sa.String(128), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("containers") as batch:
+        batch.drop_column("holder")
+    op.drop_index("ix_responses_owner", "responses")
+    with op.batch_alter_table("responses") as batch:
+        batch.drop_column("owner")
+    op.drop_table("replicas")
