@@ -12,6 +12,7 @@
     ├── TooManyRequests (429)           a capacity cap was reached
     ├── UpstreamError (502)             the model upstream failed; the message says how
     ├── SearchFailed (502)              a web search engine or page read failed (``search/base.py``)
+    ├── SandboxUnavailable (503)        the container is held by another replica (or its node is gone)
     └── SandboxError (500)              the container engine failed; the message says how
         ├── ImageError                  an image could not be built, imported or found
         ├── DisplayError (502)          a container's display did not start or stopped answering
@@ -95,6 +96,20 @@ class UpstreamError(CoveError):
 
     status_code = 502
     error_type = "server_error"
+
+
+class SandboxUnavailable(CoveError):
+    """The container lives on another server than the one asked: with replicas (``docs/replicas.md``)
+    only the replica holding a container reaches it. 503 with ``sandbox_unavailable``: the client may
+    try the holder (named in the message) or again later; nothing was run."""
+
+    status_code = 503
+    error_type = "server_error"
+
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message, code="sandbox_unavailable")
+        self.holder = holder
+        """The replica that holds it, where known."""
 
 
 class SandboxError(CoveError, RuntimeError):

@@ -1,6 +1,7 @@
 """Two ``cove serve`` replicas on one PostgreSQL (``docs/replicas.md``): a stream started on one is
 followed from the other exactly once and in order, a background response survives the replica running
-it being killed (the other takes it over), and a cancel reaches the replica running the response."""
+it being killed (the other takes it over), a cancel reaches the replica running the response, each
+webhook event is delivered once, and a container is reached only through the replica holding it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import os
 import shutil
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import Server, data_dir
+from tests.polling import eventually
 from tests.postgres import PostgresServer
+from tests.responses.test_webhooks import HOOKS_HOST, Receiver
 from tests.scripted_upstream import Reply, ScriptedUpstream
 
 pytestmark = pytest.mark.root  # each replica runs the container engine
@@ -32,18 +37,18 @@ def database() -> Iterator[PostgresServer]:
     pg.stop()
 
 
-@pytest.fixture
-def replicas(database: PostgresServer, upstream: ScriptedUpstream) -> Iterator[tuple[Server, Server]]:
+@contextmanager
+def two_replicas(database: PostgresServer, upstream: ScriptedUpstream, **env: str) -> Iterator[tuple[Server, Server]]:
     """Replicas ``a`` and ``b``: one database, one secrets key, each its own data dir (its own machine),
     heartbeats every 0.3 s and a 3 s lease so a killed replica is taken for dead quickly."""
     url = database.new_database()
     shared = data_dir("cove-replicas-key")
     servers = []
     for name in ("a", "b"):
-        env = {"COVE_UPSTREAM_URL": upstream.url, "COVE_DATABASE_URL": url, "COVE_REPLICA_ID": name,
-               "COVE_SECRETS_KEY_FILE": str(shared / "secrets.key"), "COVE_HEARTBEAT_SECONDS": "0.3",
-               "COVE_REPLICA_LEASE_SECONDS": "3", "COVE_WARM_POOL": "0"}
-        servers.append(Server(data_dir(f"cove-replica-{name}"), env))
+        settings = {"COVE_UPSTREAM_URL": upstream.url, "COVE_DATABASE_URL": url, "COVE_REPLICA_ID": name,
+                    "COVE_SECRETS_KEY_FILE": str(shared / "secrets.key"), "COVE_HEARTBEAT_SECONDS": "0.3",
+                    "COVE_REPLICA_LEASE_SECONDS": "3", "COVE_WARM_POOL": "0", **env}
+        servers.append(Server(data_dir(f"cove-replica-{name}"), settings))
     try:
         for srv in servers:
             srv.start()
@@ -55,6 +60,12 @@ def replicas(database: PostgresServer, upstream: ScriptedUpstream) -> Iterator[t
             srv.stop()
             shutil.rmtree(srv.data_dir, ignore_errors=True)
         shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.fixture
+def replicas(database: PostgresServer, upstream: ScriptedUpstream) -> Iterator[tuple[Server, Server]]:
+    with two_replicas(database, upstream) as servers:
+        yield servers
 
 
 def _start_streamed(http: httpx.Client, seen: list[dict[str, Any]], deltas: int) -> str:
@@ -105,6 +116,7 @@ def test_a_stream_started_on_one_replica_is_followed_from_the_other(
             (e["sequence_number"], e["type"]) for e in rest]
         final = on_b.get(f"/v1/responses/{response_id}").raise_for_status().json()
         assert final["status"] == "completed" and final["output"][0]["content"][0]["text"] == _text(whole)
+    assert len(upstream.requests) == 1  # generated once, by a alone (neither replica ran it twice)
 
 
 def test_a_killed_replicas_background_response_is_finished_by_the_other(
@@ -167,3 +179,46 @@ def test_a_cancel_on_one_replica_stops_the_response_on_the_other(
         events = _events(on_b, response_id)  # the stream ends; nothing was added after the cancel
         assert _numbers(events) == list(range(len(events)))
         assert len(_text(events)) < len(TEXT) // 2
+
+
+def test_each_webhook_event_is_delivered_once_across_replicas(database: PostgresServer, upstream: ScriptedUpstream,
+                                                             tmp_path: Path) -> None:
+    receiver = Receiver()
+    projects = tmp_path / "projects.toml"
+    projects.write_text(f'[defaults]\nwebhook_urls = ["http://{HOOKS_HOST}:{receiver.port}/"]\n')
+    try:
+        with two_replicas(database, upstream, COVE_PROJECTS_FILE=str(projects),
+                          COVE_EGRESS_TEST_HOSTS=f"{HOOKS_HOST}=127.0.0.1") as (a, b):
+            clients = [a.client(), b.client()]
+            clients[0].webhooks.create(name="done", url=receiver.url("/done"), event_types=["response.completed"])
+            made = [clients[n % 2].responses.create(model=MODEL, input=f"hello {n}", background=True).id
+                    for n in range(12)]
+
+            with b.http() as on_b:
+                def delivered() -> bool:
+                    return all(all(d["status"] == "delivered" for d in on_b.get(
+                        f"/v1/responses/{rid}/webhook_deliveries").json()["data"]) for rid in made) and len(
+                        receiver.received) >= len(made)
+
+                eventually(delivered, timeout=60, what="every response's webhook delivered")
+            ids = [r.headers["webhook-id"] for r in receiver.received]
+            assert sorted(json.loads(r.body)["data"]["id"] for r in receiver.received) == sorted(made)
+            assert len(set(ids)) == len(ids) == len(made), ids
+    finally:
+        receiver.close()
+
+
+def test_a_container_is_reached_through_the_replica_holding_it(replicas: tuple[Server, Server]) -> None:
+    a, b = replicas
+    with a.http() as on_a, b.http() as on_b:
+        container = on_a.post("/v1/containers", json={"name": "held by a"}).raise_for_status().json()
+        path = f"/v1/containers/{container['id']}"
+        assert on_b.get(path).raise_for_status().json()["id"] == container["id"]  # its record is shared
+        refused = on_b.post(f"{path}/exec", json={"commands": ["echo hi"]})
+        assert refused.status_code == 503, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "sandbox_unavailable" and "replica 'a'" in error["message"], error
+        assert on_b.delete(path).status_code == 503
+        ran = on_a.post(f"{path}/exec", json={"commands": ["echo hi"]}).raise_for_status().json()
+        assert ran["output"][0]["stdout"] == "hi\n"
+        assert on_a.delete(path).status_code == 200

@@ -32,7 +32,7 @@ from cove.agent.request import INLINE_BYTES, CreateParams, sized
 from cove.agent.response_object import echo_tools, new_response
 from cove.agent.resume import replay, resume
 from cove.config import Settings
-from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
+from cove.errors import Conflict, CoveError, InvalidRequest, NotFound, SandboxUnavailable
 from cove.ids import new_id
 from cove.service import history, locks
 from cove.service.background import FairQueue
@@ -109,6 +109,8 @@ class ResponseService:
         self._workers: list[asyncio.Task[None]] = []
         self._resuming: set[str] = set()
         """Background responses a restart cut off, waiting in the queue to go on."""
+        self._taken: set[str] = set()
+        """Responses a worker of this server is starting or running."""
         self.replicas = Replicas(db, settings)
         self.listener = notify.Listener(db) if self.replicas.shared else None
         """Wakes stream readers and cancels from other replicas (PostgreSQL, ``docs/replicas.md``)."""
@@ -178,7 +180,9 @@ class ResponseService:
                 await self._adopt_orphans()
                 async with self.db.begin() as session:
                     queued = (await session.execute(select(ResponseRow.project, ResponseRow.id).where(
-                        ResponseRow.status == "queued", ResponseRow.owner.is_(None)).order_by(ResponseRow.seq)
+                        ResponseRow.status == "queued", or_(ResponseRow.owner.is_(None),
+                                                            ResponseRow.owner == self.replicas.me))
+                        .order_by(ResponseRow.seq)
                         .limit(self.settings.background_workers * 4))).all()
                 for project, response_id in queued:
                     self._queue.put(project, response_id)
@@ -291,15 +295,23 @@ class ResponseService:
             # (no history, no file read into it).
             own = len(turn.context) == len(run.input_items) and all(map(operator.is_, turn.context, run.input_items))
             turn.fitted = await fit_context(turn, inline=small and own)
-        if run.stored:
-            await self._insert(run, params)
         if params.background:
-            run.keep_events(self.db)
-            self.runs[run.id] = run
-            await run.builder.lifecycle("created", "queued")  # stream clients expect "created" first
-            await run.builder.lifecycle("queued")
+            self._taken.add(run.id)  # no worker (found by a scan of the store) starts it before it is queued
+            try:
+                if run.stored:
+                    await self._insert(run, params)
+                run.keep_events(self.db)
+                self.runs[run.id] = run
+                await run.builder.lifecycle("created", "queued")  # stream clients expect "created" first
+                await run.builder.lifecycle("queued")
+                if self.replicas.shared and not params.stream:
+                    await self._release(run.id)
+            finally:
+                self._taken.discard(run.id)
             self._queue.put(project, run.id)
         else:
+            if run.stored:
+                await self._insert(run, params)
             self._launch(run, turn)
         return run
 
@@ -361,6 +373,8 @@ class ResponseService:
                                         if environment.get("type") == "container_reference" else None)
         named = named or run.response.get("container_id")  # a resumed response's own, made before the restart
         followed = None if named else await history.last_container(session, run.project, params)
+        if self.replicas.shared and (named or followed):  # only its holder reaches it (or branches from it)
+            await self.containers.check_here(run.project, named or followed or "", "used")
         if followed is not None and params.previous_response_id and self.snapshots is not None:
             followed = await self._branch(session, run.project, params.previous_response_id, followed)
         container_id = named or followed
@@ -417,7 +431,7 @@ class ResponseService:
         body = {k: v for k, v in run.response.items() if k != "output"}
         writes = [Write(_INSERT_RESPONSE, [{
             "id": run.id, "project": run.project, "status": "queued" if run.background else "in_progress",
-            "owner": self._first_owner(run, params), "background": run.background, "stored": True,
+            "owner": self.replicas.me, "background": run.background, "stored": True,
             "previous_response_id": params.previous_response_id,
             "conversation_id": run.conversation_id, "created_at": run.response["created_at"], "body": body,
             "request": params.model_dump(exclude_none=True)}]),
@@ -430,11 +444,14 @@ class ResponseService:
             await self._check_queue_quota(session, run.project)
             await execute(session, writes)
 
-    def _first_owner(self, run: Run, params: CreateParams) -> str | None:
-        """The replica a new response belongs to: this one, unless it is a background response nobody
-        streams, which any replica's worker may claim. A streamed one stays here, where its client
-        follows it from this server's memory."""
-        return None if run.background and not params.stream else self.replicas.me
+    async def _release(self, response_id: str) -> None:
+        """A new background response nobody streams, its first events stored, left to whichever replica's
+        worker claims it first. A streamed one stays with this replica, where its client follows it from
+        memory; so do all until their first events are stored (they would be numbered twice)."""
+        async with self.db.begin() as session:
+            await session.execute(update(ResponseRow).where(ResponseRow.id == response_id,
+                                                            ResponseRow.owner == self.replicas.me)
+                                  .values(owner=None))
 
     async def _check_queue_quota(self, session: AsyncSession, project: str) -> None:
         """Room for one more queued background response of the project (checked and inserted as one)."""
@@ -462,13 +479,24 @@ class ResponseService:
                 self._queue.done(project)
 
     async def _run_queued(self, response_id: str) -> None:
+        """Runs a queued (or resumed) response unless a worker of this server already does: with replicas
+        the store is scanned for queued work, which finds it again until it is marked in progress."""
+        if response_id in self._taken:
+            return
+        self._taken.add(response_id)
+        try:
+            await self._claim_and_run(response_id)
+        finally:
+            self._taken.discard(response_id)
+
+    async def _claim_and_run(self, response_id: str) -> None:
         resuming = response_id in self._resuming
         self._resuming.discard(response_id)
         async with self.db.begin() as session:
             # The claim: one replica's worker takes the row (the others skip it while it is locked, and
             # see its owner once committed); a resumed one was claimed when it was taken over.
             row = await session.scalar(select(ResponseRow).where(ResponseRow.id == response_id)
-                                       .with_for_update(skip_locked=True))
+                                       .with_for_update(skip_locked=not resuming))
             owners = (self.replicas.me,) if resuming else (None, self.replicas.me)
             if row is None or row.status != ("in_progress" if resuming else "queued") or row.owner not in owners:
                 self.runs.pop(response_id, None)  # deleted, cancelled or claimed elsewhere while it waited
@@ -478,6 +506,13 @@ class ResponseService:
             params = CreateParams.model_validate(row.request)
             try:
                 turn = await self._turn(session, run, params)
+            except SandboxUnavailable as exc:
+                if exc.holder is not None and not resuming and await self.replicas.alive(exc.holder):
+                    row.owner = exc.holder  # handed to the replica holding its container, whose scan takes it
+                    self.runs.pop(response_id, None)
+                    return
+                await self._fail_early(run, exc)
+                return
             except CoveError as exc:
                 await self._fail_early(run, exc)
                 return

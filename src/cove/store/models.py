@@ -235,6 +235,8 @@ class SnapshotRow(Base):
     generation: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
     """For a response's snapshot: how far the container's use by responses had got (``ContainerService``)."""
     created_at: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)
+    """The replica on whose disk it lies (its container's holder when it was taken)."""
 
 
 class ReplicaRow(Base):

@@ -1,5 +1,5 @@
 """Replicas: several servers on one PostgreSQL. Each registers with a heartbeat; a response records the
-replica running it (``owner``) and a container the replica holding it (``holder``).
+replica running it (``owner``), containers and snapshots the replica holding them (``holder``).
 
 Revision ID: 0010
 Revises: 0009
@@ -20,9 +20,12 @@ def upgrade() -> None:
     op.add_column("responses", sa.Column("owner", sa.String(128), nullable=True))
     op.create_index("ix_responses_owner", "responses", ["owner"])
     op.add_column("containers", sa.Column("holder", sa.String(128), nullable=True))
+    op.add_column("snapshots", sa.Column("holder", sa.String(128), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("snapshots") as batch:
+        batch.drop_column("holder")
     with op.batch_alter_table("containers") as batch:
         batch.drop_column("holder")
     op.drop_index("ix_responses_owner", "responses")
