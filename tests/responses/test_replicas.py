@@ -129,8 +129,11 @@ def test_a_stream_started_on_one_replica_is_followed_from_the_other(
     assert len([r for r in upstream.requests if "messages" in r]) == 1  # generated once: neither ran it twice
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
 def test_a_killed_replicas_background_response_is_finished_by_the_other(
-        own_replicas: tuple[Server, Server], upstream: ScriptedUpstream) -> None:
+        own_replicas: tuple[Server, Server], upstream: ScriptedUpstream, sig: int) -> None:
+    """Killed: the other takes the response over once the lease ran out. Stopped (a rolling restart):
+    the stopping replica stores what it has and leaves, and the other takes it over at once."""
     a, b = own_replicas
     upstream.script([Reply(text=TEXT, chunk_delay=0.05), Reply(text="finished on b")])
     seen: list[dict[str, Any]] = []
@@ -141,7 +144,7 @@ def test_a_killed_replicas_background_response_is_finished_by_the_other(
     # What b has stored of it so far (events are written every 0.2 s): a reader that followed it up to here.
     stored = _stored(on_b, response_id)
     assert a.proc is not None
-    os.kill(a.proc.pid, signal.SIGKILL)  # in the middle of its model turn
+    os.kill(a.proc.pid, sig)  # in the middle of its model turn
     a.proc.wait(timeout=30)
     a.proc = None
 

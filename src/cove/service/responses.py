@@ -254,8 +254,16 @@ class ResponseService:
             await execute(session, await self.webhooks.response_finished(row.project, row.id, "failed"))
 
     async def stop(self) -> None:
+        """Stops the runs. With replicas their responses are handed over rather than cancelled: their
+        events stored, the runs stopped without saving more, and this replica's row removed, so the
+        others take them over at once (as after a crash, ``_adopt_orphans``); with one server they end
+        cancelled."""
         for task in self._workers:
             task.cancel()
+        if self.replicas.shared:
+            await asyncio.gather(*(run.flush() for run in self.runs.values()), return_exceptions=True)
+            for run in self.runs.values():
+                run.fenced = True
         for run in list(self.runs.values()):
             if run.task is not None:
                 run.task.cancel()
