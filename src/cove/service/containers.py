@@ -303,8 +303,13 @@ class ContainerService:
                                  "to that replica.", holder)
 
     async def check_here(self, project: str, container_id: str, verb: str) -> None:
-        """A ``SandboxUnavailable`` unless this replica holds the container (or it has none to hold)."""
-        self._check_holder(await self._row(project, container_id), verb)
+        """A ``SandboxUnavailable`` unless this replica holds the container (or there is none: the
+        caller's own lookup says so in its words)."""
+        async with self.db.begin() as session:
+            row = await session.scalar(select(ContainerRow).where(
+                ContainerRow.id == container_id, ContainerRow.project == project))
+        if row is not None:
+            self._check_holder(row, verb)
 
     async def _wake(self, row: ContainerRow) -> None:
         """A stopped container counts as running again (its processes start on this use)."""
