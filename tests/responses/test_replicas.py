@@ -32,8 +32,11 @@ TEXT = "".join(f"word{n} " for n in range(150))
 
 
 @pytest.fixture(scope="module")
-def database() -> Iterator[PostgresServer]:
-    """A PostgreSQL of the module's own (the session's is only there with ``COVE_TEST_DB=postgres``)."""
+def database(postgres: PostgresServer | None) -> Iterator[PostgresServer]:
+    """The session's PostgreSQL (``COVE_TEST_DB=postgres``), else one of the module's own."""
+    if postgres is not None:
+        yield postgres
+        return
     pg = PostgresServer().start()
     yield pg
     pg.stop()
