@@ -250,6 +250,17 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=16, ge=1)
     """Webhook deliveries in flight at once, server-wide; each endpoint has at most one."""
 
+    # -- skills (/v1/skills, docs/skills.md) --
+    skill_max_bytes: str = "32m"
+    """Largest skill: its files' total size once unzipped (a zip that inflates past it is refused)."""
+
+    skill_max_files: int = Field(default=500, ge=1)
+    """Most files one skill may hold."""
+
+    # -- metrics (docs/metrics.md) --
+    metrics_token: str | None = None
+    """Bearer token a scraper sends for ``GET /metrics``; unset, only clients on this machine may read it."""
+
     # -- replicas (issue 16: several servers on one PostgreSQL, docs/replicas.md) --
     replica_id: str | None = None
     """This server's name among replicas sharing a PostgreSQL store; default: the host name and the data

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cove import telemetry
 from cove.agent.builder import ResponseBuilder
 from cove.agent.progress import Call, Progress
 from cove.agent.request import CreateParams, sized
@@ -22,6 +23,8 @@ from cove.errors import ContextWindowExceeded
 from cove.search.base import SearchEngine
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
 from cove.tools.citations import CALL_TYPE, Sources
+from cove.tools.mcp import McpTool
+from cove.tools.mcp_client import McpAccess
 from cove.tools.toolbox import Toolbox
 from cove.tools.web_search import WebSearchTool
 from cove.tools.workspace import NoContainer, Workspace
@@ -80,6 +83,8 @@ class Turn:
     upstream_search: bool = False
     """``COVE_WEB_SEARCH=upstream``: a Responses upstream runs web search itself; its
     ``web_search_call`` items are relayed as they come."""
+    mcp: McpAccess | None = None
+    """The response's MCP connections (the service opens them per project; None: no MCP here)."""
     sources: Sources | None = None
     """Web sources shown to the model, numbered for citations; made from the context on first use."""
     fitted: ModelRequest | None = None
@@ -234,6 +239,7 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
         return
     if turn.sources is None and turn.toolbox.searches and not turn.upstream_search:
         turn.sources = Sources.of(turn.context)  # sources earlier responses of the chain showed keep their numbers
+    await _list_mcp(turn, builder)
     await _run_released(turn, builder)
     while turn.progress.turns < turn.max_turns:
         left = turn.output_left
@@ -247,7 +253,10 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
                 return
         fitted, turn.fitted = turn.fitted, None
         turn.progress.enter("model")
-        step = await _model_turn(turn, fitted or await fit_context(turn), builder)
+        request = fitted or await fit_context(turn)
+        with telemetry.model_call(turn.params.model, turn.upstream_model) as model_call:
+            step = await _model_turn(turn, request, builder)
+            model_call.finished(step.finish.usage)
         turn.progress.turns += 1
         _add_usage(usage, step.finish.usage)
         turn.output_used = usage.output_tokens
@@ -381,9 +390,26 @@ async def _tracked(progress: Progress, tool: HostedTool, call: dict[str, Any], r
     key = call.get("call_id") or call["id"]
     progress.calls[key] = Call(key, tool.name)
     try:
-        return await tool.run(call, run)
+        with telemetry.tool_call(tool.types[0], call) as traced:
+            return traced.ended(await tool.run(call, run))
     finally:
         progress.calls.pop(key, None)
+
+
+async def _list_mcp(turn: Turn, builder: ResponseBuilder) -> None:
+    """Makes the MCP servers' tools known before the first model turn: listed once per chain (a new
+    ``mcp_list_tools`` item joins the context), read back from the chain's listing after that."""
+    servers = turn.toolbox.mcp_servers
+    if not servers:
+        return
+    run = _tool_run(turn, builder)
+    tool = McpTool()
+    for config in servers:
+        item = await tool.list_tools(config, turn.context, run)
+        if item is not None:
+            turn.context.append(item)
+    turn.toolbox.index()
+    turn.fitted = None  # fitted on create, before the servers' tools were known
 
 
 async def _run_released(turn: Turn, builder: ResponseBuilder) -> None:
@@ -434,7 +460,8 @@ def _placed(annotations: list[dict[str, Any]], theirs: str, text: str) -> list[d
 def _tool_run(turn: Turn, builder: ResponseBuilder) -> ToolRun:
     """What the response's hosted calls run with; the builder is their event sink."""
     sources = turn.sources if turn.sources is not None else Sources()
-    return ToolRun(_workspace(turn), builder, screen=turn.toolbox.screen(), search=turn.search, sources=sources)
+    return ToolRun(_workspace(turn), builder, screen=turn.toolbox.screen(), search=turn.search, sources=sources,
+                   mcp=turn.mcp)
 
 
 def _workspace(turn: Turn) -> Workspace:

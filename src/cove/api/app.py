@@ -17,18 +17,22 @@ from cove import __version__
 from cove.api import (
     container_display,
     container_files,
+    container_terminals,
     containers,
     conversations,
     display_socket,
     docs,
     errors,
     files,
+    metrics,
     models,
     responses,
     responses_socket,
     snapshots,
+    terminal_socket,
     webhooks,
 )
+from cove.api import skills as skills_api
 from cove.api.body_limit import BodyLimit
 from cove.api.json_text import refuse_lone_surrogates
 from cove.api.loopback import LoopbackGuard
@@ -42,15 +46,20 @@ from cove.service.conversations import ConversationService
 from cove.service.displays import DisplayService
 from cove.service.file_blobs import blobs_for
 from cove.service.files import FileService
+from cove.service.mcp import McpServers
+from cove.service.metrics import StoreGauges
 from cove.service.models import ModelService
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
 from cove.service.secrets import SecretKeeper
+from cove.service.skills import SkillService, skill_limits
 from cove.service.snapshots import SnapshotService
+from cove.service.terminals import TerminalService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
 from cove.store.db import Database
+from cove.telemetry import on_scrape, tracing
 from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -99,19 +108,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         snapshot_service = SnapshotService(db, engine, service, settings, audit)
         files = FileService(db, service)
         project_files = ProjectFileService(db, blobs_for(settings), files, policies)
+        skills = SkillService(db, project_files.blobs, service, policies, skill_limits(settings))
         registry = ModelRegistry(settings)
         engines = Engines(settings)
         search = WebSearchEngines(lambda project: policies.of(project).web_search or settings.web_search, engines.get)
         webhooks = WebhookService.from_settings(db, policies, secrets.sealer, settings)
+        mcp = McpServers.from_settings(policies, secrets.sealer, audit, settings)
         response_service = ResponseService(db, registry, service, files, settings, policies=policies,
                                            secrets=secrets, project_files=project_files, search=search,
-                                           webhooks=webhooks, snapshots=snapshot_service)
+                                           webhooks=webhooks, snapshots=snapshot_service, skills=skills,
+                                           mcp=mcp)
         app.state.settings = settings
         app.state.containers = service
         app.state.snapshots = snapshot_service
         app.state.displays = DisplayService(service)
+        app.state.terminals = TerminalService(service)
         app.state.files = files
         app.state.project_files = project_files
+        app.state.skills = skills
         app.state.models = ModelService(registry)
         app.state.responses = response_service
         app.state.conversations = ConversationService(db)
@@ -124,14 +138,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         snapshot_service.start_expiry()
         project_files.start_expiry(settings.expiry_check_seconds)
         app.state.ready = True
+        forget_gauges = on_scrape(StoreGauges(db))
         try:
             yield
         finally:
             app.state.ready = False
+            forget_gauges()
             if warm_up is not None:
                 warm_up.cancel()
                 await asyncio.gather(warm_up, return_exceptions=True)
             await response_service.stop()
+            await mcp.aclose()
             await webhooks.stop()
             await service.stop_expiry()
             await snapshot_service.stop_expiry()
@@ -141,9 +158,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             await engines.aclose()
             await db.close()
+            tracing.flush()
 
     public = settings.public_docs  # else ``api/docs.py`` serves them behind a key
-    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan,
+    tracing.start()  # before the app: FastAPI's request spans take its provider (or are off)
+    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan, telemetry=tracing.fastapi_telemetry(),
                   openapi_url="/openapi.json" if public else None, docs_url="/docs" if public else None,
                   redoc_url="/redoc" if public else None,
                   dependencies=[Depends(refuse_lone_surrogates)])
@@ -158,6 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(container_display.router)
     app.include_router(snapshots.router)
     app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/display", display_socket.serve))
+    app.include_router(container_terminals.router)
+    app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/pty", terminal_socket.serve))
     # noVNC's RFB client for the live view page: public (Debian's), and a browser loads it without a key.
     # Only the two trees its modules import from are served, so a COVE_NOVNC_DIR set to the wrong
     # directory cannot put the host's files behind no key.
@@ -165,12 +186,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.mount(f"/novnc/{part}", StaticFiles(directory=settings.novnc_dir / part, check_dir=False),
                   name=f"novnc-{part}")
     app.include_router(files.router)
+    app.include_router(skills_api.router)
     app.include_router(responses.router)
     # A Starlette route: the app-wide dependencies are for HTTP requests (the socket checks each message).
     app.router.routes.append(WebSocketRoute("/v1/responses", responses_socket.serve))
     app.include_router(conversations.router)
     app.include_router(models.router)
     app.include_router(webhooks.router)
+    app.include_router(metrics.router)
     if not public:
         app.include_router(docs.router)
 

@@ -17,15 +17,18 @@ from cove.service.objects import (
     DisplayViewEvent,
     EgressEvent,
     ForkEvent,
+    McpCallEvent,
     OperatorAuditEvent,
+    SkillEvent,
     SnapshotEvent,
+    TerminalEvent,
 )
 from cove.store.db import Database
 
 
 def audit(container_id: str, limit: int = typer.Option(100, help="How many of the newest events."),
           as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Show the commands run, computer actions, live views and egress decisions of a container, oldest first."""
+    """Show the commands, computer actions, live views, terminals and egress decisions of a container, oldest first."""
     events, pruned = asyncio.run(_load(container_id, limit))
     note = f"{pruned} older events were pruned (the project's audit_rows quota)" if pruned else None
     if as_json:
@@ -53,10 +56,17 @@ def _describe(event: OperatorAuditEvent) -> tuple[str, str]:
         return " ".join(str(action.get("type")) for action in event.actions), event.outcome.type
     if isinstance(event, DisplayViewEvent):
         return f"live view ({event.via})", f"{event.bytes_in} bytes in, {event.bytes_out} out"
+    if isinstance(event, TerminalEvent):
+        ended = "left open" if event.exit_code is None else f"exit {event.exit_code}"
+        return f"terminal: {event.command or 'shell'} ({event.via})", ended
     if isinstance(event, SnapshotEvent):
         return f"snapshot {event.snapshot_id}", f"{event.bytes} bytes"
+    if isinstance(event, McpCallEvent):
+        return f"mcp {event.server_label}/{event.tool} ({event.server})", f"{event.outcome} in {event.duration_ms:g} ms"
     if isinstance(event, ForkEvent):
         return f"fork from {event.snapshot_id or 'its files now'}", ", ".join(event.containers)
+    if isinstance(event, SkillEvent):
+        return f"skill {event.name} at {event.path}", f"{event.files} files, {event.bytes} bytes"
     outcome = event.outcome
     return event.command, "timeout" if outcome.type == "timeout" else f"exit {outcome.exit_code}"
 

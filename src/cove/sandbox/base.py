@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from cove.egress.policy import EgressPolicy
-from cove.errors import InvalidRequest
+from cove.errors import InvalidRequest, SandboxError
 
 MEMORY_TIERS = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
 """Memory limits as OpenAI names them."""
@@ -120,6 +120,19 @@ class FileContent:
     data: bytes
     mode: int
     """Permission bits, so that a rewrite can keep them (an executable stays executable)."""
+
+
+SKILLS_DIR = "/skills"
+"""Where a container's skills are, each in ``/skills/<name>/``: read-only to everything in the container."""
+
+
+@dataclass(frozen=True)
+class SkillFile:
+    """One file of a skill: its path inside the skill's folder (relative, already checked)."""
+
+    path: str
+    data: bytes
+    executable: bool = False
 
 
 WALK_VISITS = 50_000
@@ -227,6 +240,45 @@ class Display(abc.ABC):
         """A new RFB (VNC) connection to the screen, for a person to watch or take over."""
 
 
+TERMINAL_MAX_SIDE = 1000
+"""Columns or rows a terminal may have (the kernel takes up to 65535; nothing real needs more)."""
+
+
+@dataclass(frozen=True)
+class TerminalRequest:
+    """What a terminal runs: ``command`` with the image's shell (``-c``), or None for an interactive
+    shell, on a terminal ``cols`` x ``rows``."""
+
+    command: str | None = None
+    cols: int = 80
+    rows: int = 24
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Terminal(abc.ABC):
+    """A program on a pseudo-terminal in the container: raw bytes both ways, a size, an exit code."""
+
+    @abc.abstractmethod
+    async def read(self) -> bytes:
+        """The next bytes the terminal shows; ``b""`` once no process holds it any more."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Types ``data`` (waits while the terminal's input is full)."""
+
+    @abc.abstractmethod
+    def resize(self, cols: int, rows: int) -> None:
+        """Sets the size; the program gets SIGWINCH."""
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """The program's exit code (128 + N for a death by signal N)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Ends the program (and everything it started on the terminal) and frees the terminal."""
+
+
 class Sandbox(abc.ABC):
     """One container. Safe to use from many tasks at once."""
 
@@ -239,6 +291,16 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def files(self) -> Files:
         """The container's files (reachable while it is stopped too)."""
+
+    async def terminal(self, request: TerminalRequest) -> Terminal:
+        """Starts a program on a new pseudo-terminal, starting the container first if it is not
+        running. Engines without terminals refuse (``InvalidRequest``)."""
+        raise InvalidRequest("This server's containers have no terminals.", code="terminal_not_supported")
+
+    async def channel(self, argv: list[str]) -> Channel:
+        """A long-lived program in the container (``argv``, with the environment commands get) talking over
+        its stdin and stdout, as an MCP server over stdio does; closing the channel ends it."""
+        raise SandboxError("This container cannot run long-lived programs.")
 
     async def display(self, screen: Screen | None = None) -> Display:
         """The container's display, started with ``screen`` if it is not running yet (None: the
@@ -275,6 +337,11 @@ class Sandbox(abc.ABC):
     def paused(self) -> bool:
         """Whether its processes are frozen now (commands would wait: resume first)."""
         return False
+
+    async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
+        """Puts a skill's files at ``SKILLS_DIR/<name>/``, read-only to the container, in place of any
+        skill of that name; returns that path. Engines that cannot mount skills refuse."""
+        raise InvalidRequest("This server's containers cannot carry skills.", code="skills_not_supported")
 
 
 class SandboxEngine(abc.ABC):

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
+from cove import telemetry
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
@@ -37,6 +38,9 @@ from cove.sandbox.base import (
     Sandbox,
     SandboxEngine,
     Screen,
+    SkillFile,
+    Terminal,
+    TerminalRequest,
 )
 from cove.service import locks
 from cove.service.audit import AuditLog
@@ -132,7 +136,9 @@ class ContainerService:
                                 for record in snapshot.files)
         limits = Limits(memory=memory_limit, cpus=cpus, network=egress, project=project)
         try:
+            started = time.perf_counter()
             await self.engine.create(row.id, image, limits, snapshot_id=snapshot.id if snapshot else None)
+            telemetry.container_created(time.perf_counter() - started)
         except BaseException:
             async with self.db.begin() as session:
                 await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
@@ -395,7 +401,8 @@ class ContainerService:
         return results
 
     def record_egress(self, decision: Decision) -> None:
-        """The egress proxy's decisions go to the audit trail of their container."""
+        """The egress proxy's decisions go to the audit trail of their container (and to the metrics)."""
+        telemetry.egress_decided(decision.allowed)
         if self.audit is not None:
             using = self._responses.get(decision.client)
             held = self._held.get(decision.client)
@@ -479,13 +486,23 @@ class AuditedSandbox(Sandbox):
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
         started = time.monotonic()
         result = await self._inner.exec(command, on_output)
+        seconds = time.monotonic() - started
+        telemetry.exec_done(seconds, result.outcome.type)
         self._audit.record(self._project, self.id, "command", {
             "command": command.command, "workdir": command.workdir, "outcome": result.outcome.model_dump(),
-            "duration_ms": round((time.monotonic() - started) * 1000, 1)}, self._response_id)
+            "duration_ms": round(seconds * 1000, 1)}, self._response_id)
         return result
 
     async def files(self) -> Files:
         return await self._inner.files()
+
+    async def terminal(self, request: TerminalRequest) -> Terminal:
+        """The inner terminal as it is: a terminal's session is audited when it ends, by
+        ``service/terminals.py``, which alone knows how it ended and what crossed it."""
+        return await self._inner.terminal(request)
+
+    async def channel(self, argv: list[str]) -> Channel:
+        return await self._inner.channel(argv)
 
     async def display(self, screen: Screen | None = None) -> Display:
         display = await self._inner.display(screen)
@@ -512,6 +529,14 @@ class AuditedSandbox(Sandbox):
     @property
     def paused(self) -> bool:
         return self._inner.paused
+
+    async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
+        listed = list(files)
+        path = await self._inner.add_skill(name, listed)
+        self._audit.record(self._project, self.id, "skill", {
+            "name": name, "path": path, "files": len(listed), "bytes": sum(len(file.data) for file in listed)},
+            self._response_id)
+        return path
 
 
 class AuditedDisplay(Display):

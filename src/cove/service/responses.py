@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cove import telemetry
 from cove.agent.compaction import Compactor, CompactParams, take_trigger
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
@@ -40,12 +41,15 @@ from cove.service.compaction import CompactionSeal, compact
 from cove.service.containers import KEPT, ContainerService
 from cove.service.file_inputs import FileInputs
 from cove.service.files import FileService
+from cove.service.mcp import McpServers, ResponseMcp
 from cove.service.pagination import Page, paginate
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.replicas import Replicas
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
+from cove.service.skill_bundles import Bundle
+from cove.service.skills import SkillService, mounted
 from cove.service.snapshots import SnapshotService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
@@ -55,6 +59,7 @@ from cove.store.bulk import insert_rows
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ReplicaRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.store.writer import Write, execute
+from cove.tools.environment import ContainerAuto
 from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -88,8 +93,13 @@ class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
                  settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
                  project_files: ProjectFileService, search: WebSearchEngines | None = None,
-                 webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None) -> None:
+                 webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None,
+                 skills: SkillService | None = None, mcp: McpServers | None = None) -> None:
         self.db = db
+        self.skills = skills
+        """Reads the skills a ``container_auto`` names (None: skills are refused)."""
+        self.mcp = mcp
+        """Where ``mcp`` tools may connect, and their connections (None: ``mcp`` tools cannot connect)."""
         self.snapshots = snapshots
         """Snapshots a response's container at its end, and branches continuations (None: they share it)."""
         self.webhooks = webhooks
@@ -284,6 +294,8 @@ class ResponseService:
         params.check()
         refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
+        if self.mcp is not None:
+            self.mcp.check(project, params.tools)
         await self._check_tool_environments(project, params)
         small = body_bytes is not None and body_bytes <= INLINE_BYTES
         turn, run = await self._prepare(project, params, earlier, small=small)
@@ -372,7 +384,8 @@ class ResponseService:
         return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=max_turns,
                     max_tool_turns=model.max_tool_turns, released=released, progress=run.progress,
                     compactor=Compactor.of(params, seal.seal, summary), steering=run.steering,
-                    search=search.engine, upstream_search=search.upstream)
+                    search=search.engine, upstream_search=search.upstream,
+                    mcp=self.mcp.for_response(run.project, run.id) if self.mcp and toolbox.mcp_servers else None)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""
@@ -402,7 +415,33 @@ class ResponseService:
             auto = {**auto, "network_policy": self.secrets.open_policy(auto["network_policy"], run.id)}
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
                                   project_files=self.project_files, image=image,
-                                  container_id=container_id, auto=auto, on_container=record)
+                                  container_id=container_id, auto=auto, on_container=record,
+                                  skills=await self._skills(run.project, params, container_id))
+
+    async def _skills(self, project: str, params: CreateParams,
+                      container_id: str | None) -> tuple[SkillService, list[Bundle]] | None:
+        """The skills ``container_auto`` names, read and checked now (a 400 or 404 before anything runs),
+        and, with those the named or followed container already has, marked on the tool so the model
+        is told of them."""
+        found = params.toolbox.container_environment()
+        if found is None:
+            return None
+        index, environment = found
+        asked = environment.skills if isinstance(environment, ContainerAuto) else None
+        param = f"tools[{index}].environment.skills"
+        if self.skills is None:
+            if asked:
+                raise InvalidRequest("Skills are not supported by this server.", param=param)
+            return None
+        bundles: list[Bundle] = []
+        if asked:
+            bundles = await self.skills.resolve(project, [skill.model_dump(exclude_none=True) for skill in asked],
+                                                param)
+        notes = {note.name: note for note in
+                 await self.skills.in_container(project, container_id)} if container_id else {}
+        notes.update((note.name, note) for note in mounted(bundles))
+        environment.mount(list(notes.values()))
+        return (self.skills, bundles) if bundles else None
 
     async def _branch(self, session: AsyncSession, project: str, previous_response_id: str, container_id: str) -> str:
         """The chain's container, or a new one made from the snapshot its latest response left when
@@ -575,7 +614,8 @@ class ResponseService:
                     if not run.background:
                         await builder.lifecycle("created")
                     await builder.lifecycle("in_progress", "in_progress")
-                await run_response(turn, builder)
+                with telemetry.span("response", {"cove.response.background": run.background}):
+                    await run_response(turn, builder)
         except asyncio.CancelledError:
             await builder.cancel()
         except CoveError as exc:  # upstream failures, context overflow, a container that cannot start ...
@@ -590,9 +630,12 @@ class ResponseService:
                 log.exception("response %s failed", run.id)
                 await builder.fail("server_error", f"The response failed: {exc}")
         finally:
+            if isinstance(turn.mcp, ResponseMcp):
+                await turn.mcp.aclose()
             await self._finish(run)
 
     async def _finish(self, run: Run) -> None:
+        telemetry.response_finished(run.response["status"], run.response.get("model"))
         try:
             if run.stored and not run.fenced:
                 await run.flush()
@@ -706,6 +749,14 @@ class ResponseService:
                 .order_by(ResponseItemRow.position)))
         # The status column, not the body's: a queued response's body was stored before it was queued.
         return {**copy.deepcopy(row.body), "status": row.status, "output": output}
+
+    async def list_page(self, project: str, page: Page) -> tuple[list[dict[str, Any]], bool]:
+        """Cove extension: the project's stored responses, each as last saved without ``output`` (a
+        retrieve has the items), so a page is one query however long the trajectories are."""
+        query = select(ResponseRow).where(ResponseRow.project == project, ResponseRow.stored.is_(True))
+        async with self.db.begin() as session:
+            rows, has_more = await paginate(session, query, ResponseRow, page)
+        return [{**row.body, "status": row.status} for row in rows], has_more
 
     async def progress(self, project: str, response_id: str) -> dict[str, Any]:
         """``GET /v1/responses/{id}/progress`` (a Cove extension): what a response is doing now, from

@@ -1,15 +1,15 @@
 """Replicas: several servers on one PostgreSQL. Each registers with a heartbeat; a response records the
 replica running it (``owner``), containers and snapshots the replica holding them (``holder``).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 
 
 def upgrade() -> None:
