@@ -61,8 +61,3 @@ class Replicas:
         async with self.db.begin() as session:
             beat = await session.scalar(select(ReplicaRow.heartbeat_at).where(ReplicaRow.id == replica_id))
         return beat is not None and beat >= time.time() - self.lease
-
-    @staticmethod
-    def living() -> object:
-        """A subquery of the registered replicas' ids (a response owned by none of them is an orphan)."""
-        return select(ReplicaRow.id).scalar_subquery()
