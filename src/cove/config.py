@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -278,6 +279,15 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
     """Bearer token a scraper sends for ``GET /metrics``; unset, only clients on this machine may read it."""
 
+    # -- replicas (issue 16: several servers on one PostgreSQL, docs/replicas.md) --
+    replica_id: str | None = None
+    """This server's name among replicas sharing a PostgreSQL store; default: the host name and the data
+    dir, so a server restarted on the same data dir is the same replica (it holds the same containers)."""
+
+    replica_lease_seconds: float = Field(default=90.0, gt=0)
+    """A replica whose heartbeat (every ``heartbeat_seconds``) is older than this is taken for dead: another
+    takes over its background responses (and fails its foreground ones). Keep it several heartbeats long."""
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -327,6 +337,11 @@ class Settings(BaseSettings):
     @property
     def image_root(self) -> Path:
         return self.images_dir or self.data_dir / "images"
+
+    @property
+    def replica(self) -> str:
+        """This server's replica name (``replica_id``)."""
+        return self.replica_id or f"{socket.gethostname()}:{self.data_dir}"[-128:]
 
     @property
     def db_url(self) -> str:

@@ -17,7 +17,7 @@
         ├── ImageError                  an image could not be built, imported or found
         ├── DisplayError (502)          a container's display did not start or stopped answering
         ├── PortUnreachable (502)       nothing answers on a previewed port (``service/previews.py``)
-        ├── SandboxUnavailable (503)    a fleet node did not answer within its deadline (``sandbox/fleet``)
+        ├── SandboxUnavailable (503)    a fleet node did not answer in time, or another replica holds it
         ├── InitUnresponsive            a container's init stopped answering (``sandbox/linux/process.py``)
         └── SpawnError                  init could not start a command (``sandbox/linux/init_client.py``)
 
@@ -106,14 +106,18 @@ class SandboxError(CoveError, RuntimeError):
 
 
 class SandboxUnavailable(SandboxError):
-    """The fleet node holding (or chosen for) a container did not answer within the call's deadline, or
-    died with the call in flight. The call may or may not have run there, so the client decides whether
-    to retry; 503 because the service, not the request, is at fault."""
+    """The container cannot be reached from here now; 503 because the service, not the request, is at
+    fault. Either a fleet node holding (or chosen for) it did not answer within the call's deadline or
+    died with the call in flight (the call may or may not have run there, so the client decides whether
+    to retry), or, with replicas and no fleet (``docs/replicas.md``), another replica holds it (``holder``,
+    named in the message; nothing was run)."""
 
     status_code = 503
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, holder: str | None = None) -> None:
         super().__init__(message, code="sandbox_unavailable")
+        self.holder = holder
+        """The replica that holds it, where known."""
 
 
 class ContainerLost(CoveError):

@@ -22,8 +22,13 @@ class FairQueue:
         """Projects with responses waiting, in the order they are served next (dicts keep insertion order)."""
         self._running: Counter[str] = Counter()
         self._changed = asyncio.Event()
+        self._queued: set[str] = set()
+        """The responses waiting (a replica's scan of the store finds them again: they are put once)."""
 
     def put(self, project: str, response_id: str) -> None:
+        if response_id in self._queued:
+            return
+        self._queued.add(response_id)
         self._waiting.setdefault(project, deque()).append(response_id)
         self._changed.set()
 
@@ -45,6 +50,7 @@ class FairQueue:
             if self._running[project] < self._limit(project):
                 line = self._waiting.pop(project)
                 response_id = line.popleft()
+                self._queued.discard(response_id)
                 if line:
                     self._waiting[project] = line  # to the back of the turn order
                 self._running[project] += 1

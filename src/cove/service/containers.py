@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
@@ -26,7 +26,15 @@ from cove import telemetry
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
-from cove.errors import Conflict, ContainerLost, CoveError, InvalidRequest, NotFound, TooManyRequests
+from cove.errors import (
+    Conflict,
+    ContainerLost,
+    CoveError,
+    InvalidRequest,
+    NotFound,
+    SandboxUnavailable,
+    TooManyRequests,
+)
 from cove.ids import new_id
 from cove.sandbox.base import (
     Channel,
@@ -118,13 +126,15 @@ class ContainerService:
                              minutes: int, egress: EgressPolicy | None, snapshot: SnapshotRow | None) -> Container:
         """``create`` once the request is known to be allowed: quotas, the row, the container (and,
         from a snapshot, its file records). Forks come here with their parent's settings."""
+        if snapshot is not None:
+            self.check_holder(snapshot.holder, f"Snapshot '{snapshot.id}'", "used")
         now = int(time.time())
         container_id = new_id("cntr")
         row = ContainerRow(id=container_id, project=project, name=name, image=image,
                            status="running", memory_limit=memory_limit, cpu_limit=cpus,
                            expires_minutes=minutes, network_policy=policy_object(egress),
                            secrets=self.secrets.seal_container(egress, container_id), created_at=now,
-                           last_active_at=now)
+                           last_active_at=now, holder=self.settings.replica)
         async with self.db.begin() as session:
             await locks.hold(session, "containers")
             await self._check_room(session, project, memory_limit)
@@ -219,6 +229,7 @@ class ContainerService:
 
     async def delete(self, project: str, container_id: str) -> None:
         row = await self._row(project, container_id)
+        self._check_holder(row, "deleted")
         self._held.pop(row.id, None)
         await self.engine.destroy(row.id)
         async with self.db.begin() as session:
@@ -280,6 +291,7 @@ class ContainerService:
         held = self._held.get(container_id)
         if held is None or held.row.project != project:
             row = await self._row(project, container_id)
+            self._check_holder(row, verb)
             if row.status == "stopped" and wake:
                 await self._wake(row)
             if row.status == "lost":  # its fleet node died (``service/fleet.py``)
@@ -292,6 +304,30 @@ class ContainerService:
             if row.status in LIVE:
                 self._held[row.id] = held
         return held
+
+    def _check_holder(self, row: ContainerRow, verb: str) -> None:
+        if row.status in KEPT:  # an expired one's files are gone wherever it was
+            self.check_holder(row.holder, f"Container '{row.id}'", verb)
+
+    def check_holder(self, holder: str | None, what: str, verb: str) -> None:
+        """With replicas (PostgreSQL) a container, and a snapshot of it, lives on the replica that made
+        it: another one cannot reach it and says so (``docs/replicas.md``). Rows from before replicas
+        have no holder. With the fleet (``COVE_RAY_ADDRESS``) every replica reaches every container
+        through its node's host, so the holder is not checked."""
+        if self.db.is_sqlite or self.settings.ray_address or holder in (None, self.settings.replica):
+            return
+        raise SandboxUnavailable(f"{what} is held by replica '{holder}', not by this one "
+                                 f"('{self.settings.replica}'), and cannot be {verb} here: send the request "
+                                 "to that replica.", holder)
+
+    async def check_here(self, project: str, container_id: str, verb: str) -> None:
+        """A ``SandboxUnavailable`` unless this replica holds the container (or there is none: the
+        caller's own lookup says so in its words)."""
+        async with self.db.begin() as session:
+            row = await session.scalar(select(ContainerRow).where(
+                ContainerRow.id == container_id, ContainerRow.project == project))
+        if row is not None:
+            self._check_holder(row, verb)
 
     async def _wake(self, row: ContainerRow) -> None:
         """A stopped container counts as running again (its processes start on this use)."""
@@ -404,8 +440,11 @@ class ContainerService:
         ``COVE_IDLE_ACTION=stop`` they are stopped instead (processes go, files stay) and expire once
         stopped for ``COVE_STOPPED_HOURS``."""
         now = int(time.time())
+        kept = select(ContainerRow).where(ContainerRow.status.in_(KEPT))
+        if not self.db.is_sqlite:  # with replicas each expires the containers it holds
+            kept = kept.where(or_(ContainerRow.holder == self.settings.replica, ContainerRow.holder.is_(None)))
         async with self.db.begin() as session:
-            rows = list(await session.scalars(select(ContainerRow).where(ContainerRow.status.in_(KEPT))))
+            rows = list(await session.scalars(kept))
         idle = [row for row in rows if row.status in LIVE and row.id not in self._busy
                 and row.last_active_at + row.expires_minutes * 60 <= now]
         if self.settings.idle_action == "stop":

@@ -117,7 +117,8 @@ class ProjectFileService:
         """Removes up to a batch of expired files, rows first (so none is read half-removed), then bytes."""
         async with self.db.begin() as session:
             expired = list(await session.scalars(select(StoredFileRow.id).where(
-                StoredFileRow.expires_at <= int(time.time())).order_by(StoredFileRow.seq).limit(_SWEEP_BATCH)))
+                StoredFileRow.expires_at <= int(time.time())).order_by(StoredFileRow.seq).limit(_SWEEP_BATCH)
+                .with_for_update(skip_locked=True)))  # replicas sweeping at once each take other rows
             if expired:
                 await session.execute(delete(StoredFileRow).where(StoredFileRow.id.in_(expired)))
         for file_id in expired:

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove import telemetry
@@ -33,7 +33,7 @@ from cove.agent.request import INLINE_BYTES, CreateParams, sized
 from cove.agent.response_object import echo_tools, new_response
 from cove.agent.resume import replay, resume
 from cove.config import Settings
-from cove.errors import Conflict, CoveError, InvalidRequest, NotFound
+from cove.errors import Conflict, CoveError, InvalidRequest, NotFound, SandboxUnavailable
 from cove.ids import new_id
 from cove.service import history, locks
 from cove.service.background import FairQueue
@@ -45,6 +45,7 @@ from cove.service.mcp import McpServers, ResponseMcp
 from cove.service.pagination import Page, paginate
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
+from cove.service.replicas import Replicas
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
 from cove.service.skill_bundles import Bundle
@@ -53,9 +54,10 @@ from cove.service.snapshots import SnapshotService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
 from cove.service.workspace import ContainerWorkspace
+from cove.store import notify
 from cove.store.bulk import insert_rows
 from cove.store.db import Database
-from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
+from cove.store.models import ConversationItemRow, ReplicaRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.store.writer import Write, execute
 from cove.tools.environment import ContainerAuto
 from cove.upstream.registry import ModelRegistry
@@ -73,6 +75,11 @@ _SAVE_PROGRESS = update(ResponseRow).where(ResponseRow.id == bindparam("b_id")).
     heartbeat_at=bindparam("b_heartbeat"),
     progress=bindparam("b_progress", type_=ResponseRow.__table__.c.progress.type))
 _RESTARTED = "The server restarted while this response was being generated; run it again."
+_ENDED = frozenset({"response.completed", "response.failed", "response.incomplete"})
+"""Stream events after which a response's stream has nothing more (a cancelled one just ends)."""
+_RUNNING = ("queued", "in_progress")
+_CANCEL_WAIT = 10.0
+"""Seconds a cancel waits for the replica running the response to stop it."""
 
 
 async def _next_event_number(session: AsyncSession, response_id: str) -> int:
@@ -112,6 +119,11 @@ class ResponseService:
         self._workers: list[asyncio.Task[None]] = []
         self._resuming: set[str] = set()
         """Background responses a restart cut off, waiting in the queue to go on."""
+        self._taken: set[str] = set()
+        """Responses a worker of this server is starting or running."""
+        self.replicas = Replicas(db, settings)
+        self.listener = notify.Listener(db) if self.replicas.shared else None
+        """Wakes stream readers and cancels from other replicas (PostgreSQL, ``docs/replicas.md``)."""
 
     # -- start-up and shutdown -------------------------------------------------------------------
     async def start(self) -> None:
@@ -119,28 +131,109 @@ class ResponseService:
         ``max_resumes`` times), other running ones fail, queued ones are queued again.
 
         A failed background response's stored stream gets its ``response.failed`` event too, so a
-        client streaming it again (or resuming) sees why it ended instead of a stream that just stops."""
-        resumed: list[ResponseRow] = []
+        client streaming it again (or resuming) sees why it ended instead of a stream that just stops.
+
+        With replicas (PostgreSQL) only this replica's own responses (its previous run on the same data
+        dir) are repaired here; the others' are theirs, or taken over when they die (``_replica_duties``)."""
+        mine: ColumnElement[bool] = true()
+        if self.replicas.shared:
+            assert self.listener is not None
+            await self.replicas.register()
+            await self.listener.start(self._cancel_here)
+            mine = ResponseRow.owner == self.replicas.me
         async with self.db.begin() as session:
-            stale = list(await session.scalars(select(ResponseRow).where(ResponseRow.status == "in_progress")
-                                               .order_by(ResponseRow.seq)))
-            for row in stale:
-                if row.background and row.resumes < self.settings.max_resumes:
-                    row.resumes += 1
-                    resumed.append(row)
-                else:
-                    await self._fail_stale(session, row)
-            queued = (await session.execute(select(ResponseRow.project, ResponseRow.id)
-                                            .where(ResponseRow.status == "queued").order_by(ResponseRow.seq))).all()
+            stale = list(await session.scalars(select(ResponseRow).where(ResponseRow.status == "in_progress", mine)
+                                               .order_by(ResponseRow.seq).with_for_update(skip_locked=True)))
+            resumed = await self._take_over(session, stale)
+            queued = (await session.execute(select(ResponseRow.project, ResponseRow.id).where(
+                ResponseRow.status == "queued", or_(ResponseRow.owner.is_(None), mine))
+                .order_by(ResponseRow.seq))).all()
+        await self._queue_resumed(resumed)
+        for project, response_id in queued:
+            self._queue.put(project, response_id)
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.background_workers)]
+        self._workers.append(asyncio.create_task(self._heartbeats()))
+        if self.replicas.shared:
+            self._workers.append(asyncio.create_task(self._replica_duties()))
+
+    async def _take_over(self, session: AsyncSession, stale: list[ResponseRow]) -> list[ResponseRow]:
+        """Running responses whose server is gone (restarted, or a dead replica): a background one goes on
+        here (up to ``max_resumes`` times), the others fail. Returns those that go on."""
+        resumed: list[ResponseRow] = []
+        for row in stale:
+            if row.background and row.resumes < self.settings.max_resumes:
+                row.resumes += 1
+                row.owner = self.replicas.me
+                resumed.append(row)
+            else:
+                await self._fail_stale(session, row)
+        return resumed
+
+    async def _queue_resumed(self, resumed: list[ResponseRow]) -> None:
         async with self.db.begin() as session:
             for row in resumed:  # followed and read as running at once, before a worker takes it up
                 await self._rebuild(session, row, resuming=True)
                 self._resuming.add(row.id)
                 self._queue.put(row.project, row.id)
-        for project, response_id in queued:
-            self._queue.put(project, response_id)
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.background_workers)]
-        self._workers.append(asyncio.create_task(self._heartbeats()))
+
+    async def _replica_duties(self) -> None:
+        """Every ``heartbeat_seconds`` (PostgreSQL): this replica's heartbeat; dead replicas buried and
+        their responses taken over (each by one replica: ``FOR UPDATE SKIP LOCKED``); and background
+        responses queued by any replica put in this one's queue too (whichever worker claims one first
+        runs it, ``_run_queued``)."""
+        while True:
+            try:
+                if not await self.replicas.beat():
+                    self._fence()
+                    await self.replicas.register()
+                await self.replicas.bury()
+                await self._adopt_orphans()
+                async with self.db.begin() as session:
+                    queued = (await session.execute(select(ResponseRow.project, ResponseRow.id).where(
+                        ResponseRow.status == "queued", or_(ResponseRow.owner.is_(None),
+                                                            ResponseRow.owner == self.replicas.me))
+                        .order_by(ResponseRow.seq)
+                        .limit(self.settings.background_workers * 4))).all()
+                for project, response_id in queued:
+                    self._queue.put(project, response_id)
+            except Exception:  # the store is away for a moment: the next round tries again
+                log.exception("replica duties failed; will retry")
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    async def _adopt_orphans(self) -> None:
+        """Responses owned by a replica that is no longer registered (or by none: stored before replicas):
+        running ones taken over, claimed but not started ones queued again."""
+        async with self.db.begin() as session:
+            orphans = list(await session.scalars(select(ResponseRow).where(
+                ResponseRow.status.in_(_RUNNING), or_(
+                    ResponseRow.owner.not_in(select(ReplicaRow.id)),
+                    and_(ResponseRow.owner.is_(None), ResponseRow.status == "in_progress"))).order_by(ResponseRow.seq)
+                .limit(100).with_for_update(skip_locked=True)))
+            for row in orphans:
+                if row.status == "queued":
+                    row.owner = None
+                    self._queue.put(row.project, row.id)
+            stale = [row for row in orphans if row.status == "in_progress"]
+            for row in stale:
+                log.warning("taking over response %s from replica %s, which stopped", row.id, row.owner)
+            resumed = await self._take_over(session, stale)
+        await self._queue_resumed(resumed)
+
+    def _fence(self) -> None:
+        """This replica was taken for dead (its heartbeat row was deleted): others have taken its responses
+        over, so its own runs stop and write nothing more."""
+        log.error("this replica (%s) was taken for dead by the others: stopping its %d runs without saving them",
+                  self.replicas.me, len(self.runs))
+        for run in list(self.runs.values()):
+            run.fenced = True
+            if run.task is not None:
+                run.task.cancel()
+
+    def _cancel_here(self, response_id: str) -> None:
+        """Another replica asked (``notify.CANCEL``) to stop a response running here."""
+        run = self.runs.get(response_id)
+        if run is not None and run.task is not None:
+            run.task.cancel()
 
     async def _fail_stale(self, session: AsyncSession, row: ResponseRow) -> None:
         """A response a restart cut off that does not go on: failed, saying why, with the output its
@@ -156,6 +249,8 @@ class ResponseService:
             return
         events = list(await session.scalars(select(ResponseEventRow.data).where(
             ResponseEventRow.response_id == row.id).order_by(ResponseEventRow.sequence_number)))
+        if self.replicas.shared:  # a reader following it on another replica sees the end at once
+            await session.execute(notify.NOTIFY_EVENTS, {"response_id": row.id})
         output, cut = replay(events)
         for index in cut:
             output[index]["status"] = "incomplete"
@@ -169,13 +264,24 @@ class ResponseService:
             await execute(session, await self.webhooks.response_finished(row.project, row.id, "failed"))
 
     async def stop(self) -> None:
+        """Stops the runs. With replicas their responses are handed over rather than cancelled: their
+        events stored, the runs stopped without saving more, and this replica's row removed, so the
+        others take them over at once (as after a crash, ``_adopt_orphans``); with one server they end
+        cancelled."""
         for task in self._workers:
             task.cancel()
+        if self.replicas.shared:
+            await asyncio.gather(*(run.flush() for run in self.runs.values()), return_exceptions=True)
+            for run in self.runs.values():
+                run.fenced = True
         for run in list(self.runs.values()):
             if run.task is not None:
                 run.task.cancel()
         await asyncio.gather(*self._workers, *(r.task for r in self.runs.values() if r.task),
                              return_exceptions=True)
+        if self.listener is not None:
+            await self.listener.stop()
+            await self.replicas.leave()
 
     # -- create -----------------------------------------------------------------------------------
     async def create(self, project: str, params: CreateParams, *, earlier: list[dict[str, Any]] | None = None,
@@ -209,15 +315,23 @@ class ResponseService:
             # (no history, no file read into it).
             own = len(turn.context) == len(run.input_items) and all(map(operator.is_, turn.context, run.input_items))
             turn.fitted = await fit_context(turn, inline=small and own)
-        if run.stored:
-            await self._insert(run, params)
         if params.background:
-            run.keep_events(self.db)
-            self.runs[run.id] = run
-            await run.builder.lifecycle("created", "queued")  # stream clients expect "created" first
-            await run.builder.lifecycle("queued")
+            self._taken.add(run.id)  # no worker (found by a scan of the store) starts it before it is queued
+            try:
+                if run.stored:
+                    await self._insert(run, params)
+                run.keep_events(self.db)
+                self.runs[run.id] = run
+                await run.builder.lifecycle("created", "queued")  # stream clients expect "created" first
+                await run.builder.lifecycle("queued")
+                if self.replicas.shared and not params.stream:
+                    await self._release(run.id)
+            finally:
+                self._taken.discard(run.id)
             self._queue.put(project, run.id)
         else:
+            if run.stored:
+                await self._insert(run, params)
             self._launch(run, turn)
         return run
 
@@ -280,6 +394,8 @@ class ResponseService:
                                         if environment.get("type") == "container_reference" else None)
         named = named or run.response.get("container_id")  # a resumed response's own, made before the restart
         followed = None if named else await history.last_container(session, run.project, params)
+        if self.replicas.shared and (named or followed):  # only its holder reaches it (or branches from it)
+            await self.containers.check_here(run.project, named or followed or "", "used")
         if followed is not None and params.previous_response_id and self.snapshots is not None:
             followed = await self._branch(session, run.project, params.previous_response_id, followed)
         container_id = named or followed
@@ -362,7 +478,8 @@ class ResponseService:
         body = {k: v for k, v in run.response.items() if k != "output"}
         writes = [Write(_INSERT_RESPONSE, [{
             "id": run.id, "project": run.project, "status": "queued" if run.background else "in_progress",
-            "background": run.background, "stored": True, "previous_response_id": params.previous_response_id,
+            "owner": self.replicas.me, "background": run.background, "stored": True,
+            "previous_response_id": params.previous_response_id,
             "conversation_id": run.conversation_id, "created_at": run.response["created_at"], "body": body,
             "request": params.model_dump(exclude_none=True)}]),
             Write(_INSERT_ITEMS, [{"id": item["id"], "response_id": run.id, "role": "input", "position": i,
@@ -373,6 +490,15 @@ class ResponseService:
         async with self.db.begin() as session:
             await self._check_queue_quota(session, run.project)
             await execute(session, writes)
+
+    async def _release(self, response_id: str) -> None:
+        """A new background response nobody streams, its first events stored, left to whichever replica's
+        worker claims it first. A streamed one stays with this replica, where its client follows it from
+        memory; so do all until their first events are stored (they would be numbered twice)."""
+        async with self.db.begin() as session:
+            await session.execute(update(ResponseRow).where(ResponseRow.id == response_id,
+                                                            ResponseRow.owner == self.replicas.me)
+                                  .values(owner=None))
 
     async def _check_queue_quota(self, session: AsyncSession, project: str) -> None:
         """Room for one more queued background response of the project (checked and inserted as one)."""
@@ -400,17 +526,40 @@ class ResponseService:
                 self._queue.done(project)
 
     async def _run_queued(self, response_id: str) -> None:
+        """Runs a queued (or resumed) response unless a worker of this server already does: with replicas
+        the store is scanned for queued work, which finds it again until it is marked in progress."""
+        if response_id in self._taken:
+            return
+        self._taken.add(response_id)
+        try:
+            await self._claim_and_run(response_id)
+        finally:
+            self._taken.discard(response_id)
+
+    async def _claim_and_run(self, response_id: str) -> None:
         resuming = response_id in self._resuming
         self._resuming.discard(response_id)
         async with self.db.begin() as session:
-            row = await session.scalar(select(ResponseRow).where(ResponseRow.id == response_id))
-            if row is None or row.status != ("in_progress" if resuming else "queued"):
-                self.runs.pop(response_id, None)  # deleted or cancelled while it waited
+            # The claim: one replica's worker takes the row (the others skip it while it is locked, and
+            # see its owner once committed); a resumed one was claimed when it was taken over.
+            row = await session.scalar(select(ResponseRow).where(ResponseRow.id == response_id)
+                                       .with_for_update(skip_locked=not resuming))
+            owners = (self.replicas.me,) if resuming else (None, self.replicas.me)
+            if row is None or row.status != ("in_progress" if resuming else "queued") or row.owner not in owners:
+                self.runs.pop(response_id, None)  # deleted, cancelled or claimed elsewhere while it waited
                 return
+            row.owner = self.replicas.me
             run = self.runs.get(response_id) or await self._rebuild(session, row)
             params = CreateParams.model_validate(row.request)
             try:
                 turn = await self._turn(session, run, params)
+            except SandboxUnavailable as exc:
+                if exc.holder is not None and not resuming and await self.replicas.alive(exc.holder):
+                    row.owner = exc.holder  # handed to the replica holding its container, whose scan takes it
+                    self.runs.pop(response_id, None)
+                    return
+                await self._fail_early(run, exc)
+                return
             except CoveError as exc:
                 await self._fail_early(run, exc)
                 return
@@ -488,7 +637,7 @@ class ResponseService:
     async def _finish(self, run: Run) -> None:
         telemetry.response_finished(run.response["status"], run.response.get("model"))
         try:
-            if run.stored:
+            if run.stored and not run.fenced:
                 await run.flush()
                 container_id = run.response.get("container_id")
                 if container_id and self.snapshots is not None:  # before a continuation can find the result
@@ -581,8 +730,16 @@ class ResponseService:
                            code="response_not_found")
         return row
 
-    async def get(self, project: str, response_id: str) -> dict[str, Any]:
+    def _here(self, response_id: str) -> Run | None:
+        """The run of ``response_id`` when this server is the one generating it. With replicas a run
+        waiting in this server's queue may have been claimed by another: only a started one counts."""
         run = self.runs.get(response_id)
+        if run is not None and self.replicas.shared and run.task is None:
+            return None
+        return run
+
+    async def get(self, project: str, response_id: str) -> dict[str, Any]:
+        run = self._here(response_id)
         if run is not None and run.project == project and run.stored:
             return run.builder.snapshot()
         row = await self._row(project, response_id)
@@ -605,7 +762,7 @@ class ResponseService:
         """``GET /v1/responses/{id}/progress`` (a Cove extension): what a response is doing now, from
         this server's run when it runs here, else from its row (another server's last heartbeat)."""
         row = await self._row(project, response_id)
-        run = self.runs.get(response_id)
+        run = self._here(response_id)
         if run is not None and run.project != project:
             run = None
         progress = run.progress if run is not None else Progress.of(row.progress)
@@ -616,7 +773,7 @@ class ResponseService:
         return {"object": "response.progress", "id": response_id, "status": status, "background": row.background,
                 "started_at": progress.started_at if known else None,
                 "heartbeat_at": run.heartbeat_at if run is not None else row.heartbeat_at,
-                "turns": progress.turns, "resumes": row.resumes,
+                "turns": progress.turns, "resumes": row.resumes, "replica": row.owner,
                 "step": progress.step if running else None,
                 "step_started_at": progress.step_started_at if running else None,
                 "tool_calls": [{"call_id": call.call_id, "tool": call.tool, "started_at": call.started_at,
@@ -628,8 +785,31 @@ class ResponseService:
         row = await self._row(project, response_id)
         if not row.background:
             raise InvalidRequest("Only background responses can be streamed again.", param="stream")
-        run = self.runs.get(response_id)
+        run = self._here(response_id)
+        if run is None and self.listener is not None:
+            return self._follow_stored(self.listener, response_id, starting_after)
         return self._replay(response_id, starting_after, run)
+
+    async def _follow_stored(self, listener: notify.Listener, response_id: str,
+                             after: int) -> AsyncIterator[dict[str, Any]]:
+        """The stream of a response another replica generates (or will): its stored events above
+        ``after``, then each batch as it is stored, exactly once and in order (``store/notify.py``).
+        The status is read before the events: once it has ended, every event was stored before it."""
+        with listener.watch(response_id) as woken:
+            while True:
+                async with self.db.begin() as session:
+                    status = await session.scalar(select(ResponseRow.status).where(ResponseRow.id == response_id))
+                    stored = list(await session.scalars(select(ResponseEventRow.data).where(
+                        ResponseEventRow.response_id == response_id, ResponseEventRow.sequence_number > after)
+                        .order_by(ResponseEventRow.sequence_number)))
+                for event in stored:
+                    after = event["sequence_number"]
+                    yield event
+                    if event["type"] in _ENDED:
+                        return
+                if status not in _RUNNING:  # ended (a cancelled one has no last event) or deleted
+                    return
+                await notify.wait(woken)
 
     async def _replay(self, response_id: str, starting_after: int, run: Run | None) -> AsyncIterator[dict[str, Any]]:
         async with self.db.begin() as session:
@@ -645,7 +825,8 @@ class ResponseService:
                 yield event
 
     async def delete(self, project: str, response_id: str) -> None:
-        await self._row(project, response_id)
+        row = await self._row(project, response_id)
+        await self._stop_elsewhere(row)
         run = self.runs.get(response_id)
         if run is not None and run.task is not None:
             run.task.cancel()
@@ -659,6 +840,8 @@ class ResponseService:
         row = await self._row(project, response_id)
         if not row.background:
             raise InvalidRequest("Only background responses can be cancelled.", param="response_id")
+        if await self._stop_elsewhere(row):
+            return await self.get(project, response_id)
         run = self.runs.get(response_id)
         if run is not None and run.task is not None:
             run.task.cancel()
@@ -670,6 +853,34 @@ class ResponseService:
             await run.builder.cancel()
             await self._finish(run)
         return await self.get(project, response_id)
+
+    async def _stop_elsewhere(self, row: ResponseRow) -> bool:
+        """With replicas: a running response owned by another replica is stopped there (``notify.CANCEL``)
+        and waited for, up to ``_CANCEL_WAIT`` seconds; returns whether it was another's. A queued one
+        nobody claimed is claimed here first, so no worker elsewhere starts it meanwhile."""
+        if self.listener is None or row.status not in _RUNNING:
+            return False
+        async with self.db.begin() as session:
+            claimed = await session.execute(update(ResponseRow).where(
+                ResponseRow.id == row.id, ResponseRow.owner.is_(None)).values(owner=self.replicas.me))
+        owner = row.owner if getattr(claimed, "rowcount", 0) != 1 else self.replicas.me
+        if owner == self.replicas.me:
+            return False
+        if owner is None:  # claimed in between: read again
+            async with self.db.begin() as session:
+                owner = await session.scalar(select(ResponseRow.owner).where(ResponseRow.id == row.id))
+            if owner in (None, self.replicas.me):
+                return False
+        await self.listener.notify(notify.CANCEL, row.id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CANCEL_WAIT):
+                while True:
+                    async with self.db.begin() as session:
+                        status = await session.scalar(select(ResponseRow.status).where(ResponseRow.id == row.id))
+                    if status not in _RUNNING:
+                        break
+                    await asyncio.sleep(0.05)
+        return True
 
     async def input_items(self, project: str, response_id: str, page: Page) -> tuple[list[dict[str, Any]], bool]:
         await self._row(project, response_id)

@@ -19,6 +19,7 @@ from cove.agent.events import EventLog
 from cove.agent.progress import Progress
 from cove.store.db import Database
 from cove.store.models import ResponseEventRow
+from cove.store.notify import NOTIFY_EVENTS
 from cove.store.writer import Write
 
 _INSERT_EVENTS = insert(ResponseEventRow)
@@ -49,6 +50,8 @@ class Run:
     cut: set[int] | None = None
     """A run resumed after a restart: the indices of its output items the restart cut off (``agent/resume.py``)."""
     task: asyncio.Task[None] | None = None
+    fenced: bool = False
+    """Another replica took this run's response over (this one was taken for dead): it stops and writes nothing."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
     builder: ResponseBuilder = field(init=False)
     _pending: list[dict[str, Any]] = field(default_factory=list)
@@ -70,9 +73,14 @@ class Run:
             await self.flush()
 
     async def flush(self) -> None:
-        if self._db is None or not self._pending:
+        """Stores the events not yet stored; on PostgreSQL, notifies readers on other replicas in the same
+        transaction (``store/notify.py``)."""
+        if self._db is None or not self._pending or self.fenced:
             return
         pending, self._pending = self._pending, []
         self._flushed_at = time.monotonic()
-        await self._db.write(Write(_INSERT_EVENTS, [
-            {"response_id": self.id, "sequence_number": e["sequence_number"], "data": e} for e in pending]))
+        writes = [Write(_INSERT_EVENTS, [
+            {"response_id": self.id, "sequence_number": e["sequence_number"], "data": e} for e in pending])]
+        if not self._db.is_sqlite:
+            writes.append(Write(NOTIFY_EVENTS, [{"response_id": self.id}]))
+        await self._db.write(*writes)

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.config import Settings
@@ -63,7 +63,8 @@ class SnapshotService:
         size = await self.engine.snapshot(container.id, snapshot_id)
         row = SnapshotRow(id=snapshot_id, project=project, container_id=container.id, name=name,
                           image=container.image, bytes=size, files=await self._file_records(container.id),
-                          response_id=response_id, generation=generation, created_at=int(time.time()))
+                          response_id=response_id, generation=generation, created_at=int(time.time()),
+                          holder=self.settings.replica)
         try:
             async with self.db.begin() as session:
                 await locks.hold(session, "containers")
@@ -120,6 +121,7 @@ class SnapshotService:
 
     async def delete(self, project: str, snapshot_id: str, container_id: str | None = None) -> None:
         row = await self.row(project, snapshot_id, container_id)
+        self.containers.check_holder(row.holder, f"Snapshot '{row.id}'", "deleted")
         await self._drop(row.id)
 
     async def _drop(self, snapshot_id: str) -> None:
@@ -210,9 +212,10 @@ class SnapshotService:
         continuation of such a response then uses its container as it is); True if there may be more."""
         cutoff = int(time.time() - self.settings.response_snapshot_hours * 3600)
         async with self.db.begin() as session:
-            ids = list(await session.scalars(select(SnapshotRow.id).where(
-                SnapshotRow.response_id.is_not(None), SnapshotRow.created_at <= cutoff)
-                .order_by(SnapshotRow.seq).limit(_PRUNE_BATCH)))
+            old = select(SnapshotRow.id).where(SnapshotRow.response_id.is_not(None), SnapshotRow.created_at <= cutoff)
+            if not self.db.is_sqlite:  # with replicas each prunes the snapshots on its own disk
+                old = old.where(or_(SnapshotRow.holder == self.settings.replica, SnapshotRow.holder.is_(None)))
+            ids = list(await session.scalars(old.order_by(SnapshotRow.seq).limit(_PRUNE_BATCH)))
         for snapshot_id in ids:
             await self._drop(snapshot_id)
         return len(ids) == _PRUNE_BATCH

@@ -49,6 +49,9 @@ from cove.store.models import WebhookDeliveryRow, WebhookEndpointRow
 from cove.store.sealing import Sealer
 from cove.store.writer import Write
 
+_LEASE_MARGIN = 30.0
+"""Seconds past an attempt's timeout before another replica may take over a delivery claimed by one that died."""
+
 log = logging.getLogger(__name__)
 
 RESPONSE_EVENTS = {"completed": "response.completed", "failed": "response.failed",
@@ -308,25 +311,41 @@ class WebhookService:
 
     async def _start_due(self) -> float:
         """Starts an attempt for each due delivery whose endpoint has none in flight; returns how long
-        until the next one is due (at most 5 s: another replica's rows are picked up by then)."""
+        until the next one is due (at most 5 s: another replica's rows are picked up by then).
+
+        With replicas (PostgreSQL) each attempt is claimed: the due rows are read ``FOR UPDATE SKIP
+        LOCKED`` and those started here get a lease (their ``next_attempt_at`` moved past the attempt's
+        timeout) in the same transaction, so no other replica starts them too; the attempt's outcome
+        replaces the lease, and a replica that dies mid-attempt leaves a lease that runs out: another
+        replica tries again (the receiver dedupes by ``webhook-id``)."""
         room = self.settings.webhook_concurrency - len(self._inflight)
+        if room <= 0:
+            return 0.05  # a finished attempt wakes the loop
         now = time.time()
+        shared = not self.db.is_sqlite
         async with self.db.begin() as session:
-            rows = list(await session.scalars(select(WebhookDeliveryRow).where(
+            due = select(WebhookDeliveryRow).where(
                 WebhookDeliveryRow.status == "pending", WebhookDeliveryRow.next_attempt_at <= now,
-                WebhookDeliveryRow.endpoint_id.not_in(list(self._inflight)))
-                .order_by(WebhookDeliveryRow.next_attempt_at).limit(max(room, 0) * 4)))
+                WebhookDeliveryRow.endpoint_id.not_in(list(self._inflight))
+            ).order_by(WebhookDeliveryRow.next_attempt_at).limit(room * 4)
+            rows = list(await session.scalars(due.with_for_update(skip_locked=True) if shared else due))
+            starting: dict[str, WebhookDeliveryRow] = {}
+            for row in rows:  # one per endpoint, as many as there is room for
+                if len(starting) < room:
+                    starting.setdefault(row.endpoint_id, row)
+            if shared and starting:
+                await session.execute(update(WebhookDeliveryRow).where(
+                    WebhookDeliveryRow.id.in_([row.id for row in starting.values()]))
+                    .values(next_attempt_at=now + self.settings.webhook_timeout + _LEASE_MARGIN))
             upcoming = await session.scalar(select(WebhookDeliveryRow.next_attempt_at).where(
                 WebhookDeliveryRow.status == "pending", WebhookDeliveryRow.next_attempt_at > now)
                 .order_by(WebhookDeliveryRow.next_attempt_at).limit(1))
-        for row in rows:
-            if len(self._inflight) >= self.settings.webhook_concurrency:
-                return 0.05  # the rest wait for a slot; a finished attempt wakes the loop
-            if row.endpoint_id in self._inflight:
-                continue
+        for endpoint_id, row in starting.items():
             task = asyncio.create_task(self._deliver(row))
-            self._inflight[row.endpoint_id] = task
-            task.add_done_callback(functools.partial(self._done, row.endpoint_id))
+            self._inflight[endpoint_id] = task
+            task.add_done_callback(functools.partial(self._done, endpoint_id))
+        if len(starting) == room and len(rows) > room:
+            return 0.05  # the rest wait for a slot; a finished attempt wakes the loop
         return min(5.0, max(0.0, upcoming - now)) if upcoming is not None else 5.0
 
     def _done(self, endpoint_id: str, task: asyncio.Task[None]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -28,6 +28,8 @@ from cove.errors import InvalidRequest
 from cove.store.writer import Write, Writer
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x636F7665  # "cove"
+"""The PostgreSQL advisory lock a migration holds until its transaction ends."""
 _UNSTORABLE_TEXT = {"22021", "22P05"}
 """PostgreSQL's character_not_in_repertoire and untranslatable_character: a NUL in a text value."""
 
@@ -94,6 +96,8 @@ class Database:
         if self.is_sqlite:
             _private_sqlite_files(make_url(self.url).database)
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:  # replicas starting at once migrate one after another (docs/replicas.md)
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             await conn.run_sync(self._upgrade)
 
     @staticmethod

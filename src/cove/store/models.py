@@ -29,6 +29,8 @@ class ContainerRow(Base):
     """The domain secrets with their placeholders, as one sealed JSON list (``cove.store.sealing``)."""
     created_at: Mapped[int] = mapped_column(BigInteger)
     last_active_at: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)
+    """The replica whose engine runs it (``Settings.replica``): only that server can reach it."""
 
 
 class ContainerFileRow(Base):
@@ -67,6 +69,8 @@ class ResponseRow(Base):
     the progress endpoint shows and a resume after a restart goes on from."""
     resumes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Server restarts it was resumed after (at most ``COVE_MAX_RESUMES``)."""
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None, index=True)
+    """The replica running it (``Settings.replica``); None for a background response nobody claimed yet."""
 
 
 class ResponseItemRow(Base):
@@ -231,6 +235,19 @@ class SnapshotRow(Base):
     generation: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
     """For a response's snapshot: how far the container's use by responses had got (``ContainerService``)."""
     created_at: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True, default=None)
+    """The replica on whose disk it lies (its container's holder when it was taken)."""
+
+
+class ReplicaRow(Base):
+    """A server sharing the store with others (PostgreSQL): alive while its heartbeat is recent
+    (``service/replicas.py``); a replica whose heartbeat stopped has its responses taken over."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
 
 
 class FleetNodeRow(Base):
