@@ -1,0 +1,229 @@
+"""The web console (``/console``) in a real browser: Debian's Chromium driven by Playwright, locked to
+loopback as ``tests/browser.py`` locks it (every name but 127.0.0.1 resolves to nothing, everything
+else goes to a dead proxy). A person signs in, reads the lists and a trajectory (followed live while
+it runs), uploads and downloads a file; the refusals (another project's objects, forms without the
+session's CSRF token or from another origin) are checked over plain HTTP.
+
+A screenshot of each page is kept in the test's tmp dir (``console-screens``), printed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.browser import FLAGS
+from tests.conftest import KEYS, Server
+from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
+
+pytestmark = pytest.mark.root
+
+CHROMIUM = "/usr/bin/chromium"
+LOCKDOWN = [flag for flag in FLAGS if not flag.startswith("--remote-debugging")]
+SHELL: Any = {"type": "shell", "environment": {"type": "container_auto"}}
+HOSTILE = '<script>document.title="owned"</script><img src=x onerror=alert(1)>'
+
+
+def shell(*commands: str, delay: float = 0.0) -> Reply:
+    return Reply(tool_calls=[ToolCall(name="shell", arguments=json.dumps({"commands": list(commands)}))], delay=delay)
+
+
+@pytest.fixture(autouse=True)
+def fresh_script(upstream: ScriptedUpstream) -> Iterator[ScriptedUpstream]:
+    upstream.reset()
+    yield upstream
+    upstream.reset()
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    directory = tmp_path_factory.mktemp("console-screens")
+    yield directory
+    print(f"\nconsole screenshots: {directory}: {sorted(p.name for p in directory.iterdir())}")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LOCKDOWN, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Page]:
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    yield context.new_page()
+    context.close()
+
+
+def sign_in(page: Page, server: Server, project: str = "alpha") -> None:
+    page.goto(f"{server.url}/console/")
+    expect(page).to_have_url(f"{server.url}/console/login")
+    page.fill("#key", KEYS[project])
+    page.click("#login button[type=submit]")
+    expect(page).to_have_url(f"{server.url}/console/responses")
+
+
+def test_sign_in_keeps_the_key_on_the_server(page: Page, server: Server, screens: Path) -> None:
+    page.goto(f"{server.url}/console/")
+    expect(page.locator("#login")).to_be_visible()
+    page.screenshot(path=screens / "login.png", full_page=True)
+    page.fill("#key", "not-a-key")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("not an API key")
+    sign_in(page, server)
+    cookies = page.context.cookies()
+    assert [(c["name"], c["httpOnly"], c["sameSite"], c["path"]) for c in cookies] == [
+        ("cove_console", True, "Strict", "/console")]
+    assert KEYS["alpha"] not in cookies[0]["value"]
+    assert KEYS["alpha"] not in page.content()
+    assert KEYS["alpha"] not in page.url
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts never see the session
+
+
+def test_a_trajectory_shows_commands_outputs_durations_and_tokens(
+        page: Page, server: Server, client: openai.OpenAI, upstream: ScriptedUpstream, screens: Path) -> None:
+    upstream.script([shell(f"echo '{HOSTILE}'", "echo second >&2"), Reply(text=f"done {HOSTILE}")])
+    response = client.responses.create(model="scripted-model", input=f"run it {HOSTILE}", tools=[SHELL])
+    assert response.status == "completed"
+    sign_in(page, server)
+    row = page.locator("#responses a", has_text=response.id)
+    expect(row).to_be_visible()
+    page.screenshot(path=screens / "responses.png", full_page=True)
+    row.click()
+    expect(page).to_have_url(f"{server.url}/console/responses/{response.id}")
+    items = page.locator("#items > li")
+    expect(items).to_have_count(3)
+    assert [items.nth(i).get_attribute("data-type") for i in range(3)] == [
+        "shell_call", "shell_call_output", "message"]
+    commands = items.nth(0).locator(".command")
+    expect(commands.nth(0)).to_contain_text(f"$ echo '{HOSTILE}'")
+    expect(commands.nth(0).locator(".duration")).to_have_text(re.compile(r"^[0-9.]+ ms$"))
+    expect(commands.nth(1).locator(".duration")).to_have_text(re.compile(r"^[0-9.]+ ms$"))
+    expect(items.nth(1).locator(".stdout")).to_have_text(HOSTILE + "\n")
+    expect(items.nth(1).locator(".stderr")).to_have_text("second\n")
+    expect(items.nth(2)).to_contain_text(f"done {HOSTILE}")
+    expect(page.locator("#input")).to_contain_text(f"run it {HOSTILE}")
+    usage = response.usage
+    assert usage is not None
+    expect(page.locator("#tokens")).to_have_text(
+        f"{usage.input_tokens} in · {usage.output_tokens} out · {usage.total_tokens} total")
+    expect(page.locator("#summary a", has_text=str(response.model_extra["container_id"]))).to_be_visible()
+    # The model's markup is text: no element of it exists, no script of it ran.
+    assert page.locator("main script, main img[src=x]").count() == 0
+    assert page.title() == f"{response.id} · Cove console"
+    page.screenshot(path=screens / "trajectory.png", full_page=True)
+
+
+def test_a_running_response_is_followed_live(
+        page: Page, server: Server, client: openai.OpenAI, upstream: ScriptedUpstream, screens: Path) -> None:
+    # A slow model is the scenario: each turn takes a second, so the page opens while it runs.
+    upstream.script([shell("echo live-output", delay=1.0), Reply(text="finished live", delay=1.0)])
+    response = client.responses.create(model="scripted-model", input="go", tools=[SHELL], background=True)
+    sign_in(page, server)
+    page.goto(f"{server.url}/console/responses/{response.id}")
+    expect(page.locator("#live")).to_be_visible()  # opened before it ended
+    expect(page.locator("#items > li")).to_have_count(3, timeout=60_000)
+    expect(page.locator("#items")).to_contain_text("live-output")
+    expect(page.locator("#items")).to_contain_text("finished live")
+    expect(page.locator("#status")).to_have_text("completed")
+    expect(page.locator("#live")).to_have_count(0)
+    page.screenshot(path=screens / "live.png", full_page=True)
+    page.reload()  # what was followed is what is stored
+    expect(page.locator("#items > li")).to_have_count(3)
+
+
+def test_a_container_page_uploads_and_downloads_files_and_shows_its_audit(
+        page: Page, server: Server, http: httpx.Client, screens: Path, tmp_path: Path) -> None:
+    created = http.post("/v1/containers", json={"name": f"console {HOSTILE}"})
+    assert created.status_code == 200, created.text
+    container_id = created.json()["id"]
+    try:
+        assert http.post(f"/v1/containers/{container_id}/exec",
+                         json={"commands": ["echo audited"]}).status_code == 200
+        sign_in(page, server)
+        page.goto(f"{server.url}/console/containers")
+        page.locator("#containers a", has_text=container_id).click()
+        expect(page.locator("h1")).to_contain_text(container_id)
+        expect(page.locator("main")).to_contain_text(f"console {HOSTILE}")
+        expect(page.locator("#audit")).to_contain_text("echo audited")
+        upload = tmp_path / "notes <b>.txt"
+        upload.write_bytes(b"uploaded through the console\n")
+        page.set_input_files("#upload-file", str(upload))
+        page.click("#upload button[type=submit]")
+        link = page.locator("#files a", has_text="/mnt/data/notes <b>.txt")
+        expect(link).to_be_visible()
+        inside = http.post(f"/v1/containers/{container_id}/exec", json={"commands": ["cat '/mnt/data/notes <b>.txt'"]})
+        assert inside.json()["output"][0]["stdout"] == "uploaded through the console\n"
+        with page.expect_download() as downloading:
+            link.click()
+        download = downloading.value
+        assert download.suggested_filename == "notes _b_.txt"  # Chromium's safe name for "notes <b>.txt"
+        assert Path(download.path()).read_bytes() == b"uploaded through the console\n"
+        page.screenshot(path=screens / "container.png", full_page=True)
+    finally:
+        http.delete(f"/v1/containers/{container_id}")
+
+
+def test_lists_page_through_a_project_only(page: Page, server: Server, http: httpx.Client) -> None:
+    conversation = http.post("/v1/conversations", json={"metadata": {"topic": HOSTILE}}).json()
+    sign_in(page, server)
+    page.goto(f"{server.url}/console/conversations")
+    expect(page.locator("#conversations")).to_contain_text(f"topic={HOSTILE}")
+    page.locator("#conversations a", has_text=conversation["id"]).click()
+    expect(page.locator("h1")).to_contain_text(conversation["id"])
+    # beta sees none of alpha's objects, in lists or by id
+    page.context.clear_cookies()
+    sign_in(page, server, "beta")
+    assert conversation["id"] not in page.content()
+    for kind in ("responses", "conversations", "containers"):
+        page.goto(f"{server.url}/console/{kind}")
+        assert "resp_" not in page.locator("main").inner_text() or kind != "responses"
+    answer = page.goto(f"{server.url}/console/conversations/{conversation['id']}")
+    assert answer is not None and answer.status == 404
+    expect(page.locator("#error-message")).to_contain_text("not found")
+
+
+def _sign_in(web: httpx.Client, server: Server) -> str:
+    """Signs a plain HTTP client in as alpha; returns its CSRF token."""
+    answer = web.post("/console/login", data={"key": KEYS["alpha"]}, headers={"Origin": server.url})
+    assert answer.status_code == 303, answer.text
+    page = web.get("/console/containers")
+    csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', page.text)
+    assert csrf is not None
+    return csrf.group(1)
+
+
+def test_forms_need_the_sessions_token_and_the_consoles_origin(server: Server, http: httpx.Client) -> None:
+    container_id = http.post("/v1/containers", json={"name": "csrf"}).json()["id"]
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as web:
+            csrf = _sign_in(web, server)
+            files = {"file": ("x.txt", b"x")}
+            path = f"/console/containers/{container_id}/files"
+            own = {"Origin": server.url}
+            assert web.post(path, files=files, data={"csrf": "wrong"}, headers=own).status_code == 403
+            assert web.post(path, files=files, headers=own).status_code == 403
+            assert web.post(path, files=files, data={"csrf": csrf},
+                            headers={"Origin": "http://evil.example"}).status_code == 403
+            assert web.post(path, files=files, data={"csrf": csrf}).status_code == 403  # no origin at all
+            assert web.post(path, files=files, data={"csrf": csrf}, headers=own).status_code == 303
+            assert web.post("/console/login", data={"key": KEYS["beta"]},
+                            headers={"Origin": "http://evil.example"}).status_code == 403
+            page = web.get(f"/console/containers/{container_id}")
+            assert "script-src 'self'" in page.headers["content-security-policy"]
+            assert page.headers["x-frame-options"] == "DENY"
+            assert page.headers["cache-control"] == "no-store"
+        signed_out = httpx.get(f"{server.url}/console/responses")
+        assert signed_out.status_code == 303 and signed_out.headers["location"] == "/console/login"
+    finally:
+        http.delete(f"/v1/containers/{container_id}")
