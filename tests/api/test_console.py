@@ -148,14 +148,20 @@ def test_a_container_page_uploads_and_downloads_files_and_shows_its_audit(
     assert created.status_code == 200, created.text
     container_id = created.json()["id"]
     try:
-        assert http.post(f"/v1/containers/{container_id}/exec",
-                         json={"commands": ["echo audited"]}).status_code == 200
+        commands = [f"echo audited {i}" for i in range(55)]
+        assert http.post(f"/v1/containers/{container_id}/exec", json={"commands": commands}).status_code == 200
         sign_in(page, server)
         page.goto(f"{server.url}/console/containers")
         page.locator("#containers a", has_text=container_id).click()
         expect(page.locator("h1")).to_contain_text(container_id)
         expect(page.locator("main")).to_contain_text(f"console {HOSTILE}")
-        expect(page.locator("#audit")).to_contain_text("echo audited")
+        audit = page.locator("#audit tbody tr:not(#more)")
+        expect(audit).to_have_count(50)  # newest first, a page at a time: htmx's "More" brings the rest
+        expect(audit.first).to_contain_text("echo audited 54")
+        page.click("#audit #more a")
+        expect(audit).to_have_count(55)
+        expect(audit.last).to_contain_text("echo audited 0")
+        expect(page.locator("#audit #more")).to_have_count(0)
         upload = tmp_path / "notes <b>.txt"
         upload.write_bytes(b"uploaded through the console\n")
         page.set_input_files("#upload-file", str(upload))

@@ -11,13 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cove.api.console import container_pages, pages
 from cove.api.console.context import ApiRefused, SignInNeeded, is_htmx, page
 from cove.api.console.sessions import Sessions
+from cove.api.errors import validation_error_body
 from cove.errors import CoveError
 
 STATIC = Path(__file__).parent / "static"
@@ -82,6 +85,18 @@ def console_app(cove: FastAPI) -> FastAPI:
     async def refused(request: Request, exc: Exception) -> HTMLResponse:
         assert isinstance(exc, ApiRefused)
         return page("error.html", code=exc.status, status=exc.status, message=exc.message,
+                    session=app.state.sessions.of(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: Exception) -> HTMLResponse:
+        assert isinstance(exc, RequestValidationError)
+        message = validation_error_body(list(exc.errors()))["error"]["message"]
+        return page("error.html", code=400, status=400, message=message, session=app.state.sessions.of(request))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: Exception) -> HTMLResponse:
+        assert isinstance(exc, HTTPException)
+        return page("error.html", code=exc.status_code, status=exc.status_code, message=str(exc.detail),
                     session=app.state.sessions.of(request))
 
     return app

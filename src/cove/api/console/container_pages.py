@@ -41,7 +41,8 @@ async def container_page(container_id: str, request: Request, session: Signed) -
     container = await service(request, "containers").get(session.project, container_id)
     files = await service(request, "files").list_page(session.project, container_id, Page(None, 100))
     audit, rows, next_after = await _audit_rows(request, session.project, container_id, None)
-    return page("container.html", csp=TERMINAL_CSP, session=session, container=container, files=files.data,
+    return page("container.html", csp=TERMINAL_CSP, session=session, container=container, container_id=container_id,
+                files=files.data,
                 files_more=files.has_more, rows=rows, next_after=next_after, pruned=audit.pruned)
 
 
@@ -49,7 +50,7 @@ async def container_page(container_id: str, request: Request, session: Signed) -
 async def audit_rows(container_id: str, request: Request, session: Signed, after: str | None = None) -> HTMLResponse:
     """The audit trail's next rows (the page's "More")."""
     _, rows, next_after = await _audit_rows(request, session.project, container_id, after)
-    return page("_audit_rows.html", rows=rows, next_after=next_after)
+    return page("_audit_rows.html", rows=rows, next_after=next_after, container_id=container_id)
 
 
 @router.post("/{container_id}/files")
