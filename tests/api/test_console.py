@@ -9,8 +9,11 @@ A screenshot of each page is kept in the test's tmp dir (``console-screens``), p
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +127,42 @@ def test_a_trajectory_shows_commands_outputs_durations_and_tokens(
     page.screenshot(path=screens / "trajectory.png", full_page=True)
 
 
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A PNG of one colour."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_computer_use_screenshots_are_shown_inline(
+        page: Page, server: Server, http: httpx.Client, upstream: ScriptedUpstream, screens: Path) -> None:
+    tool = {"type": "computer_use_preview", "display_width": 64, "display_height": 48, "environment": "browser"}
+    click = {"type": "click", "x": 3, "y": 4, "button": "left"}
+    upstream.script([Reply(tool_calls=[ToolCall("computer", json.dumps(click))])])
+    first = http.post("/v1/responses", json={"model": "scripted-model", "input": "look", "tools": [tool]}).json()
+    call = first["output"][-1]
+    assert call["type"] == "computer_call", first
+    upstream.script([Reply(text="I see a green screen")])
+    shot = "data:image/png;base64," + base64.b64encode(png(64, 48, (40, 160, 60))).decode()
+    second = http.post("/v1/responses", json={
+        "model": "scripted-model", "previous_response_id": first["id"], "tools": [tool],
+        "input": [{"type": "computer_call_output", "call_id": call["call_id"],
+                   "output": {"type": "computer_screenshot", "image_url": shot}}]}).json()
+    assert second["status"] == "completed", second
+    sign_in(page, server)
+    page.goto(f"{server.url}/console/responses/{first['id']}")
+    expect(page.locator("#items [data-type=computer_call]")).to_contain_text('"x": 3')
+    page.goto(f"{server.url}/console/responses/{second['id']}")
+    image = page.locator("#input [data-type=computer_call_output] img.screenshot")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]") == [True, 64, 48]
+    expect(page.locator("#summary a", has_text=first["id"])).to_be_visible()  # the previous response
+    page.screenshot(path=screens / "computer-use.png", full_page=True)
+
+
 def test_a_running_response_is_followed_live(
         page: Page, server: Server, client: openai.OpenAI, upstream: ScriptedUpstream, screens: Path) -> None:
     # A slow model is the scenario: each turn takes a second, so the page opens while it runs.
@@ -152,6 +191,7 @@ def test_a_container_page_uploads_and_downloads_files_and_shows_its_audit(
         assert http.post(f"/v1/containers/{container_id}/exec", json={"commands": commands}).status_code == 200
         sign_in(page, server)
         page.goto(f"{server.url}/console/containers")
+        page.screenshot(path=screens / "containers.png", full_page=True)
         page.locator("#containers a", has_text=container_id).click()
         expect(page.locator("h1")).to_contain_text(container_id)
         expect(page.locator("main")).to_contain_text(f"console {HOSTILE}")
@@ -180,23 +220,38 @@ def test_a_container_page_uploads_and_downloads_files_and_shows_its_audit(
         http.delete(f"/v1/containers/{container_id}")
 
 
-def test_lists_page_through_a_project_only(page: Page, server: Server, http: httpx.Client) -> None:
+def test_lists_show_a_project_only(page: Page, server: Server, http: httpx.Client, screens: Path) -> None:
     conversation = http.post("/v1/conversations", json={"metadata": {"topic": HOSTILE}}).json()
-    sign_in(page, server)
-    page.goto(f"{server.url}/console/conversations")
-    expect(page.locator("#conversations")).to_contain_text(f"topic={HOSTILE}")
-    page.locator("#conversations a", has_text=conversation["id"]).click()
-    expect(page.locator("h1")).to_contain_text(conversation["id"])
-    # beta sees none of alpha's objects, in lists or by id
-    page.context.clear_cookies()
-    sign_in(page, server, "beta")
-    assert conversation["id"] not in page.content()
-    for kind in ("responses", "conversations", "containers"):
-        page.goto(f"{server.url}/console/{kind}")
-        assert "resp_" not in page.locator("main").inner_text() or kind != "responses"
-    answer = page.goto(f"{server.url}/console/conversations/{conversation['id']}")
-    assert answer is not None and answer.status == 404
-    expect(page.locator("#error-message")).to_contain_text("not found")
+    response = http.post("/v1/responses", json={"model": "scripted-model", "input": "alpha's"}).json()
+    container = http.post("/v1/containers", json={"name": "alpha's"}).json()
+    with server.http("beta") as beta:
+        own = beta.post("/v1/conversations", json={"metadata": {"owner": "beta"}}).json()
+    try:
+        sign_in(page, server)
+        page.goto(f"{server.url}/console/conversations")
+        expect(page.locator("#conversations")).to_contain_text(f"topic={HOSTILE}")
+        page.screenshot(path=screens / "conversations.png", full_page=True)
+        page.locator("#conversations a", has_text=conversation["id"]).click()
+        expect(page.locator("h1")).to_contain_text(conversation["id"])
+        page.screenshot(path=screens / "conversation.png", full_page=True)
+        # beta sees its own objects and none of alpha's, in lists or by id
+        page.context.clear_cookies()
+        sign_in(page, server, "beta")
+        alphas = [conversation["id"], response["id"], container["id"]]
+        for kind in ("responses", "conversations", "containers"):
+            page.goto(f"{server.url}/console/{kind}")
+            assert not [found for found in alphas if found in page.content()], kind
+            if kind == "conversations":
+                expect(page.locator("#conversations")).to_contain_text(own["id"])
+        for path in (f"conversations/{conversation['id']}", f"responses/{response['id']}",
+                     f"responses/{response['id']}/live", f"containers/{container['id']}",
+                     f"containers/{container['id']}/audit"):
+            answer = page.goto(f"{server.url}/console/{path}")
+            assert answer is not None and answer.status == 404, path
+            expect(page.locator("#error-message")).to_contain_text(re.compile("not found|No container found"))
+        page.screenshot(path=screens / "not-found.png", full_page=True)
+    finally:
+        http.delete(f"/v1/containers/{container['id']}")
 
 
 def _sign_in(web: httpx.Client, server: Server) -> str:

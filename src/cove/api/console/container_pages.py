@@ -31,6 +31,7 @@ async def containers(request: Request, session: Signed, after: str | None = None
 
 async def _audit_rows(request: Request, project: str, container_id: str,
                       after: str | None) -> tuple[Any, list[dict[str, Any]], str | None]:
+    await service(request, "containers").get(project, container_id)  # another project's: 404, as the API
     audit = await service(request, "audit").events(project, container_id, Page(after, PAGE_SIZE))
     rows = [{**event.model_dump(), "details": event.model_dump(exclude=_AUDIT_COMMON)} for event in audit.data]
     return audit, rows, audit.last_id if audit.has_more else None
