@@ -524,6 +524,9 @@ def test_malformed_messages_get_einval_and_never_crash_init(init_binary: Path) -
             # Above the cap too, but cut at 256 KiB it would parse as a valid SPAWN of /bin/true:
             # only the kernel's MSG_TRUNC flag tells.
             (truncates_to_valid_spawn(), three, 10),
+            # A terminal's SPAWN_PTY carries no fds, and its header has rows and cols after the counts.
+            (b"\x03" + spawn_message(11, [b"/bin/true"])[1:], three, 11),
+            (b"\x03" + spawn_message(12, [b"/bin/true"])[1:16], [], 12),
         ]
         for message, fds, job_id in cases:
             message = message[:4] + struct.pack("<I", job_id) + message[8:]
@@ -535,7 +538,7 @@ def test_malformed_messages_get_einval_and_never_crash_init(init_binary: Path) -
         # Garbage with any other op, and malformed SIGNALs, are ignored without a reply.
         for i in range(200):
             junk = os.urandom(1 + i * 7 % 300)
-            if junk[0] in (1, 2):
+            if junk[0] in (1, 2, 3):
                 junk = b"\x00" + junk[1:]
             host.send(junk)
         host.send(struct.pack("<B3xI", 2, 1))  # SIGNAL missing its signo

@@ -17,6 +17,7 @@ from cove import __version__
 from cove.api import (
     container_display,
     container_files,
+    container_terminals,
     containers,
     conversations,
     display_socket,
@@ -27,6 +28,7 @@ from cove.api import (
     responses,
     responses_socket,
     snapshots,
+    terminal_socket,
     webhooks,
 )
 from cove.api.body_limit import BodyLimit
@@ -50,6 +52,7 @@ from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
 from cove.service.secrets import SecretKeeper
 from cove.service.snapshots import SnapshotService
+from cove.service.terminals import TerminalService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
 from cove.store.db import Database
@@ -112,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.containers = service
         app.state.snapshots = snapshot_service
         app.state.displays = DisplayService(service)
+        app.state.terminals = TerminalService(service)
         app.state.files = files
         app.state.project_files = project_files
         app.state.models = ModelService(registry)
@@ -161,6 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(container_display.router)
     app.include_router(snapshots.router)
     app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/display", display_socket.serve))
+    app.include_router(container_terminals.router)
+    app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/pty", terminal_socket.serve))
     # noVNC's RFB client for the live view page: public (Debian's), and a browser loads it without a key.
     # Only the two trees its modules import from are served, so a COVE_NOVNC_DIR set to the wrong
     # directory cannot put the host's files behind no key.

@@ -6,10 +6,12 @@ from cove.cli.audit import audit
 from cove.cli.image import image_app
 from cove.cli.search import search_app
 from cove.cli.serve import serve
+from cove.cli.shell import shell
 
 app = typer.Typer(no_args_is_help=True, help="Cove: a self-hosted agent runtime.")
 app.command()(serve)
 app.command()(audit)
+app.command()(shell)
 app.add_typer(image_app, name="image")
 app.add_typer(search_app, name="search")
 

@@ -19,13 +19,14 @@ from cove.service.objects import (
     ForkEvent,
     OperatorAuditEvent,
     SnapshotEvent,
+    TerminalEvent,
 )
 from cove.store.db import Database
 
 
 def audit(container_id: str, limit: int = typer.Option(100, help="How many of the newest events."),
           as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Show the commands run, computer actions, live views and egress decisions of a container, oldest first."""
+    """Show the commands, computer actions, live views, terminals and egress decisions of a container, oldest first."""
     events, pruned = asyncio.run(_load(container_id, limit))
     note = f"{pruned} older events were pruned (the project's audit_rows quota)" if pruned else None
     if as_json:
@@ -53,6 +54,9 @@ def _describe(event: OperatorAuditEvent) -> tuple[str, str]:
         return " ".join(str(action.get("type")) for action in event.actions), event.outcome.type
     if isinstance(event, DisplayViewEvent):
         return f"live view ({event.via})", f"{event.bytes_in} bytes in, {event.bytes_out} out"
+    if isinstance(event, TerminalEvent):
+        ended = "left open" if event.exit_code is None else f"exit {event.exit_code}"
+        return f"terminal: {event.command or 'shell'} ({event.via})", ended
     if isinstance(event, SnapshotEvent):
         return f"snapshot {event.snapshot_id}", f"{event.bytes} bytes"
     if isinstance(event, ForkEvent):

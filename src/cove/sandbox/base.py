@@ -227,6 +227,45 @@ class Display(abc.ABC):
         """A new RFB (VNC) connection to the screen, for a person to watch or take over."""
 
 
+TERMINAL_MAX_SIDE = 1000
+"""Columns or rows a terminal may have (the kernel takes up to 65535; nothing real needs more)."""
+
+
+@dataclass(frozen=True)
+class TerminalRequest:
+    """What a terminal runs: ``command`` with the image's shell (``-c``), or None for an interactive
+    shell, on a terminal ``cols`` x ``rows``."""
+
+    command: str | None = None
+    cols: int = 80
+    rows: int = 24
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Terminal(abc.ABC):
+    """A program on a pseudo-terminal in the container: raw bytes both ways, a size, an exit code."""
+
+    @abc.abstractmethod
+    async def read(self) -> bytes:
+        """The next bytes the terminal shows; ``b""`` once no process holds it any more."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Types ``data`` (waits while the terminal's input is full)."""
+
+    @abc.abstractmethod
+    def resize(self, cols: int, rows: int) -> None:
+        """Sets the size; the program gets SIGWINCH."""
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """The program's exit code (128 + N for a death by signal N)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Ends the program (and everything it started on the terminal) and frees the terminal."""
+
+
 class Sandbox(abc.ABC):
     """One container. Safe to use from many tasks at once."""
 
@@ -239,6 +278,11 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def files(self) -> Files:
         """The container's files (reachable while it is stopped too)."""
+
+    async def terminal(self, request: TerminalRequest) -> Terminal:
+        """Starts a program on a new pseudo-terminal, starting the container first if it is not
+        running. Engines without terminals refuse (``InvalidRequest``)."""
+        raise InvalidRequest("This server's containers have no terminals.", code="terminal_not_supported")
 
     async def display(self, screen: Screen | None = None) -> Display:
         """The container's display, started with ``screen`` if it is not running yet (None: the

@@ -37,6 +37,8 @@ from cove.sandbox.base import (
     Sandbox,
     SandboxEngine,
     Screen,
+    Terminal,
+    TerminalRequest,
 )
 from cove.service import locks
 from cove.service.audit import AuditLog
@@ -456,6 +458,11 @@ class AuditedSandbox(Sandbox):
 
     async def files(self) -> Files:
         return await self._inner.files()
+
+    async def terminal(self, request: TerminalRequest) -> Terminal:
+        """The inner terminal as it is: a terminal's session is audited when it ends, by
+        ``service/terminals.py``, which alone knows how it ended and what crossed it."""
+        return await self._inner.terminal(request)
 
     async def display(self, screen: Screen | None = None) -> Display:
         display = await self._inner.display(screen)

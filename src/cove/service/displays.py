@@ -9,17 +9,11 @@ person can open the view before anything acted; a later request for another size
 Live views are RFB streams to an x11vnc in the container. Each costs a process in the container (its
 own memory budget) and a relay on the server, so a container has at most ``MAX_VIEWERS`` at once. A
 browser cannot put a key on a WebSocket handshake, and a key must never be put in a URL: it gets a
-view token instead, signed by the server, naming project and container, valid ``TOKEN_SECONDS``.
+view token instead (``service/tokens.py``), naming project and container, valid ``TOKEN_SECONDS``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
-import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -27,9 +21,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cove.errors import AuthenticationError, InvalidRequest, TooManyRequests
+from cove.errors import InvalidRequest, TooManyRequests
 from cove.sandbox.base import Channel, Screen
 from cove.service.containers import ContainerService
+from cove.service.tokens import Tokens
 from cove.tools.computer import MAX_ACTIONS, ActionError, check_action
 
 MAX_VIEWERS = 4
@@ -37,12 +32,6 @@ MAX_VIEWERS = 4
 TOKEN_SECONDS = 300
 """How long a view token opens the live view: long enough to load the page and connect, short
 enough that a token copied out of a page or a log is soon worthless. A view already open stays open."""
-
-
-@dataclass(frozen=True)
-class ViewToken:
-    token: str
-    expires_at: int
 
 
 @dataclass
@@ -57,7 +46,9 @@ class Viewer:
 class DisplayService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
-        self.tokens = ViewTokens()
+        self.tokens = Tokens("display", TOKEN_SECONDS, "The display token is invalid, expired, or for another "
+                             "container: ask for a new one (POST /v1/containers/{id}/display/token with the API key).",
+                             code="invalid_display_token")
         self._viewers: Counter[str] = Counter()
 
     async def act(self, project: str, container_id: str, actions: list[Any], screen: Screen | None) -> bytes:
@@ -107,42 +98,6 @@ class DisplayService:
                 del self._viewers[container_id]
 
 
-class ViewTokens:
-    """Signs and checks view tokens: ``payload.signature``, the payload naming project, container and
-    expiry, the signature an HMAC-SHA256 of it."""
-
-    def __init__(self) -> None:
-        self._key = secrets.token_bytes(32)
-        """Made at start-up, never stored: a restart voids the tokens (they last minutes, and the
-        client mints another with its key)."""
-
-    def make(self, project: str, container_id: str, seconds: int = TOKEN_SECONDS) -> ViewToken:
-        expires_at = int(time.time()) + seconds
-        # A nonce makes every token its own: one handed to a page is told apart from one made for it.
-        payload = _b64(json.dumps([project, container_id, expires_at, secrets.token_hex(8)],
-                                  separators=(",", ":")).encode())
-        return ViewToken(f"{payload}.{self._sign(payload)}", expires_at)
-
-    def project_of(self, token: str, container_id: str) -> str:
-        """The project a view token was made for, if it is this server's, unexpired and for this
-        container; else a 401 that does not say which check failed."""
-        payload, _, signature = token.partition(".")
-        if hmac.compare_digest(self._sign(payload).encode(), signature.encode(errors="replace")):
-            try:
-                project, container, expires_at, _nonce = json.loads(_unb64(payload))
-            except (ValueError, binascii.Error, TypeError):
-                pass
-            else:
-                if container == container_id and isinstance(expires_at, int) and time.time() < expires_at:
-                    return str(project)
-        raise AuthenticationError("The display token is invalid, expired, or for another container: ask for a "
-                                  "new one (POST /v1/containers/{id}/display/token with the API key).",
-                                  code="invalid_display_token")
-
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode(errors="replace"), hashlib.sha256).digest())
-
-
 def check_actions(actions: list[Any]) -> list[dict[str, Any]]:
     """The actions as OpenAI's types have them (the computer tool's own check), or a 400 naming
     ``actions[i]`` and its field; the display then checks what only it knows (coordinates on its
@@ -159,11 +114,3 @@ def check_actions(actions: list[Any]) -> list[dict[str, Any]]:
             raise InvalidRequest(f"Invalid value for '{where}': {exc.reason}.", param=where,
                                  code="invalid_value") from None
     return checked
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

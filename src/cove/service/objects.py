@@ -242,6 +242,23 @@ class DisplayViewEvent(_AuditEvent):
     bytes_out: int
 
 
+class TerminalEvent(_AuditEvent):
+    """A terminal (``/pty``) that ended: what it ran, who opened it, how it ended and how much went
+    each way (what was typed is terminal input, not recorded, as a live view's is not)."""
+
+    type: Literal["terminal"] = "terminal"
+    command: str | None
+    """None: an interactive shell."""
+    cols: int
+    rows: int
+    via: Literal["api_key", "token"]
+    exit_code: int | None
+    """None: the client left before the program ended (it was then killed)."""
+    duration_ms: float
+    bytes_in: int
+    bytes_out: int
+
+
 class SnapshotEvent(_AuditEvent):
     """A snapshot of the container's files, through the API or at the end of a response (a branch point)."""
 
@@ -260,7 +277,7 @@ class ForkEvent(_AuditEvent):
 
 
 AuditEvent = TypeAliasType("AuditEvent", Annotated[
-    CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent | SnapshotEvent | ForkEvent,
+    CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent | TerminalEvent | SnapshotEvent | ForkEvent,
     Field(discriminator="type")])
 
 
@@ -297,6 +314,11 @@ class OperatorDisplayViewEvent(DisplayViewEvent):
     """The operator's view (``cove audit``) spans projects, so it names each event's."""
 
 
+class OperatorTerminalEvent(TerminalEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
 class OperatorSnapshotEvent(SnapshotEvent):
     project: str
     """The operator's view (``cove audit``) spans projects, so it names each event's."""
@@ -309,7 +331,7 @@ class OperatorForkEvent(ForkEvent):
 
 OperatorAuditEvent = TypeAliasType("OperatorAuditEvent", Annotated[
     OperatorCommandEvent | OperatorEgressEvent | OperatorComputerEvent | OperatorDisplayViewEvent
-    | OperatorSnapshotEvent | OperatorForkEvent, Field(discriminator="type")])
+    | OperatorTerminalEvent | OperatorSnapshotEvent | OperatorForkEvent, Field(discriminator="type")])
 
 _AUDIT_EVENT: TypeAdapter[AuditEvent] = TypeAdapter(AuditEvent)
 _OPERATOR_AUDIT_EVENT: TypeAdapter[OperatorAuditEvent] = TypeAdapter(OperatorAuditEvent)

@@ -30,6 +30,8 @@ from cove.sandbox.base import (
     OutputCallback,
     Sandbox,
     Screen,
+    Terminal,
+    TerminalRequest,
     TimeoutOutcome,
     memory_bytes,
 )
@@ -47,6 +49,7 @@ from cove.sandbox.linux.overlay import mount_overlay, unmount_all
 from cove.sandbox.linux.process import InitUnresponsive, ProcessRequest, run_process, spawn_connected
 from cove.sandbox.linux.sinks import OutputSinks
 from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
+from cove.sandbox.linux.terminal import LinuxTerminal
 from cove.sandbox.redact import Redactor
 
 _SCAFFOLD_DIRS = ("proc", "dev", "sys", "tmp", COVE_DIR.lstrip("/"))
@@ -316,6 +319,20 @@ class LinuxSandbox(Sandbox):
         env = self._environment({})
         init = await self._ensure_started()
         return await spawn_connected(init, argv, env, "/")
+
+    async def terminal(self, request: TerminalRequest) -> Terminal:
+        """The image's shell (interactive, or running ``request.command``) on a terminal init allocates,
+        with the environment commands get but ``TERM=xterm-256color``, in the image's workdir."""
+        env = self._environment({"TERM": "xterm-256color", **request.env})
+        init = await self._ensure_started()
+        cwd = self.image.workdir or "/"
+        entry = self._fs().stat(cwd)
+        if entry is None or not entry.is_dir:
+            cwd = "/"
+        shell = [self._shell, "sh"] if self._shell.endswith("busybox") else [self._shell]
+        argv = shell if request.command is None else [*shell, "-c", request.command]
+        job = await init.spawn_pty(argv, env, cwd, request.cols, request.rows)
+        return LinuxTerminal(job)
 
     async def stop(self) -> None:
         async with self._lock:

@@ -12,9 +12,16 @@
  *   host -> init  SPAWN         u8 op=1, u8 pad[3], u32 id, u32 argc, u32 envc, then NUL-terminated
  *                               cwd, argv[0..argc), env[0..envc); exactly 3 fds attached
  *                 SIGNAL        u8 op=2, u8 pad[3], u32 id, u32 signo
- *   init -> host  STARTED       u8 op=1, u8 pad[3], u32 id, i32 pid
+ *                 SPAWN_PTY     u8 op=3, u8 pad[3], u32 id, u32 argc, u32 envc, u16 rows, u16 cols,
+ *                               then the strings as for SPAWN; no fds attached
+ *   init -> host  STARTED       u8 op=1, u8 pad[3], u32 id, i32 pid; for SPAWN_PTY the terminal's
+ *                               master end attached (the command has the other end as its stdin,
+ *                               stdout, stderr and controlling terminal)
  *                 SPAWN_FAILED  u8 op=2, u8 pad[3], u32 id, i32 errno
  *                 EXITED        u8 op=3, u8 pad[3], u32 id, i32 wait_status
+ *
+ * A terminal is allocated here, inside the container, from the container's own devpts instance (so
+ * the command sees /dev/pts/N as any terminal program expects); only the master's fd leaves.
  *
  * It must not depend on anything in the image, so it is built with `cc -static` and uses only libc.
  */
@@ -29,7 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -38,7 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { OP_SPAWN = 1, OP_SIGNAL = 2 };
+enum { OP_SPAWN = 1, OP_SIGNAL = 2, OP_SPAWN_PTY = 3 };
 enum { OP_STARTED = 1, OP_SPAWN_FAILED = 2, OP_EXITED = 3 };
 
 #define MAX_JOBS 4096
@@ -69,14 +78,32 @@ static void put_u32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
-/* A failed send means the host is gone; the next recvmsg sees EOF and shuts down. */
-static void reply(unsigned char op, uint32_t id, int32_t value) {
+/* Sends a reply, with ``fd`` attached when it is >= 0. A failed send means the host is gone; the
+ * next recvmsg sees EOF and shuts down. */
+static void reply_fd(unsigned char op, uint32_t id, int32_t value, int fd) {
     unsigned char b[12] = {op};
     put_u32(b + 4, id);
     put_u32(b + 8, (uint32_t)value);
-    while (send(ctl, b, sizeof b, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } cbuf;
+    struct iovec iov = {b, sizeof b};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        mh.msg_control = cbuf.buf;
+        mh.msg_controllen = sizeof cbuf.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    while (sendmsg(ctl, &mh, MSG_NOSIGNAL) < 0 && errno == EINTR) {
     }
 }
+
+static void reply(unsigned char op, uint32_t id, int32_t value) { reply_fd(op, id, value, -1); }
 
 static struct job *find_job(uint32_t id, pid_t pid) {
     for (int i = 0; i < MAX_JOBS; i++)
@@ -192,6 +219,7 @@ struct spawn_args {
     const int *fds;
     const char *cwd;
     char **argv, **envp;
+    int ctty; /* make fds[0] the controlling terminal of the new session */
     int err;
 };
 
@@ -227,6 +255,7 @@ static int child(void *p) {
     /* Received fds are >= 3 (main keeps 0-2 occupied), so these dup2s cannot clobber each other. */
     for (int i = 0; i < 3; i++)
         if (dup2(a->fds[i], i) < 0) goto fail;
+    if (a->ctty && ioctl(0, TIOCSCTTY, 0) < 0) goto fail;
     /* Close everything else (no CLONE_FILES: the fd table is the child's own copy). */
 #ifdef SYS_close_range
     if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
@@ -258,12 +287,32 @@ static void note_inherited_state(void) {
     }
 }
 
-/* Starts the job a SPAWN message describes; returns 0 (STARTED sent) or the errno to report. */
-static int spawn(uint32_t id, size_t len, const int *fds, int nfds) {
-    if (len < 16 || nfds != 3) return EINVAL;
+/* A new terminal from the container's devpts: *master and *slave (both CLOEXEC), sized rows x cols.
+ * /dev/pts/ptmx rather than /dev/ptmx: the latter lives on the container's writable /dev tmpfs, where
+ * the command could have put anything; the devpts mount cannot be changed without CAP_SYS_ADMIN.
+ * TIOCGPTPEER opens the peer without a path at all. Returns 0 or an errno. */
+static int open_pty(uint16_t rows, uint16_t cols, int *master, int *slave) {
+    int zero = 0;
+    *master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (*master < 0) return errno;
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    if (ioctl(*master, TIOCSPTLCK, &zero) < 0 || ioctl(*master, TIOCSWINSZ, &ws) < 0 ||
+        (*slave = ioctl(*master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+        int err = errno;
+        close(*master);
+        return err;
+    }
+    return 0;
+}
+
+/* Starts the job a SPAWN or SPAWN_PTY message describes; returns 0 (STARTED sent) or the errno to
+ * report. */
+static int spawn(uint32_t id, size_t len, const int *fds, int nfds, int pty) {
+    size_t head = pty ? 20 : 16;
+    if (len < head || nfds != (pty ? 0 : 3)) return EINVAL;
     uint32_t argc = get_u32(msg + 8), envc = get_u32(msg + 12);
     /* Every string takes at least its NUL byte: this bounds the counts, in 64 bits so no overflow. */
-    if (argc == 0 || (uint64_t)argc + envc + 1 > len - 16 || find_job(id, 0)) return EINVAL;
+    if (argc == 0 || (uint64_t)argc + envc + 1 > len - head || find_job(id, 0)) return EINVAL;
     struct job *slot = NULL;
     for (int i = 0; i < MAX_JOBS && !slot; i++)
         if (!jobs[i].pid) slot = &jobs[i];
@@ -273,7 +322,7 @@ static int spawn(uint32_t id, size_t len, const int *fds, int nfds) {
     size_t nstr = 1 + (size_t)argc + envc;
     char **strs = malloc((nstr + 2) * sizeof *strs);
     if (!strs) return ENOMEM;
-    char *p = (char *)msg + 16, *end = (char *)msg + len;
+    char *p = (char *)msg + head, *end = (char *)msg + len;
     size_t k = 0;
     for (; k < nstr; k++) {
         char *nul = memchr(p, 0, (size_t)(end - p));
@@ -288,18 +337,33 @@ static int spawn(uint32_t id, size_t len, const int *fds, int nfds) {
     strs[argc + 1] = NULL;
     strs[nstr + 1] = NULL;
 
+    int master = -1, slave = -1, ttys[3];
+    if (pty) {
+        uint16_t rows = (uint16_t)(msg[16] | msg[17] << 8), cols = (uint16_t)(msg[18] | msg[19] << 8);
+        int err = open_pty(rows, cols, &master, &slave);
+        if (err) {
+            free(strs);
+            return err;
+        }
+        ttys[0] = ttys[1] = ttys[2] = slave;
+        fds = ttys;
+    }
     /* CLONE_VFORK suspends us until the child's execve succeeds or it exits, so args.err then says
      * which: exactly one of STARTED or SPAWN_FAILED per SPAWN, without a pipe or a copied address
      * space (CLONE_VM). */
-    struct spawn_args args = {fds, strs[0], strs + 1, strs + argc + 2, 0};
+    struct spawn_args args = {fds, strs[0], strs + 1, strs + argc + 2, pty, 0};
     pid_t pid = clone(child, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
     int err = pid < 0 ? errno : args.err;
     free(strs);
-    if (pid < 0) return err;
-    if (err) return err; /* the child _exits; reap() collects it silently */
+    if (slave >= 0) close(slave);
+    if (pid < 0 || err) { /* on err the child _exits; reap() collects it silently */
+        if (master >= 0) close(master);
+        return err;
+    }
     slot->id = id;
     slot->pid = pid;
-    reply(OP_STARTED, id, pid);
+    reply_fd(OP_STARTED, id, pid, master);
+    if (master >= 0) close(master);
     return 0;
 }
 
@@ -325,9 +389,9 @@ static int handle_control(void) {
     /* The host never sends empty messages, so 0 bytes means EOF. */
     int alive = n > 0;
     int truncated = (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
-    if (alive && msg[0] == OP_SPAWN) {
+    if (alive && (msg[0] == OP_SPAWN || msg[0] == OP_SPAWN_PTY)) {
         uint32_t id = n >= 8 ? get_u32(msg + 4) : 0;
-        int err = truncated ? EINVAL : spawn(id, (size_t)n, fds, nfds);
+        int err = truncated ? EINVAL : spawn(id, (size_t)n, fds, nfds, msg[0] == OP_SPAWN_PTY);
         if (err) reply(OP_SPAWN_FAILED, id, err);
     } else if (alive && msg[0] == OP_SIGNAL && n == 12 && !truncated) {
         struct job *j = find_job(get_u32(msg + 4), 0);

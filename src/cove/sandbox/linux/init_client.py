@@ -2,7 +2,8 @@
 
 One ``InitClient`` per container talks to its init over a SOCK_SEQPACKET socket, entirely on the
 event loop: no threads, no blocking calls. Output never crosses this socket; the caller passes the
-fds a command gets as stdin, stdout and stderr, and reads the pipes itself.
+fds a command gets as stdin, stdout and stderr, and reads the pipes itself. A terminal is the one fd
+that comes back: init allocates it in the container and attaches its master end to STARTED.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import itertools
 import logging
 import os
 import socket
+import stat
 import struct
+from collections.abc import Callable
 from signal import SIGKILL
 
 from cove.errors import SandboxError
@@ -22,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 OP_SPAWN = 1
 OP_SIGNAL = 2
+OP_SPAWN_PTY = 3
 OP_STARTED = 1
 OP_SPAWN_FAILED = 2
 OP_EXITED = 3
@@ -30,6 +34,7 @@ MAX_MESSAGE = 256 * 1024
 """cove-init's receive buffer: a longer SPAWN would arrive truncated, so it is refused here."""
 
 _HEADER = struct.Struct("<B3xIII")
+_PTY_HEADER = struct.Struct("<B3xIIIHH")
 _SIGNAL = struct.Struct("<B3xII")
 _REPLY = struct.Struct("<B3xIi")
 # Replies handled per wakeup: a flooding init must not starve the rest of the event loop.
@@ -47,9 +52,11 @@ class SpawnError(SandboxError):
 class Job:
     """A command running under cove-init, identified by its job id (pid is as init sees it)."""
 
-    def __init__(self, init: InitClient, job_id: int, pid: int) -> None:
+    def __init__(self, init: InitClient, job_id: int, pid: int, terminal: int = -1) -> None:
         self.id = job_id
         self.pid = pid
+        self.terminal = terminal
+        """A terminal's master fd (``spawn_pty``; the caller owns it), else -1."""
         self._init = init
         # None: the container went away before the job's exit was reported.
         self._exit: asyncio.Future[int | None] = init._loop.create_future()
@@ -95,6 +102,8 @@ class InitClient:
         # rather than exceptions, so a spawn abandoned mid-way leaves no unretrieved exception behind.
         self._pending: dict[int, asyncio.Future[Job | int | None]] = {}
         self._jobs: dict[int, Job] = {}
+        self._pty_spawns: set[int] = set()
+        """Pending spawns that must come back with a terminal's fd (and only these may)."""
         self._write_waiters: list[asyncio.Future[None]] = []
         self._closed = False
         self._gone: asyncio.Future[None] = self._loop.create_future()
@@ -117,22 +126,40 @@ class InitClient:
 
         The three fds are duplicated into init; the caller still owns and must close its copies.
         """
+        return await self._spawn(_encode_spawn, argv, env, cwd, [stdin, stdout, stderr])
+
+    async def spawn_pty(self, argv: list[str], env: dict[str, str], cwd: str, cols: int, rows: int) -> Job:
+        """Starts ``argv`` on a new terminal of ``cols`` x ``rows`` that init allocates in the container;
+        the job's ``terminal`` is the master's fd, which the caller owns and must close."""
+        def encode(job_id: int, argv: list[str], env: dict[str, str], cwd: str) -> bytes:
+            return _encode_spawn(job_id, argv, env, cwd, (rows, cols))
+
+        return await self._spawn(encode, argv, env, cwd, [])
+
+    async def _spawn(self, encode: Callable[[int, list[str], dict[str, str], str], bytes], argv: list[str],
+                     env: dict[str, str], cwd: str, fds: list[int]) -> Job:
         if self._closed:
             raise SandboxError("container stopped")
         job_id = self._next_id()
-        message = _encode_spawn(job_id, argv, env, cwd)
+        message = encode(job_id, argv, env, cwd)
         future: asyncio.Future[Job | int | None] = self._loop.create_future()
         self._pending[job_id] = future
+        if not fds:
+            self._pty_spawns.add(job_id)
         try:
-            await self._send(message, [stdin, stdout, stderr])
+            await self._send(message, fds)
             result = await future
         except asyncio.CancelledError:
             # Nobody will own the job: kill it if it started; if STARTED is still to come, _handle will.
-            if future.done() and not future.cancelled() and isinstance(future.result(), Job):
+            started = future.result() if future.done() and not future.cancelled() else None
+            if isinstance(started, Job):
                 self._signal_nowait(job_id, SIGKILL)
+                if started.terminal >= 0:
+                    os.close(started.terminal)
             raise
         finally:
             self._pending.pop(job_id, None)
+            self._pty_spawns.discard(job_id)
         if isinstance(result, Job):
             return result
         if result is None:
@@ -201,8 +228,8 @@ class InitClient:
     def _on_readable(self) -> None:
         for _ in range(_READ_BATCH):
             try:
-                # No ancillary buffer: any fds a confused init attached are discarded by the kernel.
-                data = self._sock.recv(64)
+                # Room for one fd (a terminal's master): the kernel discards any further ones.
+                data, fds, _flags, _addr = socket.recv_fds(self._sock, 64, 1, socket.MSG_CMSG_CLOEXEC)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -210,22 +237,34 @@ class InitClient:
                 self._shutdown()
                 return
             if not data:  # init never sends empty messages: this is EOF, init is gone
+                for fd in fds:
+                    os.close(fd)
                 self._shutdown()
                 return
-            self._handle(data)
+            self._handle(data, fds[0] if fds else -1)
 
-    def _handle(self, data: bytes) -> None:
+    def _handle(self, data: bytes, fd: int = -1) -> None:
+        """Handles one reply; ``fd`` (attached to it, or -1) is taken only by a terminal's STARTED and
+        closed otherwise: what init sends is checked, as the container may have subverted it."""
+        op, job_id, value = _REPLY.unpack_from(data) if len(data) >= _REPLY.size else (0, 0, 0)
+        terminal = op == OP_STARTED and job_id in self._pty_spawns and fd >= 0 and _is_terminal(fd)
+        if fd >= 0 and not terminal:
+            os.close(fd)
+            fd = -1
         if len(data) < _REPLY.size:
             logger.debug("ignoring a short message from init: %r", data)
             return
-        op, job_id, value = _REPLY.unpack_from(data)
         if op == OP_STARTED:
             future = self._pending.pop(job_id, None)
-            if future is None or future.done():
-                logger.debug("killing job %d: started but nobody waits for it", job_id)
+            if future is None or future.done() or (job_id in self._pty_spawns and fd < 0):
+                logger.debug("killing job %d: started but nobody waits for it (or without its terminal)", job_id)
                 self._signal_nowait(job_id, SIGKILL)
+                if fd >= 0:
+                    os.close(fd)
+                if future is not None and not future.done():
+                    future.set_result(errno.EPROTO)
                 return
-            job = Job(self, job_id, value)
+            job = Job(self, job_id, value, fd)
             self._jobs[job_id] = job
             future.set_result(job)
         elif op == OP_SPAWN_FAILED:
@@ -271,7 +310,18 @@ class InitClient:
             self._gone.set_result(None)
 
 
-def _encode_spawn(job_id: int, argv: list[str], env: dict[str, str], cwd: str) -> bytes:
+def _is_terminal(fd: int) -> bool:
+    """Whether ``fd`` is a character device (a terminal's master), not a file, pipe or socket that
+    would make the reader wait on or read something else."""
+    try:
+        return stat.S_ISCHR(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _encode_spawn(job_id: int, argv: list[str], env: dict[str, str], cwd: str,
+                  size: tuple[int, int] | None = None) -> bytes:
+    """A SPAWN message, or with ``size`` (rows, cols) a SPAWN_PTY."""
     if not argv:
         raise SpawnError(errno.EINVAL, "The command is empty.")
     strings = [os.fsencode(cwd), *map(os.fsencode, argv)]
@@ -281,7 +331,9 @@ def _encode_spawn(job_id: int, argv: list[str], env: dict[str, str], cwd: str) -
         strings.append(os.fsencode(f"{key}={value}"))
     if any(b"\0" in s for s in strings):
         raise SpawnError(errno.EINVAL, "The command, its cwd and environment cannot contain NUL bytes.")
-    message = _HEADER.pack(OP_SPAWN, job_id, len(argv), len(env)) + b"".join(s + b"\0" for s in strings)
+    header = (_HEADER.pack(OP_SPAWN, job_id, len(argv), len(env)) if size is None
+              else _PTY_HEADER.pack(OP_SPAWN_PTY, job_id, len(argv), len(env), *size))
+    message = header + b"".join(s + b"\0" for s in strings)
     if len(message) > MAX_MESSAGE:
         raise SpawnError(errno.E2BIG, "The command line and environment are too long.")
     return message

@@ -1,0 +1,92 @@
+"""cove-init's terminals (SPAWN_PTY), for real: the init runs as a child process on the host, allocates
+the terminal from the host's devpts (in a container it is the container's own), and the client drives
+the master end through ``LinuxTerminal``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cove.sandbox.linux.init_client import InitClient, SpawnError
+from cove.sandbox.linux.initbin import ensure_init_binary
+from cove.sandbox.linux.terminal import LinuxTerminal
+from tests.sandbox.test_init_client import ENV, SH, running, with_client
+
+pytestmark = pytest.mark.root  # /dev/pts/ptmx on the host is mode 000: only root opens it there
+
+
+@pytest.fixture(scope="module")
+def init_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_init_binary(tmp_path_factory.mktemp("bin"))
+
+
+async def read_until(terminal: LinuxTerminal, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = await asyncio.wait_for(terminal.read(), 10)
+        assert chunk, f"EOF before {marker!r} in {data!r}"
+        data += chunk
+    return data
+
+
+def test_a_command_runs_on_its_own_controlling_terminal_of_the_given_size(init_binary: Path) -> None:
+    async def body(client: InitClient, _proc: subprocess.Popen[bytes]) -> None:
+        job = await client.spawn_pty([SH, "-c", "stty size; tty; test -t 0 && test -t 1 && test -t 2 && echo ALLTTY"],
+                                     ENV, "/", cols=132, rows=43)
+        terminal = LinuxTerminal(job)
+        try:
+            out = await read_until(terminal, b"ALLTTY")
+            assert b"43 132" in out
+            assert b"/dev/pts/" in out
+            assert await terminal.wait() == 0
+        finally:
+            await terminal.close()
+
+    with_client(init_binary, body)
+
+
+def test_typed_input_echoes_resize_signals_and_the_exit_code_comes_back(init_binary: Path) -> None:
+    async def body(client: InitClient, _proc: subprocess.Popen[bytes]) -> None:
+        script = "trap 'stty size' WINCH; read line; echo got=$line; while :; do sleep 0.05; done"
+        job = await client.spawn_pty([SH, "-c", script], ENV, "/", cols=80, rows=24)
+        terminal = LinuxTerminal(job)
+        try:
+            await terminal.write(b"hello\r")
+            await read_until(terminal, b"got=hello")
+            terminal.resize(100, 30)
+            await read_until(terminal, b"30 100")
+            await terminal.write(b"\x03")  # Ctrl-C: the terminal's line discipline signals the job
+            assert await asyncio.wait_for(terminal.wait(), 10) == 130
+        finally:
+            await terminal.close()
+
+    with_client(init_binary, body)
+
+
+def test_closing_a_terminal_kills_its_program_and_frees_the_fd(init_binary: Path) -> None:
+    async def body(client: InitClient, _proc: subprocess.Popen[bytes]) -> None:
+        job = await client.spawn_pty([SH, "-c", "sleep 1000"], ENV, "/", cols=80, rows=24)
+        fd = job.terminal
+        terminal = LinuxTerminal(job)
+        await terminal.close()
+        assert await asyncio.wait_for(terminal.wait(), 10) == 137
+        assert not running(job.pid)
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+    with_client(init_binary, body)
+
+
+def test_a_failed_terminal_spawn_reports_errno_and_leaks_nothing(init_binary: Path) -> None:
+    async def body(client: InitClient, _proc: subprocess.Popen[bytes]) -> None:
+        before = len(os.listdir("/proc/self/fd"))
+        with pytest.raises(SpawnError) as failed:
+            await client.spawn_pty(["/no/such/binary"], ENV, "/", cols=80, rows=24)
+        assert failed.value.errno == 2
+        assert len(os.listdir("/proc/self/fd")) == before
+
+    with_client(init_binary, body)
