@@ -288,3 +288,25 @@ def test_forms_need_the_sessions_token_and_the_consoles_origin(server: Server, h
         assert signed_out.status_code == 303 and signed_out.headers["location"] == "/console/login"
     finally:
         http.delete(f"/v1/containers/{container_id}")
+
+
+def test_the_terminal_types_in_the_container_and_shows_the_output(
+        page: Page, server: Server, http: httpx.Client, screens: Path) -> None:
+    container_id = http.post("/v1/containers", json={"name": "terminal"}).json()["id"]
+    try:
+        sign_in(page, server)
+        page.goto(f"{server.url}/console/containers/{container_id}")
+        expect(page.locator("#terminal-status")).to_have_text("connected", timeout=30_000)
+        page.locator("#terminal").click()
+        page.keyboard.type("echo console-$((6*7)); stty size\n")
+        rows = page.locator("#terminal .xterm-rows")
+        expect(rows).to_contain_text("console-42", timeout=30_000)
+        size = re.search(r"^(\d+) (\d+)$", rows.inner_text(), flags=re.M)  # stty prints rows, cols
+        assert size is not None and int(size.group(1)) > 5 and int(size.group(2)) > 40, rows.inner_text()
+        page.screenshot(path=screens / "terminal.png", full_page=True)
+        page.keyboard.type("exit 3\n")
+        expect(page.locator("#terminal-status")).to_have_text("exited with 3", timeout=30_000)
+        page.reload()
+        expect(page.locator("#audit")).to_contain_text("terminal")
+    finally:
+        http.delete(f"/v1/containers/{container_id}")
