@@ -173,6 +173,7 @@ def test_a_running_response_is_followed_live(
     expect(page.locator("#live")).to_be_visible()  # opened before it ended
     expect(page.locator("#items > li")).to_have_count(3, timeout=60_000)
     expect(page.locator("#items")).to_contain_text("live-output")
+    expect(page.locator("#items .command .duration")).to_have_text(re.compile(r"^[0-9.]+ ms$"))  # shown again
     expect(page.locator("#items")).to_contain_text("finished live")
     expect(page.locator("#status")).to_have_text("completed")
     expect(page.locator("#live")).to_have_count(0)

@@ -102,18 +102,27 @@ def _sse(event: str, html: str) -> bytes:
 @router.get("/responses/{response_id}/live")
 async def follow(response_id: str, request: Request, session: Signed, after: int = 0) -> StreamingResponse:
     """Server-sent events while the response runs: ``item`` with each finished output item from
-    index ``after`` on (the page has the ones before), rendered as the page renders it; ``done`` with
-    the summary once it ends; nothing when it has ended (the page reloads the way it was)."""
+    index ``after`` on (the page has the ones before), rendered as the page renders it; ``replace``
+    with a shell call again once its output is in (now with its commands' durations); ``done`` with
+    the summary once it ends (at once when it has ended already)."""
     found = queries(request)
     events = await found.follow(session.project, response_id)
 
     async def stream() -> AsyncIterator[bytes]:
         yield b": following\n\n"
+        calls: dict[str, dict[str, Any]] = {}
+        """Shell calls shown so far, by call id: shown again with their durations once they ran."""
         async for event in events or _nothing():
             kind = event.get("type", "")
             if kind == "response.output_item.done" and int(event.get("output_index", -1)) >= after:
+                item = event["item"]
                 commands = await found.commands(session.project, response_id)
-                yield _sse("item", render("_item.html", step=steps([event["item"]], commands)[0]))
+                yield _sse("item", render("_item.html", step=steps([item], commands)[0]))
+                if item.get("type") == "shell_call":
+                    calls[str(item.get("call_id"))] = item
+                elif item.get("type") == "shell_call_output" and str(item.get("call_id")) in calls:
+                    call = calls.pop(str(item.get("call_id")))
+                    yield _sse("replace", render("_item.html", step=steps([call], commands)[0]))
             elif kind in TERMINAL_EVENTS:
                 response = event["response"]
                 yield _sse("done", render("_summary.html", response=response,

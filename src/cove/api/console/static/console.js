@@ -11,6 +11,13 @@
       source.addEventListener("item", (event) => {
         list.insertAdjacentHTML("beforeend", event.data);  // rendered and escaped by the server
       });
+      source.addEventListener("replace", (event) => {  // an item shown again, e.g. with durations
+        const fresh = document.createElement("template");
+        fresh.innerHTML = event.data;
+        const item = fresh.content.firstElementChild;
+        const shown = item && item.id ? document.getElementById(item.id) : null;
+        if (shown) shown.replaceWith(item);
+      });
       source.addEventListener("done", (event) => {
         source.close();
         const summary = document.getElementById("summary");
