@@ -311,3 +311,37 @@ def test_the_terminal_types_in_the_container_and_shows_the_output(
         expect(page.locator("#audit")).to_contain_text("terminal")
     finally:
         http.delete(f"/v1/containers/{container_id}")
+
+
+def test_the_live_display_opens_from_the_container_page(
+        page: Page, server: Server, http: httpx.Client, screens: Path) -> None:
+    plain = http.post("/v1/containers", json={"name": "no display"}).json()["id"]
+    desktop = http.post("/v1/containers", json={"name": "desktop", "image": "desktop", "memory_limit": "4g"})
+    assert desktop.status_code == 200, desktop.text
+    desktop_id = desktop.json()["id"]
+    try:  # the display started and settled, its browser up
+        settled = http.post(f"/v1/containers/{desktop_id}/computer", json={"actions": [{"type": "wait"}]})
+        assert settled.status_code == 200, settled.text
+        sign_in(page, server)
+        page.goto(f"{server.url}/console/containers/{plain}")
+        with page.expect_popup() as opening:
+            page.click("#open-display")
+        refused = opening.value
+        expect(refused.locator("#error-message")).to_contain_text("has no display")
+        refused.close()
+        page.goto(f"{server.url}/console/containers/{desktop_id}")
+        with page.expect_popup() as opening:
+            page.click("#open-display")
+        view = opening.value
+        expect(view).to_have_url(re.compile(rf"/v1/containers/{desktop_id}/display/view\?token="), timeout=60_000)
+        expect(view.locator("#status")).to_have_text("live", timeout=60_000)
+        # noVNC draws the container's screen: its browser's window, lit
+        view.wait_for_function("""() => { const c = document.querySelector('#screen canvas');
+            if (!c || c.width != 1024) return false;
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] > 600) return true;
+            return false; }""", timeout=60_000)
+        view.screenshot(path=screens / "display.png")
+    finally:
+        http.delete(f"/v1/containers/{plain}")
+        http.delete(f"/v1/containers/{desktop_id}")
