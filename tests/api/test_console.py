@@ -24,7 +24,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.browser import FLAGS
-from tests.conftest import KEYS, Server
+from tests.conftest import KEYS, Server, data_dir, running_server
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 pytestmark = pytest.mark.root
@@ -345,3 +345,15 @@ def test_the_live_display_opens_from_the_container_page(
     finally:
         http.delete(f"/v1/containers/{plain}")
         http.delete(f"/v1/containers/{desktop_id}")
+
+
+def test_a_keyless_server_signs_in_any_key_from_this_machine_only(upstream: ScriptedUpstream) -> None:
+    env = {"COVE_API_KEYS": "", "COVE_UPSTREAM_URL": upstream.url, "COVE_WARM_POOL": "0"}
+    with running_server(data_dir("cove-console-keyless"), env) as keyless, \
+            httpx.Client(base_url=keyless.url, timeout=60) as web:
+        own = {"Origin": keyless.url}
+        assert web.post("/console/login", data={"key": ""}, headers=own).status_code == 401
+        assert web.post("/console/login", data={"key": "anything"}, headers=own).status_code == 303
+        assert "project <b>default</b>" in web.get("/console/responses").text
+        rebound = web.get("/console/responses", headers={"Host": "attacker.example"})  # DNS rebinding
+        assert rebound.status_code == 403
