@@ -91,6 +91,10 @@ def test_sign_in_keeps_the_key_on_the_server(page: Page, server: Server, screens
     assert KEYS["alpha"] not in page.content()
     assert KEYS["alpha"] not in page.url
     assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts never see the session
+    page.click("header button[type=submit]")  # sign out: the session ends on the server
+    expect(page).to_have_url(f"{server.url}/console/login")
+    stale = httpx.get(f"{server.url}/console/responses", cookies={"cove_console": cookies[0]["value"]})
+    assert stale.status_code == 303 and stale.headers["location"] == "/console/login"
 
 
 def test_a_trajectory_shows_commands_outputs_durations_and_tokens(

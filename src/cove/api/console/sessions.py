@@ -7,8 +7,8 @@ htmx request sends back (``X-CSRF-Token`` or a ``csrf`` field), and state-changi
 also come from the console's own origin (``Origin``/``Referer``): three locks, any one enough.
 
 Sessions live in this server process's memory: a restart signs everyone out, and behind several
-replicas a browser must stay with the replica it signed in on (or sign in again). A session whose
-key was removed from ``COVE_API_KEYS`` ends with it: each use checks the key again.
+replicas a browser must stay with the replica it signed in on (or sign in again). Keys change only
+with a restart, which ends every session, so a session never outlives its key.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from cove.api.auth import project_for_key
 from cove.errors import PermissionDenied
 
 COOKIE = "cove_console"
@@ -53,13 +52,12 @@ class Sessions:
         return session_id, session
 
     def of(self, request: Request) -> Session | None:
-        """The request's live session, or None (no cookie, unknown, expired, or its key revoked)."""
+        """The request's live session, or None (no cookie, unknown, signed out or expired)."""
         session_id = request.cookies.get(COOKIE)
         session = self._sessions.get(session_id) if session_id else None
         if session is None:
             return None
-        keys: dict[str, str] = request.app.state.settings.keys
-        if session.expires_at < time.time() or project_for_key(keys, session.key) != session.project:
+        if session.expires_at < time.time():
             self._sessions.pop(session_id or "", None)
             return None
         return session
