@@ -361,3 +361,18 @@ def test_a_keyless_server_signs_in_any_key_from_this_machine_only(upstream: Scri
         assert "project <b>default</b>" in web.get("/console/responses").text
         rebound = web.get("/console/responses", headers={"Host": "attacker.example"})  # DNS rebinding
         assert rebound.status_code == 403
+
+
+def test_console_uploads_are_held_to_the_upload_cap(upstream: ScriptedUpstream) -> None:
+    env = {"COVE_UPSTREAM_URL": upstream.url, "COVE_MAX_UPLOAD": "1m", "COVE_MAX_REQUEST": "64k"}
+    with running_server(data_dir("cove-console-caps"), env) as capped, \
+            httpx.Client(base_url=capped.url, timeout=60) as web, capped.http() as http:
+        container_id = http.post("/v1/containers", json={"name": "capped"}).json()["id"]
+        csrf = _sign_in(web, capped)
+        path, own = f"/console/containers/{container_id}/files", {"Origin": capped.url}
+        fits = web.post(path, files={"file": ("fits.bin", b"x" * (200 << 10))}, data={"csrf": csrf}, headers=own)
+        assert fits.status_code == 303, fits.text  # past the JSON cap: an upload's own cap applies
+        big = web.post(path, files={"file": ("big.bin", b"x" * (2 << 20))}, data={"csrf": csrf}, headers=own)
+        assert big.status_code == 413
+        listed = http.get(f"/v1/containers/{container_id}/files").json()["data"]
+        assert [(f["path"], f["bytes"]) for f in listed] == [("/mnt/data/fits.bin", 200 << 10)]
