@@ -226,7 +226,8 @@ def test_a_container_page_uploads_and_downloads_files_and_shows_its_audit(
 
 
 def test_lists_show_a_project_only(page: Page, server: Server, http: httpx.Client, screens: Path) -> None:
-    conversation = http.post("/v1/conversations", json={"metadata": {"topic": HOSTILE}}).json()
+    said = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"hello {HOSTILE}"}]}
+    conversation = http.post("/v1/conversations", json={"metadata": {"topic": HOSTILE}, "items": [said]}).json()
     response = http.post("/v1/responses", json={"model": "scripted-model", "input": "alpha's"}).json()
     container = http.post("/v1/containers", json={"name": "alpha's"}).json()
     with server.http("beta") as beta:
@@ -238,6 +239,7 @@ def test_lists_show_a_project_only(page: Page, server: Server, http: httpx.Clien
         page.screenshot(path=screens / "conversations.png", full_page=True)
         page.locator("#conversations a", has_text=conversation["id"]).click()
         expect(page.locator("h1")).to_contain_text(conversation["id"])
+        expect(page.locator("#items > li")).to_have_text(f"user\nhello {HOSTILE}")
         page.screenshot(path=screens / "conversation.png", full_page=True)
         # beta sees its own objects and none of alpha's, in lists or by id
         page.context.clear_cookies()
