@@ -13,6 +13,10 @@ from cove.api import multipart
 from cove.api.console.context import TERMINAL_CSP, ApiRefused, Signed, call_api, is_htmx, page, service
 from cove.api.console.sessions import check_csrf, check_origin
 from cove.errors import InvalidRequest
+from cove.service.audit import AuditLog
+from cove.service.containers import ContainerService
+from cove.service.files import FileService
+from cove.service.objects import AuditPage
 from cove.service.pagination import Page
 
 router = APIRouter(prefix="/containers")
@@ -22,7 +26,8 @@ _AUDIT_COMMON = {"id", "object", "type", "container_id", "response_id", "created
 
 @router.get("")
 async def containers(request: Request, session: Signed, after: str | None = None) -> HTMLResponse:
-    listed = await service(request, "containers").list_page(session.project, Page(after, PAGE_SIZE), None)
+    containers_ = service(request, "containers", ContainerService)
+    listed = await containers_.list_page(session.project, Page(after, PAGE_SIZE), None)
     next_after = listed.last_id if listed.has_more else None
     if is_htmx(request):
         return page("_containers_rows.html", rows=listed.data, next_after=next_after)
@@ -30,17 +35,18 @@ async def containers(request: Request, session: Signed, after: str | None = None
 
 
 async def _audit_rows(request: Request, project: str, container_id: str,
-                      after: str | None) -> tuple[Any, list[dict[str, Any]], str | None]:
-    await service(request, "containers").get(project, container_id)  # another project's: 404, as the API
-    audit = await service(request, "audit").events(project, container_id, Page(after, PAGE_SIZE))
+                      after: str | None) -> tuple[AuditPage, list[dict[str, Any]], str | None]:
+    # another project's container: 404, as the API answers
+    await service(request, "containers", ContainerService).get(project, container_id)
+    audit = await service(request, "audit", AuditLog).events(project, container_id, Page(after, PAGE_SIZE))
     rows = [{**event.model_dump(), "details": event.model_dump(exclude=_AUDIT_COMMON)} for event in audit.data]
     return audit, rows, audit.last_id if audit.has_more else None
 
 
 @router.get("/{container_id}")
 async def container_page(container_id: str, request: Request, session: Signed) -> HTMLResponse:
-    container = await service(request, "containers").get(session.project, container_id)
-    files = await service(request, "files").list_page(session.project, container_id, Page(None, 100))
+    container = await service(request, "containers", ContainerService).get(session.project, container_id)
+    files = await service(request, "files", FileService).list_page(session.project, container_id, Page(None, 100))
     audit, rows, next_after = await _audit_rows(request, session.project, container_id, None)
     return page("container.html", csp=TERMINAL_CSP, session=session, container=container, container_id=container_id,
                 files=files.data,
@@ -64,7 +70,7 @@ async def upload(container_id: str, request: Request, session: Signed) -> Redire
         file = multipart.file_part(form)
         if file is None:
             raise InvalidRequest("Choose a file to upload.", param="file")
-        await service(request, "files").upload(session.project, container_id, file.filename or "upload",
+        await service(request, "files", FileService).upload(session.project, container_id, file.filename or "upload",
                                                multipart.field(form, "path") or None, multipart.chunks(file))
     finally:
         await form.close()
@@ -73,7 +79,7 @@ async def upload(container_id: str, request: Request, session: Signed) -> Redire
 
 @router.get("/{container_id}/files/{file_id}")
 async def download(container_id: str, file_id: str, request: Request, session: Signed) -> StreamingResponse:
-    files = service(request, "files")
+    files = service(request, "files", FileService)
     found = await files.get(session.project, container_id, file_id)
     size, chunks = await files.content(session.project, container_id, file_id)
     name = found.path.rsplit("/", 1)[-1] or "file"

@@ -3,7 +3,7 @@ in-process with the session's key."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 from fastapi import Depends, Request
@@ -13,6 +13,7 @@ from cove.api.console.render import render
 from cove.api.console.sessions import Session, Sessions
 from cove.service.console import ConsoleQueries
 
+T = TypeVar("T")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 """Scripts and styles from the console's own files only, no inline script of any kind, images inline
@@ -50,9 +51,11 @@ def signed_in(request: Request) -> Session:
 Signed = Annotated[Session, Depends(signed_in)]
 
 
-def service(request: Request, name: str) -> Any:
+def service(request: Request, name: str, kind: type[T]) -> T:
     """One of the API's services (``app.state`` of the Cove app the console is mounted in)."""
-    return getattr(request.app.state.cove.state, name)
+    found = getattr(request.app.state.cove.state, name)
+    assert isinstance(found, kind)
+    return found
 
 
 def queries(request: Request) -> ConsoleQueries:

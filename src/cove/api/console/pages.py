@@ -13,6 +13,7 @@ from cove.api.console.context import Signed, is_htmx, page, queries, service, se
 from cove.api.console.render import render, steps
 from cove.api.console.sessions import COOKIE, LIFETIME, Session, check_csrf, check_origin
 from cove.service.console import TERMINAL_EVENTS
+from cove.service.conversations import ConversationService
 from cove.service.pagination import Page
 
 router = APIRouter()
@@ -144,7 +145,7 @@ async def _nothing() -> AsyncIterator[dict[str, Any]]:
 
 @router.get("/conversations/{conversation_id}")
 async def conversation_page(conversation_id: str, request: Request, session: Signed) -> HTMLResponse:
-    conversations_ = service(request, "conversations")
+    conversations_ = service(request, "conversations", ConversationService)
     conversation = await conversations_.get(session.project, conversation_id)
     items = await conversations_.list_items(session.project, conversation_id, Page(None, 100, "asc"))
     return page("conversation.html", session=session, conversation=conversation, steps=steps(items.data, []),
