@@ -97,8 +97,12 @@ class ConsoleQueries:
             return None
 
     def cost(self, model: str, usage: dict[str, Any] | None) -> float | None:
-        """US dollars, by ``COVE_CONSOLE_PRICES``; None for a model without a price."""
-        price = self.prices.get(model)
-        if price is None or not usage:
-            return None
-        return (int(usage.get("input_tokens") or 0) * price[0] + int(usage.get("output_tokens") or 0) * price[1]) / 1e6
+        return cost(self.prices, model, usage)
+
+
+def cost(prices: dict[str, tuple[float, float]], model: str, usage: dict[str, Any] | None) -> float | None:
+    """US dollars for ``usage`` at ``prices`` (``COVE_CONSOLE_PRICES``); None for a model without a price."""
+    price = prices.get(model)
+    if price is None or not usage:
+        return None
+    return (int(usage.get("input_tokens") or 0) * price[0] + int(usage.get("output_tokens") or 0) * price[1]) / 1e6
