@@ -353,14 +353,20 @@ def test_the_live_display_opens_from_the_container_page(
         http.delete(f"/v1/containers/{desktop_id}")
 
 
-def test_a_keyless_server_signs_in_any_key_from_this_machine_only(upstream: ScriptedUpstream) -> None:
-    env = {"COVE_API_KEYS": "", "COVE_UPSTREAM_URL": upstream.url, "COVE_WARM_POOL": "0"}
+def test_a_keyless_server_signs_in_any_key_from_this_machine_only_and_prices_responses(upstream: ScriptedUpstream) -> None:
+    env = {"COVE_API_KEYS": "", "COVE_UPSTREAM_URL": upstream.url, "COVE_WARM_POOL": "0",
+           "COVE_CONSOLE_PRICES": "scripted-model=2/8"}
     with running_server(data_dir("cove-console-keyless"), env) as keyless, \
             httpx.Client(base_url=keyless.url, timeout=60) as web:
         own = {"Origin": keyless.url}
         assert web.post("/console/login", data={"key": ""}, headers=own).status_code == 401
         assert web.post("/console/login", data={"key": "anything"}, headers=own).status_code == 303
         assert "project <b>default</b>" in web.get("/console/responses").text
+        response = web.post("/v1/responses", json={"model": "scripted-model", "input": "price me"}).json()
+        usage = response["usage"]
+        dollars = (usage["input_tokens"] * 2 + usage["output_tokens"] * 8) / 1e6
+        shown = web.get(f"/console/responses/{response['id']}").text
+        assert f'<dd id="cost">${dollars:.6f}</dd>' in shown
         rebound = web.get("/console/responses", headers={"Host": "attacker.example"})  # DNS rebinding
         assert rebound.status_code == 403
 
@@ -378,3 +384,4 @@ def test_console_uploads_are_held_to_the_upload_cap(upstream: ScriptedUpstream) 
         assert big.status_code == 413
         listed = http.get(f"/v1/containers/{container_id}/files").json()["data"]
         assert [(f["path"], f["bytes"]) for f in listed] == [("/mnt/data/fits.bin", 200 << 10)]
+
