@@ -353,7 +353,8 @@ def test_the_live_display_opens_from_the_container_page(
         http.delete(f"/v1/containers/{desktop_id}")
 
 
-def test_a_keyless_server_signs_in_any_key_from_this_machine_only_and_prices_responses(upstream: ScriptedUpstream) -> None:
+def test_a_keyless_server_signs_in_any_key_from_this_machine_only_and_prices_responses(
+        upstream: ScriptedUpstream) -> None:
     env = {"COVE_API_KEYS": "", "COVE_UPSTREAM_URL": upstream.url, "COVE_WARM_POOL": "0",
            "COVE_CONSOLE_PRICES": "scripted-model=2/8"}
     with running_server(data_dir("cove-console-keyless"), env) as keyless, \
