@@ -10,6 +10,7 @@ A screenshot of each page is kept in the test's tmp dir (``console-screens``), p
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import struct
@@ -167,21 +168,29 @@ def test_computer_use_screenshots_are_shown_inline(
     page.screenshot(path=screens / "computer-use.png", full_page=True)
 
 
-def test_a_running_response_is_followed_live(
-        page: Page, server: Server, client: openai.OpenAI, upstream: ScriptedUpstream, screens: Path) -> None:
+@pytest.mark.parametrize("background", [True, False], ids=["background", "foreground"])
+def test_a_running_response_is_followed_live(page: Page, server: Server, client: openai.OpenAI,
+                                             upstream: ScriptedUpstream, screens: Path, background: bool) -> None:
     # A slow model is the scenario: each turn takes a second, so the page opens while it runs.
     upstream.script([shell("echo live-output", delay=1.0), Reply(text="finished live", delay=1.0)])
-    response = client.responses.create(model="scripted-model", input="go", tools=[SHELL], background=True)
-    sign_in(page, server)
-    page.goto(f"{server.url}/console/responses/{response.id}")
-    expect(page.locator("#live")).to_be_visible()  # opened before it ended
-    expect(page.locator("#items > li")).to_have_count(3, timeout=60_000)
-    expect(page.locator("#items")).to_contain_text("live-output")
-    expect(page.locator("#items .command .duration")).to_have_text(re.compile(r"^[0-9.]+ ms$"))  # shown again
-    expect(page.locator("#items")).to_contain_text("finished live")
-    expect(page.locator("#status")).to_have_text("completed")
-    expect(page.locator("#live")).to_have_count(0)
-    page.screenshot(path=screens / "live.png", full_page=True)
+    with contextlib.ExitStack() as stack:
+        if background:
+            response_id = client.responses.create(model="scripted-model", input="go", tools=[SHELL],
+                                                  background=True).id
+        else:  # a client streams it in the foreground; the run goes on whether it reads or not
+            stream = stack.enter_context(client.responses.create(model="scripted-model", input="go", tools=[SHELL],
+                                                                 stream=True))
+            response_id = next(event for event in stream if event.type == "response.created").response.id
+        sign_in(page, server)
+        page.goto(f"{server.url}/console/responses/{response_id}")
+        expect(page.locator("#live")).to_be_visible()  # opened before it ended
+        expect(page.locator("#items > li")).to_have_count(3, timeout=60_000)
+        expect(page.locator("#items")).to_contain_text("live-output")
+        expect(page.locator("#items .command .duration")).to_have_text(re.compile(r"^[0-9.]+ ms$"))  # shown again
+        expect(page.locator("#items")).to_contain_text("finished live")
+        expect(page.locator("#status")).to_have_text("completed")
+        expect(page.locator("#live")).to_have_count(0)
+    page.screenshot(path=screens / f"live-{'background' if background else 'foreground'}.png", full_page=True)
     page.reload()  # what was followed is what is stored
     expect(page.locator("#items > li")).to_have_count(3)
 
