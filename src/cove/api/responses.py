@@ -72,6 +72,14 @@ async def create_response(params: Params, request: Request, project: Project) ->
     return _answer(includes.response(await service.wait(run), params.include))
 
 
+@router.get("")
+async def list_responses(request: Request, project: Project, after: str | None = None, limit: int = 20,
+                         order: Literal["asc", "desc"] = "desc") -> ListPage[dict[str, Any]]:
+    """Cove extension (OpenAI has no list): stored responses without ``output``, for ``cove responses ls``."""
+    responses, has_more = await _service(request).list_page(project, Page(after, limit, order))
+    return ListPage.of(responses, has_more)
+
+
 @router.post("/input_tokens")
 async def input_tokens(params: CountParams, request: Request, project: Project) -> dict[str, Any]:
     count = await _service(request).count_input_tokens(project, params.as_create())

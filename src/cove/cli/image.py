@@ -1,7 +1,8 @@
-"""``cove image``: build, list, import and remove the images containers start from."""
+"""``cove images`` (also ``cove image``): build, list, import and remove the images containers start from."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cove.config import Settings
@@ -27,20 +29,33 @@ def _store() -> tuple[ImageStore, Settings]:
     return ImageStore(settings.image_root, settings.subuid_base), settings
 
 
+_STEP = re.compile(r"\b(?:step|layer) (\d+)/(\d+)")
+"""How builds (``step 2/5: ...``) and imports (``layer 3/7: ...``) say how far they are."""
+
+
 @contextmanager
 def _progress(title: str) -> Iterator[Callable[[str], None]]:
-    """A spinner with the latest line, plus the streamed output scrolling above it."""
+    """A progress bar over the build's steps or the import's layers (a spinner until the first one
+    is announced), with the streamed output scrolling above it."""
     started = time.monotonic()
-    with console.status(title) as status:
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(escape(title), total=None)
+
         def show(line: str) -> None:
-            console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
-            status.update(f"{title} [dim]({time.monotonic() - started:.0f} s)[/dim]")
+            bar.console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
+            step = _STEP.search(line)
+            if step is not None:
+                done, total = int(step.group(1)) - 1 + line.endswith("(cached)"), int(step.group(2))
+                bar.update(task, completed=done, total=total, description=escape(f"{title}: {line[:60]}"))
 
         try:
             yield show
         except CoveError as exc:
             console.print(f"[red]Error:[/red] {escape(exc.message)}")
             raise typer.Exit(1) from None
+        bar.update(task, completed=bar.tasks[0].total or 1, total=bar.tasks[0].total or 1)
     console.print(f"[green]Done[/green] in {time.monotonic() - started:.1f} s")
 
 

@@ -550,6 +550,14 @@ class ResponseService:
         # The status column, not the body's: a queued response's body was stored before it was queued.
         return {**copy.deepcopy(row.body), "status": row.status, "output": output}
 
+    async def list_page(self, project: str, page: Page) -> tuple[list[dict[str, Any]], bool]:
+        """Cove extension: the project's stored responses, each as last saved without ``output`` (a
+        retrieve has the items), so a page is one query however long the trajectories are."""
+        query = select(ResponseRow).where(ResponseRow.project == project, ResponseRow.stored.is_(True))
+        async with self.db.begin() as session:
+            rows, has_more = await paginate(session, query, ResponseRow, page)
+        return [{**row.body, "status": row.status} for row in rows], has_more
+
     async def progress(self, project: str, response_id: str) -> dict[str, Any]:
         """``GET /v1/responses/{id}/progress`` (a Cove extension): what a response is doing now, from
         this server's run when it runs here, else from its row (another server's last heartbeat)."""

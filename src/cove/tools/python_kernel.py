@@ -2,13 +2,16 @@
 
 ``serve`` keeps one Python namespace alive (variables survive between calls) behind a Unix socket;
 ``run FILE`` sends it a cell and prints what happens as JSON lines: ``stream`` (stdout/stderr text),
-``image`` (a PNG a matplotlib figure was saved to), ``error`` (a traceback), then ``done``. It uses
+``result`` (the repr of the last expression's value, unless None), ``image`` (a PNG a matplotlib figure
+was saved to), ``error`` (a traceback, the exception's class ``name`` and ``value``), then ``done``.
+The code interpreter tool reads streams, errors and images; the SDK's ``run_code`` all of them. It uses
 only the standard library (and matplotlib when the image has it), and is written for Python 3.8+
 (postponed annotations keep the hints inert there).
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
@@ -56,6 +59,17 @@ def _figures(cell_path: str) -> list[str]:
     return paths
 
 
+def _compile(source: str) -> tuple[Any, Any]:
+    """The cell, and apart from it its last statement when that is an expression: its value is the
+    cell's ``result`` (what a notebook shows under the cell, and the SDK's ``Execution.text``)."""
+    tree = ast.parse(source, "<cell>", "exec")
+    last = tree.body[-1] if tree.body else None
+    if not isinstance(last, ast.Expr):
+        return compile(tree, "<cell>", "exec"), None
+    tree.body.pop()
+    return compile(tree, "<cell>", "exec"), compile(ast.Expression(last.value), "<cell>", "eval")
+
+
 def serve() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     namespace: dict[str, object] = {"__name__": "__main__"}
@@ -73,11 +87,15 @@ def serve() -> None:
             cell_path = conn.makefile().readline().strip()
             try:
                 with open(cell_path) as handle:
-                    code = compile(handle.read(), "<cell>", "exec")
+                    code, last = _compile(handle.read())
                 with contextlib.redirect_stdout(_Tee(conn, "stdout")), contextlib.redirect_stderr(_Tee(conn, "stderr")):
                     exec(code, namespace)  # noqa: S102 - running the model's code is this tool's job
-            except BaseException:
-                _send(conn, {"type": "error", "traceback": traceback.format_exc()})
+                    value = None if last is None else eval(last, namespace)  # noqa: S307 - the same code
+                if value is not None:
+                    _send(conn, {"type": "result", "text": repr(value)})
+            except BaseException as exc:
+                _send(conn, {"type": "error", "traceback": traceback.format_exc(), "name": type(exc).__name__,
+                             "value": str(exc)})
             try:
                 for path in _figures(cell_path):
                     _send(conn, {"type": "image", "path": path})
