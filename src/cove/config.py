@@ -249,6 +249,13 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=16, ge=1)
     """Webhook deliveries in flight at once, server-wide; each endpoint has at most one."""
 
+    # -- skills (/v1/skills, docs/skills.md) --
+    skill_max_bytes: str = "32m"
+    """Largest skill: its files' total size once unzipped (a zip that inflates past it is refused)."""
+
+    skill_max_files: int = Field(default=500, ge=1)
+    """Most files one skill may hold."""
+
     # -- the web console (docs/console.md) --
     console_prices: str = ""
     """Prices the web console shows a response's cost by: ``model=input/output,...`` in US dollars per

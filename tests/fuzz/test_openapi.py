@@ -49,7 +49,7 @@ OWNER, NEIGHBOUR = KEYS["alpha"], KEYS["beta"]
 # Mostly the owner's key, so most requests get past authentication.
 KEY_CHOICES = [OWNER] * 6 + [NEIGHBOUR, "sk-not-a-key", None]
 OWNED_IDS = ("container_id", "file_id", "response_id", "conversation_id", "item_id", "webhook_endpoint_id",
-             "snapshot_id")
+             "snapshot_id", "skill_id")
 
 
 @dataclass
@@ -86,9 +86,12 @@ def _known_objects(server: Server) -> dict[str, str]:
             "name": "kept", "url": "https://hooks.invalid/cove", "event_types": ["response.completed"]},
         ).raise_for_status().json()
         snapshot = http.post(f"/v1/containers/{container['id']}/snapshots").raise_for_status().json()
+        skill = http.post("/v1/skills", files={"files": (
+            "SKILL.md", b"---\nname: fuzzed\ndescription: Kept.\n---\n")}).raise_for_status().json()
     return {"container_id": container["id"], "file_id": file["id"], "response_id": response.json()["id"],
             "conversation_id": conversation["id"], "item_id": items["data"][0]["id"], "model_id": "scripted-model",
-            "upload_id": upload["id"], "webhook_endpoint_id": endpoint["id"], "snapshot_id": snapshot["id"]}
+            "upload_id": upload["id"], "webhook_endpoint_id": endpoint["id"], "snapshot_id": snapshot["id"],
+            "skill_id": skill["id"], "version": "1"}
 
 
 def _real(path: str, known: dict[str, str]) -> dict[str, str]:

@@ -22,6 +22,8 @@ from cove.errors import ContextWindowExceeded
 from cove.search.base import SearchEngine
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolRun
 from cove.tools.citations import CALL_TYPE, Sources
+from cove.tools.mcp import McpTool
+from cove.tools.mcp_client import McpAccess
 from cove.tools.toolbox import Toolbox
 from cove.tools.web_search import WebSearchTool
 from cove.tools.workspace import NoContainer, Workspace
@@ -80,6 +82,8 @@ class Turn:
     upstream_search: bool = False
     """``COVE_WEB_SEARCH=upstream``: a Responses upstream runs web search itself; its
     ``web_search_call`` items are relayed as they come."""
+    mcp: McpAccess | None = None
+    """The response's MCP connections (the service opens them per project; None: no MCP here)."""
     sources: Sources | None = None
     """Web sources shown to the model, numbered for citations; made from the context on first use."""
     fitted: ModelRequest | None = None
@@ -234,6 +238,7 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
         return
     if turn.sources is None and turn.toolbox.searches and not turn.upstream_search:
         turn.sources = Sources.of(turn.context)  # sources earlier responses of the chain showed keep their numbers
+    await _list_mcp(turn, builder)
     await _run_released(turn, builder)
     while turn.progress.turns < turn.max_turns:
         left = turn.output_left
@@ -386,6 +391,22 @@ async def _tracked(progress: Progress, tool: HostedTool, call: dict[str, Any], r
         progress.calls.pop(key, None)
 
 
+async def _list_mcp(turn: Turn, builder: ResponseBuilder) -> None:
+    """Makes the MCP servers' tools known before the first model turn: listed once per chain (a new
+    ``mcp_list_tools`` item joins the context), read back from the chain's listing after that."""
+    servers = turn.toolbox.mcp_servers
+    if not servers:
+        return
+    run = _tool_run(turn, builder)
+    tool = McpTool()
+    for config in servers:
+        item = await tool.list_tools(config, turn.context, run)
+        if item is not None:
+            turn.context.append(item)
+    turn.toolbox.index()
+    turn.fitted = None  # fitted on create, before the servers' tools were known
+
+
 async def _run_released(turn: Turn, builder: ResponseBuilder) -> None:
     """Performs the held calls the client's input released; each one's output takes the place of the
     client's answer in the context (a call has one output there)."""
@@ -434,7 +455,8 @@ def _placed(annotations: list[dict[str, Any]], theirs: str, text: str) -> list[d
 def _tool_run(turn: Turn, builder: ResponseBuilder) -> ToolRun:
     """What the response's hosted calls run with; the builder is their event sink."""
     sources = turn.sources if turn.sources is not None else Sources()
-    return ToolRun(_workspace(turn), builder, screen=turn.toolbox.screen(), search=turn.search, sources=sources)
+    return ToolRun(_workspace(turn), builder, screen=turn.toolbox.screen(), search=turn.search, sources=sources,
+                   mcp=turn.mcp)
 
 
 def _workspace(turn: Turn) -> Workspace:

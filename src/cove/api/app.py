@@ -31,6 +31,7 @@ from cove.api import (
     terminal_socket,
     webhooks,
 )
+from cove.api import skills as skills_api
 from cove.api.body_limit import BodyLimit
 from cove.api.console import console_app
 from cove.api.json_text import refuse_lone_surrogates
@@ -46,11 +47,13 @@ from cove.service.conversations import ConversationService
 from cove.service.displays import DisplayService
 from cove.service.file_blobs import blobs_for
 from cove.service.files import FileService
+from cove.service.mcp import McpServers
 from cove.service.models import ModelService
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
 from cove.service.secrets import SecretKeeper
+from cove.service.skills import SkillService, skill_limits
 from cove.service.snapshots import SnapshotService
 from cove.service.terminals import TerminalService
 from cove.service.web_search import WebSearchEngines
@@ -104,13 +107,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         snapshot_service = SnapshotService(db, engine, service, settings, audit)
         files = FileService(db, service)
         project_files = ProjectFileService(db, blobs_for(settings), files, policies)
+        skills = SkillService(db, project_files.blobs, service, policies, skill_limits(settings))
         registry = ModelRegistry(settings)
         engines = Engines(settings)
         search = WebSearchEngines(lambda project: policies.of(project).web_search or settings.web_search, engines.get)
         webhooks = WebhookService.from_settings(db, policies, secrets.sealer, settings)
+        mcp = McpServers.from_settings(policies, secrets.sealer, audit, settings)
         response_service = ResponseService(db, registry, service, files, settings, policies=policies,
                                            secrets=secrets, project_files=project_files, search=search,
-                                           webhooks=webhooks, snapshots=snapshot_service)
+                                           webhooks=webhooks, snapshots=snapshot_service, skills=skills,
+                                           mcp=mcp)
         app.state.settings = settings
         app.state.containers = service
         app.state.snapshots = snapshot_service
@@ -118,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.terminals = TerminalService(service)
         app.state.files = files
         app.state.project_files = project_files
+        app.state.skills = skills
         app.state.models = ModelService(registry)
         app.state.responses = response_service
         app.state.conversations = ConversationService(db)
@@ -139,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 warm_up.cancel()
                 await asyncio.gather(warm_up, return_exceptions=True)
             await response_service.stop()
+            await mcp.aclose()
             await webhooks.stop()
             await service.stop_expiry()
             await snapshot_service.stop_expiry()
@@ -174,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.mount(f"/novnc/{part}", StaticFiles(directory=settings.novnc_dir / part, check_dir=False),
                   name=f"novnc-{part}")
     app.include_router(files.router)
+    app.include_router(skills_api.router)
     app.include_router(responses.router)
     # A Starlette route: the app-wide dependencies are for HTTP requests (the socket checks each message).
     app.router.routes.append(WebSocketRoute("/v1/responses", responses_socket.serve))

@@ -21,6 +21,7 @@ from cove.service.containers import ContainerService
 from cove.service.objects import AuditPage, Container, Deleted, ListPage
 from cove.service.pagination import Page
 from cove.service.project_files import ProjectFileService
+from cove.service.skills import SkillService
 from cove.service.snapshots import SnapshotService
 
 router = APIRouter(prefix="/v1/containers", tags=["containers"])
@@ -79,10 +80,10 @@ def _service(request: Request) -> ContainerService:
 
 @router.post("")
 async def create_container(body: ContainerCreate, request: Request, project: Project) -> Container:
-    if body.skills:
-        raise InvalidRequest("Skills are not supported by this server.", param="skills")
     project_files: ProjectFileService = request.app.state.project_files
     await project_files.check(project, body.file_ids or [], "file_ids")  # refused before anything is made
+    skills: SkillService = request.app.state.skills
+    bundles = await skills.resolve(project, body.skills or [], "skills")
     snapshot = None
     if body.snapshot_id is not None:
         snapshots: SnapshotService = request.app.state.snapshots
@@ -98,6 +99,8 @@ async def create_container(body: ContainerCreate, request: Request, project: Pro
     try:
         for index, file_id in enumerate(body.file_ids or []):  # copied to /mnt/data/<filename>
             await project_files.copy_to_container(project, container.id, file_id, f"file_ids[{index}]")
+        if bundles:  # read-only at /skills/<name>/
+            await skills.install(project, container.id, bundles)
     except BaseException:
         await _service(request).delete(project, container.id)  # a file deleted meanwhile: no half-made container
         raise

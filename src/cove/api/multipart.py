@@ -26,8 +26,8 @@ def chunks(upload: UploadFile) -> Iterator[bytes]:
 class _SpoolingParser(MultiPartParser):
     """Starlette's multipart parser, spooling files past 1 MiB in ``spool_dir`` instead of /tmp."""
 
-    def __init__(self, request: Request, spool_dir: Path) -> None:
-        super().__init__(request.headers, request.stream(), max_files=1, max_fields=8)
+    def __init__(self, request: Request, spool_dir: Path, max_files: int) -> None:
+        super().__init__(request.headers, request.stream(), max_files=max_files, max_fields=8)
         self._spool_dir = spool_dir
 
     def on_headers_finished(self) -> None:
@@ -44,14 +44,15 @@ def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
-async def form(request: Request) -> FormData:
-    """The parsed form (close it when done); a body that is not multipart names ``file``."""
+async def form(request: Request, *, max_files: int = 1, param: str = "file") -> FormData:
+    """The parsed form (close it when done) with at most ``max_files`` file parts; a body that is not
+    multipart names ``param``."""
     if not is_multipart(request):
-        raise InvalidRequest("Missing required parameter: 'file' (multipart upload).", param="file")
+        raise InvalidRequest(f"Missing required parameter: '{param}' (multipart upload).", param=param)
     try:
-        return await _SpoolingParser(request, request.app.state.settings.spool_dir).parse()
+        return await _SpoolingParser(request, request.app.state.settings.spool_dir, max_files).parse()
     except MultiPartException as exc:
-        raise InvalidRequest(f"Invalid multipart body: {exc.message}", param="file") from None
+        raise InvalidRequest(f"Invalid multipart body: {exc.message}", param=param) from None
 
 
 def field(data: FormData, name: str) -> str | None:
@@ -59,6 +60,11 @@ def field(data: FormData, name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidRequest(f"'{name}' must be a form field, not a file.", param=name)
     return value
+
+
+def file_parts(data: FormData, *names: str) -> list[UploadFile]:
+    """Every file part under any of ``names`` (an SDK sends a list as ``files[]``, one file as ``files``)."""
+    return [value for name in names for value in data.getlist(name) if isinstance(value, UploadFile)]
 
 
 def file_part(data: FormData) -> UploadFile | None:

@@ -17,7 +17,9 @@ from cove.service.objects import (
     DisplayViewEvent,
     EgressEvent,
     ForkEvent,
+    McpCallEvent,
     OperatorAuditEvent,
+    SkillEvent,
     SnapshotEvent,
     TerminalEvent,
 )
@@ -59,8 +61,12 @@ def _describe(event: OperatorAuditEvent) -> tuple[str, str]:
         return f"terminal: {event.command or 'shell'} ({event.via})", ended
     if isinstance(event, SnapshotEvent):
         return f"snapshot {event.snapshot_id}", f"{event.bytes} bytes"
+    if isinstance(event, McpCallEvent):
+        return f"mcp {event.server_label}/{event.tool} ({event.server})", f"{event.outcome} in {event.duration_ms:g} ms"
     if isinstance(event, ForkEvent):
         return f"fork from {event.snapshot_id or 'its files now'}", ", ".join(event.containers)
+    if isinstance(event, SkillEvent):
+        return f"skill {event.name} at {event.path}", f"{event.files} files, {event.bytes} bytes"
     outcome = event.outcome
     return event.command, "timeout" if outcome.type == "timeout" else f"exit {outcome.exit_code}"
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from cove.egress.policy import EgressPolicy
-from cove.errors import InvalidRequest
+from cove.errors import InvalidRequest, SandboxError
 
 MEMORY_TIERS = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
 """Memory limits as OpenAI names them."""
@@ -120,6 +120,19 @@ class FileContent:
     data: bytes
     mode: int
     """Permission bits, so that a rewrite can keep them (an executable stays executable)."""
+
+
+SKILLS_DIR = "/skills"
+"""Where a container's skills are, each in ``/skills/<name>/``: read-only to everything in the container."""
+
+
+@dataclass(frozen=True)
+class SkillFile:
+    """One file of a skill: its path inside the skill's folder (relative, already checked)."""
+
+    path: str
+    data: bytes
+    executable: bool = False
 
 
 WALK_VISITS = 50_000
@@ -284,6 +297,11 @@ class Sandbox(abc.ABC):
         running. Engines without terminals refuse (``InvalidRequest``)."""
         raise InvalidRequest("This server's containers have no terminals.", code="terminal_not_supported")
 
+    async def channel(self, argv: list[str]) -> Channel:
+        """A long-lived program in the container (``argv``, with the environment commands get) talking over
+        its stdin and stdout, as an MCP server over stdio does; closing the channel ends it."""
+        raise SandboxError("This container cannot run long-lived programs.")
+
     async def display(self, screen: Screen | None = None) -> Display:
         """The container's display, started with ``screen`` if it is not running yet (None: the
         defaults). Containers whose image has no display refuse (``InvalidRequest``)."""
@@ -319,6 +337,11 @@ class Sandbox(abc.ABC):
     def paused(self) -> bool:
         """Whether its processes are frozen now (commands would wait: resume first)."""
         return False
+
+    async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
+        """Puts a skill's files at ``SKILLS_DIR/<name>/``, read-only to the container, in place of any
+        skill of that name; returns that path. Engines that cannot mount skills refuse."""
+        raise InvalidRequest("This server's containers cannot carry skills.", code="skills_not_supported")
 
 
 class SandboxEngine(abc.ABC):

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,6 +37,7 @@ from cove.sandbox.base import (
     Sandbox,
     SandboxEngine,
     Screen,
+    SkillFile,
     Terminal,
     TerminalRequest,
 )
@@ -464,6 +465,9 @@ class AuditedSandbox(Sandbox):
         ``service/terminals.py``, which alone knows how it ended and what crossed it."""
         return await self._inner.terminal(request)
 
+    async def channel(self, argv: list[str]) -> Channel:
+        return await self._inner.channel(argv)
+
     async def display(self, screen: Screen | None = None) -> Display:
         display = await self._inner.display(screen)
         return AuditedDisplay(display, lambda data: self._audit.record(self._project, self.id, "computer", data,
@@ -489,6 +493,14 @@ class AuditedSandbox(Sandbox):
     @property
     def paused(self) -> bool:
         return self._inner.paused
+
+    async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
+        listed = list(files)
+        path = await self._inner.add_skill(name, listed)
+        self._audit.record(self._project, self.id, "skill", {
+            "name": name, "path": path, "files": len(listed), "bytes": sum(len(file.data) for file in listed)},
+            self._response_id)
+        return path
 
 
 class AuditedDisplay(Display):

@@ -19,6 +19,8 @@ from cove.store.models import (
     ContainerFileRow,
     ContainerRow,
     ConversationRow,
+    SkillRow,
+    SkillVersionRow,
     SnapshotRow,
     StoredFileRow,
 )
@@ -178,6 +180,50 @@ class FileObject(_Object):
                                    "expires_at": row.expires_at, "filename": row.filename, "purpose": row.purpose})
 
 
+# -- skills ----------------------------------------------------------------------------------------
+class Skill(_Object):
+    """A skill, as the SDK's ``Skill``: its name and description are its default version's."""
+
+    id: str
+    object: Literal["skill"] = "skill"
+    created_at: int
+    default_version: str
+    description: str
+    latest_version: str
+    name: str
+
+    @classmethod
+    def from_row(cls, row: SkillRow) -> Skill:
+        return cls(id=row.id, created_at=row.created_at, default_version=str(row.default_version),
+                   description=row.description, latest_version=str(row.latest_version), name=row.name)
+
+
+class SkillVersion(_Object):
+    """One version of a skill, as the SDK's ``SkillVersion``."""
+
+    id: str
+    object: Literal["skill.version"] = "skill.version"
+    created_at: int
+    description: str
+    name: str
+    skill_id: str
+    version: str
+
+    @classmethod
+    def from_row(cls, row: SkillVersionRow) -> SkillVersion:
+        return cls(id=row.id, created_at=row.created_at, description=row.description, name=row.name,
+                   skill_id=row.skill_id, version=str(row.version))
+
+
+class DeletedSkillVersion(_Object):
+    """What deleting a version answers, as the SDK's ``DeletedSkillVersion``."""
+
+    id: str
+    object: Literal["skill.version.deleted"] = "skill.version.deleted"
+    deleted: Literal[True] = True
+    version: str
+
+
 # -- the audit trail --------------------------------------------------------------------------------
 class _AuditEvent(_Object):
     id: str
@@ -276,8 +322,33 @@ class ForkEvent(_AuditEvent):
     snapshot_id: str | None = None
 
 
+class SkillEvent(_AuditEvent):
+    """A skill put in the container (read-only at ``path``), from a response's ``container_auto`` or a create."""
+
+    type: Literal["skill"] = "skill"
+    name: str
+    path: str
+    files: int
+    bytes: int
+
+
+class McpCallEvent(_AuditEvent):
+    """A call of a tool on an MCP server by a response (kept in the trail under the response's id): which
+    server and tool, how long it took, how it ended; never its arguments, output or headers."""
+
+    type: Literal["mcp_call"] = "mcp_call"
+    server_label: str
+    server: str
+    """``host:port`` of the server's URL."""
+    tool: str
+    duration_ms: float
+    outcome: str
+    """``completed``, or the error's type (``http_error``, ``mcp_protocol_error``, ``mcp_tool_execution_error``)."""
+
+
 AuditEvent = TypeAliasType("AuditEvent", Annotated[
-    CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent | TerminalEvent | SnapshotEvent | ForkEvent,
+    CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent | TerminalEvent | SnapshotEvent | ForkEvent
+    | SkillEvent | McpCallEvent,
     Field(discriminator="type")])
 
 
@@ -329,9 +400,20 @@ class OperatorForkEvent(ForkEvent):
     """The operator's view (``cove audit``) spans projects, so it names each event's."""
 
 
+class OperatorSkillEvent(SkillEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
+class OperatorMcpCallEvent(McpCallEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
 OperatorAuditEvent = TypeAliasType("OperatorAuditEvent", Annotated[
     OperatorCommandEvent | OperatorEgressEvent | OperatorComputerEvent | OperatorDisplayViewEvent
-    | OperatorTerminalEvent | OperatorSnapshotEvent | OperatorForkEvent, Field(discriminator="type")])
+    | OperatorTerminalEvent | OperatorSnapshotEvent | OperatorForkEvent | OperatorSkillEvent
+    | OperatorMcpCallEvent, Field(discriminator="type")])
 
 _AUDIT_EVENT: TypeAdapter[AuditEvent] = TypeAdapter(AuditEvent)
 _OPERATOR_AUDIT_EVENT: TypeAdapter[OperatorAuditEvent] = TypeAdapter(OperatorAuditEvent)

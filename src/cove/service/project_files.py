@@ -26,7 +26,7 @@ from cove.service.pagination import Page, paginate
 from cove.service.projects import ProjectPolicies
 from cove.service.sweeper import Sweeper
 from cove.store.db import Database
-from cove.store.models import StoredFileRow
+from cove.store.models import SkillVersionRow, StoredFileRow
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class ProjectFileService:
                 quotas = self.policies.quotas(project)
                 held = await session.scalar(select(func.coalesce(func.sum(StoredFileRow.bytes), 0)).where(
                     StoredFileRow.project == project))
-                if int(held or 0) + size > quotas.file_bytes:
+                skills = await session.scalar(select(func.coalesce(func.sum(SkillVersionRow.bytes), 0)).where(
+                    SkillVersionRow.project == project))  # skills' zips share the quota (service/skills.py)
+                if int(held or 0) + int(skills or 0) + size > quotas.file_bytes:
                     raise quotas.exceeded("file_bytes", f"this project may store {quotas.file_bytes} bytes of files")
                 session.add(row)
         except BaseException:

@@ -16,6 +16,7 @@
     web_search = "index:handbook"           # its web_search engine (docs/search.md); absent: COVE_WEB_SEARCH
     webhook_urls = ["https://hooks.example/"]  # where its webhook endpoints may point (docs/webhooks.md);
                                             # absent: ["*"], any https URL of a public host
+    mcp_servers = ["https://mcp.example/"]  # where its mcp tools may connect (docs/mcp.md); absent: ["*"]
     running_containers = 10                 # quotas: see below
     memory = "64g"
 
@@ -125,6 +126,8 @@ class ProjectRules:
     """Where its webhook endpoints may point: URL prefixes, or ``*`` for any https URL of a public host."""
     webhooks: tuple[OperatorWebhook, ...] = ()
     """Endpoints the operator declares for it: listed with its own, changed only in the file."""
+    mcp_servers: tuple[str, ...] = ("*",)
+    """Where its ``mcp`` tools may connect: URL prefixes, or ``*`` for any https URL of a public host."""
 
     @property
     def may_use_containers(self) -> bool:
@@ -134,7 +137,7 @@ class ProjectRules:
 
 
 _RULES = frozenset({"tools", "allowed_domains", "domain_secrets", "containers", "images", "web_search",
-                    "webhook_urls", "webhooks"})
+                    "webhook_urls", "webhooks", "mcp_servers"})
 
 
 class ProjectPolicies:
@@ -251,6 +254,10 @@ def _rules(path: Path, where: str, table: dict[str, Any], base: ProjectRules) ->
         changes["webhook_urls"] = tuple(_webhook_url(path, f"{where}.webhook_urls[{index}]", pattern)
                                         for index, pattern in enumerate(
                                             _strings(path, f"{where}.webhook_urls", table["webhook_urls"])))
+    if "mcp_servers" in table:
+        changes["mcp_servers"] = tuple(_webhook_url(path, f"{where}.mcp_servers[{index}]", pattern)
+                                       for index, pattern in enumerate(
+                                           _strings(path, f"{where}.mcp_servers", table["mcp_servers"])))
     quotas = {name: _quota(path, f"{where}.{name}", name, table[name]) for name in _QUOTAS & set(table)}
     return replace(base, quotas=replace(base.quotas, **quotas), **changes)
 
@@ -268,7 +275,8 @@ def _web_search(path: Path, where: str, value: object) -> str:
 
 
 def _webhook_url(path: Path, where: str, pattern: str) -> str:
-    """``*``, or an http(s) URL prefix naming its host (the operator may name an internal one)."""
+    """``*``, or an http(s) URL prefix naming its host (the operator may name an internal one); for
+    webhook endpoints and MCP servers alike."""
     if pattern == "*":
         return pattern
     parts = urlsplit(pattern)

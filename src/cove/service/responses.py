@@ -40,11 +40,14 @@ from cove.service.compaction import CompactionSeal, compact
 from cove.service.containers import KEPT, ContainerService
 from cove.service.file_inputs import FileInputs
 from cove.service.files import FileService
+from cove.service.mcp import McpServers, ResponseMcp
 from cove.service.pagination import Page, paginate
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.runs import Run
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
+from cove.service.skill_bundles import Bundle
+from cove.service.skills import SkillService, mounted
 from cove.service.snapshots import SnapshotService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
@@ -53,6 +56,7 @@ from cove.store.bulk import insert_rows
 from cove.store.db import Database
 from cove.store.models import ConversationItemRow, ResponseEventRow, ResponseItemRow, ResponseRow
 from cove.store.writer import Write, execute
+from cove.tools.environment import ContainerAuto
 from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -81,8 +85,13 @@ class ResponseService:
     def __init__(self, db: Database, models: ModelRegistry, containers: ContainerService, files: FileService,
                  settings: Settings, *, policies: ProjectPolicies, secrets: SecretKeeper,
                  project_files: ProjectFileService, search: WebSearchEngines | None = None,
-                 webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None) -> None:
+                 webhooks: WebhookService | None = None, snapshots: SnapshotService | None = None,
+                 skills: SkillService | None = None, mcp: McpServers | None = None) -> None:
         self.db = db
+        self.skills = skills
+        """Reads the skills a ``container_auto`` names (None: skills are refused)."""
+        self.mcp = mcp
+        """Where ``mcp`` tools may connect, and their connections (None: ``mcp`` tools cannot connect)."""
         self.snapshots = snapshots
         """Snapshots a response's container at its end, and branches continuations (None: they share it)."""
         self.webhooks = webhooks
@@ -178,6 +187,8 @@ class ResponseService:
         params.check()
         refuse_sealed(params.tools, "tools")
         self.policies.check_tools(project, params.tools)
+        if self.mcp is not None:
+            self.mcp.check(project, params.tools)
         await self._check_tool_environments(project, params)
         small = body_bytes is not None and body_bytes <= INLINE_BYTES
         turn, run = await self._prepare(project, params, earlier, small=small)
@@ -258,7 +269,8 @@ class ResponseService:
         return Turn(model, upstream_model, params, context, toolbox, workspace, max_turns=max_turns,
                     max_tool_turns=model.max_tool_turns, released=released, progress=run.progress,
                     compactor=Compactor.of(params, seal.seal, summary), steering=run.steering,
-                    search=search.engine, upstream_search=search.upstream)
+                    search=search.engine, upstream_search=search.upstream,
+                    mcp=self.mcp.for_response(run.project, run.id) if self.mcp and toolbox.mcp_servers else None)
 
     async def _workspace(self, session: AsyncSession, run: Run, params: CreateParams) -> ContainerWorkspace:
         """The container: named by the request, else the chain's or conversation's, else made on first use."""
@@ -286,7 +298,33 @@ class ResponseService:
             auto = {**auto, "network_policy": self.secrets.open_policy(auto["network_policy"], run.id)}
         return ContainerWorkspace(self.containers, self.files, run.project, response_id=run.id,
                                   project_files=self.project_files, image=image,
-                                  container_id=container_id, auto=auto, on_container=record)
+                                  container_id=container_id, auto=auto, on_container=record,
+                                  skills=await self._skills(run.project, params, container_id))
+
+    async def _skills(self, project: str, params: CreateParams,
+                      container_id: str | None) -> tuple[SkillService, list[Bundle]] | None:
+        """The skills ``container_auto`` names, read and checked now (a 400 or 404 before anything runs),
+        and, with those the named or followed container already has, marked on the tool so the model
+        is told of them."""
+        found = params.toolbox.container_environment()
+        if found is None:
+            return None
+        index, environment = found
+        asked = environment.skills if isinstance(environment, ContainerAuto) else None
+        param = f"tools[{index}].environment.skills"
+        if self.skills is None:
+            if asked:
+                raise InvalidRequest("Skills are not supported by this server.", param=param)
+            return None
+        bundles: list[Bundle] = []
+        if asked:
+            bundles = await self.skills.resolve(project, [skill.model_dump(exclude_none=True) for skill in asked],
+                                                param)
+        notes = {note.name: note for note in
+                 await self.skills.in_container(project, container_id)} if container_id else {}
+        notes.update((note.name, note) for note in mounted(bundles))
+        environment.mount(list(notes.values()))
+        return (self.skills, bundles) if bundles else None
 
     async def _branch(self, session: AsyncSession, project: str, previous_response_id: str, container_id: str) -> str:
         """The chain's container, or a new one made from the snapshot its latest response left when
@@ -441,6 +479,8 @@ class ResponseService:
                 log.exception("response %s failed", run.id)
                 await builder.fail("server_error", f"The response failed: {exc}")
         finally:
+            if isinstance(turn.mcp, ResponseMcp):
+                await turn.mcp.aclose()
             await self._finish(run)
 
     async def _finish(self, run: Run) -> None:

@@ -1,4 +1,5 @@
-"""Domain secrets at rest: sealed wherever the store keeps them, opened only for the egress proxy.
+"""Domain secrets (and MCP servers' headers) at rest: sealed wherever the store keeps them, opened only for
+the egress proxy (or an MCP connection, ``service/mcp.py``).
 
 Two places hold values. A response's request keeps every ``network_policy`` in its tools with each
 value sealed for that response (a queued background response needs them after a restart) and shows
@@ -58,9 +59,23 @@ class SecretKeeper:
         shown = []
         for index, tool in enumerate(tools):
             kept, shown_tool = self._walk(tool, _response_purpose(response_id))
+            if isinstance(kept, dict) and kept.get("type") == "mcp":
+                self._seal_mcp(kept, shown_tool, _response_purpose(response_id))
             tools[index] = kept
             shown.append(shown_tool)
         return shown
+
+    def _seal_mcp(self, kept: dict[str, Any], shown: dict[str, Any], purpose: str) -> None:
+        """An ``mcp`` tool's ``authorization`` and ``headers`` values: sealed where kept, redacted where shown
+        (the header names stay: they say what was sent, not with what)."""
+        if isinstance(kept.get("authorization"), str):
+            kept["authorization"] = self.sealer.seal(kept["authorization"], purpose)
+            shown["authorization"] = REDACTED
+        headers = kept.get("headers")
+        if isinstance(headers, dict):
+            kept["headers"] = {name: self.sealer.seal(value, purpose) if isinstance(value, str) else value
+                               for name, value in headers.items()}
+            shown["headers"] = dict.fromkeys(headers, REDACTED)
 
     def _walk(self, node: Any, purpose: str) -> tuple[Any, Any]:
         """(kept, shown) copies of ``node`` with each network policy's secrets sealed / redacted."""

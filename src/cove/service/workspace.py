@@ -18,13 +18,16 @@ from cove.sandbox.base import Sandbox
 from cove.service.containers import ContainerService
 from cove.service.files import FileService
 from cove.service.project_files import ProjectFileService
+from cove.service.skill_bundles import Bundle
+from cove.service.skills import SkillService
 from cove.tools.workspace import Workspace
 
 
 class ContainerWorkspace(Workspace):
     def __init__(self, containers: ContainerService, files: FileService, project: str, *, response_id: str,
                  project_files: ProjectFileService, container_id: str | None, auto: dict[str, Any],
-                 on_container: Callable[[str], None], image: str | None = None) -> None:
+                 on_container: Callable[[str], None], image: str | None = None,
+                 skills: tuple[SkillService, list[Bundle]] | None = None) -> None:
         super().__init__()
         self.containers = containers
         self.files = files
@@ -39,6 +42,9 @@ class ContainerWorkspace(Workspace):
         self.image = image
         """The image of a container made on first use (None: the server's default; the desktop image
         when the request's computer tool needs a display)."""
+        self.skills = skills
+        """The service and the checked skills ``container_auto`` asked for: put in the container on first use
+        (a new one or the chain's), so the skills the model was told of are there."""
         self._lock = asyncio.Lock()
 
     async def container_id(self) -> str:
@@ -53,6 +59,10 @@ class ContainerWorkspace(Workspace):
                 for index, file_id in enumerate(self.auto.get("file_ids") or []):
                     await self.project_files.copy_to_container(self.project, container.id, file_id,
                                                                f"file_ids[{index}]")
+            if self.skills is not None:
+                service, bundles = self.skills
+                await service.install(self.project, self._container_id, bundles, self.response_id)
+                self.skills = None
             return self._container_id
 
     async def admit(self) -> None:

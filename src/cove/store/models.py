@@ -231,3 +231,53 @@ class SnapshotRow(Base):
     generation: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
     """For a response's snapshot: how far the container's use by responses had got (``ContainerService``)."""
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SkillRow(Base):
+    """A project's skill (``/v1/skills``): its versions are ``SkillVersionRow``; name and description
+    are its default version's."""
+
+    __tablename__ = "skills"
+    __table_args__ = (Index("ix_skills_project_seq", "project", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    default_version: Mapped[int] = mapped_column(Integer)
+    latest_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SkillVersionRow(Base):
+    """One version of a skill: its front matter and size; the zip Cove made of its files lives in the
+    blob store under ``id``, as uploaded files' bytes do."""
+
+    __tablename__ = "skill_versions"
+    __table_args__ = (UniqueConstraint("skill_id", "version"), Index("ix_skill_versions_project", "project"))
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    skill_id: Mapped[str] = mapped_column(String(64), ForeignKey("skills.id", ondelete="CASCADE"))
+    project: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    """The zip's size (what the blob store holds)."""
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ContainerSkillRow(Base):
+    """A skill put in a container (``/skills/<name>``), so a later request naming the container tells
+    the model of it; the newest of a name wins, as it does on disk."""
+
+    __tablename__ = "container_skills"
+    __table_args__ = (UniqueConstraint("container_id", "name"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    container_id: Mapped[str] = mapped_column(ForeignKey("containers.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(String(128))

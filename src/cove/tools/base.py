@@ -26,6 +26,7 @@ from cove.sandbox.base import Screen
 from cove.search.base import SearchEngine
 from cove.tools.citations import Sources
 from cove.tools.events import EventSink
+from cove.tools.mcp_client import McpAccess
 from cove.tools.workspace import Workspace
 
 T = TypeVar("T")
@@ -56,6 +57,8 @@ class ToolRun:
     search: SearchEngine | None = None
     sources: Sources = field(default_factory=Sources)
     """The web sources the model has been shown, numbered for citations (``citations.py``)."""
+    mcp: McpAccess | None = None
+    """The response's connections to MCP servers (None: MCP is not available here)."""
 
 
 class Tool(abc.ABC):
@@ -76,6 +79,8 @@ class Tool(abc.ABC):
     native_form: ClassVar[dict[str, Any] | None] = None
     """The tool as a Responses upstream runs it client-side (it answers with ``call_type`` items)."""
     owns_items: ClassVar[bool] = True
+    other_items: ClassVar[tuple[str, ...]] = ()
+    """More item types of its own that a model reads back through it (an MCP server's tool listing)."""
     """Whether ``call_type`` and ``output_type`` are its own (False: another tool's, which reads them back)."""
 
     def function_name(self, config: ToolConfig) -> str:
@@ -134,6 +139,10 @@ class HostedTool(Tool):
 
     def hosted(self, config: ToolConfig) -> bool:
         return True
+
+    def uses_container(self, config: ToolConfig) -> bool:
+        """Whether the request's ``config`` of it needs the response's container (most tools: ``container``)."""
+        return self.container
 
     def bind(self, config: ToolConfig, function: str) -> HostedTool:
         """The tool that runs a call of ``function`` with the request's ``config`` (most tools: itself;

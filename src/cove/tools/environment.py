@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag
 
 from cove.egress.policy import parse_network_policy
 
@@ -24,7 +24,61 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ContainerAuto(_Strict):
+class SkillReference(_Strict):
+    """A skill of the project's ``/v1/skills``, at ``version`` (a number or ``latest``; else its default)."""
+
+    type: Literal["skill_reference"]
+    skill_id: str
+    version: str | int | None = None
+
+
+class InlineSkillSource(_Strict):
+    type: Literal["base64"]
+    media_type: Literal["application/zip"]
+    data: str
+
+
+class InlineSkill(_Strict):
+    """A skill given in the request: a base64 zip of its folder."""
+
+    type: Literal["inline"]
+    name: str
+    description: str
+    source: InlineSkillSource
+
+
+class LocalSkill(_Strict):
+    """A skill on the client's machine (``local`` environment): the model is told of it; the client runs it."""
+
+    name: str
+    description: str
+    path: str
+
+
+class SkillNote(BaseModel):
+    """A skill as the model is told of it: what it is for and where its ``SKILL.md`` is."""
+
+    name: str
+    description: str
+    path: str
+
+
+class _Mounted(_Strict):
+    """An environment whose container may have skills mounted."""
+
+    _mounted: list[SkillNote] = PrivateAttr(default_factory=list)
+    """The skills in the container, set by the service once it knows them (a reference names only an
+    id; a named container may have skills from its create): what the shell tool tells the model."""
+
+    @property
+    def mounted(self) -> list[SkillNote]:
+        return self._mounted
+
+    def mount(self, skills: list[SkillNote]) -> None:
+        self._mounted = skills
+
+
+class ContainerAuto(_Mounted):
     """A container Cove picks: the chain's or conversation's, else a new one with these options."""
 
     type: Literal["container_auto"]
@@ -32,10 +86,10 @@ class ContainerAuto(_Strict):
     memory_limit: MemoryLimit | None = None
     network_policy: dict[str, Any] | None = None
     """OpenAI's ``network_policy``; checked by the egress policy's rules in ``check_environment``."""
-    skills: list[dict[str, Any]] | None = None
+    skills: list[Annotated[SkillReference | InlineSkill, Field(discriminator="type")]] | None = None
 
 
-class ContainerReference(_Strict):
+class ContainerReference(_Mounted):
     type: Literal["container_reference"]
     container_id: str
 
@@ -44,7 +98,7 @@ class LocalEnvironment(_Strict):
     """The client's own machine: the tool's calls go back to the client."""
 
     type: Literal["local"]
-    skills: list[dict[str, Any]] | None = None
+    skills: list[LocalSkill] | None = None
 
 
 class AutoContainer(_Strict):

@@ -19,6 +19,7 @@ from cove.tools.computer import ComputerTool, ComputerUsePreviewTool
 from cove.tools.custom import CustomTool
 from cove.tools.function import FunctionTool
 from cove.tools.local_shell import LocalShellTool
+from cove.tools.mcp import McpTool
 from cove.tools.namespace import NamespaceTool
 from cove.tools.shell import ShellTool
 from cove.tools.text_editor import TextEditorTool
@@ -35,7 +36,8 @@ class Registry:
                 if name in self._by_type:
                     raise ValueError(f"two tools answer to the type {name!r}")
                 self._by_type[name] = tool
-            for item_type in dict.fromkeys((tool.call_type, tool.output_type) if tool.owns_items else ()):
+            own = (tool.call_type, tool.output_type, *tool.other_items) if tool.owns_items else ()
+            for item_type in dict.fromkeys(own):
                 if item_type in self._by_item:
                     raise ValueError(f"two tools make {item_type!r} items")
                 self._by_item[item_type] = tool
@@ -120,4 +122,5 @@ TOOLS = Registry([
     ComputerTool(),
     WebSearchTool(),
     WebSearchPreviewTool(),
+    McpTool(),
 ])

@@ -15,7 +15,14 @@ from pydantic import Field
 from cove.ids import new_id
 from cove.sandbox.base import Command
 from cove.tools.base import HostedTool, ToolArgumentsError, ToolConfig, ToolRun, parse_arguments, relay
-from cove.tools.environment import ContainerAuto, ContainerReference, LocalEnvironment, auto_options, check_environment
+from cove.tools.environment import (
+    ContainerAuto,
+    ContainerReference,
+    LocalEnvironment,
+    SkillNote,
+    auto_options,
+    check_environment,
+)
 from cove.tools.events import EventSink
 from cove.tools.workspace import Workspace
 
@@ -74,8 +81,27 @@ class ShellTool(HostedTool):
                            "max_output_length": args.get("max_output_length")},
                 "environment": {"type": "local"}}
 
+    def skills(self, config: ToolConfig) -> list[SkillNote]:
+        """The skills the commands can use: mounted in the container, or on the client's machine."""
+        environment = self._environment(config)
+        if isinstance(environment, ContainerAuto | ContainerReference):
+            return environment.mounted
+        if isinstance(environment, LocalEnvironment):
+            return [SkillNote(**skill.model_dump()) for skill in environment.skills or []]
+        return []
+
+    def model_tools(self, config: ToolConfig, native: bool) -> list[dict[str, Any]]:
+        """A Responses upstream is told of the skills as OpenAI's ``local`` environment tells it: each
+        skill's name, description and path (here, inside the container the calls run in)."""
+        skills = self.skills(config)
+        if native and skills:
+            return [{"type": "shell", "environment": {"type": "local",
+                                                      "skills": [skill.model_dump() for skill in skills]}}]
+        return super().model_tools(config, native)
+
     def function(self, config: ToolConfig) -> dict[str, Any]:
-        return {"type": "function", "name": self.name, "description": _DESCRIPTION, "parameters": {
+        return {"type": "function", "name": self.name,
+                "description": _DESCRIPTION + skills_text(self.skills(config)), "parameters": {
             "type": "object",
             "properties": {
                 "commands": {"type": "array", "items": {"type": "string"}, "description": "Shell commands, in order."},
@@ -169,6 +195,17 @@ class ShellTool(HostedTool):
             parts.append("\n".join([f"[{status}]", *([f"stdout:\n{stdout}"] if stdout or not stderr else []),
                                      *([f"stderr:\n{stderr}"] if stderr else [])]))
         return "\n\n".join(parts)
+
+
+def skills_text(skills: list[SkillNote]) -> str:
+    """The skills as the model reads them in the tool's description: enough to pick one, and where
+    its ``SKILL.md`` (the instructions to read before using it) is."""
+    if not skills:
+        return ""
+    lines = [f"- {skill.name} ({skill.path}/SKILL.md): {skill.description}" for skill in skills]
+    return ("\n\nSkills are available: folders of instructions and scripts. Before using one, read its "
+            "SKILL.md with `cat`, then follow it; run its scripts from where they are (the folder is "
+            "read-only).\n" + "\n".join(lines))
 
 
 def _bounded(arguments: dict[str, Any], key: str, default: int, ceiling: int) -> int:

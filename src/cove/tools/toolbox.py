@@ -10,6 +10,8 @@ from cove.tools.base import HostedTool, Tool, ToolConfig
 from cove.tools.computer import NAME as COMPUTER
 from cove.tools.computer import ComputerTool, released, stale_screenshots, superseded
 from cove.tools.custom import CustomTool, editor_call_ids
+from cove.tools.environment import ContainerAuto, ContainerReference
+from cove.tools.mcp import ANSWER_TYPE, REQUEST_TYPE, McpConfig, McpTool, approvals
 from cove.tools.namespace import flatten_call
 from cove.tools.registry import TOOLS
 from cove.tools.web_search import WebSearchTool
@@ -20,14 +22,24 @@ class Toolbox:
         """Parses each entry against its tool's schema (``InvalidRequest`` names the first that fails)."""
         self.entries: list[tuple[Tool, ToolConfig]] = [TOOLS.parse(index, raw) for index, raw in enumerate(tools)]
         self._by_function: dict[str, tuple[Tool, ToolConfig]] = {}
+        self.index()
+        for tool, config in self.entries:
+            tool.settle(config, self.entries)
+
+    def index(self) -> None:
+        """Which tool each function name calls; again once MCP servers' tools are listed."""
+        self._by_function.clear()
         for index, (tool, config) in enumerate(self.entries):
             for name in tool.function_names(config):
                 if name in self._by_function:
                     raise InvalidRequest(f"Two tools are called {name!r}: tool names must be unique.",
                                          param=f"tools[{index}]", code="duplicate_tool_name")
                 self._by_function[name] = (tool, config)
-        for tool, config in self.entries:
-            tool.settle(config, self.entries)
+
+    @property
+    def mcp_servers(self) -> list[McpConfig]:
+        """The request's ``mcp`` entries."""
+        return [config for _tool, config in self.entries if isinstance(config, McpConfig)]
 
     def check(self) -> None:
         """The rules beyond each tool's schema (network policies, files), for a request being created."""
@@ -40,7 +52,7 @@ class Toolbox:
 
     @property
     def needs_container(self) -> bool:
-        return any(isinstance(tool, HostedTool) and tool.container and tool.hosted(config)
+        return any(isinstance(tool, HostedTool) and tool.uses_container(config) and tool.hosted(config)
                    for tool, config in self.entries)
 
     @property
@@ -64,7 +76,18 @@ class Toolbox:
         the tool that performs them now; none when the computer is the client's (its answer is its own)."""
         pairs = released(context, new_items)
         tool = self.hosted(COMPUTER)
-        return [(tool, call, answer) for call, answer in pairs] if tool is not None else []
+        found: list[tuple[HostedTool, dict[str, Any], dict[str, Any]]] = (
+            [(tool, call, answer) for call, answer in pairs] if tool is not None else [])
+        servers = {config.server_label: config for config in self.mcp_servers}
+        for request, answer, index in approvals(context, list(new_items)):
+            config = servers.get(str(request.get("server_label")))
+            if config is None:
+                where = f"input[{index}]"
+                raise InvalidRequest(f"Invalid value for '{where}': the request's tools have no mcp server "
+                                     f"labelled {request.get('server_label')!r} to make the approved call.",
+                                     param=where, code="invalid_value")
+            found.append((McpTool(config, {"name": request.get("name")}), request, answer))
+        return found
 
     def environment(self) -> dict[str, Any]:
         """The container the hosted tools ask for: the first one that names one, else ``container_auto``."""
@@ -74,6 +97,15 @@ class Toolbox:
                 if environment is not None:
                     return environment
         return {"type": "container_auto"}
+
+    def container_environment(self) -> tuple[int, ContainerAuto | ContainerReference] | None:
+        """The environment (and the tool's index) that ``environment`` answers with, parsed: where a
+        request's skills for its container are, and where the service marks the container's skills."""
+        for index, (tool, config) in enumerate(self.entries):
+            if isinstance(tool, HostedTool) and tool.hosted(config) and tool.environment(config) is not None:
+                environment = getattr(config, "environment", None)
+                return (index, environment) if isinstance(environment, ContainerAuto | ContainerReference) else None
+        return None
 
     def model_tools(self, native: bool = False, hosted: bool = True,
                     upstream_search: bool = False) -> list[dict[str, Any]]:
@@ -118,6 +150,10 @@ class Toolbox:
     def for_item(self, item: dict[str, Any]) -> HostedTool | None:
         """The server-side tool whose call ``item`` is (to settle a call a server restart cut off)."""
         for tool, config in self.entries:
+            if isinstance(config, McpConfig):  # its calls name the server's tool, not the function
+                if item.get("type") == McpTool.call_type and item.get("server_label") == config.server_label:
+                    return McpTool(config, {"name": item.get("name")})
+                continue
             if isinstance(tool, HostedTool) and tool.hosted(config) and item.get("type") == tool.call_type:
                 name = item.get("name")
                 if name is None or name in tool.function_names(config):
@@ -132,6 +168,7 @@ class Toolbox:
         ``upstream_search``: ``web_search_call`` items too, for an upstream that searches itself)."""
         result = []
         functions_only = editor_call_ids(items) if native else set()
+        requests = {item.get("id"): item for item in items if item.get("type") == REQUEST_TYPE}
         replaced = superseded(items)
         stale = stale_screenshots(items, replaced)
         for item in items:
@@ -142,6 +179,8 @@ class Toolbox:
             tool = TOOLS.of_item(item.get("type"))
             if tool is None:
                 result.append(item)
+            elif item.get("type") == ANSWER_TYPE:
+                result.extend(McpTool.answer_context(item, requests.get(item.get("approval_request_id"))))
             elif ((native and tool.native_form is not None and item.get("call_id") not in functions_only)
                   or (upstream_search and isinstance(tool, WebSearchTool))):
                 result.append(tool.as_native(item))

@@ -14,7 +14,17 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from cove.sandbox.base import Command, CommandOutput, Entry, FileContent, Files, OutputCallback, Sandbox, Screen
+from cove.sandbox.base import (
+    Channel,
+    Command,
+    CommandOutput,
+    Entry,
+    FileContent,
+    Files,
+    OutputCallback,
+    Sandbox,
+    Screen,
+)
 
 
 class Workspace(abc.ABC):
@@ -78,6 +88,17 @@ class Workspace(abc.ABC):
     async def walk_files(self, path: str) -> list[Entry]:
         async with self._files() as files:
             return await files.walk_files(path)
+
+    @asynccontextmanager
+    async def channel(self, argv: list[str]) -> AsyncIterator[Channel]:
+        """A long-lived program in the container over its stdin and stdout, for as long as the block runs
+        (the container is held in use meanwhile); it ends with the block."""
+        async with self._sandbox() as sandbox:
+            channel = await sandbox.channel(argv)
+            try:
+                yield channel
+            finally:
+                await channel.close()
 
 
 class NoContainer(Workspace):

@@ -12,15 +12,19 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
+import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePosixPath
 
 from cove.errors import Conflict, CoveError, InvalidRequest, SandboxError
 from cove.sandbox.base import (
+    SKILLS_DIR,
+    Channel,
     Command,
     CommandOutput,
     Display,
@@ -30,6 +34,7 @@ from cove.sandbox.base import (
     OutputCallback,
     Sandbox,
     Screen,
+    SkillFile,
     Terminal,
     TerminalRequest,
     TimeoutOutcome,
@@ -40,7 +45,7 @@ from cove.sandbox.images.store import Image
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.disk import mount_disk
 from cove.sandbox.linux.disk_pool import sync_filesystem
-from cove.sandbox.linux.display import LinuxDisplay, check_screen, display_of
+from cove.sandbox.linux.display import LinuxDisplay, SocketChannel, check_screen, display_of
 from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.init_client import InitClient, Job
@@ -85,6 +90,7 @@ class LinuxSandbox(Sandbox):
         self._shell = ""
         self._sinks = OutputSinks(host.pipes)
         self._lock = asyncio.Lock()
+        self._skills_lock = asyncio.Lock()
         self._image_env = dict(entry.split("=", 1) for entry in image.env if "=" in entry)
         self._display: LinuxDisplay | None = None
         self._paused = False
@@ -267,11 +273,50 @@ class LinuxSandbox(Sandbox):
                                       pids=host.pids_limit, nofile=host.nofile_limit),
                 cgroup_path=self.cgroup_path, uid_base=host.uid_base,
                 args=[f"{COVE_DIR}/{host.init_binary.name}", "0"], env=[f"PATH={DEFAULT_PATH}"],
-                hosts_file=bundle / "hosts", ca_bundle=bundle / ca_bundle.name if ca_bundle else None)
+                hosts_file=bundle / "hosts", ca_bundle=bundle / ca_bundle.name if ca_bundle else None,
+                skills_dir=bundle / self._skills_dir().name)
             (self.dir / "config.json").write_text(json.dumps(build_spec(spec)))
             pid = host.runc.run_detached(self.id, bundle, control, self.dir / "init.log")
         self._shell = self._find_shell()
         return pid
+
+    def _skills_dir(self) -> Path:
+        """The host side of the container's read-only ``SKILLS_DIR``: owned by host root (outside the
+        container's uid range), so nothing in the container can change it even through another path."""
+        skills = self.dir / "skills"
+        skills.mkdir(mode=0o755, exist_ok=True)
+        return skills
+
+    async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
+        async with self._skills_lock:  # two writers of one name would trip over each other's renames
+            await asyncio.to_thread(self._write_skill, name, list(files))
+        return f"{SKILLS_DIR}/{name}"
+
+    def _write_skill(self, name: str, files: list[SkillFile]) -> None:
+        """Writes the skill beside its place and swaps it in, so a reader never sees half of it. The
+        service checked every path; they are checked again here, where a bad one would write outside."""
+        if not name or "/" in name or name.startswith("."):
+            raise InvalidRequest(f"Not a skill name: {name!r}.", param="skills")
+        root = self._skills_dir()
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            staging.chmod(0o755)
+            for file in files:
+                target = staging.joinpath(*PurePosixPath(file.path).parts)
+                if ".." in PurePosixPath(file.path).parts or not target.is_relative_to(staging):
+                    raise InvalidRequest(f"Not a path inside a skill: {file.path!r}.", param="skills")
+                target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                target.write_bytes(file.data)
+                target.chmod(0o755 if file.executable else 0o644)
+            old = root / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (root / name).rename(old)
+            staging.rename(root / name)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def _ca_bundle(self) -> Path | None:
         """For a container with domain secrets: its image's trusted CAs plus Cove's egress CA.
@@ -312,6 +357,11 @@ class LinuxSandbox(Sandbox):
     @property
     def has_display(self) -> bool:
         return display_of(self._image_env) is not None
+
+    async def channel(self, argv: list[str]) -> Channel:
+        job, sock = await self.connect(["/bin/sh", "-c", 'exec "$0" "$@"', *argv])  # found on PATH, as commands are
+        reader, writer = await asyncio.open_connection(sock=sock)
+        return SocketChannel(job, reader, writer)
 
     async def connect(self, argv: list[str]) -> tuple[Job, socket.socket]:
         """Starts a long-lived process (with the environment commands get) whose stdin and stdout

@@ -173,7 +173,7 @@ class LinuxDisplay(Display):
         job, sock = await self._connect(["/bin/sh", "-c", 'exec x11vnc -inetd -display "$DISPLAY" '
                                          "-nopw -shared -noxdamage -quiet -o /dev/null"])
         reader, writer = await asyncio.open_connection(sock=sock)
-        return _SocketChannel(job, reader, writer)
+        return SocketChannel(job, reader, writer)
 
     def detach(self) -> None:
         """Lets go of the agent of a container that stopped (its processes are gone already)."""
@@ -240,7 +240,7 @@ async def _exit_note(job: Job) -> str:
     return "; the image has no python3" if code == 127 else f"; it exited with status {code}"
 
 
-class _SocketChannel(Channel):
+class SocketChannel(Channel):
     """A process's stdin/stdout socket, as a byte stream."""
 
     def __init__(self, job: Job, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cove.sandbox.base import SKILLS_DIR
 from cove.sandbox.linux.seccomp import seccomp_profile
 
 # Docker's default set without NET_RAW (no raw sockets) and MKNOD (no device nodes).
@@ -63,6 +64,8 @@ class ContainerSpec:
     """Share the host's network (image builds only): containers for workloads never do."""
     resolv_conf: Path | None = None
     uid_size: int = 65536
+    skills_dir: Path | None = None
+    """Bound read-only at ``SKILLS_DIR``: the host directory the container's skills are written to."""
 
 
 def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
@@ -93,6 +96,10 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
         if source is not None:
             mounts.append({"destination": target, "type": "bind", "source": str(source),
                            "options": ["bind", "ro", "nosuid", "nodev", "noexec"]})
+    if spec.skills_dir is not None:
+        # A bind of a live directory: skills added while the container runs appear in it at once.
+        mounts.append({"destination": SKILLS_DIR, "type": "bind", "source": str(spec.skills_dir),
+                       "options": ["rbind", "ro", "nosuid", "nodev"]})
     return mounts
 
 
