@@ -256,6 +256,10 @@ class Settings(BaseSettings):
     skill_max_files: int = Field(default=500, ge=1)
     """Most files one skill may hold."""
 
+    # -- metrics (docs/metrics.md) --
+    metrics_token: str | None = None
+    """Bearer token a scraper sends for ``GET /metrics``; unset, only clients on this machine may read it."""
+
     # -- the web console (docs/console.md) --
     console_prices: str = ""
     """Prices the web console shows a response's cost by: ``model=input/output,...`` in US dollars per

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cove import telemetry
 from cove.agent.builder import ResponseBuilder
 from cove.agent.progress import Call, Progress
 from cove.agent.request import CreateParams, sized
@@ -252,7 +253,10 @@ async def run_response(turn: Turn, builder: ResponseBuilder) -> None:
                 return
         fitted, turn.fitted = turn.fitted, None
         turn.progress.enter("model")
-        step = await _model_turn(turn, fitted or await fit_context(turn), builder)
+        request = fitted or await fit_context(turn)
+        with telemetry.model_call(turn.params.model, turn.upstream_model) as model_call:
+            step = await _model_turn(turn, request, builder)
+            model_call.finished(step.finish.usage)
         turn.progress.turns += 1
         _add_usage(usage, step.finish.usage)
         turn.output_used = usage.output_tokens
@@ -386,7 +390,8 @@ async def _tracked(progress: Progress, tool: HostedTool, call: dict[str, Any], r
     key = call.get("call_id") or call["id"]
     progress.calls[key] = Call(key, tool.name)
     try:
-        return await tool.run(call, run)
+        with telemetry.tool_call(tool.types[0], call) as traced:
+            return traced.ended(await tool.run(call, run))
     finally:
         progress.calls.pop(key, None)
 

@@ -24,6 +24,7 @@ from cove.api import (
     docs,
     errors,
     files,
+    metrics,
     models,
     responses,
     responses_socket,
@@ -48,6 +49,7 @@ from cove.service.displays import DisplayService
 from cove.service.file_blobs import blobs_for
 from cove.service.files import FileService
 from cove.service.mcp import McpServers
+from cove.service.metrics import StoreGauges
 from cove.service.models import ModelService
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
@@ -59,6 +61,7 @@ from cove.service.terminals import TerminalService
 from cove.service.web_search import WebSearchEngines
 from cove.service.webhooks import WebhookService
 from cove.store.db import Database
+from cove.telemetry import on_scrape, tracing
 from cove.upstream.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -138,10 +141,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         snapshot_service.start_expiry()
         project_files.start_expiry(settings.expiry_check_seconds)
         app.state.ready = True
+        forget_gauges = on_scrape(StoreGauges(db))
         try:
             yield
         finally:
             app.state.ready = False
+            forget_gauges()
             if warm_up is not None:
                 warm_up.cancel()
                 await asyncio.gather(warm_up, return_exceptions=True)
@@ -156,9 +161,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             await engines.aclose()
             await db.close()
+            tracing.flush()
 
     public = settings.public_docs  # else ``api/docs.py`` serves them behind a key
-    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan,
+    tracing.start()  # before the app: FastAPI's request spans take its provider (or are off)
+    app = FastAPI(title="Cove", version=__version__, lifespan=lifespan, telemetry=tracing.fastapi_telemetry(),
                   openapi_url="/openapi.json" if public else None, docs_url="/docs" if public else None,
                   redoc_url="/redoc" if public else None,
                   dependencies=[Depends(refuse_lone_surrogates)])
@@ -189,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations.router)
     app.include_router(models.router)
     app.include_router(webhooks.router)
+    app.include_router(metrics.router)
     if not public:
         app.include_router(docs.router)
     app.mount("/console", console_app(app))  # the web console (docs/console.md)

@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import ScalarSelect
 
+from cove import telemetry
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
@@ -133,7 +134,9 @@ class ContainerService:
                                 for record in snapshot.files)
         limits = Limits(memory=memory_limit, cpus=cpus, network=egress, project=project)
         try:
+            started = time.perf_counter()
             await self.engine.create(row.id, image, limits, snapshot_id=snapshot.id if snapshot else None)
+            telemetry.container_created(time.perf_counter() - started)
         except BaseException:
             async with self.db.begin() as session:
                 await session.execute(delete(ContainerRow).where(ContainerRow.id == row.id))
@@ -371,7 +374,8 @@ class ContainerService:
         return results
 
     def record_egress(self, decision: Decision) -> None:
-        """The egress proxy's decisions go to the audit trail of their container."""
+        """The egress proxy's decisions go to the audit trail of their container (and to the metrics)."""
+        telemetry.egress_decided(decision.allowed)
         if self.audit is not None:
             using = self._responses.get(decision.client)
             held = self._held.get(decision.client)
@@ -452,9 +456,11 @@ class AuditedSandbox(Sandbox):
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
         started = time.monotonic()
         result = await self._inner.exec(command, on_output)
+        seconds = time.monotonic() - started
+        telemetry.exec_done(seconds, result.outcome.type)
         self._audit.record(self._project, self.id, "command", {
             "command": command.command, "workdir": command.workdir, "outcome": result.outcome.model_dump(),
-            "duration_ms": round((time.monotonic() - started) * 1000, 1)}, self._response_id)
+            "duration_ms": round(seconds * 1000, 1)}, self._response_id)
         return result
 
     async def files(self) -> Files:

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cove import telemetry
 from cove.agent.compaction import Compactor, CompactParams, take_trigger
 from cove.agent.events import EventLog
 from cove.agent.items import normalize_input
@@ -464,7 +465,8 @@ class ResponseService:
                     if not run.background:
                         await builder.lifecycle("created")
                     await builder.lifecycle("in_progress", "in_progress")
-                await run_response(turn, builder)
+                with telemetry.span("response", {"cove.response.background": run.background}):
+                    await run_response(turn, builder)
         except asyncio.CancelledError:
             await builder.cancel()
         except CoveError as exc:  # upstream failures, context overflow, a container that cannot start ...
@@ -484,6 +486,7 @@ class ResponseService:
             await self._finish(run)
 
     async def _finish(self, run: Run) -> None:
+        telemetry.response_finished(run.response["status"], run.response.get("model"))
         try:
             if run.stored:
                 await run.flush()

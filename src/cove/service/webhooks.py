@@ -35,6 +35,7 @@ import httpx
 from sqlalchemy import delete, insert, select, update
 from standardwebhooks import Webhook
 
+from cove import telemetry
 from cove.config import Settings
 from cove.egress.outbound import checked_addresses, pinned_request
 from cove.egress.policy import is_ip_literal, normalize_host
@@ -349,6 +350,7 @@ class WebhookService:
             waits = self.settings.webhook_waits
             final = ("delivered" if status is not None and 200 <= status < 300
                      else "failed" if attempts > len(waits) else "pending")
+        telemetry.webhook_attempted(final)
         now = time.time()
         values: dict[str, Any] = {"attempts": attempts, "status": final, "last_status_code": status,
                                   "last_error": error}
