@@ -249,6 +249,24 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=16, ge=1)
     """Webhook deliveries in flight at once, server-wide; each endpoint has at most one."""
 
+    # -- the fleet (issue 16, docs/fleet.md) --
+    ray_address: str | None = None
+    """A Ray cluster's GCS address (``host:port``): containers then live on its nodes' ``SandboxHost``
+    actors, placed through the database. Unset: containers live on this machine, and Ray is not imported."""
+
+    ray_node_ip: str | None = None
+    """This server's address as a Ray driver (Ray's ``_node_ip_address``); unset: Ray picks one."""
+
+    fleet_call_timeout: float = Field(default=10.0, gt=0)
+    """Seconds any call to a fleet node may take beyond a command's own timeout; past it the call fails
+    with 503 ``sandbox_unavailable`` ("may or may not have run")."""
+
+    fleet_check_seconds: float = Field(default=1.0, gt=0)
+    """How often the server asks every fleet node for its capacity, finding lost and rejoined nodes."""
+
+    fleet_host_engine: str = "cove.sandbox.fleet.host:linux_host"
+    """``module:function`` making the engine each node's ``SandboxHost`` runs (tests and the bench use
+    ``cove.testing.fleet:simulated_host``: containers in memory)."""
     # -- skills (/v1/skills, docs/skills.md) --
     skill_max_bytes: str = "32m"
     """Largest skill: its files' total size once unzipped (a zip that inflates past it is refused)."""

@@ -9,12 +9,15 @@
     ├── AuthenticationError (401)
     ├── PermissionDenied (403)          the project may not do this at all; keyless mode, a foreign request
     ├── NotFound (404)                  unknown id, or an id of another project
+    ├── ContainerLost (410)             the fleet node that held the container died (``sandbox/fleet``)
     ├── TooManyRequests (429)           a capacity cap was reached
     ├── UpstreamError (502)             the model upstream failed; the message says how
     ├── SearchFailed (502)              a web search engine or page read failed (``search/base.py``)
     └── SandboxError (500)              the container engine failed; the message says how
         ├── ImageError                  an image could not be built, imported or found
         ├── DisplayError (502)          a container's display did not start or stopped answering
+        ├── PortUnreachable (502)       nothing answers on a previewed port (``service/previews.py``)
+        ├── SandboxUnavailable (503)    a fleet node did not answer within its deadline (``sandbox/fleet``)
         ├── InitUnresponsive            a container's init stopped answering (``sandbox/linux/process.py``)
         └── SpawnError                  init could not start a command (``sandbox/linux/init_client.py``)
 
@@ -100,6 +103,29 @@ class UpstreamError(CoveError):
 class SandboxError(CoveError, RuntimeError):
     status_code = 500
     error_type = "server_error"
+
+
+class SandboxUnavailable(SandboxError):
+    """The fleet node holding (or chosen for) a container did not answer within the call's deadline, or
+    died with the call in flight. The call may or may not have run there, so the client decides whether
+    to retry; 503 because the service, not the request, is at fault."""
+
+    status_code = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="sandbox_unavailable")
+
+
+class ContainerLost(CoveError):
+    """The container's fleet node died or restarted: its processes and files are gone for good. 410
+    rather than 404 so that a client can tell a container that existed and was lost from a wrong id."""
+
+    status_code = 410
+    error_type = "invalid_request_error"
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(f"Container {container_id} was lost with the node that ran it; create a new one.",
+                         code="container_lost")
 
 
 class ImageError(SandboxError):

@@ -17,7 +17,7 @@ from websockets.sync.connection import Connection
 
 from cove.service.terminals import MAX_TERMINALS
 from tests.conftest import KEYS, Server
-from tests.helpers import run
+from tests.helpers import IdleWebSocket, run
 from tests.polling import eventually
 
 pytestmark = pytest.mark.root
@@ -202,3 +202,41 @@ def test_terminals_per_container_are_capped(server: Server, box: str) -> None:
     finally:
         for ws in sockets:
             ws.close()
+
+
+def test_a_paused_container_resumes_for_a_terminal_as_for_a_command(http: httpx.Client, server: Server,
+                                                                     box: str) -> None:
+    assert http.post(f"/v1/containers/{box}/pause").json()["status"] == "paused"
+    with open_pty(server, box, command="echo awake-$((2*21))") as ws:
+        read_until(ws, b"awake-42")
+        assert exit_message(ws) == {"type": "exit", "exit_code": 0}
+    assert http.get(f"/v1/containers/{box}").json()["status"] == "running"
+
+
+def test_a_deleted_container_ends_its_terminal(http: httpx.Client, server: Server) -> None:
+    container_id = http.post("/v1/containers", json={"name": "doomed"}).json()["id"]
+    with open_pty(server, container_id) as ws:
+        ws.send(b"echo up-$((1+1))\r")
+        read_until(ws, b"up-2")
+        assert http.delete(f"/v1/containers/{container_id}").status_code == 200
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=30)
+
+
+def test_a_client_that_stops_reading_is_dropped_and_its_program_ended(http: httpx.Client, server: Server,
+                                                                        box: str) -> None:
+    """`yes` floods a terminal nobody reads: the relay waits instead of buffering (the program blocks
+    on its full terminal), then lets the client go and ends the program."""
+    idle = IdleWebSocket(pty_url(server, box, command="yes flood-marker-$((6*7))"),
+                         {"Authorization": f"Bearer {KEYS['alpha']}"})
+    try:
+        def audited() -> bool:
+            events = http.get(f"/v1/containers/{box}/audit", params={"limit": 20}).json()["data"]
+            return any(e["type"] == "terminal" and e["command"] == "yes flood-marker-$((6*7))" for e in events)
+
+        eventually(audited, timeout=60, what="the stalled terminal to end and be audited")
+        listed = str(run(http, box, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")[0]["stdout"])
+        assert "flood-marker" not in listed
+    finally:
+        idle.sock.close()

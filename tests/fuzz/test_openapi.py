@@ -91,7 +91,8 @@ def _known_objects(server: Server) -> dict[str, str]:
     return {"container_id": container["id"], "file_id": file["id"], "response_id": response.json()["id"],
             "conversation_id": conversation["id"], "item_id": items["data"][0]["id"], "model_id": "scripted-model",
             "upload_id": upload["id"], "webhook_endpoint_id": endpoint["id"], "snapshot_id": snapshot["id"],
-            "skill_id": skill["id"], "version": "1"}
+            "skill_id": skill["id"], "version": "1",
+            "port": "8000"}  # a preview port: nothing listens there, which the URL route does not mind
 
 
 def _real(path: str, known: dict[str, str]) -> dict[str, str]:

@@ -5,7 +5,11 @@ the master end through ``LinuxTerminal``."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import signal
+import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -73,9 +77,8 @@ def test_closing_a_terminal_kills_its_program_and_frees_the_fd(init_binary: Path
         fd = job.terminal
         terminal = LinuxTerminal(job)
         await terminal.close()
-        # Closing the master hangs the terminal up (SIGHUP, 129) and close() kills (SIGKILL, 137):
-        # whichever the kernel delivers first ends it.
-        assert await asyncio.wait_for(terminal.wait(), 10) in (129, 137)
+        # Hung up (closing the master sends the session SIGHUP) or killed, whichever lands first.
+        assert await asyncio.wait_for(terminal.wait(), 10) in (128 + signal.SIGHUP, 128 + signal.SIGKILL)
         assert not running(job.pid)
         with pytest.raises(OSError):
             os.fstat(fd)
@@ -92,3 +95,30 @@ def test_a_failed_terminal_spawn_reports_errno_and_leaks_nothing(init_binary: Pa
         assert len(os.listdir("/proc/self/fd")) == before
 
     with_client(init_binary, body)
+
+
+def test_a_subverted_init_cannot_pass_off_another_fd_as_a_terminal() -> None:
+    """The container may have replaced its init: a STARTED carrying /dev/zero (which would flood the
+    reader) for a terminal is refused, the fd closed and the job killed; nothing leaks."""
+
+    async def main() -> None:
+        host, fake_init = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        client = InitClient(host)
+        before = len(os.listdir("/proc/self/fd"))
+        spawning = asyncio.create_task(client.spawn_pty(["/bin/sh"], ENV, "/", cols=80, rows=24))
+        message = await asyncio.to_thread(fake_init.recv, 65536)
+        op, job_id = message[0], struct.unpack_from("<I", message, 4)[0]
+        assert op == 3  # SPAWN_PTY
+        zero = os.open("/dev/zero", os.O_RDONLY)
+        socket.send_fds(fake_init, [struct.pack("<B3xIi", 1, job_id, 4242)], [zero])
+        os.close(zero)
+        with pytest.raises(SpawnError) as refused:
+            await asyncio.wait_for(spawning, 10)
+        assert refused.value.errno == errno.EPROTO
+        kill = await asyncio.to_thread(fake_init.recv, 64)
+        assert struct.unpack("<B3xII", kill) == (2, job_id, signal.SIGKILL)
+        client.close()
+        fake_init.close()
+        assert len(os.listdir("/proc/self/fd")) == before - 2  # the two ends of the socketpair, nothing else
+
+    asyncio.run(main())

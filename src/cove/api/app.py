@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from cove import __version__
@@ -26,6 +26,7 @@ from cove.api import (
     files,
     metrics,
     models,
+    previews,
     responses,
     responses_socket,
     snapshots,
@@ -38,6 +39,7 @@ from cove.api.console import console_app
 from cove.api.json_text import refuse_lone_surrogates
 from cove.api.loopback import LoopbackGuard
 from cove.config import Settings, parse_prices, parse_size
+from cove.sandbox.base import SandboxEngine
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
 from cove.search.engines import Engines
@@ -51,6 +53,7 @@ from cove.service.files import FileService
 from cove.service.mcp import McpServers
 from cove.service.metrics import StoreGauges
 from cove.service.models import ModelService
+from cove.service.previews import PreviewService
 from cove.service.project_files import ProjectFileService
 from cove.service.projects import ProjectPolicies
 from cove.service.responses import ResponseService
@@ -85,6 +88,18 @@ def fresh_spool_dir(settings: Settings) -> None:
     settings.spool_dir.chmod(0o700)
 
 
+def fleet_engine(settings: Settings, db: Database) -> SandboxEngine:
+    """Containers on a Ray cluster's nodes (``COVE_RAY_ADDRESS``); imported only then, so that one
+    machine never loads Ray."""
+    from cove.sandbox.fleet.engine import FleetEngine
+    from cove.service.fleet import FleetRegistry
+
+    assert settings.ray_address is not None
+    return FleetEngine(FleetRegistry(db), address=settings.ray_address, node_ip=settings.ray_node_ip,
+                       call_timeout=settings.fleet_call_timeout, check_seconds=settings.fleet_check_seconds,
+                       host_factory=settings.fleet_host_engine)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -98,7 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fresh_spool_dir(settings)
         db = Database(settings.db_url)
         await db.migrate()
-        engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base))
+        engine = fleet_engine(settings, db) if settings.ray_address else LinuxEngine(
+            settings, ImageStore(settings.image_root, settings.subuid_base))
         await engine.start()
         policies = ProjectPolicies.load(settings.projects_file, settings)
         audit = AuditLog(db, keep=lambda project: policies.quotas(project).audit_rows,
@@ -106,7 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await audit.start()
         secrets = SecretKeeper(settings.secrets_key_path)
         service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
-        engine.egress.on_decision = service.record_egress
+        if isinstance(engine, LinuxEngine):  # a fleet node's egress decisions stay in its log (docs/fleet.md)
+            engine.egress.on_decision = service.record_egress
         snapshot_service = SnapshotService(db, engine, service, settings, audit)
         files = FileService(db, service)
         project_files = ProjectFileService(db, blobs_for(settings), files, policies)
@@ -125,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.snapshots = snapshot_service
         app.state.displays = DisplayService(service)
         app.state.terminals = TerminalService(service)
+        app.state.previews = PreviewService(service)
         app.state.files = files
         app.state.project_files = project_files
         app.state.skills = skills
@@ -182,6 +200,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/display", display_socket.serve))
     app.include_router(container_terminals.router)
     app.router.routes.append(WebSocketRoute("/v1/containers/{container_id}/pty", terminal_socket.serve))
+    app.include_router(previews.router)  # before the proxy: POST .../ports/{port}/url is Cove's own
+    for path in (previews.PREVIEW_PATH, previews.PREVIEW_PATH.removesuffix("/{rest:path}")):
+        app.router.routes.append(Route(path, previews.HttpProxy()))
+        app.router.routes.append(WebSocketRoute(path, previews.proxy_websocket))
     # noVNC's RFB client for the live view page: public (Debian's), and a browser loads it without a key.
     # Only the two trees its modules import from are served, so a COVE_NOVNC_DIR set to the wrong
     # directory cannot put the host's files behind no key.

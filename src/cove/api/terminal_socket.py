@@ -94,10 +94,15 @@ async def _relay(websocket: WebSocket, session: Session) -> None:
     exited = asyncio.create_task(session.terminal.wait())
     tasks = [to_client, to_terminal, exited]
     try:
-        await asyncio.wait([to_terminal, exited], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if to_client.done() and not to_client.cancelled() and isinstance(to_client.exception(), TimeoutError):
+            await _close(websocket, 1008, "The client is not reading the terminal's output.")
+            return
+        if not exited.done() and not to_terminal.done():  # the terminal's output ended: wait for its program
+            await asyncio.wait([to_terminal, exited], return_when=asyncio.FIRST_COMPLETED)
         if exited.done():
             session.exit_code = exited.result()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(Exception):  # TimeoutError: output still coming, or a stalled client
                 await asyncio.wait_for(asyncio.shield(to_client), DRAIN_SECONDS)
             if not to_terminal.done() and not (to_client.done() and to_client.exception() is not None):
                 to_client.cancel()
@@ -107,8 +112,6 @@ async def _relay(websocket: WebSocket, session: Session) -> None:
                 await _close(websocket, 1000)
         elif isinstance(to_terminal.exception(), ProtocolError):
             await _close(websocket, 1007, str(to_terminal.exception()))
-        if to_client.done() and isinstance(to_client.exception(), TimeoutError):
-            await _close(websocket, 1008, "The client is not reading the terminal's output.")
     finally:
         for task in tasks:
             task.cancel()
@@ -150,6 +153,8 @@ async def _to_client(websocket: WebSocket, session: Session) -> None:
         try:
             async with asyncio.timeout(STALL_SECONDS):
                 await websocket.send_bytes(data)
+        except TimeoutError:  # an OSError too: the stalled client is the caller's to drop
+            raise
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
 

@@ -6,6 +6,7 @@ from cove.cli.audit import audit
 from cove.cli.containers import containers_app
 from cove.cli.cp import cp
 from cove.cli.exec import exec_
+from cove.cli.fleet import fleet_app
 from cove.cli.image import image_app
 from cove.cli.responses import responses_app
 from cove.cli.search import search_app
@@ -23,6 +24,7 @@ app.add_typer(responses_app, name="responses")
 app.command("exec")(exec_)
 app.command()(cp)
 app.add_typer(search_app, name="search")
+app.add_typer(fleet_app, name="fleet")
 
 
 @app.callback()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -291,6 +292,12 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     async def files(self) -> Files:
         """The container's files (reachable while it is stopped too)."""
+
+    async def connect_port(self, port: int) -> socket.socket:
+        """A TCP connection to ``127.0.0.1:port`` as the container itself sees it (its own network:
+        never the host's), starting the container first if it is not running; nothing listening is a
+        ``ConnectionRefusedError``. Engines that cannot reach into containers refuse."""
+        raise InvalidRequest("This server cannot reach ports in containers.", code="ports_not_supported")
 
     async def terminal(self, request: TerminalRequest) -> Terminal:
         """Starts a program on a new pseudo-terminal, starting the container first if it is not

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -25,7 +26,7 @@ from cove import telemetry
 from cove.config import Settings, parse_size
 from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
-from cove.errors import Conflict, CoveError, InvalidRequest, NotFound, TooManyRequests
+from cove.errors import Conflict, ContainerLost, CoveError, InvalidRequest, NotFound, TooManyRequests
 from cove.ids import new_id
 from cove.sandbox.base import (
     Channel,
@@ -281,6 +282,8 @@ class ContainerService:
             row = await self._row(project, container_id)
             if row.status == "stopped" and wake:
                 await self._wake(row)
+            if row.status == "lost":  # its fleet node died (``service/fleet.py``)
+                raise ContainerLost(row.id)
             if row.status not in (LIVE if wake else KEPT):
                 raise Conflict(f"Container '{container_id}' has {row.status} and cannot be {verb}.",
                                param="container_id", code=f"container_{row.status}")
@@ -465,6 +468,9 @@ class AuditedSandbox(Sandbox):
 
     async def files(self) -> Files:
         return await self._inner.files()
+
+    async def connect_port(self, port: int) -> socket.socket:
+        return await self._inner.connect_port(port)
 
     async def terminal(self, request: TerminalRequest) -> Terminal:
         """The inner terminal as it is: a terminal's session is audited when it ends, by

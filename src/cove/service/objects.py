@@ -98,9 +98,10 @@ class Container(_Object):
     object: Literal["container"] = "container"
     name: str
     created_at: int
-    status: Literal["running", "paused", "stopped", "expired"]
+    status: Literal["running", "paused", "stopped", "expired", "lost"]
     """``paused``: a Cove extension (``POST .../pause``); its processes are frozen until resumed.
-    ``stopped``: a Cove extension (``COVE_IDLE_ACTION=stop``); idle, its files kept, started by its next use."""
+    ``stopped``: a Cove extension (``COVE_IDLE_ACTION=stop``); idle, its files kept, started by its next use.
+    ``lost``: a Cove extension (the fleet, docs/fleet.md): its node died; using it answers 410."""
     expires_after: ContainerExpiresAfter
     last_active_at: int
     memory_limit: Literal["1g", "4g", "16g", "64g"]

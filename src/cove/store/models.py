@@ -233,6 +233,44 @@ class SnapshotRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class FleetNodeRow(Base):
+    """A fleet node as its ``SandboxHost`` last reported it (``service/fleet.py``); placement locks these rows."""
+
+    __tablename__ = "fleet_nodes"
+
+    node: Mapped[str] = mapped_column(String(128), primary_key=True)
+    incarnation: Mapped[str] = mapped_column(String(64))
+    memory: Mapped[int] = mapped_column(BigInteger)
+    cpus: Mapped[float] = mapped_column(Float)
+    slots: Mapped[int] = mapped_column(Integer)
+    images: Mapped[list[str]] = mapped_column(JSON)
+    alive: Mapped[bool] = mapped_column(Boolean)
+    seen_at: Mapped[int] = mapped_column(BigInteger)
+    used_memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_cpus: Mapped[float] = mapped_column(Float, default=0.0)
+    used_slots: Mapped[int] = mapped_column(Integer, default=0)
+    """What the node's placed containers take, kept with each placement so that placing reads one row per
+    node rather than summing the placements."""
+
+
+class FleetPlacementRow(Base):
+    """Which node (and which of its incarnations) holds a container, and the share of the node it takes.
+
+    A table of its own rather than a column of ``containers``: placement happens before the container's
+    row exists, and a container's API replica (``holder``) is another matter than its node."""
+
+    __tablename__ = "fleet_placements"
+
+    container_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node: Mapped[str] = mapped_column(String(128), index=True)
+    incarnation: Mapped[str] = mapped_column(String(64))
+    memory: Mapped[int] = mapped_column(BigInteger)
+    cpus: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(8))
+    """``placed``, or ``lost`` with its node."""
+    placed_at: Mapped[int] = mapped_column(BigInteger)
+
+
 class SkillRow(Base):
     """A project's skill (``/v1/skills``): its versions are ``SkillVersionRow``; name and description
     are its default version's."""

@@ -49,7 +49,7 @@ from cove.sandbox.linux.display import LinuxDisplay, SocketChannel, check_screen
 from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.init_client import InitClient, Job
-from cove.sandbox.linux.netns import listen_in
+from cove.sandbox.linux.netns import connect_in, listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount_all
 from cove.sandbox.linux.process import InitUnresponsive, ProcessRequest, run_process, spawn_connected
 from cove.sandbox.linux.sinks import OutputSinks
@@ -369,6 +369,10 @@ class LinuxSandbox(Sandbox):
         env = self._environment({})
         init = await self._ensure_started()
         return await spawn_connected(init, argv, env, "/")
+
+    async def connect_port(self, port: int) -> socket.socket:
+        await self._ensure_started()
+        return await connect_in(self._init_pid, port)
 
     async def terminal(self, request: TerminalRequest) -> Terminal:
         """The image's shell (interactive, or running ``request.command``) on a terminal init allocates,

@@ -68,8 +68,12 @@ def _container_nofile(wanted: int) -> int:
 
 
 class LinuxEngine(SandboxEngine):
-    def __init__(self, settings: Settings, images: ImageStore) -> None:
+    def __init__(self, settings: Settings, images: ImageStore, *, subreaper: bool = True) -> None:
+        """``subreaper``: containers' inits become this process's children once runc exits (it reaps them).
+        A fleet host passes False: its containers must not die or hang with the Ray worker it runs in, so
+        they go to the machine's init instead (docs/fleet.md)."""
         self.settings = settings
+        self.subreaper = subreaper
         self.images = images
         self.containers_dir = settings.data_dir / "containers"
         self.libexec = settings.data_dir / "libexec"
@@ -102,7 +106,8 @@ class LinuxEngine(SandboxEngine):
 
     async def start(self) -> None:
         # Container inits outlive runc: as a subreaper Cove becomes their parent and can reap them.
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        if self.subreaper:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         self.containers_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.containers_dir.chmod(0o700)  # 0711 before the gate; runc reaches containers through it now
         self.libexec.mkdir(parents=True, exist_ok=True, mode=0o755)

@@ -310,13 +310,18 @@ class InitClient:
             self._gone.set_result(None)
 
 
+_PTMX = (5, 2)
+"""The device number of every devpts instance's ``ptmx``, and so of every terminal master."""
+
+
 def _is_terminal(fd: int) -> bool:
-    """Whether ``fd`` is a character device (a terminal's master), not a file, pipe or socket that
-    would make the reader wait on or read something else."""
+    """Whether ``fd`` is a terminal's master, not a file, pipe, socket or other device (``/dev/zero``)
+    that would make the reader wait on or read something else."""
     try:
-        return stat.S_ISCHR(os.fstat(fd).st_mode)
+        info = os.fstat(fd)
     except OSError:
         return False
+    return stat.S_ISCHR(info.st_mode) and (os.major(info.st_rdev), os.minor(info.st_rdev)) == _PTMX
 
 
 def _encode_spawn(job_id: int, argv: list[str], env: dict[str, str], cwd: str,

@@ -1,0 +1,367 @@
+"""The fleet as a ``SandboxEngine``: every call goes to the ``SandboxHost`` of the container's node.
+
+The service and tools layers keep calling ``create``/``get``/``exec``/files as on one machine; this
+engine finds the node (``Placement``, in the database), forwards the call through Ray with a deadline,
+and turns Ray's failures into Cove's: a node that does not answer in time, or dies with the call in
+flight, is 503 ``sandbox_unavailable`` (the call may or may not have run); a container whose node was
+lost is 410 ``container_lost``. A watcher asks every node for its report each ``COVE_FLEET_CHECK_SECONDS``:
+that is how lost nodes are found (their containers marked lost, creates kept away from them) and how a
+node that comes back is reconciled (it starts empty, under a new incarnation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import ray
+from ray.exceptions import RayError, RayTaskError
+
+from cove.errors import (
+    ContainerLost,
+    CoveError,
+    InvalidRequest,
+    NotFound,
+    SandboxError,
+    SandboxUnavailable,
+    TooManyRequests,
+)
+from cove.sandbox.base import (
+    WALK_VISITS,
+    Command,
+    CommandOutput,
+    Entry,
+    FileContent,
+    Files,
+    Limits,
+    OutputCallback,
+    Sandbox,
+    SandboxEngine,
+    memory_bytes,
+)
+from cove.sandbox.fleet.host import SandboxHost
+from cove.sandbox.fleet.placement import Assignment, Need, NodeReport, Placement
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "cove"
+HOST_RESOURCE = "cove_host:"
+"""A node offers ``cove_host:<node>: 1`` (``ray start --resources``): its host actor takes it, so there is
+one per node and it lives nowhere else."""
+SLOTS_RESOURCE = "cove_slots"
+"""Containers a node runs at most (``ray start --resources``); without it, ``_DEFAULT_SLOTS``."""
+_DEFAULT_SLOTS = 100
+_CREATE_ATTEMPTS = 3
+"""Placements one create tries (each after a node failed it) before it gives up with 503."""
+_START_TIMEOUT = 60.0
+"""Seconds the server waits at start for the hosts' first reports (Ray starts a worker for each new one)."""
+
+HostHandle = Any
+"""A ``SandboxHost`` actor's handle (Ray's own typing does not follow ``.remote`` calls to its methods)."""
+
+
+@dataclass(frozen=True)
+class NodeOffer:
+    """A live Ray node that offers a host, with the size its resources give it."""
+
+    node: str
+    memory: int
+    cpus: float
+    slots: int
+
+
+def offers(nodes: Iterable[dict[str, Any]]) -> list[NodeOffer]:
+    """The fleet's nodes among ``ray.nodes()``: alive, with a ``cove_host:<node>`` resource."""
+    found = []
+    for info in nodes:
+        resources = info.get("Resources", {})
+        for key in resources:
+            if info.get("Alive") and key.startswith(HOST_RESOURCE):
+                found.append(NodeOffer(key.removeprefix(HOST_RESOURCE), int(resources.get("memory", 0)),
+                                       float(resources.get("CPU", 1)),
+                                       int(resources.get(SLOTS_RESOURCE, _DEFAULT_SLOTS))))
+    return found
+
+
+def host_actor(offer: NodeOffer, factory: str) -> HostHandle:
+    """The node's host: named, so every API replica finds the same one; detached, so it outlives the
+    replica that made it; restarted by Ray when its node comes back (empty, a new incarnation)."""
+    remote = ray.remote(SandboxHost)
+    handle: HostHandle = remote.options(
+        name=f"cove-host-{offer.node}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        resources={HOST_RESOURCE + offer.node: 1}, num_cpus=0, max_restarts=-1, max_task_retries=0,
+        max_concurrency=1000,
+    ).remote(offer.node, factory, offer.memory, offer.cpus, offer.slots)
+    return handle
+
+
+class FleetEngine(SandboxEngine):
+    def __init__(self, placement: Placement, *, address: str, node_ip: str | None, call_timeout: float,
+                 check_seconds: float, host_factory: str = "cove.sandbox.fleet.host:linux_host") -> None:
+        self.placement = placement
+        self.address, self.node_ip = address, node_ip
+        self.call_timeout, self.check_seconds = call_timeout, check_seconds
+        self.host_factory = host_factory
+        self.hosts: dict[str, HostHandle] = {}
+        self.live: dict[str, NodeReport] = {}
+        """Nodes that answered the last check, by name: creates go only to these."""
+        self.lost: set[str] = set()
+        self._assignments: dict[str, Assignment] = {}
+        """Where containers are, as read from the registry: it only changes when a node is lost, and then
+        the check drops the node's entries, so exec does not pay a database round trip."""
+        self._incarnations: dict[str, str] = {}
+        """Each node's incarnation when it last answered (also after it was lost)."""
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if not ray.is_initialized():
+            # Ray's driver takes over SIGTERM and SIGINT (exiting at once); the server's own handlers
+            # must stay, or a stop would skip the graceful shutdown.
+            kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+            ray.init(address=self.address, _node_ip_address=self.node_ip, namespace=NAMESPACE,
+                     log_to_driver=False, logging_level=logging.WARNING)
+            for sig, handler in kept.items():
+                signal.signal(sig, handler)
+        await self.check(_START_TIMEOUT)  # a new host's worker takes seconds to start
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_seconds)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("fleet check failed")
+
+    async def check(self, within: float | None = None) -> None:
+        """Finds new nodes (making their hosts), asks every host for its report (within ``within`` seconds,
+        default ``COVE_FLEET_CALL_TIMEOUT``), and records the outcome: nodes that did not answer are lost,
+        nodes that answer again start empty."""
+        for offer in offers(await asyncio.to_thread(ray.nodes)):
+            if offer.node not in self.hosts:
+                self.hosts[offer.node] = host_actor(offer, self.host_factory)
+        nodes = list(self.hosts)
+        answers = await asyncio.gather(*(self.call(self.hosts[node].report.remote(), within) for node in nodes),
+                                       return_exceptions=True)
+        live: dict[str, NodeReport] = {}
+        for node, answer in zip(nodes, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if node not in self.lost:
+                    self.lost.add(node)
+                    count = await self.placement.lose(node)
+                    log.warning("fleet node %s lost (%s); %d containers lost with it", node, answer, count)
+                continue
+            report = cast(NodeReport, answer)
+            if node in self.lost:
+                # Back from lost: a hung node that resumed still has its incarnation and containers the
+                # registry gave up; it destroys them and starts over, like a node that restarted.
+                if report.incarnation == self._incarnations.get(node):
+                    report = await self.call(self.hosts[node].reset.remote())
+                self.lost.discard(node)
+                log.warning("fleet node %s rejoined", node)
+            live[node] = report
+            self._incarnations[node] = report.incarnation
+        await self.placement.seen(list(live.values()))
+        self.live = live
+        self._assignments = {cid: a for cid, a in self._assignments.items()
+                             if a.node in live and live[a.node].incarnation == a.incarnation}
+
+    async def call(self, ref: Awaitable[Any], within: float | None = None) -> Any:
+        """One host call, within ``within`` seconds (default ``COVE_FLEET_CALL_TIMEOUT``), with Ray's
+        errors made Cove's."""
+        timeout = self.call_timeout if within is None else within
+        try:
+            async with asyncio.timeout(timeout):
+                return await ref
+        except TimeoutError:
+            raise SandboxUnavailable(f"The container's node did not answer within {timeout:g} s; the call may "
+                                     "or may not have run.") from None
+        except RayTaskError as error:
+            if isinstance(error.cause, CoveError):
+                raise error.cause from None
+            raise SandboxError(f"The container's node failed: {error.cause}") from None
+        except RayError as error:
+            raise SandboxUnavailable(f"The container's node is unavailable ({type(error).__name__}); the call "
+                                     "may or may not have run.") from None
+
+    async def create(self, container_id: str, image: str, limits: Limits, *,
+                     snapshot_id: str | None = None) -> Sandbox:
+        if snapshot_id is not None:
+            raise InvalidRequest("Containers from snapshots are not supported on a fleet yet.",
+                                 code="fleet_snapshots_unsupported")
+        need = Need(memory_bytes(limits.memory), limits.cpus, image)
+        avoid: set[str] = set()
+        for _ in range(_CREATE_ATTEMPTS):
+            candidates = [report for node, report in self.live.items() if node not in avoid]
+            if not candidates:
+                break
+            placed = await self.placement.place(container_id, need, candidates)
+            if placed is None:
+                raise TooManyRequests("No fleet node has room for another container of these limits.",
+                                      code="fleet_full")
+            host = self.hosts[placed.node]
+            try:
+                await self.call(host.create.remote(placed.incarnation, container_id, image, limits, None))
+            except ContainerLost:  # the host restarted since its last report: learn its new incarnation
+                await self.placement.forget(container_id)
+                await self.check()
+                continue
+            except SandboxUnavailable:
+                # It may have been made there: the node is asked to drop it, and the create goes elsewhere.
+                await self.placement.forget(container_id)
+                host.destroy.remote(placed.incarnation, container_id)
+                avoid.add(placed.node)
+                continue
+            except BaseException:
+                await self.placement.forget(container_id)
+                raise
+            self._assignments[container_id] = placed
+            return RemoteSandbox(self, container_id, placed, limits)
+        raise SandboxUnavailable("No fleet node is answering; the container was not created.")
+
+    async def _assignment(self, container_id: str) -> Assignment:
+        placed = self._assignments.get(container_id)
+        if placed is None:
+            placed = await self.placement.assignment(container_id)
+            if placed is None:
+                raise NotFound(f"Container {container_id} is on no fleet node.", code="container_not_found")
+            if placed.state == "lost":
+                raise ContainerLost(container_id)
+            self._assignments[container_id] = placed
+        return placed
+
+    async def get(self, container_id: str, limits: Limits) -> Sandbox:
+        return RemoteSandbox(self, container_id, await self._assignment(container_id), limits)
+
+    def host(self, placed: Assignment) -> HostHandle:
+        if placed.node in self.lost or placed.node not in self.hosts:
+            raise SandboxUnavailable(f"Fleet node {placed.node} is not answering; the call did not run.")
+        return self.hosts[placed.node]
+
+    async def stop(self, container_id: str) -> None:
+        placed = await self._assignment(container_id)
+        await self.call(self.host(placed).stop.remote(placed.incarnation, container_id))
+
+    async def destroy(self, container_id: str) -> None:
+        try:
+            placed = await self._assignment(container_id)
+        except (ContainerLost, NotFound):
+            await self.placement.forget(container_id)  # nothing is left on any node
+            return
+        await self.call(self.host(placed).destroy.remote(placed.incarnation, container_id))
+        self._assignments.pop(container_id, None)
+        await self.placement.forget(container_id)
+
+    async def snapshot(self, container_id: str, snapshot_id: str) -> int:
+        placed = await self._assignment(container_id)
+        size: int = await self.call(self.host(placed).snapshot.remote(placed.incarnation, container_id, snapshot_id))
+        return size
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        await asyncio.gather(*(self.call(self.hosts[node].delete_snapshot.remote(snapshot_id)) for node in self.live),
+                             return_exceptions=True)
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        ray.shutdown()  # the driver leaves; hosts and their containers stay
+
+
+class RemoteSandbox(Sandbox):
+    """A container on a fleet node; each call one host call with its own deadline."""
+
+    def __init__(self, engine: FleetEngine, container_id: str, placed: Assignment, limits: Limits) -> None:
+        self.id = container_id
+        self._engine, self._placed, self._limits = engine, placed, limits
+        self._running = True
+
+    def _host(self) -> HostHandle:
+        return self._engine.host(self._placed)
+
+    async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
+        deadline = command.timeout_ms / 1000 + self._engine.call_timeout
+        args = (self._placed.incarnation, self.id, self._limits, command)
+        self._running = True
+        if on_output is None:
+            output: CommandOutput = await self._engine.call(self._host().exec.remote(*args), deadline)
+            return output
+        stream = self._host().exec_stream.remote(*args)
+        try:
+            async with asyncio.timeout(deadline):
+                async for ref in stream:
+                    item = await self._engine.call(ref, deadline)
+                    if isinstance(item, CommandOutput):
+                        return item
+                    name, text = cast(tuple[Literal["stdout", "stderr"], str], item)
+                    pending = on_output(name, text)
+                    if pending is not None:
+                        await pending
+        except TimeoutError:
+            raise SandboxUnavailable(f"The container's node did not finish the command within {deadline:g} s; "
+                                     "it may or may not have run.") from None
+        raise SandboxUnavailable("The container's node ended the command's output without its result; the "
+                                 "command may or may not have run.")
+
+    async def files(self) -> Files:
+        return RemoteFiles(self._engine, self._host(), self._placed, self.id, self._limits)
+
+    async def stop(self) -> None:
+        await self._engine.call(self._host().stop.remote(self._placed.incarnation, self.id))
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        """As of this handle's last call (asking the node would make a property a network call)."""
+        return self._running
+
+
+class RemoteFiles(Files):
+    def __init__(self, engine: FleetEngine, host: HostHandle, placed: Assignment, container_id: str,
+                 limits: Limits) -> None:
+        self._engine, self._host = engine, host
+        self._args = (placed.incarnation, container_id, limits)
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        return await self._engine.call(self._host.files.remote(*self._args, name, args))
+
+    async def stat(self, path: str) -> Entry | None:
+        entry: Entry | None = await self._call("stat", path)
+        return entry
+
+    async def read(self, path: str, limit: int) -> FileContent:
+        content: FileContent = await self._call("read", path, limit)
+        return content
+
+    async def stream(self, path: str) -> tuple[int, AsyncIterator[bytes]]:
+        refs = self._host.read_stream.remote(*self._args, path).__aiter__()
+        size: int = await self._engine.call(await self._engine.call(refs.__anext__()))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for ref in refs:
+                chunk: bytes = await self._engine.call(ref)
+                yield chunk
+
+        return size, chunks()
+
+    async def write(self, path: str, chunks: Iterable[bytes], mode: int | None = None) -> int:
+        size: int = await self._call("write", path, list(chunks), mode)
+        return size
+
+    async def delete(self, path: str) -> None:
+        await self._call("delete", path)
+
+    async def list_dir(self, path: str, depth: int = 1, limit: int = 10_000,
+                       visits: int = WALK_VISITS) -> list[Entry]:
+        entries: list[Entry] = await self._call("list_dir", path, depth, limit, visits)
+        return entries
+
+    async def walk_files(self, path: str, limit: int = 10_000, visits: int = WALK_VISITS) -> list[Entry]:
+        entries: list[Entry] = await self._call("walk_files", path, limit, visits)
+        return entries

@@ -1,0 +1,167 @@
+"""One node's containers behind a Ray actor: the one-machine engine, fenced by an incarnation.
+
+A ``SandboxHost`` runs on every fleet node (pinned there by the custom resource ``cove_host:<node>``)
+and owns that node's containers through an ordinary ``SandboxEngine`` (``LinuxEngine`` in production,
+made by ``linux_host``). It adds only what a remote owner needs:
+
+- An *incarnation*, new each time the host starts or is reset. Every call names the incarnation it was
+  placed under; a host refuses calls for another one (``ContainerLost``). So a create that Ray delivers to a
+  host restarted after a crash cannot start a container that the registry already counts as lost, and
+  a node that was declared dead while hung cannot go on serving containers that were given up.
+- ``reset``: a node that comes back after it was declared lost destroys what it still holds and takes
+  a new incarnation, so a rejoining node always starts empty.
+
+Containers are not the Ray worker's: the engine starts them detached (runc) and, unlike on one machine,
+does not make itself their subreaper, so their inits belong to the machine's init. They survive the
+worker, and the engine of the host Ray restarts removes whatever the dead one left (``LinuxEngine.start``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+from cove.errors import ContainerLost, NotFound
+from cove.sandbox.base import Command, CommandOutput, Files, Limits, SandboxEngine
+from cove.sandbox.fleet.placement import NodeReport
+
+HostEngine = tuple[SandboxEngine, Callable[[], frozenset[str]]]
+"""What a host runs on: an engine, and what tells which images the node has on disk."""
+
+FILE_CALLS = frozenset({"stat", "read", "write", "delete", "list_dir", "walk_files"})
+"""``Files`` methods a host forwards (``stream`` has its own generator)."""
+
+
+def load_factory(path: str) -> Callable[[str], HostEngine]:
+    """``module:function`` -> the function, called with the node's name (so that tests and the bench can
+    run hosts on a simulated engine)."""
+    module, _, name = path.partition(":")
+    factory: Callable[[str], HostEngine] = getattr(importlib.import_module(module), name)
+    return factory
+
+
+def linux_host(_node: str) -> HostEngine:
+    """The production host: ``LinuxEngine`` with the node's own settings (``COVE_*`` in the environment
+    of its ``ray start``), as ``cove serve`` builds it on one machine."""
+    from cove.config import Settings
+    from cove.sandbox.images.store import ImageStore
+    from cove.sandbox.linux.engine import LinuxEngine
+
+    settings = Settings()
+    images = ImageStore(settings.image_root, settings.subuid_base)
+    return LinuxEngine(settings, images, subreaper=False), lambda: frozenset(image.name for image in images.list())
+
+
+class SandboxHost:
+    """The actor's class (``engine.host_actor`` wraps it with ``ray.remote``)."""
+
+    def __init__(self, node: str, factory: str, memory: int, cpus: float, slots: int) -> None:
+        self.node = node
+        self.memory, self.cpus, self.slots = memory, cpus, slots
+        self.engine, self._images = load_factory(factory)(node)
+        self.incarnation = uuid.uuid4().hex
+        self._held: set[str] = set()
+        self._started = asyncio.Lock()
+        self._ready = False
+
+    async def report(self) -> NodeReport:
+        """Starts the engine on first call (cleaning what a crashed host left), then says what the node has."""
+        async with self._started:
+            if not self._ready:
+                await self.engine.start()
+                self._ready = True
+        return NodeReport(self.node, self.incarnation, self.memory, self.cpus, self.slots,
+                          await asyncio.to_thread(self._images))
+
+    async def reset(self) -> NodeReport:
+        """Destroys every container this host holds and takes a new incarnation (a node back from lost)."""
+        self.incarnation = uuid.uuid4().hex
+        held, self._held = self._held, set()
+        await asyncio.gather(*(self.engine.destroy(container_id) for container_id in held), return_exceptions=True)
+        return await self.report()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def _check(self, incarnation: str, container_id: str) -> None:
+        if incarnation != self.incarnation:
+            raise ContainerLost(container_id)
+
+    async def create(self, incarnation: str, container_id: str, image: str, limits: Limits,
+                     snapshot_id: str | None) -> None:
+        self._check(incarnation, container_id)
+        self._held.add(container_id)
+        try:
+            await self.engine.create(container_id, image, limits, snapshot_id=snapshot_id)
+        except BaseException:
+            self._held.discard(container_id)
+            raise
+
+    async def exec(self, incarnation: str, container_id: str, limits: Limits, command: Command) -> CommandOutput:
+        self._check(incarnation, container_id)
+        return await (await self.engine.get(container_id, limits)).exec(command)
+
+    async def exec_stream(self, incarnation: str, container_id: str, limits: Limits,
+                          command: Command) -> AsyncIterator[tuple[Literal["stdout", "stderr"], str] | CommandOutput]:
+        """Output as the command writes it, then its result (a Ray streaming generator)."""
+        self._check(incarnation, container_id)
+        sandbox = await self.engine.get(container_id, limits)
+        chunks: asyncio.Queue[tuple[Literal["stdout", "stderr"], str] | CommandOutput] = asyncio.Queue()
+        task = asyncio.create_task(sandbox.exec(command, lambda stream, text: chunks.put_nowait((stream, text))))
+        task.add_done_callback(lambda done: None if done.cancelled() or done.exception() else
+                               chunks.put_nowait(done.result()))
+        try:
+            while True:
+                getter = asyncio.ensure_future(chunks.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    task.result()  # the command failed: its error ends the stream
+                    continue
+                item = getter.result()
+                yield item
+                if isinstance(item, CommandOutput):
+                    return
+        finally:
+            task.cancel()
+
+    async def files(self, incarnation: str, container_id: str, limits: Limits, call: str,
+                    args: tuple[Any, ...]) -> Any:
+        self._check(incarnation, container_id)
+        if call not in FILE_CALLS:
+            raise NotFound(f"No file call {call!r}.")
+        files: Files = await (await self.engine.get(container_id, limits)).files()
+        return await getattr(files, call)(*args)
+
+    async def read_stream(self, incarnation: str, container_id: str, limits: Limits,
+                          path: str) -> AsyncIterator[int | bytes]:
+        """The file's size, then its bytes."""
+        self._check(incarnation, container_id)
+        files = await (await self.engine.get(container_id, limits)).files()
+        size, chunks = await files.stream(path)
+        yield size
+        async for chunk in chunks:
+            yield chunk
+
+    async def stop(self, incarnation: str, container_id: str) -> None:
+        self._check(incarnation, container_id)
+        await self.engine.stop(container_id)
+
+    async def destroy(self, incarnation: str, container_id: str) -> None:
+        self._check(incarnation, container_id)
+        self._held.discard(container_id)
+        await self.engine.destroy(container_id)
+
+    async def snapshot(self, incarnation: str, container_id: str, snapshot_id: str) -> int:
+        self._check(incarnation, container_id)
+        return await self.engine.snapshot(container_id, snapshot_id)
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        await self.engine.delete_snapshot(snapshot_id)
+
+    async def held(self) -> int:
+        return len(self._held)

@@ -1,0 +1,104 @@
+"""Real containers through the fleet: a head and one node on 127.0.0.2-3 whose ``SandboxHost`` runs the
+Linux engine (runc) on a data dir of its own. Commands, streaming output and files reach the container
+through Ray; the container does not belong to the Ray worker; a host Ray restarts kills what the dead
+one left and fences the old incarnation's containers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cove.config import Settings
+from cove.sandbox.images.store import ImageStore
+from cove.sandbox.linux.engine import LinuxEngine
+from tests.conftest import IMAGES_DIR, Server, _server_env, data_dir, running_server
+from tests.polling import eventually
+from tests.postgres import PostgresServer
+from tests.ray_cluster import HEAD_IP, RayCluster, RayNode, _comm, descendants, fleet_status
+from tests.scripted_upstream import ScriptedUpstream
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def node_dir() -> Iterator[Path]:
+    path = data_dir("cove-fleet-node")
+    yield path
+    # What a killed host left (its containers belong to the machine's init): removed as a restarted host would.
+    settings = Settings(data_dir=path, images_dir=IMAGES_DIR, warm_pool=0)
+    engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base), subreaper=False)
+
+    async def clean() -> None:
+        await engine.start()
+        await engine.close()
+
+    asyncio.run(clean())
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def node(node_dir: Path) -> Iterator[RayNode]:
+    ray = RayCluster()
+    try:
+        ray.add(HEAD_IP, head=True)
+        yield ray.add("127.0.0.3", {"cove_host:real": 1, "cove_slots": 10},
+                      env={"COVE_DATA_DIR": str(node_dir), "COVE_IMAGES_DIR": str(IMAGES_DIR), "COVE_WARM_POOL": "0"})
+    finally:
+        ray.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(node: RayNode, upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
+    env = {**_server_env(upstream, postgres), "COVE_RAY_ADDRESS": node.cluster.address, "COVE_RAY_NODE_IP": HEAD_IP,
+           "COVE_FLEET_CALL_TIMEOUT": "10", "COVE_FLEET_CHECK_SECONDS": "0.5"}
+    with running_server(data_dir("cove-fleet-api"), env) as srv:
+        eventually(lambda: fleet_status(srv).get("real", {}).get("alive"), timeout=60, what="the node's host to report")
+        yield srv
+
+
+def _exec(http: httpx.Client, cid: str, command: str) -> httpx.Response:
+    return http.post(f"/v1/containers/{cid}/exec", json={"commands": [command], "timeout_ms": 20_000})
+
+
+def test_a_real_container_runs_streams_and_keeps_files_through_the_fleet(fleet: Server, node: RayNode,
+                                                                          node_dir: Path) -> None:
+    with fleet.http() as http:
+        cid = http.post("/v1/containers", json={"name": "real"}).json()["id"]
+        answer = _exec(http, cid, "echo $((6*7)) > /tmp/answer; cat /tmp/answer; hostname")
+        assert answer.json()["output"][0]["stdout"] == f"42\n{cid}\n", answer.text
+        body = {"commands": ["for i in 1 2 3; do echo $i; sleep 0.1; done"], "stream": True, "timeout_ms": 20_000}
+        with http.stream("POST", f"/v1/containers/{cid}/exec", json=body) as response:
+            events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+        deltas = [event["delta"]["stdout"] for event in events if event["type"].endswith("delta")]
+        assert "".join(deltas) == "1\n2\n3\n"
+        assert len(deltas) >= 2  # it streamed, not one chunk at the end
+
+        # The container's init is not in the Ray node's process tree (it survives the worker).
+        init = json.loads((node_dir / "runc" / cid / "state.json").read_text())["init_process_pid"]
+        assert node.proc is not None and init not in descendants(node.proc.pid)
+
+        # The host's worker dies; Ray restarts the host, whose engine kills what the dead one left,
+        # and the old incarnation's container is lost.
+        host = next(pid for pid in descendants(node.proc.pid) if _comm(pid).startswith("ray::SandboxHos"))
+        os.kill(host, signal.SIGKILL)
+        eventually(lambda: not Path(f"/proc/{init}").exists(), timeout=60, what="the restarted host to kill the init")
+
+        def lost() -> bool:
+            late = _exec(http, cid, "true")
+            return late.status_code == 410 and late.json()["error"]["code"] == "container_lost"
+
+        eventually(lost, timeout=30, what="the container to be lost")
+        eventually(lambda: fleet_status(fleet)["real"]["alive"], timeout=60, what="the restarted host to report")
+        created = http.post("/v1/containers", json={"name": "after"})
+        assert created.status_code == 200, created.text
+        fresh = created.json()["id"]
+        assert _exec(http, fresh, "echo back").json()["output"][0]["stdout"] == "back\n"
+        assert http.delete(f"/v1/containers/{fresh}").status_code == 200

@@ -1,0 +1,209 @@
+"""A Ray cluster on this machine for the fleet's tests: a head and worker nodes on 127.0.0.2-127.0.0.4.
+
+Never 127.0.0.1: Ray rewrites it to the machine's external address (../shared/reference/
+scaleout-measurements.md). Each node is one ``ray start --block`` process of its own temp dir; a node is
+killed by the PID of its raylet and the cluster is stopped by the PIDs of everything it started, never
+with ``ray stop`` (which stops every cluster on the machine). Health checks are fast (0.5 s period,
+three misses) so that a lost node is declared dead in seconds rather than a minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Server
+from tests.polling import eventually
+
+HEAD_IP = "127.0.0.2"
+_RAY = Path(sys.executable).parent / "ray"
+FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
+               "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0",
+               "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _port(ip: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((ip, 0))
+        return int(sock.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, grandchildren... from /proc (children before their own children)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/PID/stat), or None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+class RayNode:
+    def __init__(self, cluster: RayCluster, ip: str, resources: dict[str, float], head: bool,
+                 env: dict[str, str] | None = None) -> None:
+        self.cluster, self.ip, self.resources, self.head = cluster, ip, resources, head
+        self.env = env or {}
+        """The node's own settings (``COVE_DATA_DIR`` for a host on the Linux engine)."""
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pids: dict[int, str] = {}
+        """Every process this node started, with its start time (so that a PID reused by another
+        process since is never killed), for the final kill."""
+
+    def start(self) -> None:
+        """Starts the node; again on fresh ports if ``ray start`` exits (a port taken between the probe
+        that found it free and Ray's bind: the machine is shared)."""
+        for attempt in range(3):
+            try:
+                self._start()
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                self.stop()
+
+    def _start(self) -> None:
+        temp = self.cluster.dir / self.ip.replace(".", "_")
+        low = _port(self.ip)
+        args = [str(_RAY), "start", "--block", f"--node-ip-address={self.ip}", "--num-cpus=1",
+                "--object-store-memory=80000000", f"--temp-dir={temp}", "--disable-usage-stats",
+                f"--resources={json.dumps(self.resources)}", f"--node-manager-port={_port(self.ip)}",
+                f"--object-manager-port={_port(self.ip)}", f"--dashboard-agent-listen-port={_port(self.ip)}",
+                f"--dashboard-agent-grpc-port={_port(self.ip)}", f"--runtime-env-agent-port={_port(self.ip)}",
+                f"--metrics-export-port={_port(self.ip)}",
+                f"--min-worker-port={low % 20000 + 30000}", f"--max-worker-port={low % 20000 + 30100}"]
+        if self.head:
+            args += ["--head", f"--port={self.cluster.port}", "--include-dashboard=false"]
+        else:
+            args += [f"--address={self.cluster.address}"]
+        with (self.cluster.dir / f"{self.ip}.log").open("ab") as log:
+            self.proc = subprocess.Popen(args, env={**os.environ, **FAST_HEALTH, **self.env}, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        eventually(self.raylet, timeout=60, what=f"the raylet of {self.ip}")
+
+    def raylet(self) -> int | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"ray start on {self.ip} exited: {(self.cluster.dir / f'{self.ip}.log').read_text()}")
+        below = descendants(self.proc.pid)
+        self._remember(below)
+        return next((pid for pid in below if _comm(pid) == "raylet"), None)
+
+    def kill(self) -> None:
+        """SIGKILLs the raylet, as a machine's loss looks to the cluster; then the rest of the node."""
+        raylet = self.raylet()
+        assert raylet is not None
+        os.kill(raylet, signal.SIGKILL)
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self._remember(descendants(self.proc.pid))
+        self.proc.kill()
+        for pid, started in self.pids.items():
+            if _started(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def _remember(self, pids: list[int]) -> None:
+        for pid in pids:
+            started = _started(pid)
+            if started is not None:
+                self.pids.setdefault(pid, started)
+
+    def alive(self) -> set[int]:
+        """The processes this node started that still run (not PIDs reused since)."""
+        return {pid for pid, started in self.pids.items() if _started(pid) == started}
+
+
+class RayCluster:
+    def __init__(self) -> None:
+        # Short: Ray's socket paths under the temp dir must fit in 107 bytes.
+        self.dir = Path(tempfile.mkdtemp(prefix="cr-", dir="/tmp"))
+        self.port = _port(HEAD_IP)
+        self.address = f"{HEAD_IP}:{self.port}"
+        self.nodes: list[RayNode] = []
+
+    def add(self, ip: str, resources: dict[str, float] | None = None, head: bool = False,
+            env: dict[str, str] | None = None) -> RayNode:
+        node = RayNode(self, ip, resources or {}, head, env)
+        node.start()
+        self.nodes.append(node)
+        return node
+
+    def stop(self) -> None:
+        """Kills every node by PID, waits for the processes to be gone, then removes the temp dir."""
+        for node in reversed(self.nodes):
+            node.stop()
+        eventually(lambda: not any(node.alive() for node in self.nodes), timeout=30,
+                   what="the cluster's processes to exit")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def all_pids(self) -> set[int]:
+        pids: set[int] = set()
+        for node in self.nodes:
+            if node.proc is not None:
+                pids |= {node.proc.pid, *descendants(node.proc.pid)}
+        return pids
+
+
+def fleet_status(server: Server) -> dict[str, dict[str, Any]]:
+    """``cove fleet status --json`` against a server's database, by node."""
+    out = subprocess.run([str(Path(sys.executable).parent / "cove"), "fleet", "status", "--json"], env=server.env,
+                         capture_output=True, text=True, check=True).stdout
+    return {node["node"]: node for node in map(json.loads, out.splitlines())}
+
+
+def _loopback(host: str) -> bool:
+    return host.removeprefix("::ffff:").startswith("127.")
+
+
+def sockets_of(pids: set[int]) -> tuple[list[str], list[str]]:
+    """``ss -tanp`` lines of ``pids``: those bound to or talking to an address outside 127.0.0.0/8, and
+    listeners on the wildcard address. Ray's gRPC servers (GCS, raylets) bind ``*`` whatever
+    ``--node-ip-address`` says; no option of Ray 2.60 changes that (docs/fleet.md)."""
+    out = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True, check=True).stdout
+    outside, wildcard = [], []
+    for line in out.splitlines():
+        if not any(f"pid={pid}," in line for pid in pids):
+            continue
+        local, peer = (address.rsplit(":", 1)[0].strip("[]") for address in line.split()[3:5])
+        if line.startswith("LISTEN") and local in ("*", "0.0.0.0", "::"):
+            wildcard.append(line)
+        elif not _loopback(local) or not (_loopback(peer) or peer in ("*", "0.0.0.0")):
+            outside.append(line)
+    return outside, wildcard
