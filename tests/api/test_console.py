@@ -26,6 +26,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.browser import FLAGS
 from tests.conftest import KEYS, Server, data_dir, running_server
+from tests.helpers import run
+from tests.polling import eventually
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 pytestmark = pytest.mark.root
@@ -395,3 +397,24 @@ def test_console_uploads_are_held_to_the_upload_cap(upstream: ScriptedUpstream) 
         listed = http.get(f"/v1/containers/{container_id}/files").json()["data"]
         assert [(f["path"], f["bytes"]) for f in listed] == [("/mnt/data/fits.bin", 200 << 10)]
 
+
+def test_a_preview_opens_from_the_container_page(page: Page, server: Server, http: httpx.Client,
+                                                 screens: Path) -> None:
+    container_id = http.post("/v1/containers", json={"name": "preview"}).json()["id"]
+    try:
+        run(http, container_id, "mkdir -p /srv/site && echo '<h1>hello-preview</h1>' > /srv/site/index.html && "
+                                "cd /srv/site && setsid python3 -m http.server 8000 --bind 127.0.0.1 "
+                                ">/dev/null 2>&1 </dev/null &")
+        eventually(lambda: http.get(f"/v1/containers/{container_id}/ports/8000/").status_code == 200,
+                   what="the app in the container to listen")
+        sign_in(page, server)
+        page.goto(f"{server.url}/console/containers/{container_id}")
+        page.fill("#port", "8000")
+        with page.expect_popup() as opening:
+            page.click("#open-preview")
+        preview = opening.value
+        expect(preview).to_have_url(re.compile(rf"/v1/containers/{container_id}/ports/8000/~[^/]+/$"))
+        expect(preview.locator("h1")).to_have_text("hello-preview")
+        preview.screenshot(path=screens / "preview.png")
+    finally:
+        http.delete(f"/v1/containers/{container_id}")
