@@ -58,6 +58,7 @@ bench: setup image
 	$(VENV)/bin/python bench/tool_turns.py
 	$(VENV)/bin/python bench/search_turns.py
 	$(VENV)/bin/python bench/neighbours.py
+	$(VENV)/bin/python bench/console.py
 	$(VENV)/bin/python bench/terminal.py
 	$(VENV)/bin/python bench/mcp_calls.py
 	$(VENV)/bin/python bench/web_search.py

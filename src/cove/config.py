@@ -288,6 +288,11 @@ class Settings(BaseSettings):
     """A replica whose heartbeat (every ``heartbeat_seconds``) is older than this is taken for dead: another
     takes over its background responses (and fails its foreground ones). Keep it several heartbeats long."""
 
+    # -- the web console (docs/console.md) --
+    console_prices: str = ""
+    """Prices the web console shows a response's cost by: ``model=input/output,...`` in US dollars per
+    million tokens (e.g. ``gpt-4.1=2/8``); a model not listed shows its tokens only."""
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -297,6 +302,12 @@ class Settings(BaseSettings):
     @classmethod
     def _waits(cls, value: str) -> str:
         parse_waits(value)
+        return value
+
+    @field_validator("console_prices")
+    @classmethod
+    def _prices(cls, value: str) -> str:
+        parse_prices(value)
         return value
 
     @property
@@ -371,6 +382,22 @@ def parse_waits(text: str) -> list[float]:
             raise ValueError(f"A wait cannot be negative: {item!r}")
         waits.append(wait)
     return waits
+
+
+def parse_prices(text: str) -> dict[str, tuple[float, float]]:
+    """``model=input/output,...`` (US dollars per million tokens) as (input, output) by model."""
+    prices: dict[str, tuple[float, float]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        model, _, pair = part.rpartition("=")
+        given, _, taken = pair.partition("/")
+        try:
+            price = (float(given), float(taken))
+        except ValueError:
+            price = (-1.0, -1.0)
+        if not model or min(price) < 0:
+            raise ValueError(f"{part!r} is not model=input/output (US dollars per million tokens, e.g. gpt-4.1=2/8)")
+        prices[model] = price
+    return prices
 
 
 def is_loopback_host(host: str) -> bool:

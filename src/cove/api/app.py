@@ -35,14 +35,16 @@ from cove.api import (
 )
 from cove.api import skills as skills_api
 from cove.api.body_limit import BodyLimit
+from cove.api.console import console_app
 from cove.api.json_text import refuse_lone_surrogates
 from cove.api.loopback import LoopbackGuard
-from cove.config import Settings, parse_size
+from cove.config import Settings, parse_prices, parse_size
 from cove.sandbox.base import SandboxEngine
 from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
 from cove.search.engines import Engines
 from cove.service.audit import AuditLog
+from cove.service.console import ConsoleQueries
 from cove.service.containers import ContainerService
 from cove.service.conversations import ConversationService
 from cove.service.displays import DisplayService
@@ -148,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.responses = response_service
         app.state.conversations = ConversationService(db)
         app.state.audit = audit
+        app.state.console = ConsoleQueries(db, response_service, audit, parse_prices(settings.console_prices))
         app.state.webhooks = webhooks
         await webhooks.start()  # the projects file's endpoints first: start-up may fail responses
         await response_service.start()
@@ -218,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     if not public:
         app.include_router(docs.router)
+    app.mount("/console", console_app(app))  # the web console (docs/console.md)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

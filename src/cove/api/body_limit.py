@@ -2,8 +2,8 @@
 parser, so an unbounded upload could fill it, and a JSON body is held whole in memory.
 
 The upload limits apply only where the app parses an upload (a multipart POST to a container's
-files, ``COVE_MAX_UPLOAD``, or to ``/v1/files``, ``COVE_MAX_FILE_UPLOAD``); any other route is held
-to the JSON limit whatever content type it claims.
+files, ``COVE_MAX_UPLOAD``, the console's upload form included, or to ``/v1/files``,
+``COVE_MAX_FILE_UPLOAD``); any other route is held to the JSON limit whatever content type it claims.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cove.api.errors import send_error
 from cove.errors import RequestTooLarge
 
-_CONTAINER_UPLOAD = re.compile(r"/v1/containers/[^/]+/files/?")
+_CONTAINER_UPLOAD = re.compile(r"/(v1|console)/containers/[^/]+/files/?")
 _FILE_UPLOAD = re.compile(r"/v1/files/?")
 
 
