@@ -128,7 +128,7 @@ async def measure(mode: str, urls: list[str], concurrency: int, seconds: float, 
 
 
 def median(windows: list[Window], mode: str, value: str) -> float:
-    return statistics.median(getattr(window, value) for window in windows if window.mode == mode)
+    return float(statistics.median(getattr(window, value) for window in windows if window.mode == mode))
 
 
 def median_cores(windows: list[Window], mode: str, part: str) -> float:
