@@ -272,3 +272,19 @@ def test_domain_secrets_on_a_terminal_show_as_placeholders(http: httpx.Client, s
         for container_id in (parent, child):
             if container_id is not None:
                 http.delete(f"/v1/containers/{container_id}")
+
+
+def test_a_pty_token_opens_on_another_server_process_with_the_key_file(own_server: Server) -> None:
+    """Token keys come from the sealing key (as replicas share it): one minted before a restart opens a
+    terminal after it, as one minted by one replica opens on another."""
+    with own_server.http() as http:
+        made = http.post("/v1/containers", json={"name": "token-restart"})
+        assert made.status_code == 200, made.text
+        container_id = made.json()["id"]
+        token = http.post(f"/v1/containers/{container_id}/pty/token").json()["token"]
+    own_server.stop()
+    own_server.start()
+    with connect(pty_url(own_server, container_id, token=token, command="echo token-$((40+2))"),
+                 open_timeout=30) as ws:
+        assert b"token-42" in read_until(ws, b"token-42")
+        assert exit_message(ws) == {"type": "exit", "exit_code": 0}

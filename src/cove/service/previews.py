@@ -69,9 +69,10 @@ class PreviewService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
         self._open: Counter[str] = Counter()
-        self.tokens = Tokens("preview", DEFAULT_SECONDS, "The preview URL is invalid, expired, or for another "
-                             "container or port: ask for a new one (POST /v1/containers/{id}/ports/{port}/url "
-                             "with the API key).", code="invalid_preview_token")
+        self.tokens = Tokens("preview", containers.secrets.sealer, DEFAULT_SECONDS,
+                             "The preview URL is invalid, expired, or for another container or port: ask for a new "
+                             "one (POST /v1/containers/{id}/ports/{port}/url with the API key).",
+                             code="invalid_preview_token")
 
     async def url_token(self, project: str, container_id: str, port: int, seconds: int) -> SignedToken:
         """A preview token for a container of the project (else 404) and one port."""
