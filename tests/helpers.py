@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from pypdf import PdfWriter
 from websockets.client import ClientProtocol
-from websockets.frames import Frame
+from websockets.frames import Close, Frame, Opcode
 from websockets.uri import parse_uri
 
 
@@ -142,6 +142,15 @@ class IdleWebSocket:
         event = self._next()
         assert event is None or isinstance(event, Frame)
         return event
+
+    def close_code(self, timeout: float = 60) -> int | None:
+        """Reads everything the server sent up to its close frame; that frame's code (None if the
+        connection ended without one)."""
+        self.sock.settimeout(timeout)
+        while (frame := self.frame()) is not None:
+            if frame.opcode is Opcode.CLOSE:
+                return Close.parse(frame.data).code
+        return None
 
     def recv(self, timeout: float) -> bytes:
         """The next data frame's payload (the shape of websockets' ``recv`` that ``Rfb`` reads with)."""

@@ -242,6 +242,7 @@ def test_a_viewer_that_stops_reading_is_dropped(http: httpx.Client, server: Serv
             idle.send(full_screen)
         assert viewers(http, desktop) == 1
         eventually(lambda: viewers(http, desktop) == 0, timeout=60, what="the stalled viewer's x11vnc to end")
+        assert idle.close_code() == 1008  # said so, behind the frames it never read
     finally:
         idle.sock.close()
     audit = http.get(f"/v1/containers/{desktop}/audit", params={"limit": 5}).json()

@@ -235,3 +235,37 @@ def test_preview_connections_per_container_are_capped(http: httpx.Client, server
             ws.close()
     eventually(lambda: http.get(f"/v1/containers/{box}/ports/8000/").status_code == 200,
                what="the connections to be released")
+
+
+def test_previews_are_audited(http: httpx.Client, server: Server, box: str) -> None:
+    """Each request and WebSocket session that reached the container: port, method, the app's path
+    without the query, status, bytes each way, key or token; never the token or the query."""
+    url = http.post(f"/v1/containers/{box}/ports/8001/url").json()["url"]
+    token = url.split("/~")[1].rstrip("/")
+    with httpx.Client(base_url=server.url) as browser:
+        assert browser.get(url + "audited-get?secret-query=1").status_code == 200
+    assert http.post(f"/v1/containers/{box}/ports/8001/audited-post", content=b"abc123").content == b"321cba"
+    with connect(server.url.replace("http://", "ws://") + url + "audited-socket", open_timeout=30) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "echo:hi"
+    assert http.get(f"/v1/containers/{box}/ports/8009/audited-nothing").status_code == 502
+
+    def audited() -> dict[str, dict[str, Any]]:
+        events = http.get(f"/v1/containers/{box}/audit", params={"limit": 100}).json()["data"]
+        found = {e["path"]: e for e in events if e["type"] == "preview" and e["path"].startswith("/audited")}
+        assert len(found) == 4, found
+        return found
+
+    found = eventually(audited, what="four preview events", ignoring=(AssertionError,))
+    get, post = found["/audited-get"], found["/audited-post"]
+    assert (get["port"], get["method"], get["status"], get["via"], get["websocket"]) == (
+        8001, "GET", 200, "token", False)
+    assert get["bytes_in"] == 0 and get["bytes_out"] > 0
+    assert (post["method"], post["status"], post["via"], post["bytes_in"], post["bytes_out"]) == (
+        "POST", 200, "api_key", 6, 6)
+    socket_event = found["/audited-socket"]
+    assert (socket_event["websocket"], socket_event["status"], socket_event["via"]) == (True, 101, "token")
+    assert (socket_event["bytes_in"], socket_event["bytes_out"]) == (2, len("echo:hi"))
+    assert (found["/audited-nothing"]["port"], found["/audited-nothing"]["status"]) == (8009, 502)
+    trail = json.dumps(list(found.values()))
+    assert token not in trail and "secret-query" not in trail

@@ -5,6 +5,7 @@ resizes seen by the program, the exit message, several at once, the audit trail,
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -240,3 +241,50 @@ def test_a_client_that_stops_reading_is_dropped_and_its_program_ended(http: http
         assert "flood-marker" not in listed
     finally:
         idle.sock.close()
+
+
+def test_domain_secrets_on_a_terminal_show_as_placeholders(http: httpx.Client, server: Server) -> None:
+    """As in a command's output: a value that reached the container (here, in a file the client wrote;
+    in life, a server echoing it) shows as its placeholder, also when it arrives in two pieces, and in a
+    fork (whose secret is sealed again for it)."""
+    value = "sk-term-" + secrets.token_hex(12)
+    policy = {"type": "allowlist", "allowed_domains": ["api.cove.test"],
+              "domain_secrets": [{"domain": "api.cove.test", "name": "TERM_TOKEN", "value": value}]}
+    made = http.post("/v1/containers", json={"name": "term-secret", "network_policy": policy})
+    assert made.status_code == 200, made.text
+    parent = made.json()["id"]
+    child = None
+    try:
+        http.post(f"/v1/containers/{parent}/files", files={"file": ("v", value.encode())}).raise_for_status()
+        placeholder = run(http, parent, "printenv TERM_TOKEN")[0]["stdout"].strip()
+        assert placeholder.startswith("cove_secret_")
+        child = http.post(f"/v1/containers/{parent}/fork").raise_for_status().json()["data"][0]["id"]
+        for container_id in (parent, child):
+            with open_pty(server, container_id, command="echo [$(cat /mnt/data/v)]; head -c 10 /mnt/data/v; "
+                                                          "sleep 0.5; tail -c +11 /mnt/data/v; echo ]") as ws:
+                out = b""
+                while isinstance(frame := ws.recv(timeout=20), bytes):
+                    out += frame
+            assert json.loads(frame) == {"type": "exit", "exit_code": 0}
+            assert value.encode() not in out and value[:10].encode() not in out, out
+            assert out.count(placeholder.encode()) == 2, out
+    finally:
+        for container_id in (parent, child):
+            if container_id is not None:
+                http.delete(f"/v1/containers/{container_id}")
+
+
+def test_a_pty_token_opens_on_another_server_process_with_the_key_file(own_server: Server) -> None:
+    """Token keys come from the sealing key (as replicas share it): one minted before a restart opens a
+    terminal after it, as one minted by one replica opens on another."""
+    with own_server.http() as http:
+        made = http.post("/v1/containers", json={"name": "token-restart"})
+        assert made.status_code == 200, made.text
+        container_id = made.json()["id"]
+        token = http.post(f"/v1/containers/{container_id}/pty/token").json()["token"]
+    own_server.stop()
+    own_server.start()
+    with connect(pty_url(own_server, container_id, token=token, command="echo token-$((40+2))"),
+                 open_timeout=30) as ws:
+        assert b"token-42" in read_until(ws, b"token-42")
+        assert exit_message(ws) == {"type": "exit", "exit_code": 0}

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cove import AsyncSandbox, Sandbox
@@ -285,3 +286,20 @@ def test_sync_callbacks_cannot_call_the_sync_sdk(sbx: Sandbox) -> None:
     with pytest.raises(SandboxError, match="callbacks"):
         sbx.commands.run("echo x", on_stdout=lambda _text: sbx.files.exists("/"))
     assert sbx.commands.run("echo still fine").stdout == "still fine\n"
+
+
+def test_get_host_is_a_signed_preview_url(sbx: Sandbox, env: Server) -> None:
+    """E2B's ``get_host(port)``: here a whole URL on Cove's address that opens the app without the key."""
+    sbx.files.write("/srv/site/hello.txt", "hello from the sandbox\n")
+    sbx.commands.run("cd /srv/site && python3 -m http.server 8000 --bind 127.0.0.1", background=True)
+    url = sbx.get_host(8000, expires_in=600)
+    assert url.startswith(f"{env.url}/v1/containers/{sbx.sandbox_id}/ports/8000/~") and url.endswith("/")
+    assert KEYS["alpha"] not in url
+    with httpx.Client() as browser:  # no key
+        page = eventually(lambda: (answer := browser.get(url + "hello.txt")).status_code == 200 and answer,
+                          what="the app to answer through the preview URL")
+        assert page.text == "hello from the sandbox\n"
+        other_port = url.replace("/ports/8000/", "/ports/8001/")
+        assert browser.get(other_port).status_code == 401
+    with pytest.raises(InvalidRequestError):
+        sbx.get_host(8000, expires_in=0)

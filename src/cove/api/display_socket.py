@@ -39,29 +39,30 @@ async def serve(websocket: WebSocket) -> None:
     container_id = websocket.path_params["container_id"]
     token = websocket.query_params.get("token")
     via: Literal["api_key", "token"] = "api_key" if token is None else "token"
+    closing: tuple[int, str | None] = (1000, None)
     try:
         project = await project_of(websocket) if token is None else service.tokens.project_of(token, container_id)
         async with service.view(project, container_id, via) as viewer:
             subprotocols = websocket.scope.get("subprotocols") or []
             await websocket.accept(subprotocol="binary" if "binary" in subprotocols else None)
-            await _relay(websocket, viewer)
+            closing = await _relay(websocket, viewer)
     except CoveError as exc:
         if websocket.application_state == WebSocketState.CONNECTING:
             await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=exc.status_code))
             return
         log.info("a live view of %s ended: %s", container_id, exc.message)
-    if websocket.application_state == WebSocketState.CONNECTED:
-        await _close(websocket, 1000)
+    if websocket.application_state == WebSocketState.CONNECTED:  # the view is ended first: no x11vnc waits on this
+        await _close(websocket, *closing)
 
 
-async def _relay(websocket: WebSocket, viewer: Viewer) -> None:
-    """Copies both ways until either side closes (or the viewer stalls)."""
+async def _relay(websocket: WebSocket, viewer: Viewer) -> tuple[int, str | None]:
+    """Copies both ways until either side closes or the viewer stalls; the close code and reason."""
     tasks = [asyncio.create_task(_to_display(websocket, viewer)), asyncio.create_task(_to_viewer(websocket, viewer))]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if isinstance(task.exception(), TimeoutError):
-                await _close(websocket, 1008, "The viewer is not reading the display's frames.")
+        if any(isinstance(task.exception(), TimeoutError) for task in done):
+            return 1008, "The viewer is not reading the display's frames."
+        return 1000, None
     finally:
         for task in tasks:
             task.cancel()
@@ -84,6 +85,8 @@ async def _to_viewer(websocket: WebSocket, viewer: Viewer) -> None:
         try:
             async with asyncio.timeout(STALL_SECONDS):
                 await websocket.send_bytes(data)
+        except TimeoutError:  # an OSError too (3.11): not a gone viewer but a stalled one, closed with 1008
+            raise
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
 

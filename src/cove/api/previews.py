@@ -18,7 +18,8 @@ what crosses is filtered both ways:
 Responses stream both ways (an upload or a download of any length holds one read at a time). HTTP is
 spoken to the app by ``httpcore`` (httpx's own transport, strict HTTP/1.1 parsing by ``h11``: a
 response with smuggled or malformed framing is a 502, never passed on) over the socket made inside
-the container's network; WebSockets by ``websockets`` over such a socket.
+the container's network; WebSockets by ``websockets`` over such a socket. Each request and
+WebSocket session is audited (``service/previews.py``): this side counts what crosses.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from cove.api.auth import project_of
 from cove.errors import CoveError
-from cove.service.previews import PortUnreachable, PreviewService
+from cove.service.previews import Exchange, PortUnreachable, PreviewService
 
 router = APIRouter(prefix="/v1/containers", tags=["containers"])
 Project = Annotated[str, Depends(project_of)]
@@ -58,6 +59,8 @@ SANDBOX = (b"sandbox allow-scripts allow-forms allow-popups allow-modals allow-d
 TIMEOUTS = {"connect": 10.0, "read": 300.0, "write": 60.0, "pool": 10.0}
 """A slow app (a build, a long poll) may take minutes to answer; a read that long with no byte is a 502."""
 WS_MAX_MESSAGE = 16 << 20
+MAX_AUDITED_PATH = 2048
+"""An app's path is kept in the audit trail up to this many characters."""
 WS_HEADERS_NOT_TO_APP = NOT_TO_APP | {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
                                       b"sec-websocket-protocol"}
 
@@ -87,12 +90,19 @@ async def preview_url(container_id: str, port: int, request: Request, project: P
 
 
 class Target:
-    """Who asked and for what: the project, the public prefix (token included) and the app's path."""
+    """Who asked and for what: the project (by key or token), the public prefix (token included) and the
+    app's path."""
 
-    def __init__(self, project: str, prefix: str, path: bytes) -> None:
+    def __init__(self, project: str, via: Literal["api_key", "token"], prefix: str, path: bytes) -> None:
         self.project = project
+        self.via = via
         self.prefix = prefix
         self.path = path
+
+    def exchange(self, method: str, websocket: bool = False) -> Exchange:
+        """What the audit trail keeps of this request: the path without its query."""
+        path = self.path.partition(b"?")[0].decode(errors="replace")[:MAX_AUDITED_PATH]
+        return Exchange(method=method, path=path, via=self.via, websocket=websocket)
 
 
 async def _target(scope: Scope) -> Target | str:
@@ -107,7 +117,8 @@ async def _target(scope: Scope) -> Target | str:
         tail: str = scope["path"].split("/ports/", 1)[1]  # "8000/..." or "8000"
         rest = quote(tail[tail.index("/"):]).encode() if "/" in tail else b""
     query = scope.get("query_string", b"")
-    if rest.startswith(b"/~"):
+    via: Literal["api_key", "token"] = "token" if rest.startswith(b"/~") else "api_key"
+    if via == "token":
         token, slash, after = rest[2:].partition(b"/")
         project = service.project_of(token.decode(errors="replace"), container_id, port)
         prefix = f"{prefix}/~{token.decode()}"
@@ -117,7 +128,7 @@ async def _target(scope: Scope) -> Target | str:
     else:
         project = await project_of(HTTPConnection(scope))
     path = (rest or b"/") + (b"?" + query if query else b"")
-    return Target(project, prefix, path)
+    return Target(project, via, prefix, path)
 
 
 def _forwarded(scope: Scope, target: Target, port: int, drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
@@ -150,19 +161,22 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send) -> None:
         outgoing = _forwarded(scope, target, port, NOT_TO_APP)
         if b"transfer-encoding" in headers and b"content-length" not in headers:
             outgoing.append((b"transfer-encoding", b"chunked"))  # h11 re-chunks the body the client streams
-        async with service.connect(target.project, scope["path_params"]["container_id"], port) as sock:
+        exchange = target.exchange(scope["method"])
+        async with service.connect(target.project, scope["path_params"]["container_id"], port, exchange) as sock:
             connection = httpcore.AsyncHTTPConnection(httpcore.Origin(b"http", b"127.0.0.1", port),
                                                   network_backend=_Backend(sock))
             request = httpcore.Request(scope["method"].encode(), httpcore.URL(
                 scheme=b"http", host=b"127.0.0.1", port=port, target=target.path), headers=outgoing,
-                content=_body(receive), extensions={"timeout": TIMEOUTS})
+                content=_body(receive, exchange), extensions={"timeout": TIMEOUTS})
             try:
                 response = await connection.handle_async_request(request)
                 try:
+                    exchange.status = response.status
                     await send({"type": "http.response.start", "status": response.status,
                                 "headers": _from_app(response.headers, target.prefix)})
                     started = True
                     async for chunk in response.aiter_stream():
+                        exchange.bytes_out += len(chunk)
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 finally:
@@ -178,12 +192,13 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send) -> None:
         await JSONResponse(exc.to_dict(), status_code=exc.status_code)(scope, receive, send)
 
 
-async def _body(receive: Receive) -> AsyncIterator[bytes]:
+async def _body(receive: Receive, exchange: Exchange) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return
         if body := message.get("body", b""):
+            exchange.bytes_in += len(body)
             yield body
         if not message.get("more_body"):
             return
@@ -212,7 +227,8 @@ async def proxy_websocket(websocket: WebSocket) -> None:
         target = await _target(scope)
         if isinstance(target, str):
             raise PortUnreachable("A preview WebSocket needs the path after the token.")
-        async with service.connect(target.project, websocket.path_params["container_id"], port) as sock:
+        exchange = target.exchange("GET", websocket=True)
+        async with service.connect(target.project, websocket.path_params["container_id"], port, exchange) as sock:
             offered = [p.strip() for p in headers.get(b"sec-websocket-protocol", b"").decode().split(",") if p.strip()]
             extra = [(key.decode("latin-1"), value.decode("latin-1"))
                      for key, value in _forwarded(scope, target, port, WS_HEADERS_NOT_TO_APP) if key != b"host"]
@@ -225,7 +241,8 @@ async def proxy_websocket(websocket: WebSocket) -> None:
                 raise PortUnreachable(f"The app on port {port} refused the WebSocket ({exc}).") from None
             async with app:
                 await websocket.accept(subprotocol=app.subprotocol)
-                await _relay(websocket, app)
+                exchange.status = 101
+                await _relay(websocket, app, exchange)
     except CoveError as exc:
         if websocket.application_state == WebSocketState.CONNECTING:
             await websocket.send_denial_response(JSONResponse(exc.to_dict(), status_code=exc.status_code))
@@ -235,7 +252,7 @@ async def proxy_websocket(websocket: WebSocket) -> None:
             await websocket.close(1000)
 
 
-async def _relay(websocket: WebSocket, app: ClientConnection) -> None:
+async def _relay(websocket: WebSocket, app: ClientConnection, exchange: Exchange) -> None:
     async def to_app() -> None:
         while True:
             message = await websocket.receive()
@@ -243,11 +260,13 @@ async def _relay(websocket: WebSocket, app: ClientConnection) -> None:
                 await app.close(message.get("code", 1000))
                 return
             data = message.get("bytes")
+            exchange.bytes_in += len(data if data is not None else (message.get("text") or "").encode())
             await app.send(data if data is not None else message.get("text") or "")
 
     async def to_client() -> None:
         with contextlib.suppress(ConnectionClosed):
             async for data in app:
+                exchange.bytes_out += len(data if isinstance(data, bytes) else data.encode())
                 if isinstance(data, bytes):
                     await websocket.send_bytes(data)
                 else:

@@ -19,6 +19,7 @@ from cove.service.objects import (
     ForkEvent,
     McpCallEvent,
     OperatorAuditEvent,
+    PreviewEvent,
     SkillEvent,
     SnapshotEvent,
     TerminalEvent,
@@ -28,7 +29,8 @@ from cove.store.db import Database
 
 def audit(container_id: str, limit: int = typer.Option(100, help="How many of the newest events."),
           as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Show the commands, computer actions, live views, terminals and egress decisions of a container, oldest first."""
+    """Show the commands, computer actions, live views, terminals, previews and egress decisions of a container,
+    oldest first."""
     events, pruned = asyncio.run(_load(container_id, limit))
     note = f"{pruned} older events were pruned (the project's audit_rows quota)" if pruned else None
     if as_json:
@@ -59,6 +61,10 @@ def _describe(event: OperatorAuditEvent) -> tuple[str, str]:
     if isinstance(event, TerminalEvent):
         ended = "left open" if event.exit_code is None else f"exit {event.exit_code}"
         return f"terminal: {event.command or 'shell'} ({event.via})", ended
+    if isinstance(event, PreviewEvent):
+        kind = "websocket" if event.websocket else event.method
+        return (f"preview :{event.port} {kind} {event.path} ({event.via})",
+                f"{event.status}, {event.bytes_in} bytes in, {event.bytes_out} out")
     if isinstance(event, SnapshotEvent):
         return f"snapshot {event.snapshot_id}", f"{event.bytes} bytes"
     if isinstance(event, McpCallEvent):

@@ -4,8 +4,8 @@ A container holds only placeholders for its domain secrets, but a server it is a
 echo a secret back (an API that reflects headers, a debug endpoint). Output goes to the model, the
 stored response and the client, so every literal occurrence of a value is replaced with its
 placeholder before it leaves the sandbox, in streamed chunks (a value split across chunks included)
-and in the final result. Encoded or transformed copies cannot be caught: the server a secret is for
-is trusted with it.
+and in the final result; a terminal's bytes likewise (``RedactedTerminal``). Encoded or transformed
+copies cannot be caught: the server a secret is for is trusted with it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Literal
 
-from cove.sandbox.base import CommandOutput, OutputCallback
+from cove.sandbox.base import CommandOutput, OutputCallback, Terminal
 
 Stream = Literal["stdout", "stderr"]
 
@@ -50,3 +50,52 @@ class Redactor:
             if text:
                 on_output(stream, text)
             self._pending[stream] = ""
+
+
+class RedactedTerminal(Terminal):
+    """A terminal whose output has each value in ``replacements`` (value -> placeholder) replaced.
+
+    A terminal is interactive, so unlike ``Redactor.stream`` this holds back only a tail that could
+    begin a value (a prompt is not kept waiting for more output); that tail goes out with the next
+    bytes, or when the terminal's output ends."""
+
+    def __init__(self, inner: Terminal, replacements: Mapping[str, str]) -> None:
+        self._inner = inner
+        self._replacements = {value.encode(): placeholder.encode()
+                              for value, placeholder in replacements.items() if value}
+        self._pending = b""
+
+    async def read(self) -> bytes:
+        while True:
+            chunk = await self._inner.read()
+            if not chunk:
+                held, self._pending = self._pending, b""
+                return held
+            data = self._pending + chunk
+            for value, placeholder in self._replacements.items():
+                data = data.replace(value, placeholder)
+            hold = self._partial(data)
+            self._pending = data[len(data) - hold:] if hold else b""
+            if hold < len(data):
+                return data[:len(data) - hold]
+
+    def _partial(self, data: bytes) -> int:
+        """The length of the longest tail of ``data`` that is a value's beginning (0 if none)."""
+        longest = min(len(data), max((len(value) for value in self._replacements), default=1) - 1)
+        for size in range(longest, 0, -1):
+            tail = data[-size:]
+            if any(value.startswith(tail) for value in self._replacements):
+                return size
+        return 0
+
+    async def write(self, data: bytes) -> None:
+        await self._inner.write(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._inner.resize(cols, rows)
+
+    async def wait(self) -> int:
+        return await self._inner.wait()
+
+    async def close(self) -> None:
+        await self._inner.close()

@@ -128,6 +128,14 @@ class AsyncSandbox:
         made = await self._connection.request("POST", f"/containers/{self.sandbox_id}/fork", json={"count": count})
         return [AsyncSandbox(Connection(self._connection.config), SandboxInfo.of(raw)) for raw in made["data"]]
 
+    async def get_host(self, port: int, *, expires_in: int = 3600) -> str:
+        """A URL that opens the app listening on ``port`` in the sandbox, without the key, for
+        ``expires_in`` seconds (1 to 7 days): E2B's ``get_host``, but a whole signed URL (Cove serves
+        previews under a path of its own address, ``docs/previews.md``), ending in ``/``."""
+        made = await self._connection.request("POST", f"/containers/{self.sandbox_id}/ports/{port}/url",
+                                              json={"expires_in": expires_in})
+        return self._connection.config.base_url + str(made["url"])
+
     async def pause(self) -> SandboxInfo:
         """Freezes every process of the sandbox (no CPU; memory, files and connections kept); any call
         that uses it (a command, a file) resumes it first."""

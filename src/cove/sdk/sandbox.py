@@ -214,6 +214,9 @@ class Sandbox:
     def fork(self, count: int = 1) -> builtins.list[Sandbox]:
         return [Sandbox._of(forked) for forked in call(self._async.fork(count))]
 
+    def get_host(self, port: int, *, expires_in: int = 3600) -> str:
+        return call(self._async.get_host(port, expires_in=expires_in))
+
     def pause(self) -> SandboxInfo:
         return call(self._async.pause())
 

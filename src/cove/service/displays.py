@@ -46,9 +46,9 @@ class Viewer:
 class DisplayService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
-        self.tokens = Tokens("display", TOKEN_SECONDS, "The display token is invalid, expired, or for another "
-                             "container: ask for a new one (POST /v1/containers/{id}/display/token with the API key).",
-                             code="invalid_display_token")
+        self.tokens = Tokens("display", containers.secrets.sealer, TOKEN_SECONDS,
+                             "The display token is invalid, expired, or for another container: ask for a new one "
+                             "(POST /v1/containers/{id}/display/token with the API key).", code="invalid_display_token")
         self._viewers: Counter[str] = Counter()
 
     async def act(self, project: str, container_id: str, actions: list[Any], screen: Screen | None) -> bytes:

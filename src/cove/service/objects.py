@@ -306,6 +306,23 @@ class TerminalEvent(_AuditEvent):
     bytes_out: int
 
 
+class PreviewEvent(_AuditEvent):
+    """A request (or WebSocket session) through a preview URL that reached the container's port: who
+    came in (key or token), for which path (never the query or the token), how it ended, what crossed."""
+
+    type: Literal["preview"] = "preview"
+    port: int
+    method: str
+    path: str
+    websocket: bool
+    via: Literal["api_key", "token"]
+    status: int | None
+    """The app's status (101: a WebSocket it accepted), or Cove's error's (502: nothing answered)."""
+    duration_ms: float
+    bytes_in: int
+    bytes_out: int
+
+
 class SnapshotEvent(_AuditEvent):
     """A snapshot of the container's files, through the API or at the end of a response (a branch point)."""
 
@@ -348,8 +365,8 @@ class McpCallEvent(_AuditEvent):
 
 
 AuditEvent = TypeAliasType("AuditEvent", Annotated[
-    CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent | TerminalEvent | SnapshotEvent | ForkEvent
-    | SkillEvent | McpCallEvent,
+    CommandEvent | EgressEvent | ComputerEvent | DisplayViewEvent | TerminalEvent | PreviewEvent | SnapshotEvent
+    | ForkEvent | SkillEvent | McpCallEvent,
     Field(discriminator="type")])
 
 
@@ -391,6 +408,11 @@ class OperatorTerminalEvent(TerminalEvent):
     """The operator's view (``cove audit``) spans projects, so it names each event's."""
 
 
+class OperatorPreviewEvent(PreviewEvent):
+    project: str
+    """The operator's view (``cove audit``) spans projects, so it names each event's."""
+
+
 class OperatorSnapshotEvent(SnapshotEvent):
     project: str
     """The operator's view (``cove audit``) spans projects, so it names each event's."""
@@ -413,8 +435,8 @@ class OperatorMcpCallEvent(McpCallEvent):
 
 OperatorAuditEvent = TypeAliasType("OperatorAuditEvent", Annotated[
     OperatorCommandEvent | OperatorEgressEvent | OperatorComputerEvent | OperatorDisplayViewEvent
-    | OperatorTerminalEvent | OperatorSnapshotEvent | OperatorForkEvent | OperatorSkillEvent
-    | OperatorMcpCallEvent, Field(discriminator="type")])
+    | OperatorTerminalEvent | OperatorPreviewEvent | OperatorSnapshotEvent | OperatorForkEvent
+    | OperatorSkillEvent | OperatorMcpCallEvent, Field(discriminator="type")])
 
 _AUDIT_EVENT: TypeAdapter[AuditEvent] = TypeAdapter(AuditEvent)
 _OPERATOR_AUDIT_EVENT: TypeAdapter[OperatorAuditEvent] = TypeAdapter(OperatorAuditEvent)

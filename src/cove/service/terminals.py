@@ -46,9 +46,9 @@ class Session:
 class TerminalService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
-        self.tokens = Tokens("pty", TOKEN_SECONDS, "The pty token is invalid, expired, or for another container: "
-                             "ask for a new one (POST /v1/containers/{id}/pty/token with the API key).",
-                             code="invalid_pty_token")
+        self.tokens = Tokens("pty", containers.secrets.sealer, TOKEN_SECONDS,
+                             "The pty token is invalid, expired, or for another container: ask for a new one "
+                             "(POST /v1/containers/{id}/pty/token with the API key).", code="invalid_pty_token")
         self._open: Counter[str] = Counter()
 
     async def token(self, project: str, container_id: str) -> SignedToken:

@@ -6,6 +6,10 @@ project, what it opens (a container, or a container's port) and an expiry, signe
 live view (``service/displays.py``), terminals (``service/terminals.py``) and preview URLs
 (``service/previews.py``) all check theirs here. Each purpose has its own key and its name in the
 payload, so a token made for one never opens another.
+
+The keys are derived from the sealing key (``store/sealing.py``), which replicas share: a token minted
+by one replica opens on another, and after a restart (they last minutes to days; a preview URL may be
+handed on). Replacing the key file voids them all.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from cove.errors import AuthenticationError
+from cove.store.sealing import Sealer
 
 
 @dataclass(frozen=True)
@@ -32,14 +37,12 @@ class Tokens:
     """Signs and checks the tokens of one purpose: ``payload.signature``, the payload naming purpose,
     project, subject and expiry, the signature an HMAC-SHA256 of it."""
 
-    def __init__(self, purpose: str, seconds: int, refusal: str, code: str) -> None:
+    def __init__(self, purpose: str, sealer: Sealer, seconds: int, refusal: str, code: str) -> None:
         self.purpose = purpose
         self.seconds = seconds
         self._refusal = refusal
         self._code = code
-        self._key = secrets.token_bytes(32)
-        """Made at start-up, never stored: a restart voids the tokens (they last minutes, and the
-        client mints another with its key)."""
+        self._key = sealer.derive_key(f"tokens:{purpose}")
 
     def make(self, project: str, subject: str, seconds: int | None = None) -> SignedToken:
         expires_at = int(time.time()) + (self.seconds if seconds is None else seconds)

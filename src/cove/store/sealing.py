@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SEALED_PREFIX = "cove-sealed:"
 
@@ -37,7 +39,13 @@ class Sealer:
             else:
                 with os.fdopen(fd, "wb") as out:
                     out.write(Fernet.generate_key())
-        self._fernet = Fernet(key_file.read_bytes().strip())
+        self._key = key_file.read_bytes().strip()
+        self._fernet = Fernet(self._key)
+
+    def derive_key(self, label: str) -> bytes:
+        """A 32-byte key for ``label`` (HKDF-SHA256 of the sealing key): what servers sharing the key
+        file sign with agree, and no derived key tells anything of the sealing key or of another."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"cove:{label}".encode()).derive(self._key)
 
     def seal(self, text: str, purpose: str) -> str:
         payload = json.dumps({"for": purpose, "value": text})

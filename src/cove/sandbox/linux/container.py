@@ -55,7 +55,7 @@ from cove.sandbox.linux.process import InitUnresponsive, ProcessRequest, run_pro
 from cove.sandbox.linux.sinks import OutputSinks
 from cove.sandbox.linux.spec import CA_BUNDLE, COVE_DIR, DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
 from cove.sandbox.linux.terminal import LinuxTerminal
-from cove.sandbox.redact import Redactor
+from cove.sandbox.redact import RedactedTerminal, Redactor
 
 _SCAFFOLD_DIRS = ("proc", "dev", "sys", "tmp", COVE_DIR.lstrip("/"))
 _SCAFFOLD_FILES = ("etc/hosts",)
@@ -386,6 +386,9 @@ class LinuxSandbox(Sandbox):
         shell = [self._shell, "sh"] if self._shell.endswith("busybox") else [self._shell]
         argv = shell if request.command is None else [*shell, "-c", request.command]
         job = await init.spawn_pty(argv, env, cwd, request.cols, request.rows)
+        secrets = self.limits.network.domain_secrets if self.limits.network is not None else ()
+        if secrets:  # as a command's output: a value a server echoed back shows as its placeholder
+            return RedactedTerminal(LinuxTerminal(job), {secret.value: secret.placeholder for secret in secrets})
         return LinuxTerminal(job)
 
     async def stop(self) -> None:
