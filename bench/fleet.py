@@ -5,9 +5,11 @@
    would: placement p50/p99, then registry queries (a container's node, usage, a check's ``seen``, a
    node's loss), and the memory a host's engine takes for its 500 simulated containers (tracemalloc).
    Afterwards no node holds more than its slots or memory.
-2. With Ray (skip with ``--no-ray``): a head and one node on 127.0.0.2-3, a ``SandboxHost`` on the
-   simulated engine; create and exec through ``FleetEngine`` beside the same engine called in process.
-   The difference is the fleet's added latency (the container work on the node is the same code).
+2. With Ray (skip with ``--no-ray``): three nodes on 127.0.0.2-4 (the head is one), each with a
+   ``SandboxHost`` on the simulated engine, placement on PostgreSQL; create and exec through
+   ``FleetEngine`` beside the same engine called in process. The difference is the fleet's added
+   latency (the container work on the node is the same code). Then create throughput, 16 creates in
+   flight, across the three nodes against the engine in process, in alternating rounds.
 
 Targets are reported, not asserted (exec added p50 <= 2 ms). See ``bench/README.md``.
 """
@@ -17,8 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
+import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -30,7 +33,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cove.sandbox.base import Command, Limits  # noqa: E402
+from cove.sandbox.base import Command, Limits, SandboxEngine  # noqa: E402
 from cove.sandbox.fleet.engine import FleetEngine  # noqa: E402
 from cove.sandbox.fleet.placement import Need, NodeReport  # noqa: E402
 from cove.service.fleet import FleetRegistry  # noqa: E402
@@ -42,6 +45,12 @@ GIB = 1 << 30
 NODES, CONTAINERS, PLACERS = 20, 10_000, 8
 SLOTS = 600
 TARGET_EXEC_ADDED_MS = 2.0
+RAY_NODES = {"n1": "127.0.0.2", "n2": "127.0.0.3", "n3": "127.0.0.4"}
+"""Three container nodes, the head one of them: Ray nodes on loopback only on 127.0.0.2-4 (127.0.0.1 is
+rewritten to the machine's external address, ../shared/reference/scaleout-measurements.md)."""
+THROUGHPUT_CREATES, IN_FLIGHT, THROUGHPUT_ROUNDS = 60, 16, 7
+"""60 containers of 1 GiB per round: what fits in the memory the three simulated nodes report (each the
+machine's, ~22 GiB), so a round measures creates, never a full fleet's 429."""
 console = Console(width=None if sys.stdout.isatty() else 110)
 
 
@@ -131,33 +140,61 @@ def _p50(samples: list[float]) -> float:
     return p50_p95(samples)[0]
 
 
-async def through_ray(table: Table, rounds: int) -> None:
+async def through_ray(table: Table, rounds: int, url: str, real: bool) -> None:
+    from tests.conftest import IMAGES_DIR, data_dir
     from tests.ray_cluster import HEAD_IP, RayCluster
 
+    dirs = {node: data_dir(f"cove-bench-{node}") for node in (*RAY_NODES, "local")}
+    settings = {node: {"COVE_DATA_DIR": str(path), "COVE_IMAGES_DIR": str(IMAGES_DIR), "COVE_WARM_POOL": "0"}
+                for node, path in dirs.items()}
     cluster = RayCluster()
     try:
-        cluster.add(HEAD_IP, head=True)
-        cluster.add("127.0.0.3", {"cove_host:n1": 1, "cove_slots": 1000})
-        with tempfile.TemporaryDirectory() as tmp:
-            db = Database(f"sqlite+aiosqlite:///{tmp}/fleet.db")
-            await db.migrate()
-            fleet = FleetEngine(FleetRegistry(db), address=cluster.address, node_ip=HEAD_IP, call_timeout=10,
-                                check_seconds=60, host_factory="cove.testing.fleet:simulated_host")
-            await fleet.start()
-            while not fleet.live:  # the node registers with the head a moment after its raylet starts
-                await asyncio.sleep(0.2)
-                await fleet.check(60)
-            try:
-                await _compare(fleet, table, rounds)
-            finally:
-                await fleet.close()
-                await db.close()
+        for index, (node, ip) in enumerate(RAY_NODES.items()):
+            cluster.add(ip, {f"cove_host:{node}": 1, "cove_slots": 1000}, head=index == 0, env=settings[node])
+        db = Database(url)
+        await db.migrate()
+        registry = FleetRegistry(db)
+        factory = "cove.sandbox.fleet.host:linux_host" if real else "cove.testing.fleet:simulated_host"
+        fleet = FleetEngine(registry, address=cluster.address, node_ip=HEAD_IP, call_timeout=30,
+                            check_seconds=60, host_factory=factory)
+        await fleet.start()
+        while len(fleet.live) < len(RAY_NODES):  # nodes register with the head a moment after their raylets
+            await asyncio.sleep(0.2)
+            await fleet.check(60)
+        local = _linux_engine(dirs["local"]) if real else SimulatedEngine("local")
+        await local.start()
+        try:
+            await _compare(fleet, local, table, rounds)
+            await _throughput(fleet, local, registry, table)
+        finally:
+            await local.close()
+            await fleet.close()
+            await db.close()
     finally:
-        cluster.stop()
+        try:
+            cluster.stop()
+        finally:
+            for path in dirs.values():  # what an engine left (runc state, mounts) goes as a restart clears it
+                if real:
+                    engine = _linux_engine(path)
+                    await engine.start()
+                    await engine.close()
+                shutil.rmtree(path, ignore_errors=True)
 
 
-async def _compare(fleet: FleetEngine, table: Table, rounds: int) -> None:
-    local = SimulatedEngine("local")
+def _linux_engine(path: Path) -> SandboxEngine:
+    """The Linux engine on `path`, not a subreaper: the containers its nodes left must not become this
+    process's children (unreaped, they would keep the cluster's remembered PIDs alive)."""
+    from cove.config import Settings
+    from cove.sandbox.images.store import ImageStore
+    from cove.sandbox.linux.engine import LinuxEngine
+    from tests.conftest import IMAGES_DIR
+
+    settings = Settings(data_dir=path, images_dir=IMAGES_DIR, warm_pool=0)
+    return LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base), subreaper=False)
+
+
+async def _compare(fleet: FleetEngine, local: SandboxEngine, table: Table, rounds: int) -> None:
     command = Command("echo hi", 10_000, 10_000)
     times: dict[tuple[str, str], list[float]] = {}
     for i in range(rounds):  # alternating, so that the machine's noise falls on both alike
@@ -177,24 +214,67 @@ async def _compare(fleet: FleetEngine, table: Table, rounds: int) -> None:
                       f"{len(times[(op, 'fleet')])} samples; {note}")
 
 
+async def _creates_per_second(engine: SandboxEngine, names: list[str]) -> float:
+    """Creates ``names``, ``IN_FLIGHT`` at a time."""
+    todo = iter(names)
+
+    async def creator() -> None:
+        for name in todo:
+            await engine.create(name, "default", Limits())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(creator() for _ in range(IN_FLIGHT)))
+    return len(names) / (time.perf_counter() - started)
+
+
+async def _throughput(fleet: FleetEngine, local: SandboxEngine, registry: FleetRegistry, table: Table) -> None:
+    """Create throughput of the fleet's nodes against one machine's engine in the same process, in
+    alternating rounds (the same engine code on both sides: what differs is placement, the hop through
+    Ray and, with ``--real``, three nodes' engines instead of one)."""
+    rates: dict[str, list[float]] = {"fleet": [], "local": []}
+    spread = ""
+    for round_ in range(THROUGHPUT_ROUNDS):
+        for name, engine in (("local", local), ("fleet", fleet)):
+            names = [f"cntr_{name}{round_}_{i:05}" for i in range(THROUGHPUT_CREATES)]
+            rates[name].append(await _creates_per_second(engine, names))
+            if engine is fleet:
+                usage = await registry.usage()
+                spread = ", ".join(f"{node} {used.containers}" for node, used in sorted(usage.items()))
+            for cid in names:
+                await engine.destroy(cid)
+    fleet_rate, local_rate = statistics.median(rates["fleet"]), statistics.median(rates["local"])
+    table.add_row(f"create throughput: fleet, {len(RAY_NODES)} Ray nodes", "", "",
+                  f"{fleet_rate:,.1f} containers/s; {IN_FLIGHT} in flight, median of {THROUGHPUT_ROUNDS} rounds of "
+                  f"{THROUGHPUT_CREATES} (rounds {_rounded(rates['fleet'])}); per node {spread}")
+    table.add_row("create throughput: one machine (engine in process)", "", "",
+                  f"{local_rate:,.1f} containers/s (rounds {_rounded(rates['local'])}); fleet / one machine "
+                  f"{fleet_rate / local_rate:.4f}")
+
+
+def _rounded(rates: list[float]) -> str:
+    return " ".join(f"{rate:,.1f}" for rate in rates)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-ray", action="store_true", help="Only the simulated scale (no cluster).")
     parser.add_argument("--no-scale", action="store_true", help="Only the comparison through Ray.")
     parser.add_argument("--rounds", type=int, default=100, help="Creates per engine through Ray.")
+    parser.add_argument("--real", action="store_true",
+                        help="Real containers: the nodes' hosts and the one machine run the Linux engine (runc).")
     args = parser.parse_args()
     table = Table(title="bench/fleet.py", title_justify="left")
     for column in ("what", "p50 ms", "p99 ms", "notes"):
         table.add_column(column)
-    if not args.no_scale:
-        pg = PostgresServer().start()
-        try:
+    pg = PostgresServer().start()
+    try:
+        if not args.no_scale:
             await simulated_scale(pg.new_database(), table)
-        finally:
-            pg.stop()
-        await host_memory(table)
-    if not args.no_ray:
-        await through_ray(table, args.rounds)
+            await host_memory(table)
+        if not args.no_ray:
+            await through_ray(table, args.rounds, pg.new_database(), args.real)
+    finally:
+        pg.stop()
     console.print(table)
 
 

@@ -18,8 +18,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tests.conftest import Server
 from tests.polling import eventually
@@ -179,6 +182,62 @@ class RayCluster:
             if node.proc is not None:
                 pids |= {node.proc.pid, *descendants(node.proc.pid)}
         return pids
+
+
+SIMULATED_NODES = {"n2": "127.0.0.3", "n3": "127.0.0.4"}
+"""The container nodes of ``simulated_cluster``, by the name of their ``cove_host`` resource."""
+CALL_TIMEOUT = 3.0
+
+
+def node_resources(node: str) -> dict[str, float]:
+    return {f"cove_host:{node}": 1, "cove_slots": 20}
+
+
+@contextlib.contextmanager
+def simulated_cluster() -> Iterator[RayCluster]:
+    """A head and the ``SIMULATED_NODES``; their hosts run the engine ``fleet_env`` names."""
+    ray = RayCluster()
+    try:
+        ray.add(HEAD_IP, head=True)
+        for node, ip in SIMULATED_NODES.items():
+            ray.add(ip, node_resources(node))
+        yield ray
+    finally:
+        ray.stop()
+
+
+def fleet_env(cluster: RayCluster) -> dict[str, str]:
+    """A server's settings for the fleet on ``cluster``'s simulated hosts (``cove.testing.fleet``: the
+    cluster, not runc, is what is tested), with a short call deadline and a check every 0.5 s."""
+    return {"COVE_RAY_ADDRESS": cluster.address, "COVE_RAY_NODE_IP": HEAD_IP,
+            "COVE_FLEET_HOST_ENGINE": "cove.testing.fleet:simulated_host",
+            "COVE_FLEET_CALL_TIMEOUT": str(CALL_TIMEOUT), "COVE_FLEET_CHECK_SECONDS": "0.5"}
+
+
+def create_container(http: httpx.Client) -> str:
+    response = http.post("/v1/containers", json={"name": "fleet"})
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def run(http: httpx.Client, cid: str, command: str, timeout_ms: int = 10_000) -> httpx.Response:
+    return http.post(f"/v1/containers/{cid}/exec", json={"commands": [command], "timeout_ms": timeout_ms})
+
+
+def node_of(http: httpx.Client, cid: str) -> str:
+    """The simulated node a container is on (its ``hostname``)."""
+    response = run(http, cid, "hostname")
+    assert response.status_code == 200, response.text
+    return str(response.json()["output"][0]["stdout"]).strip()
+
+
+def streamed(http: httpx.Client, cid: str, command: str) -> str:
+    """A streaming exec's stdout, from its delta events."""
+    body = {"commands": [command], "stream": True, "timeout_ms": 10_000}
+    with http.stream("POST", f"/v1/containers/{cid}/exec", json=body) as response:
+        assert response.status_code == 200, response.read()
+        events = [json.loads(line[len("data: "):]) for line in response.iter_lines() if line.startswith("data: {")]
+    return "".join(event["delta"].get("stdout", "") for event in events if event["type"].endswith("delta"))
 
 
 def fleet_status(server: Server) -> dict[str, dict[str, Any]]:

@@ -56,6 +56,24 @@ def test_a_lost_or_restarted_node_loses_its_containers(db_url: str) -> None:
     _run(db_url, _lost_and_restarted)
 
 
+def test_replicas_that_see_new_nodes_at_once_both_record_them(db_url: str) -> None:
+    """Two replicas' checks (each its own database pool) meet nodes neither has recorded: both succeed
+    (replicas starting together failed their startup on the new row's key before the retry)."""
+
+    async def scenario(registry: FleetRegistry) -> None:
+        other = Database(db_url)
+        try:
+            twin = FleetRegistry(other)
+            for round_ in range(5):
+                nodes = [_node(f"r{round_}n{i}") for i in range(3)]
+                assert await asyncio.gather(registry.seen(nodes), twin.seen(nodes)) == [0, 0]
+            assert len(await registry.status()) == 15
+        finally:
+            await other.close()
+
+    _run(db_url, scenario)
+
+
 async def _concurrent(registry: FleetRegistry) -> None:
     nodes = [_node("n1", slots=3), _node("n2", slots=3)]
     await registry.seen(nodes)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.sandbox.fleet.placement import Assignment, Need, NodeReport, Usage, choose
@@ -102,6 +103,14 @@ class FleetRegistry:
             await session.delete(row)
 
     async def seen(self, reports: Sequence[NodeReport]) -> int:
+        try:
+            return await self._seen(reports)
+        except IntegrityError:
+            # Replicas starting together both insert a node they see for the first time (a row that does
+            # not exist yet cannot be locked); the loser's retry finds the winner's row and locks it.
+            return await self._seen(reports)
+
+    async def _seen(self, reports: Sequence[NodeReport]) -> int:
         lost = 0
         now = int(time.time())
         async with self.db.begin() as session:
