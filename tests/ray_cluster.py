@@ -92,9 +92,12 @@ class RayNode:
                 self._start()
                 return
             except RuntimeError:
+                self.stop()
                 if attempt == 2:
                     raise
+            except BaseException:  # a raylet that never came up: nothing of it may outlive the test
                 self.stop()
+                raise
 
     def _start(self) -> None:
         temp = self.cluster.dir / self.ip.replace(".", "_")
@@ -113,7 +116,7 @@ class RayNode:
         with (self.cluster.dir / f"{self.ip}.log").open("ab") as log:
             self.proc = subprocess.Popen(args, env={**os.environ, **FAST_HEALTH, **self.env}, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        eventually(self.raylet, timeout=60, what=f"the raylet of {self.ip}")
+        eventually(self.raylet, timeout=120, what=f"the raylet of {self.ip}")
 
     def raylet(self) -> int | None:
         assert self.proc is not None

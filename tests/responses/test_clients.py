@@ -73,13 +73,14 @@ def test_a_responses_upstream_gets_namespaces_and_developer_messages_as_they_are
 
 def test_an_input_item_a_chat_upstream_cannot_take_is_a_400_naming_it(client: openai.OpenAI,
                                                                         upstream: ScriptedUpstream) -> None:
-    approval = {"type": "mcp_approval_request", "id": "mcpr_1", "arguments": "{}", "name": "deploy",
-                "server_label": "ops"}
+    # Cove has no image generation tool: a past call of OpenAI's has nothing to map to (MCP items, once
+    # the example here, are Cove's own now: tests/responses/test_mcp.py).
+    generated = {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": None}
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(model=MODEL, input=[{"role": "user", "content": "hi"}, approval])  # type: ignore[list-item]
+        client.responses.create(model=MODEL, input=[{"role": "user", "content": "hi"}, generated])  # type: ignore[list-item]
     error = caught.value.body
     assert isinstance(error, dict) and error["param"] == "input[1].type", error
-    assert "mcp_approval_request" in error["message"]
+    assert "image_generation_call" in error["message"]
     assert upstream.requests == []  # refused before anything ran
 
 
