@@ -13,8 +13,10 @@ rows, since every API input refuses a sealed value.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -32,13 +34,16 @@ class Sealer:
     def __init__(self, key_file: Path) -> None:
         if not key_file.exists():
             key_file.parent.mkdir(parents=True, exist_ok=True)
+            # Written whole beside it, then linked into place: a server sharing the directory that
+            # starts at the same moment sees either no key file or a complete one, never an empty one.
+            fd, draft = tempfile.mkstemp(dir=key_file.parent, prefix=".key-")
             try:
-                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another server sharing the directory made it first
-            else:
                 with os.fdopen(fd, "wb") as out:
                     out.write(Fernet.generate_key())
+                with contextlib.suppress(FileExistsError):  # another server made it first: theirs holds
+                    os.link(draft, key_file)
+            finally:
+                os.unlink(draft)
         self._key = key_file.read_bytes().strip()
         self._fernet = Fernet(self._key)
 
