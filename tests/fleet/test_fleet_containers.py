@@ -60,7 +60,8 @@ def fleet(node: RayNode, upstream: ScriptedUpstream, postgres: PostgresServer | 
     env = {**_server_env(upstream, postgres), "COVE_RAY_ADDRESS": node.cluster.address, "COVE_RAY_NODE_IP": HEAD_IP,
            "COVE_FLEET_CALL_TIMEOUT": "10", "COVE_FLEET_CHECK_SECONDS": "0.5"}
     with running_server(data_dir("cove-fleet-api"), env) as srv:
-        eventually(lambda: fleet_status(srv).get("real", {}).get("alive"), timeout=120, what="the node's host to report")
+        eventually(lambda: fleet_status(srv).get("real", {}).get("alive"), timeout=120,
+                   what="the node's host to report")
         yield srv
 
 
