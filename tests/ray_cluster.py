@@ -4,7 +4,8 @@ Never 127.0.0.1: Ray rewrites it to the machine's external address (../shared/re
 scaleout-measurements.md). Each node is one ``ray start --block`` process of its own temp dir; a node is
 killed by the PID of its raylet and the cluster is stopped by the PIDs of everything it started, never
 with ``ray stop`` (which stops every cluster on the machine). Health checks are fast (0.5 s period,
-three misses) so that a lost node is declared dead in seconds rather than a minute.
+three misses) so that a lost node is declared dead in seconds rather than a minute, and Ray's memory
+monitor is off, as docs/fleet.md tells operators (it would kill a host to free memory its containers use).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,9 +31,9 @@ from tests.polling import eventually
 
 HEAD_IP = "127.0.0.2"
 _RAY = Path(sys.executable).parent / "ray"
-FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
-               "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0",
-               "RAY_USAGE_STATS_ENABLED": "0"}
+RAY_ENV = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
+           "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0",
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
 
 
 def _port(ip: str) -> int:
@@ -64,6 +66,15 @@ def _started(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU the process used so far (fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _comm(pid: int) -> str:
@@ -114,7 +125,7 @@ class RayNode:
         else:
             args += [f"--address={self.cluster.address}"]
         with (self.cluster.dir / f"{self.ip}.log").open("ab") as log:
-            self.proc = subprocess.Popen(args, env={**os.environ, **FAST_HEALTH, **self.env}, stdout=log,
+            self.proc = subprocess.Popen(args, env={**os.environ, **RAY_ENV, **self.env}, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         eventually(self.raylet, timeout=120, what=f"the raylet of {self.ip}")
 
@@ -179,6 +190,27 @@ class RayCluster:
                    what="the cluster's processes to exit")
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def diagnosis(self, lines: int = 12) -> str:
+        """What Ray's logs say went wrong: the last warnings and errors of each node's raylet (and the
+        head's GCS), the last lines of workers' stderr, and the CPU seconds its processes used. The
+        message a setup wait fails with, so that a failure on another machine says why."""
+        said = re.compile(r"^\[\S+ \S+ [WEF] ")  # Ray's own format: [date time LEVEL pid tid]
+        parts = []
+        for path in sorted(self.dir.glob("*/session_latest/logs/*")):
+            if path.name in ("raylet.out", "gcs_server.out"):
+                found = [line for line in path.read_text(errors="replace").splitlines() if said.search(line)]
+            elif path.suffix == ".err" and path.stat().st_size:
+                found = [line for line in path.read_text(errors="replace").splitlines() if not line.startswith(":")]
+            else:
+                continue
+            if found:
+                parts.append(f"--- {path.relative_to(self.dir)}\n" + "\n".join(found[-lines:]))
+        for node in self.nodes:
+            cpu = {pid: _cpu_seconds(pid) for pid in descendants(node.proc.pid)} if node.proc else {}
+            parts.append(f"--- {node.ip}: {len(cpu)} processes, CPU seconds "
+                         + ", ".join(f"{_comm(pid)}={seconds:.1f}" for pid, seconds in cpu.items()))
+        return "\n".join(parts)
+
     def all_pids(self) -> set[int]:
         pids: set[int] = set()
         for node in self.nodes:
@@ -215,6 +247,24 @@ def fleet_env(cluster: RayCluster) -> dict[str, str]:
     return {"COVE_RAY_ADDRESS": cluster.address, "COVE_RAY_NODE_IP": HEAD_IP,
             "COVE_FLEET_HOST_ENGINE": "cove.testing.fleet:simulated_host",
             "COVE_FLEET_CALL_TIMEOUT": str(CALL_TIMEOUT), "COVE_FLEET_CHECK_SECONDS": "0.5"}
+
+
+def hosts_reported(server: Server, cluster: RayCluster, nodes: set[str], timeout: float = 180) -> None:
+    """Waits until the server's fleet check recorded every one of ``nodes`` alive. Setup, not a timed
+    assertion: Ray starts a worker process for each new host, slow on a loaded machine (over a minute was
+    seen once in a full CI run, 15 s alone). On time out, the failure carries the registry's view, the
+    server's log and what Ray's logs said."""
+    seen: list[dict[str, dict[str, Any]]] = [{}]
+
+    def alive() -> bool:
+        seen[0] = fleet_status(server)
+        return nodes <= {node for node, row in seen[0].items() if row["alive"]}
+
+    try:
+        eventually(alive, timeout=timeout, what=f"the hosts of {sorted(nodes)} to report")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nregistry: {seen[0]}\nserver log:\n{server.log.read_text()[-3000:]}\n"
+                             f"{cluster.diagnosis()}") from None
 
 
 def create_container(http: httpx.Client) -> str:

@@ -25,6 +25,7 @@ from tests.ray_cluster import (
     create_container,
     fleet_env,
     fleet_status,
+    hosts_reported,
     node_of,
     node_resources,
     run,
@@ -40,8 +41,7 @@ pytestmark = pytest.mark.root
 def fleet(cluster: RayCluster, upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
     with running_server(data_dir("cove-fleet"), {**_server_env(upstream, postgres), **fleet_env(cluster)}) as srv:
         # Nodes register with the head a moment after their raylets start; the server finds them on a check.
-        eventually(lambda: {node: row["alive"] for node, row in fleet_status(srv).items()} == {"n2": True, "n3": True},
-                   timeout=60, what="both nodes' hosts to report")
+        hosts_reported(srv, cluster, set(SIMULATED_NODES))
         yield srv
 
 

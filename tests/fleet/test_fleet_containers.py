@@ -22,7 +22,7 @@ from cove.sandbox.linux.engine import LinuxEngine
 from tests.conftest import IMAGES_DIR, Server, _server_env, data_dir, running_server
 from tests.polling import eventually
 from tests.postgres import PostgresServer
-from tests.ray_cluster import HEAD_IP, RayCluster, RayNode, _comm, descendants, fleet_status
+from tests.ray_cluster import HEAD_IP, RayCluster, RayNode, _comm, descendants, fleet_status, hosts_reported
 from tests.scripted_upstream import ScriptedUpstream
 
 pytestmark = pytest.mark.root
@@ -60,8 +60,7 @@ def fleet(node: RayNode, upstream: ScriptedUpstream, postgres: PostgresServer | 
     env = {**_server_env(upstream, postgres), "COVE_RAY_ADDRESS": node.cluster.address, "COVE_RAY_NODE_IP": HEAD_IP,
            "COVE_FLEET_CALL_TIMEOUT": "10", "COVE_FLEET_CHECK_SECONDS": "0.5"}
     with running_server(data_dir("cove-fleet-api"), env) as srv:
-        eventually(lambda: fleet_status(srv).get("real", {}).get("alive"), timeout=120,
-                   what="the node's host to report")
+        hosts_reported(srv, node.cluster, {"real"})
         yield srv
 
 

@@ -23,6 +23,7 @@ from tests.ray_cluster import (
     create_container,
     fleet_env,
     fleet_status,
+    hosts_reported,
     node_of,
     run,
     sockets_of,
@@ -42,8 +43,7 @@ def replicas(cluster: RayCluster, database: PostgresServer,
              upstream: ScriptedUpstream) -> Iterator[tuple[Server, Server]]:
     """Replicas ``a`` and ``b``, both Ray drivers of ``cluster``, once each places containers."""
     with test_replicas.two_replicas(database, upstream, **fleet_env(cluster)) as (a, b):
-        eventually(lambda: {node: row["alive"] for node, row in fleet_status(a).items()} == {"n2": True, "n3": True},
-                   timeout=60, what="both nodes' hosts to report")
+        hosts_reported(a, cluster, set(SIMULATED_NODES))
         for srv in (a, b):  # each replica's own check must have seen the nodes before it places on them
             with srv.http() as http:
                 eventually(lambda http=http: http.post("/v1/containers", json={"name": "probe"}).status_code == 200,
