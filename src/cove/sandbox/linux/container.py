@@ -48,7 +48,7 @@ from cove.sandbox.linux.disk_pool import sync_filesystem
 from cove.sandbox.linux.display import LinuxDisplay, SocketChannel, check_screen, display_of
 from cove.sandbox.linux.fs import ContainerFS, HostFiles
 from cove.sandbox.linux.host import Host
-from cove.sandbox.linux.init_client import InitClient, Job
+from cove.sandbox.linux.init_client import InitClient, Job, SpawnError
 from cove.sandbox.linux.netns import connect_in, listen_in
 from cove.sandbox.linux.overlay import mount_overlay, unmount_all
 from cove.sandbox.linux.process import InitUnresponsive, ProcessRequest, run_process, spawn_connected
@@ -443,12 +443,7 @@ class LinuxSandbox(Sandbox):
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
         env = self._environment(command.env)
         init = await self._ensure_started()
-        fs = self._fs()
         cwd = command.workdir or self.image.workdir or "/"
-        entry = fs.stat(cwd)
-        if entry is None or not entry.is_dir:
-            message = f"cove: working directory {cwd!r} does not exist\n"
-            return CommandOutput(stdout="", stderr=message, outcome=ExitOutcome(exit_code=1))
         argv = [self._shell, "sh", "-c", command.command] if self._shell.endswith("busybox") else [
             self._shell, "-c", command.command]
         oom_before = cgroups.oom_kills(self.cgroup_path)
@@ -475,8 +470,15 @@ class LinuxSandbox(Sandbox):
         def keep(fd: int) -> None:
             self._sinks.adopt(fd, self.limits.project)
 
+        def missing_workdir(_error: SpawnError) -> CommandOutput | None:
+            entry = self._fs().stat(request.cwd)
+            if entry is not None and entry.is_dir:
+                return None
+            message = f"cove: working directory {request.cwd!r} does not exist\n"
+            return CommandOutput(stdout="", stderr=message, outcome=ExitOutcome(exit_code=1))
+
         try:
-            return await run_process(init, request, keep, on_output, oom_note)
+            return await run_process(init, request, keep, on_output, oom_note, missing_workdir)
         except InitUnresponsive:
             await self.stop()
             note = "\ncove: the container stopped answering and was restarted\n"

@@ -125,11 +125,14 @@ async def run_process(
     keep: Callable[[int], None],
     on_output: OutputCallback | None = None,
     oom_note: Callable[[], str | None] | None = None,
+    spawn_failed: Callable[[SpawnError], CommandOutput | None] | None = None,
 ) -> CommandOutput:
     """Runs ``request`` in the container behind ``init`` and returns its bounded output.
 
     A pipe still held by a background process when the command is done goes to ``keep``
-    (``OutputSinks.adopt``), which owns it from then on.
+    (``OutputSinks.adopt``), which owns it from then on. When the init cannot start the command,
+    ``spawn_failed`` may say why better than the errno does (a missing working directory: looked for
+    only then, so that a command that starts pays nothing for it).
     """
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -139,6 +142,9 @@ async def run_process(
     except SpawnError as exc:
         for fd in (out_r, err_r):
             os.close(fd)
+        explained = spawn_failed(exc) if spawn_failed is not None else None
+        if explained is not None:
+            return explained
         message = f"cove: cannot run {request.argv[0]}: {os.strerror(exc.errno)}\n"
         return CommandOutput(stdout="", stderr=message, outcome=ExitOutcome(exit_code=127))
     finally:
