@@ -227,6 +227,29 @@ def test_each_webhook_event_is_delivered_once_across_replicas(database: Postgres
         receiver.close()
 
 
+def test_background_running_bounds_a_project_across_replicas(database: PostgresServer, upstream: ScriptedUpstream,
+                                                            tmp_path: Path) -> None:
+    """With ``background_running = 1`` the project's queued responses run one at a time on both replicas
+    together (each replica's own queue would let each run one), and every one still runs."""
+    projects = tmp_path / "projects.toml"
+    projects.write_text("[defaults]\nbackground_running = 1\n")
+    upstream.script([Reply(text=TEXT, chunk_delay=0.01) for _ in range(4)])
+    with two_replicas(database, upstream, COVE_PROJECTS_FILE=str(projects)) as (a, b):
+        clients = [a.client(), b.client()]
+        made = [clients[n % 2].responses.create(model=MODEL, input=f"hello {n}", background=True).id
+                for n in range(4)]
+        most = 0
+        with b.http() as on_b:
+            def all_done() -> bool:
+                nonlocal most
+                statuses = [on_b.get(f"/v1/responses/{rid}").json()["status"] for rid in made]
+                most = max(most, statuses.count("in_progress"))
+                return all(status == "completed" for status in statuses)
+
+            eventually(all_done, timeout=120, what="the four responses to complete")
+        assert most == 1  # each ran for over a second, so two at once would have been seen
+
+
 def test_a_container_is_reached_through_the_replica_holding_it(replicas: tuple[Server, Server]) -> None:
     a, b = replicas
     with a.http() as on_a, b.http() as on_b:

@@ -78,6 +78,9 @@ _RESTARTED = "The server restarted while this response was being generated; run 
 _ENDED = frozenset({"response.completed", "response.failed", "response.incomplete"})
 """Stream events after which a response's stream has nothing more (a cancelled one just ends)."""
 _RUNNING = ("queued", "in_progress")
+_CLAIM_LOCK = 0x636C61
+"""The first key of the advisory locks that take one project's background claims one at a time (the
+second is the project's hash); the migration lock (``store/db.py``) is a single-key lock, apart."""
 _CANCEL_WAIT = 10.0
 """Seconds a cancel waits for the replica running the response to stop it."""
 
@@ -548,6 +551,8 @@ class ResponseService:
             if row is None or row.status != ("in_progress" if resuming else "queued") or row.owner not in owners:
                 self.runs.pop(response_id, None)  # deleted, cancelled or claimed elsewhere while it waited
                 return
+            if not resuming and not await self._room_across_replicas(session, row):
+                return  # left queued, unclaimed: the next scan of the store offers it again
             row.owner = self.replicas.me
             run = self.runs.get(response_id) or await self._rebuild(session, row)
             params = CreateParams.model_validate(row.request)
@@ -567,6 +572,19 @@ class ResponseService:
             return
         run.task = asyncio.create_task(self._execute(run, turn))
         await asyncio.wait([run.task])
+
+    async def _room_across_replicas(self, session: AsyncSession, row: ResponseRow) -> bool:
+        """Whether the project runs fewer background responses than its ``background_running`` quota on
+        all replicas together (each replica's queue counts only its own). Claims of one project are taken
+        one at a time (a transaction-scoped advisory lock on the project), so two replicas cannot both
+        take the last place. One server (SQLite) has its queue's count only."""
+        if not self.replicas.shared:
+            return True
+        await session.execute(select(func.pg_advisory_xact_lock(_CLAIM_LOCK, func.hashtext(row.project))))
+        running = await session.scalar(select(func.count()).select_from(ResponseRow).where(
+            ResponseRow.project == row.project, ResponseRow.background, ResponseRow.status.in_(_RUNNING),
+            ResponseRow.owner.is_not(None)))
+        return (running or 0) < self.policies.quotas(row.project).background_running
 
     async def _rebuild(self, session: AsyncSession, row: ResponseRow, *, resuming: bool = False) -> Run:
         """A run for a response queued before a restart, continuing its stored event numbering; when
