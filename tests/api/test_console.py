@@ -272,7 +272,7 @@ def test_lists_show_a_project_only(page: Page, server: Server, http: httpx.Clien
         http.delete(f"/v1/containers/{container['id']}")
 
 
-def _sign_in(web: httpx.Client, server: Server) -> str:
+def sign_in_plain(web: httpx.Client, server: Server) -> str:
     """Signs a plain HTTP client in as alpha; returns its CSRF token."""
     answer = web.post("/console/login", data={"key": KEYS["alpha"]}, headers={"Origin": server.url})
     assert answer.status_code == 303, answer.text
@@ -286,7 +286,7 @@ def test_forms_need_the_sessions_token_and_the_consoles_origin(server: Server, h
     container_id = http.post("/v1/containers", json={"name": "csrf"}).json()["id"]
     try:
         with httpx.Client(base_url=server.url, timeout=60) as web:
-            csrf = _sign_in(web, server)
+            csrf = sign_in_plain(web, server)
             files = {"file": ("x.txt", b"x")}
             path = f"/console/containers/{container_id}/files"
             own = {"Origin": server.url}
@@ -388,7 +388,7 @@ def test_console_uploads_are_held_to_the_upload_cap(upstream: ScriptedUpstream) 
     with running_server(data_dir("cove-console-caps"), env) as capped, \
             httpx.Client(base_url=capped.url, timeout=60) as web, capped.http() as http:
         container_id = http.post("/v1/containers", json={"name": "capped"}).json()["id"]
-        csrf = _sign_in(web, capped)
+        csrf = sign_in_plain(web, capped)
         path, own = f"/console/containers/{container_id}/files", {"Origin": capped.url}
         fits = web.post(path, files={"file": ("fits.bin", b"x" * (200 << 10))}, data={"csrf": csrf}, headers=own)
         assert fits.status_code == 303, fits.text  # past the JSON cap: an upload's own cap applies

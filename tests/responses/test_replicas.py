@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from cove.api.console.sessions import COOKIE
+from tests.api.test_console import sign_in_plain
 from tests.conftest import Server, data_dir
 from tests.polling import eventually
 from tests.postgres import PostgresServer
@@ -248,6 +250,20 @@ def test_background_running_bounds_a_project_across_replicas(database: PostgresS
 
             eventually(all_done, timeout=120, what="the four responses to complete")
         assert most == 1  # each ran for over a second, so two at once would have been seen
+
+
+def test_a_console_session_opened_on_one_replica_is_served_and_ended_on_the_other(
+        replicas: tuple[Server, Server]) -> None:
+    a, b = replicas
+    with httpx.Client(base_url=a.url, timeout=60) as on_a:
+        csrf = sign_in_plain(on_a, a)
+        cookie = on_a.cookies[COOKIE]
+    with httpx.Client(base_url=b.url, timeout=60, cookies={COOKIE: cookie}) as on_b:
+        assert on_b.get("/console/responses").status_code == 200
+        assert on_b.post("/console/logout", data={"csrf": csrf}, headers={"Origin": b.url}).status_code == 303
+    with httpx.Client(base_url=a.url, timeout=60, cookies={COOKIE: cookie}) as copied:
+        answer = copied.get("/console/responses")  # signing out on b ended it everywhere
+        assert (answer.status_code, answer.headers.get("location")) == (303, "/console/login")
 
 
 def test_a_container_is_reached_through_the_replica_holding_it(replicas: tuple[Server, Server]) -> None:

@@ -45,6 +45,7 @@ from cove.sandbox.linux.engine import LinuxEngine
 from cove.search.engines import Engines
 from cove.service.audit import AuditLog
 from cove.service.console import ConsoleQueries
+from cove.service.console_sessions import ConsoleSessions
 from cove.service.containers import ContainerService
 from cove.service.conversations import ConversationService
 from cove.service.displays import DisplayService
@@ -151,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.conversations = ConversationService(db)
         app.state.audit = audit
         app.state.console = ConsoleQueries(db, response_service, audit, parse_prices(settings.console_prices))
+        app.state.console_sessions = ConsoleSessions(db, secrets.sealer)
         app.state.webhooks = webhooks
         await webhooks.start()  # the projects file's endpoints first: start-up may fail responses
         await response_service.start()

@@ -336,3 +336,19 @@ class ContainerSkillRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text)
     path: Mapped[str] = mapped_column(String(128))
+
+
+class ConsoleSessionRow(Base):
+    """A web console sign-in (``service/console_sessions.py``), in the store so that any replica serves
+    the browser: the browser's cookie holds the session id, this row only its SHA-256 (a copy of the table
+    signs nobody in), the API key sealed, the CSRF token and the expiry."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    key: Mapped[str] = mapped_column(Text)
+    """The API key the session signed in with, sealed (``store/sealing.py``)."""
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

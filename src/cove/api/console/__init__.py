@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cove.api.console import container_pages, pages
 from cove.api.console.context import ApiRefused, SignInNeeded, is_htmx, page
-from cove.api.console.sessions import Sessions
+from cove.api.console.sessions import session_of
 from cove.api.errors import validation_error_body
 from cove.errors import CoveError
 
@@ -63,7 +63,6 @@ def console_app(cove: FastAPI) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.cove = cove
     app.state.settings = cove.state.settings
-    app.state.sessions = Sessions()
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
@@ -79,24 +78,24 @@ def console_app(cove: FastAPI) -> FastAPI:
     async def cove_error(request: Request, exc: Exception) -> HTMLResponse:
         assert isinstance(exc, CoveError)
         return page("error.html", code=exc.status_code, status=exc.status_code, message=exc.message,
-                    session=app.state.sessions.of(request))
+                    session=await session_of(request))
 
     @app.exception_handler(ApiRefused)
     async def refused(request: Request, exc: Exception) -> HTMLResponse:
         assert isinstance(exc, ApiRefused)
         return page("error.html", code=exc.status, status=exc.status, message=exc.message,
-                    session=app.state.sessions.of(request))
+                    session=await session_of(request))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: Exception) -> HTMLResponse:
         assert isinstance(exc, RequestValidationError)
         message = validation_error_body(list(exc.errors()))["error"]["message"]
-        return page("error.html", code=400, status=400, message=message, session=app.state.sessions.of(request))
+        return page("error.html", code=400, status=400, message=message, session=await session_of(request))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: Exception) -> HTMLResponse:
         assert isinstance(exc, HTTPException)
         return page("error.html", code=exc.status_code, status=exc.status_code, message=str(exc.detail),
-                    session=app.state.sessions.of(request))
+                    session=await session_of(request))
 
     return app

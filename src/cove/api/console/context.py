@@ -10,8 +10,9 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
 from cove.api.console.render import render
-from cove.api.console.sessions import Session, Sessions
+from cove.api.console.sessions import session_of
 from cove.service.console import ConsoleQueries
+from cove.service.console_sessions import ConsoleSession
 
 T = TypeVar("T")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -36,19 +37,14 @@ class ApiRefused(Exception):
         self.message = message
 
 
-def sessions(request: Request) -> Sessions:
-    found: Sessions = request.app.state.sessions
-    return found
-
-
-def signed_in(request: Request) -> Session:
-    session = sessions(request).of(request)
+async def signed_in(request: Request) -> ConsoleSession:
+    session = await session_of(request)
     if session is None:
         raise SignInNeeded
     return session
 
 
-Signed = Annotated[Session, Depends(signed_in)]
+Signed = Annotated[ConsoleSession, Depends(signed_in)]
 
 
 def service(request: Request, name: str, kind: type[T]) -> T:
@@ -71,7 +67,7 @@ def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
-async def call_api(request: Request, session: Session, method: str, path: str) -> dict[str, Any]:
+async def call_api(request: Request, session: ConsoleSession, method: str, path: str) -> dict[str, Any]:
     """The Cove API called in-process with the session's key, for what other modules own (the
     terminal's token, the display's view token, preview URLs): the console then gets exactly what
     the API grants that key, checks included, and never copies their code."""

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from cove.api.auth import project_for_key
-from cove.api.console.context import Signed, is_htmx, page, queries, service, sessions
+from cove.api.console.context import Signed, is_htmx, page, queries, service
 from cove.api.console.render import render, steps
-from cove.api.console.sessions import COOKIE, LIFETIME, Session, check_csrf, check_origin
+from cove.api.console.sessions import COOKIE, check_csrf, check_origin, session_of, store
 from cove.service.console import TERMINAL_EVENTS
+from cove.service.console_sessions import LIFETIME, ConsoleSession
 from cove.service.conversations import ConversationService
 from cove.service.pagination import Page
 
@@ -28,7 +29,7 @@ def _form_value(form: Any, name: str) -> str | None:
 
 @router.get("/")
 async def home(request: Request) -> RedirectResponse:
-    signed = sessions(request).of(request) is not None
+    signed = await session_of(request) is not None
     return RedirectResponse("/console/responses" if signed else "/console/login", status_code=303)
 
 
@@ -46,7 +47,7 @@ async def login(request: Request) -> Response:
     project = project_for_key(request.app.state.settings.keys, key) if key.strip() else None
     if project is None:
         return page("login.html", code=401, session=None, error="That is not an API key of this server.")
-    session_id, _ = sessions(request).open(project, key.strip())
+    session_id, _ = await store(request).open(project, key.strip())
     answer = RedirectResponse("/console/responses", status_code=303)
     answer.set_cookie(COOKIE, session_id, max_age=int(LIFETIME), path="/console", httponly=True,
                       samesite="strict", secure=request.url.scheme == "https")
@@ -57,13 +58,13 @@ async def login(request: Request) -> Response:
 async def logout(request: Request, session: Signed) -> RedirectResponse:
     check_origin(request)
     check_csrf(session, _form_value(await request.form(), "csrf"))
-    sessions(request).close(request)
+    await store(request).close(request.cookies.get(COOKIE))
     answer = RedirectResponse("/console/login", status_code=303)
     answer.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
     return answer
 
 
-def _list(request: Request, session: Session, template: str, rows: list[Any], has_more: bool) -> HTMLResponse:
+def _list(request: Request, session: ConsoleSession, template: str, rows: list[Any], has_more: bool) -> HTMLResponse:
     """A list page, or only its next rows for htmx's "More" (they replace the "More" row)."""
     next_after = rows[-1].id if has_more and rows else None
     if is_htmx(request):

@@ -6,64 +6,39 @@ is never in a page, a URL or a cookie. Each session has its own CSRF token, whic
 htmx request sends back (``X-CSRF-Token`` or a ``csrf`` field), and state-changing requests must
 also come from the console's own origin (``Origin``/``Referer``): three locks, any one enough.
 
-Sessions live in this server process's memory: a restart signs everyone out, and behind several
-replicas a browser must stay with the replica it signed in on (or sign in again). Keys change only
-with a restart, which ends every session, so a session never outlives its key.
+Sessions live in the store (``service/console_sessions.py``), so a browser may land on any replica and a
+restart signs nobody out; a session whose key the server no longer accepts for its project (the key
+was removed or moved to another project) is signed out on its next request.
 """
 
 from __future__ import annotations
 
 import secrets
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from cove.api.auth import project_for_key
 from cove.errors import PermissionDenied
+from cove.service.console_sessions import ConsoleSession, ConsoleSessions
 
 COOKIE = "cove_console"
-LIFETIME = 12 * 3600.0
-"""Seconds a session lasts from sign-in, used or not."""
-MOST = 10_000
-"""Sessions kept at once; beyond it the oldest is signed out (sign-ins cost the server memory)."""
 
 
-@dataclass
-class Session:
-    project: str
-    key: str
-    """The API key it signed in with: the console calls the API for the person with it."""
-    expires_at: float
-    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+def store(request: Request) -> ConsoleSessions:
+    found: ConsoleSessions = request.app.state.cove.state.console_sessions
+    return found
 
 
-class Sessions:
-    def __init__(self) -> None:
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
-
-    def open(self, project: str, key: str) -> tuple[str, Session]:
-        session_id = secrets.token_urlsafe(32)
-        session = Session(project, key, time.time() + LIFETIME)
-        self._sessions[session_id] = session
-        while len(self._sessions) > MOST:
-            self._sessions.popitem(last=False)
-        return session_id, session
-
-    def of(self, request: Request) -> Session | None:
-        """The request's live session, or None (no cookie, unknown, signed out or expired)."""
-        session_id = request.cookies.get(COOKIE)
-        session = self._sessions.get(session_id) if session_id else None
-        if session is None:
-            return None
-        if session.expires_at < time.time():
-            self._sessions.pop(session_id or "", None)
-            return None
-        return session
-
-    def close(self, request: Request) -> None:
-        self._sessions.pop(request.cookies.get(COOKIE) or "", None)
+async def session_of(request: Request) -> ConsoleSession | None:
+    """The request's live session, or None (no cookie, unknown, signed out, expired, or its key no
+    longer this server's key for its project)."""
+    session_id = request.cookies.get(COOKIE)
+    session = await store(request).find(session_id)
+    if session is not None and project_for_key(request.app.state.settings.keys, session.key) != session.project:
+        await store(request).close(session_id)
+        return None
+    return session
 
 
 def check_origin(request: Request) -> None:
@@ -77,6 +52,6 @@ def check_origin(request: Request) -> None:
                                code="console_foreign_origin")
 
 
-def check_csrf(session: Session, token: str | None) -> None:
+def check_csrf(session: ConsoleSession, token: str | None) -> None:
     if token is None or not secrets.compare_digest(token.encode(), session.csrf.encode()):
         raise PermissionDenied("The form's CSRF token is missing or stale: reload the page.", code="console_csrf")
