@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import re
+import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -418,3 +419,25 @@ def test_a_preview_opens_from_the_container_page(page: Page, server: Server, htt
         preview.screenshot(path=screens / "preview.png")
     finally:
         http.delete(f"/v1/containers/{container_id}")
+
+
+def test_a_session_outlives_a_restart_but_not_its_key(upstream: ScriptedUpstream) -> None:
+    """Sessions are in the store: a restart keeps them; a restart without the session's key (or with it
+    moved to another project) signs it out at its next request."""
+    path = data_dir("cove-console-restart")
+    server = Server(path, {"COVE_UPSTREAM_URL": upstream.url})
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as web:
+            sign_in_plain(web, server)
+            server.stop()
+            server.start()
+            assert web.get("/console/responses").status_code == 200
+            server.stop()
+            server.env["COVE_API_KEYS"] = f"{KEYS['alpha']}=beta"
+            server.start()
+            answer = web.get("/console/responses")
+            assert (answer.status_code, answer.headers.get("location")) == (303, "/console/login")
+    finally:
+        server.stop()
+        shutil.rmtree(path, ignore_errors=True)
