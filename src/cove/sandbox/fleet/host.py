@@ -221,6 +221,9 @@ class SandboxHost:
         """Opens the container's end of a byte stream (``StreamKind``: ``args`` is the port, the
         ``TerminalRequest``, the argv, or the ``Screen``) and offers it on the node's relay."""
         sandbox = await self._sandbox(incarnation, container_id, limits)
+        if self._relay is None:
+            self._relay = Relay(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+        self._relay.check_room()
         end: End
         if kind == "port":
             end = await SocketEnd.of(await sandbox.connect_port(int(args)))  # refused: OSError, as on one machine
@@ -233,8 +236,6 @@ class SandboxHost:
             end = await (await sandbox.display(args)).vnc()
         else:
             raise InvalidRequest(f"No stream kind {kind!r}.")
-        if self._relay is None:
-            self._relay = Relay(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
         return await self._relay.offer(end)
 
     def _terminal(self, incarnation: str, stream_id: str) -> Terminal:

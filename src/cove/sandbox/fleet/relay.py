@@ -15,7 +15,9 @@ ways. Bounds:
 - at most ``MAX_STREAMS`` ends (waiting or connected) per host (``TooManyRequests`` past it);
 - the replica's end-of-stream (or a reset) ends the stream: the container's end is closed (a terminal's
   program and a channel's process killed), except for a port, whose half-close is passed on and which
-  ends once both directions have; the container's end-of-stream is passed on as a half-close;
+  ends once both directions have, or once the app sent nothing for ``HALF_CLOSED_IDLE_SECONDS`` after
+  it (an app that never closes cannot hold the stream); the container's end-of-stream is passed on as
+  a half-close;
 - TCP keep-alive on every relay connection, so a replica's machine that vanishes does not hold an end
   for ever.
 """
@@ -38,6 +40,8 @@ TOKEN_SECONDS = 5.0
 """How long a ticket's token opens its stream (the replica connects at once: milliseconds)."""
 MAX_STREAMS = 512
 """Open ends per node (terminals, port connections, channels, VNC views), waiting or connected."""
+HALF_CLOSED_IDLE_SECONDS = 30.0
+"""How long a port connection the replica half-closed waits for the app's next bytes before it ends."""
 TOKEN_BYTES = 32
 """A token's length on the wire (16 random bytes, hex)."""
 _CHUNK = 65536
@@ -125,12 +129,19 @@ class Relay:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    async def offer(self, end: End) -> Ticket:
-        """Registers ``end`` (closing it if the relay is full) and returns the ticket that opens it."""
+    def check_room(self) -> None:
+        """Refuses a new stream when ``MAX_STREAMS`` are open (before its end is opened for nothing)."""
         if len(self.streams) >= MAX_STREAMS:
-            await end.close()
             raise TooManyRequests(f"This fleet node has {MAX_STREAMS} streams open (terminals, port connections, "
                                   "channels); close some first.", code="too_many_streams")
+
+    async def offer(self, end: End) -> Ticket:
+        """Registers ``end`` (closing it if the relay filled up meanwhile) and returns the ticket that opens it."""
+        try:
+            self.check_room()
+        except TooManyRequests:
+            await end.close()
+            raise
         try:
             port = await self._listen()
         except BaseException:
@@ -201,8 +212,11 @@ async def _pump(stream: _Stream, reader: asyncio.StreamReader, writer: asyncio.S
         if isinstance(stream.end, SocketEnd):  # a port: the app may still answer
             stream.end.write_eof()
 
+    sent = [0]
+
     async def down() -> None:
         while data := await stream.end.read():
+            sent[0] += len(data)
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof() and not writer.is_closing():
@@ -219,6 +233,13 @@ async def _pump(stream: _Stream, reader: asyncio.StreamReader, writer: asyncio.S
                 return
             if upward in done and not half_close:
                 return
+            if upward in done and pending:  # a half-closed port: the app answers or falls idle
+                before = sent[0]
+                done, pending = await asyncio.wait(pending, timeout=HALF_CLOSED_IDLE_SECONDS)
+                if pending and sent[0] == before:
+                    return
+                if any(task.exception() is not None for task in done):
+                    return
     finally:
         for task in tasks:
             task.cancel()

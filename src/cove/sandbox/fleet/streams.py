@@ -87,11 +87,13 @@ class RemoteTerminal(_Stream, Terminal):
         return cls(*await asyncio.open_connection(sock=await connect(ticket)), call)
 
     def resize(self, cols: int, rows: int) -> None:
-        self._resizes.append(asyncio.ensure_future(self._call("resize", (cols, rows), None)))
+        task = asyncio.ensure_future(self._call("resize", (cols, rows), None))
+        task.add_done_callback(_quiet)  # a closed terminal's resize does not matter
+        self._resizes.append(task)
 
     async def write(self, data: bytes) -> None:
         resizes, self._resizes = self._resizes, []
-        await asyncio.gather(*resizes, return_exceptions=True)  # a closed terminal's resize does not matter
+        await asyncio.gather(*resizes, return_exceptions=True)
         await super().write(data)
 
     async def wait(self) -> int:
@@ -102,6 +104,11 @@ class RemoteTerminal(_Stream, Terminal):
         for task in self._resizes:
             task.cancel()
         await super().close()
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 WAIT_SECONDS = 7 * 24 * 3600.0
