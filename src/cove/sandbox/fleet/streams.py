@@ -19,6 +19,9 @@ from cove.sandbox.base import Channel, Display, Screen, Terminal
 from cove.sandbox.fleet.relay import TOKEN_SECONDS, Ticket, keepalive
 
 _CHUNK = 65536
+WAIT_SECONDS = 7 * 24 * 3600.0
+"""A terminal's exit code comes when its program ends, which may be days; a node that dies fails the
+call at once (Ray reports the actor gone), so this deadline is only a backstop."""
 
 Call = Callable[[str, tuple[Any, ...], float | None], Awaitable[Any]]
 """Makes one host call (method name, arguments after the incarnation and ids, deadline or None for the
@@ -39,6 +42,12 @@ async def connect(ticket: Ticket) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _quiet(task: asyncio.Future[Any]) -> None:
+    """Retrieves a finished task's error so that nobody is told it was never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Stream:
@@ -104,16 +113,6 @@ class RemoteTerminal(_Stream, Terminal):
         for task in self._resizes:
             task.cancel()
         await super().close()
-
-
-def _quiet(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-WAIT_SECONDS = 7 * 24 * 3600.0
-"""A terminal's exit code comes when its program ends, which may be days; a node that dies fails the
-call at once (Ray reports the actor gone), so this deadline is only a backstop."""
 
 
 class RemoteDisplay(Display):
