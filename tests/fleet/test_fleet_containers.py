@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import Server
 from tests.polling import eventually
-from tests.ray_cluster import RayNode, _comm, descendants, fleet_status
+from tests.ray_cluster import RayNode, container_init, descendants, fleet_status
 
 pytestmark = pytest.mark.root
 
@@ -38,13 +38,12 @@ def test_a_real_container_runs_streams_and_keeps_files_through_the_fleet(fleet: 
         assert len(deltas) >= 2  # it streamed, not one chunk at the end
 
         # The container's init is not in the Ray node's process tree (it survives the worker).
-        init = json.loads((node_dir / "runc" / cid / "state.json").read_text())["init_process_pid"]
+        init = container_init(node_dir, cid)
         assert node.proc is not None and init not in descendants(node.proc.pid)
 
         # The host's worker dies; Ray restarts the host, whose engine kills what the dead one left,
         # and the old incarnation's container is lost.
-        host = next(pid for pid in descendants(node.proc.pid) if _comm(pid).startswith("ray::SandboxHos"))
-        os.kill(host, signal.SIGKILL)
+        os.kill(node.host_worker(), signal.SIGKILL)
         eventually(lambda: not Path(f"/proc/{init}").exists(), timeout=60, what="the restarted host to kill the init")
 
         def lost() -> bool:

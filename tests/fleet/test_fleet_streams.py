@@ -24,7 +24,7 @@ from tests.api.test_terminal import exit_message, open_pty, read_until
 from tests.conftest import IMAGES_DIR, Server
 from tests.helpers import run
 from tests.polling import eventually
-from tests.ray_cluster import RayNode, _comm, descendants, sockets_of
+from tests.ray_cluster import RayNode, container_init, sockets_of
 from tests.responses.test_mcp import MODEL, STDIO_SERVER
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
@@ -39,8 +39,7 @@ def http(fleet: Server) -> Iterator[httpx.Client]:
 
 def _host_listeners(node: RayNode) -> set[str]:
     """The addresses the node's ``SandboxHost`` worker listens on."""
-    assert node.proc is not None
-    host = next(pid for pid in descendants(node.proc.pid) if _comm(pid).startswith("ray::SandboxHos"))
+    host = node.host_worker()
     lines = subprocess.run(["ss", "-tlnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
     return {line.split()[3] for line in lines if f"pid={host}," in line}
 
@@ -83,7 +82,7 @@ def test_a_web_server_in_the_container_is_previewed(http: httpx.Client, box: str
 
 def _freezer_state(node_dir: Path, container_id: str) -> str:
     """The container's cgroup v1 freezer state on the node (FROZEN while paused)."""
-    init = json.loads((node_dir / "runc" / container_id / "state.json").read_text())["init_process_pid"]
+    init = container_init(node_dir, container_id)
     line = next(line for line in Path(f"/proc/{init}/cgroup").read_text().splitlines()
                 if line.split(":")[1] == "freezer")
     return (Path("/sys/fs/cgroup/freezer") / line.split(":", 2)[2].lstrip("/") / "freezer.state").read_text().strip()
