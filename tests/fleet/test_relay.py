@@ -89,6 +89,36 @@ def test_a_ports_bytes_and_half_closes_cross_both_ways() -> None:
     run(test)
 
 
+def test_a_half_closed_port_whose_app_falls_silent_is_freed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay_module, "HALF_CLOSED_IDLE_SECONDS", 0.3)
+
+    async def test() -> None:
+        done = asyncio.Event()
+
+        async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # the replica's half-close; then it neither answers nor closes
+            await done.wait()
+            writer.close()
+
+        server = await asyncio.start_server(app, IP, 0)
+        relay = Relay(IP)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            ticket = await relay.offer(await SocketEnd.of(socket.create_connection((IP, port))))
+            reader, writer = await asyncio.open_connection(sock=await connect(ticket))
+            writer.write_eof()
+            assert await reader.read() == b""  # the relay gave up on the silent app...
+            assert not relay.streams  # ...and freed the stream, the app's connection still open
+            writer.close()
+        finally:
+            done.set()
+            await relay.close()
+            server.close()
+            await server.wait_closed()
+
+    run(test)
+
+
 def test_a_programs_stream_ends_with_either_side() -> None:
     async def test() -> None:
         relay = Relay(IP)
