@@ -8,7 +8,9 @@
 2. With Ray (skip with ``--no-ray``): three nodes on 127.0.0.2-4 (the head is one), each with a
    ``SandboxHost`` on the simulated engine, placement on PostgreSQL; create and exec through
    ``FleetEngine`` beside the same engine called in process. The difference is the fleet's added
-   latency (the container work on the node is the same code). Then create throughput, 16 creates in
+   latency (the container work on the node is the same code). With ``--real``, also a stream: a
+   channel to ``cat`` in the container opened (through the node's relay on the fleet) and one byte
+   echoed back and forth, as a terminal's keystrokes are. Then create throughput, 16 creates in
    flight, across the three nodes against the engine in process, in alternating rounds.
 
 Targets are reported, not asserted (exec added p50 <= 2 ms). See ``bench/README.md``.
@@ -33,7 +35,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cove.sandbox.base import Command, Limits, SandboxEngine  # noqa: E402
+from cove.sandbox.base import Channel, Command, Limits, Sandbox, SandboxEngine  # noqa: E402
 from cove.sandbox.fleet.engine import FleetEngine  # noqa: E402
 from cove.sandbox.fleet.placement import Need, NodeReport  # noqa: E402
 from cove.service.fleet import FleetRegistry  # noqa: E402
@@ -164,7 +166,7 @@ async def through_ray(table: Table, rounds: int, url: str, real: bool) -> None:
         local = _linux_engine(dirs["local"]) if real else SimulatedEngine("local")
         await local.start()
         try:
-            await _compare(fleet, local, table, rounds)
+            await _compare(fleet, local, table, rounds, real)
             await _throughput(fleet, local, registry, table)
         finally:
             await local.close()
@@ -194,7 +196,21 @@ def _linux_engine(path: Path) -> SandboxEngine:
     return LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base), subreaper=False)
 
 
-async def _compare(fleet: FleetEngine, local: SandboxEngine, table: Table, rounds: int) -> None:
+async def _echoes(sandbox: Sandbox, times: dict[tuple[str, str], list[float]], name: str) -> None:
+    """A channel to ``cat`` opened, then one byte there and back 20 times (a keystroke's round trip)."""
+    channel = await _timed(times.setdefault(("stream open", name), []), sandbox.channel(["cat"]))
+    assert isinstance(channel, Channel)
+    try:
+        for _ in range(20):
+            started = time.perf_counter()
+            await channel.write(b"x")
+            assert await channel.read() == b"x"
+            times.setdefault(("stream echo", name), []).append((time.perf_counter() - started) * 1000)
+    finally:
+        await channel.close()
+
+
+async def _compare(fleet: FleetEngine, local: SandboxEngine, table: Table, rounds: int, real: bool) -> None:
     command = Command("echo hi", 10_000, 10_000)
     times: dict[tuple[str, str], list[float]] = {}
     for i in range(rounds):  # alternating, so that the machine's noise falls on both alike
@@ -205,8 +221,12 @@ async def _compare(fleet: FleetEngine, local: SandboxEngine, table: Table, round
                 await _timed(times.setdefault(("exec", name), []), sandbox.exec(command))  # type: ignore[attr-defined]
             await _timed(times.setdefault(("streaming exec", name), []),
                          sandbox.exec(command, lambda _stream, _text: None))  # type: ignore[attr-defined]
+            if real:
+                await _echoes(sandbox, times, name)  # type: ignore[arg-type]
             await _timed(times.setdefault(("destroy", name), []), engine.destroy(f"cntr_{name}{i:04}"))
-    for op in ("create", "exec", "streaming exec", "destroy"):
+    for op in ("create", "exec", "streaming exec", "stream open", "stream echo", "destroy"):
+        if (op, "fleet") not in times:
+            continue
         fleet_ms, local_ms = _p50(times[(op, "fleet")]), _p50(times[(op, "local")])
         note = f"target <= {TARGET_EXEC_ADDED_MS} ms" if op == "exec" else ""
         table.add_row(f"{op}: added by the fleet (p50 fleet {fleet_ms:.2f} - local {local_ms:.2f})",

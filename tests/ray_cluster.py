@@ -162,6 +162,11 @@ class RayNode:
             if started is not None:
                 self.pids.setdefault(pid, started)
 
+    def host_worker(self) -> int:
+        """The PID of the Ray worker that runs this node's ``SandboxHost`` (its process title names it)."""
+        assert self.proc is not None
+        return next(pid for pid in descendants(self.proc.pid) if _comm(pid).startswith("ray::SandboxHos"))
+
     def alive(self) -> set[int]:
         """The processes this node started that still run (not PIDs reused since)."""
         return {pid for pid, started in self.pids.items() if _started(pid) == started}
@@ -298,6 +303,12 @@ def fleet_status(server: Server) -> dict[str, dict[str, Any]]:
     out = subprocess.run([str(Path(sys.executable).parent / "cove"), "fleet", "status", "--json"], env=server.env,
                          capture_output=True, text=True, check=True).stdout
     return {node["node"]: node for node in map(json.loads, out.splitlines())}
+
+
+def container_init(node_dir: Path, container_id: str) -> int:
+    """The PID of a container's init on a real node (runc's state in the node's data dir)."""
+    state = json.loads((node_dir / "runc" / container_id / "state.json").read_text())
+    return int(state["init_process_pid"])
 
 
 def _loopback(host: str) -> bool:

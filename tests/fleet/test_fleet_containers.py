@@ -5,63 +5,19 @@ one left and fences the old incarnation's containers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from cove.config import Settings
-from cove.sandbox.images.store import ImageStore
-from cove.sandbox.linux.engine import LinuxEngine
-from tests.conftest import IMAGES_DIR, Server, _server_env, data_dir, running_server
+from tests.conftest import Server
 from tests.polling import eventually
-from tests.postgres import PostgresServer
-from tests.ray_cluster import HEAD_IP, RayCluster, RayNode, _comm, descendants, fleet_status, hosts_reported
-from tests.scripted_upstream import ScriptedUpstream
+from tests.ray_cluster import RayNode, container_init, descendants, fleet_status
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def node_dir() -> Iterator[Path]:
-    path = data_dir("cove-fleet-node")
-    yield path
-    # What a killed host left (its containers belong to the machine's init): removed as a restarted host would.
-    settings = Settings(data_dir=path, images_dir=IMAGES_DIR, warm_pool=0)
-    engine = LinuxEngine(settings, ImageStore(settings.image_root, settings.subuid_base), subreaper=False)
-
-    async def clean() -> None:
-        await engine.start()
-        await engine.close()
-
-    asyncio.run(clean())
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def node(node_dir: Path) -> Iterator[RayNode]:
-    ray = RayCluster()
-    try:
-        ray.add(HEAD_IP, head=True)
-        yield ray.add("127.0.0.3", {"cove_host:real": 1, "cove_slots": 10},
-                      env={"COVE_DATA_DIR": str(node_dir), "COVE_IMAGES_DIR": str(IMAGES_DIR), "COVE_WARM_POOL": "0"})
-    finally:
-        ray.stop()
-
-
-@pytest.fixture(scope="module")
-def fleet(node: RayNode, upstream: ScriptedUpstream, postgres: PostgresServer | None) -> Iterator[Server]:
-    env = {**_server_env(upstream, postgres), "COVE_RAY_ADDRESS": node.cluster.address, "COVE_RAY_NODE_IP": HEAD_IP,
-           "COVE_FLEET_CALL_TIMEOUT": "10", "COVE_FLEET_CHECK_SECONDS": "0.5"}
-    with running_server(data_dir("cove-fleet-api"), env) as srv:
-        hosts_reported(srv, node.cluster, {"real"})
-        yield srv
 
 
 def _exec(http: httpx.Client, cid: str, command: str) -> httpx.Response:
@@ -82,13 +38,12 @@ def test_a_real_container_runs_streams_and_keeps_files_through_the_fleet(fleet: 
         assert len(deltas) >= 2  # it streamed, not one chunk at the end
 
         # The container's init is not in the Ray node's process tree (it survives the worker).
-        init = json.loads((node_dir / "runc" / cid / "state.json").read_text())["init_process_pid"]
+        init = container_init(node_dir, cid)
         assert node.proc is not None and init not in descendants(node.proc.pid)
 
         # The host's worker dies; Ray restarts the host, whose engine kills what the dead one left,
         # and the old incarnation's container is lost.
-        host = next(pid for pid in descendants(node.proc.pid) if _comm(pid).startswith("ray::SandboxHos"))
-        os.kill(host, signal.SIGKILL)
+        os.kill(node.host_worker(), signal.SIGKILL)
         eventually(lambda: not Path(f"/proc/{init}").exists(), timeout=60, what="the restarted host to kill the init")
 
         def lost() -> bool:

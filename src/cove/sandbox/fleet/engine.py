@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -33,8 +34,10 @@ from cove.errors import (
 )
 from cove.sandbox.base import (
     WALK_VISITS,
+    Channel,
     Command,
     CommandOutput,
+    Display,
     Entry,
     FileContent,
     Files,
@@ -42,10 +45,16 @@ from cove.sandbox.base import (
     OutputCallback,
     Sandbox,
     SandboxEngine,
+    Screen,
+    SkillFile,
+    Terminal,
+    TerminalRequest,
     memory_bytes,
 )
-from cove.sandbox.fleet.host import SandboxHost
+from cove.sandbox.fleet.host import SandboxHost, StreamKind
 from cove.sandbox.fleet.placement import Assignment, Need, NodeReport, Placement
+from cove.sandbox.fleet.relay import Ticket
+from cove.sandbox.fleet.streams import RemoteChannel, RemoteDisplay, RemoteTerminal, connect
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,9 @@ _CREATE_ATTEMPTS = 3
 """Placements one create tries (each after a node failed it) before it gives up with 503."""
 _START_TIMEOUT = 60.0
 """Seconds the server waits at start for the hosts' first reports (Ray starts a worker for each new one)."""
+_DISPLAY_SECONDS = 60.0
+"""What a display call may take beyond the call deadline: starting the display (Xvfb, Chromium: up to
+30 s on a busy node) and a batch of actions (typing 10,000 characters takes ~20 s)."""
 
 HostHandle = Any
 """A ``SandboxHost`` actor's handle (Ray's own typing does not follow ``.remote`` calls to its methods)."""
@@ -116,6 +128,9 @@ class FleetEngine(SandboxEngine):
         the check drops the node's entries, so exec does not pay a database round trip."""
         self._incarnations: dict[str, str] = {}
         """Each node's incarnation when it last answered (also after it was lost)."""
+        self._displays: dict[str, bool] = {}
+        """Whether each container has a display, as its host said at create (or at this replica's first
+        ``get``): ``Sandbox.has_display`` is a property, asked before anything runs."""
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -170,6 +185,7 @@ class FleetEngine(SandboxEngine):
         self.live = live
         self._assignments = {cid: a for cid, a in self._assignments.items()
                              if a.node in live and live[a.node].incarnation == a.incarnation}
+        self._displays = {cid: shown for cid, shown in self._displays.items() if cid in self._assignments}
 
     async def call(self, ref: Awaitable[Any], within: float | None = None) -> Any:
         """One host call, within ``within`` seconds (default ``COVE_FLEET_CALL_TIMEOUT``), with Ray's
@@ -206,7 +222,7 @@ class FleetEngine(SandboxEngine):
                                       code="fleet_full")
             host = self.hosts[placed.node]
             try:
-                await self.call(host.create.remote(placed.incarnation, container_id, image, limits, None))
+                shown = await self.call(host.create.remote(placed.incarnation, container_id, image, limits, None))
             except ContainerLost:  # the host restarted since its last report: learn its new incarnation
                 await self.placement.forget(container_id)
                 await self.check()
@@ -221,7 +237,8 @@ class FleetEngine(SandboxEngine):
                 await self.placement.forget(container_id)
                 raise
             self._assignments[container_id] = placed
-            return RemoteSandbox(self, container_id, placed, limits)
+            self._displays[container_id] = bool(shown)
+            return RemoteSandbox(self, container_id, placed, limits, bool(shown))
         raise SandboxUnavailable("No fleet node is answering; the container was not created.")
 
     async def _assignment(self, container_id: str) -> Assignment:
@@ -236,7 +253,12 @@ class FleetEngine(SandboxEngine):
         return placed
 
     async def get(self, container_id: str, limits: Limits) -> Sandbox:
-        return RemoteSandbox(self, container_id, await self._assignment(container_id), limits)
+        placed = await self._assignment(container_id)
+        shown = self._displays.get(container_id)
+        if shown is None:
+            shown = self._displays[container_id] = bool(
+                await self.call(self.host(placed).has_display.remote(placed.incarnation, container_id, limits)))
+        return RemoteSandbox(self, container_id, placed, limits, shown)
 
     def host(self, placed: Assignment) -> HostHandle:
         if placed.node in self.lost or placed.node not in self.hosts:
@@ -255,6 +277,7 @@ class FleetEngine(SandboxEngine):
             return
         await self.call(self.host(placed).destroy.remote(placed.incarnation, container_id))
         self._assignments.pop(container_id, None)
+        self._displays.pop(container_id, None)
         await self.placement.forget(container_id)
 
     async def snapshot(self, container_id: str, snapshot_id: str) -> int:
@@ -277,10 +300,13 @@ class FleetEngine(SandboxEngine):
 class RemoteSandbox(Sandbox):
     """A container on a fleet node; each call one host call with its own deadline."""
 
-    def __init__(self, engine: FleetEngine, container_id: str, placed: Assignment, limits: Limits) -> None:
+    def __init__(self, engine: FleetEngine, container_id: str, placed: Assignment, limits: Limits,
+                 shown: bool) -> None:
         self.id = container_id
         self._engine, self._placed, self._limits = engine, placed, limits
         self._running = True
+        self._paused = False
+        self._shown = shown
 
     def _host(self) -> HostHandle:
         return self._engine.host(self._placed)
@@ -320,6 +346,74 @@ class RemoteSandbox(Sandbox):
     def running(self) -> bool:
         """As of this handle's last call (asking the node would make a property a network call)."""
         return self._running
+
+    @property
+    def paused(self) -> bool:
+        """As of this handle's last call, as ``running`` (the service keeps the truth in its row)."""
+        return self._paused
+
+    async def pause(self) -> None:
+        await self._engine.call(self._host().pause.remote(self._placed.incarnation, self.id, self._limits))
+        self._paused = True
+
+    async def resume(self) -> None:
+        await self._engine.call(self._host().resume.remote(self._placed.incarnation, self.id, self._limits))
+        self._paused = False
+
+    async def add_skill(self, name: str, files: Iterable[SkillFile]) -> str:
+        path: str = await self._engine.call(self._host().add_skill.remote(self._placed.incarnation, self.id,
+                                                                          self._limits, name, list(files)))
+        return path
+
+    async def _ticket(self, kind: StreamKind, args: Any) -> Ticket:
+        ref = self._host().open_stream.remote(self._placed.incarnation, self.id, self._limits, kind, args)
+        ticket: Ticket = await self._engine.call(_refusals(ref) if kind == "port" else ref)
+        return ticket
+
+    async def connect_port(self, port: int) -> socket.socket:
+        return await connect(await self._ticket("port", port))
+
+    async def terminal(self, request: TerminalRequest) -> Terminal:
+        ticket = await self._ticket("terminal", request)
+        host, incarnation = self._host(), self._placed.incarnation
+
+        def call(name: str, args: tuple[Any, ...], within: float | None) -> Awaitable[Any]:
+            return self._engine.call(getattr(host, name).remote(incarnation, ticket.stream_id, *args), within)
+
+        return await RemoteTerminal.open(ticket, call)
+
+    async def channel(self, argv: list[str]) -> Channel:
+        return await RemoteChannel.open(await self._ticket("channel", argv))
+
+    @property
+    def has_display(self) -> bool:
+        return self._shown
+
+    async def display(self, screen: Screen | None = None) -> Display:
+        if not self._shown:
+            return await super().display(screen)
+        host, args = self._host(), (self._placed.incarnation, self.id, self._limits)
+        within = self._engine.call_timeout + _DISPLAY_SECONDS
+        started: Screen = await self._engine.call(host.display.remote(*args, screen, "start", []), within)
+
+        def call(name: str, call_args: tuple[Any, ...], deadline: float | None) -> Awaitable[Any]:
+            return self._engine.call(host.display.remote(*args, started, name, *call_args), deadline)
+
+        async def vnc() -> Channel:
+            return await RemoteChannel.open(await self._ticket("vnc", started))
+
+        return RemoteDisplay(started, call, vnc, within)
+
+
+async def _refusals(ref: Awaitable[Any]) -> Any:
+    """The host call's answer, or the ``OSError`` the node met (nothing listening on a port is a
+    ``ConnectionRefusedError`` on a fleet as on one machine, not a failure of the node)."""
+    try:
+        return await ref
+    except RayTaskError as error:
+        if isinstance(error.cause, OSError) and not isinstance(error.cause, CoveError):
+            raise error.cause from None
+        raise
 
 
 class RemoteFiles(Files):

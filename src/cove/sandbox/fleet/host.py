@@ -25,15 +25,31 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
-from cove.errors import ContainerLost, NotFound
-from cove.sandbox.base import Command, CommandOutput, Files, Limits, SandboxEngine
+import ray
+
+from cove.errors import ContainerLost, InvalidRequest, NotFound
+from cove.sandbox.base import (
+    Command,
+    CommandOutput,
+    Files,
+    Limits,
+    Sandbox,
+    SandboxEngine,
+    Screen,
+    SkillFile,
+    Terminal,
+    TerminalRequest,
+)
 from cove.sandbox.fleet.placement import NodeReport
+from cove.sandbox.fleet.relay import End, Relay, SocketEnd, Ticket
 
 HostEngine = tuple[SandboxEngine, Callable[[], frozenset[str]]]
 """What a host runs on: an engine, and what tells which images the node has on disk."""
 
 FILE_CALLS = frozenset({"stat", "read", "write", "delete", "list_dir", "walk_files"})
 """``Files`` methods a host forwards (``stream`` has its own generator)."""
+StreamKind = Literal["port", "terminal", "channel", "vnc"]
+"""What ``SandboxHost.open_stream`` opens: ``connect_port``, ``terminal``, ``channel``, ``display().vnc()``."""
 
 
 def load_factory(path: str) -> Callable[[str], HostEngine]:
@@ -67,6 +83,7 @@ class SandboxHost:
         self._held: set[str] = set()
         self._started = asyncio.Lock()
         self._ready = False
+        self._relay: Relay | None = None
 
     async def report(self) -> NodeReport:
         """Starts the engine on first call (cleaning what a crashed host left), then says what the node has."""
@@ -81,6 +98,8 @@ class SandboxHost:
         """Destroys every container this host holds and takes a new incarnation (a node back from lost)."""
         self.incarnation = uuid.uuid4().hex
         held, self._held = self._held, set()
+        if self._relay is not None:
+            await self._relay.close()
         await asyncio.gather(*(self.engine.destroy(container_id) for container_id in held), return_exceptions=True)
         return await self.report()
 
@@ -92,14 +111,16 @@ class SandboxHost:
             raise ContainerLost(container_id)
 
     async def create(self, incarnation: str, container_id: str, image: str, limits: Limits,
-                     snapshot_id: str | None) -> None:
+                     snapshot_id: str | None) -> bool:
+        """Makes the container; returns whether it has a display (so the replica need not ask)."""
         self._check(incarnation, container_id)
         self._held.add(container_id)
         try:
-            await self.engine.create(container_id, image, limits, snapshot_id=snapshot_id)
+            sandbox = await self.engine.create(container_id, image, limits, snapshot_id=snapshot_id)
         except BaseException:
             self._held.discard(container_id)
             raise
+        return sandbox.has_display
 
     async def exec(self, incarnation: str, container_id: str, limits: Limits, command: Command) -> CommandOutput:
         self._check(incarnation, container_id)
@@ -165,3 +186,67 @@ class SandboxHost:
 
     async def held(self) -> int:
         return len(self._held)
+
+    # -- what the one-machine ``Sandbox`` offers beyond commands and files ------------------------
+    async def _sandbox(self, incarnation: str, container_id: str, limits: Limits) -> Sandbox:
+        self._check(incarnation, container_id)
+        return await self.engine.get(container_id, limits)
+
+    async def has_display(self, incarnation: str, container_id: str, limits: Limits) -> bool:
+        return (await self._sandbox(incarnation, container_id, limits)).has_display
+
+    async def pause(self, incarnation: str, container_id: str, limits: Limits) -> None:
+        await (await self._sandbox(incarnation, container_id, limits)).pause()
+
+    async def resume(self, incarnation: str, container_id: str, limits: Limits) -> None:
+        await (await self._sandbox(incarnation, container_id, limits)).resume()
+
+    async def add_skill(self, incarnation: str, container_id: str, limits: Limits, name: str,
+                        files: list[SkillFile]) -> str:
+        return await (await self._sandbox(incarnation, container_id, limits)).add_skill(name, files)
+
+    async def display(self, incarnation: str, container_id: str, limits: Limits, screen: Screen | None,
+                      call: Literal["start", "act", "screenshot"], actions: list[dict[str, Any]]) -> Any:
+        """Starts the display (``start``: returns its ``Screen``), or acts on it / takes a screenshot
+        (returns the PNG)."""
+        display = await (await self._sandbox(incarnation, container_id, limits)).display(screen)
+        if call == "start":
+            return display.screen
+        if call == "act":
+            return await display.act(actions)
+        return await display.screenshot()
+
+    async def open_stream(self, incarnation: str, container_id: str, limits: Limits, kind: StreamKind,
+                          args: Any) -> Ticket:
+        """Opens the container's end of a byte stream (``StreamKind``: ``args`` is the port, the
+        ``TerminalRequest``, the argv, or the ``Screen``) and offers it on the node's relay."""
+        sandbox = await self._sandbox(incarnation, container_id, limits)
+        if self._relay is None:
+            self._relay = Relay(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+        self._relay.check_room()
+        end: End
+        if kind == "port":
+            end = await SocketEnd.of(await sandbox.connect_port(int(args)))  # refused: OSError, as on one machine
+        elif kind == "terminal":
+            assert isinstance(args, TerminalRequest)
+            end = await sandbox.terminal(args)
+        elif kind == "channel":
+            end = await sandbox.channel([str(arg) for arg in args])
+        elif kind == "vnc":
+            end = await (await sandbox.display(args)).vnc()
+        else:
+            raise InvalidRequest(f"No stream kind {kind!r}.")
+        return await self._relay.offer(end)
+
+    def _terminal(self, incarnation: str, stream_id: str) -> Terminal:
+        stream = self._relay.streams.get(stream_id) if self._relay is not None else None
+        if incarnation != self.incarnation or stream is None or not isinstance(stream.end, Terminal):
+            raise NotFound("The terminal is closed.", code="terminal_closed")
+        return stream.end
+
+    async def resize(self, incarnation: str, stream_id: str, cols: int, rows: int) -> None:
+        self._terminal(incarnation, stream_id).resize(cols, rows)
+
+    async def wait(self, incarnation: str, stream_id: str) -> int:
+        """A terminal's exit code, once its program has ended (or the terminal was closed)."""
+        return await self._terminal(incarnation, stream_id).wait()
