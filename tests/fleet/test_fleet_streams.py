@@ -123,6 +123,7 @@ def test_a_container_made_with_a_skill_has_it(http: httpx.Client) -> None:
 def test_a_stdio_mcp_server_runs_in_the_responses_container(fleet: Server, upstream: ScriptedUpstream) -> None:
     tools: Any = [{"type": "mcp", "server_label": "box", "command": ["python3", "-c", STDIO_SERVER],
                    "require_approval": "never"}]
+    upstream.reset()  # a turn an earlier module scripted for a response that failed is never used
     upstream.script([Reply(tool_calls=[ToolCall("box__where", "{}")]), Reply(text="inside")])
     response = fleet.client().responses.create(model=MODEL, input="where?", tools=tools)
     assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call", "message"], response.output
