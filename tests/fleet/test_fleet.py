@@ -81,6 +81,10 @@ def test_containers_from_a_snapshot_start_on_the_node_that_holds_it(fleet: Serve
         for cid in children:
             (record,) = http.get(f"/v1/containers/{cid}/files").json()["data"]
             assert http.get(f"/v1/containers/{cid}/files/{record['id']}/content").content == b"kept on n2"
+        # n2 has 16 free slots: a fork of 17 does not fit there, though n3 is empty (all or nothing).
+        too_many = http.post(f"/v1/containers/{parent}/fork", json={"count": 17})
+        assert (too_many.status_code, too_many.json()["error"]["code"]) == (429, "fleet_full"), too_many.text
+        assert "Fleet node n2, which holds snapshot" in too_many.json()["error"]["message"]
         assert {node: row["containers"] for node, row in fleet_status(fleet).items()} == {"n2": 4, "n3": 0}
 
         assert http.delete(f"/v1/snapshots/{snapshot}").status_code == 200
