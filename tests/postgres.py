@@ -63,6 +63,13 @@ class PostgresServer:
                                          "postgres", "-c", f"CREATE DATABASE {name}"), check=True, capture_output=True)
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"
 
+    def sql(self, query: str, database: str = "postgres") -> list[str]:
+        """``query``'s rows through ``psql`` (unaligned, one line each), as the superuser."""
+        out = subprocess.run(self._as_postgres(str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                                               "postgres", "-d", database, "-Atc", query),
+                             check=True, capture_output=True, text=True).stdout
+        return out.splitlines()
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()

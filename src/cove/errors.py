@@ -10,6 +10,7 @@
     ├── PermissionDenied (403)          the project may not do this at all; keyless mode, a foreign request
     ├── NotFound (404)                  unknown id, or an id of another project
     ├── ContainerLost (410)             the fleet node that held the container died (``sandbox/fleet``)
+    ├── SnapshotLost (410)              the fleet node that held the snapshot's files was lost
     ├── TooManyRequests (429)           a capacity cap was reached
     ├── UpstreamError (502)             the model upstream failed; the message says how
     ├── SearchFailed (502)              a web search engine or page read failed (``search/base.py``)
@@ -130,6 +131,18 @@ class ContainerLost(CoveError):
     def __init__(self, container_id: str) -> None:
         super().__init__(f"Container {container_id} was lost with the node that ran it; create a new one.",
                          code="container_lost")
+
+
+class SnapshotLost(CoveError):
+    """A snapshot's files were on a fleet node that was lost: nothing can be made from it again. 410, as
+    for a lost container, so that a client can tell it from a wrong id."""
+
+    status_code = 410
+    error_type = "invalid_request_error"
+
+    def __init__(self, snapshot_id: str, node: str) -> None:
+        super().__init__(f"Snapshot {snapshot_id} was lost with fleet node {node}, which held its files; "
+                         "delete it and take a new one.", code="snapshot_lost")
 
 
 class ImageError(SandboxError):

@@ -59,6 +59,41 @@ def test_containers_spread_over_the_nodes_and_commands_stream_through_ray(fleet:
         assert {node: row["containers"] for node, row in fleet_status(fleet).items()} == {"n2": 0, "n3": 0}
 
 
+def test_containers_from_a_snapshot_start_on_the_node_that_holds_it(fleet: Server) -> None:
+    """The snapshot's files are on the node that took it: containers made from it (a create naming it,
+    a fork) go there even when another node is emptier, and start with its files."""
+    with fleet.http() as http:
+        ids = [create_container(http) for _ in range(2)]
+        where = {node_of(http, cid): cid for cid in ids}
+        parent = where["n2"]
+        uploaded = http.post(f"/v1/containers/{parent}/files", files={"file": ("note.txt", b"kept on n2")},
+                             data={"path": "/mnt/data/note.txt"})
+        assert uploaded.status_code == 200, uploaded.text
+        snapshot = http.post(f"/v1/containers/{parent}/snapshots", json={"name": "on n2"}).json()["id"]
+        assert http.delete(f"/v1/containers/{where['n3']}").status_code == 200  # n3 is now the emptier node
+
+        made = http.post("/v1/containers", json={"name": "from snapshot", "snapshot_id": snapshot})
+        assert made.status_code == 200, made.text
+        forks = http.post(f"/v1/containers/{parent}/fork", json={"count": 2})
+        assert forks.status_code == 200, forks.text
+        children = [made.json()["id"], *(child["id"] for child in forks.json()["data"])]
+        assert [node_of(http, cid) for cid in children] == ["n2", "n2", "n2"]
+        for cid in children:
+            (record,) = http.get(f"/v1/containers/{cid}/files").json()["data"]
+            assert http.get(f"/v1/containers/{cid}/files/{record['id']}/content").content == b"kept on n2"
+        # n2 has 16 free slots: a fork of 17 does not fit there, though n3 is empty (all or nothing).
+        too_many = http.post(f"/v1/containers/{parent}/fork", json={"count": 17})
+        assert (too_many.status_code, too_many.json()["error"]["code"]) == (429, "fleet_full"), too_many.text
+        assert "Fleet node n2, which holds snapshot" in too_many.json()["error"]["message"]
+        assert {node: row["containers"] for node, row in fleet_status(fleet).items()} == {"n2": 4, "n3": 0}
+
+        assert http.delete(f"/v1/snapshots/{snapshot}").status_code == 200
+        gone = http.post("/v1/containers", json={"name": "late", "snapshot_id": snapshot})
+        assert (gone.status_code, gone.json()["error"]["code"]) == (404, "snapshot_not_found")
+        for cid in [parent, *children]:
+            assert http.delete(f"/v1/containers/{cid}").status_code == 200
+
+
 def test_a_killed_node_fails_calls_in_time_loses_its_containers_and_rejoins_empty(
         fleet: Server, cluster: RayCluster) -> None:
     with fleet.http() as http:
@@ -66,6 +101,7 @@ def test_a_killed_node_fails_calls_in_time_loses_its_containers_and_rejoins_empt
         where = {cid: node_of(http, cid) for cid in ids}
         doomed = [cid for cid in ids if where[cid] == "n2"]
         kept = [cid for cid in ids if where[cid] == "n3"]
+        snapshot = http.post(f"/v1/containers/{doomed[1]}/snapshots", json={}).json()["id"]
         in_flight: list[tuple[float, httpx.Response]] = []
 
         def run_long() -> None:
@@ -91,6 +127,11 @@ def test_a_killed_node_fails_calls_in_time_loses_its_containers_and_rejoins_empt
 
         eventually(lost, timeout=30, what="the killed node's containers to be lost")
         assert http.get(f"/v1/containers/{doomed[1]}").json()["status"] == "lost"
+        forked = http.post("/v1/containers", json={"name": "from lost", "snapshot_id": snapshot})
+        assert (forked.status_code, forked.json()["error"]["code"]) == (410, "snapshot_lost"), forked.text
+        assert "n2" in forked.json()["error"]["message"]
+        assert http.delete(f"/v1/snapshots/{snapshot}").status_code == 200  # only forgotten: n2 is gone
+        assert http.get(f"/v1/snapshots/{snapshot}").status_code == 404
         assert run(http, kept[0], "echo alive").json()["output"][0]["stdout"] == "alive\n"
         fresh = [create_container(http) for _ in range(2)]
         assert {node_of(http, cid) for cid in fresh} == {"n3"}

@@ -24,6 +24,30 @@ def _exec(http: httpx.Client, cid: str, command: str) -> httpx.Response:
     return http.post(f"/v1/containers/{cid}/exec", json={"commands": [command], "timeout_ms": 20_000})
 
 
+def test_a_snapshot_on_a_node_makes_containers_there_with_its_files(fleet: Server, node_dir: Path) -> None:
+    """Taken by the node's engine on its disk; a create from it and a fork start with the files as they
+    were (not what the parent wrote later); deleting it removes its disk from the node."""
+    with fleet.http() as http:
+        parent = http.post("/v1/containers", json={"name": "parent"}).json()["id"]
+        assert _exec(http, parent, "mkdir -p /mnt/data && echo before > /mnt/data/state").status_code == 200
+        snapshot = http.post(f"/v1/containers/{parent}/snapshots", json={}).json()["id"]
+        disk = node_dir / "disks" / "snapshots" / f"{snapshot}.img"
+        assert disk.exists()
+        assert _exec(http, parent, "echo after > /mnt/data/state").status_code == 200
+        made = http.post("/v1/containers", json={"name": "from snapshot", "snapshot_id": snapshot})
+        assert made.status_code == 200, made.text
+        forked = http.post(f"/v1/containers/{parent}/fork", json={"count": 1})
+        assert forked.status_code == 200, forked.text
+        children = {made.json()["id"]: "before\n", forked.json()["data"][0]["id"]: "after\n"}
+        for cid, state in children.items():
+            answer = _exec(http, cid, "cat /mnt/data/state")
+            assert answer.json()["output"][0]["stdout"] == state, answer.text
+        assert http.delete(f"/v1/snapshots/{snapshot}").status_code == 200
+        assert not disk.exists()
+        for cid in [parent, *children]:
+            assert http.delete(f"/v1/containers/{cid}").status_code == 200
+
+
 def test_a_real_container_runs_streams_and_keeps_files_through_the_fleet(fleet: Server, node: RayNode,
                                                                           node_dir: Path) -> None:
     with fleet.http() as http:

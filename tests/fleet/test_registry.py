@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cove.sandbox.fleet.placement import Assignment, Need, NodeReport, Usage, choose
+from cove.sandbox.fleet.placement import Assignment, KeptSnapshot, Need, NodeReport, Usage, choose
 from cove.service.fleet import FleetRegistry
 from cove.store.db import Database
 from tests.postgres import PostgresServer
@@ -70,6 +70,22 @@ def test_replicas_that_see_new_nodes_at_once_both_record_them(db_url: str) -> No
             assert len(await registry.status()) == 15
         finally:
             await other.close()
+
+    _run(db_url, scenario)
+
+
+def test_snapshots_stay_with_their_node_through_a_restart_and_are_lost_with_it(db_url: str) -> None:
+    async def scenario(registry: FleetRegistry) -> None:
+        await registry.seen([_node("n1"), _node("n2")])
+        await registry.keep_snapshot("s1", "n1")
+        await registry.keep_snapshot("s2", "n2")
+        await registry.seen([_node("n1", incarnation="b"), _node("n2")])  # a host restart: its disk stays
+        assert await registry.snapshot("s1") == KeptSnapshot("n1")
+        await registry.lose("n1")
+        assert (await registry.snapshot("s1"), await registry.snapshot("s2")) == (
+            KeptSnapshot("n1", lost=True), KeptSnapshot("n2"))
+        await registry.forget_snapshot("s1")
+        assert await registry.snapshot("s1") is None
 
     _run(db_url, scenario)
 

@@ -199,6 +199,50 @@ def test_a_cancel_on_one_replica_stops_the_response_on_the_other(
         assert len(_text(events)) < len(TEXT) // 2
 
 
+def _listeners(database: PostgresServer, *servers: Server) -> dict[str, str]:
+    """The backends of the servers' LISTEN connections, by replica (``application_name``)."""
+    dbname = servers[0].env["COVE_DATABASE_URL"].rsplit("/", 1)[1]
+    names = ", ".join(f"'cove-listen:{srv.env['COVE_REPLICA_ID']}'" for srv in servers)
+    rows = database.sql(f"SELECT application_name, pid FROM pg_stat_activity WHERE datname = '{dbname}' "
+                        f"AND application_name IN ({names})")
+    return dict(row.split("|") for row in rows)
+
+
+def test_listening_connections_killed_by_postgres_are_opened_again(
+        replicas: tuple[Server, Server], upstream: ScriptedUpstream, database: PostgresServer) -> None:
+    """Both replicas' LISTEN backends are terminated while b follows a stream a generates: b's stream
+    still has every event once and in order, both listeners come back (logged once each), and a cancel
+    sent from b afterwards is heard by a, which only a working listener can do."""
+    a, b = replicas
+    upstream.script([Reply(text=TEXT, chunk_delay=0.02), Reply(text=TEXT, chunk_delay=0.05)])
+    before = _listeners(database, a, b)
+    assert set(before) == {"cove-listen:a", "cove-listen:b"}, before
+    logged = [srv.log.read_text().count("LISTEN connection to PostgreSQL dropped") for srv in (a, b)]
+    seen: list[dict[str, Any]] = []
+    with a.http() as on_a, b.http() as on_b, ThreadPoolExecutor(1) as following:
+        response_id = _start_streamed(on_a, seen, deltas=5)
+        cut = seen[-1]["sequence_number"]
+        rest_future = following.submit(_events, on_b, response_id, cut)
+        killed = database.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN "
+                              f"({', '.join(before.values())})")
+        assert killed == ["t", "t"]
+        rest = rest_future.result()
+        assert _numbers(rest) == list(range(cut + 1, cut + 1 + len(rest))), _numbers(rest)[:10]
+        assert rest[-1]["type"] == "response.completed", rest[-3:]
+        assert _text(seen) + _text(rest) == TEXT
+
+        def reopened() -> bool:
+            now = _listeners(database, a, b)
+            return set(now) == set(before) and not set(now.values()) & set(before.values())
+
+        eventually(reopened, timeout=30, what="both replicas to open their LISTEN connections again")
+        assert [srv.log.read_text().count("LISTEN connection to PostgreSQL dropped") for srv in (a, b)] == [
+            count + 1 for count in logged]
+        second = _start_streamed(on_a, [], deltas=3)
+        cancelled = on_b.post(f"/v1/responses/{second}/cancel").raise_for_status().json()
+        assert cancelled["status"] == "cancelled", cancelled
+
+
 def test_each_webhook_event_is_delivered_once_across_replicas(database: PostgresServer, upstream: ScriptedUpstream,
                                                              tmp_path: Path) -> None:
     receiver = Receiver()

@@ -7,7 +7,8 @@ sharing one PostgreSQL never both take a node's last slot; on SQLite (one server
 same. The counters move with every placement, forget and loss, so placing never sums the placements.
 
 A node's containers become ``lost`` (here and in ``containers.status``, which turns their later use into
-410) when the node stops answering or comes back under a new incarnation.
+410) when the node stops answering or comes back under a new incarnation. Snapshots are files on the node
+that took them (``fleet_snapshots``): they outlive a restart of its host, and are lost only with the node.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cove.sandbox.fleet.placement import Assignment, Need, NodeReport, Usage, choose
+from cove.sandbox.fleet.placement import Assignment, KeptSnapshot, Need, NodeReport, Usage, choose
 from cove.store.db import Database
-from cove.store.models import ContainerRow, FleetNodeRow, FleetPlacementRow
+from cove.store.models import ContainerRow, FleetNodeRow, FleetPlacementRow, FleetSnapshotRow
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,21 @@ class FleetRegistry:
         async with self.db.begin() as session:
             await session.execute(update(FleetNodeRow).where(FleetNodeRow.node == node).values(
                 alive=False, used_memory=0, used_cpus=0.0, used_slots=0))
+            await session.execute(update(FleetSnapshotRow).where(FleetSnapshotRow.node == node).values(state="lost"))
             return await _mark_lost(session, node, None)
+
+    async def keep_snapshot(self, snapshot_id: str, node: str) -> None:
+        async with self.db.begin() as session:
+            session.add(FleetSnapshotRow(snapshot_id=snapshot_id, node=node, state="kept", taken_at=int(time.time())))
+
+    async def snapshot(self, snapshot_id: str) -> KeptSnapshot | None:
+        async with self.db.begin() as session:
+            row = await session.get(FleetSnapshotRow, snapshot_id)
+        return None if row is None else KeptSnapshot(row.node, row.state == "lost")
+
+    async def forget_snapshot(self, snapshot_id: str) -> None:
+        async with self.db.begin() as session:
+            await session.execute(delete(FleetSnapshotRow).where(FleetSnapshotRow.snapshot_id == snapshot_id))
 
     async def usage(self) -> dict[str, Usage]:
         async with self.db.begin() as session:

@@ -125,7 +125,7 @@ class ResponseService:
         self._taken: set[str] = set()
         """Responses a worker of this server is starting or running."""
         self.replicas = Replicas(db, settings)
-        self.listener = notify.Listener(db) if self.replicas.shared else None
+        self.listener = notify.Listener(db, f"cove-listen:{settings.replica}") if self.replicas.shared else None
         """Wakes stream readers and cancels from other replicas (PostgreSQL, ``docs/replicas.md``)."""
 
     # -- start-up and shutdown -------------------------------------------------------------------

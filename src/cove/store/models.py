@@ -288,6 +288,20 @@ class FleetPlacementRow(Base):
     placed_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class FleetSnapshotRow(Base):
+    """Which fleet node holds a snapshot's files (its disk, copied by reference on that node's own disk):
+    containers made from the snapshot must be placed there. Kept apart from ``snapshots`` like placements
+    from ``containers``: a fork's snapshot is never a ``snapshots`` row."""
+
+    __tablename__ = "fleet_snapshots"
+
+    snapshot_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node: Mapped[str] = mapped_column(String(128), index=True)
+    state: Mapped[str] = mapped_column(String(8))
+    """``kept``, or ``lost`` with its node."""
+    taken_at: Mapped[int] = mapped_column(BigInteger)
+
+
 class SkillRow(Base):
     """A project's skill (``/v1/skills``): its versions are ``SkillVersionRow``; name and description
     are its default version's."""

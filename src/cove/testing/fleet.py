@@ -3,17 +3,19 @@
 Run a host on it with ``COVE_FLEET_HOST_ENGINE=cove.testing.fleet:simulated_host``. Commands are
 understood just enough to exercise the fleet's paths: ``echo TEXT`` writes TEXT, ``sleep S`` takes S
 seconds (a call in flight when a node dies), ``hostname`` writes the node's name (where placement put
-the container), anything else exits 0 quietly.
+the container), anything else exits 0 quietly. A snapshot is a copy of the container's files, kept by
+the node that took it (as a real node keeps it on its disk): a container made from it starts with them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 
 from cove.errors import NotFound
 from cove.sandbox.base import Command, CommandOutput, ExitOutcome, Limits, Sandbox, SandboxEngine
 from cove.sandbox.fleet.host import HostEngine
-from cove.testing.sandbox import MemorySandbox
+from cove.testing.sandbox import MemoryFiles, MemorySandbox
 
 SIMULATED_IMAGES = frozenset({"default"})
 
@@ -22,6 +24,7 @@ class SimulatedEngine(SandboxEngine):
     def __init__(self, node: str = "local") -> None:
         self.node = node
         self.containers: dict[str, MemorySandbox] = {}
+        self.snapshots: dict[str, MemoryFiles] = {}
 
     async def simulate(self, command: Command) -> CommandOutput:
         verb, _, rest = command.command.partition(" ")
@@ -35,14 +38,22 @@ class SimulatedEngine(SandboxEngine):
 
     async def create(self, container_id: str, image: str, limits: Limits, *,
                      snapshot_id: str | None = None) -> Sandbox:
-        sandbox = self.containers[container_id] = MemorySandbox(run=self.simulate, container_id=container_id)
+        files = None
+        if snapshot_id is not None:
+            if snapshot_id not in self.snapshots:
+                raise NotFound(f"No snapshot found with id '{snapshot_id}'.", code="snapshot_not_found")
+            files = copy.deepcopy(self.snapshots[snapshot_id])
+        sandbox = self.containers[container_id] = MemorySandbox(files, run=self.simulate, container_id=container_id)
         return sandbox
 
     async def snapshot(self, container_id: str, snapshot_id: str) -> int:
-        return 0
+        files = await (await self.get(container_id, Limits())).files()
+        assert isinstance(files, MemoryFiles)
+        self.snapshots[snapshot_id] = copy.deepcopy(files)
+        return sum(len(data) for data, _mode, _mtime in files.files.values())
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
-        pass
+        self.snapshots.pop(snapshot_id, None)
 
     async def get(self, container_id: str, limits: Limits) -> Sandbox:
         try:

@@ -26,10 +26,10 @@ from ray.exceptions import RayError, RayTaskError
 from cove.errors import (
     ContainerLost,
     CoveError,
-    InvalidRequest,
     NotFound,
     SandboxError,
     SandboxUnavailable,
+    SnapshotLost,
     TooManyRequests,
 )
 from cove.sandbox.base import (
@@ -207,22 +207,26 @@ class FleetEngine(SandboxEngine):
 
     async def create(self, container_id: str, image: str, limits: Limits, *,
                      snapshot_id: str | None = None) -> Sandbox:
-        if snapshot_id is not None:
-            raise InvalidRequest("Containers from snapshots are not supported on a fleet yet.",
-                                 code="fleet_snapshots_unsupported")
+        """Placed on the node with the most room, or, from a snapshot, on the node that holds the
+        snapshot's files (``required``: no other node has them, so its being full is a 429)."""
         need = Need(memory_bytes(limits.memory), limits.cpus, image)
+        required = None if snapshot_id is None else await self._snapshot_node(snapshot_id)
         avoid: set[str] = set()
         for _ in range(_CREATE_ATTEMPTS):
-            candidates = [report for node, report in self.live.items() if node not in avoid]
+            candidates = [report for node, report in self.live.items()
+                          if node not in avoid and required in (None, node)]
             if not candidates:
                 break
             placed = await self.placement.place(container_id, need, candidates)
             if placed is None:
-                raise TooManyRequests("No fleet node has room for another container of these limits.",
-                                      code="fleet_full")
+                raise TooManyRequests(
+                    "No fleet node has room for another container of these limits." if required is None else
+                    f"Fleet node {required}, which holds snapshot {snapshot_id} (a container made from it can "
+                    "start only there), has no room for another container of these limits.", code="fleet_full")
             host = self.hosts[placed.node]
             try:
-                shown = await self.call(host.create.remote(placed.incarnation, container_id, image, limits, None))
+                shown = await self.call(host.create.remote(placed.incarnation, container_id, image, limits,
+                                                           snapshot_id))
             except ContainerLost:  # the host restarted since its last report: learn its new incarnation
                 await self.placement.forget(container_id)
                 await self.check()
@@ -239,7 +243,19 @@ class FleetEngine(SandboxEngine):
             self._assignments[container_id] = placed
             self._displays[container_id] = bool(shown)
             return RemoteSandbox(self, container_id, placed, limits, bool(shown))
+        if required is not None:
+            raise SandboxUnavailable(f"Fleet node {required}, which holds snapshot {snapshot_id}, is not answering; "
+                                     "the container was not created.")
         raise SandboxUnavailable("No fleet node is answering; the container was not created.")
+
+    async def _snapshot_node(self, snapshot_id: str) -> str:
+        """The node that holds the snapshot's files (its own disk): 410 if that node was lost."""
+        kept = await self.placement.snapshot(snapshot_id)
+        if kept is None:
+            raise NotFound(f"No snapshot found with id '{snapshot_id}' on the fleet.", code="snapshot_not_found")
+        if kept.lost or kept.node in self.lost:
+            raise SnapshotLost(snapshot_id, kept.node)
+        return kept.node
 
     async def _assignment(self, container_id: str) -> Assignment:
         placed = self._assignments.get(container_id)
@@ -281,13 +297,34 @@ class FleetEngine(SandboxEngine):
         await self.placement.forget(container_id)
 
     async def snapshot(self, container_id: str, snapshot_id: str) -> int:
+        """Taken on the container's node, which keeps the files; the registry notes the node first, so
+        that no snapshot's files are ever on a node it does not know of."""
         placed = await self._assignment(container_id)
-        size: int = await self.call(self.host(placed).snapshot.remote(placed.incarnation, container_id, snapshot_id))
+        host = self.host(placed)
+        await self.placement.keep_snapshot(snapshot_id, placed.node)
+        try:
+            size: int = await self.call(host.snapshot.remote(placed.incarnation, container_id, snapshot_id))
+        except BaseException:
+            host.delete_snapshot.remote(snapshot_id)  # it may have been taken (a call that timed out)
+            await self.placement.forget_snapshot(snapshot_id)
+            raise
         return size
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
-        await asyncio.gather(*(self.call(self.hosts[node].delete_snapshot.remote(snapshot_id)) for node in self.live),
-                             return_exceptions=True)
+        """Deleted on its node; a lost node's snapshots are only forgotten (their files went with it)."""
+        kept = await self.placement.snapshot(snapshot_id)
+        if kept is None:  # taken before the registry noted snapshots' nodes: any node may have it
+            await asyncio.gather(*(self.call(self.hosts[node].delete_snapshot.remote(snapshot_id))
+                                   for node in self.live), return_exceptions=True)
+            return
+        host = None if kept.lost or kept.node in self.lost else self.hosts.get(kept.node)
+        if host is not None:
+            try:
+                await self.call(host.delete_snapshot.remote(snapshot_id))
+            except SandboxUnavailable as error:
+                log.warning("snapshot %s forgotten; its files may remain on fleet node %s: %s", snapshot_id,
+                            kept.node, error.message)
+        await self.placement.forget_snapshot(snapshot_id)
 
     async def close(self) -> None:
         if self._watcher is not None:

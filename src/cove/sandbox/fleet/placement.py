@@ -54,6 +54,15 @@ class Assignment:
     state: Literal["placed", "lost"] = "placed"
 
 
+@dataclass(frozen=True)
+class KeptSnapshot:
+    """Where a snapshot's files are: on the node that took it (a node's disk is its own)."""
+
+    node: str
+    lost: bool = False
+    """Its node stopped answering: the files are gone with it."""
+
+
 def choose(need: Need, candidates: Sequence[tuple[NodeReport, Usage]]) -> NodeReport | None:
     """The node for ``need`` among those with a free slot and the memory (None: none has): nodes that
     have the image first (a pull costs seconds, a busier node milliseconds), then the one with the most
@@ -88,7 +97,17 @@ class Placement(Protocol):
         ``lost`` (the node restarted empty); returns how many did."""
 
     async def lose(self, node: str) -> int:
-        """The node stopped answering: its containers become ``lost``; returns how many did."""
+        """The node stopped answering: its containers and snapshots become ``lost``; returns how many
+        containers did."""
 
     async def usage(self) -> dict[str, Usage]:
         """What is placed where, by node (containers not lost)."""
+
+    async def keep_snapshot(self, snapshot_id: str, node: str) -> None:
+        """``snapshot_id``'s files are (about to be) on ``node``: containers made from it go there."""
+
+    async def snapshot(self, snapshot_id: str) -> KeptSnapshot | None:
+        """Where ``snapshot_id``'s files are (None: no node has them)."""
+
+    async def forget_snapshot(self, snapshot_id: str) -> None:
+        """The snapshot was deleted."""
