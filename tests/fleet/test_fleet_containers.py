@@ -24,6 +24,55 @@ def _exec(http: httpx.Client, cid: str, command: str) -> httpx.Response:
     return http.post(f"/v1/containers/{cid}/exec", json={"commands": [command], "timeout_ms": 20_000})
 
 
+FLOOD = 300 << 20
+"""Bytes the flooding command writes: far more than may wait anywhere for a client that stopped reading."""
+
+
+def _rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) << 10
+
+
+def _written(marker: str) -> int | None:
+    """Bytes written so far by the process whose command line holds ``marker`` (None: there is none)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                io = (entry / "io").read_text().splitlines()
+                return int(next(line for line in io if line.startswith("wchar:")).split()[1])
+        except (OSError, StopIteration):
+            continue
+    return None
+
+
+def test_a_client_that_stops_reading_holds_the_command_back_not_the_hosts_memory(fleet: Server,
+                                                                                  node: RayNode) -> None:
+    host = node.host_worker()
+    before = _rss(host)
+    flood = (f"python3 -c \"import sys; c = 'x' * 65536; [sys.stdout.write(c) for _ in range({FLOOD >> 16})]; "
+             "m = 'flood-1'\"")
+    with fleet.http() as http:
+        cid = http.post("/v1/containers", json={"name": "flood"}).json()["id"]
+        try:
+            body = {"commands": [flood], "stream": True, "timeout_ms": 120_000}
+            with http.stream("POST", f"/v1/containers/{cid}/exec", json=body) as response:
+                lines = response.iter_lines()  # kept: a generator dropped here would close the stream
+                next(line for line in lines if "delta" in line)  # then the client reads no more
+                last: list[int | None] = [None]
+
+                def held() -> bool:  # what it wrote stopped growing between two looks: it waits on its pipe
+                    now = _written("flood-1")
+                    stalled, last[0] = now is not None and now == last[0], now
+                    return stalled
+
+                eventually(held, timeout=60, interval=0.5, what="the command to be held back")
+                written = last[0]
+                assert written is not None and written < FLOOD // 2, written
+                assert _rss(host) - before < 100 << 20, (_rss(host) - before) >> 20
+        finally:
+            http.delete(f"/v1/containers/{cid}")
+
+
 def test_a_snapshot_on_a_node_makes_containers_there_with_its_files(fleet: Server, node_dir: Path) -> None:
     """Taken by the node's engine on its disk; a create from it and a fork start with the files as they
     were (not what the parent wrote later); deleting it removes its disk from the node."""

@@ -46,6 +46,10 @@ from cove.sandbox.fleet.relay import End, Relay, SocketEnd, Ticket
 HostEngine = tuple[SandboxEngine, Callable[[], frozenset[str]]]
 """What a host runs on: an engine, and what tells which images the node has on disk."""
 
+STREAM_UNREAD = 8
+"""Chunks a streaming call (exec output, a file's bytes) yields ahead of what the replica has read."""
+STREAM_AHEAD = 8
+"""A streaming exec's chunks waiting in the host before it stops reading the command's pipe."""
 FILE_CALLS = frozenset({"stat", "read", "write", "delete", "list_dir", "walk_files"})
 """``Files`` methods a host forwards (``stream`` has its own generator)."""
 StreamKind = Literal["port", "terminal", "channel", "vnc"]
@@ -126,13 +130,29 @@ class SandboxHost:
         self._check(incarnation, container_id)
         return await (await self.engine.get(container_id, limits)).exec(command)
 
+    @ray.method(_generator_backpressure_num_objects=STREAM_UNREAD)
     async def exec_stream(self, incarnation: str, container_id: str, limits: Limits,
                           command: Command) -> AsyncIterator[tuple[Literal["stdout", "stderr"], str] | CommandOutput]:
-        """Output as the command writes it, then its result (a Ray streaming generator)."""
+        """Output as the command writes it, then its result (a Ray streaming generator).
+
+        Held back end to end: Ray pauses this generator while ``STREAM_UNREAD`` of its chunks are
+        unread by the replica (which reads as fast as its client does), and past ``STREAM_AHEAD`` chunks
+        waiting here the command's pipe is no longer read, so a command that writes faster than its client
+        reads blocks instead of filling this worker's memory."""
         self._check(incarnation, container_id)
         sandbox = await self.engine.get(container_id, limits)
         chunks: asyncio.Queue[tuple[Literal["stdout", "stderr"], str] | CommandOutput] = asyncio.Queue()
-        task = asyncio.create_task(sandbox.exec(command, lambda stream, text: chunks.put_nowait((stream, text))))
+        held: list[asyncio.Future[None]] = []
+        """The pipes' readers waiting for room (stdout's and stderr's)."""
+
+        def output(stream: Literal["stdout", "stderr"], text: str) -> asyncio.Future[None] | None:
+            chunks.put_nowait((stream, text))
+            if chunks.qsize() < STREAM_AHEAD:
+                return None
+            held.append(asyncio.get_running_loop().create_future())
+            return held[-1]
+
+        task = asyncio.create_task(sandbox.exec(command, output))
         task.add_done_callback(lambda done: None if done.cancelled() or done.exception() else
                                chunks.put_nowait(done.result()))
         try:
@@ -144,6 +164,10 @@ class SandboxHost:
                     task.result()  # the command failed: its error ends the stream
                     continue
                 item = getter.result()
+                while held and chunks.qsize() < STREAM_AHEAD:
+                    waiter = held.pop()
+                    if not waiter.done():
+                        waiter.set_result(None)
                 yield item
                 if isinstance(item, CommandOutput):
                     return
@@ -158,9 +182,10 @@ class SandboxHost:
         files: Files = await (await self.engine.get(container_id, limits)).files()
         return await getattr(files, call)(*args)
 
+    @ray.method(_generator_backpressure_num_objects=STREAM_UNREAD)
     async def read_stream(self, incarnation: str, container_id: str, limits: Limits,
                           path: str) -> AsyncIterator[int | bytes]:
-        """The file's size, then its bytes."""
+        """The file's size, then its bytes, read as the replica takes them (``STREAM_UNREAD`` ahead)."""
         self._check(incarnation, container_id)
         files = await (await self.engine.get(container_id, limits)).files()
         size, chunks = await files.stream(path)
