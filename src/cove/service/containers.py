@@ -59,7 +59,7 @@ from cove.service.projects import ProjectPolicies
 from cove.service.secrets import SecretKeeper, network_limits, refuse_sealed
 from cove.service.sweeper import Sweeper
 from cove.store.db import Database
-from cove.store.models import ContainerFileRow, ContainerRow, SnapshotRow
+from cove.store.models import ContainerFileRow, ContainerRow, ReplicaRow, SnapshotRow
 
 log = logging.getLogger(__name__)
 
@@ -441,9 +441,18 @@ class ContainerService:
         stopped for ``COVE_STOPPED_HOURS``."""
         now = int(time.time())
         kept = select(ContainerRow).where(ContainerRow.status.in_(KEPT))
-        if not self.db.is_sqlite:  # with replicas each expires the containers it holds
-            kept = kept.where(or_(ContainerRow.holder == self.settings.replica, ContainerRow.holder.is_(None)))
+        if not self.db.is_sqlite:
+            # With replicas each expires the containers it holds; on a fleet, where any replica reaches
+            # every container, also those of replicas that are gone. A container in use on another
+            # replica shows it in ``last_active_at``, which each replica refreshes here for its own.
+            mine = [ContainerRow.holder == self.settings.replica, ContainerRow.holder.is_(None)]
+            if self.settings.ray_address:
+                mine.append(ContainerRow.holder.not_in(select(ReplicaRow.id)))
+            kept = kept.where(or_(*mine))
         async with self.db.begin() as session:
+            if not self.db.is_sqlite and self._busy:
+                await session.execute(update(ContainerRow).where(ContainerRow.id.in_(list(self._busy)))
+                                      .values(last_active_at=now))
             rows = list(await session.scalars(kept))
         idle = [row for row in rows if row.status in LIVE and row.id not in self._busy
                 and row.last_active_at + row.expires_minutes * 60 <= now]
@@ -453,14 +462,19 @@ class ContainerService:
                     await self._stop(row.id)
             idle = [row for row in rows if row.status == "stopped" and row.last_active_at + row.expires_minutes * 60
                     + self.settings.stopped_hours * 3600 <= now]
-        expired = [row.id for row in idle]
-        for container_id in expired:
-            self._held.pop(container_id, None)
+        expired = []
+        for row in idle:
+            self._held.pop(row.id, None)
             async with self.db.begin() as session:
-                await session.execute(update(ContainerRow).where(ContainerRow.id == container_id)
-                                      .values(status="expired"))
-            await self.engine.destroy(container_id)
-            log.info("container %s expired", container_id)
+                # Only if nobody used or expired it since it was read (another replica may look at once).
+                taken = await session.execute(update(ContainerRow).where(
+                    ContainerRow.id == row.id, ContainerRow.status == row.status,
+                    ContainerRow.last_active_at == row.last_active_at).values(status="expired"))
+            if not taken.rowcount:  # type: ignore[attr-defined]
+                continue
+            await self.engine.destroy(row.id)
+            expired.append(row.id)
+            log.info("container %s expired", row.id)
         return expired
 
 
