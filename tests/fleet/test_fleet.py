@@ -45,6 +45,13 @@ def fleet(cluster: RayCluster, upstream: ScriptedUpstream, postgres: PostgresSer
         yield srv
 
 
+def _metrics(http: httpx.Client) -> set[str]:
+    """The fleet's lines of ``GET /metrics`` (a loopback client needs no token)."""
+    answer = http.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    return {line for line in answer.text.splitlines() if line.startswith("cove_fleet_")}
+
+
 def test_containers_spread_over_the_nodes_and_commands_stream_through_ray(fleet: Server) -> None:
     with fleet.http() as http:
         ids = [create_container(http) for _ in range(4)]
@@ -52,6 +59,9 @@ def test_containers_spread_over_the_nodes_and_commands_stream_through_ray(fleet:
         status = fleet_status(fleet)
         assert {node: (row["alive"], row["containers"]) for node, row in status.items()} == {
             "n2": (True, 2), "n3": (True, 2)}
+        assert {'cove_fleet_nodes{state="alive"} 2.0', 'cove_fleet_nodes{state="lost"} 0.0',
+                'cove_fleet_node_containers{node="n2",state="placed"} 2.0',
+                'cove_fleet_node_slots{node="n3"} 20.0'} <= _metrics(http)
         assert run(http, ids[0], "echo hello").json()["output"][0]["stdout"] == "hello\n"
         assert streamed(http, ids[1], "echo streamed") == "streamed\n"
         for cid in ids:
@@ -137,6 +147,8 @@ def test_a_killed_node_fails_calls_in_time_loses_its_containers_and_rejoins_empt
         assert {node_of(http, cid) for cid in fresh} == {"n3"}
         status = fleet_status(fleet)
         assert (status["n2"]["alive"], status["n2"]["lost"]) == (False, 2)
+        assert {'cove_fleet_nodes{state="lost"} 1.0', 'cove_fleet_node_containers{node="n2",state="lost"} 2.0'} <= (
+            _metrics(http))
 
         outside, _wildcard = sockets_of(cluster.all_pids() | {fleet.proc.pid if fleet.proc else 0})
         assert outside == []

@@ -51,8 +51,9 @@ from cove.service.conversations import ConversationService
 from cove.service.displays import DisplayService
 from cove.service.file_blobs import blobs_for
 from cove.service.files import FileService
+from cove.service.fleet import FleetRegistry
 from cove.service.mcp import McpServers
-from cove.service.metrics import StoreGauges
+from cove.service.metrics import FleetGauges, StoreGauges
 from cove.service.models import ModelService
 from cove.service.previews import PreviewService
 from cove.service.project_files import ProjectFileService
@@ -93,7 +94,6 @@ def fleet_engine(settings: Settings, db: Database) -> SandboxEngine:
     """Containers on a Ray cluster's nodes (``COVE_RAY_ADDRESS``); imported only then, so that one
     machine never loads Ray."""
     from cove.sandbox.fleet.engine import FleetEngine
-    from cove.service.fleet import FleetRegistry
 
     assert settings.ray_address is not None
     return FleetEngine(FleetRegistry(db), address=settings.ray_address, node_ip=settings.ray_node_ip,
@@ -162,11 +162,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         project_files.start_expiry(settings.expiry_check_seconds)
         app.state.ready = True
         forget_gauges = on_scrape(StoreGauges(db))
+        forget_fleet = on_scrape(FleetGauges(FleetRegistry(db))) if settings.ray_address else None
         try:
             yield
         finally:
             app.state.ready = False
             forget_gauges()
+            if forget_fleet is not None:
+                forget_fleet()
             if warm_up is not None:
                 warm_up.cancel()
                 await asyncio.gather(warm_up, return_exceptions=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from cove.service.containers import KEPT
+from cove.service.fleet import FleetRegistry
 from cove.store.db import Database
 from cove.store.models import ContainerRow, ResponseRow, WebhookDeliveryRow
 from cove.telemetry import metrics
@@ -36,3 +37,25 @@ class StoreGauges:
         for status in ("queued", "in_progress"):
             metrics.BACKGROUND.labels(status).set(background.get(status, 0))
         metrics.WEBHOOKS_PENDING.set(webhooks or 0)
+
+
+class FleetGauges:
+    """A scrape hook over the fleet's registry (``COVE_RAY_ADDRESS``): nodes by state, and each node's
+    containers, lost containers, slots and memory. Read from the store, so every replica reports the
+    same; a node no longer in the registry has no series."""
+
+    def __init__(self, registry: FleetRegistry) -> None:
+        self.registry = registry
+
+    async def __call__(self) -> None:
+        nodes = await self.registry.status()
+        for gauge in (metrics.FLEET_CONTAINERS, metrics.FLEET_SLOTS, metrics.FLEET_MEMORY):
+            gauge.clear()
+        for state, alive in (("alive", True), ("lost", False)):
+            metrics.FLEET_NODES.labels(state).set(sum(node.alive == alive for node in nodes))
+        for node in nodes:
+            metrics.FLEET_CONTAINERS.labels(node.node, "placed").set(node.containers)
+            metrics.FLEET_CONTAINERS.labels(node.node, "lost").set(node.lost)
+            metrics.FLEET_SLOTS.labels(node.node).set(node.slots)
+            metrics.FLEET_MEMORY.labels(node.node, "total").set(node.memory)
+            metrics.FLEET_MEMORY.labels(node.node, "placed").set(node.memory_used)

@@ -3,7 +3,8 @@
 Labels are chosen so that the number of series stays bounded whatever tenants send, and so that one
 tenant's numbers never name another: there is no project, container, host or function-name label, and
 a model name becomes a label only after an upstream served a turn for it (``model_label``), at most
-``MAX_MODEL_LABELS`` of them. Egress reasons, which name hosts and secrets, stay in the audit trail.
+``MAX_MODEL_LABELS`` of them. The fleet's gauges name nodes, which the operator's cluster defines. Egress
+reasons, which name hosts and secrets, stay in the audit trail.
 
 Counters and histograms are updated where things happen; gauges of what the store holds (containers by
 status, the background queue) are read when scraped, by hooks (``on_scrape``) that the app registers:
@@ -34,6 +35,13 @@ BACKGROUND = Gauge("cove_background_responses", "Background responses in the sto
                    "(queued: the queue depth) or being generated (in_progress).", ["status"], registry=REGISTRY)
 WEBHOOKS_PENDING = Gauge("cove_webhook_deliveries_pending", "Webhook deliveries waiting for their next attempt.",
                          registry=REGISTRY)
+FLEET_NODES = Gauge("cove_fleet_nodes", "Fleet nodes in the registry by state (alive, lost); only with a fleet.",
+                    ["state"], registry=REGISTRY)
+FLEET_CONTAINERS = Gauge("cove_fleet_node_containers", "Containers placed on each fleet node, and lost with it.",
+                         ["node", "state"], registry=REGISTRY)
+FLEET_SLOTS = Gauge("cove_fleet_node_slots", "Containers each fleet node may hold.", ["node"], registry=REGISTRY)
+FLEET_MEMORY = Gauge("cove_fleet_node_memory_bytes", "Each fleet node's memory: its total, and what its containers' "
+                     "limits reserve (placed).", ["node", "kind"], registry=REGISTRY)
 CREATE_SECONDS = Histogram("cove_container_create_seconds", "Time to make and start a container (the engine's "
                            "create: a warm pool hit or a cold start).", registry=REGISTRY, buckets=_QUICK)
 EXEC_SECONDS = Histogram("cove_exec_seconds", "Time one command took in a container (API exec and hosted tools), "
