@@ -32,6 +32,8 @@ class EgressBatch:
 
 
 class EgressBuffer:
+    """The host's decisions by project, at most ``limit`` in all (the module says what goes past it)."""
+
     def __init__(self, limit: int = EGRESS_KEPT) -> None:
         self.limit = limit
         self._kept: dict[str, deque[Decision]] = {}
