@@ -30,6 +30,11 @@ from tests.conftest import Server
 from tests.polling import eventually
 
 HEAD_IP = "127.0.0.2"
+REAL_NODE_IP = "127.0.0.3"
+"""The real node of ``tests/fleet/conftest.py``'s ``node``."""
+NODE_SITE = "site.fleet.test"
+"""A name the real node's egress proxy finds at the node's own address (``COVE_EGRESS_TEST_HOSTS``), where a
+test may serve HTTP on port 80: an allowed destination that stays on loopback."""
 _RAY = Path(sys.executable).parent / "ray"
 RAY_ENV = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
            "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0",

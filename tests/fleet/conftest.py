@@ -1,7 +1,7 @@
 """The fleet tests' Ray clusters, one per module that asks for it (a cluster costs about a gigabyte and
 ten seconds to start; a module may kill its nodes): ``cluster`` on the simulated engine, or ``node``, a
 head and one real node on 127.0.0.2-3 whose ``SandboxHost`` runs the Linux engine (runc) on a data dir
-of its own and the shared images, with ``fleet``, a server on it."""
+of its own and the shared images (its egress proxy knows ``NODE_SITE``), with ``fleet``, a server on it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ from cove.sandbox.images.store import ImageStore
 from cove.sandbox.linux.engine import LinuxEngine
 from tests.conftest import IMAGES_DIR, Server, _server_env, data_dir, running_server
 from tests.postgres import PostgresServer
-from tests.ray_cluster import HEAD_IP, RayCluster, RayNode, hosts_reported, simulated_cluster
+from tests.ray_cluster import (
+    HEAD_IP,
+    NODE_SITE,
+    REAL_NODE_IP,
+    RayCluster,
+    RayNode,
+    hosts_reported,
+    simulated_cluster,
+)
 from tests.scripted_upstream import ScriptedUpstream
 
 
@@ -48,8 +56,9 @@ def node(node_dir: Path) -> Iterator[RayNode]:
     ray = RayCluster()
     try:
         ray.add(HEAD_IP, head=True)
-        yield ray.add("127.0.0.3", {"cove_host:real": 1, "cove_slots": 10},
-                      env={"COVE_DATA_DIR": str(node_dir), "COVE_IMAGES_DIR": str(IMAGES_DIR), "COVE_WARM_POOL": "0"})
+        yield ray.add(REAL_NODE_IP, {"cove_host:real": 1, "cove_slots": 10},
+                      env={"COVE_DATA_DIR": str(node_dir), "COVE_IMAGES_DIR": str(IMAGES_DIR), "COVE_WARM_POOL": "0",
+                           "COVE_EGRESS_TEST_HOSTS": f"{NODE_SITE}={REAL_NODE_IP}"})
     finally:
         ray.stop()
 

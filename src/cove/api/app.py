@@ -123,8 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await audit.start()
         secrets = SecretKeeper(settings.secrets_key_path)
         service = ContainerService(db, engine, settings, policies=policies, secrets=secrets, audit=audit)
-        if isinstance(engine, LinuxEngine):  # a fleet node's egress decisions stay in its log (docs/fleet.md)
-            engine.egress.on_decision = service.record_egress
+        engine.watch_egress(service.record_egress)  # a fleet's are collected from its nodes (docs/fleet.md)
         snapshot_service = SnapshotService(db, engine, service, settings, audit)
         files = FileService(db, service)
         project_files = ProjectFileService(db, blobs_for(settings), files, policies)

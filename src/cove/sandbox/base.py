@@ -19,7 +19,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from cove.egress.policy import EgressPolicy
+from cove.egress.proxy import Decision
 from cove.errors import InvalidRequest, SandboxError
+
+EgressCallback = Callable[[Decision, str], None]
+"""Receives each of an engine's egress proxy decisions with the project of the container it was made for
+(the service writes it to that container's audit trail)."""
 
 MEMORY_TIERS = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
 """Memory limits as OpenAI names them."""
@@ -387,3 +392,8 @@ class SandboxEngine(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stops every container (files are kept)."""
+
+    def watch_egress(self, callback: EgressCallback) -> None:
+        """Sends the engine's egress proxy decisions to ``callback`` from now on. An engine without a
+        proxy (the in-memory one) makes none."""
+        return

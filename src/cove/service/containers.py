@@ -412,13 +412,16 @@ class ContainerService:
                     on_done(index, results[-1])
         return results
 
-    def record_egress(self, decision: Decision) -> None:
-        """The egress proxy's decisions go to the audit trail of their container (and to the metrics)."""
+    def record_egress(self, decision: Decision, project: str) -> None:
+        """The egress proxy's decisions go to the audit trail of their container (and to the metrics).
+
+        ``project`` comes with the decision (the engine knows each container's), so a fleet node's
+        decision is recorded by whichever replica collects it, holding the container or not; it is
+        credited to a response only if one uses the container on this replica."""
         telemetry.egress_decided(decision.allowed)
         if self.audit is not None:
             using = self._responses.get(decision.client)
-            held = self._held.get(decision.client)
-            self.audit.record(held.row.project if held else "", decision.client, "egress", {
+            self.audit.record(project, decision.client, "egress", {
                 "method": decision.method, "host": decision.host, "port": decision.port,
                 "allowed": decision.allowed, "reason": decision.reason, "address": decision.address},
                 using[-1] if using else None)

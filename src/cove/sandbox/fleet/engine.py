@@ -6,7 +6,8 @@ and turns Ray's failures into Cove's: a node that does not answer in time, or di
 flight, is 503 ``sandbox_unavailable`` (the call may or may not have run); a container whose node was
 lost is 410 ``container_lost``. A watcher asks every node for its report each ``COVE_FLEET_CHECK_SECONDS``:
 that is how lost nodes are found (their containers marked lost, creates kept away from them) and how a
-node that comes back is reconciled (it starts empty, under a new incarnation).
+node that comes back is reconciled (it starts empty, under a new incarnation). The same check collects
+the nodes' egress decisions for the audit trail (``watch_egress``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from cove.sandbox.base import (
     Command,
     CommandOutput,
     Display,
+    EgressCallback,
     Entry,
     FileContent,
     Files,
@@ -51,6 +53,7 @@ from cove.sandbox.base import (
     TerminalRequest,
     memory_bytes,
 )
+from cove.sandbox.fleet.egress import EGRESS_KEPT, EgressBatch
 from cove.sandbox.fleet.host import SandboxHost, StreamKind
 from cove.sandbox.fleet.placement import Assignment, Need, NodeReport, Placement
 from cove.sandbox.fleet.relay import Ticket
@@ -132,6 +135,12 @@ class FleetEngine(SandboxEngine):
         """Whether each container has a display, as its host said at create (or at this replica's first
         ``get``): ``Sandbox.has_display`` is a property, asked before anything runs."""
         self._watcher: asyncio.Task[None] | None = None
+        self._on_egress: EgressCallback | None = None
+
+    def watch_egress(self, callback: EgressCallback) -> None:
+        """The nodes' egress decisions, as this replica's checks collect them (each node hands each
+        decision to one replica only)."""
+        self._on_egress = callback
 
     async def start(self) -> None:
         if not ray.is_initialized():
@@ -186,6 +195,30 @@ class FleetEngine(SandboxEngine):
         self._assignments = {cid: a for cid, a in self._assignments.items()
                              if a.node in live and live[a.node].incarnation == a.incarnation}
         self._displays = {cid: shown for cid, shown in self._displays.items() if cid in self._assignments}
+        await self.collect_egress(list(live))
+
+    async def collect_egress(self, nodes: list[str]) -> None:
+        """Takes the nodes' egress decisions and hands them to the callback: at each check, and as a
+        command of a container with a network policy ends (so a response's tool call is still using the
+        container and gets them credited). A call that fails after its node handed them out loses them
+        (they are never handed out twice)."""
+        if self._on_egress is None:
+            return
+        batches = await asyncio.gather(*(self.call(self.hosts[node].take_egress.remote()) for node in nodes),
+                                       return_exceptions=True)
+        for node, batch in zip(nodes, batches, strict=True):
+            if isinstance(batch, BaseException):
+                log.warning("egress decisions of fleet node %s not collected: %s", node, batch)
+                continue
+            taken = cast(EgressBatch, batch)
+            if taken.dropped:
+                log.warning("fleet node %s dropped %d egress decisions (more than %d waited for collection)",
+                            node, taken.dropped, EGRESS_KEPT)
+            for decision, project in taken.decisions:
+                try:
+                    self._on_egress(decision, project)
+                except Exception:
+                    log.exception("recording an egress decision of fleet node %s failed", node)
 
     async def call(self, ref: Awaitable[Any], within: float | None = None) -> Any:
         """One host call, within ``within`` seconds (default ``COVE_FLEET_CALL_TIMEOUT``), with Ray's
@@ -349,6 +382,12 @@ class RemoteSandbox(Sandbox):
         return self._engine.host(self._placed)
 
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
+        output = await self._exec(command, on_output)
+        if self._limits.network is not None:
+            await self._engine.collect_egress([self._placed.node])
+        return output
+
+    async def _exec(self, command: Command, on_output: OutputCallback | None) -> CommandOutput:
         deadline = command.timeout_ms / 1000 + self._engine.call_timeout
         args = (self._placed.incarnation, self.id, self._limits, command)
         self._running = True

@@ -10,6 +10,8 @@ made by ``linux_host``). It adds only what a remote owner needs:
   a node that was declared dead while hung cannot go on serving containers that were given up.
 - ``reset``: a node that comes back after it was declared lost destroys what it still holds and takes
   a new incarnation, so a rejoining node always starts empty.
+- The engine's egress decisions, kept (``EgressBuffer``) until a replica takes them (``take_egress``) for
+  the containers' audit trails.
 
 Containers are not the Ray worker's: the engine starts them detached (runc) and, unlike on one machine,
 does not make itself their subreaper, so their inits belong to the machine's init. They survive the
@@ -40,6 +42,7 @@ from cove.sandbox.base import (
     Terminal,
     TerminalRequest,
 )
+from cove.sandbox.fleet.egress import EgressBatch, EgressBuffer
 from cove.sandbox.fleet.placement import NodeReport
 from cove.sandbox.fleet.relay import End, Relay, SocketEnd, Ticket
 
@@ -83,6 +86,8 @@ class SandboxHost:
         self.node = node
         self.memory, self.cpus, self.slots = memory, cpus, slots
         self.engine, self._images = load_factory(factory)(node)
+        self._egress = EgressBuffer()
+        self.engine.watch_egress(self._egress.add)
         self.incarnation = uuid.uuid4().hex
         self._held: set[str] = set()
         self._started = asyncio.Lock()
@@ -106,6 +111,10 @@ class SandboxHost:
             await self._relay.close()
         await asyncio.gather(*(self.engine.destroy(container_id) for container_id in held), return_exceptions=True)
         return await self.report()
+
+    def take_egress(self) -> EgressBatch:
+        """The egress decisions made since the last call (each handed out once, to whichever replica asks)."""
+        return self._egress.take()
 
     def pid(self) -> int:
         return os.getpid()

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from cove.config import Settings, parse_size
-from cove.egress.proxy import EgressProxy, SecretsTLS
+from cove.egress.proxy import Decision, EgressProxy, SecretsTLS
 from cove.egress.resolver import Resolver, host_addresses, parse_test_hosts
 from cove.egress.tls import CertificateAuthority, upstream_context
 from cove.errors import NotFound, SandboxError
-from cove.sandbox.base import Command, ExitOutcome, Limits, SandboxEngine, memory_bytes
+from cove.sandbox.base import Command, EgressCallback, ExitOutcome, Limits, SandboxEngine, memory_bytes
 from cove.sandbox.images.store import Image, ImageStore
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.container import LinuxSandbox
@@ -215,6 +215,15 @@ class LinuxEngine(SandboxEngine):
         if not _SNAPSHOT_ID.fullmatch(snapshot_id):
             raise NotFound(f"No snapshot found with id '{snapshot_id}'.", code="snapshot_not_found")
         return self.disk_pool.snapshots / f"{snapshot_id}.img"
+
+    def watch_egress(self, callback: EgressCallback) -> None:
+        """The proxy's decisions, each with its container's project (from the limits it runs under, which
+        name the project of the request that made or last reached it)."""
+        def decided(decision: Decision) -> None:
+            sandbox = self._live.get(decision.client)
+            callback(decision, sandbox.limits.project if sandbox is not None else "")
+
+        self.egress.on_decision = decided
 
     async def get(self, container_id: str, limits: Limits) -> LinuxSandbox:
         sandbox = self._live.get(container_id)
