@@ -5,15 +5,17 @@ container's ends are real: a TCP server for a port, a real process (``cat``, ``s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from cove.errors import TooManyRequests
 from cove.sandbox.fleet import relay as relay_module
-from cove.sandbox.fleet.relay import Relay, SocketEnd
+from cove.sandbox.fleet.relay import Relay, SocketEnd, Ticket
 from cove.sandbox.fleet.streams import RemoteChannel, connect
+from tests.polling import eventually_async
 
 IP = "127.0.0.5"
 """The "node's address" of these tests: a loopback address no Ray test uses."""
@@ -50,8 +52,25 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 
 async def _until(check: Callable[[], bool]) -> None:
-    while not check():
-        await asyncio.sleep(0.01)
+    await eventually_async(check, timeout=10, what="the relay's streams to settle")
+
+
+@contextlib.asynccontextmanager
+async def _port_through_relay(app: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+                              ) -> AsyncIterator[tuple[Relay, Ticket, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A TCP server running ``app`` as a container's port, offered by a relay and connected to as a replica
+    would: the relay, the ticket, and the replica's connection."""
+    server = await asyncio.start_server(app, IP, 0)
+    relay = Relay(IP)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        ticket = await relay.offer(await SocketEnd.of(socket.create_connection((IP, port))))
+        reader, writer = await asyncio.open_connection(sock=await connect(ticket))
+        yield relay, ticket, reader, writer
+    finally:
+        await relay.close()
+        server.close()
+        await server.wait_closed()
 
 
 def test_a_ports_bytes_and_half_closes_cross_both_ways() -> None:
@@ -66,13 +85,8 @@ def test_a_ports_bytes_and_half_closes_cross_both_ways() -> None:
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(app, IP, 0)
-        relay = Relay(IP)
-        try:
-            port = server.sockets[0].getsockname()[1]
-            ticket = await relay.offer(await SocketEnd.of(socket.create_connection((IP, port))))
+        async with _port_through_relay(app) as (relay, ticket, reader, writer):
             assert ticket.ip == IP
-            reader, writer = await asyncio.open_connection(sock=await connect(ticket))
             writer.write(b"hello")
             writer.write_eof()
             assert await reader.read() == b"HELLO"  # the app answered after the half-close, then closed
@@ -81,10 +95,6 @@ def test_a_ports_bytes_and_half_closes_cross_both_ways() -> None:
             await _until(lambda: not relay.streams)
             with pytest.raises(ConnectionRefusedError):  # the relay listens on its address only
                 await asyncio.open_connection("127.0.0.1", ticket.port)
-        finally:
-            await relay.close()
-            server.close()
-            await server.wait_closed()
 
     run(test)
 
@@ -100,21 +110,14 @@ def test_a_half_closed_port_whose_app_falls_silent_is_freed(monkeypatch: pytest.
             await done.wait()
             writer.close()
 
-        server = await asyncio.start_server(app, IP, 0)
-        relay = Relay(IP)
-        try:
-            port = server.sockets[0].getsockname()[1]
-            ticket = await relay.offer(await SocketEnd.of(socket.create_connection((IP, port))))
-            reader, writer = await asyncio.open_connection(sock=await connect(ticket))
-            writer.write_eof()
-            assert await reader.read() == b""  # the relay gave up on the silent app...
-            assert not relay.streams  # ...and freed the stream, the app's connection still open
-            writer.close()
-        finally:
-            done.set()
-            await relay.close()
-            server.close()
-            await server.wait_closed()
+        async with _port_through_relay(app) as (relay, _ticket, reader, writer):
+            try:
+                writer.write_eof()
+                assert await reader.read() == b""  # the relay gave up on the silent app...
+                assert not relay.streams  # ...and freed the stream, the app's connection still open
+                writer.close()
+            finally:
+                done.set()
 
     run(test)
 

@@ -44,7 +44,8 @@ HALF_CLOSED_IDLE_SECONDS = 30.0
 """How long a port connection the replica half-closed waits for the app's next bytes before it ends."""
 TOKEN_BYTES = 32
 """A token's length on the wire (16 random bytes, hex)."""
-_CHUNK = 65536
+CHUNK = 65536
+"""Bytes one read of a relay connection takes at most."""
 _KEEPALIVE = ((socket.TCP_KEEPIDLE, 30), (socket.TCP_KEEPINTVL, 10), (socket.TCP_KEEPCNT, 3))
 
 
@@ -75,21 +76,31 @@ def keepalive(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
-class SocketEnd:
-    """A connected socket (a port in the container) as an ``End`` that can be half-closed."""
+class Connection:
+    """One TCP connection's reads (``b""`` once it ended, reset or not) and its closing: what the relay's
+    port ends and the replica's streams (``streams.py``) share."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader, self._writer = reader, writer
 
+    async def read(self) -> bytes:
+        try:
+            return await self._reader.read(CHUNK)
+        except ConnectionError:
+            return b""
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
+class SocketEnd(Connection):
+    """A connected socket (a port in the container) as an ``End`` that can be half-closed."""
+
     @classmethod
     async def of(cls, sock: socket.socket) -> SocketEnd:
         return cls(*await asyncio.open_connection(sock=sock))
-
-    async def read(self) -> bytes:
-        try:
-            return await self._reader.read(_CHUNK)
-        except ConnectionError:
-            return b""
 
     async def write(self, data: bytes) -> None:
         self._writer.write(data)
@@ -98,11 +109,6 @@ class SocketEnd:
     def write_eof(self) -> None:
         if self._writer.can_write_eof() and not self._writer.is_closing():
             self._writer.write_eof()
-
-    async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
 
 
 @dataclass
@@ -207,7 +213,7 @@ async def _pump(stream: _Stream, reader: asyncio.StreamReader, writer: asyncio.S
     side fails."""
 
     async def up() -> None:
-        while data := await reader.read(_CHUNK):
+        while data := await reader.read(CHUNK):
             await stream.end.write(data)
         if isinstance(stream.end, SocketEnd):  # a port: the app may still answer
             stream.end.write_eof()

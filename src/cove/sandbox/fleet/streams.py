@@ -16,9 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cove.sandbox.base import Channel, Display, Screen, Terminal
-from cove.sandbox.fleet.relay import TOKEN_SECONDS, Ticket, keepalive
+from cove.sandbox.fleet.relay import TOKEN_SECONDS, Connection, Ticket, keepalive
 
-_CHUNK = 65536
 WAIT_SECONDS = 7 * 24 * 3600.0
 """A terminal's exit code comes when its program ends, which may be days; a node that dies fails the
 call at once (Ray reports the actor gone), so this deadline is only a backstop."""
@@ -50,17 +49,9 @@ def _quiet(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-class _Stream:
-    """Reads and writes of a relay connection."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader, self._writer = reader, writer
-
-    async def read(self) -> bytes:
-        try:
-            return await self._reader.read(_CHUNK)
-        except ConnectionError:
-            return b""
+class _Stream(Connection):
+    """A relay connection from the replica's side; closing it is what ends the program on the node (the
+    relay closes its end)."""
 
     async def write(self, data: bytes) -> None:
         if self._writer.is_closing():
@@ -68,12 +59,6 @@ class _Stream:
         self._writer.write(data)
         with contextlib.suppress(ConnectionError):  # the other end is gone: its read says so
             await self._writer.drain()
-
-    async def close(self) -> None:
-        """Closing the connection is what ends the program on the node (the relay closes its end)."""
-        self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
 
 
 class RemoteChannel(_Stream, Channel):
