@@ -42,9 +42,17 @@ RAY_ENV = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "
 
 
 def _port(ip: str) -> int:
+    """A port free on every address, not only ``ip``: Ray's gRPC servers bind the wildcard address whatever
+    ``--node-ip-address`` says, so a port taken on another address (a test server on 127.0.0.1) would
+    crash the raylet at its bind."""
     with socket.socket() as sock:
-        sock.bind((ip, 0))
+        sock.bind(("", 0))
         return int(sock.getsockname()[1])
+
+
+_WORKER_PORTS = 11000
+"""Where the nodes' worker port ranges start: 100 ports each, below the kernel's ephemeral range (from 32768),
+so that no outgoing connection of the busy machine holds one when a worker binds it."""
 
 
 def descendants(pid: int) -> list[int]:
@@ -117,14 +125,14 @@ class RayNode:
 
     def _start(self) -> None:
         temp = self.cluster.dir / self.ip.replace(".", "_")
-        low = _port(self.ip)
+        workers = _WORKER_PORTS + _port(self.ip) % 19000
         args = [str(_RAY), "start", "--block", f"--node-ip-address={self.ip}", "--num-cpus=1",
                 "--object-store-memory=80000000", f"--temp-dir={temp}", "--disable-usage-stats",
                 f"--resources={json.dumps(self.resources)}", f"--node-manager-port={_port(self.ip)}",
                 f"--object-manager-port={_port(self.ip)}", f"--dashboard-agent-listen-port={_port(self.ip)}",
                 f"--dashboard-agent-grpc-port={_port(self.ip)}", f"--runtime-env-agent-port={_port(self.ip)}",
                 f"--metrics-export-port={_port(self.ip)}",
-                f"--min-worker-port={low % 20000 + 30000}", f"--max-worker-port={low % 20000 + 30100}"]
+                f"--min-worker-port={workers}", f"--max-worker-port={workers + 100}"]
         if self.head:
             args += ["--head", f"--port={self.cluster.port}", "--include-dashboard=false"]
         else:
@@ -202,19 +210,22 @@ class RayCluster:
 
     def diagnosis(self, lines: int = 12) -> str:
         """What Ray's logs say went wrong: the last warnings and errors of each node's raylet (and the
-        head's GCS), the last lines of workers' stderr, and the CPU seconds its processes used. The
+        head's GCS), the first and last lines of every stderr (a crashed raylet's cause and stack), and
+        the CPU seconds its processes used. The
         message a setup wait fails with, so that a failure on another machine says why."""
         said = re.compile(r"^\[\S+ \S+ [WEF] ")  # Ray's own format: [date time LEVEL pid tid]
         parts = []
         for path in sorted(self.dir.glob("*/session_latest/logs/*")):
             if path.name in ("raylet.out", "gcs_server.out"):
-                found = [line for line in path.read_text(errors="replace").splitlines() if said.search(line)]
+                found = [line for line in path.read_text(errors="replace").splitlines() if said.search(line)][-lines:]
             elif path.suffix == ".err" and path.stat().st_size:
                 found = [line for line in path.read_text(errors="replace").splitlines() if not line.startswith(":")]
+                if len(found) > 2 * lines:  # a crash: its cause first, then where
+                    found = [*found[:lines], "...", *found[-lines:]]
             else:
                 continue
             if found:
-                parts.append(f"--- {path.relative_to(self.dir)}\n" + "\n".join(found[-lines:]))
+                parts.append(f"--- {path.relative_to(self.dir)}\n" + "\n".join(found))
         for node in self.nodes:
             cpu = {pid: _cpu_seconds(pid) for pid in descendants(node.proc.pid)} if node.proc else {}
             parts.append(f"--- {node.ip}: {len(cpu)} processes, CPU seconds "
@@ -267,6 +278,10 @@ def hosts_reported(server: Server, cluster: RayCluster, nodes: set[str], timeout
     seen: list[dict[str, dict[str, Any]]] = [{}]
 
     def alive() -> bool:
+        for node in cluster.nodes:  # a node that died starting (its log says why) is started again
+            if node.proc is not None and node.proc.poll() is not None:
+                node.stop()
+                node.start()
         seen[0] = fleet_status(server)
         return nodes <= {node for node, row in seen[0].items() if row["alive"]}
 
