@@ -123,6 +123,11 @@ class SandboxHost:
         if incarnation != self.incarnation:
             raise ContainerLost(container_id)
 
+    async def _sandbox(self, incarnation: str, container_id: str, limits: Limits) -> Sandbox:
+        """The container, if the call names this host's incarnation."""
+        self._check(incarnation, container_id)
+        return await self.engine.get(container_id, limits)
+
     async def create(self, incarnation: str, container_id: str, image: str, limits: Limits,
                      snapshot_id: str | None) -> bool:
         """Makes the container; returns whether it has a display (so the replica need not ask)."""
@@ -136,8 +141,7 @@ class SandboxHost:
         return sandbox.has_display
 
     async def exec(self, incarnation: str, container_id: str, limits: Limits, command: Command) -> CommandOutput:
-        self._check(incarnation, container_id)
-        return await (await self.engine.get(container_id, limits)).exec(command)
+        return await (await self._sandbox(incarnation, container_id, limits)).exec(command)
 
     @ray.method(_generator_backpressure_num_objects=STREAM_UNREAD)
     async def exec_stream(self, incarnation: str, container_id: str, limits: Limits,
@@ -148,8 +152,7 @@ class SandboxHost:
         unread by the replica (which reads as fast as its client does), and past ``STREAM_AHEAD`` chunks
         waiting here the command's pipe is no longer read, so a command that writes faster than its client
         reads blocks instead of filling this worker's memory."""
-        self._check(incarnation, container_id)
-        sandbox = await self.engine.get(container_id, limits)
+        sandbox = await self._sandbox(incarnation, container_id, limits)
         chunks: asyncio.Queue[tuple[Literal["stdout", "stderr"], str] | CommandOutput] = asyncio.Queue()
         held: list[asyncio.Future[None]] = []
         """The pipes' readers waiting for room (stdout's and stderr's)."""
@@ -185,18 +188,17 @@ class SandboxHost:
 
     async def files(self, incarnation: str, container_id: str, limits: Limits, call: str,
                     args: tuple[Any, ...]) -> Any:
-        self._check(incarnation, container_id)
+        sandbox = await self._sandbox(incarnation, container_id, limits)
         if call not in FILE_CALLS:
             raise NotFound(f"No file call {call!r}.")
-        files: Files = await (await self.engine.get(container_id, limits)).files()
+        files: Files = await sandbox.files()
         return await getattr(files, call)(*args)
 
     @ray.method(_generator_backpressure_num_objects=STREAM_UNREAD)
     async def read_stream(self, incarnation: str, container_id: str, limits: Limits,
                           path: str) -> AsyncIterator[int | bytes]:
         """The file's size, then its bytes, read as the replica takes them (``STREAM_UNREAD`` ahead)."""
-        self._check(incarnation, container_id)
-        files = await (await self.engine.get(container_id, limits)).files()
+        files = await (await self._sandbox(incarnation, container_id, limits)).files()
         size, chunks = await files.stream(path)
         yield size
         async for chunk in chunks:
@@ -222,10 +224,6 @@ class SandboxHost:
         return len(self._held)
 
     # -- what the one-machine ``Sandbox`` offers beyond commands and files ------------------------
-    async def _sandbox(self, incarnation: str, container_id: str, limits: Limits) -> Sandbox:
-        self._check(incarnation, container_id)
-        return await self.engine.get(container_id, limits)
-
     async def has_display(self, incarnation: str, container_id: str, limits: Limits) -> bool:
         return (await self._sandbox(incarnation, container_id, limits)).has_display
 
