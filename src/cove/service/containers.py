@@ -444,16 +444,17 @@ class ContainerService:
         stopped for ``COVE_STOPPED_HOURS``."""
         now = int(time.time())
         kept = select(ContainerRow).where(ContainerRow.status.in_(KEPT))
+        shared_fleet = not self.db.is_sqlite and bool(self.settings.ray_address)
         if not self.db.is_sqlite:
             # With replicas each expires the containers it holds; on a fleet, where any replica reaches
-            # every container, also those of replicas that are gone. A container in use on another
+            # every container, also those of replicas that are gone. There a container in use on another
             # replica shows it in ``last_active_at``, which each replica refreshes here for its own.
             mine = [ContainerRow.holder == self.settings.replica, ContainerRow.holder.is_(None)]
-            if self.settings.ray_address:
+            if shared_fleet:
                 mine.append(ContainerRow.holder.not_in(select(ReplicaRow.id)))
             kept = kept.where(or_(*mine))
         async with self.db.begin() as session:
-            if not self.db.is_sqlite and self._busy:
+            if shared_fleet and self._busy:
                 await session.execute(update(ContainerRow).where(ContainerRow.id.in_(list(self._busy)))
                                       .values(last_active_at=now))
             rows = list(await session.scalars(kept))
