@@ -72,6 +72,18 @@ def make_wheel(name: str, version: str) -> tuple[str, bytes]:
     return f"{name}-{version}-py3-none-any.whl", buf.getvalue()
 
 
+def greet_skill() -> dict[str, Any]:
+    """An inline skill, as the ``openai`` SDK's ``inline_skill`` types it: ``greet``, whose ``hello.sh``
+    prints ``hello from a skill``."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("greet/SKILL.md", "---\nname: greet\ndescription: Says hello.\n---\nRun hello.sh\n")
+        archive.writestr("greet/hello.sh", "#!/bin/sh\necho hello from a skill\n")
+    data = base64.b64encode(out.getvalue()).decode()
+    return {"type": "inline", "name": "greet", "description": "Says hello.",
+            "source": {"type": "base64", "media_type": "application/zip", "data": data}}
+
+
 def pdf_bytes(text: str) -> bytes:
     """A one-page PDF showing ``text`` in Helvetica, written out by hand (pypdf does not lay out text)."""
     stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()

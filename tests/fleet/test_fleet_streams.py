@@ -6,11 +6,8 @@ address only, and nothing of the cluster or the server talks to anything outside
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import subprocess
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from websockets.sync.client import connect
 from tests.api.test_display import Rfb, act, key, screenshot_of, socket_url
 from tests.api.test_terminal import exit_message, open_pty, read_until
 from tests.conftest import IMAGES_DIR, Server
-from tests.helpers import run
+from tests.helpers import greet_skill, run
 from tests.polling import eventually
 from tests.ray_cluster import RayNode, container_init, sockets_of
 from tests.responses.test_mcp import MODEL, STDIO_SERVER
@@ -102,14 +99,7 @@ def test_pause_freezes_the_container_and_a_command_resumes_it(http: httpx.Client
 
 
 def test_a_container_made_with_a_skill_has_it(http: httpx.Client) -> None:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("greet/SKILL.md", "---\nname: greet\ndescription: Says hello.\n---\nRun hello.sh\n")
-        archive.writestr("greet/hello.sh", "#!/bin/sh\necho hello from a skill\n")
-    data = base64.b64encode(out.getvalue()).decode()
-    skill = {"type": "inline", "name": "greet", "description": "Says hello.",
-             "source": {"type": "base64", "media_type": "application/zip", "data": data}}
-    created = http.post("/v1/containers", json={"name": "skilled", "skills": [skill]})
+    created = http.post("/v1/containers", json={"name": "skilled", "skills": [greet_skill()]})
     assert created.status_code == 200, created.text
     cid = created.json()["id"]
     try:

@@ -5,10 +5,7 @@ and runs the skill's script; the mount is read-only; a client-side shell is told
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import KEYS, Server
+from tests.helpers import greet_skill
 from tests.scripted_upstream import Reply, ScriptedUpstream, ToolCall
 
 pytestmark = pytest.mark.root
@@ -115,13 +113,7 @@ def test_the_mount_is_read_only(client: openai.OpenAI, upstream: ScriptedUpstrea
 
 
 def test_an_inline_skill(client: openai.OpenAI, upstream: ScriptedUpstream) -> None:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("greet/SKILL.md", "---\nname: greet\ndescription: Says hello.\n---\nRun hello.sh\n")
-        archive.writestr("greet/hello.sh", "#!/bin/sh\necho hello from a skill\n")
-    data = base64.b64encode(out.getvalue()).decode()
-    inline = {"type": "inline", "name": "greet", "description": "Says hello.",
-              "source": {"type": "base64", "media_type": "application/zip", "data": data}}
+    inline = greet_skill()
     upstream.script([shell("/skills/greet/hello.sh"), Reply(text="greeted")])
     response = client.responses.create(model=MODEL, input="Greet.", tools=[auto(inline)])  # type: ignore[list-item]
     assert outputs(response)[0]["stdout"] == "hello from a skill\n"
