@@ -1,7 +1,8 @@
 """The fleet as a ``SandboxEngine``: every call goes to the ``SandboxHost`` of the container's node.
 
 The service and tools layers keep calling ``create``/``get``/``exec``/files as on one machine; this
-engine finds the node (``Placement``, in the database), forwards the call through Ray with a deadline,
+engine finds the node (``Placement``, in the database), forwards the call through Ray with a deadline
+(a command whose output is not streamed goes through the node's relay instead, ``calls.py``: faster),
 and turns Ray's failures into Cove's: a node that does not answer in time, or dies with the call in
 flight, is 503 ``sandbox_unavailable`` (the call may or may not have run); a container whose node was
 lost is 410 ``container_lost``. A watcher asks every node for its report each ``COVE_FLEET_CHECK_SECONDS``:
@@ -53,6 +54,7 @@ from cove.sandbox.base import (
     TerminalRequest,
     memory_bytes,
 )
+from cove.sandbox.fleet.calls import CallsClient, ExecRequest
 from cove.sandbox.fleet.egress import EGRESS_KEPT, EgressBatch
 from cove.sandbox.fleet.host import SandboxHost, StreamKind
 from cove.sandbox.fleet.placement import Assignment, Need, NodeReport, Placement
@@ -134,6 +136,7 @@ class FleetEngine(SandboxEngine):
         self._displays: dict[str, bool] = {}
         """Whether each container has a display, as its host said at create (or at this replica's first
         ``get``): ``Sandbox.has_display`` is a property, asked before anything runs."""
+        self._calls: dict[str, CallsClient] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._on_egress: EgressCallback | None = None
 
@@ -177,6 +180,8 @@ class FleetEngine(SandboxEngine):
             if isinstance(answer, BaseException):
                 if node not in self.lost:
                     self.lost.add(node)
+                    if (client := self._calls.pop(node, None)) is not None:
+                        await client.close()
                     count = await self.placement.lose(node)
                     log.warning("fleet node %s lost (%s); %d containers lost with it", node, answer, count)
                 continue
@@ -309,6 +314,14 @@ class FleetEngine(SandboxEngine):
                 await self.call(self.host(placed).has_display.remote(placed.incarnation, container_id, limits)))
         return RemoteSandbox(self, container_id, placed, limits, shown)
 
+    def calls(self, placed: Assignment) -> CallsClient:
+        """The exec session with the container's node (``calls.py``), opened on first use."""
+        host = self.host(placed)
+        client = self._calls.get(placed.node)
+        if client is None:
+            client = self._calls[placed.node] = CallsClient(lambda: self.call(host.open_calls.remote()))
+        return client
+
     def host(self, placed: Assignment) -> HostHandle:
         if placed.node in self.lost or placed.node not in self.hosts:
             raise SandboxUnavailable(f"Fleet node {placed.node} is not answering; the call did not run.")
@@ -364,6 +377,8 @@ class FleetEngine(SandboxEngine):
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        for client in self._calls.values():
+            await client.close()
         ray.shutdown()  # the driver leaves; hosts and their containers stay
 
 
@@ -392,7 +407,8 @@ class RemoteSandbox(Sandbox):
         args = (self._placed.incarnation, self.id, self._limits, command)
         self._running = True
         if on_output is None:
-            output: CommandOutput = await self._engine.call(self._host().exec.remote(*args), deadline)
+            output: CommandOutput = await self._engine.call(self._engine.calls(self._placed).exec(ExecRequest(*args)),
+                                                            deadline)
             return output
         stream = self._host().exec_stream.remote(*args)
         try:

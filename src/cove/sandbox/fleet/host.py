@@ -25,6 +25,7 @@ import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any, Literal
 
 import ray
@@ -42,6 +43,7 @@ from cove.sandbox.base import (
     Terminal,
     TerminalRequest,
 )
+from cove.sandbox.fleet.calls import ExecRequest, serve
 from cove.sandbox.fleet.egress import EgressBatch, EgressBuffer
 from cove.sandbox.fleet.placement import NodeReport
 from cove.sandbox.fleet.relay import End, Relay, SocketEnd, Ticket
@@ -253,9 +255,8 @@ class SandboxHost:
         """Opens the container's end of a byte stream (``StreamKind``: ``args`` is the port, the
         ``TerminalRequest``, the argv, or the ``Screen``) and offers it on the node's relay."""
         sandbox = await self._sandbox(incarnation, container_id, limits)
-        if self._relay is None:
-            self._relay = Relay(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
-        self._relay.check_room()
+        relay = self._relay_here()
+        relay.check_room()
         end: End
         if kind == "port":
             end = await SocketEnd.of(await sandbox.connect_port(int(args)))  # refused: OSError, as on one machine
@@ -268,7 +269,20 @@ class SandboxHost:
             end = await (await sandbox.display(args)).vnc()
         else:
             raise InvalidRequest(f"No stream kind {kind!r}.")
-        return await self._relay.offer(end)
+        return await relay.offer(end)
+
+    async def open_calls(self) -> Ticket:
+        """A calls session on the node's relay: the replica's path for exec (``calls.py``)."""
+        return await self._relay_here().offer(partial(serve, self._exec_request))
+
+    async def _exec_request(self, request: ExecRequest) -> CommandOutput:
+        return await self.exec(request.incarnation, request.container_id, request.limits, request.command)
+
+    def _relay_here(self) -> Relay:
+        """The node's relay, made on first use."""
+        if self._relay is None:
+            self._relay = Relay(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+        return self._relay
 
     def _terminal(self, incarnation: str, stream_id: str) -> Terminal:
         stream = self._relay.streams.get(stream_id) if self._relay is not None else None

@@ -8,11 +8,12 @@ trip. Instead the node's ``SandboxHost`` runs this relay: one TCP listener on th
 ``SandboxHost.open_stream`` opens the container's end first (so a refusal, such as nothing listening on
 a port, is that call's error) and registers it here under a fresh random token, returning a ``Ticket``:
 address, port, token. The replica connects, sends the token, and from then on bytes are copied both
-ways. Bounds:
+ways. The relay also serves the replicas' exec sessions (``calls.py``): a ticket whose connection a
+``Session`` serves instead of a container's end. Bounds:
 
 - a token is single use and expires after ``TOKEN_SECONDS``: an end nobody came for is closed then;
 - a connection that does not send a known token within ``TOKEN_SECONDS`` is dropped;
-- at most ``MAX_STREAMS`` ends (waiting or connected) per host (``TooManyRequests`` past it);
+- at most ``MAX_STREAMS`` ends and sessions (waiting or connected) per host (``TooManyRequests`` past it);
 - the replica's end-of-stream (or a reset) ends the stream: the container's end is closed (a terminal's
   program and a channel's process killed), except for a port, whose half-close is passed on and which
   ends once both directions have, or once the app sent nothing for ``HALF_CLOSED_IDLE_SECONDS`` after
@@ -29,8 +30,9 @@ import contextlib
 import logging
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cove.errors import TooManyRequests
 
@@ -49,6 +51,7 @@ CHUNK = 65536
 _KEEPALIVE = ((socket.TCP_KEEPIDLE, 30), (socket.TCP_KEEPINTVL, 10), (socket.TCP_KEEPCNT, 3))
 
 
+@runtime_checkable
 class End(Protocol):
     """The container's side of a stream: a ``Terminal``, a ``Channel``, or a port's ``SocketEnd``."""
 
@@ -111,9 +114,14 @@ class SocketEnd(Connection):
             self._writer.write_eof()
 
 
+Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+"""What serves a connection that is not a byte stream to a container end (``calls.serve``)."""
+
+
 @dataclass
 class _Stream:
-    end: End
+    end: End | Session
+    """The container's end, or the session that serves the connection itself."""
     expiry: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     """The task that copies its bytes, or closes it unclaimed."""
@@ -141,17 +149,13 @@ class Relay:
             raise TooManyRequests(f"This fleet node has {MAX_STREAMS} streams open (terminals, port connections, "
                                   "channels); close some first.", code="too_many_streams")
 
-    async def offer(self, end: End) -> Ticket:
+    async def offer(self, end: End | Session) -> Ticket:
         """Registers ``end`` (closing it if the relay filled up meanwhile) and returns the ticket that opens it."""
         try:
             self.check_room()
-        except TooManyRequests:
-            await end.close()
-            raise
-        try:
             port = await self._listen()
         except BaseException:
-            await end.close()
+            await _close(end)
             raise
         token, stream_id = secrets.token_hex(TOKEN_BYTES // 2), secrets.token_hex(16)
         stream = self.streams[stream_id] = _Stream(end)
@@ -169,8 +173,7 @@ class Relay:
     async def _finish(self, stream_id: str) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
-            with contextlib.suppress(Exception):
-                await stream.end.close()
+            await _close(stream.end)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -191,7 +194,10 @@ class Relay:
             stream.expiry.cancel()
         stream.task = asyncio.current_task()
         try:
-            await _pump(stream, reader, writer)
+            if isinstance(stream.end, End):
+                await _pump(stream.end, reader, writer)
+            else:
+                await stream.end(reader, writer)
         finally:
             writer.close()
             await self._finish(stream_id)
@@ -208,20 +214,26 @@ class Relay:
             self._server = None
 
 
-async def _pump(stream: _Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _close(end: End | Session) -> None:
+    if isinstance(end, End):
+        with contextlib.suppress(Exception):
+            await end.close()
+
+
+async def _pump(end: End, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Copies both ways until the replica's side ends (for a port: until both sides have), or either
     side fails."""
 
     async def up() -> None:
         while data := await reader.read(CHUNK):
-            await stream.end.write(data)
-        if isinstance(stream.end, SocketEnd):  # a port: the app may still answer
-            stream.end.write_eof()
+            await end.write(data)
+        if isinstance(end, SocketEnd):  # a port: the app may still answer
+            end.write_eof()
 
     sent = [0]
 
     async def down() -> None:
-        while data := await stream.end.read():
+        while data := await end.read():
             sent[0] += len(data)
             writer.write(data)
             await writer.drain()
@@ -230,7 +242,7 @@ async def _pump(stream: _Stream, reader: asyncio.StreamReader, writer: asyncio.S
 
     upward, downward = asyncio.create_task(up()), asyncio.create_task(down())
     tasks = {upward, downward}
-    half_close = isinstance(stream.end, SocketEnd)
+    half_close = isinstance(end, SocketEnd)
     try:
         pending = tasks
         while pending:
