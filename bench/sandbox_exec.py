@@ -52,7 +52,7 @@ async def main() -> int:
     await engine.start()
     result: dict[str, float] = {}
     try:
-        sandbox = await engine._start_new("cntr_bench", "default", Limits(), live_as="cntr_bench")
+        sandbox = await engine._start_new("cntr_bench", engine.images.get("default"), Limits(), live_as="cntr_bench")
         for _ in range(30):
             await _exec_ms(sandbox, "true")
         warm = [await _exec_ms(sandbox, "true") for _ in range(args.samples)]

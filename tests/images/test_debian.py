@@ -63,6 +63,7 @@ def test_the_built_default_image() -> None:
     assert stat.S_IMODE((layer / "mnt/data").stat().st_mode) == 0o777
     assert (layer / "etc/hosts").exists() and (layer / "etc/resolv.conf").read_text() == ""
     assert os.listdir(layer / "dev") == []
+    assert (layer / "usr/lib/locale/locale-archive").stat().st_size > 0  # C.UTF-8, loaded with one mmap
     assert stat.S_IMODE((layer / "usr/bin/su").stat().st_mode) & stat.S_ISUID
     for dirpath, dirnames, filenames in os.walk(layer):
         for name in (*dirnames, *filenames):

@@ -26,6 +26,11 @@ PACKAGES = ("python3", "python3-pip", "python3-venv", "nodejs", "npm", "git", "c
             # What the code interpreter is expected to have, as OpenAI's containers do.
             "python3-numpy", "python3-matplotlib", "python3-pandas")
 SUITE = "bookworm"
+CUSTOMIZE = ('chroot "$1" localedef --add-to-archive /usr/lib/locale/C.utf8',)
+"""Run in the finished root (mmdebstrap's ``--customize-hook``). The image's ``LANG=C.UTF-8`` makes every
+program that sets its locale (bash, Python, every command a shell tool runs) load it; from Debian's
+``C.utf8`` directory that is two dozen file opens, from a locale archive one ``mmap``: 0.15 ms less per
+command (warm exec of ``true`` 1.87 ms against 2.03 ms p50, alternating rounds)."""
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # update-ca-certificates appends every *.crt here to the bundle: the host's CAs survive a rebuild
@@ -50,7 +55,7 @@ def image_env() -> list[str]:
 
 def recipe_source() -> str:
     """``debian:<digest of what goes in>``: an image built from an older package list is outdated."""
-    recipe = "\0".join([SUITE, *PACKAGES, *image_env()])
+    recipe = "\0".join([SUITE, *PACKAGES, *image_env(), *CUSTOMIZE])
     return f"debian:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
@@ -89,8 +94,8 @@ def build_default_image(store: ImageStore, progress: Progress, *, name: str = "d
 
 
 def _mmdebstrap(rootfs: Path, sources: Path, progress: Progress) -> None:
-    cmd = ["mmdebstrap", "--mode=root", "--variant=apt", f"--include={','.join(PACKAGES)}", SUITE,
-           str(rootfs), str(sources)]
+    cmd = ["mmdebstrap", "--mode=root", "--variant=apt", f"--include={','.join(PACKAGES)}",
+           *(f"--customize-hook={hook}" for hook in CUSTOMIZE), SUITE, str(rootfs), str(sources)]
     progress(" ".join(cmd))
     tail: collections.deque[str] = collections.deque(maxlen=50)
     with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

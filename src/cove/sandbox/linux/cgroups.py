@@ -21,12 +21,16 @@ def _memory_dir(cgroup_path: str) -> Path:
     return _ROOT / rel if is_unified() else _ROOT / "memory" / rel
 
 
+@functools.lru_cache(maxsize=4096)
+def _oom_file(cgroup_path: str) -> str:
+    return f"{_memory_dir(cgroup_path)}/{'memory.events' if is_unified() else 'memory.oom_control'}"
+
+
 def oom_kills(cgroup_path: str) -> int:
     """How many processes the OOM killer ended in this container so far. Read twice per command, so
-    with plain ``os`` calls rather than ``pathlib``'s (a third of the cost)."""
-    name = "memory.events" if is_unified() else "memory.oom_control"
+    with plain ``os`` calls rather than ``pathlib``'s (a third of the cost), and the file's name kept."""
     try:
-        fd = os.open(f"{_memory_dir(cgroup_path)}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(_oom_file(cgroup_path), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return 0
     try:
