@@ -24,9 +24,9 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import CursorResult, Table, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.ids import new_id
@@ -142,7 +142,7 @@ class AuditLog:
             sealed = list(self._sealed)
             try:
                 async with self.db.begin() as session:
-                    await session.execute(insert(AuditEventRow), batch)
+                    await session.execute(_INSERT, batch)
                     if self.keep is not None:
                         for container_id, project in {e["container_id"]: e["project"] for e in batch}.items():
                             await _prune(session, container_id, self.keep(project))
@@ -177,15 +177,25 @@ class AuditLog:
         return [operator_audit_event(row) for row in reversed(rows)]
 
 
+_INSERT = insert(cast(Table, AuditEventRow.__table__))
+"""A batch goes in through Core's executemany, without the ORM's per-row bulk-insert bookkeeping: a flush
+runs on the event loop, and every request waiting meanwhile pays for its CPU."""
+_CUTOFF = (select(AuditEventRow.seq).where(AuditEventRow.container_id == bindparam("container_id"))
+           .order_by(AuditEventRow.seq.desc()).offset(bindparam("keep")).limit(1))
+_DELETE_UPTO = delete(AuditEventRow).where(AuditEventRow.container_id == bindparam("container_id"),
+                                           AuditEventRow.seq <= bindparam("cutoff")
+                                           ).execution_options(synchronize_session=False)
+"""``_prune``'s statements, built once (every flush prunes each container it wrote to); the delete's
+count of rows is what went, so no count query runs. The session holds no audit rows to synchronize."""
+
+
 async def _prune(session: AsyncSession, container_id: str, keep: int) -> None:
     """Deletes all but the newest ``keep`` events of the container, counting what went."""
-    cutoff = await session.scalar(select(AuditEventRow.seq).where(AuditEventRow.container_id == container_id)
-                                  .order_by(AuditEventRow.seq.desc()).offset(keep).limit(1))
+    cutoff = await session.scalar(_CUTOFF, {"container_id": container_id, "keep": keep})
     if cutoff is None:
         return
-    old = AuditEventRow.container_id == container_id, AuditEventRow.seq <= cutoff
-    gone = await session.scalar(select(func.count()).select_from(AuditEventRow).where(*old)) or 0
-    await session.execute(delete(AuditEventRow).where(*old))
+    deleted = await session.execute(_DELETE_UPTO, {"container_id": container_id, "cutoff": cutoff})
+    gone = cast(CursorResult[Any], deleted).rowcount
     counted = await session.get(AuditPrunedRow, container_id)
     if counted is not None:
         counted.pruned += gone
