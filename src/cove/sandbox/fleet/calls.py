@@ -113,6 +113,8 @@ async def serve(execute: Callable[[ExecRequest], Awaitable[CommandOutput]], read
             payload = json.dumps({"id": request_id, "error": error_body(error)}).encode()
         if not writer.is_closing():
             writer.write(frame(payload))
+            with contextlib.suppress(ConnectionError):  # the replica is gone: nobody waits for this answer
+                await writer.drain()
 
     while True:
         try:
@@ -147,6 +149,8 @@ class _Session:
         self.waiting[request_id] = answer
         try:
             self.writer.write(frame(b'{"id":%d,"exec":%s}' % (request_id, _REQUEST.dump_json(request))))
+            with contextlib.suppress(ConnectionError):  # the reader fails the answer when the connection broke
+                await self.writer.drain()
             return await answer
         finally:
             self.waiting.pop(request_id, None)
