@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -241,6 +242,36 @@ def test_listening_connections_killed_by_postgres_are_opened_again(
         second = _start_streamed(on_a, [], deltas=3)
         cancelled = on_b.post(f"/v1/responses/{second}/cancel").raise_for_status().json()
         assert cancelled["status"] == "cancelled", cancelled
+
+
+def test_a_cancel_sent_while_the_owners_listener_is_down_is_heard_once_it_is_back(
+        replicas: tuple[Server, Server], upstream: ScriptedUpstream, database: PostgresServer) -> None:
+    """a's LISTEN backend is terminated again and again (each reconnect killed) while b cancels a's
+    response, so b's first notification reaches nobody; once a listens again, b's cancel still stops the
+    response (b sends it again each second), long before the response would have ended by itself."""
+    a, b = replicas
+    upstream.script([Reply(text=TEXT, chunk_delay=0.1)])  # 150 chunks: 15 s if nothing stops it
+    outage = 2.0
+
+    def keep_a_deaf() -> int:
+        """Terminates a's listening backend, and each one it opens again, for ``outage`` seconds."""
+        kills, until = 0, time.monotonic() + outage
+        while time.monotonic() < until:
+            kills += database.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE application_name = 'cove-listen:a'").count("t")
+        return kills
+
+    with a.http() as on_a, b.http() as on_b, ThreadPoolExecutor(2) as pool:
+        response_id = _start_streamed(on_a, [], deltas=3)
+        killer = pool.submit(keep_a_deaf)
+        eventually(lambda: not _listeners(database, a), timeout=10, what="a's listener to be down")
+        started = time.monotonic()
+        cancelling = pool.submit(lambda: on_b.post(f"/v1/responses/{response_id}/cancel").raise_for_status().json())
+        assert killer.result() >= 1
+        cancelled = cancelling.result(timeout=20)
+        assert cancelled["status"] == "cancelled", cancelled
+        assert time.monotonic() - started < 10  # heard once the listener was back, not at the response's end
+        assert on_a.get(f"/v1/responses/{response_id}").json()["status"] == "cancelled"
 
 
 def test_each_webhook_event_is_delivered_once_across_replicas(database: PostgresServer, upstream: ScriptedUpstream,

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import functools
 import logging
+import math
 import operator
 import time
 from collections.abc import AsyncIterator
@@ -873,8 +874,9 @@ class ResponseService:
         return await self.get(project, response_id)
 
     async def _stop_elsewhere(self, row: ResponseRow) -> bool:
-        """With replicas: a running response owned by another replica is stopped there (``notify.CANCEL``)
-        and waited for, up to ``_CANCEL_WAIT`` seconds; returns whether it was another's. A queued one
+        """With replicas: a running response owned by another replica is stopped there (``notify.CANCEL``,
+        sent again each second until it stopped) and waited for, up to ``_CANCEL_WAIT`` seconds; returns
+        whether it was another's. A queued one
         nobody claimed is claimed here first, so no worker elsewhere starts it meanwhile."""
         if self.listener is None or row.status not in _RUNNING:
             return False
@@ -889,10 +891,15 @@ class ResponseService:
                 owner = await session.scalar(select(ResponseRow.owner).where(ResponseRow.id == row.id))
             if owner in (None, self.replicas.me):
                 return False
-        await self.listener.notify(notify.CANCEL, row.id)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CANCEL_WAIT):
+                asked = -math.inf
                 while True:
+                    if time.monotonic() - asked >= notify.POLL:
+                        # Again each second: a notification is lost on an owner whose listening connection
+                        # is being opened again (``notify.Listener``), and stopping twice is stopping once.
+                        await self.listener.notify(notify.CANCEL, row.id)
+                        asked = time.monotonic()
                     async with self.db.begin() as session:
                         status = await session.scalar(select(ResponseRow.status).where(ResponseRow.id == row.id))
                     if status not in _RUNNING:

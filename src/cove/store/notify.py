@@ -14,7 +14,9 @@ seconds when nothing says so. It is retried with backoff (up to ``RECONNECT_MAX`
 logged once when lost and once when back; once back every reader is woken, so each reads from its
 last sequence number what it missed meanwhile (the events table is the truth, not the notifications).
 
-``CANCEL`` asks the replica running a response to stop it (``service/responses.py``).
+``CANCEL`` asks the replica running a response to stop it (``service/responses.py``); the asking replica
+sends it again each second until the response stopped, since a notification sent while the owner's
+listening connection is being opened again reaches nobody.
 """
 
 from __future__ import annotations
