@@ -6,15 +6,19 @@ garbage dropped. The commands are real processes (``bash -c``) run by the "host"
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from cove.errors import ContainerLost, CoveError, SandboxError, SandboxUnavailable
-from cove.sandbox.base import Command, CommandOutput, ExitOutcome, Limits
-from cove.sandbox.fleet.calls import MAX_FRAME, CallsClient, ExecRequest, error_of, serve
+from cove.sandbox.base import Command, CommandOutput, ExitOutcome, Limits, OutputCallback
+from cove.sandbox.fleet.calls import MAX_FRAME, STREAM_AHEAD, CallsClient, ExecRequest, error_of, serve
 from cove.sandbox.fleet.relay import Relay, Ticket
 from cove.sandbox.fleet.streams import connect
 from tests.polling import eventually_async
@@ -23,23 +27,48 @@ IP = "127.0.0.6"
 """The "node's address" of these tests: a loopback address no Ray test uses."""
 
 
-async def run_command(request: ExecRequest) -> CommandOutput:
+async def run_command(request: ExecRequest, on_output: OutputCallback | None) -> CommandOutput:
     """The host's exec, on this machine: ``lost`` is refused as a host with another incarnation would, and
-    ``boom`` fails as a broken engine would."""
+    ``boom`` fails as a broken engine would. Output is streamed as the engine does: 64 KiB reads, and no
+    next read of a pipe until the future ``on_output`` returned is done. ``read_bytes`` counts what was
+    read of the commands' stdout, ``live`` holds those running."""
     if request.incarnation == "lost":
         raise ContainerLost(request.container_id)
     if request.incarnation == "boom":
         raise RuntimeError("the engine broke")
     proc = await asyncio.create_subprocess_exec("bash", "-c", request.command.command, env=request.command.env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                start_new_session=True)
+
+    async def pipe(name: Literal["stdout", "stderr"], stream: asyncio.StreamReader | None) -> str:
+        assert stream is not None
+        kept: list[str] = []
+        while chunk := await stream.read(65536):
+            if name == "stdout":
+                read_bytes[0] += len(chunk)
+            text = chunk.decode()
+            if len(kept) < 4:
+                kept.append(text)
+            if on_output is not None and (pending := on_output(name, text)) is not None:
+                await pending
+        return "".join(kept)
+
+    live.add(proc)
     try:
-        stdout, stderr = await proc.communicate()
-    finally:  # a command still running when the test ends is killed, as the engine's would be
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        stdout, stderr = await asyncio.gather(pipe("stdout", proc.stdout), pipe("stderr", proc.stderr))
+        await proc.wait()
+    finally:  # a command still running when the test ends (or cancelled) is killed, its whole process
+        if proc.returncode is None:  # group as the engine's would be (else the pipeline keeps the pipes open)
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.communicate()  # to their ends: a pipe paused with a full buffer would never see it
+        live.discard(proc)
     assert proc.returncode is not None
-    return CommandOutput(stdout=stdout.decode(), stderr=stderr.decode(), outcome=ExitOutcome(exit_code=proc.returncode))
+    return CommandOutput(stdout=stdout, stderr=stderr, outcome=ExitOutcome(exit_code=proc.returncode))
+
+
+read_bytes = [0]
+live: set[asyncio.subprocess.Process] = set()
+"""The commands running on the "host"."""
 
 
 def request(command: str, incarnation: str = "now", env: dict[str, str] | None = None) -> ExecRequest:
@@ -135,3 +164,60 @@ def test_only_cove_errors_cross() -> None:
     error = error_of({"type": "SystemExit", "message": "m", "param": None, "code": "c"})
     assert type(error) is SandboxError and error.message == "m"
     assert isinstance(error_of({"type": "NotFound", "message": "x"}), CoveError)
+
+
+def test_streamed_output_comes_in_order_before_the_result() -> None:
+    async def test(relay: Relay, client: CallsClient, tickets: list[Ticket]) -> None:
+        seen: list[tuple[str, str]] = []
+
+        def output(stream: Literal["stdout", "stderr"], text: str) -> None:
+            seen.append((stream, text))
+
+        result = await client.exec(request("for n in 1 2 3; do echo $n; sleep 0.05; done; echo oops >&2"), output)
+        assert "".join(text for stream, text in seen if stream == "stdout") == "1\n2\n3\n"
+        assert ("stderr", "oops\n") in seen
+        assert result.stdout == "1\n2\n3\n" and result.outcome == ExitOutcome(exit_code=0)
+        plain = await client.exec(request("echo plain"))  # the same session serves both kinds
+        assert plain.stdout == "plain\n" and len(tickets) == 1
+
+    run(test)
+
+
+def test_a_client_that_stops_reading_holds_the_command_back_and_leaving_cancels_it(tmp_path: Path) -> None:
+    """The client takes one chunk and then waits: the host sends ``STREAM_AHEAD`` chunks (64 KiB reads at
+    most) ahead and stops reading the pipe, so the command (writing 200 MB) blocks; the client going away
+    cancels it."""
+    finished = tmp_path / "finished"
+
+    async def test(relay: Relay, client: CallsClient, tickets: list[Ticket]) -> None:
+        read_bytes[0] = 0
+        taken: list[str] = []
+        hold: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def output(stream: Literal["stdout", "stderr"], text: str) -> asyncio.Future[None] | None:
+            taken.append(text)
+            return hold if len(taken) == 1 else None
+
+        flood = asyncio.create_task(client.exec(
+            request(f"head -c 200000000 /dev/zero | tr '\\0' a; touch {finished}"), output))
+        await eventually_async(lambda: len(taken) == 1, what="the first chunk", timeout=8)
+        counts: list[int] = []
+
+        def still() -> bool:
+            """The count did not move between two polls: the pipe's reader waits for acknowledgements."""
+            counts.append(read_bytes[0])
+            return len(counts) >= 2 and counts[-1] == counts[-2]
+
+        await eventually_async(still, what="the flood to be held back", timeout=8)
+        held_at = read_bytes[0]
+        assert held_at <= (STREAM_AHEAD + 1) * 65536 + 2**20, held_at  # unheld, 200 MB take about a second
+        hold.set_result(None)  # the client reads again: the rest comes
+        await eventually_async(lambda: read_bytes[0] > held_at + 4 * 2**20, what="the flood to go on", timeout=8)
+        flood.cancel()  # the client leaves before the end: the command is cancelled on the host
+        with contextlib.suppress(asyncio.CancelledError):
+            await flood
+        await eventually_async(lambda: not live, what="the host to kill the command", timeout=8)
+        assert not finished.exists() and read_bytes[0] < 200_000_000
+        assert (await client.exec(request("echo after"))).stdout == "after\n"  # the session goes on
+
+    run(test)

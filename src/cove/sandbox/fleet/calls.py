@@ -2,15 +2,20 @@
 
 Exec is the hot call (every tool call of every agent), and a Ray actor call is a task: its spec, the
 owner's bookkeeping, the result through the object store. Measured with ``bench/fleet.py``, that made a
-command through the fleet 1.74-2.13 ms slower than on one machine. So a replica sends commands over a
-*calls session* on the node's relay instead: the first exec to a node opens it (one host call returns its
-ticket, as for a terminal), and from then on each command is one frame each way on the same connection,
-answered when it finishes, in any order. Streaming exec, files and the rest stay Ray calls.
+command through the fleet 1.74-2.13 ms slower than on one machine (a streamed one, a Ray streaming
+generator, 2.6-4.2 ms). So a replica sends commands over an *exec session* on the node's relay instead:
+the first exec to a node opens it (one host call returns its ticket, as for a terminal), and from then on
+each command is one frame each way on the same connection, answered when it finishes, in any order.
+Files, streams' set-up and the rest stay Ray calls.
 
-A frame is a 4-byte big-endian length and JSON: a request ``{"id", "exec": ExecRequest}``; an answer
-``{"id", "output": CommandOutput}`` or ``{"id", "error": {"type", "message", "param", "code"}}``, where
-``type`` names a ``CoveError`` class. JSON through pydantic, not pickle: the bytes come off a socket, and
-only Cove's own types and errors cross it, so nothing else can be made of them.
+A frame is a 4-byte big-endian length and JSON. The replica sends ``{"id", "exec": ExecRequest}`` (with
+``"stream": true`` for streamed output), ``{"id", "ack": n}`` once its client took ``n`` output chunks, and
+``{"id", "cancel": true}`` when the client of a streamed command left. The host sends ``{"id", "out":
+[stream, text]}`` per output chunk, at most ``STREAM_AHEAD`` unacknowledged (then it stops reading the
+command's pipes: a slow client holds the command back, as on one machine), and last ``{"id", "output":
+CommandOutput}`` or ``{"id", "error": {"type", "message", "param", "code"}}``, where ``type`` names a
+``CoveError`` class. JSON through pydantic, not pickle: the bytes come off a socket, and only Cove's own
+types and errors cross it, so nothing else can be made of them.
 
 Failure is Ray's, made Cove's the same way (``FleetEngine.call``): a connection that breaks fails its
 commands in flight with 503 ``sandbox_unavailable`` ("may or may not have run") and the next command opens a
@@ -27,12 +32,12 @@ import logging
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
 from cove.errors import CoveError, SandboxError, SandboxUnavailable
-from cove.sandbox.base import Command, CommandOutput, Limits
+from cove.sandbox.base import Command, CommandOutput, Limits, OutputCallback
 from cove.sandbox.fleet.relay import Ticket
 from cove.sandbox.fleet.streams import connect
 
@@ -41,6 +46,9 @@ log = logging.getLogger(__name__)
 MAX_FRAME = 128 * 2**20
 """Bytes in one frame at most: a command's capped output (10,000,000 characters) as escaped JSON fits."""
 _LENGTH = struct.Struct(">I")
+STREAM_AHEAD = 8
+"""A streamed command's output chunks sent and not yet taken by the replica's client, at most: past it the
+host stops reading the command's pipes, so a command that writes faster than its client reads blocks."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class ExecRequest:
     command: Command
 
 
+Execute = Callable[[ExecRequest, OutputCallback | None], Awaitable[CommandOutput]]
+"""What runs a command on the host (``SandboxHost.exec``), its output streamed to the callback if any."""
 _REQUEST = TypeAdapter(ExecRequest)
 _ERRORS: dict[str, type[CoveError]] = {}
 
@@ -96,38 +106,92 @@ def frame(payload: bytes) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 
-async def serve(execute: Callable[[ExecRequest], Awaitable[CommandOutput]], reader: asyncio.StreamReader,
-                writer: asyncio.StreamWriter) -> None:
-    """The host's side of one session (run by the relay once the replica's token was accepted): each
-    request runs as its own task, and its answer is written when it is done. Commands still running when
-    the replica goes run to their end, as a Ray call whose caller left would."""
-    running: set[asyncio.Task[None]] = set()
+class _Window:
+    """How far a streamed command's output runs ahead of the replica: past ``STREAM_AHEAD`` chunks sent
+    and not acknowledged, the pipes' readers are handed futures (``OutputCallback``) and stop reading."""
 
-    async def answer(request_id: int, request: ExecRequest) -> None:
+    def __init__(self) -> None:
+        self.unacked = 0
+        self.held: list[asyncio.Future[None]] = []
+        self.open = False
+        """No more holding back: the replica is gone, and the command runs to its end or is cancelled."""
+
+    def sent(self) -> asyncio.Future[None] | None:
+        self.unacked += 1
+        if self.open or self.unacked < STREAM_AHEAD:
+            return None
+        self.held.append(asyncio.get_running_loop().create_future())
+        return self.held[-1]
+
+    def acked(self, count: int) -> None:
+        self.unacked -= count
+        if self.unacked < STREAM_AHEAD:
+            self.release()
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for waiter in held:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+async def serve(execute: Execute, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The host's side of one session (run by the relay once the replica's token was accepted): each
+    request runs as its own task, and its answer is written when it is done; a streamed one's output is
+    written as it comes, ``STREAM_AHEAD`` chunks ahead of the replica's acknowledgements at most. When the
+    replica goes, a command whose output it was streaming is cancelled (nobody reads it); one that was
+    not runs to its end, as a Ray call whose caller left would."""
+    running: dict[int, tuple[asyncio.Task[None], _Window | None]] = {}
+
+    def send(payload: bytes) -> None:
+        if not writer.is_closing():
+            writer.write(frame(payload))
+
+    async def answer(request_id: int, request: ExecRequest, window: _Window | None) -> None:
+        def output(stream: Literal["stdout", "stderr"], text: str) -> asyncio.Future[None] | None:
+            assert window is not None
+            send(json.dumps({"id": request_id, "out": [stream, text]}).encode())
+            return window.sent()
+
         try:
-            output = await execute(request)
-            payload = b'{"id":%d,"output":%s}' % (request_id, output.model_dump_json().encode())
+            result = await execute(request, output if window is not None else None)
+            payload = b'{"id":%d,"output":%s}' % (request_id, result.model_dump_json().encode())
         except Exception as error:
             if not isinstance(error, CoveError):
                 log.exception("exec through the calls session failed")
             payload = json.dumps({"id": request_id, "error": error_body(error)}).encode()
-        if not writer.is_closing():
-            writer.write(frame(payload))
-            with contextlib.suppress(ConnectionError):  # the replica is gone: nobody waits for this answer
-                await writer.drain()
+        finally:
+            running.pop(request_id, None)
+        send(payload)
+        with contextlib.suppress(ConnectionError):  # the replica is gone: nobody waits for this answer
+            await writer.drain()
 
-    while True:
-        try:
-            message = await read_frame(reader)
-            request_id, request = int(message["id"]), _REQUEST.validate_python(message["exec"])
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return
-        except Exception as error:  # not a replica speaking this protocol: nothing more it says is trusted
-            log.warning("calls session closed: %s", error)
-            return
-        task = asyncio.create_task(answer(request_id, request))
-        running.add(task)
-        task.add_done_callback(running.discard)
+    try:
+        while True:
+            try:
+                message = await read_frame(reader)
+                request_id = int(message["id"])
+                if "ack" in message or "cancel" in message:
+                    task, window = running.get(request_id, (None, None))
+                    if window is not None and "ack" in message:
+                        window.acked(int(message["ack"]))
+                    elif task is not None and "cancel" in message:
+                        task.cancel()
+                    continue
+                request = _REQUEST.validate_python(message["exec"])
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            except Exception as error:  # not a replica speaking this protocol: nothing more it says is trusted
+                log.warning("calls session closed: %s", error)
+                return
+            window = _Window() if message.get("stream") else None
+            running[request_id] = (asyncio.create_task(answer(request_id, request, window)), window)
+    finally:
+        for task, window in list(running.values()):
+            if window is not None:
+                window.open = True
+                window.release()
+                task.cancel()
 
 
 class _Session:
@@ -135,7 +199,7 @@ class _Session:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
-        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.inboxes: dict[int, asyncio.Queue[dict[str, Any] | SandboxUnavailable]] = {}
         self.ids = itertools.count()
         self.task = asyncio.create_task(self._read(reader))
 
@@ -143,27 +207,50 @@ class _Session:
     def open(self) -> bool:
         return not self.writer.is_closing()
 
-    async def exec(self, request: ExecRequest) -> dict[str, Any]:
+    def _send(self, payload: bytes) -> None:
+        if not self.writer.is_closing():  # else the reader fails what waits
+            self.writer.write(frame(payload))
+
+    async def exec(self, request: ExecRequest, on_output: OutputCallback | None) -> dict[str, Any]:
+        """The command's answer (its output or its error, as sent); its streamed output goes to
+        ``on_output`` first, each chunk acknowledged once ``on_output`` has taken it."""
         request_id = next(self.ids)
-        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiting[request_id] = answer
+        inbox: asyncio.Queue[dict[str, Any] | SandboxUnavailable] = asyncio.Queue()
+        self.inboxes[request_id] = inbox
+        answered = False
         try:
-            self.writer.write(frame(b'{"id":%d,"exec":%s}' % (request_id, _REQUEST.dump_json(request))))
+            stream = b',"stream":true' if on_output is not None else b""
+            self._send(b'{"id":%d,"exec":%s%s}' % (request_id, _REQUEST.dump_json(request), stream))
             with contextlib.suppress(ConnectionError):  # the reader fails the answer when the connection broke
                 await self.writer.drain()
-            return await answer
+            while True:
+                body = await inbox.get()
+                if isinstance(body, SandboxUnavailable):
+                    raise body
+                if "out" not in body:
+                    answered = True
+                    return body
+                name, text = body["out"]
+                if on_output is None or name not in ("stdout", "stderr") or not isinstance(text, str):
+                    raise SandboxError("The container's node sent output nobody asked for.")
+                pending = on_output(name, text)
+                if pending is not None:
+                    await pending
+                self._send(b'{"id":%d,"ack":1}' % request_id)
         finally:
-            self.waiting.pop(request_id, None)
+            del self.inboxes[request_id]
+            if on_output is not None and not answered:  # the client left: the command's output has no reader
+                self._send(b'{"id":%d,"cancel":true}' % request_id)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        """Hands each answer to its command; when the connection ends, fails those still waiting."""
+        """Hands each frame to its command; when the connection ends, fails those still waiting."""
         why = "the connection to it closed"
         try:
             while True:
                 body = await read_frame(reader)
-                waiting = self.waiting.get(int(body["id"]))
-                if waiting is not None and not waiting.done():
-                    waiting.set_result(body)
+                inbox = self.inboxes.get(int(body["id"]))
+                if inbox is not None:
+                    inbox.put_nowait(body)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception as error:
@@ -171,10 +258,9 @@ class _Session:
             log.warning("fleet calls session closed: %s", why)
         finally:
             self.writer.close()
-            for waiting in self.waiting.values():
-                if not waiting.done():
-                    waiting.set_exception(SandboxUnavailable(
-                        f"The container's node did not answer ({why}); the command may or may not have run."))
+            for inbox in self.inboxes.values():
+                inbox.put_nowait(SandboxUnavailable(
+                    f"The container's node did not answer ({why}); the command may or may not have run."))
 
     async def close(self) -> None:
         self.task.cancel()
@@ -190,9 +276,9 @@ class CallsClient:
         self._session: _Session | None = None
         self._opening = asyncio.Lock()
 
-    async def exec(self, request: ExecRequest) -> CommandOutput:
+    async def exec(self, request: ExecRequest, on_output: OutputCallback | None = None) -> CommandOutput:
         """Runs the command on the node; the caller bounds the wait (``FleetEngine.call``)."""
-        body = await (await self._open()).exec(request)
+        body = await (await self._open()).exec(request, on_output)
         if "error" in body:
             raise error_of(body["error"])
         return CommandOutput.model_validate(body["output"])

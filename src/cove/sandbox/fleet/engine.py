@@ -20,7 +20,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import ray
 from ray.exceptions import RayError, RayTaskError
@@ -404,28 +404,17 @@ class RemoteSandbox(Sandbox):
 
     async def _exec(self, command: Command, on_output: OutputCallback | None) -> CommandOutput:
         deadline = command.timeout_ms / 1000 + self._engine.call_timeout
-        args = (self._placed.incarnation, self.id, self._limits, command)
+        request = ExecRequest(self._placed.incarnation, self.id, self._limits, command)
         self._running = True
         if on_output is None:
-            output: CommandOutput = await self._engine.call(self._engine.calls(self._placed).exec(ExecRequest(*args)),
-                                                            deadline)
+            output: CommandOutput = await self._engine.call(self._engine.calls(self._placed).exec(request), deadline)
             return output
-        stream = self._host().exec_stream.remote(*args)
         try:
-            async with asyncio.timeout(deadline):
-                async for ref in stream:
-                    item = await self._engine.call(ref, deadline)
-                    if isinstance(item, CommandOutput):
-                        return item
-                    name, text = cast(tuple[Literal["stdout", "stderr"], str], item)
-                    pending = on_output(name, text)
-                    if pending is not None:
-                        await pending
+            async with asyncio.timeout(deadline):  # a client that reads slowly holds the command, as on one machine
+                return await self._engine.calls(self._placed).exec(request, on_output)
         except TimeoutError:
             raise SandboxUnavailable(f"The container's node did not finish the command within {deadline:g} s; "
                                      "it may or may not have run.") from None
-        raise SandboxUnavailable("The container's node ended the command's output without its result; the "
-                                 "command may or may not have run.")
 
     async def files(self) -> Files:
         return RemoteFiles(self._engine, self._host(), self._placed, self.id, self._limits)

@@ -36,6 +36,7 @@ from cove.sandbox.base import (
     CommandOutput,
     Files,
     Limits,
+    OutputCallback,
     Sandbox,
     SandboxEngine,
     Screen,
@@ -52,9 +53,7 @@ HostEngine = tuple[SandboxEngine, Callable[[], frozenset[str]]]
 """What a host runs on: an engine, and what tells which images the node has on disk."""
 
 STREAM_UNREAD = 8
-"""Chunks a streaming call (exec output, a file's bytes) yields ahead of what the replica has read."""
-STREAM_AHEAD = 8
-"""A streaming exec's chunks waiting in the host before it stops reading the command's pipe."""
+"""Chunks a streaming call (a file's bytes) yields ahead of what the replica has read."""
 FILE_CALLS = frozenset({"stat", "read", "write", "delete", "list_dir", "walk_files"})
 """``Files`` methods a host forwards (``stream`` has its own generator)."""
 StreamKind = Literal["port", "terminal", "channel", "vnc"]
@@ -142,51 +141,9 @@ class SandboxHost:
             raise
         return sandbox.has_display
 
-    async def exec(self, incarnation: str, container_id: str, limits: Limits, command: Command) -> CommandOutput:
-        return await (await self._sandbox(incarnation, container_id, limits)).exec(command)
-
-    @ray.method(_generator_backpressure_num_objects=STREAM_UNREAD)
-    async def exec_stream(self, incarnation: str, container_id: str, limits: Limits,
-                          command: Command) -> AsyncIterator[tuple[Literal["stdout", "stderr"], str] | CommandOutput]:
-        """Output as the command writes it, then its result (a Ray streaming generator).
-
-        Held back end to end: Ray pauses this generator while ``STREAM_UNREAD`` of its chunks are
-        unread by the replica (which reads as fast as its client does), and past ``STREAM_AHEAD`` chunks
-        waiting here the command's pipe is no longer read, so a command that writes faster than its client
-        reads blocks instead of filling this worker's memory."""
-        sandbox = await self._sandbox(incarnation, container_id, limits)
-        chunks: asyncio.Queue[tuple[Literal["stdout", "stderr"], str] | CommandOutput] = asyncio.Queue()
-        held: list[asyncio.Future[None]] = []
-        """The pipes' readers waiting for room (stdout's and stderr's)."""
-
-        def output(stream: Literal["stdout", "stderr"], text: str) -> asyncio.Future[None] | None:
-            chunks.put_nowait((stream, text))
-            if chunks.qsize() < STREAM_AHEAD:
-                return None
-            held.append(asyncio.get_running_loop().create_future())
-            return held[-1]
-
-        task = asyncio.create_task(sandbox.exec(command, output))
-        task.add_done_callback(lambda done: None if done.cancelled() or done.exception() else
-                               chunks.put_nowait(done.result()))
-        try:
-            while True:
-                getter = asyncio.ensure_future(chunks.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    task.result()  # the command failed: its error ends the stream
-                    continue
-                item = getter.result()
-                while held and chunks.qsize() < STREAM_AHEAD:
-                    waiter = held.pop()
-                    if not waiter.done():
-                        waiter.set_result(None)
-                yield item
-                if isinstance(item, CommandOutput):
-                    return
-        finally:
-            task.cancel()
+    async def exec(self, incarnation: str, container_id: str, limits: Limits, command: Command,
+                   on_output: OutputCallback | None = None) -> CommandOutput:
+        return await (await self._sandbox(incarnation, container_id, limits)).exec(command, on_output)
 
     async def files(self, incarnation: str, container_id: str, limits: Limits, call: str,
                     args: tuple[Any, ...]) -> Any:
@@ -275,8 +232,8 @@ class SandboxHost:
         """A calls session on the node's relay: the replica's path for exec (``calls.py``)."""
         return await self._relay_here().offer(partial(serve, self._exec_request))
 
-    async def _exec_request(self, request: ExecRequest) -> CommandOutput:
-        return await self.exec(request.incarnation, request.container_id, request.limits, request.command)
+    async def _exec_request(self, request: ExecRequest, on_output: OutputCallback | None) -> CommandOutput:
+        return await self.exec(request.incarnation, request.container_id, request.limits, request.command, on_output)
 
     def _relay_here(self) -> Relay:
         """The node's relay, made on first use."""
