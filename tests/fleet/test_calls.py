@@ -139,6 +139,7 @@ def test_a_broken_session_fails_its_commands_and_the_next_opens_another(tmp_path
         await relay.close()  # the node's host was reset (or its process died)
         with pytest.raises(SandboxUnavailable, match="may or may not have run"):
             await running
+        await eventually_async(lambda: not live, what="the host to kill the broken session's command")
         assert (await client.exec(request("echo two"))).stdout == "two\n"
         assert len(tickets) == 2
 
@@ -183,10 +184,10 @@ def test_streamed_output_comes_in_order_before_the_result() -> None:
     run(test)
 
 
-def test_a_client_that_stops_reading_holds_the_command_back_and_leaving_cancels_it(tmp_path: Path) -> None:
+def test_a_client_that_stops_reading_holds_the_command_back_and_its_cancel_kills_it(tmp_path: Path) -> None:
     """The client takes one chunk and then waits: the host sends ``STREAM_AHEAD`` chunks (64 KiB reads at
-    most) ahead and stops reading the pipe, so the command (writing 200 MB) blocks; the client going away
-    cancels it."""
+    most) ahead and stops reading the pipe, so the command (writing 200 MB) blocks; once the replica's call
+    is cancelled (its caller went away), the host kills the command."""
     finished = tmp_path / "finished"
 
     async def test(relay: Relay, client: CallsClient, tickets: list[Ticket]) -> None:
@@ -213,7 +214,7 @@ def test_a_client_that_stops_reading_holds_the_command_back_and_leaving_cancels_
         assert held_at <= (STREAM_AHEAD + 1) * 65536 + 2**20, held_at  # unheld, 200 MB take about a second
         hold.set_result(None)  # the client reads again: the rest comes
         await eventually_async(lambda: read_bytes[0] > held_at + 4 * 2**20, what="the flood to go on", timeout=8)
-        flood.cancel()  # the client leaves before the end: the command is cancelled on the host
+        flood.cancel()  # the caller goes away before the end: the command is killed on the host
         with contextlib.suppress(asyncio.CancelledError):
             await flood
         await eventually_async(lambda: not live, what="the host to kill the command", timeout=8)

@@ -10,16 +10,17 @@ Files, streams' set-up and the rest stay Ray calls.
 
 A frame is a 4-byte big-endian length and JSON. The replica sends ``{"id", "exec": ExecRequest}`` (with
 ``"stream": true`` for streamed output), ``{"id", "ack": n}`` once its client took ``n`` output chunks, and
-``{"id", "cancel": true}`` when the client of a streamed command left. The host sends ``{"id", "out":
-[stream, text]}`` per output chunk, at most ``STREAM_AHEAD`` unacknowledged (then it stops reading the
-command's pipes: a slow client holds the command back, as on one machine), and last ``{"id", "output":
-CommandOutput}`` or ``{"id", "error": {"type", "message", "param", "code"}}``, where ``type`` names a
-``CoveError`` class. JSON through pydantic, not pickle: the bytes come off a socket, and only Cove's own
-types and errors cross it, so nothing else can be made of them.
+``{"id", "cancel": true}`` when a command's caller went away (a cancelled response, a deadline). The host
+sends ``{"id", "out": [stream, text]}`` per output chunk, at most ``STREAM_AHEAD`` unacknowledged (then it
+stops reading the command's pipes: a slow client holds the command back, as on one machine), and last
+``{"id", "output": CommandOutput}`` or ``{"id", "error": {"type", "message", "param", "code"}}``, where
+``type`` names a ``CoveError`` class. JSON through pydantic, not pickle: the bytes come off a socket, and
+only Cove's own types and errors cross it, so nothing else can be made of them.
 
 Failure is Ray's, made Cove's the same way (``FleetEngine.call``): a connection that breaks fails its
 commands in flight with 503 ``sandbox_unavailable`` ("may or may not have run") and the next command opens a
-new session; a command whose answer does not come within its deadline fails the same way.
+new session; a command whose answer does not come within its deadline fails the same way. Either way the
+node kills the command, as one machine kills one whose caller went away (``run_process``).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class _Window:
         self.unacked = 0
         self.held: list[asyncio.Future[None]] = []
         self.open = False
-        """No more holding back: the replica is gone, and the command runs to its end or is cancelled."""
+        """No more holding back: the replica is gone, and the command is being cancelled."""
 
     def sent(self) -> asyncio.Future[None] | None:
         self.unacked += 1
@@ -138,9 +139,9 @@ class _Window:
 async def serve(execute: Execute, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """The host's side of one session (run by the relay once the replica's token was accepted): each
     request runs as its own task, and its answer is written when it is done; a streamed one's output is
-    written as it comes, ``STREAM_AHEAD`` chunks ahead of the replica's acknowledgements at most. When the
-    replica goes, a command whose output it was streaming is cancelled (nobody reads it); one that was
-    not runs to its end, as a Ray call whose caller left would."""
+    written as it comes, ``STREAM_AHEAD`` chunks ahead of the replica's acknowledgements at most. A
+    command is cancelled (the engine kills it) when the replica says its caller is gone, or when the
+    session ends: as on one machine, a command whose waiter went away is not left running unseen."""
     running: dict[int, tuple[asyncio.Task[None], _Window | None]] = {}
 
     def send(payload: bytes) -> None:
@@ -186,12 +187,12 @@ async def serve(execute: Execute, reader: asyncio.StreamReader, writer: asyncio.
                 return
             window = _Window() if message.get("stream") else None
             running[request_id] = (asyncio.create_task(answer(request_id, request, window)), window)
-    finally:
+    finally:  # the replica is gone: nobody will read these commands' output or answers
         for task, window in list(running.values()):
             if window is not None:
                 window.open = True
                 window.release()
-                task.cancel()
+            task.cancel()
 
 
 class _Session:
@@ -239,7 +240,7 @@ class _Session:
                 self._send(b'{"id":%d,"ack":1}' % request_id)
         finally:
             del self.inboxes[request_id]
-            if on_output is not None and not answered:  # the client left: the command's output has no reader
+            if not answered:  # whoever waited is gone (cancelled, or past its deadline): so is the command
                 self._send(b'{"id":%d,"cancel":true}' % request_id)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
