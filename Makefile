@@ -65,6 +65,7 @@ bench: setup image
 	$(VENV)/bin/python bench/egress.py
 	$(VENV)/bin/python bench/responses.py
 	$(VENV)/bin/python bench/replicas.py
+	$(VENV)/bin/python bench/replicas.py --replica-cpus 0.4
 	$(VENV)/bin/python bench/computer.py
 	$(VENV)/bin/python bench/fleet.py
 

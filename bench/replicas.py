@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from tests.postgres import PostgresServer  # noqa: E402
 
 TARGET = 1.7
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 TICK = os.sysconf("SC_CLK_TCK")
 console = Console(width=max(Console().width, 150))
 
@@ -71,6 +73,31 @@ def tree_cpu_seconds(root: int) -> float:
         except (OSError, IndexError, ValueError):
             continue  # exited between the listing and now: its time is in its parent's reaped counters
     return total / TICK
+
+
+class CpuCap:
+    """A cgroup that holds one process (and what it starts) to ``cpus`` CPUs, as a machine of its own with
+    that many cores would: cgroup v2's ``cpu.max``, else v1's CFS quota. Removed once its process ended."""
+
+    PERIOD_US = 100_000
+
+    def __init__(self, name: str, cpus: float) -> None:
+        unified = (CGROUP_ROOT / "cgroup.controllers").exists()
+        self.dir = CGROUP_ROOT / name if unified else CGROUP_ROOT / "cpu" / name
+        self.dir.mkdir()
+        quota = int(cpus * self.PERIOD_US)
+        if unified:
+            (self.dir / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+        else:
+            (self.dir / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (self.dir / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def add(self, pid: int) -> None:
+        (self.dir / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
 
 
 def machine_busy_seconds() -> float:
@@ -178,12 +205,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "5")))
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", "4")))
     parser.add_argument("--concurrency", type=int, default=16, help="clients in all, split evenly over the replicas")
+    parser.add_argument("--replica-cpus", type=float, default=None,
+                        help="hold each replica to this many CPUs (a cgroup each), as if each had a machine of "
+                             "that size: on a machine with fewer cores than the replicas, the upstream, PostgreSQL "
+                             "and the clients need, this measures the replicas' scaling rather than the machine")
     args = parser.parse_args()
     images = Path(os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images"))
     shared = Path(tempfile.mkdtemp(prefix="cove-bench-replicas-", dir="/var/tmp"))
     postgres = PostgresServer().start()
     upstream_proc, upstream = start_upstream()
     replicas: list[CoveServer] = []
+    caps: list[CpuCap] = []
     try:
         database = postgres.new_database()
         for name in ("a", "b"):  # one after the other: the second finds the schema migrated
@@ -192,13 +224,20 @@ def main() -> int:
                                           "COVE_SECRETS_KEY_FILE": str(shared / "secrets.key")})
             replicas.append(replica)
             replica.start()
+            if args.replica_cpus is not None and replica.proc is not None:
+                caps.append(CpuCap(f"cove-bench-{name}-{os.getpid()}", args.replica_cpus))
+                caps[-1].add(replica.proc.pid)
         assert postgres.proc is not None and all(replica.proc is not None for replica in replicas)
         parts = Parts([replica.proc.pid for replica in replicas if replica.proc is not None], upstream_proc.pid,
                       postgres.proc.pid)
+        if args.replica_cpus is not None:
+            console.print(f"each replica held to {args.replica_cpus:g} CPUs (a cgroup each)")
         return asyncio.run(run(replicas, parts, args.rounds, args.seconds, args.concurrency))
     finally:
         for replica in replicas:
             replica.stop()
+        for cap in caps:
+            cap.remove()
         upstream_proc.terminate()
         upstream_proc.wait(timeout=10)
         postgres.stop()
