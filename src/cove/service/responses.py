@@ -876,8 +876,8 @@ class ResponseService:
     async def _stop_elsewhere(self, row: ResponseRow) -> bool:
         """With replicas: a running response owned by another replica is stopped there (``notify.CANCEL``,
         sent again each second until it stopped) and waited for, up to ``_CANCEL_WAIT`` seconds; returns
-        whether it was another's. A queued one
-        nobody claimed is claimed here first, so no worker elsewhere starts it meanwhile."""
+        whether it was another's. A queued one nobody claimed is claimed here first, so no worker elsewhere
+        starts it meanwhile."""
         if self.listener is None or row.status not in _RUNNING:
             return False
         async with self.db.begin() as session:

@@ -88,7 +88,7 @@ def error_of(body: dict[str, Any]) -> CoveError:
     return error
 
 
-def error_body(error: BaseException) -> dict[str, Any]:
+def error_fields(error: BaseException) -> dict[str, Any]:
     if not isinstance(error, CoveError):
         error = SandboxError(f"The container's node failed: {error}")
     return {"type": type(error).__name__, "message": error.message, "param": error.param, "code": error.code}
@@ -160,7 +160,7 @@ async def serve(execute: Execute, reader: asyncio.StreamReader, writer: asyncio.
         except Exception as error:
             if not isinstance(error, CoveError):
                 log.exception("exec through the calls session failed")
-            payload = json.dumps({"id": request_id, "error": error_body(error)}).encode()
+            payload = json.dumps({"id": request_id, "error": error_fields(error)}).encode()
         finally:
             running.pop(request_id, None)
         send(payload)

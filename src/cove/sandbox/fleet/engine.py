@@ -2,13 +2,13 @@
 
 The service and tools layers keep calling ``create``/``get``/``exec``/files as on one machine; this
 engine finds the node (``Placement``, in the database), forwards the call through Ray with a deadline
-(a command whose output is not streamed goes through the node's relay instead, ``calls.py``: faster),
-and turns Ray's failures into Cove's: a node that does not answer in time, or dies with the call in
-flight, is 503 ``sandbox_unavailable`` (the call may or may not have run); a container whose node was
-lost is 410 ``container_lost``. A watcher asks every node for its report each ``COVE_FLEET_CHECK_SECONDS``:
-that is how lost nodes are found (their containers marked lost, creates kept away from them) and how a
-node that comes back is reconciled (it starts empty, under a new incarnation). The same check collects
-the nodes' egress decisions for the audit trail (``watch_egress``).
+(commands go through the node's relay instead, ``calls.py``: faster), and turns Ray's failures into
+Cove's: a node that does not answer in time, or dies with the call in flight, is 503
+``sandbox_unavailable`` (the call may or may not have run); a container whose node was lost is 410
+``container_lost``. A watcher asks every node for its report each ``COVE_FLEET_CHECK_SECONDS``: that is
+how lost nodes are found (their containers marked lost, creates kept away from them) and how a node
+that comes back is reconciled (it starts empty, under a new incarnation). The same check collects the
+nodes' egress decisions for the audit trail (``watch_egress``).
 """
 
 from __future__ import annotations
@@ -397,24 +397,15 @@ class RemoteSandbox(Sandbox):
         return self._engine.host(self._placed)
 
     async def exec(self, command: Command, on_output: OutputCallback | None = None) -> CommandOutput:
-        output = await self._exec(command, on_output)
-        if self._limits.network is not None:
-            await self._engine.collect_egress([self._placed.node])
-        return output
-
-    async def _exec(self, command: Command, on_output: OutputCallback | None) -> CommandOutput:
         deadline = command.timeout_ms / 1000 + self._engine.call_timeout
         request = ExecRequest(self._placed.incarnation, self.id, self._limits, command)
         self._running = True
-        if on_output is None:
-            output: CommandOutput = await self._engine.call(self._engine.calls(self._placed).exec(request), deadline)
-            return output
-        try:
-            async with asyncio.timeout(deadline):  # a client that reads slowly holds the command, as on one machine
-                return await self._engine.calls(self._placed).exec(request, on_output)
-        except TimeoutError:
-            raise SandboxUnavailable(f"The container's node did not finish the command within {deadline:g} s; "
-                                     "it may or may not have run.") from None
+        # Within the deadline: a client that reads streamed output slowly holds the command, as on one machine.
+        output: CommandOutput = await self._engine.call(self._engine.calls(self._placed).exec(request, on_output),
+                                                        deadline)
+        if self._limits.network is not None:
+            await self._engine.collect_egress([self._placed.node])
+        return output
 
     async def files(self) -> Files:
         return RemoteFiles(self._engine, self._host(), self._placed, self.id, self._limits)

@@ -32,7 +32,6 @@ import ray
 
 from cove.errors import ContainerLost, InvalidRequest, NotFound
 from cove.sandbox.base import (
-    Command,
     CommandOutput,
     Files,
     Limits,
@@ -141,10 +140,6 @@ class SandboxHost:
             raise
         return sandbox.has_display
 
-    async def exec(self, incarnation: str, container_id: str, limits: Limits, command: Command,
-                   on_output: OutputCallback | None = None) -> CommandOutput:
-        return await (await self._sandbox(incarnation, container_id, limits)).exec(command, on_output)
-
     async def files(self, incarnation: str, container_id: str, limits: Limits, call: str,
                     args: tuple[Any, ...]) -> Any:
         sandbox = await self._sandbox(incarnation, container_id, limits)
@@ -233,7 +228,9 @@ class SandboxHost:
         return await self._relay_here().offer(partial(serve, self._exec_request))
 
     async def _exec_request(self, request: ExecRequest, on_output: OutputCallback | None) -> CommandOutput:
-        return await self.exec(request.incarnation, request.container_id, request.limits, request.command, on_output)
+        """A command from an exec session."""
+        sandbox = await self._sandbox(request.incarnation, request.container_id, request.limits)
+        return await sandbox.exec(request.command, on_output)
 
     def _relay_here(self) -> Relay:
         """The node's relay, made on first use."""
