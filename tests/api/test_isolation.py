@@ -103,6 +103,67 @@ def test_only_the_usual_devices_exist_and_kernel_files_are_masked(http: httpx.Cl
     assert out[4]["outcome"] != {"type": "exit", "exit_code": 0}
 
 
+CAPABILITIES = 0xA00405FB
+"""The twelve capabilities spec.py grants: Docker's default set without NET_RAW and MKNOD."""
+NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup")
+FIXED_MOUNTS = {  # mount point: (filesystem, or None for a bind of a host file; its flags)
+    "/": ("overlay", {"nosuid", "nodev"}), "/proc": ("proc", set()), "/dev": ("tmpfs", {"nosuid"}),
+    "/dev/pts": ("devpts", {"nosuid", "noexec"}), "/dev/shm": ("tmpfs", {"nosuid", "nodev", "noexec"}),
+    "/dev/mqueue": ("mqueue", {"nosuid", "nodev", "noexec"}), "/sys": ("sysfs", {"ro", "nosuid", "nodev", "noexec"}),
+    "/.cove": (None, {"ro", "nosuid", "nodev"}), "/etc/hosts": (None, {"ro", "nosuid", "nodev", "noexec"}),
+    "/skills": (None, {"ro", "nosuid", "nodev"}),
+    **{f"/dev/{name}": ("devtmpfs", set()) for name in ("null", "zero", "full", "random", "urandom", "tty")},
+    **{f"/proc/{name}": ("proc", {"ro"}) for name in ("bus", "fs", "irq", "sys")},
+}
+MASKED = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+          "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+          "/proc/interrupts", "/sys/kernel")
+_FLAGS = {"ro", "nosuid", "nodev", "noexec"}
+
+
+def test_the_container_is_exactly_what_its_spec_declares(http: httpx.Client, cid: str) -> None:
+    """The whole view from inside, pinned: capabilities, no_new_privs, seccomp, id maps, namespaces,
+    cgroup root, open-file limit and every mount with its flags. Whatever starts containers (runc today)
+    must produce this; a mount, mask or flag it forgot shows here."""
+    out = run(http, cid, "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status",
+              "cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups",
+              "for n in " + " ".join(NAMESPACES) + "; do readlink /proc/self/ns/$n; done",
+              "cat /proc/self/cgroup", "ulimit -Sn; ulimit -Hn", "cat /proc/self/mountinfo",
+              "for p in " + " ".join(MASKED) + "; do [ -e $p ] && echo $p; done; true",
+              "tr '\\0' ' ' < /proc/1/cmdline")
+    status = dict(line.split(":\t") for line in str(out[0]["stdout"]).splitlines())
+    assert {key: int(status[key], 16) for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")} == {
+        "CapInh": 0, "CapPrm": CAPABILITIES, "CapEff": CAPABILITIES, "CapBnd": CAPABILITIES, "CapAmb": 0}
+    assert (status["NoNewPrivs"], status["Seccomp"], status["Seccomp_filters"]) == ("1", "2", "1")
+    assert [line.split() for line in str(out[1]["stdout"]).splitlines()] == [["0", "100000", "65536"]] * 2 + [["allow"]]
+    inside = str(out[2]["stdout"]).split()
+    assert len(inside) == len(NAMESPACES)
+    for name, seen in zip(NAMESPACES, inside, strict=True):
+        assert seen != os.readlink(f"/proc/self/ns/{name}"), f"{name} namespace is the host's"
+    assert all(line.endswith(":/") for line in str(out[3]["stdout"]).splitlines()), out[3]["stdout"]
+    assert str(out[4]["stdout"]).split() == ["4096", "4096"]
+    mounts: dict[str, tuple[str, str, set[str]]] = {}
+    for line in str(out[5]["stdout"]).splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        assert not any(field.startswith("shared:") for field in parts[6:]), f"propagates to the host: {line}"
+        mounts[parts[4]] = (rest.split()[0], parts[3], set(parts[5].split(",")) & _FLAGS)
+    for point, (fstype, flags) in FIXED_MOUNTS.items():
+        assert point in mounts, f"{point} is not mounted"
+        assert (fstype or mounts[point][0], flags) == (mounts[point][0], mounts[point][2]), point
+    cgroups = mounts.get("/sys/fs/cgroup")  # v2: one read-only cgroup2; v1: a tmpfs of read-only hierarchies
+    assert cgroups in (("cgroup2", "/", _FLAGS), ("tmpfs", "/", {"nosuid", "nodev", "noexec"})), cgroups
+    present = str(out[6]["stdout"]).split()
+    for path in present:  # a masked path is /dev/null bound over a file, or an empty read-only tmpfs
+        assert path in mounts, f"{path} is not masked"
+        fstype, root, flags = mounts[path]
+        assert (fstype, root) == ("devtmpfs", "/null") or (fstype == "tmpfs" and "ro" in flags), path
+    for point, (_fstype, _root, flags) in mounts.items():
+        known = point in FIXED_MOUNTS or point in present or point == "/sys/fs/cgroup"
+        assert known or (point.startswith("/sys/fs/cgroup/") and "ro" in flags), f"unexpected mount {point}"
+    assert str(out[7]["stdout"]).startswith("/.cove/cove-init-")
+
+
 def test_host_processes_are_invisible(http: httpx.Client, cid: str) -> None:
     out = run(http, cid, "ps -eo pid,args --no-headers")[0]
     processes = str(out["stdout"]).strip().splitlines()
