@@ -12,6 +12,7 @@
  *   uidmap TEXT / gidmap TEXT     the contents written to the child's uid_map / gid_map
  *   cgroup DIR                    the parent writes the child's pid to DIR/cgroup.procs (each hierarchy)
  *   cgroupns                      the child unshares a cgroup namespace once it is in its cgroups
+ *   loopback                      bring up "lo" in the new network namespace (runc does for a new one)
  *   seccomp FILE                  a BPF program (struct sock_filter[]), loaded just before execve
  *   root PATH                     the container's root filesystem (a host path)
  *   hostname NAME
@@ -49,6 +50,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <linux/filter.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
@@ -104,7 +108,7 @@ static char *cgroup_dirs[32];
 static int ncgroups;
 static char *uidmap, *gidmap, *seccomp_file;
 static unsigned long clone_flags;
-static int cgroupns;
+static int cgroupns, loopback;
 static int report_fd = 2;
 static char **exec_argv;
 
@@ -214,6 +218,8 @@ static void parse(int argc, char **argv) {
             cgroup_dirs[ncgroups++] = argv[i + 1]; i += 2;
         } else if (!strcmp(w, "cgroupns")) {
             cgroupns = 1; i += 1;
+        } else if (!strcmp(w, "loopback")) {
+            loopback = 1; i += 1;
         } else if (!strcmp(w, "seccomp")) {
             NEED(1); seccomp_file = argv[i + 1]; i += 2;
         } else if (!strcmp(w, "env")) {
@@ -576,6 +582,16 @@ __attribute__((noreturn)) static void child(int release_fd) {
     if (setgroups(0, NULL) < 0) die("setgroups");
     if (setresgid(0, 0, 0) < 0) die("setresgid");
     if (cgroupns && unshare(CLONE_NEWCGROUP) < 0) die("unshare cgroup namespace");
+    if (loopback) {
+        int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        strcpy(ifr.ifr_name, "lo");
+        if (sock < 0 || ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) die("reading the loopback's flags");
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0) die("bringing up the loopback");
+        close(sock);
+    }
 
     /* / recursively slave, so nothing mounted here propagates to the host; the root bound onto
      * itself (a detached recursive copy attached over it), the mount pivot_root goes into. */

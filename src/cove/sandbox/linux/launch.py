@@ -399,6 +399,8 @@ def build_plan(config: dict[str, Any], cgroup_dirs: list[Path], seccomp_file: Pa
         plan += ["cgroup", str(directory)]
     if "cgroup" in kinds:
         plan.append("cgroupns")
+    if "network" in kinds:
+        plan.append("loopback")  # runc's "loopback" network for a new network namespace
     if seccomp_file is not None:
         plan += ["seccomp", str(seccomp_file)]
     plan += ["root", config["root"]["path"]]
