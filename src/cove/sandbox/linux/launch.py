@@ -112,9 +112,11 @@ def _map_text(mappings: list[dict[str, int]]) -> str:
 
 
 # -- cgroups ---------------------------------------------------------------------------------------
-def v1_hierarchies() -> list[tuple[Path, str]]:
+@functools.cache
+def v1_hierarchies() -> tuple[tuple[Path, str], ...]:
     """Every mounted cgroup v1 hierarchy (named ones too, as ``name=systemd``): its mount point and
-    its controllers, as runc finds them (``cgroups.GetCgroupMounts``)."""
+    its controllers, as runc finds them (``cgroups.GetCgroupMounts``). Read once: the machine's
+    layout does not change while Cove runs (as ``cgroups.is_unified`` assumes)."""
     found = []
     with open("/proc/self/mountinfo") as info:
         for line in info:
@@ -125,9 +127,10 @@ def v1_hierarchies() -> list[tuple[Path, str]]:
             mount_point = Path(fields[4].encode().decode("unicode_escape"))
             controllers = [o for o in fields[dash + 3].split(",") if o not in ("rw", "ro")]
             found.append((mount_point, ",".join(controllers)))
-    return found
+    return tuple(found)
 
 
+@functools.cache
 def hybrid_unified() -> Path | None:
     """Where the cgroup v2 hierarchy is mounted beside the v1 ones (hybrid hosts): runc 1.1 puts each
     container's init in it too (no controllers there; it names the container's processes)."""
@@ -182,6 +185,8 @@ def create_cgroups_v1(cgroup_path: str, resources: dict[str, Any]) -> list[Path]
     """The container's cgroup in every v1 hierarchy, limited as runc's fs driver limits it; returns
     the directories the init must join."""
     rel = cgroup_path.strip("/")
+    if not any("devices" in c.split(",") for _m, c in v1_hierarchies()):
+        raise SandboxError("No devices cgroup is mounted: containers' device access could not be limited.")
     dirs: list[Path] = []
     for mount_point, controllers in v1_hierarchies():
         names = controllers.split(",")
@@ -205,8 +210,6 @@ def create_cgroups_v1(cgroup_path: str, resources: dict[str, Any]) -> list[Path]
             rules = list(resources.get("devices", [])) + RUNC_ALLOWED_DEVICES
             for rule in rules:
                 _write(directory / ("devices.allow" if rule["allow"] else "devices.deny"), _device_rule(rule))
-    if not any("devices" in c.split(",") for _m, c in v1_hierarchies()):
-        raise SandboxError("No devices cgroup is mounted: containers' device access could not be limited.")
     unified = hybrid_unified()
     if unified is not None:
         dirs.append(_make_cgroup(unified, rel, False))
