@@ -326,8 +326,10 @@ static int openat2_in_root(const char *path, int flags, unsigned long long resol
 
 enum create { NO_CREATE, CREATE_DIR, CREATE_FILE };
 
-/* An O_PATH fd for PATH inside the root; missing components are made (directories 0755; a missing
- * last component, with CREATE_FILE, an empty file 0755 as runc makes it). -1 with errno set. */
+/* An O_PATH fd for PATH inside the root; with CREATE_*, missing components are made (directories
+ * 0755; a missing last component, with CREATE_FILE, an empty file 0755 as runc makes it). A dangling
+ * symlink on the way is followed, inside the root, and what it names is made (as runc's SecureJoin and
+ * MkdirAll would), at most 40 times. -1 with errno set. */
 static int resolve(const char *path, enum create create, int strict) {
     unsigned long long extra = strict ? RESOLVE_NO_SYMLINKS : 0;
     int fd = openat2_in_root(path, 0, extra);
@@ -335,42 +337,68 @@ static int resolve(const char *path, enum create create, int strict) {
     char buf[4096];
     if (strlen(path) >= sizeof buf) { errno = ENAMETOOLONG; return -1; }
     strcpy(buf, path);
-    int parent = openat2_in_root("/", O_DIRECTORY, 0);
-    if (parent < 0) return -1;
-    char *p = buf;
-    for (;;) {
-        while (*p == '/') p++;
-        if (!*p) return parent;
-        char *end = strchr(p, '/');
-        int last = 1;
-        if (end) {
-            char *q = end;
-            while (*q == '/') q++;
-            last = !*q;
-            *end = '\0';
-        }
-        int is_file = last && create == CREATE_FILE;
-        int next = openat2_in_root(buf, is_file ? 0 : O_DIRECTORY, extra);
-        if (next < 0 && errno == ENOENT) {
-            /* The name is one component, made in a directory already resolved inside the root. */
-            int r;
-            if (is_file) {
-                r = openat(parent, p, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0755);
-                if (r >= 0) close(r);
-            } else {
-                r = mkdirat(parent, p, 0755);
+    for (int hops = 0; hops < 40; hops++) {
+        int parent = openat2_in_root("/", O_DIRECTORY, 0);
+        if (parent < 0) return -1;
+        char *p = buf;
+        int restart = 0;
+        for (;;) {
+            while (*p == '/') p++;
+            if (!*p) return parent;
+            char *end = strchr(p, '/');
+            int last = 1;
+            if (end) {
+                char *q = end;
+                while (*q == '/') q++;
+                last = !*q;
+                *end = '\0';
             }
-            if (r < 0 && errno != EEXIST) { int e = errno; close(parent); errno = e; return -1; }
-            next = openat2_in_root(buf, is_file ? 0 : O_DIRECTORY, extra);
+            int is_file = last && create == CREATE_FILE;
+            int next = openat2_in_root(buf, is_file ? 0 : O_DIRECTORY, extra);
+            if (next < 0 && errno == ENOENT) {
+                /* The name is one component, made in a directory already resolved inside the root. */
+                int r;
+                if (is_file) {
+                    r = openat(parent, p, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0755);
+                    if (r >= 0) close(r);
+                } else {
+                    r = mkdirat(parent, p, 0755);
+                }
+                if (r < 0 && errno != EEXIST) { int e = errno; close(parent); errno = e; return -1; }
+                next = openat2_in_root(buf, is_file ? 0 : O_DIRECTORY, extra);
+                if (next < 0 && errno == ENOENT && r < 0 && !strict) {
+                    /* A dangling symlink: go on with what it names (relative to its directory). */
+                    char target[4096], joined[4096];
+                    ssize_t n = readlinkat(parent, p, target, sizeof target - 1);
+                    if (n < 0) { int e = errno; close(parent); errno = e; return -1; }
+                    target[n] = '\0';
+                    const char *rest = end && !last ? end + 1 : "";
+                    int w;
+                    if (target[0] == '/') {
+                        w = snprintf(joined, sizeof joined, "%s/%s", target, rest);
+                    } else {
+                        *p = '\0'; /* buf is now the symlink's directory, with a trailing slash */
+                        w = snprintf(joined, sizeof joined, "%s%s/%s", buf, target, rest);
+                    }
+                    close(parent);
+                    if (w < 0 || (size_t)w >= sizeof buf) { errno = ENAMETOOLONG; return -1; }
+                    strcpy(buf, joined);
+                    restart = 1;
+                    break;
+                }
+            }
+            int e = errno;
+            close(parent);
+            if (next < 0) { errno = e; return -1; }
+            parent = next;
+            if (!end || last) return parent;
+            *end = '/';
+            p = end + 1;
         }
-        int e = errno;
-        close(parent);
-        if (next < 0) { errno = e; return -1; }
-        parent = next;
-        if (!end || last) return parent;
-        *end = '/';
-        p = end + 1;
+        if (!restart) break;
     }
+    errno = ELOOP;
+    return -1;
 }
 
 static const char *fdpath(int fd, char *buf, size_t size) {
