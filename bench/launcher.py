@@ -32,12 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import floor  # noqa: E402
+import floor
 
-from cove.sandbox.linux.initbin import ensure_init_binary  # noqa: E402
-from cove.sandbox.linux.launch import Launcher  # noqa: E402
-from cove.sandbox.linux.runc import Runc  # noqa: E402
-from cove.sandbox.linux.spec import DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec  # noqa: E402
+from cove.sandbox.linux.initbin import ensure_init_binary
+from cove.sandbox.linux.launch import Launcher
+from cove.sandbox.linux.runc import Runc
+from cove.sandbox.linux.spec import DEFAULT_PATH, ContainerSpec, ResourceLimits, build_spec
 
 IMAGES = Path(os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images"))
 _PR_SET_CHILD_SUBREAPER = 36

@@ -4,6 +4,7 @@ filesystem cannot send its mounts elsewhere, and a failed start reports why and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -18,7 +19,14 @@ from cove.errors import SandboxError
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.initbin import ensure_busybox
 from cove.sandbox.linux.launch import Launcher, build_plan, cgroup_dirs
-from cove.sandbox.linux.spec import DEFAULT_PATH, MASKED_PATHS, READONLY_PATHS, ContainerSpec, ResourceLimits, build_spec
+from cove.sandbox.linux.spec import (
+    DEFAULT_PATH,
+    MASKED_PATHS,
+    READONLY_PATHS,
+    ContainerSpec,
+    ResourceLimits,
+    build_spec,
+)
 
 UID_BASE = 100000
 
@@ -91,10 +99,8 @@ def _cleanup(launcher: Launcher, container_id: str) -> None:
     for directory in cgroup_dirs(f"/cove-test/{container_id}"):
         assert not directory.exists()
     for directory in cgroup_dirs("/cove-test"):
-        try:
+        with contextlib.suppress(OSError):
             directory.rmdir()
-        except OSError:
-            pass
 
 
 @needs_root
@@ -172,7 +178,5 @@ def test_failures_report_and_leave_nothing(bundle: Path, setup: str, expected: s
     assert not launcher.has_state(container_id)
     assert not any(directory.exists() for directory in cgroup_dirs(f"/cove-test/{container_id}"))
     for directory in cgroup_dirs("/cove-test"):
-        try:
+        with contextlib.suppress(OSError):
             directory.rmdir()
-        except OSError:
-            pass
