@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     pids_limit: int = 1024
     """Process cap per container: a fork bomb stops here."""
 
+    runtime: Literal["runc", "cove"] = "runc"
+    """What starts containers: ``runc`` (``runc run --detach``), or ``cove``: Cove's own launcher
+    (``cove-launch``, a prototype; cgroup v1/hybrid hosts only), which performs the same OCI config."""
+
     disk_limit: str = "10g"
     """Each container's writable layer is a filesystem of this size: writes past it fail with ENOSPC."""
 

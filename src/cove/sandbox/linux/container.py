@@ -265,8 +265,10 @@ class LinuxSandbox(Sandbox):
         host = self.host
         self._ensure_mounted()
         ca_bundle = self._ca_bundle()
-        # runc, as container root, reaches the directory only through the gate (``gate.py``).
-        with host.gate.exposing(self.dir, self.id) as bundle:
+        # runc, as container root, reaches the directory only through the gate (``gate.py``); the
+        # launcher opens host paths as host root and needs none.
+        with host.gate.exposing(self.dir, self.id) if host.gate is not None else contextlib.nullcontext(
+                self.dir) as bundle:
             spec = ContainerSpec(
                 rootfs=bundle / "rootfs", hostname=self.id[:63], libexec_dir=host.libexec,
                 limits=ResourceLimits(memory_bytes=memory_bytes(self.limits.memory), cpus=self.limits.cpus,

@@ -33,6 +33,7 @@ from cove.sandbox.linux.display import install_agent
 from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
+from cove.sandbox.linux.launch import Launcher
 from cove.sandbox.linux.overlay import mounts_under, unmount, unmount_all
 from cove.sandbox.linux.pool_demand import PoolDemand
 from cove.sandbox.linux.runc import Runc
@@ -116,17 +117,26 @@ class LinuxEngine(SandboxEngine):
         self.containers_dir.chmod(0o700)  # 0711 before the gate; runc reaches containers through it now
         self.libexec.mkdir(parents=True, exist_ok=True, mode=0o755)
         settings = self.settings
-        gate = Gate(settings.data_dir, settings.subuid_base)
-        gate.check_reachable()
-        gate.open()
+        runtime: Runc | Launcher
+        gate: Gate | None = None
+        if settings.runtime == "cove":
+            # The launcher opens host paths as host root, before it becomes container root: no gate.
+            libexec = self.libexec
+            runtime = Launcher(settings.data_dir / "launch", hidden=(settings.data_dir,))
+        else:
+            gate = Gate(settings.data_dir, settings.subuid_base)
+            gate.check_reachable()
+            gate.open()
+            libexec = gate.expose(self.libexec, "libexec")
+            runtime = Runc(settings.data_dir / "runc", hidden=(settings.data_dir, gate.path))
         init_binary = ensure_init_binary(self.libexec)
         ensure_busybox(self.libexec)
         await asyncio.to_thread(self.disk_pool.open)
         self._host = Host(
-            containers_dir=self.containers_dir, libexec=gate.expose(self.libexec, "libexec"), gate=gate,
+            containers_dir=self.containers_dir, libexec=libexec, gate=gate,
             init_binary=init_binary, display_agent=install_agent(self.libexec), uid_base=settings.subuid_base,
             pids_limit=settings.pids_limit,
-            runc=Runc(settings.data_dir / "runc", hidden=(settings.data_dir, gate.path)),
+            runc=runtime,
             nofile_limit=_container_nofile(settings.nofile_limit),
             disks=DiskMaker(self.disk_pool, parse_size(settings.disk_limit), settings.subuid_base),
             egress=self.egress,
@@ -391,7 +401,7 @@ class LinuxEngine(SandboxEngine):
         for sandbox in live.values():
             with contextlib.suppress(Exception):
                 await sandbox.stop()
-        if self._host is not None:
+        if self._host is not None and self._host.gate is not None:
             self._host.gate.close()
         await asyncio.to_thread(self.disk_pool.close)
         self._start_threads.shutdown(wait=False, cancel_futures=True)

@@ -17,6 +17,7 @@ from typing import TypeVar
 from cove.egress.proxy import EgressProxy
 from cove.sandbox.linux.disk import DiskMaker
 from cove.sandbox.linux.gate import Gate
+from cove.sandbox.linux.launch import Launcher
 from cove.sandbox.linux.runc import Runc
 from cove.sandbox.linux.sinks import PipeBudget
 
@@ -29,13 +30,15 @@ class Host:
     """One directory per container (a pooled one's API id is a symlink to its directory)."""
     libexec: Path
     """Bind-mounted read-only at ``/.cove`` in every container: the init and a static busybox (its
-    view in the gate, where runc can reach it)."""
-    gate: Gate
-    """Where runc finds a container's directory while it starts the container (``gate.py``)."""
+    view in the gate, where runc can reach it; the directory itself with the launcher)."""
+    gate: Gate | None
+    """Where runc finds a container's directory while it starts the container (``gate.py``); None
+    with the launcher, which opens host paths as host root."""
     init_binary: Path
     display_agent: str
     """The display agent's path inside containers (``display.py``), beside the init under ``/.cove``."""
-    runc: Runc
+    runc: Runc | Launcher
+    """What starts containers (``COVE_RUNTIME``): runc, or cove-launch (``launch.py``)."""
     uid_base: int
     """Host uid of container root (container uids 0-65535 map onto ``uid_base + 0-65535``)."""
     pids_limit: int

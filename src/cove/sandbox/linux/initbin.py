@@ -25,13 +25,18 @@ _PT_INTERP = 3
 
 
 def ensure_init_binary(dest_dir: Path) -> Path:
-    """Returns the compiled cove-init for the current source, compiling it if needed.
+    """Returns the compiled cove-init for the current source, compiling it if needed."""
+    return ensure_binary(INIT_SOURCE, dest_dir, "cove-init")
+
+
+def ensure_binary(source_file: Path, dest_dir: Path, name: str) -> Path:
+    """Returns ``dest_dir/<name>-<source hash>``, compiled (static) from ``source_file`` if needed.
 
     The compiler reads the very bytes that were hashed (from stdin), and the result is renamed into
     place, so concurrent callers, even in other processes, only ever see a complete binary.
     """
-    source = INIT_SOURCE.read_bytes()
-    dest = dest_dir / f"cove-init-{hashlib.sha256(source).hexdigest()[:16]}"
+    source = source_file.read_bytes()
+    dest = dest_dir / f"{name}-{hashlib.sha256(source).hexdigest()[:16]}"
     if dest.exists():
         return dest
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -41,10 +46,10 @@ def ensure_init_binary(dest_dir: Path) -> Path:
             command = ["cc", *CFLAGS, "-x", "c", "-o", str(tmp), "-"]
             proc = subprocess.run(command, input=source, capture_output=True, check=False)
         except FileNotFoundError:
-            raise SandboxError("Building cove-init needs a C compiler (cc); none is installed.") from None
+            raise SandboxError(f"Building {name} needs a C compiler (cc); none is installed.") from None
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()
-            raise SandboxError(f"Compiling cove-init failed: {err}")
+            raise SandboxError(f"Compiling {name} failed: {err}")
         tmp.chmod(0o755)
         tmp.replace(dest)
     finally:
