@@ -41,7 +41,7 @@ def _spec(bundle: Path, args: list[str], cgroup_path: str = "/cove-test/x") -> C
 
 def test_plan_follows_the_spec() -> None:
     config = build_spec(_spec(Path("/b"), ["/.cove/init", "0"]))
-    plan = build_plan(config, [Path("/sys/fs/cgroup/pids/cove-test/x")], Path("/s.bpf"), 9)
+    plan = build_plan(config, [Path("/sys/fs/cgroup/pids/cove-test/x")], None, Path("/s.bpf"), 9)
     text = " ".join(plan)
     for mount in config["mounts"]:
         assert mount["destination"] in plan

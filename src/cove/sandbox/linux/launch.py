@@ -181,9 +181,9 @@ def _make_cgroup(base: Path, rel: str, copy_cpuset: bool) -> Path:
     return current
 
 
-def create_cgroups_v1(cgroup_path: str, resources: dict[str, Any]) -> list[Path]:
+def create_cgroups_v1(cgroup_path: str, resources: dict[str, Any]) -> tuple[list[Path], Path | None]:
     """The container's cgroup in every v1 hierarchy, limited as runc's fs driver limits it; returns
-    the directories the init must join."""
+    the directories the init must join, v1 and (hybrid hosts) v2."""
     rel = cgroup_path.strip("/")
     if not any("devices" in c.split(",") for _m, c in v1_hierarchies()):
         raise SandboxError("No devices cgroup is mounted: containers' device access could not be limited.")
@@ -211,9 +211,7 @@ def create_cgroups_v1(cgroup_path: str, resources: dict[str, Any]) -> list[Path]
             for rule in rules:
                 _write(directory / ("devices.allow" if rule["allow"] else "devices.deny"), _device_rule(rule))
     unified = hybrid_unified()
-    if unified is not None:
-        dirs.append(_make_cgroup(unified, rel, False))
-    return dirs
+    return dirs, _make_cgroup(unified, rel, False) if unified is not None else None
 
 
 def cgroup_dirs(cgroup_path: str) -> list[Path]:
@@ -369,8 +367,8 @@ def compile_seccomp(profile: dict[str, Any]) -> bytes:
 
 
 # -- the plan --------------------------------------------------------------------------------------
-def build_plan(config: dict[str, Any], cgroup_dirs: list[Path], seccomp_file: Path | None,
-               report_fd: int) -> list[str]:
+def build_plan(config: dict[str, Any], cgroup_dirs: list[Path], cgroup2_dir: Path | None,
+               seccomp_file: Path | None, report_fd: int) -> list[str]:
     """cove-launch's arguments for ``config`` (an OCI config.json document from ``spec.build_spec``),
     in runc 1.1's order of operations. Raises for what the prototype does not reproduce."""
     process, linux = config["process"], config["linux"]
@@ -400,6 +398,8 @@ def build_plan(config: dict[str, Any], cgroup_dirs: list[Path], seccomp_file: Pa
             "uidmap", _map_text(linux["uidMappings"]), "gidmap", _map_text(linux["gidMappings"])]
     for directory in cgroup_dirs:
         plan += ["cgroup", str(directory)]
+    if cgroup2_dir is not None:
+        plan += ["cgroup2", str(cgroup2_dir)]
     if "cgroup" in kinds:
         plan.append("cgroupns")
     if "network" in kinds:
@@ -534,12 +534,12 @@ class Launcher:
         marker = self._marker(container_id)
         marker.write_text(cgroup_path)
         try:
-            dirs = create_cgroups_v1(cgroup_path, config["linux"].get("resources", {}))
+            dirs, unified = create_cgroups_v1(cgroup_path, config["linux"].get("resources", {}))
             profile = config["linux"].get("seccomp")
             seccomp = self._seccomp_file(profile) if profile else None
             read_end, write_end = os.pipe()
             try:
-                argv = [str(self.binary), *build_plan(config, dirs, seccomp, write_end)]
+                argv = [str(self.binary), *build_plan(config, dirs, unified, seccomp, write_end)]
                 with log.open("ab") as log_handle:
                     proc = subprocess.run(argv, stdin=control.fileno(), stdout=log_handle, stderr=log_handle,
                                           pass_fds=(write_end,), check=False)
