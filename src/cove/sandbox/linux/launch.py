@@ -151,9 +151,15 @@ def _device_rule(rule: dict[str, Any]) -> str:
     return f"{kind} {major}:{minor} {rule.get('access', 'rwm')}"
 
 
+class _CgroupGone(SandboxError):
+    """A cgroup this start made was removed before the init joined it."""
+
+
 def _write(path: Path, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise _CgroupGone(f"Limiting the container failed: {path.name}: its cgroup was removed") from None
     except OSError as exc:
         raise SandboxError(f"Limiting the container failed: {path.name}: {exc.strerror}") from None
     try:
@@ -528,39 +534,57 @@ class Launcher:
 
     def run_detached(self, container_id: str, bundle: Path, control: socket.socket, log: Path) -> int:
         """Starts the container ``bundle/config.json`` describes; its init gets ``control`` as stdin and
-        ``log`` as stdout and stderr. Returns the init's host pid. Blocking (a few ms)."""
+        ``log`` as stdout and stderr. Returns the init's host pid. Blocking (a few ms).
+
+        Another Cove server starting removes every empty cgroup under the shared parent (its crash
+        cleanup, ``cgroups.remove_leftovers``), which can take this start's between their creation and
+        the init joining them: that start is tried again, twice at most."""
         config = json.loads((bundle / "config.json").read_text())
         cgroup_path = config["linux"].get("cgroupsPath") or f"{self.cgroup_parent}/{container_id}"
         marker = self._marker(container_id)
         marker.write_text(cgroup_path)
         try:
-            dirs, unified = create_cgroups_v1(cgroup_path, config["linux"].get("resources", {}))
-            profile = config["linux"].get("seccomp")
-            seccomp = self._seccomp_file(profile) if profile else None
-            read_end, write_end = os.pipe()
-            try:
-                argv = [str(self.binary), *build_plan(config, dirs, unified, seccomp, write_end)]
-                with log.open("ab") as log_handle:
-                    proc = subprocess.run(argv, stdin=control.fileno(), stdout=log_handle, stderr=log_handle,
-                                          pass_fds=(write_end,), check=False)
-                os.close(write_end)
-                write_end = -1
-                with os.fdopen(read_end, "rb") as reader:
-                    read_end = -1
-                    result = reader.read().decode(errors="replace").strip()
-            finally:
-                for fd in (read_end, write_end):
-                    if fd >= 0:
-                        os.close(fd)
-            if proc.returncode != 0 or not result.isdigit():
-                message = result.removeprefix("error: ") or f"cove-launch exited with status {proc.returncode}"
-                raise SandboxError(f"Starting the container failed: {self.public(message)}")
-            return int(result)
+            for attempt in range(3):
+                try:
+                    return self._launch(config, cgroup_path, control, log)
+                except _CgroupGone:
+                    kill_cgroup(cgroup_path)
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
         except BaseException:
             with contextlib.suppress(Exception):
                 kill_cgroup(cgroup_path)
             marker.unlink(missing_ok=True)
             raise
+
+    def _launch(self, config: dict[str, Any], cgroup_path: str, control: socket.socket, log: Path) -> int:
+        dirs, unified = create_cgroups_v1(cgroup_path, config["linux"].get("resources", {}))
+        profile = config["linux"].get("seccomp")
+        seccomp = self._seccomp_file(profile) if profile else None
+        read_end, write_end = os.pipe()
+        try:
+            argv = [str(self.binary), *build_plan(config, dirs, unified, seccomp, write_end)]
+            with log.open("ab") as log_handle:
+                proc = subprocess.run(argv, stdin=control.fileno(), stdout=log_handle, stderr=log_handle,
+                                      pass_fds=(write_end,), check=False)
+            os.close(write_end)
+            write_end = -1
+            with os.fdopen(read_end, "rb") as reader:
+                read_end = -1
+                result = reader.read().decode(errors="replace").strip()
+        finally:
+            for fd in (read_end, write_end):
+                if fd >= 0:
+                    os.close(fd)
+        if proc.returncode != 0 or not result.isdigit():
+            message = result.removeprefix("error: ") or f"cove-launch exited with status {proc.returncode}"
+            public = f"Starting the container failed: {self.public(message)}"
+            gone = ("No such device" in message or "No such file" in message) and any(
+                message.startswith(f"{verb} {directory}") for verb in ("joining", "opening")
+                for directory in (*dirs, *([unified] if unified else [])))
+            raise _CgroupGone(public) if gone else SandboxError(public)
+        return int(result)
 
     def has_state(self, container_id: str) -> bool:
         return self._marker(container_id).exists()
