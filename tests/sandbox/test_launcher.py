@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cove.errors import SandboxError
-from cove.sandbox.linux import cgroups
+from cove.sandbox.linux import cgroups, launch
 from cove.sandbox.linux.initbin import ensure_busybox
 from cove.sandbox.linux.launch import Launcher, build_plan, cgroup_dirs
 from cove.sandbox.linux.spec import (
@@ -41,7 +41,7 @@ def _spec(bundle: Path, args: list[str], cgroup_path: str = "/cove-test/x") -> C
 
 def test_plan_follows_the_spec() -> None:
     config = build_spec(_spec(Path("/b"), ["/.cove/init", "0"]))
-    plan = build_plan(config, [Path("/sys/fs/cgroup/pids/cove-test/x")], Path("/s.bpf"), 9)
+    plan = build_plan(config, [Path("/sys/fs/cgroup/pids/cove-test/x")], None, Path("/s.bpf"), 9)
     text = " ".join(plan)
     for mount in config["mounts"]:
         assert mount["destination"] in plan
@@ -180,3 +180,25 @@ def test_failures_report_and_leave_nothing(bundle: Path, setup: str, expected: s
     for directory in cgroup_dirs("/cove-test"):
         with contextlib.suppress(OSError):
             directory.rmdir()
+
+
+@needs_root
+def test_a_cgroup_removed_before_the_join_is_made_again(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another server's start removes empty cgroups under /cove (its crash cleanup): the start is retried."""
+    real = launch.create_cgroups_v1
+    removed = []
+
+    def racing(cgroup_path: str, resources: dict[str, object]) -> tuple[list[Path], Path | None]:
+        dirs, unified = real(cgroup_path, resources)
+        if not removed:
+            dirs[-1].rmdir()
+            removed.append(dirs[-1])
+        return dirs, unified
+
+    monkeypatch.setattr(launch, "create_cgroups_v1", racing)
+    launcher, container_id, pid = _launch(bundle, "true")
+    try:
+        _wait(pid)
+    finally:
+        _cleanup(launcher, container_id)
+    assert removed

@@ -10,7 +10,10 @@
  *   report FD                     where the result goes: "<host pid>\n", or "error: <message>\n"
  *   clone FLAGS                   namespaces to clone (CLONE_NEW*; CLONE_NEWCGROUP goes to `cgroupns`)
  *   uidmap TEXT / gidmap TEXT     the contents written to the child's uid_map / gid_map
- *   cgroup DIR                    the parent writes the child's pid to DIR/cgroup.procs (each hierarchy)
+ *   cgroup DIR                    a cgroup v1 directory to join: the parent opens DIR/tasks, the child
+ *                                 writes "0" to it (one thread, itself: no global cgroup lock, whose
+ *                                 RCU grace period a pid written to cgroup.procs waits for, 10-15 ms)
+ *   cgroup2 DIR                   the cgroup v2 directory the child is cloned into (CLONE_INTO_CGROUP)
  *   cgroupns                      the child unshares a cgroup namespace once it is in its cgroups
  *   loopback                      bring up "lo" in the new network namespace (runc does for a new one)
  *   seccomp FILE                  a BPF program (struct sock_filter[]), loaded just before execve
@@ -56,6 +59,7 @@
 #include <linux/filter.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
+#include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
@@ -105,7 +109,9 @@ static int nops;
 static char *envp[MAX_ENV + 1];
 static int nenv;
 static char *cgroup_dirs[32];
+static int cgroup_fds[32];
 static int ncgroups;
+static char *cgroup2_dir;
 static char *uidmap, *gidmap, *seccomp_file;
 static unsigned long clone_flags;
 static int cgroupns, loopback;
@@ -216,6 +222,8 @@ static void parse(int argc, char **argv) {
             NEED(1);
             if (ncgroups == 32) { errno = 0; fail("too many cgroups"); }
             cgroup_dirs[ncgroups++] = argv[i + 1]; i += 2;
+        } else if (!strcmp(w, "cgroup2")) {
+            NEED(1); cgroup2_dir = argv[i + 1]; i += 2;
         } else if (!strcmp(w, "cgroupns")) {
             cgroupns = 1; i += 1;
         } else if (!strcmp(w, "loopback")) {
@@ -589,6 +597,12 @@ __attribute__((noreturn)) static void child(int release_fd) {
     if (got != 1) _exit(1); /* the parent failed (and reports it) or died */
     close(release_fd);
 
+    /* Into the container's cgroups, before anything is charged to it. */
+    for (int i = 0; i < ncgroups; i++) {
+        if (write(cgroup_fds[i], "0", 1) != 1) die("joining %s", cgroup_dirs[i]);
+        close(cgroup_fds[i]);
+    }
+
     /* Host paths, opened with host root's fsuid in our own mount namespace. */
     for (int i = 0; i < nops; i++) {
         if (ops[i].kind == OP_ROOT) {
@@ -684,11 +698,30 @@ int main(int argc, char **argv) {
 
     int release[2], errors[2];
     if (pipe2(release, O_CLOEXEC) < 0 || pipe2(errors, O_CLOEXEC) < 0) fail("pipe");
+    /* The cgroups' files, opened by host root: the child joins through them (the kernel checks the
+     * opener's credentials), and is born in the cgroup v2 one. */
+    for (int i = 0; i < ncgroups; i++) {
+        char tasks[4096];
+        snprintf(tasks, sizeof tasks, "%s/tasks", cgroup_dirs[i]);
+        cgroup_fds[i] = open(tasks, O_WRONLY | O_CLOEXEC);
+        if (cgroup_fds[i] < 0) fail("opening %s", tasks);
+    }
+    int cgroup2_fd = -1;
+    if (cgroup2_dir) {
+        cgroup2_fd = open(cgroup2_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (cgroup2_fd < 0) fail("opening %s", cgroup2_dir);
+    }
+
     /* User, pid and mount namespaces at once (the child must be pid 1 and open host paths in its own
      * mount namespace); the others once it is container root. */
     unsigned long at_clone = clone_flags & (CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS);
     unshare_flags = clone_flags & ~at_clone;
-    pid_t pid = (pid_t)syscall(SYS_clone, at_clone | SIGCHLD, NULL, NULL, NULL, NULL);
+    struct clone_args args = {.flags = at_clone, .exit_signal = SIGCHLD};
+    if (cgroup2_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (unsigned long long)cgroup2_fd;
+    }
+    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0) fail("clone");
     if (pid == 0) {
         close(release[1]);
@@ -705,13 +738,8 @@ int main(int argc, char **argv) {
     write_file(path, uidmap);
     snprintf(path, sizeof path, "/proc/%d/gid_map", pid);
     write_file(path, gidmap);
-    char pidtext[32];
-    snprintf(pidtext, sizeof pidtext, "%d", pid);
-    for (int i = 0; i < ncgroups; i++) {
-        char procs[4096];
-        snprintf(procs, sizeof procs, "%s/cgroup.procs", cgroup_dirs[i]);
-        write_file(procs, pidtext);
-    }
+    for (int i = 0; i < ncgroups; i++) close(cgroup_fds[i]);
+    if (cgroup2_fd >= 0) close(cgroup2_fd);
     if (write(release[1], "1", 1) != 1) fail("releasing the container's init");
     close(release[1]);
 

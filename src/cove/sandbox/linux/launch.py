@@ -151,9 +151,15 @@ def _device_rule(rule: dict[str, Any]) -> str:
     return f"{kind} {major}:{minor} {rule.get('access', 'rwm')}"
 
 
+class _CgroupGone(SandboxError):
+    """A cgroup this start made was removed before the init joined it."""
+
+
 def _write(path: Path, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise _CgroupGone(f"Limiting the container failed: {path.name}: its cgroup was removed") from None
     except OSError as exc:
         raise SandboxError(f"Limiting the container failed: {path.name}: {exc.strerror}") from None
     try:
@@ -181,9 +187,9 @@ def _make_cgroup(base: Path, rel: str, copy_cpuset: bool) -> Path:
     return current
 
 
-def create_cgroups_v1(cgroup_path: str, resources: dict[str, Any]) -> list[Path]:
+def create_cgroups_v1(cgroup_path: str, resources: dict[str, Any]) -> tuple[list[Path], Path | None]:
     """The container's cgroup in every v1 hierarchy, limited as runc's fs driver limits it; returns
-    the directories the init must join."""
+    the directories the init must join, v1 and (hybrid hosts) v2."""
     rel = cgroup_path.strip("/")
     if not any("devices" in c.split(",") for _m, c in v1_hierarchies()):
         raise SandboxError("No devices cgroup is mounted: containers' device access could not be limited.")
@@ -211,9 +217,7 @@ def create_cgroups_v1(cgroup_path: str, resources: dict[str, Any]) -> list[Path]
             for rule in rules:
                 _write(directory / ("devices.allow" if rule["allow"] else "devices.deny"), _device_rule(rule))
     unified = hybrid_unified()
-    if unified is not None:
-        dirs.append(_make_cgroup(unified, rel, False))
-    return dirs
+    return dirs, _make_cgroup(unified, rel, False) if unified is not None else None
 
 
 def cgroup_dirs(cgroup_path: str) -> list[Path]:
@@ -369,8 +373,8 @@ def compile_seccomp(profile: dict[str, Any]) -> bytes:
 
 
 # -- the plan --------------------------------------------------------------------------------------
-def build_plan(config: dict[str, Any], cgroup_dirs: list[Path], seccomp_file: Path | None,
-               report_fd: int) -> list[str]:
+def build_plan(config: dict[str, Any], cgroup_dirs: list[Path], cgroup2_dir: Path | None,
+               seccomp_file: Path | None, report_fd: int) -> list[str]:
     """cove-launch's arguments for ``config`` (an OCI config.json document from ``spec.build_spec``),
     in runc 1.1's order of operations. Raises for what the prototype does not reproduce."""
     process, linux = config["process"], config["linux"]
@@ -400,6 +404,8 @@ def build_plan(config: dict[str, Any], cgroup_dirs: list[Path], seccomp_file: Pa
             "uidmap", _map_text(linux["uidMappings"]), "gidmap", _map_text(linux["gidMappings"])]
     for directory in cgroup_dirs:
         plan += ["cgroup", str(directory)]
+    if cgroup2_dir is not None:
+        plan += ["cgroup2", str(cgroup2_dir)]
     if "cgroup" in kinds:
         plan.append("cgroupns")
     if "network" in kinds:
@@ -528,39 +534,57 @@ class Launcher:
 
     def run_detached(self, container_id: str, bundle: Path, control: socket.socket, log: Path) -> int:
         """Starts the container ``bundle/config.json`` describes; its init gets ``control`` as stdin and
-        ``log`` as stdout and stderr. Returns the init's host pid. Blocking (a few ms)."""
+        ``log`` as stdout and stderr. Returns the init's host pid. Blocking (a few ms).
+
+        Another Cove server starting removes every empty cgroup under the shared parent (its crash
+        cleanup, ``cgroups.remove_leftovers``), which can take this start's between their creation and
+        the init joining them: that start is tried again, twice at most."""
         config = json.loads((bundle / "config.json").read_text())
         cgroup_path = config["linux"].get("cgroupsPath") or f"{self.cgroup_parent}/{container_id}"
         marker = self._marker(container_id)
         marker.write_text(cgroup_path)
         try:
-            dirs = create_cgroups_v1(cgroup_path, config["linux"].get("resources", {}))
-            profile = config["linux"].get("seccomp")
-            seccomp = self._seccomp_file(profile) if profile else None
-            read_end, write_end = os.pipe()
-            try:
-                argv = [str(self.binary), *build_plan(config, dirs, seccomp, write_end)]
-                with log.open("ab") as log_handle:
-                    proc = subprocess.run(argv, stdin=control.fileno(), stdout=log_handle, stderr=log_handle,
-                                          pass_fds=(write_end,), check=False)
-                os.close(write_end)
-                write_end = -1
-                with os.fdopen(read_end, "rb") as reader:
-                    read_end = -1
-                    result = reader.read().decode(errors="replace").strip()
-            finally:
-                for fd in (read_end, write_end):
-                    if fd >= 0:
-                        os.close(fd)
-            if proc.returncode != 0 or not result.isdigit():
-                message = result.removeprefix("error: ") or f"cove-launch exited with status {proc.returncode}"
-                raise SandboxError(f"Starting the container failed: {self.public(message)}")
-            return int(result)
+            for attempt in range(3):
+                try:
+                    return self._launch(config, cgroup_path, control, log)
+                except _CgroupGone:
+                    kill_cgroup(cgroup_path)
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
         except BaseException:
             with contextlib.suppress(Exception):
                 kill_cgroup(cgroup_path)
             marker.unlink(missing_ok=True)
             raise
+
+    def _launch(self, config: dict[str, Any], cgroup_path: str, control: socket.socket, log: Path) -> int:
+        dirs, unified = create_cgroups_v1(cgroup_path, config["linux"].get("resources", {}))
+        profile = config["linux"].get("seccomp")
+        seccomp = self._seccomp_file(profile) if profile else None
+        read_end, write_end = os.pipe()
+        try:
+            argv = [str(self.binary), *build_plan(config, dirs, unified, seccomp, write_end)]
+            with log.open("ab") as log_handle:
+                proc = subprocess.run(argv, stdin=control.fileno(), stdout=log_handle, stderr=log_handle,
+                                      pass_fds=(write_end,), check=False)
+            os.close(write_end)
+            write_end = -1
+            with os.fdopen(read_end, "rb") as reader:
+                read_end = -1
+                result = reader.read().decode(errors="replace").strip()
+        finally:
+            for fd in (read_end, write_end):
+                if fd >= 0:
+                    os.close(fd)
+        if proc.returncode != 0 or not result.isdigit():
+            message = result.removeprefix("error: ") or f"cove-launch exited with status {proc.returncode}"
+            public = f"Starting the container failed: {self.public(message)}"
+            gone = ("No such device" in message or "No such file" in message) and any(
+                message.startswith(f"{verb} {directory}") for verb in ("joining", "opening")
+                for directory in (*dirs, *([unified] if unified else [])))
+            raise _CgroupGone(public) if gone else SandboxError(public)
+        return int(result)
 
     def has_state(self, container_id: str) -> bool:
         return self._marker(container_id).exists()
