@@ -65,9 +65,11 @@ class Settings(BaseSettings):
     pids_limit: int = 1024
     """Process cap per container: a fork bomb stops here."""
 
-    runtime: Literal["runc", "cove"] = "runc"
-    """What starts containers: ``runc`` (``runc run --detach``), or ``cove``: Cove's own launcher
-    (``cove-launch``, a prototype; cgroup v1/hybrid hosts only), which performs the same OCI config."""
+    runtime: Literal["auto", "cove", "runc"] = "auto"
+    """What starts containers: ``cove``, Cove's own launcher (``cove-launch``, a few ms a start), which
+    performs the very OCI config runc would get; ``runc`` (``runc run --detach``, 20-30 ms); ``auto``:
+    the launcher on cgroup v1 and hybrid hosts, runc on cgroup v2 ones (where the launcher cannot yet
+    filter devices)."""
 
     disk_limit: str = "10g"
     """Each container's writable layer is a filesystem of this size: writes past it fail with ENOSPC."""

@@ -1,6 +1,7 @@
 """The store and the containers are the server's alone: a local user (no root) can neither read the
-database nor list, read or plant into any container, and containers still start (through the gate,
-``sandbox/linux/gate.py``), survive a restart and come from the warm pool."""
+database nor list, read or plant into any container, and containers still start (with runc, through
+the gate, ``sandbox/linux/gate.py``; Cove's launcher needs none), survive a restart and come from the
+warm pool."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cove.sandbox.linux.launch import resolve_runtime
 from tests.conftest import Server
 from tests.helpers import run
 from tests.polling import eventually
@@ -45,11 +47,15 @@ def test_a_local_user_reads_nothing_and_plants_nothing(own_server: Server) -> No
         assert {path.name for path in databases} >= {"cove.db", "cove.db-wal", "cove.db-shm"}
     for path in databases:
         assert _mode(path) == 0o600, path
-    assert gate.is_dir() and _mode(gate) == 0o710 and gate.stat().st_gid == 100000
+    # runc starts containers as container root, through the gate; Cove's launcher opens host paths as
+    # host root and exposes nothing (there is no gate at all).
+    through_gate = resolve_runtime(os.environ.get("COVE_RUNTIME", "auto")) == "runc"
+    assert gate.exists() == through_gate
+    assert not through_gate or (_mode(gate) == 0o710 and gate.stat().st_gid == 100000)
 
     directory = data_dir / "containers" / container_id
     paths = [*databases, data_dir / "secrets.key", data_dir / "containers", directory,
-             directory / "disk" / "upper" / "mnt" / "data" / "note", gate, gate / "libexec"]
+             directory / "disk" / "upper" / "mnt" / "data" / "note", *([gate, gate / "libexec"] * through_gate)]
     for path in paths:
         seen = as_nobody("ls", "-la", str(path))
         assert seen.returncode != 0 and "Permission denied" in seen.stderr, (path, seen)
@@ -63,12 +69,12 @@ def test_a_local_user_reads_nothing_and_plants_nothing(own_server: Server) -> No
 
     # Containers survive a restart and a crash and start again through the gate; the warm pool serves creates.
     own_server.stop()
-    assert not gate.exists()  # the gate goes with the server
+    assert not gate.exists()  # the gate (runc's) goes with the server
     own_server.start()
     with own_server.http() as http:
         assert run(http, container_id, "cat /mnt/data/note")[0]["stdout"] == "mine\n"
     own_server.stop(signal.SIGKILL)
-    assert gate.is_dir()  # a crash leaves it; the next start takes it over
+    assert gate.is_dir() == through_gate  # a crash leaves it; the next start takes it over
     own_server.start()
     with own_server.http() as http:
         def pooled() -> bool:
@@ -85,3 +91,28 @@ def test_vsock_is_refused_in_containers(http: httpx.Client) -> None:
     out = run(http, container_id,
               "python3 -c 'import socket; socket.socket(40, socket.SOCK_STREAM)' 2>&1; echo exit=$?")[0]
     assert "Address family not supported" in str(out["stdout"]) and "exit=1" in str(out["stdout"]), out
+
+
+def test_containers_a_crashed_runc_left_are_removed_by_the_launcher(own_server: Server) -> None:
+    """Upgrading to the launcher (or changing ``COVE_RUNTIME``) after a crash leaves nothing of what runc
+    started: its processes, its state and its gate go, and the container starts again under the launcher."""
+    if resolve_runtime("auto") != "cove":
+        pytest.skip("the launcher does not run on this host (cgroup v2)")
+    own_server.stop()
+    own_server.env["COVE_RUNTIME"] = "runc"
+    own_server.start()
+    with own_server.http() as http:
+        container_id = http.post("/v1/containers", json={"name": "from-runc"}).json()["id"]
+        assert run(http, container_id, "echo kept > /root/kept")[0]["outcome"] == {"type": "exit", "exit_code": 0}
+    runtime_id = (own_server.data_dir / "containers" / container_id).resolve().name
+    old = {int(pid) for pid in Path(f"/sys/fs/cgroup/pids/cove/{runtime_id}/cgroup.procs").read_text().split()}
+    assert old
+    own_server.stop(signal.SIGKILL)
+    gate = Path("/run/cove") / hashlib.sha256(str(own_server.data_dir).encode()).hexdigest()[:16]
+    assert (own_server.data_dir / "runc" / runtime_id).is_dir() and gate.is_dir()  # what the crash left
+    own_server.env["COVE_RUNTIME"] = "cove"
+    own_server.start()
+    assert not (own_server.data_dir / "runc" / runtime_id).exists() and not gate.exists()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in old)
+    with own_server.http() as http:
+        assert run(http, container_id, "cat /root/kept")[0]["stdout"] == "kept\n"

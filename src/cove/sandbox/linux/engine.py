@@ -33,7 +33,7 @@ from cove.sandbox.linux.display import install_agent
 from cove.sandbox.linux.gate import Gate
 from cove.sandbox.linux.host import Host
 from cove.sandbox.linux.initbin import ensure_busybox, ensure_init_binary
-from cove.sandbox.linux.launch import Launcher
+from cove.sandbox.linux.launch import Launcher, resolve_runtime
 from cove.sandbox.linux.overlay import mounts_under, unmount, unmount_all
 from cove.sandbox.linux.pool_demand import PoolDemand
 from cove.sandbox.linux.runc import Runc
@@ -119,8 +119,10 @@ class LinuxEngine(SandboxEngine):
         settings = self.settings
         runtime: Runc | Launcher
         gate: Gate | None = None
-        if settings.runtime == "cove":
-            # The launcher opens host paths as host root, before it becomes container root: no gate.
+        if resolve_runtime(settings.runtime) == "cove":
+            # The launcher opens host paths as host root, before it becomes container root: no gate
+            # (one that runc used before a crash is removed).
+            Gate(settings.data_dir, settings.subuid_base).close()
             libexec = self.libexec
             runtime = Launcher(settings.data_dir / "launch", hidden=(settings.data_dir,))
         else:
@@ -151,10 +153,18 @@ class LinuxEngine(SandboxEngine):
             self._pool_keeper = asyncio.create_task(self._keep_pool())
 
     async def _clean_crash_leftovers(self) -> None:
-        """A crashed Cove leaves runc state, mounts and cgroups; none of it may linger."""
-        for container_id in await self.host.runc.list_ids():
-            log.info("removing leftover container runtime %s", container_id)
-            await self.host.runc.delete(container_id)
+        """A crashed Cove leaves runtime state, mounts and cgroups; none of it may linger. Containers
+        the other runtime started (``COVE_RUNTIME`` changed since the crash) are removed as well."""
+        runtimes: list[Runc | Launcher] = [self.host.runc]
+        runc_state, launch_state = self.settings.data_dir / "runc", self.settings.data_dir / "launch"
+        if isinstance(self.host.runc, Launcher) and runc_state.is_dir() and any(runc_state.iterdir()):
+            runtimes.append(Runc(runc_state, hidden=(self.settings.data_dir,)))
+        elif isinstance(self.host.runc, Runc) and any(launch_state.glob("*.cgroup")):
+            runtimes.append(Launcher(launch_state, hidden=(self.settings.data_dir,)))
+        for runtime in runtimes:
+            for container_id in await runtime.list_ids():
+                log.info("removing leftover container runtime %s", container_id)
+                await runtime.delete(container_id)
         for point in mounts_under(self.containers_dir):
             unmount(point)
         cgroups.remove_leftovers("/cove")

@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cove.errors import SandboxError
 from cove.sandbox.linux import cgroups
@@ -609,3 +609,13 @@ class Launcher:
             message = re.sub(re.escape(prefix) + r"(/[^\s:;,'\"]*)?", "<host path>", message)
         return message
 
+
+
+def resolve_runtime(setting: str) -> Literal["cove", "runc"]:
+    """``COVE_RUNTIME`` made definite: ``auto`` is the launcher where it runs (cgroup v1 and hybrid
+    hosts), runc on cgroup v2 hosts, where the launcher has no device filter yet."""
+    if setting == "auto":
+        return "runc" if cgroups.is_unified() else "cove"
+    if setting not in ("cove", "runc"):
+        raise ValueError(f"not a container runtime: {setting!r}")
+    return "cove" if setting == "cove" else "runc"
