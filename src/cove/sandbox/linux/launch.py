@@ -151,6 +151,10 @@ def _device_rule(rule: dict[str, Any]) -> str:
     return f"{kind} {major}:{minor} {rule.get('access', 'rwm')}"
 
 
+_CGROUP_RETRIES = (0.005, 0.02, 0.05, 0.1, 0.2)
+"""Pauses before the retries of a start whose cgroup was removed under it (about 0.4 s in all)."""
+
+
 class _CgroupGone(SandboxError):
     """A cgroup this start made was removed before the init joined it."""
 
@@ -538,20 +542,19 @@ class Launcher:
 
         Another Cove server starting removes every empty cgroup under the shared parent (its crash
         cleanup, ``cgroups.remove_leftovers``), which can take this start's between their creation and
-        the init joining them: that start is tried again, twice at most."""
+        the init joining them: that start is tried again (``_CGROUP_RETRIES``)."""
         config = json.loads((bundle / "config.json").read_text())
         cgroup_path = config["linux"].get("cgroupsPath") or f"{self.cgroup_parent}/{container_id}"
         marker = self._marker(container_id)
         marker.write_text(cgroup_path)
         try:
-            for attempt in range(3):
+            for pause in _CGROUP_RETRIES:
                 try:
                     return self._launch(config, cgroup_path, control, log)
                 except _CgroupGone:
                     kill_cgroup(cgroup_path)
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
+                    time.sleep(pause)  # past the other server's sweep, which goes hierarchy by hierarchy
+            return self._launch(config, cgroup_path, control, log)
         except BaseException:
             with contextlib.suppress(Exception):
                 kill_cgroup(cgroup_path)
