@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from pathlib import Path
 
 _ROOT = Path("/sys/fs/cgroup")
@@ -69,14 +70,22 @@ def is_frozen(cgroup_path: str) -> bool:
     return text.strip() == "FROZEN"
 
 
+LEFTOVER_AGE_S = 60.0
+"""How old an empty cgroup under the shared parent must be for ``remove_leftovers`` to take it."""
+
+
 def remove_leftovers(parent: str) -> None:
-    """Removes empty container cgroups under ``parent`` that a crash left behind."""
+    """Removes empty container cgroups under ``parent`` that a crash left behind, if made more than
+    ``LEFTOVER_AGE_S`` ago: other Cove servers on the machine share the parent, and a cgroup one of
+    them has just made for a start is empty until its container's init joins it. (A cgroup with
+    processes cannot be removed; a directory's ctime on cgroupfs is when it was made.)"""
     rel = parent.lstrip("/")
     bases = [_ROOT / rel] if is_unified() else [d / rel for d in _ROOT.iterdir() if d.is_dir()]
+    made_before = time.time() - LEFTOVER_AGE_S
     for base in bases:
         if not base.is_dir():
             continue
         for child in base.iterdir():
-            if child.is_dir():
-                with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):
+                if child.is_dir() and child.stat().st_ctime < made_before:
                     child.rmdir()
