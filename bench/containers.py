@@ -474,6 +474,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "d_accounted_mib": idle["accounted_bytes"] / idle["containers"] / MIB,
         "e_mb_s": stream["received"] / stream["seconds"] / 1e6,
         "e_rss_growth_mib": (stream["rss_peak"] - stream["rss_before"]) / MIB}
+    if "a_cold_runc" in results:
+        summary["a_cold_runc_ms"] = stats(results["a_cold_runc"]["total_ms"])
     passed = {"a": first["p50"] <= TARGET_FIRST_MS, "a_cold": cold["p50"] <= TARGET_COLD_MS,
               "b": warm["p50"] <= TARGET_EXEC_MS, "b_p95": warm["p95"] <= TARGET_EXEC_P95_MS,
               "c": burst <= TARGET_BURST_S, "d": summary["d_host_mib"] <= TARGET_IDLE_MIB,
@@ -516,6 +518,10 @@ def report(results: dict[str, Any]) -> None:
 
     timed("(a) create + first `echo hi`", first, f"p50 <= {TARGET_FIRST_MS:g} ms", "a")
     timed("(a) … with the warm pool off", cold, f"p50 <= {TARGET_COLD_MS:g} ms", "a_cold")
+    if "a_cold_runc_ms" in summary:
+        runc_cold = summary["a_cold_runc_ms"]
+        timed("(a) … pool off, COVE_RUNTIME=runc", runc_cold,
+              f"(info: {runc_cold['p50'] / cold['p50']:.1f}x the launcher's)")
     timed("(b) warm exec `true`", warm, f"p50 <= {TARGET_EXEC_MS:g} ms", "b", digits=2)
     table.add_row("", "", "", "", f"p95 <= {TARGET_EXEC_P95_MS:g} ms", _verdict(passed["b_p95"]))
     timed("(b) … through http.client", summary["b_lean_ms"], "(info: less client CPU)", digits=2)
@@ -665,6 +671,11 @@ def main() -> int:
         cold.server.settle()  # the same start as (a)'s, without a pool to fill
         console.print("(a) again with the warm pool off …")
         results["a_cold"] = cold.first_output()
+    if results["host"]["cgroup"] == "v1":  # where COVE_RUNTIME=auto is the launcher: runc beside it
+        with cove_server(images_dir, {"COVE_WARM_POOL": "0", "COVE_RUNTIME": "runc"}) as runc_cold:
+            runc_cold.server.settle()
+            console.print("(a) again with the warm pool off, under runc …")
+            results["a_cold_runc"] = runc_cold.first_output()
     if args.many:
         with cove_server(images_dir, MANY_SERVER_ENV) as many:
             console.print(f"(f) {args.many} idle containers …")
