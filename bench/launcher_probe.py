@@ -33,7 +33,8 @@ IMAGES = Path(os.environ.get("COVE_IMAGES_DIR", "/var/lib/cove/images"))
 PROBE = r"""
 echo "== mountinfo"; cut -d' ' -f4- /proc/self/mountinfo
 echo "== cgroup"; cat /proc/self/cgroup
-echo "== status"; grep -E '^(Uid|Gid|Groups|Cap|NoNewPrivs|Seccomp)' /proc/self/status
+echo "== status"; grep -E '^(Uid|Gid|Groups|Cap|NoNewPrivs|Seccomp|SigBlk|SigIgn)' /proc/self/status
+grep -E '^(SigBlk|SigIgn)' /proc/1/status
 echo "== maps"; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups
 echo "== limits"; grep -i "open files" /proc/self/limits; umask; hostname
 echo "== env"; env | sort
