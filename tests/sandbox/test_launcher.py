@@ -202,3 +202,18 @@ def test_a_cgroup_removed_before_the_join_is_made_again(bundle: Path, monkeypatc
     finally:
         _cleanup(launcher, container_id)
     assert removed
+
+
+@needs_root
+def test_a_crashed_servers_container_is_found_and_killed(bundle: Path) -> None:
+    """After a crash the next server finds its containers (list_ids) and delete kills what still runs."""
+    _first, container_id, pid = _launch(bundle, "/.cove/busybox sleep 1000 & /.cove/busybox sleep 1000")
+    pidfd = os.pidfd_open(pid)
+    try:
+        again = Launcher(bundle / "state")  # the next server, on the same data dir
+        assert asyncio.run(again.list_ids()) == [container_id] and again.has_state(container_id)
+        _cleanup(again, container_id)
+        assert select.select([pidfd], [], [], 5)[0], "the init was not killed"
+        assert asyncio.run(again.list_ids()) == []
+    finally:
+        os.close(pidfd)

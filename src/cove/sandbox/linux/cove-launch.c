@@ -683,6 +683,14 @@ __attribute__((noreturn)) static void child(int release_fd) {
         struct sock_fprog prog = {.len = filter_len, .filter = filter};
         if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) die("loading the seccomp filter");
     }
+    /* The init starts with no signal blocked and every disposition the default (what it gets from
+     * runc, whose Go init handles every signal, so exec resets them), whatever the caller had. */
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
+    }
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) die("sigprocmask");
     envp[nenv] = NULL;
     execve(exec_argv[0], exec_argv, envp);
     die("executing %s", exec_argv[0]);
@@ -730,6 +738,7 @@ int main(int argc, char **argv) {
         child(release[0]);
     }
     child_pid = pid;
+    signal(SIGPIPE, SIG_IGN); /* a child that died early shows as an error, not as our death */
     close(release[0]);
     close(errors[1]);
 
