@@ -27,7 +27,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -520,17 +522,23 @@ class Launcher:
         state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.binary = ensure_binary(LAUNCH_SOURCE, state_root, "cove-launch")
         self._seccomp: dict[str, Path] = {}
+        self._seccomp_lock = threading.Lock()
 
     def _seccomp_file(self, profile: dict[str, Any]) -> Path:
+        """The compiled program for ``profile``, written once (starts run in several threads: one
+        compiles, under the lock, and the file appears whole, by rename)."""
         key = hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()[:16]
-        path = self._seccomp.get(key)
-        if path is None:
-            path = self.state_root / f"seccomp-{key}.bpf"
-            if not path.exists():
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(compile_seccomp(profile))
-                tmp.replace(path)
-            self._seccomp[key] = path
+        with self._seccomp_lock:
+            path = self._seccomp.get(key)
+            if path is None:
+                path = self.state_root / f"seccomp-{key}.bpf"
+                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+                try:
+                    tmp.write_bytes(compile_seccomp(profile))
+                    tmp.replace(path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                self._seccomp[key] = path
         return path
 
     def _marker(self, container_id: str) -> Path:
