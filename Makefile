@@ -54,6 +54,7 @@ fuzz: setup image
 bench: APT_PACKAGES += bubblewrap
 bench: setup image
 	$(VENV)/bin/python bench/containers.py
+	$(VENV)/bin/python bench/launcher.py
 	$(VENV)/bin/python bench/branches.py
 	$(VENV)/bin/python bench/tool_turns.py
 	$(VENV)/bin/python bench/search_turns.py

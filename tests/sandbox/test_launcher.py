@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cove.errors import SandboxError
-from cove.sandbox.linux import cgroups, launch
+from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.initbin import ensure_busybox
 from cove.sandbox.linux.launch import Launcher, build_plan, cgroup_dirs
 from cove.sandbox.linux.spec import (
@@ -180,29 +180,6 @@ def test_failures_report_and_leave_nothing(bundle: Path, setup: str, expected: s
     for directory in cgroup_dirs("/cove-test"):
         with contextlib.suppress(OSError):
             directory.rmdir()
-
-
-@needs_root
-def test_a_cgroup_removed_before_the_join_is_made_again(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another server's start removes empty cgroups under /cove (its crash cleanup): the start is retried."""
-    real = launch.create_cgroups_v1
-    removed = []
-
-    def racing(cgroup_path: str, resources: dict[str, object]) -> tuple[list[Path], Path | None]:
-        dirs, unified = real(cgroup_path, resources)
-        if not removed:
-            dirs[-1].rmdir()
-            removed.append(dirs[-1])
-        return dirs, unified
-
-    monkeypatch.setattr(launch, "create_cgroups_v1", racing)
-    launcher, container_id, pid = _launch(bundle, "true")
-    try:
-        _wait(pid)
-    finally:
-        _cleanup(launcher, container_id)
-    assert removed
-
 
 @needs_root
 def test_a_crashed_servers_container_is_found_and_killed(bundle: Path) -> None:

@@ -1,4 +1,4 @@
-"""Reading what the kernel's cgroups say about a container (runc creates and limits them)."""
+"""Reading what the kernel's cgroups say about a container (its runtime creates and limits them)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Starting containers without runc: ``cove-launch`` (C, static) performs a plan derived here from the
 very OCI config runc would get (``spec.build_spec``), so spec.py stays the one description of a
-container's isolation. Selected with ``COVE_RUNTIME=cove``; a prototype (see ``Launcher``).
+container's isolation. Chosen by ``COVE_RUNTIME`` (``auto``: wherever it runs; see ``resolve_runtime``).
 
 What runc does between reading config.json and exec'ing the init is reproduced step for step, in its
 order: cgroups (made and limited here, joined by the launcher before the child runs), namespaces, the
@@ -153,19 +153,9 @@ def _device_rule(rule: dict[str, Any]) -> str:
     return f"{kind} {major}:{minor} {rule.get('access', 'rwm')}"
 
 
-_CGROUP_RETRIES = (0.005, 0.02, 0.05, 0.1, 0.2)
-"""Pauses before the retries of a start whose cgroup was removed under it (about 0.4 s in all)."""
-
-
-class _CgroupGone(SandboxError):
-    """A cgroup this start made was removed before the init joined it."""
-
-
 def _write(path: Path, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise _CgroupGone(f"Limiting the container failed: {path.name}: its cgroup was removed") from None
     except OSError as exc:
         raise SandboxError(f"Limiting the container failed: {path.name}: {exc.strerror}") from None
     try:
@@ -382,7 +372,7 @@ def compile_seccomp(profile: dict[str, Any]) -> bytes:
 def build_plan(config: dict[str, Any], cgroup_dirs: list[Path], cgroup2_dir: Path | None,
                seccomp_file: Path | None, report_fd: int) -> list[str]:
     """cove-launch's arguments for ``config`` (an OCI config.json document from ``spec.build_spec``),
-    in runc 1.1's order of operations. Raises for what the prototype does not reproduce."""
+    in runc 1.1's order of operations. Raises for what it does not reproduce (Cove's configs never ask for it)."""
     process, linux = config["process"], config["linux"]
     if process.get("terminal"):
         raise SandboxError("cove-launch does not allocate terminals (the init does).")
@@ -546,22 +536,12 @@ class Launcher:
 
     def run_detached(self, container_id: str, bundle: Path, control: socket.socket, log: Path) -> int:
         """Starts the container ``bundle/config.json`` describes; its init gets ``control`` as stdin and
-        ``log`` as stdout and stderr. Returns the init's host pid. Blocking (a few ms).
-
-        Another Cove server starting removes every empty cgroup under the shared parent (its crash
-        cleanup, ``cgroups.remove_leftovers``), which can take this start's between their creation and
-        the init joining them: that start is tried again (``_CGROUP_RETRIES``)."""
+        ``log`` as stdout and stderr. Returns the init's host pid. Blocking (a few ms)."""
         config = json.loads((bundle / "config.json").read_text())
         cgroup_path = config["linux"].get("cgroupsPath") or f"{self.cgroup_parent}/{container_id}"
         marker = self._marker(container_id)
         marker.write_text(cgroup_path)
         try:
-            for pause in _CGROUP_RETRIES:
-                try:
-                    return self._launch(config, cgroup_path, control, log)
-                except _CgroupGone:
-                    kill_cgroup(cgroup_path)
-                    time.sleep(pause)  # past the other server's sweep, which goes hierarchy by hierarchy
             return self._launch(config, cgroup_path, control, log)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -590,11 +570,7 @@ class Launcher:
                     os.close(fd)
         if proc.returncode != 0 or not result.isdigit():
             message = result.removeprefix("error: ") or f"cove-launch exited with status {proc.returncode}"
-            public = f"Starting the container failed: {self.public(message)}"
-            gone = ("No such device" in message or "No such file" in message) and any(
-                message.startswith(f"{verb} {directory}") for verb in ("joining", "opening")
-                for directory in (*dirs, *([unified] if unified else [])))
-            raise _CgroupGone(public) if gone else SandboxError(public)
+            raise SandboxError(f"Starting the container failed: {self.public(message)}")
         return int(result)
 
     def has_state(self, container_id: str) -> bool:

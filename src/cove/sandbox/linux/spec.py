@@ -1,6 +1,7 @@
-"""OCI runtime spec (runc's ``config.json``) for a Cove container.
+"""OCI runtime spec (``config.json``) for a Cove container.
 
-Everything that isolates a container is declared here and enforced by runc: namespaces, the user
+Everything that isolates a container is declared here and enforced by its runtime (Cove's launcher,
+``launch.py``, or runc; both read this document): namespaces, the user
 namespace mapping that keeps container root off host root, capabilities, no_new_privs, seccomp,
 masked /proc and /sys paths, cgroup limits and the device list.
 """
