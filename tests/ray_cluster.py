@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from cove.sandbox.linux import cgroups
 from tests.conftest import Server
 from tests.polling import eventually
 
@@ -326,9 +327,16 @@ def fleet_status(server: Server) -> dict[str, dict[str, Any]]:
 
 
 def container_init(node_dir: Path, container_id: str) -> int:
-    """The PID of a container's init on a real node (runc's state in the node's data dir)."""
-    state = json.loads((node_dir / "runc" / container_id / "state.json").read_text())
-    return int(state["init_process_pid"])
+    """The PID of a container's init on a real node, whichever runtime started it: the process of the
+    container's cgroup that is PID 1 in its own pid namespace."""
+    runtime_id = (node_dir / "containers" / container_id).resolve().name  # a pooled one's directory
+    procs = Path("/sys/fs/cgroup/cove" if cgroups.is_unified() else "/sys/fs/cgroup/pids/cove") / runtime_id
+    for pid in (procs / "cgroup.procs").read_text().split():
+        with contextlib.suppress(FileNotFoundError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            if next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1] == "1":
+                return int(pid)
+    raise LookupError(f"no init in {container_id}'s cgroup")
 
 
 def _loopback(host: str) -> bool:
