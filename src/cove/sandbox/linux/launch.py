@@ -22,7 +22,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -36,6 +35,7 @@ from typing import Any, Literal
 from cove.errors import SandboxError
 from cove.sandbox.linux import cgroups
 from cove.sandbox.linux.initbin import ensure_binary
+from cove.sandbox.linux.runc import hide_paths
 
 LAUNCH_SOURCE = Path(__file__).with_name("cove-launch.c")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -591,10 +591,8 @@ class Launcher:
         return [path.name.removesuffix(".cgroup") for path in self.state_root.glob("*.cgroup")]
 
     def public(self, message: str) -> str:
-        """``message`` with every path under a hidden host directory replaced (what a client may read)."""
-        for prefix in self._hidden:
-            message = re.sub(re.escape(prefix) + r"(/[^\s:;,'\"]*)?", "<host path>", message)
-        return message
+        """``message`` as a client may read it (``runc.hide_paths``)."""
+        return hide_paths(message, self._hidden)
 
 
 

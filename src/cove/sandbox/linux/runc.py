@@ -66,10 +66,16 @@ class Runc:
         return [entry["id"] for entry in json.loads(out or "null") or []]
 
     def public(self, message: str) -> str:
-        """``message`` with every path under a hidden host directory replaced (what a client may read)."""
-        for prefix in self._hidden:
-            message = re.sub(re.escape(prefix) + r"(/[^\s:;,'\"]*)?", "<host path>", message)
-        return message
+        """``message`` as a client may read it (``hide_paths``)."""
+        return hide_paths(message, self._hidden)
+
+
+def hide_paths(message: str, hidden: tuple[str, ...]) -> str:
+    """``message`` with every path under a ``hidden`` host directory replaced: runtimes' errors reach
+    API clients, which must not learn where the server keeps its files."""
+    for prefix in hidden:
+        message = re.sub(re.escape(prefix) + r"(/[^\s:;,'\"]*)?", "<host path>", message)
+    return message
 
 
 def _last_error(log: Path) -> str:
