@@ -42,7 +42,7 @@ run: setup image
 test: APT_PACKAGES += chromium
 test: setup $(VENV)/.synced-fleet image
 	$(VENV)/bin/pytest
-	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/store tests/api/test_containers.py tests/api/test_quotas.py tests/api/test_openai_files.py tests/fuzz/test_findings.py tests/fleet/test_registry.py tests/fleet/test_fleet.py
+	COVE_TEST_DB=postgres $(VENV)/bin/pytest tests/responses tests/store tests/api/test_containers.py tests/api/test_quotas.py tests/service/test_admission.py tests/api/test_openai_files.py tests/fuzz/test_findings.py tests/fleet/test_registry.py tests/fleet/test_fleet.py
 
 # The long fuzz run (a few examples per operation already run in `make test`): FUZZ_EXAMPLES per
 # operation and mode; prints cases, statuses and the server's memory (bench/README.md, "Fuzzing").

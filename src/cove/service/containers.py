@@ -2,7 +2,8 @@
 
 Every method takes the caller's project; another project's ids behave as if they did not exist.
 Creates and uses follow the project's rules and quotas (``service/projects.py``); a create checks the
-quotas and inserts its row as one step under a lock row (``service/locks.py``).
+quotas and inserts its row as one step under a lock row (``service/locks.py``), decided with the
+other creates waiting in one transaction (``service/admission.py``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.selectable import ScalarSelect
+from sqlalchemy.orm import Session
 
 from cove import telemetry
-from cove.config import Settings, parse_size
+from cove.config import Settings
 from cove.egress.policy import EgressPolicy
 from cove.egress.proxy import Decision
 from cove.errors import (
@@ -33,7 +34,6 @@ from cove.errors import (
     InvalidRequest,
     NotFound,
     SandboxUnavailable,
-    TooManyRequests,
 )
 from cove.ids import new_id
 from cove.sandbox.base import (
@@ -52,6 +52,7 @@ from cove.sandbox.base import (
     TerminalRequest,
 )
 from cove.service import locks
+from cove.service.admission import KEPT, LIVE, Admissions, Room, check_disk, snapshot_bytes
 from cove.service.audit import AuditLog
 from cove.service.objects import Container, ListPage
 from cove.service.pagination import Page, paginate
@@ -63,11 +64,6 @@ from cove.store.models import ContainerFileRow, ContainerRow, ReplicaRow, Snapsh
 
 log = logging.getLogger(__name__)
 
-LIVE = ("running", "paused")
-"""Statuses of containers that hold their processes (and count against quotas)."""
-KEPT = (*LIVE, "stopped")
-"""Statuses of containers that keep their files: ``stopped`` ones (idle, ``COVE_IDLE_ACTION=stop``)
-start again on their next use, and their disks count against the ``disk`` quota."""
 MAX_COMMANDS = 64
 MAX_COMMAND_CHARS = 1 << 20
 MAX_EXEC_OUTPUT = 10_000_000
@@ -98,6 +94,7 @@ class ContainerService:
         self._held: dict[str, _Held] = {}
         """Live containers this server made or has looked up, with their limits: a command on one needs
         no database round trip and no secrets opened. Dropped when deleted or expired here."""
+        self._admissions = Admissions(db, self._room)
 
     # -- create / read / delete -------------------------------------------------------------------
     async def create(self, project: str, *, name: str, image: str | None, memory_limit: str,
@@ -135,14 +132,8 @@ class ContainerService:
                            expires_minutes=minutes, network_policy=policy_object(egress),
                            secrets=self.secrets.seal_container(egress, container_id), created_at=now,
                            last_active_at=now, holder=self.settings.replica)
-        async with self.db.begin() as session:
-            await locks.hold(session, "containers")
-            await self._check_room(session, project, memory_limit)
-            session.add(row)
-            if snapshot is not None:
-                await session.flush()  # the container's row before the file rows that refer to it
-                session.add_all(ContainerFileRow(id=new_id("cfile"), container_id=container_id, **record)
-                                for record in snapshot.files)
+        await self._admissions.admit(row, [] if snapshot is None else [
+            ContainerFileRow(id=new_id("cfile"), container_id=container_id, **record) for record in snapshot.files])
         limits = Limits(memory=memory_limit, cpus=cpus, network=egress, project=project)
         try:
             started = time.perf_counter()
@@ -161,51 +152,17 @@ class ContainerService:
         ``create``'s own check, under the lock, is final."""
         self.policies.check_containers(project)
         self.policies.check_image(project, image or self.settings.default_image)
-        async with self.db.begin() as session:
-            await self._check_room(session, project, memory_limit)
+        await self.db.run(lambda session: self._room(session).take(project, memory_limit))
 
-    async def _check_room(self, session: AsyncSession, project: str, memory_limit: str, *,
-                          new_disk: bool = True) -> None:
-        """The project's quotas, then the server's cap, for one more running container (a stopped one
-        starting again has its disk already: ``new_disk`` False)."""
-        quotas = self.policies.quotas(project)
-        # The snapshots' bytes ride along on each row: one round trip on a create's path, not two.
-        kept = (await session.execute(select(ContainerRow.status, ContainerRow.memory_limit,
-                                             _snapshot_bytes(project)).where(
-            ContainerRow.project == project, ContainerRow.status.in_(KEPT)))).all()
-        running = [memory for status, memory, _bytes in kept if status in LIVE]
-        disks = len(kept)
-        if len(running) + 1 > quotas.running_containers:
-            raise quotas.exceeded("running_containers",
-                                  f"this project may run {quotas.running_containers} containers at once")
-        if sum(map(parse_size, [*running, memory_limit])) > quotas.memory:
-            raise quotas.exceeded("memory", "the memory_limit of this project's running containers may add "
-                                            f"up to {_gib(quotas.memory)}")
-        await self._check_disk(session, project, (disks + new_disk) * parse_size(self.settings.disk_limit),
-                               snapshot_bytes=int(kept[0][2]) if kept else None)
-        full = await session.scalar(
-            select(ContainerRow.seq).where(ContainerRow.status.in_(LIVE))
-            .offset(self.settings.max_containers - 1).limit(1))
-        if full is not None:
-            raise TooManyRequests(f"This server runs at most {self.settings.max_containers} containers.")
+    def _room(self, session: Session) -> Room:
+        return Room(session, self.policies.quotas, self.settings)
 
     async def check_snapshot_room(self, session: AsyncSession, project: str, size: int) -> None:
         """The ``disk`` quota for one more snapshot of ``size`` bytes."""
         disks = await session.scalar(select(func.count()).where(
             ContainerRow.project == project, ContainerRow.status.in_(KEPT))) or 0
-        await self._check_disk(session, project, disks * parse_size(self.settings.disk_limit) + size)
-
-    async def _check_disk(self, session: AsyncSession, project: str, running_disks: int, *,
-                          snapshot_bytes: int | None = None) -> None:
-        """The project's ``disk`` quota: its containers' disks (``running_disks`` in all) and its
-        snapshots (their ``bytes``, read here unless the caller has them)."""
-        quotas = self.policies.quotas(project)
-        kept = snapshot_bytes if snapshot_bytes is not None else await session.scalar(
-            select(_snapshot_bytes(project))) or 0
-        if running_disks + kept > quotas.disk:
-            each = _gib(parse_size(self.settings.disk_limit))
-            raise quotas.exceeded("disk", f"this project's containers ({each} each, stopped ones too) and "
-                                          f"snapshots may have {_gib(quotas.disk)} of disk")
+        kept = await session.scalar(select(snapshot_bytes(project))) or 0
+        check_disk(self.policies.quotas(project), self.settings.disk_limit, disks, kept + size)
 
     async def get(self, project: str, container_id: str) -> Container:
         return Container.from_row(await self._row(project, container_id))
@@ -332,13 +289,15 @@ class ContainerService:
     async def _wake(self, row: ContainerRow) -> None:
         """A stopped container counts as running again (its processes start on this use)."""
         now = int(time.time())
-        async with self.db.begin() as session:
-            await locks.hold(session, "containers")
-            await self._check_room(session, row.project, row.memory_limit, new_disk=False)
-            woken = await session.execute(update(ContainerRow).where(
-                ContainerRow.id == row.id, ContainerRow.status == "stopped").values(status="running",
-                                                                                    last_active_at=now))
-        if woken.rowcount:  # type: ignore[attr-defined]
+
+        def wake(session: Session) -> int:
+            locks.hold_in(session, "containers")
+            self._room(session).take(row.project, row.memory_limit, new_disk=False)
+            return int(session.execute(update(ContainerRow).where(  # type: ignore[attr-defined]
+                ContainerRow.id == row.id, ContainerRow.status == "stopped").values(
+                status="running", last_active_at=now)).rowcount)
+
+        if await self.db.run(wake):
             row.status, row.last_active_at = "running", now
             log.info("container %s started again", row.id)
         else:  # expired or deleted meanwhile: the caller's check says so
@@ -431,8 +390,10 @@ class ContainerService:
         self._expiry.start()
 
     async def stop_expiry(self) -> None:
+        """Stops the expiry clock; waits for uses being recorded and creates being admitted."""
         await self._expiry.stop()
         await asyncio.gather(*self._touches, return_exceptions=True)
+        await self._admissions.close()
 
     async def _expire(self) -> bool:
         await self.expire_idle()
@@ -489,11 +450,6 @@ class ContainerService:
                                                              ContainerRow.status.in_(LIVE)).values(status="stopped"))
         await self.engine.stop(container_id)
         log.info("container %s stopped (idle)", container_id)
-
-
-def _snapshot_bytes(project: str) -> ScalarSelect[Any]:
-    """What the project's snapshots hold, for its ``disk`` quota."""
-    return select(func.coalesce(func.sum(SnapshotRow.bytes), 0)).where(SnapshotRow.project == project).scalar_subquery()
 
 
 @dataclass
@@ -626,10 +582,6 @@ def _failure(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, asyncio.CancelledError):
         return {"type": "cancelled", "message": "The request ended before the actions did."}
     return {"type": "failed", "message": "The server had an error."}
-
-
-def _gib(size: int) -> str:
-    return f"{size / (1 << 30):g} GiB"
 
 
 def policy_object(egress: EgressPolicy | None) -> dict[str, Any]:

@@ -12,12 +12,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import update
+from sqlalchemy import Update, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from cove.store.models import LockRow
 
+Name = Literal["containers", "responses", "files"]
 
-async def hold(session: AsyncSession, name: Literal["containers", "responses", "files"]) -> None:
+
+async def hold(session: AsyncSession, name: Name) -> None:
     """Takes the lock ``name`` (rows made by migrations 0005 and 0006) until the session's transaction ends."""
-    await session.execute(update(LockRow).where(LockRow.name == name).values(version=LockRow.version + 1))
+    await session.execute(_take(name))
+
+
+def hold_in(session: Session, name: Name) -> None:
+    """``hold`` in a synchronous session (``Database.run``)."""
+    session.execute(_take(name))
+
+
+def _take(name: Name) -> Update:
+    return update(LockRow).where(LockRow.name == name).values(version=LockRow.version + 1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from cove.service.containers import KEPT
+from cove.service.admission import KEPT
 from cove.service.fleet import FleetRegistry
 from cove.store.db import Database
 from cove.store.models import ContainerRow, ResponseRow, WebhookDeliveryRow

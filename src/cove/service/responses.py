@@ -37,9 +37,10 @@ from cove.config import Settings
 from cove.errors import Conflict, CoveError, InvalidRequest, NotFound, SandboxUnavailable
 from cove.ids import new_id
 from cove.service import history, locks
+from cove.service.admission import KEPT
 from cove.service.background import FairQueue
 from cove.service.compaction import CompactionSeal, compact
-from cove.service.containers import KEPT, ContainerService
+from cove.service.containers import ContainerService
 from cove.service.file_inputs import FileInputs
 from cove.service.files import FileService
 from cove.service.mcp import McpServers, ResponseMcp

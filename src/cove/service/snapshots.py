@@ -27,8 +27,9 @@ from cove.errors import CoveError, InvalidRequest, NotFound
 from cove.ids import new_id
 from cove.sandbox.base import SandboxEngine
 from cove.service import locks
+from cove.service.admission import KEPT
 from cove.service.audit import AuditLog
-from cove.service.containers import KEPT, ContainerService
+from cove.service.containers import ContainerService
 from cove.service.objects import Container, ListPage, Snapshot
 from cove.service.pagination import Page, paginate
 from cove.service.sweeper import Sweeper

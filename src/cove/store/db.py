@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from cove.errors import InvalidRequest
 from cove.store.writer import Write, Writer
+
+T = TypeVar("T")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x636F7665  # "cove"
@@ -117,6 +121,11 @@ class Database:
         the path for the many small writes of responses, where one transaction each would queue on
         SQLite's write lock."""
         await self._writer.write(*writes)
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """``work(session)``, synchronous code, as one transaction (``Writer.run``): on an SQLite file a
+        single hand-over to the writer's thread, where through aiosqlite each statement is one."""
+        return await self._writer.run(work)
 
     async def close(self) -> None:
         await self._writer.close()

@@ -20,16 +20,20 @@ are committed again on their own, so the error reaches only the caller it belong
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 from cove.store.bulk import CHUNK
+
+T = TypeVar("T")
 
 MAX_ROWS = 20_000
 """Rows one transaction takes at most (more wait for the next): bounds how long a batch holds the store."""
@@ -95,6 +99,21 @@ class Writer:
             self._task = asyncio.create_task(self._run())
         await future
 
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """``work`` in a transaction of its own with a synchronous session, committed when it returns
+        (rolled back if it raises): in the writer's thread if it has one (one hand-over for the whole
+        transaction, queued behind the batches), else through the async engine's bridge for sync code.
+        The session keeps its objects' attributes after the commit, for the caller to read."""
+        if self._thread is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._run_in_thread, work)
+        async with AsyncSession(self._engine, expire_on_commit=False) as session, session.begin():
+            return await session.run_sync(work)
+
+    def _run_in_thread(self, work: Callable[[Session], T]) -> T:
+        assert self._thread_engine is not None
+        with Session(self._thread_engine, expire_on_commit=False) as session, session.begin():
+            return work(session)
+
     async def close(self) -> None:
         """Waits for the writes already handed in."""
         if self._task is not None:
@@ -112,7 +131,7 @@ class Writer:
         finally:
             self._task = None
             for _writes, future in batch:  # only if the task itself was stopped (cancelled at shutdown)
-                _settle(future, RuntimeError("the store's writer stopped before this write was committed"))
+                settle(future, RuntimeError("the store's writer stopped before this write was committed"))
 
     def _take(self) -> list[tuple[list[Write], asyncio.Future[None]]]:
         batch: list[tuple[list[Write], asyncio.Future[None]]] = []
@@ -134,19 +153,19 @@ class Writer:
                 await self._commit(plan)
             except Exception as exc:
                 if len(batch) == 1:
-                    _settle(batch[0][1], exc)
+                    settle(batch[0][1], exc)
                     return
             else:
                 for _writes, future in batch:
-                    _settle(future, None)
+                    settle(future, None)
                 return
         for writes, future in batch:  # one at a time, so an error reaches only its own caller
             try:
                 await self._commit(writes)
             except Exception as exc:
-                _settle(future, exc)
+                settle(future, exc)
             else:
-                _settle(future, None)
+                settle(future, None)
 
     async def _commit(self, writes: list[Write]) -> None:
         if self._thread is not None:
@@ -163,7 +182,8 @@ class Writer:
                     connection.execute(write.statement, write.rows)
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+def settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    """Hands ``error`` (or success) to whoever awaits ``future``, unless it stopped waiting."""
     if future.done():  # its caller stopped waiting
         return
     if error is None:

@@ -195,13 +195,10 @@ class LinuxEngine(SandboxEngine):
 
     async def _start_new(self, runtime_id: str, image: Image, limits: Limits, live_as: str | None,
                          source: Path | None = None) -> LinuxSandbox:
-        # The container keeps the layers it started from, even if the image is rebuilt or removed.
-        self.images.pin(runtime_id, image)
-        sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), limits)
+        sandbox = LinuxSandbox(self.host, runtime_id, image, limits)
         if live_as is not None:
             self._live[live_as] = sandbox
-        # Disk and mounts, off the loop.
-        prepared = asyncio.ensure_future(self.host.blocking_start(functools.partial(sandbox.prepare, source)))
+        prepared = asyncio.ensure_future(self.host.blocking_start(functools.partial(self._prepare, sandbox, source)))
         try:
             await asyncio.shield(prepared)
             if source is None:  # a copy of a snapshot starts on first use: a fork costs its disk copy only
@@ -215,6 +212,13 @@ class LinuxEngine(SandboxEngine):
             raise
         return sandbox
 
+    def _prepare(self, sandbox: LinuxSandbox, source: Path | None) -> None:
+        """In a start thread, since both block: the pin (the container keeps the layers it started from,
+        even if the image is rebuilt or removed), written durably under the image store's lock, which
+        a prune holds for its whole run; then the disk and mounts."""
+        self.images.pin(sandbox.id, sandbox.image)
+        sandbox.prepare(source)
+
     # -- snapshots: a container's disk, copied by reference, with the image it runs on ------------
     async def snapshot(self, container_id: str, snapshot_id: str) -> int:
         sandbox = self._live.get(container_id)
@@ -224,7 +228,7 @@ class LinuxEngine(SandboxEngine):
                 raise NotFound(f"Container {container_id} has no files on disk.", code="container_not_found")
             sandbox = LinuxSandbox(self.host, runtime_id, self.images.pinned(runtime_id), Limits())
         target = self._snapshot_disk(snapshot_id)
-        self.images.pin(snapshot_id, sandbox.image)
+        await asyncio.to_thread(self.images.pin, snapshot_id, sandbox.image)
         try:
             return await sandbox.copy_disk(target)
         except BaseException:
@@ -279,8 +283,11 @@ class LinuxEngine(SandboxEngine):
                 await self.host.runc.delete(runtime_id)
             await asyncio.to_thread(unmount_all, self.containers_dir / runtime_id / "rootfs",
                                     self.containers_dir / runtime_id / "disk")
+        await asyncio.to_thread(self._remove_files, runtime_id)
+
+    def _remove_files(self, runtime_id: str) -> None:
         # rmtree never follows symlinks, so links planted inside cannot redirect the delete.
-        await asyncio.to_thread(shutil.rmtree, self.containers_dir / runtime_id, True)
+        shutil.rmtree(self.containers_dir / runtime_id, True)
         (self.disk_pool.containers / f"{runtime_id}.img").unlink(missing_ok=True)
         self.images.unpin(runtime_id)
 
