@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Connection, Engine, event, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from cove.config import Settings, parse_size
 from cove.errors import TooManyRequests
 from cove.service.admission import Admissions, Room
 from cove.service.projects import Quotas
 from cove.store.db import Database
-from cove.store.models import ContainerRow, SnapshotRow
+from cove.store.models import ContainerRow, SnapshotRow, columns
 from tests.polling import eventually_async
 from tests.postgres import PostgresServer
 
@@ -155,13 +154,13 @@ def test_snapshots_count_against_disk_in_a_project_with_and_without_containers(d
         async with db.begin() as session:
             session.add(SnapshotRow(id="snap_0", project="tight", container_id="cntr_gone", image="default",
                                     bytes=parse_size("6g"), files=[], created_at=time.time()))
-        def decide(session: Session) -> str:
-            room = Room(session, quotas.__getitem__, settings)
+        def decide(connection: Connection) -> str:
+            room = Room(connection, quotas.__getitem__, settings)
             try:
                 room.take("tight", "1g")
             except TooManyRequests as exc:
                 return exc.param or ""
-            session.add(_row(int(time.time() * 1e6), "tight"))
+            connection.execute(insert(ContainerRow), [columns(_row(int(time.time() * 1e6), "tight"))])
             return "admitted"
 
         # The first decision meets no container; the later ones read the bytes beside one.

@@ -19,9 +19,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Connection, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from cove import telemetry
 from cove.config import Settings
@@ -152,10 +151,10 @@ class ContainerService:
         ``create``'s own check, under the lock, is final."""
         self.policies.check_containers(project)
         self.policies.check_image(project, image or self.settings.default_image)
-        await self.db.run(lambda session: self._room(session).take(project, memory_limit))
+        await self.db.run(lambda connection: self._room(connection).take(project, memory_limit))
 
-    def _room(self, session: Session) -> Room:
-        return Room(session, self.policies.quotas, self.settings)
+    def _room(self, connection: Connection) -> Room:
+        return Room(connection, self.policies.quotas, self.settings)
 
     async def check_snapshot_room(self, session: AsyncSession, project: str, size: int) -> None:
         """The ``disk`` quota for one more snapshot of ``size`` bytes."""
@@ -290,12 +289,12 @@ class ContainerService:
         """A stopped container counts as running again (its processes start on this use)."""
         now = int(time.time())
 
-        def wake(session: Session) -> int:
-            locks.hold_in(session, "containers")
-            self._room(session).take(row.project, row.memory_limit, new_disk=False)
-            return int(session.execute(update(ContainerRow).where(  # type: ignore[attr-defined]
+        def wake(connection: Connection) -> int:
+            locks.hold_in(connection, "containers")
+            self._room(connection).take(row.project, row.memory_limit, new_disk=False)
+            return connection.execute(update(ContainerRow).where(
                 ContainerRow.id == row.id, ContainerRow.status == "stopped").values(
-                status="running", last_active_at=now)).rowcount)
+                status="running", last_active_at=now)).rowcount
 
         if await self.db.run(wake):
             row.status, row.last_active_at = "running", now

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import Update, update
+from sqlalchemy import Connection, Update, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from cove.store.models import LockRow
 
@@ -26,9 +25,9 @@ async def hold(session: AsyncSession, name: Name) -> None:
     await session.execute(_take(name))
 
 
-def hold_in(session: Session, name: Name) -> None:
-    """``hold`` in a synchronous session (``Database.run``)."""
-    session.execute(_take(name))
+def hold_in(connection: Connection, name: Name) -> None:
+    """``hold`` in a synchronous transaction (``Database.run``)."""
+    connection.execute(_take(name))
 
 
 def _take(name: Name) -> Update:

@@ -24,7 +24,6 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session
 
 from cove.errors import InvalidRequest
 from cove.store.writer import Write, Writer
@@ -122,8 +121,8 @@ class Database:
         SQLite's write lock."""
         await self._writer.write(*writes)
 
-    async def run(self, work: Callable[[Session], T]) -> T:
-        """``work(session)``, synchronous code, as one transaction (``Writer.run``): on an SQLite file a
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """``work(connection)``, synchronous code, as one transaction (``Writer.run``): on an SQLite file a
         single hand-over to the writer's thread, where through aiosqlite each statement is one."""
         return await self._writer.run(work)
 

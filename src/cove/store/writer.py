@@ -27,9 +27,8 @@ from graphlib import CycleError, TopologicalSorter
 from itertools import pairwise
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Executable
+from sqlalchemy import Connection, Engine, Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
 
 from cove.store.bulk import CHUNK
 
@@ -99,20 +98,19 @@ class Writer:
             self._task = asyncio.create_task(self._run())
         await future
 
-    async def run(self, work: Callable[[Session], T]) -> T:
-        """``work`` in a transaction of its own with a synchronous session, committed when it returns
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in a transaction of its own on a synchronous connection, committed when it returns
         (rolled back if it raises): in the writer's thread if it has one (one hand-over for the whole
-        transaction, queued behind the batches), else through the async engine's bridge for sync code.
-        The session keeps its objects' attributes after the commit, for the caller to read."""
+        transaction, queued behind the batches), else through the async engine's bridge for sync code."""
         if self._thread is not None:
             return await asyncio.get_running_loop().run_in_executor(self._thread, self._run_in_thread, work)
-        async with AsyncSession(self._engine, expire_on_commit=False) as session, session.begin():
-            return await session.run_sync(work)
+        async with self._engine.begin() as connection:
+            return await connection.run_sync(work)
 
-    def _run_in_thread(self, work: Callable[[Session], T]) -> T:
+    def _run_in_thread(self, work: Callable[[Connection], T]) -> T:
         assert self._thread_engine is not None
-        with Session(self._thread_engine, expire_on_commit=False) as session, session.begin():
-            return work(session)
+        with self._thread_engine.begin() as connection:
+            return work(connection)
 
     async def close(self) -> None:
         """Waits for the writes already handed in."""
