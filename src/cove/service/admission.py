@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ from cove.service.projects import Quotas
 from cove.store.db import Database
 from cove.store.models import ContainerFileRow, ContainerRow, SnapshotRow, columns
 from cove.store.writer import settle
+
+log = logging.getLogger(__name__)
 
 LIVE = ("running", "paused")
 """Statuses of containers that hold their processes (and count against quotas)."""
@@ -172,8 +175,10 @@ class Admissions:
                 await self._decide(group)
         finally:
             self._task = None
-            for create in group:  # only if the task itself was stopped (cancelled at shutdown)
-                settle(create.decided, RuntimeError("the server stopped before this container was admitted"))
+            stopped = RuntimeError("the server stopped before this container was admitted")
+            for create in [*group, *self._waiting]:  # only if the task itself was stopped (at shutdown)
+                settle(create.decided, stopped)
+            self._waiting.clear()
 
     async def _decide(self, group: list[_Create]) -> None:
         if not group:
@@ -191,8 +196,11 @@ class Admissions:
             settle(create.decided, refused.get(create))
         abandoned = [create.row.id for create in group if create.decided.cancelled() and create not in refused]
         if abandoned:
-            async with self._db.begin() as session:
-                await session.execute(delete(ContainerRow).where(ContainerRow.id.in_(abandoned)))
+            try:
+                async with self._db.begin() as session:
+                    await session.execute(delete(ContainerRow).where(ContainerRow.id.in_(abandoned)))
+            except Exception:  # logged: the groups after this one must still be decided
+                log.exception("could not delete the rows of abandoned creates %s", abandoned)
 
     def _commit(self, group: list[_Create], connection: Connection) -> dict[_Create, TooManyRequests]:
         """Inserts the rows of the creates that fit (``Database.run`` commits them); returns the others' errors."""
