@@ -112,20 +112,21 @@ class Room:
         self._live = live + 1
 
     def _read(self, project: str) -> _Usage:
-        """The project's usage; the first read also counts the server's live containers. The snapshots'
-        bytes and that count ride along on each of the project's rows: one statement, not three (two
-        when the project has no container)."""
+        """The project's usage; the first read also counts the server's live containers (later ones
+        leave that count out). The snapshots' bytes and that count ride along on each of the project's
+        rows: one statement, not three (two when the project has no container)."""
         if project not in self._usage:
-            snapshots, live = snapshot_bytes(project), self._live_count().scalar_subquery()
-            kept = self._connection.execute(select(_CONTAINERS.status, _CONTAINERS.memory_limit, snapshots, live)
+            totals = [snapshot_bytes(project)]
+            if self._live is None:
+                totals.append(self._live_count().scalar_subquery())
+            kept = self._connection.execute(select(_CONTAINERS.status, _CONTAINERS.memory_limit, *totals)
                                             .where(_CONTAINERS.project == project,
                                                    _CONTAINERS.status.in_(KEPT))).all()
-            stored, counted = (kept[0][2], kept[0][3]) if kept else self._connection.execute(
-                select(snapshots, live)).one()
+            read = kept[0][2:] if kept else self._connection.execute(select(*totals)).one()
             self._usage[project] = _Usage(running=[row[1] for row in kept if row[0] in LIVE], disks=len(kept),
-                                          snapshot_bytes=int(stored))
+                                          snapshot_bytes=int(read[0]))
             if self._live is None:
-                self._live = int(counted)
+                self._live = int(read[1])
         return self._usage[project]
 
     def _live_count(self) -> Select[Any]:
