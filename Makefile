@@ -10,7 +10,7 @@ APT_PACKAGES += xfsprogs
 APT_PACKAGES += novnc
 export COVE_DATA_DIR ?= /var/lib/cove
 
-.PHONY: setup image run test fuzz bench lint clean-venv
+.PHONY: setup image run test fuzz bench bench-docker lint clean-venv
 
 setup: $(VENV)/.synced
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -52,7 +52,7 @@ fuzz: setup image
 
 # bench/containers.py also times bwrap directly beside runc (the machine's floor).
 bench: APT_PACKAGES += bubblewrap
-bench: setup image
+bench: setup image bench-docker
 	$(VENV)/bin/python bench/containers.py
 	$(VENV)/bin/python bench/launcher.py
 	$(VENV)/bin/python bench/branches.py
@@ -69,6 +69,18 @@ bench: setup image
 	$(VENV)/bin/python bench/replicas.py --replica-cpus 0.4
 	$(VENV)/bin/python bench/computer.py
 	$(VENV)/bin/python bench/fleet.py
+
+# Docker for the bench's comparison rows: Debian's docker.io. The bench runs a private dockerd of its
+# own (bench/docker_baseline.py), so the package's service must not start on install (it would bring
+# up a bridge and iptables rules): the install runs under a policy-rc.d that refuses service starts,
+# unless the machine already has one.
+bench-docker:
+	@command -v dockerd >/dev/null 2>&1 || { \
+	  guard=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	    chmod +x /usr/sbin/policy-rc.d; guard=1; }; \
+	  echo "installing apt packages: docker.io"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; rc=$$?; \
+	  [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
