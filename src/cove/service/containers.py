@@ -51,7 +51,7 @@ from cove.sandbox.base import (
     TerminalRequest,
 )
 from cove.service import locks
-from cove.service.admission import KEPT, LIVE, Admissions, Room, check_disk, snapshot_bytes
+from cove.service.admission import KEPT, LIVE, SNAPSHOT_BYTES, Admissions, Room, check_disk
 from cove.service.audit import AuditLog
 from cove.service.objects import Container, ListPage
 from cove.service.pagination import Page, paginate
@@ -160,7 +160,7 @@ class ContainerService:
         """The ``disk`` quota for one more snapshot of ``size`` bytes."""
         disks = await session.scalar(select(func.count()).where(
             ContainerRow.project == project, ContainerRow.status.in_(KEPT))) or 0
-        kept = await session.scalar(select(snapshot_bytes(project))) or 0
+        kept = await session.scalar(SNAPSHOT_BYTES, {"project": project}) or 0
         check_disk(self.policies.quotas(project), self.settings.disk_limit, disks, kept + size)
 
     async def get(self, project: str, container_id: str) -> Container:

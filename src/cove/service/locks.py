@@ -12,23 +12,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import Connection, Update, update
+from sqlalchemy import Connection, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cove.store.models import LockRow
 
 Name = Literal["containers", "responses", "files"]
 
+_TAKE = update(LockRow).where(LockRow.name == bindparam("lock")).values(version=LockRow.version + 1)
+"""Built once, the name bound at execution: building the statement and its cache key on each call
+was most of what taking the lock cost (on SQLite 0.11 ms against 0.025, and 0.73 against 0.25 ms
+when the machine had been idle for 20 ms)."""
+
 
 async def hold(session: AsyncSession, name: Name) -> None:
     """Takes the lock ``name`` (rows made by migrations 0005 and 0006) until the session's transaction ends."""
-    await session.execute(_take(name))
+    await session.execute(_TAKE, {"lock": name})
 
 
 def hold_in(connection: Connection, name: Name) -> None:
     """``hold`` in a synchronous transaction (``Database.run``)."""
-    connection.execute(_take(name))
-
-
-def _take(name: Name) -> Update:
-    return update(LockRow).where(LockRow.name == name).values(version=LockRow.version + 1)
+    connection.execute(_TAKE, {"lock": name})
