@@ -84,7 +84,13 @@ def page_log(http: httpx.Client, container_id: str) -> str:
 
 
 def wait_for(http: httpx.Client, container_id: str, line: str) -> None:
-    eventually(lambda: line in page_log(http, container_id), what=f"{line!r} in the page's log")
+    """Until the page's log has ``line``; a timeout shows the log as it was (did the page load at all?)."""
+    def logged() -> bool:
+        log = page_log(http, container_id)
+        if line not in log:
+            raise LookupError(f"the page's log so far: {log!r}")
+        return True
+    eventually(logged, what=f"{line!r} in the page's log", ignoring=(LookupError,))
 
 
 def desktop_container(http: httpx.Client, **options: Any) -> str:
