@@ -18,7 +18,8 @@ The transaction is synchronous code run by ``Database.run``: on SQLite one hand-
 writer thread for the whole of it, where through aiosqlite its five statements (lock, usage, live
 count, insert, commit) were five round trips of 0.5-0.7 ms each through a thread and the event loop,
 the larger part of a pooled create. Its statements are Core ones on the connection: through the ORM
-session the same lock and reads cost 1.0 ms in place of 0.6 (SQLite's own part is under 0.2).
+session the same lock and reads cost 1.0 ms in place of 0.6 (SQLite's own part is under 0.2). They are
+built once, at import (see below).
 """
 
 from __future__ import annotations
